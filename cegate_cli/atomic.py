@@ -1,0 +1,54 @@
+"""Write files so that a crash never leaves a half-written one under the final name.
+
+Everything cegate writes goes to a temporary name in the same folder (same file system, so the
+final `os.replace` is atomic) and is renamed only once complete. A failure removes the temporary
+file and leaves whatever was there before untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it onto `final` if the block succeeds.
+
+    `suffix` defaults to the final name's suffix, so drivers that guess the format from the
+    extension (GDAL, pyogrio) still do the right thing.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.tmp-", suffix=final.suffix if suffix is None else suffix, dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # writers create the file themselves; some (GDAL, pyogrio) refuse to overwrite
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `final` atomically (UTF-8), flushed to disk before the rename."""
+    with atomic_path(final) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_json_atomic(final: str | os.PathLike[str], data: Any) -> None:
+    """Write `data` as indented JSON to `final` atomically."""
+    write_text_atomic(final, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,123 @@
+"""The class table: ids, names and colours that masks, runs and outputs share.
+
+A labeled folder may carry a `classes.yaml`; without one the classes come from the mask values.
+The same table is stored in run.json and written into every predicted mask (colour table, tags).
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cegate_cli.errors import DataError
+
+DEFAULT_IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class: the integer stored in masks, a name for people, an RGB colour for maps."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """All classes of a task plus the mask value that means "no label here"."""
+
+    classes: tuple[ClassInfo, ...]
+    ignore_index: int = DEFAULT_IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.classes]
+        if len(set(ids)) != len(ids):
+            raise DataError(f"class ids must be unique, got {ids}")
+        if self.ignore_index in ids:
+            raise DataError(
+                f"class id {self.ignore_index} is also the ignore index; choose another "
+                "ignore_index in classes.yaml or with --ignore-index"
+            )
+        for c in self.classes:
+            if not 0 <= c.id <= 254:
+                raise DataError(f"class id {c.id} ({c.name!r}) must be between 0 and 254")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels of the head: the largest id + 1 (ids may have gaps)."""
+        return max(c.id for c in self.classes) + 1 if self.classes else 0
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(c.id for c in self.classes)
+
+    def name_of(self, class_id: int) -> str:
+        for c in self.classes:
+            if c.id == class_id:
+                return c.name
+        return f"class_{class_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ignore_index": self.ignore_index,
+            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self.classes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassTable:
+        return cls(
+            classes=tuple(
+                ClassInfo(int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
+                for c in data["classes"]
+            ),
+            ignore_index=int(data.get("ignore_index", DEFAULT_IGNORE_INDEX)),
+        )
+
+    @classmethod
+    def from_ids(cls, ids: list[int], ignore_index: int = DEFAULT_IGNORE_INDEX) -> ClassTable:
+        """Classes found in masks, with generated names and well separated colours."""
+        ordered = sorted(set(ids) - {ignore_index})
+        return cls(
+            classes=tuple(ClassInfo(i, f"class_{i}", generated_color(k, len(ordered))) for k, i in enumerate(ordered)),
+            ignore_index=ignore_index,
+        )
+
+
+def generated_color(index: int, count: int) -> tuple[int, int, int]:
+    """Evenly spaced hues so generated classes are distinguishable on a map."""
+    r, g, b = colorsys.hsv_to_rgb(index / max(count, 1), 0.75, 0.9)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def parse_color(value: Any, where: str) -> tuple[int, int, int]:
+    """Accept `[r, g, b]` or `"#rrggbb"`."""
+    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
+        return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+        return int(value[0]), int(value[1]), int(value[2])
+    raise DataError(f"{where}: colour {value!r} is not [r, g, b] (0-255) or '#rrggbb'")
+
+
+def load_class_table(path: Path, ignore_index: int | None = None) -> ClassTable:
+    """Read a classes.yaml; `ignore_index` (from the command line) overrides the file's value."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: cannot read class table ({exc}); see examples/classes.yaml") from exc
+    entries = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise DataError(f"{path}: expected a 'classes:' list of {{id, name, colour}}; see examples/classes.yaml")
+    classes = []
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "id" not in entry or "name" not in entry:
+            raise DataError(f"{path}: class entry {n + 1} needs at least 'id' and 'name', got {entry!r}")
+        color_value = entry.get("color", entry.get("colour"))
+        color = parse_color(color_value, f"{path}: class {entry['name']!r}") if color_value is not None else generated_color(n, len(entries))
+        classes.append(ClassInfo(int(entry["id"]), str(entry["name"]), color))
+    file_ignore = data.get("ignore_index", DEFAULT_IGNORE_INDEX)
+    return ClassTable(tuple(classes), ignore_index=int(ignore_index if ignore_index is not None else file_ignore))

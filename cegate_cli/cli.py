@@ -1,0 +1,54 @@
+"""The `cegate` command: a Typer app whose commands live one per file in `cegate_cli.commands`.
+
+`main()` is the only place that turns library errors into what a user sees: one line on stderr,
+exit code 2. Set CEGATE_DEBUG=1 to get the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from cegate_cli import __version__
+from cegate_cli.commands import register_commands
+from cegate_cli.errors import CegateError
+
+app = typer.Typer(
+    name="cegate",
+    help="Adapt geospatial foundation models to your GeoTIFFs (CrossEarth-Gate) and map whole scenes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cegate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Adapt geospatial foundation models to your GeoTIFFs and map whole scenes."""
+
+
+register_commands(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `cegate` script, `python -m cegate_cli` and `torchrun -m cegate_cli`."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except CegateError as exc:
+        if os.environ.get("CEGATE_DEBUG"):
+            raise
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)

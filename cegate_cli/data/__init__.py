@@ -1,0 +1,1 @@
+"""GeoTIFF folders, band choice, normalisation statistics, crops and generated scenes."""

@@ -1,0 +1,51 @@
+"""Every error cegate raises on purpose.
+
+One root, `CegateError`, so the CLI can turn any of them into a one-line message and exit code 2.
+Each subclass also inherits the built-in a Python caller would expect (a missing file is still a
+`FileNotFoundError`), the pattern rasterio uses (`RasterioIOError(OSError)`).
+Messages are written for the user: what is wrong, with which file or value, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class CegateError(Exception):
+    """Root of all cegate errors; the CLI prints `Error: <message>` and exits with code 2."""
+
+    exit_code: int = 2
+
+
+class InputError(CegateError, ValueError):
+    """A value the user gave (flag, spec, config) is not usable."""
+
+
+class DataError(CegateError, ValueError):
+    """A data file or folder is not usable (wrong grid, unknown mask values, missing bands)."""
+
+
+class DataFileNotFoundError(CegateError, FileNotFoundError):
+    """An input path the user named does not exist or holds no usable files."""
+
+
+class BackboneNotFoundError(CegateError, FileNotFoundError):
+    """A backbone spec names a repository, revision, folder or file that does not exist."""
+
+
+class HubAuthError(CegateError, PermissionError):
+    """The Hub refused access: a gated or private repository and no (or a wrong) token."""
+
+
+class OfflineNotCachedError(CegateError, FileNotFoundError):
+    """Offline mode (HF_HUB_OFFLINE) and the backbone is not in the local Hub cache."""
+
+
+class HubConnectionError(CegateError, ConnectionError):
+    """The Hub could not be reached and the backbone is not cached."""
+
+
+class RunFolderError(CegateError, OSError):
+    """A run folder is missing, incomplete, from an incompatible version, or would be overwritten."""
+
+
+class OutputExistsError(CegateError, FileExistsError):
+    """An output already exists and `--overwrite` was not given."""
