@@ -1,0 +1,1 @@
+"""Backbones: a timm Vision Transformer from Hub files, its bands adapted, giving multi-level features."""

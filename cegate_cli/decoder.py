@@ -1,0 +1,79 @@
+"""Segmentation heads over the backbone's multi-level features.
+
+A ViT gives every level at the same coarse resolution (1/patch). The UNet-style head turns them
+into a pyramid (deepest level coarsest), upsamples step by step fusing the shallower levels, and
+adds a small full-resolution stem on the image itself so class boundaries are not limited to the
+patch grid. `linear` is the light alternative: normalise, concatenate, 1x1 classify, upsample.
+GroupNorm rather than BatchNorm: training batches are small and must behave the same on one
+process and under DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DECODERS = ("unet", "linear")
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            _norm(out_channels),
+            nn.GELU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            _norm(out_channels),
+            nn.GELU(),
+        )
+
+
+class UNetDecoder(nn.Module):
+    def __init__(self, embed_dim: int, num_levels: int, in_chans: int, num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.project = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(embed_dim, width, 1, bias=False), _norm(width), nn.GELU()) for _ in range(num_levels)
+        )
+        self.fuse = nn.ModuleList(ConvBlock(2 * width, width) for _ in range(num_levels - 1))
+        stem_width = max(16, width // 4)
+        self.stem = ConvBlock(in_chans, stem_width)
+        self.final = ConvBlock(width + stem_width, width)
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        levels = [project(feature) for project, feature in zip(self.project, features)]
+        x = levels[-1]
+        for fuse, skip in zip(self.fuse, reversed(levels[:-1])):
+            target = (x.shape[-2] * 2, x.shape[-1] * 2)
+            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
+            skip = F.interpolate(skip, size=target, mode="bilinear", align_corners=False)
+            x = fuse(torch.cat((x, skip), dim=1))
+        x = F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.final(torch.cat((x, self.stem(images)), dim=1))
+        return self.classifier(x)
+
+
+class LinearDecoder(nn.Module):
+    def __init__(self, embed_dim: int, num_levels: int, num_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(1, embed_dim * num_levels)
+        self.classifier = nn.Conv2d(embed_dim * num_levels, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.norm(torch.cat(features, dim=1)))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_decoder(name: str, embed_dim: int, num_levels: int, in_chans: int, num_classes: int) -> nn.Module:
+    if name == "unet":
+        return UNetDecoder(embed_dim, num_levels, in_chans, num_classes)
+    if name == "linear":
+        return LinearDecoder(embed_dim, num_levels, num_classes)
+    from cegate_cli.errors import InputError
+
+    raise InputError(f"unknown decoder {name!r}; choose from {', '.join(DECODERS)}")

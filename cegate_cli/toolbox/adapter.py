@@ -1,0 +1,44 @@
+"""Semantic module: a bottleneck Adapter in parallel to a block's MLP (AdaptFormer style).
+
+    mlp_out = mlp(x) + up(GELU(down(x))) * scale
+
+`up` starts at zero so the module is an exact identity until trained.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cegate_cli.toolbox.base import ToolboxModule
+
+
+class Bottleneck(nn.Module):
+    """down -> GELU -> up, with the up projection zero-initialised."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(x)))
+
+
+class MLPAdapter(ToolboxModule):
+    kind = "adapter"
+
+    def __init__(self, base_layer: nn.Module, layer: int, dim: int, hidden: int = 32, scale: float = 1.0) -> None:
+        super().__init__(layer)
+        self.base_layer = base_layer
+        self.bottleneck = Bottleneck(dim, hidden)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        if not self.active:
+            return result
+        return result + self.bottleneck(x) * self.scale

@@ -1,0 +1,130 @@
+"""Insert the toolbox into every block of a backbone, and switch modules on and off.
+
+LoRA and the Adapter wrap the block's own layers (`attn.qkv`, `mlp`) the way peft wraps a base
+layer; the Earth-Adapter sits on the block output, registered in `backbone.frequency`. The
+`Toolbox` object is the one handle training and inference use: which modules exist, which are
+active, which parameters train, merge/unmerge of LoRA for inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from torch import nn
+
+from cegate_cli.backbone.vit import Backbone
+from cegate_cli.errors import InputError
+from cegate_cli.toolbox.adapter import MLPAdapter
+from cegate_cli.toolbox.base import KINDS, ModuleKey, ToolboxModule
+from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox.frequency import EarthAdapter
+from cegate_cli.toolbox.lora import LoRAQKV
+
+
+class Toolbox:
+    """All candidate modules of one backbone, keyed by (kind, layer)."""
+
+    def __init__(self, backbone: Backbone, modules: dict[ModuleKey, ToolboxModule], config: ToolboxConfig) -> None:
+        self.backbone = backbone
+        self.modules = modules
+        self.config = config
+
+    def __iter__(self) -> Iterator[ToolboxModule]:
+        return iter(self.modules[key] for key in self.keys())
+
+    def keys(self) -> list[ModuleKey]:
+        """Ordered by layer, then kind in KINDS order: the order of every table and tie-break."""
+        return sorted(self.modules, key=lambda key: (key[1], KINDS.index(key[0])))
+
+    @property
+    def active_keys(self) -> list[ModuleKey]:
+        return [key for key in self.keys() if self.modules[key].active]
+
+    def set_active(self, keys: Iterable[ModuleKey]) -> None:
+        """Activate exactly `keys`; everything else is bypassed and frozen."""
+        wanted = set(keys)
+        unknown = wanted - set(self.modules)
+        if unknown:
+            raise InputError(f"no such toolbox modules: {sorted(unknown)}")
+        for key, module in self.modules.items():
+            module.active = key in wanted
+            for parameter in module.own_parameters():
+                parameter.requires_grad_(module.active)
+
+    def activate_all(self) -> None:
+        self.set_active(self.modules)
+
+    def lowest_active_layer(self) -> int | None:
+        layers = [module.layer for module in self.modules.values() if module.active]
+        return min(layers) if layers else None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for key in self.active_keys for p in self.modules[key].own_parameters()]
+
+    def parameter_count(self, key: ModuleKey) -> int:
+        return self.modules[key].num_own_parameters()
+
+    def merge_lora(self) -> None:
+        for module in self.modules.values():
+            if isinstance(module, LoRAQKV):
+                module.merge()
+
+    def unmerge_lora(self) -> None:
+        for module in self.modules.values():
+            if isinstance(module, LoRAQKV):
+                module.unmerge()
+
+    def state_dict_of(self, keys: Iterable[ModuleKey]) -> dict[str, object]:
+        """Parameters of the given modules under stable names `<kind>.<layer>.<param>`."""
+        state = {}
+        for key in keys:
+            module = self.modules[key]
+            for name, tensor in module.named_parameters():
+                if not name.startswith("base_layer."):
+                    state[f"toolbox.{key[0]}.{key[1]}.{name}"] = tensor.detach()
+        return state
+
+    def load_state(self, state: dict[str, object]) -> list[ModuleKey]:
+        """Load `toolbox.*` tensors; return the modules that received weights."""
+        loaded: set[ModuleKey] = set()
+        for full_name, tensor in state.items():
+            if not full_name.startswith("toolbox."):
+                continue
+            _, kind, layer_text, name = full_name.split(".", 3)
+            key = (kind, int(layer_text))
+            if key not in self.modules:
+                raise InputError(f"weights for {kind} in block {layer_text} but the toolbox has no such module")
+            parameter = dict(self.modules[key].named_parameters())[name]
+            parameter.data.copy_(tensor)  # type: ignore[arg-type]
+            loaded.add(key)
+        return sorted(loaded, key=lambda key: (key[1], KINDS.index(key[0])))
+
+
+def attach_toolbox(backbone: Backbone, config: ToolboxConfig | None = None) -> Toolbox:
+    """Wrap every block's qkv and MLP and add a frequency module to its output.
+
+    The backbone's own weights are frozen here: from now on only toolbox modules can train.
+    """
+    config = config or ToolboxConfig()
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    modules: dict[ModuleKey, ToolboxModule] = {}
+    dim = backbone.embed_dim
+    for layer, block in enumerate(backbone.vit.blocks):
+        if "lora" in config.kinds:
+            qkv = block.attn.qkv
+            if not isinstance(qkv, nn.Linear):
+                raise InputError(
+                    f"block {layer}: LoRA supports a fused nn.Linear attn.qkv (timm ViT); found {type(qkv).__name__}"
+                )
+            block.attn.qkv = modules[("lora", layer)] = LoRAQKV(qkv, layer, config.lora_rank, config.lora_alpha)
+        if "adapter" in config.kinds:
+            block.mlp = modules[("adapter", layer)] = MLPAdapter(
+                block.mlp, layer, dim, config.adapter_hidden, config.adapter_scale
+            )
+        if "earth" in config.kinds:
+            earth = EarthAdapter(layer, dim, config.earth_hidden, config.earth_low_freq_ratio, backbone.num_prefix_tokens)
+            backbone.frequency[str(layer)] = modules[("earth", layer)] = earth
+    toolbox = Toolbox(backbone, modules, config)
+    toolbox.activate_all()
+    return toolbox
