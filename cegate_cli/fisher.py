@@ -1,0 +1,158 @@
+"""Fisher-guided selection: which toolbox modules carry the task's gradient.
+
+Score of module m: the empirical Fisher information, the mean over M samples of the squared
+gradient of the task loss, summed over m's parameters. Kinds differ in size (a LoRA holds more
+parameters than an Earth-Adapter router), so scores are normalised within each kind across
+layers (divided by the kind's mean, so 1.0 is "an average layer for this kind") before the top
+k of all (kind, layer) pairs are taken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cegate_cli.errors import InputError
+from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class FisherScores:
+    raw: dict[ModuleKey, float]
+    normalized: dict[ModuleKey, float]
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "scores": [
+                {"kind": kind, "layer": layer, "raw": self.raw[(kind, layer)], "normalized": self.normalized[(kind, layer)]}
+                for kind, layer in sorted(self.raw, key=lambda key: (key[1], KINDS.index(key[0])))
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FisherScores:
+        raw = {(s["kind"], int(s["layer"])): float(s["raw"]) for s in data["scores"]}
+        normalized = {(s["kind"], int(s["layer"])): float(s["normalized"]) for s in data["scores"]}
+        return cls(raw, normalized, int(data["samples"]))
+
+
+@dataclass
+class Selection:
+    """One selection event: when, what was chosen, and the scores behind it."""
+
+    step: int
+    selected: list[ModuleKey]
+    scores: FisherScores
+    seconds: float = 0.0
+    rule: str = "fisher"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "rule": self.rule,
+            "seconds": round(self.seconds, 3),
+            "selected": [{"kind": kind, "layer": layer} for kind, layer in self.selected],
+            **self.scores.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Selection:
+        return cls(
+            step=int(data["step"]),
+            selected=[(s["kind"], int(s["layer"])) for s in data["selected"]],
+            scores=FisherScores.from_dict(data),
+            seconds=float(data.get("seconds", 0.0)),
+            rule=str(data.get("rule", "fisher")),
+        )
+
+
+def empirical_fisher(
+    model: nn.Module,
+    toolbox: Toolbox,
+    samples: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: LossFn,
+    keys: Sequence[ModuleKey] | None = None,
+) -> FisherScores:
+    """Per-sample squared gradients of `loss_fn(model(image), target)`, averaged, per module.
+
+    Every scored module is switched on for the measurement (a module at its identity
+    initialisation changes nothing, so this measures the model being trained) and the previous
+    active set is restored afterwards. Samples are single images with their targets.
+    """
+    keys = list(keys) if keys is not None else toolbox.keys()
+    previously_active = toolbox.active_keys
+    previous_grad_from = toolbox.backbone.grad_from_layer
+    was_training = model.training
+    toolbox.set_active(keys)
+    toolbox.backbone.grad_from_layer = min(layer for _, layer in keys)
+    parameters = {key: toolbox.modules[key].own_parameters() for key in keys}
+    flat = [p for key in keys for p in parameters[key]]
+    totals = {key: 0.0 for key in keys}
+    count = 0
+    model.eval()  # no dropout noise in the measurement; the heads use GroupNorm, so no batch statistics
+    try:
+        for image, target in samples:
+            loss = loss_fn(model(image.unsqueeze(0)), target.unsqueeze(0))
+            if not torch.isfinite(loss) or loss.detach() == 0:
+                continue  # a crop with no usable label carries no information
+            gradients = torch.autograd.grad(loss, flat, allow_unused=True)
+            offset = 0
+            for key in keys:
+                n = len(parameters[key])
+                totals[key] += float(sum(g.detach().float().pow(2).sum() for g in gradients[offset : offset + n] if g is not None))
+                offset += n
+            count += 1
+    finally:
+        toolbox.set_active(previously_active)
+        toolbox.backbone.grad_from_layer = previous_grad_from
+        model.train(was_training)
+    if count == 0:
+        raise InputError("no training crop had a usable label to score modules on; check the masks and nodata")
+    raw = {key: value / count for key, value in totals.items()}
+    return FisherScores(raw=raw, normalized=normalize_within_kind(raw), samples=count)
+
+
+def normalize_within_kind(raw: dict[ModuleKey, float]) -> dict[ModuleKey, float]:
+    """Divide each score by its kind's mean over layers; a kind with all zeros stays zero."""
+    normalized = {}
+    for kind in {key[0] for key in raw}:
+        keys = [key for key in raw if key[0] == kind]
+        mean = sum(raw[key] for key in keys) / len(keys)
+        for key in keys:
+            normalized[key] = raw[key] / mean if mean > 0 else 0.0
+    return normalized
+
+
+def select_top(scores: dict[ModuleKey, float], k: int) -> list[ModuleKey]:
+    """The k highest scores; ties go to the lower layer, then kind order (deterministic)."""
+    ranked = sorted(scores, key=lambda key: (-scores[key], key[1], KINDS.index(key[0])))
+    return sorted(ranked[:k], key=lambda key: (key[1], KINDS.index(key[0])))
+
+
+def parse_select(text: str | int | float, candidates: int) -> int:
+    """`--select 6` (a count) or `--select 0.25` (a fraction of the candidates) -> a count >= 1."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"--select {text!r}: give a count (e.g. 6) or a fraction (e.g. 0.25)") from None
+    if value <= 0:
+        raise InputError(f"--select {text!r} must be positive")
+    is_fraction = value < 1 or (value == 1 and ("." in str(text)))
+    if is_fraction:
+        count = math.ceil(value * candidates)
+    elif value != int(value):
+        raise InputError(f"--select {text!r}: a count must be a whole number; a fraction must be at most 1")
+    else:
+        count = int(value)
+    if count > candidates:
+        raise InputError(f"--select {text}: only {candidates} candidate modules exist")
+    return max(1, count)
