@@ -1,0 +1,95 @@
+"""Rebuild a trained model from a run folder: the backbone from the Hub cache at the recorded
+revision, the toolbox and head from run.json, the trained weights from adapter.safetensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.errors import RunFolderError
+from cegate_cli.hub import BackboneSource, resolve_backbone
+from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.run import ADAPTER_BEST, ADAPTER_LAST, RunManifest, load_weights, read_manifest
+from cegate_cli.toolbox import Toolbox
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    manifest: RunManifest
+    model: SegmentationModel
+    toolbox: Toolbox
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without one is a clear error."""
+    from cegate_cli.errors import InputError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise InputError(f"--device {name!r}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def source_for_run(manifest: RunManifest, *, offline: bool | None = None, token: str | None = None) -> BackboneSource:
+    """The backbone exactly as trained: same spec, pinned to the recorded revision and checksum."""
+    recorded = BackboneSource.from_dict(manifest.backbone["source"])
+    source = resolve_backbone(recorded.spec, revision=recorded.revision, token=token, offline=offline)
+    if recorded.weights_sha256 and source.weights_sha256 and recorded.weights_sha256 != source.weights_sha256:
+        raise RunFolderError(
+            f"the backbone weights for {recorded.spec} (sha256 {source.weights_sha256[:12]}...) differ from the ones "
+            f"this run was trained on ({recorded.weights_sha256[:12]}...); restore the original files or adapt again"
+        )
+    return source
+
+
+def load_run(
+    run_dir: Path,
+    *,
+    device: str = "auto",
+    weights: str = "best",
+    offline: bool | None = None,
+    token: str | None = None,
+) -> LoadedRun:
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest.status != "complete":
+        raise RunFolderError(f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume")
+    source = source_for_run(manifest, offline=offline, token=token)
+    pretrained = load_pretrained_vit(source)
+    built = build_model(
+        pretrained,
+        manifest.bands.names,
+        manifest.classes.num_classes,
+        manifest.toolbox,
+        decoder=manifest.training.decoder,
+        seed=manifest.training.seed,
+    )
+    state = load_weights(run_dir / (ADAPTER_BEST if weights == "best" else ADAPTER_LAST))
+    apply_trained_weights(built.model, built.toolbox, state, run_dir)
+    active = manifest.best_selection if (weights == "best" and manifest.best_selection) else manifest.final_selection
+    built.toolbox.set_active(active)
+    built.model.eval()
+    target = resolve_device(device)
+    built.model.to(target)
+    return LoadedRun(run_dir, manifest, built.model, built.toolbox, target)
+
+
+def apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dict[str, torch.Tensor], where: Path) -> None:
+    proj = model.backbone.vit.patch_embed.proj
+    try:
+        with torch.no_grad():
+            proj.weight.copy_(state["patch_embed.weight"])
+            if proj.bias is not None:
+                proj.bias.copy_(state["patch_embed.bias"])
+        model.decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")})
+        toolbox.load_state(state)
+    except (KeyError, RuntimeError) as exc:
+        raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({exc})") from exc

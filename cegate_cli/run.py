@@ -1,0 +1,183 @@
+"""The run folder: what `adapt` leaves and `predict`, `evaluate` and `inspect` read.
+
+    run/
+      run.json                  everything needed to rebuild the model and explain it
+      adapter.safetensors       trained weights only (best validation step), never the backbone
+      adapter_last.safetensors  the same at the last step
+      state/trainer.pt          what --resume needs
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cegate_cli import __version__
+from cegate_cli.atomic import atomic_path, write_json_atomic
+from cegate_cli.bands import BandChoice
+from cegate_cli.classes import ClassTable
+from cegate_cli.data.stats import BandStats
+from cegate_cli.errors import OutputExistsError, RunFolderError
+from cegate_cli.fisher import Selection
+from cegate_cli.toolbox import ModuleKey, ToolboxConfig
+from cegate_cli.train.config import TrainConfig
+
+RUN_FORMAT = "cegate-run/1"
+RUN_JSON = "run.json"
+ADAPTER_BEST = "adapter.safetensors"
+ADAPTER_LAST = "adapter_last.safetensors"
+STATE_DIR = "state"
+TRAIN_STATE = "trainer.pt"
+
+
+@dataclass
+class RunManifest:
+    """The contents of run.json. Nested sections that only report (metrics, timing) stay plain dicts."""
+
+    backbone: dict[str, Any]
+    bands: BandChoice
+    normalization: BandStats
+    classes: ClassTable
+    toolbox: ToolboxConfig
+    training: TrainConfig
+    kinds: tuple[str, ...]
+    select_count: int
+    mode: str = "supervised"
+    status: str = "training"
+    selections: list[Selection] = field(default_factory=list)
+    ever_selected: list[ModuleKey] = field(default_factory=list)
+    best_selection: list[ModuleKey] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    cegate_version: str = __version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def final_selection(self) -> list[ModuleKey]:
+        return self.selections[-1].selected if self.selections else []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "cegate_version": self.cegate_version,
+            "created": self.created,
+            "status": self.status,
+            "mode": self.mode,
+            "backbone": self.backbone,
+            "bands": self.bands.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "classes": self.classes.to_dict(),
+            "toolbox": self.toolbox.to_dict(),
+            "selection": {
+                "kinds": list(self.kinds),
+                "count": self.select_count,
+                "reselect_every": self.training.reselect_every,
+                "fisher_samples": self.training.fisher_samples,
+                "final": [{"kind": k, "layer": l} for k, l in self.final_selection],
+                "ever_selected": [{"kind": k, "layer": l} for k, l in self.ever_selected],
+                "best": [{"kind": k, "layer": l} for k, l in self.best_selection],
+                "history": [s.to_dict() for s in self.selections],
+            },
+            "training": self.training.to_dict(),
+            "data": self.data,
+            "parameters": self.parameters,
+            "metrics": self.metrics,
+            "timing": self.timing,
+            "weights": {"best": ADAPTER_BEST, "last": ADAPTER_LAST},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunManifest:
+        selection = data["selection"]
+        return cls(
+            backbone=data["backbone"],
+            bands=BandChoice.from_dict(data["bands"]),
+            normalization=BandStats.from_dict(data["normalization"]),
+            classes=ClassTable.from_dict(data["classes"]),
+            toolbox=ToolboxConfig.from_dict(data["toolbox"]),
+            training=TrainConfig.from_dict(data["training"]),
+            kinds=tuple(selection["kinds"]),
+            select_count=int(selection["count"]),
+            mode=data.get("mode", "supervised"),
+            status=data.get("status", "complete"),
+            selections=[Selection.from_dict(s) for s in selection.get("history", [])],
+            ever_selected=[(s["kind"], int(s["layer"])) for s in selection.get("ever_selected", [])],
+            best_selection=[(s["kind"], int(s["layer"])) for s in selection.get("best", [])],
+            data=data.get("data", {}),
+            parameters=data.get("parameters", {}),
+            metrics=data.get("metrics", {}),
+            timing=data.get("timing", {}),
+            cegate_version=data.get("cegate_version", "unknown"),
+            created=data.get("created", ""),
+        )
+
+
+def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Refuse to clobber an earlier run unless asked; with --resume, require its state."""
+    out = Path(out)
+    existing = out.exists() and any(out.iterdir())
+    if resume:
+        if not (out / STATE_DIR / TRAIN_STATE).is_file():
+            raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/{TRAIN_STATE}); start the run without --resume")
+        return out
+    if existing:
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue "
+                "an interrupted run, or --overwrite to replace it"
+            )
+        if (out / RUN_JSON).exists() or (out / STATE_DIR).exists():
+            for name in (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+        else:
+            raise OutputExistsError(f"{out} is not empty and is not a cegate run folder; refusing to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def state_path(run_dir: Path) -> Path:
+    return Path(run_dir) / STATE_DIR / TRAIN_STATE
+
+
+def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
+    write_json_atomic(Path(run_dir) / RUN_JSON, manifest.to_dict())
+
+
+def read_manifest(run_dir: Path) -> RunManifest:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc})") from exc
+    if data.get("format") != RUN_FORMAT:
+        raise RunFolderError(f"{path}: format {data.get('format')!r} is not {RUN_FORMAT!r}; was it written by cegate?")
+    try:
+        return RunManifest.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunFolderError(f"{path}: incomplete or damaged run.json ({exc!r})") from exc
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    with atomic_path(path) as temporary:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"format": RUN_FORMAT})
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise RunFolderError(f"{path} is missing; the run did not finish (resume it with `cegate adapt ... --resume`)")
+    return load_file(str(path))

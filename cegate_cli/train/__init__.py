@@ -1,0 +1,1 @@
+"""Training: gated supervised training on a labeled source (and, later, self-training on a target)."""

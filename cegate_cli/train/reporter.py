@@ -1,0 +1,40 @@
+"""How training tells the outside world what it is doing, without printing itself.
+
+The library stays quiet; the CLI passes a reporter that draws a rich progress display, tests
+pass none (or one that records).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cegate_cli.fisher import Selection
+
+
+class TrainReporter(Protocol):
+    def start(self, total_steps: int, first_step: int) -> None: ...
+    def message(self, text: str) -> None: ...
+    def step(self, step: int, loss: float, lr: float) -> None: ...
+    def validation(self, step: int, miou: float) -> None: ...
+    def selection(self, selection: Selection) -> None: ...
+    def finish(self) -> None: ...
+
+
+class SilentReporter:
+    def start(self, total_steps: int, first_step: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        pass
+
+    def validation(self, step: int, miou: float) -> None:
+        pass
+
+    def selection(self, selection: Selection) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

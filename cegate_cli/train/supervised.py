@@ -1,0 +1,327 @@
+"""Gated supervised training on labeled crops, resumable step for step.
+
+Every batch is a pure function of (seed, step), the model is initialised from the seed, and the
+resume state holds every trained tensor and the optimizer's moments, so a run killed and resumed
+finishes with the same weights as one that was never interrupted (on the same device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cegate_cli.classes import ClassTable
+from cegate_cli.fisher import Selection, empirical_fisher, select_top
+from cegate_cli.metrics import ConfusionMatrix
+from cegate_cli.model import SegmentationModel
+from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
+from cegate_cli.train.config import TrainConfig
+from cegate_cli.train.gating import apply_selection
+from cegate_cli.train.losses import masked_cross_entropy
+from cegate_cli.train.optimizer import (
+    build_adamw,
+    optimizer_state_by_name,
+    ordered_names,
+    restore_optimizer_state,
+)
+from cegate_cli.train.reporter import SilentReporter, TrainReporter
+from cegate_cli.train.schedule import lr_factor
+
+FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches
+STATE_FORMAT = "cegate-train-state/1"
+
+
+@dataclass
+class TrainInputs:
+    model: SegmentationModel
+    toolbox: Toolbox
+    sampler: Any  # cegate_cli.data.crops.CropSampler: sample(step, batch_size, seed, rank) -> CropBatch
+    validation: list[Any]  # fixed CropBatch list
+    class_table: ClassTable
+    config: TrainConfig
+    device: torch.device
+    select_count: int
+    kinds: tuple[str, ...] = KINDS
+    rank: int = 0
+
+
+@dataclass
+class TrainOutcome:
+    completed: bool
+    step: int
+    selections: list[Selection]
+    ever_selected: list[ModuleKey]
+    best_miou: float | None
+    best_step: int | None
+    val_history: list[tuple[int, float]]
+    loss_history: list[tuple[int, float]]
+    best_weights: dict[str, torch.Tensor]
+    best_selection: list[ModuleKey]
+    last_weights: dict[str, torch.Tensor]
+    fisher_seconds: float
+    train_seconds: float
+
+    @property
+    def final_selection(self) -> list[ModuleKey]:
+        return self.selections[-1].selected if self.selections else []
+
+
+@dataclass
+class _Progress:
+    step: int = 0
+    selections: list[Selection] = field(default_factory=list)
+    ever_selected: set[ModuleKey] = field(default_factory=set)
+    best_miou: float | None = None
+    best_step: int | None = None
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_selection: list[ModuleKey] = field(default_factory=list)
+    val_history: list[tuple[int, float]] = field(default_factory=list)
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    fisher_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+
+class SupervisedTrainer:
+    def __init__(self, inputs: TrainInputs, state_path: Path | None, reporter: TrainReporter | None = None) -> None:
+        self.inputs = inputs
+        self.state_path = state_path
+        self.reporter = reporter or SilentReporter()
+        self.model = inputs.model
+        self.toolbox = inputs.toolbox
+        self.config = inputs.config
+        self.progress = _Progress()
+        self.optimizer: torch.optim.AdamW | None = None
+        self.optimizer_names: list[str] = []
+        self.candidates = [key for key in self.toolbox.keys() if key[0] in inputs.kinds]
+
+    # -- what trains ---------------------------------------------------------------------------
+    def trainable_named(self) -> dict[str, torch.nn.Parameter]:
+        named = {f"decoder.{name}": p for name, p in self.model.decoder.named_parameters()}
+        for key in self.toolbox.active_keys:
+            for name, p in self.toolbox.modules[key].named_parameters():
+                if not name.startswith("base_layer."):
+                    named[f"toolbox.{key[0]}.{key[1]}.{name}"] = p
+        return named
+
+    def trained_weights(self, keys: list[ModuleKey] | None = None) -> dict[str, torch.Tensor]:
+        """What adapter.safetensors holds: modules (ever selected by default), head, patch embedding."""
+        keys = keys if keys is not None else sorted(self.progress.ever_selected, key=lambda k: (k[1], KINDS.index(k[0])))
+        state = {name: t.detach().cpu().clone() for name, t in self.toolbox.state_dict_of(keys).items()}
+        state.update({f"decoder.{n}": t.detach().cpu().clone() for n, t in self.model.decoder.state_dict().items()})
+        state.update({n: t.detach().cpu().clone() for n, t in self.model.patch_embed_state().items()})
+        return state
+
+    def _rebuild_optimizer(self) -> None:
+        named = self.trainable_named()
+        self.optimizer = build_adamw(named, self.config.lr, self.config.weight_decay, self.optimizer, self.optimizer_names)
+        self.optimizer_names = ordered_names(named)
+
+    # -- selection -----------------------------------------------------------------------------
+    def select(self, step: int) -> Selection:
+        config = self.config
+        fisher_batch = self.inputs.sampler.sample(step, config.fisher_samples, config.seed + FISHER_SEED_OFFSET, self.inputs.rank)
+        images = fisher_batch.images.to(self.inputs.device)
+        masks = fisher_batch.masks.to(self.inputs.device)
+        ignore = self.inputs.class_table.ignore_index
+        started = time.perf_counter()
+        with self._autocast():
+            scores = empirical_fisher(
+                self.model,
+                self.toolbox,
+                zip(images, masks),
+                lambda logits, target: masked_cross_entropy(logits, target, ignore),
+                keys=self.candidates,
+            )
+        scores = self.reduce_scores(scores)
+        chosen = select_top(scores.normalized, self.inputs.select_count)
+        seconds = time.perf_counter() - started
+        selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds)
+        self.progress.fisher_seconds += seconds
+        self.progress.selections.append(selection)
+        self.progress.ever_selected.update(chosen)
+        apply_selection(self.toolbox, chosen)
+        self._rebuild_optimizer()
+        self.reporter.selection(selection)
+        return selection
+
+    def reduce_scores(self, scores: Any) -> Any:
+        """Hook for distributed training (all-reduce of the scores); identity on one process."""
+        return scores
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainOutcome:
+        config = self.config
+        self.model.to(self.inputs.device)
+        if resume:
+            self._load_state()
+        else:
+            self.select(0)
+        self.reporter.start(config.steps, self.progress.step)
+        started = time.perf_counter()
+        completed = True
+        step = self.progress.step
+        while step < config.steps:
+            if config.reselect_every and step > 0 and step % config.reselect_every == 0 and (
+                not self.progress.selections or self.progress.selections[-1].step != step
+            ):
+                self.select(step)
+            loss = self._train_step(step)
+            step += 1
+            self.progress.step = step
+            self.progress.loss_history.append((step, loss))
+            if config.val_every and (step % config.val_every == 0 or step == config.steps) and self.inputs.validation:
+                self._validate(step)
+            if step == config.steps or (config.save_every and step % config.save_every == 0):
+                self.progress.train_seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                self._save_state()
+            if stop_after is not None and step >= stop_after and step < config.steps:
+                completed = False
+                break
+        self.progress.train_seconds += time.perf_counter() - started
+        self.reporter.finish()
+        last = self.trained_weights()
+        best = self.progress.best_weights or last
+        return TrainOutcome(
+            completed=completed,
+            step=step,
+            selections=list(self.progress.selections),
+            ever_selected=sorted(self.progress.ever_selected, key=lambda k: (k[1], KINDS.index(k[0]))),
+            best_miou=self.progress.best_miou,
+            best_step=self.progress.best_step,
+            val_history=list(self.progress.val_history),
+            loss_history=list(self.progress.loss_history),
+            best_weights=best,
+            best_selection=list(self.progress.best_selection) if self.progress.best_weights else self.progress.selections[-1].selected,
+            last_weights=last,
+            fisher_seconds=self.progress.fisher_seconds,
+            train_seconds=self.progress.train_seconds - self.progress.fisher_seconds,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.inputs.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_step(self, step: int) -> float:
+        config = self.config
+        assert self.optimizer is not None
+        batch = self.inputs.sampler.sample(step, config.batch_size, config.seed, self.inputs.rank)
+        images = batch.images.to(self.inputs.device, non_blocking=True)
+        masks = batch.masks.to(self.inputs.device, non_blocking=True)
+        factor = lr_factor(step, config.steps, config.warmup_steps, config.poly_power)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * factor
+        self.model.train()
+        with self._autocast():
+            logits = self.model(images)
+        loss = masked_cross_entropy(logits, masks, self.inputs.class_table.ignore_index)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.after_backward()
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+        self.optimizer.step()
+        value = float(loss.detach())
+        self.reporter.step(step + 1, value, config.lr * factor)
+        return value
+
+    def after_backward(self) -> None:
+        """Hook for distributed training (gradient all-reduce); nothing on one process."""
+
+    @torch.no_grad()
+    def _validate(self, step: int) -> float:
+        table = self.inputs.class_table
+        matrix = ConfusionMatrix(table.num_classes, table.ignore_index)
+        self.model.eval()
+        for batch in self.inputs.validation:
+            images = batch.images.to(self.inputs.device)
+            with self._autocast():
+                logits = self.model(images)
+            prediction = logits.float().max(dim=1).indices.cpu()
+            matrix.update(prediction, batch.masks, batch.valid)
+        miou = float(matrix.miou())
+        self.progress.val_history.append((step, miou))
+        if self.progress.best_miou is None or miou > self.progress.best_miou:
+            self.progress.best_miou = miou
+            self.progress.best_step = step
+            self.progress.best_weights = self.trained_weights()
+            self.progress.best_selection = list(self.toolbox.active_keys)
+        self.reporter.validation(step, miou)
+        return miou
+
+    # -- resume state --------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        if self.state_path is None or self.inputs.rank != 0:
+            return
+        assert self.optimizer is not None
+        state = {
+            "format": STATE_FORMAT,
+            "config": self.config.resume_fingerprint(),
+            "step": self.progress.step,
+            "selections": [s.to_dict() for s in self.progress.selections],
+            "ever_selected": [list(k) for k in self.progress.ever_selected],
+            "best_miou": self.progress.best_miou,
+            "best_step": self.progress.best_step,
+            "best_weights": self.progress.best_weights,
+            "best_selection": [list(k) for k in self.progress.best_selection],
+            "val_history": self.progress.val_history,
+            "loss_history": self.progress.loss_history,
+            "fisher_seconds": self.progress.fisher_seconds,
+            "train_seconds": self.progress.train_seconds,
+            "toolbox": {n: t.detach().cpu() for n, t in self.toolbox.state_dict_of(self.toolbox.keys()).items()},
+            "decoder": {n: t.detach().cpu() for n, t in self.model.decoder.state_dict().items()},
+            "optimizer": optimizer_state_by_name(self.optimizer, self.optimizer_names),
+            "cpu_rng": torch.random.get_rng_state(),
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(state, temporary)
+            os.replace(temporary, self.state_path)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+
+    def _load_state(self) -> None:
+        from cegate_cli.errors import RunFolderError
+
+        if self.state_path is None or not self.state_path.is_file():
+            raise RunFolderError(f"nothing to resume: {self.state_path} does not exist; run without --resume")
+        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
+        if state.get("format") != STATE_FORMAT:
+            raise RunFolderError(f"{self.state_path}: unknown resume state format {state.get('format')!r}")
+        if state["config"] != self.config.resume_fingerprint():
+            changed = sorted(k for k in state["config"] if state["config"][k] != self.config.resume_fingerprint().get(k))
+            raise RunFolderError(
+                f"{self.state_path}: cannot resume with different settings ({', '.join(changed)}); "
+                "use the same options as the interrupted run, or start over with --overwrite"
+            )
+        self.toolbox.load_state(state["toolbox"])
+        self.model.decoder.load_state_dict(state["decoder"])
+        progress = self.progress
+        progress.step = int(state["step"])
+        progress.selections = [Selection.from_dict(s) for s in state["selections"]]
+        progress.ever_selected = {(k, int(l)) for k, l in state["ever_selected"]}
+        progress.best_miou = state["best_miou"]
+        progress.best_step = state["best_step"]
+        progress.best_weights = state["best_weights"]
+        progress.best_selection = [(k, int(l)) for k, l in state["best_selection"]]
+        progress.val_history = [tuple(v) for v in state["val_history"]]
+        progress.loss_history = [tuple(v) for v in state["loss_history"]]
+        progress.fisher_seconds = state["fisher_seconds"]
+        progress.train_seconds = state["train_seconds"]
+        torch.random.set_rng_state(state["cpu_rng"])
+        apply_selection(self.toolbox, progress.selections[-1].selected)
+        self.model.to(self.inputs.device)
+        self._rebuild_optimizer()
+        assert self.optimizer is not None
+        restore_optimizer_state(self.optimizer, self.optimizer_names, state["optimizer"])
