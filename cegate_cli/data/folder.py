@@ -1,0 +1,293 @@
+"""Labeled and unlabeled GeoTIFF folders: what is in them, and whether it can be trained on.
+
+A labeled folder is `images/` and `masks/` with matching file stems, plus an optional
+`classes.yaml`. Every check runs before training starts and every problem is reported at once,
+one line per file, because a user fixing a folder of 300 scenes should not meet them one by one.
+Masks are scanned in windows, so a folder of huge scenes is checked without loading any of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
+from cegate_cli.data.raster import MaskSource, grid_differences, is_tiff, iter_windows, open_raster
+from cegate_cli.errors import DataError, DataFileNotFoundError
+
+CLASSES_FILE = "classes.yaml"
+SCAN_WINDOW = 2048  # mask scan chunk: 4 Mpx of int64 at most in memory at once
+MAX_PROBLEM_LINES = 60
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One training scene and its mask, plus how the mask must be read to match the image."""
+
+    image: Path
+    mask: Path
+    warp_mask: bool = False
+    """The mask is on another grid and is read warped onto the image's (nearest neighbour)."""
+    mask_nodata: int | None = None
+    """A value in the mask file that means "no label"; read as the ignore index."""
+
+    @property
+    def mask_source(self) -> MaskSource:
+        return MaskSource(self.mask, self.image if self.warp_mask else None, self.mask_nodata)
+
+
+@dataclass
+class LabeledFolder:
+    """A checked labeled folder: pairs that can be trained on, the class table, and what to tell the user."""
+
+    root: Path
+    pairs: tuple[ImagePair, ...]
+    class_table: ClassTable
+    warnings: list[str] = field(default_factory=list)
+    classes_file: Path | None = None
+    """The classes.yaml used; None when classes were taken from the mask values."""
+    label_counts: dict[int, int] = field(default_factory=dict)
+    """Pixels per mask value over all masks (ignore index included), for class balance reports."""
+
+    @property
+    def images(self) -> tuple[Path, ...]:
+        return tuple(p.image for p in self.pairs)
+
+
+def _tiffs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_tiff(p))
+
+
+def _by_stem(files: list[Path], root: Path, problems: list[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in files:
+        if path.stem in found:
+            problems.append(f"{_rel(path, root)}: same name as {_rel(found[path.stem], root)}; keep one of them")
+            continue
+        found[path.stem] = path
+    return found
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def discover_images(root: Path) -> tuple[Path, ...]:
+    """The GeoTIFFs of an unlabeled folder (`root/*.tif` or `root/images/*.tif`), or one file."""
+    root = Path(root)
+    if not root.exists():
+        raise DataFileNotFoundError(f"{root}: no such file or folder")
+    if root.is_file():
+        if not is_tiff(root):
+            raise DataFileNotFoundError(f"{root}: not a GeoTIFF (.tif or .tiff)")
+        return (root,)
+    images_dir = root / "images"
+    if images_dir.is_dir() and _tiffs(images_dir):
+        return tuple(_tiffs(images_dir))
+    files = _tiffs(root)
+    if not files:
+        raise DataFileNotFoundError(f"{root}: no .tif or .tiff files in it or in {images_dir}")
+    return tuple(files)
+
+
+def discover_labeled(
+    root: Path,
+    *,
+    classes_file: Path | None = None,
+    ignore_index: int | None = None,
+    align: bool = False,
+) -> LabeledFolder:
+    """Find and check every image/mask pair of a labeled folder; raise one DataError listing all problems.
+
+    `ignore_index` overrides the value in classes.yaml (default 255). With `align`, a mask on
+    another grid is read warped onto its image's grid instead of being an error.
+    """
+    root = Path(root)
+    images_dir, masks_dir = root / "images", root / "masks"
+    if not root.is_dir():
+        raise DataFileNotFoundError(f"{root}: no such folder (expected {root}/images and {root}/masks)")
+    for sub in (images_dir, masks_dir):
+        if not sub.is_dir():
+            raise DataFileNotFoundError(
+                f"{root}: no {sub.name}/ folder; a labeled folder holds images/ and masks/ with the same file names"
+            )
+    problems: list[str] = []
+    images = _by_stem(_tiffs(images_dir), root, problems)
+    masks = _by_stem(_tiffs(masks_dir), root, problems)
+    if not images:
+        raise DataFileNotFoundError(f"{images_dir}: no .tif or .tiff files")
+    for stem in sorted(set(images) - set(masks)):
+        problems.append(f"{_rel(images[stem], root)}: no mask (expected masks/{stem}.tif)")
+    for stem in sorted(set(masks) - set(images)):
+        problems.append(f"{_rel(masks[stem], root)}: no image (expected images/{stem}.tif)")
+
+    table_path = Path(classes_file) if classes_file is not None else root / CLASSES_FILE
+    if classes_file is not None and not table_path.is_file():
+        raise DataFileNotFoundError(f"{table_path}: class table not found")
+    explicit = load_class_table(table_path, ignore_index) if table_path.is_file() else None
+    ignore = explicit.ignore_index if explicit else (DEFAULT_IGNORE_INDEX if ignore_index is None else int(ignore_index))
+
+    warnings: list[str] = []
+    checked: list[tuple[ImagePair, dict[int, int]]] = []
+    for stem in sorted(set(images) & set(masks)):
+        result = _check_pair(images[stem], masks[stem], root, align, problems, warnings)
+        if result is not None:
+            checked.append(result)
+
+    label_counts: Counter[int] = Counter()
+    pairs: list[ImagePair] = []
+    nodata_dropped: dict[int, list[str]] = {}
+    for pair, counts in checked:
+        nodata = pair.mask_nodata
+        if nodata is not None and nodata != ignore and explicit is not None and nodata in explicit.ids:
+            warnings.append(
+                f"{_rel(pair.mask, root)}: nodata value {nodata} is class {explicit.name_of(nodata)!r} in "
+                f"{table_path.name}; those pixels are read as that class"
+            )
+            pair = ImagePair(pair.image, pair.mask, pair.warp_mask, None)
+        elif nodata is not None and nodata != ignore and counts.get(nodata):
+            nodata_dropped.setdefault(nodata, []).append(_rel(pair.mask, root))
+        pair_labels: Counter[int] = Counter()
+        for value, n in counts.items():
+            pair_labels[ignore if value == pair.mask_nodata else value] += n
+        label_counts.update(pair_labels)
+        bad = sorted(v for v in pair_labels if v != ignore and (v not in explicit.ids if explicit else not 0 <= v <= 254))
+        if bad:
+            expected = f"the classes in {table_path.name} {list(explicit.ids)}" if explicit else "class ids 0-254"
+            problems.append(
+                f"{_rel(pair.mask, root)}: mask values {_short(bad)} are not {expected} "
+                f"or the ignore index {ignore}"
+            )
+        pairs.append(pair)
+    for value, files in nodata_dropped.items():
+        warnings.append(
+            f"{len(files)} mask(s) declare nodata={value} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
+            f"those pixels are read as unlabeled. If {value} is a class, list it in {CLASSES_FILE}."
+        )
+    if problems:
+        shown = problems[:MAX_PROBLEM_LINES]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise DataError(
+            f"{len(problems)} problem(s) in labeled folder {root}:\n" + "\n".join(f"  - {p}" for p in shown) + more
+        )
+
+    present = {v for v, n in label_counts.items() if n}
+    if explicit is not None:
+        table = explicit
+    else:
+        table = ClassTable.from_ids(sorted(present - {ignore}), ignore_index=ignore)
+    if not present - {ignore}:
+        raise DataError(
+            f"{root}: the masks hold no labels, only the ignore index {ignore}; "
+            "check the masks or set the ignore index with --ignore-index"
+        )
+    if present == {0, ignore} and ignore == DEFAULT_IGNORE_INDEX:
+        warnings.append(
+            f"the masks hold only the values 0 and {ignore}, and {ignore} is the ignore index, so only class 0 "
+            f"would be learned. If {ignore} marks a class (e.g. a binary mask written as 0/255), remap {ignore} "
+            f"to 1 in the masks: class ids must be 0-254, so {ignore} cannot be a class. If some other value marks "
+            "unlabeled pixels, write a classes.yaml with `ignore_index: <that value>` (or pass --ignore-index)."
+        )
+    return LabeledFolder(
+        root=root,
+        pairs=tuple(pairs),
+        class_table=table,
+        warnings=warnings,
+        classes_file=table_path if explicit is not None else None,
+        label_counts=dict(sorted(label_counts.items())),
+    )
+
+
+def _short(values: list[int], limit: int = 12) -> str:
+    return str(values) if len(values) <= limit else str(values[:limit])[:-1] + ", ...]"
+
+
+def _check_pair(
+    image: Path, mask: Path, root: Path, align: bool, problems: list[str], warnings: list[str]
+) -> tuple[ImagePair, dict[int, int]] | None:
+    """Open both files, compare grids, scan mask values; append problems, return None if unusable."""
+    opened: list[Any] = []
+    try:
+        for path in (image, mask):
+            try:
+                opened.append(open_raster(path))
+            except DataError as exc:
+                problems.append(f"{_rel(path, root)}: cannot read ({exc.__cause__ or exc})")
+        if len(opened) < 2:
+            return None
+        img, msk = opened
+        mask_name = _rel(mask, root)
+        usable = True
+        if msk.count != 1:
+            problems.append(f"{mask_name}: has {msk.count} bands; a mask has one band of class ids")
+            usable = False
+        if not np.issubdtype(np.dtype(msk.dtypes[0]), np.integer):
+            problems.append(f"{mask_name}: data type {msk.dtypes[0]}; a mask holds integer class ids (e.g. uint8)")
+            usable = False
+        differences = grid_differences(img, msk)
+        warp = False
+        if differences and not align:
+            problems.append(
+                f"{mask_name}: grid differs from {_rel(image, root)} ({'; '.join(differences)}); "
+                "reproject the mask onto the image grid or pass --align"
+            )
+            usable = False
+        elif differences:
+            reason = _cannot_warp(img, msk)
+            if reason:
+                problems.append(f"{mask_name}: cannot align with {_rel(image, root)}: {reason}")
+                usable = False
+            else:
+                warp = True
+                warnings.append(f"{mask_name}: warped onto the grid of {_rel(image, root)} (nearest neighbour)")
+        if not usable:
+            return None
+        nodata = msk.nodata
+        mask_nodata = int(nodata) if nodata is not None and float(nodata).is_integer() else None
+        try:
+            counts = _scan_values(msk)
+        except Exception as exc:  # a corrupt block shows up only when read
+            problems.append(f"{mask_name}: cannot read pixels ({exc})")
+            return None
+        return ImagePair(image, mask, warp, mask_nodata), counts
+    finally:
+        for ds in opened:
+            ds.close()
+
+
+def _cannot_warp(img: Any, msk: Any) -> str | None:
+    if img.crs is None or msk.crs is None:
+        return "one of them has no CRS"
+    from rasterio.warp import transform_bounds
+
+    try:
+        left, bottom, right, top = transform_bounds(msk.crs, img.crs, *msk.bounds)
+    except Exception as exc:
+        return f"cannot transform the mask's bounds ({exc})"
+    ib = img.bounds
+    if right <= ib.left or left >= ib.right or top <= ib.bottom or bottom >= ib.top:
+        return "they do not overlap"
+    return None
+
+
+def _scan_values(ds: Any) -> dict[int, int]:
+    """Pixel count per value of a single-band integer raster, read in windows."""
+    counts: Counter[int] = Counter()
+    small = np.dtype(ds.dtypes[0]) in (np.dtype(np.uint8), np.dtype(np.int8))
+    for window in iter_windows(ds.width, ds.height, SCAN_WINDOW):
+        block = ds.read(1, window=window)
+        if small:
+            offset = 128 if block.dtype == np.int8 else 0
+            bins = np.bincount((block.astype(np.int16) + offset).ravel(), minlength=256)
+            counts.update({int(v) - offset: int(n) for v, n in enumerate(bins) if n})
+        else:
+            values, n = np.unique(block, return_counts=True)
+            counts.update({int(v): int(c) for v, c in zip(values, n)})
+    return dict(counts)

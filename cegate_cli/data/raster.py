@@ -1,0 +1,183 @@
+"""Windowed reads shared by discovery, statistics, crops and evaluation.
+
+Scenes can be far larger than memory, so nothing here reads a whole raster: callers ask for windows.
+One rule for "valid pixel" lives here so that statistics, training crops and prediction agree:
+a pixel is invalid where every chosen band is nodata (or masked by the file's mask/alpha band),
+or where any chosen band is not finite.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from cegate_cli.errors import DataError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def is_tiff(path: Path) -> bool:
+    """A GeoTIFF the user put there (hidden files such as our own temporary files are skipped)."""
+    return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
+
+
+def open_raster(path: Path) -> Any:
+    """rasterio.open with a message that names the file."""
+    try:
+        return rasterio.open(path)
+    except (RasterioError, OSError) as exc:
+        raise DataError(f"{path}: cannot read raster ({exc})") from exc
+
+
+def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
+    """Non-overlapping windows of at most size x size covering the raster, row by row."""
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            yield Window(col, row, min(size, width - col), min(size, height - row))
+
+
+def read_image_window(ds: Any, indexes: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Raw pixels (C, h, w) float32 and the valid-pixel mask (h, w) bool of one window."""
+    pixels = ds.read(list(indexes), window=window).astype(np.float32, copy=False)
+    masks = ds.read_masks(list(indexes), window=window)
+    valid = masks.any(axis=0) & np.isfinite(pixels).all(axis=0)
+    return pixels, valid
+
+
+def read_mask_window(ds: Any, window: Window, *, nodata_value: int | None, ignore_index: int) -> np.ndarray:
+    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index."""
+    labels = ds.read(1, window=window).astype(np.int64)
+    if nodata_value is not None:
+        labels[labels == nodata_value] = ignore_index
+    if isinstance(ds, WarpedVRT):
+        labels[ds.read_masks(1, window=window) == 0] = ignore_index
+    return labels
+
+
+def warped_mask(mask_ds: Any, image_ds: Any) -> WarpedVRT:
+    """The mask as seen on the image's grid: nearest neighbour, so class ids are never blended."""
+    dtype = np.dtype(mask_ds.dtypes[0])
+    fill = mask_ds.nodata if mask_ds.nodata is not None else np.iinfo(dtype).max
+    return WarpedVRT(
+        mask_ds,
+        crs=image_ds.crs,
+        transform=image_ds.transform,
+        width=image_ds.width,
+        height=image_ds.height,
+        resampling=Resampling.nearest,
+        nodata=fill,
+    )
+
+
+def grid_differences(a: Any, b: Any) -> list[str]:
+    """How the grid of `b` (a mask) differs from `a` (its image); [] when the same.
+
+    The transform tolerance is a hundredth of a pixel at the far edge, so rounding in how a
+    tool wrote the georeference is forgiven but a half-pixel shift is not.
+    """
+    problems = []
+    if a.crs != b.crs:
+        problems.append(f"CRS {b.crs or 'none'}, image {a.crs or 'none'}")
+    if (a.width, a.height) != (b.width, b.height):
+        problems.append(f"size {b.width}x{b.height}, image {a.width}x{a.height}")
+    ta, tb = a.transform, b.transform
+    pixel = max(abs(ta.a), abs(ta.e), 1e-12)
+    extent = max(a.width, a.height, 1)
+    scale_tol = 0.01 * pixel / extent
+    offset_tol = 0.01 * pixel
+    scale_ok = all(abs(x - y) <= scale_tol for x, y in ((ta.a, tb.a), (ta.b, tb.b), (ta.d, tb.d), (ta.e, tb.e)))
+    offset_ok = abs(ta.c - tb.c) <= offset_tol and abs(ta.f - tb.f) <= offset_tol
+    if not (scale_ok and offset_ok):
+        problems.append(f"transform {tuple(round(v, 6) for v in tb[:6])}, image {tuple(round(v, 6) for v in ta[:6])}")
+    return problems
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """How to read one mask: the file, whether it is warped onto its image's grid, its nodata value."""
+
+    path: Path
+    warp_to: Path | None = None
+    nodata_value: int | None = None
+
+
+class _WarpedMask:
+    """A warped view of a mask together with the handles it reads from, closed as one."""
+
+    def __init__(self, source: MaskSource) -> None:
+        assert source.warp_to is not None
+        self._raw = open_raster(source.path)
+        try:
+            with open_raster(source.warp_to) as image:
+                self.vrt = warped_mask(self._raw, image)
+        except BaseException:
+            self._raw.close()
+            raise
+
+    def close(self) -> None:
+        self.vrt.close()
+        self._raw.close()
+
+
+class RasterCache:
+    """Open datasets kept per process, opened on first use, at most `max_open` at a time.
+
+    GDAL handles must not cross a fork, so a cache that finds itself in another process (a
+    DataLoader worker) starts empty; pickling drops the handles for the same reason.
+    Not thread-safe: rasterio datasets are not.
+    """
+
+    def __init__(self, max_open: int = 64) -> None:
+        self.max_open = max_open
+        self._open: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._pid = os.getpid()
+
+    def image(self, path: Path) -> Any:
+        return self._get(("image", str(path)), lambda: open_raster(path))
+
+    def mask(self, source: MaskSource) -> Any:
+        """An open dataset (or warped view) to read `source` on its image's grid."""
+        if source.warp_to is None:
+            return self._get(("mask", str(source.path)), lambda: open_raster(source.path))
+        return self._get(("warped", str(source.path)), lambda: _WarpedMask(source)).vrt
+
+    def _get(self, key: tuple[str, str], opener: Any) -> Any:
+        if self._pid != os.getpid():
+            self._open = OrderedDict()  # inherited handles belong to the parent; never close them here
+            self._pid = os.getpid()
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key]
+        handle = opener()
+        self._open[key] = handle
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)[1].close()
+        return handle
+
+    def close(self) -> None:
+        """Close every handle; the cache stays usable and reopens on the next read."""
+        while self._open:
+            self._open.popitem(last=False)[1].close()
+
+    def __enter__(self) -> RasterCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_open": self.max_open}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_open"])  # type: ignore[misc]
