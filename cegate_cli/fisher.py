@@ -144,8 +144,8 @@ def parse_select(text: str | int | float, candidates: int) -> int:
         value = float(text)
     except (TypeError, ValueError):
         raise InputError(f"--select {text!r}: give a count (e.g. 6) or a fraction (e.g. 0.25)") from None
-    if value <= 0:
-        raise InputError(f"--select {text!r} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"--select {text!r} must be a positive finite number: a count (e.g. 6) or a fraction (e.g. 0.25)")
     is_fraction = value < 1 or (value == 1 and ("." in str(text)))
     if is_fraction:
         count = math.ceil(value * candidates)
