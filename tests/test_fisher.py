@@ -239,7 +239,8 @@ def test_parse_select_rejects_unusable_values(text: object, message: str) -> Non
 
 def test_selection_round_trips_through_json() -> None:
     raw = {("lora", 0): 2.0, ("earth", 0): 0.5, ("lora", 1): 4.0, ("earth", 1): 1.5}
-    selection = Selection(step=40, selected=[("lora", 1), ("earth", 1)], scores=FisherScores(raw, normalize_within_kind(raw), 8), seconds=1.23456)
+    scores = FisherScores(raw, normalize_within_kind(raw), 8)
+    selection = Selection(step=40, selected=[("lora", 1), ("earth", 1)], scores=scores, seconds=1.23456)
     data = json.loads(json.dumps(selection.to_dict()))
     assert [(s["kind"], s["layer"]) for s in data["scores"]] == [("lora", 0), ("earth", 0), ("lora", 1), ("earth", 1)]
     again = Selection.from_dict(data)
