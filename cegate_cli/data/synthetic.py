@@ -83,16 +83,60 @@ STYLES: dict[str, DomainStyle] = {
 
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """Gaussian-filtered white noise (FFT), standardised to mean 0 and std 1."""
-    noise = rng.standard_normal(shape).astype(np.float32)
-    field = _blur(noise, sigma_px)
+    """Gaussian-filtered white noise, standardised to mean 0 and std 1.
+
+    Wide fields are filtered on a grid `factor` times coarser and interpolated back: they hold no
+    fine detail, and it keeps an 8192-pixel scene to seconds and a few hundred MB.
+    """
+    h, w = shape
+    factor = max(1, int(sigma_px / 3))
+    if factor == 1:
+        field = _blur(rng.standard_normal(shape).astype(np.float32), sigma_px)
+    else:
+        small = rng.standard_normal((-(-h // factor) + 2, -(-w // factor) + 2)).astype(np.float32)
+        field = _upsample(_fft_blur(small, sigma_px / factor), factor, h, w)
     return (field - field.mean()) / (field.std() + 1e-6)
 
 
+def _upsample(small: np.ndarray, factor: int, h: int, w: int) -> np.ndarray:
+    """Separable bilinear interpolation of a coarse field onto an h x w grid."""
+
+    def axis(n: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = (np.arange(n, dtype=np.float32) + 0.5) / factor + 0.5
+        start = pos.astype(np.int64)
+        return start, (pos - start).astype(np.float32)
+
+    y0, wy = axis(h)
+    x0, wx = axis(w)
+    rows = small[y0] * (1 - wy)[:, None] + small[y0 + 1] * wy[:, None]
+    return rows[:, x0] * (1 - wx)[None] + rows[:, x0 + 1] * wx[None]
+
+
 def _blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Gaussian blur of the last two axes through the FFT (periodic edges; cheap at any sigma)."""
+    """Gaussian blur of the last two axes: a separable kernel with mirrored edges."""
     if sigma_px <= 0:
         return image
+    radius = max(1, int(np.ceil(3 * sigma_px)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_px) ** 2).astype(np.float32)
+    taps /= taps.sum()
+    if min(image.shape[-2:]) <= radius:  # too small to mirror
+        return _fft_blur(image.astype(np.float32), sigma_px)
+    out = image.astype(np.float32)
+    for ax in (out.ndim - 2, out.ndim - 1):
+        n = out.shape[ax]
+        moved = np.moveaxis(out, ax, 0)
+        padded = np.concatenate([moved[radius:0:-1], moved, moved[-2 : -radius - 2 : -1]], axis=0)
+        acc = np.zeros_like(moved)
+        scratch = np.empty_like(moved)
+        for k, tap in enumerate(taps):
+            np.multiply(padded[k : k + n], tap, out=scratch)
+            acc += scratch
+        out = np.moveaxis(acc, 0, ax)
+    return np.ascontiguousarray(out)
+
+
+def _fft_blur(image: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian blur through the FFT (periodic edges): cheap at any sigma on small grids."""
     h, w = image.shape[-2:]
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.rfftfreq(w)[None, :]
@@ -131,7 +175,7 @@ def _collar(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     side = int(rng.integers(4))
     length, depth = (w, h) if side in (0, 1) else (h, w)
-    wobble = _blur(rng.standard_normal((1, length)).astype(np.float32), length / 12)[0]
+    wobble = _fft_blur(rng.standard_normal((1, length)).astype(np.float32), length / 12)[0]
     wobble = wobble / (np.abs(wobble).max() + 1e-6)
     width = depth * (rng.uniform(0.08, 0.22) + 0.06 * wobble)
     distance = np.arange(depth, dtype=np.float32)[:, None]
