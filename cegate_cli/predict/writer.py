@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from cegate_cli import __version__
@@ -164,7 +166,9 @@ class MaskWriter:
         return self
 
     def _open(self, path: Path) -> Any:
-        dataset = rasterio.open(path, "w", **_profile(self.grid, self.block))
+        with warnings.catch_warnings():  # a scene without georeference gives a mask without one
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path, "w", **_profile(self.grid, self.block))
         if self.grid.gcps is not None:
             dataset.gcps = self.grid.gcps
         return dataset
@@ -204,6 +208,9 @@ def _build_overviews(path: Path, grid: RasterGrid, resampling: Resampling) -> No
     if not factors:
         return
     with rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", PREDICTOR_OVERVIEW="2", GDAL_TIFF_OVR_BLOCKSIZE=str(block_size_for(grid))):
-        with rasterio.open(path, "r+") as dataset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path, "r+")
+        with dataset:
             dataset.build_overviews(factors, resampling)
             dataset.update_tags(ns="rio_overview", resampling=resampling.name)

@@ -1,0 +1,262 @@
+"""Many scenes in one call: input expansion, output naming, skipping, and per-file failures.
+
+A folder of 200 scenes with one truncated file must still produce 199 masks, so each file runs
+in its own try: a file the user can fix (unreadable, missing bands, corrupt pixels) is reported
+with its message and the loop goes on; errors that would hit every file (a broken model, out of
+memory, Ctrl-C) still stop everything. Outputs that already exist are kept unless `overwrite`,
+which makes an interrupted batch cheap to resume; a mask whose polygons are missing is
+vectorised again without predicting again.
+
+The library prints nothing; the CLI passes a `BatchProgress` to draw its bars.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from rasterio.errors import RasterioError
+
+from cegate_cli.classes import ClassTable
+from cegate_cli.data.stats import BandStats
+from cegate_cli.errors import CegateError, DataFileNotFoundError, InputError
+from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
+from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+OUTPUT_MARKERS = (".mask", ".confidence")  # our own outputs, never inputs when expanding folders
+VECTOR_SUFFIXES = {"geojson": ".geojson", "gpkg": ".gpkg"}
+
+Status = Literal["done", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How scenes are tiled and run (see `predict_scene`)."""
+
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    multiple_of: int = 1
+    device: torch.device | str = "cpu"
+    autocast_dtype: torch.dtype | None = None
+    confidence: bool = False
+
+
+@dataclass(frozen=True)
+class VectorOptions:
+    """Which polygons to write next to each mask; `fmt=None` writes none."""
+
+    fmt: Literal["geojson", "gpkg"] | None = "geojson"
+    min_area_m2: float = 0.0
+    simplify_m: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    mask: Path
+    vector: Path | None
+    confidence: Path | None
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.mask, self.vector, self.confidence) if p is not None]
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """One input's fate. `message` explains a failure (or what a skip reused)."""
+
+    source: Path
+    status: Status
+    outputs: OutputPaths
+    scene: SceneResult | None = None
+    vectors: VectorResult | None = None
+    message: str | None = None
+
+
+@dataclass
+class BatchSummary:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "done"]
+
+    @property
+    def skipped(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "skipped"]
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """False if any file failed: the CLI exits non-zero."""
+        return not self.failed
+
+
+class BatchProgress:
+    """Hooks for a progress display; every method is a no-op here, override what you draw."""
+
+    def file_started(self, source: Path, index: int, total_files: int, tiles: int) -> None:
+        """A scene starts; `tiles` model tiles will follow (0 when only vectorising)."""
+
+    def tiles_done(self, count: int) -> None:
+        """`count` more tiles of the current scene are finished."""
+
+    def file_finished(self, outcome: FileOutcome) -> None:
+        """A scene is done, skipped or failed."""
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (their *.tif/*.tiff, not recursive) and glob patterns -> sorted unique files.
+
+    Our own outputs (*.mask.tif, *.confidence.tif) found in folders or globs are left out, so an
+    output folder inside the input folder is harmless. A file named explicitly is always kept.
+    """
+    if not inputs:
+        raise DataFileNotFoundError("no input scenes given; name files, folders or glob patterns")
+    found: list[Path] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.is_file() and _is_scene(p))
+            if not matches:
+                raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes")
+        elif any(char in str(entry) for char in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if Path(p).is_file() and _is_scene(Path(p)))
+            if not matches:
+                raise DataFileNotFoundError(f"{entry}: pattern matches no .tif/.tiff scenes")
+        else:
+            raise DataFileNotFoundError(f"{entry}: no such file or folder")
+        found.extend(matches)
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _is_scene(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(RASTER_SUFFIXES) and not any(name.endswith(m + s) for m in OUTPUT_MARKERS for s in RASTER_SUFFIXES)
+
+
+def output_paths(source: Path, out_dir: Path, *, vector_format: str | None, confidence: bool) -> OutputPaths:
+    """OUT/<stem>.mask.tif, OUT/<stem>.geojson|.gpkg, OUT/<stem>.confidence.tif."""
+    stem = Path(source).stem
+    out_dir = Path(out_dir)
+    return OutputPaths(
+        mask=out_dir / f"{stem}.mask.tif",
+        vector=out_dir / f"{stem}{VECTOR_SUFFIXES[vector_format]}" if vector_format else None,
+        confidence=out_dir / f"{stem}.confidence.tif" if confidence else None,
+    )
+
+
+def predict_many(
+    model: Model,
+    inputs: Sequence[Path],
+    out_dir: Path,
+    *,
+    bands: tuple[int, ...] | Callable[[Path], tuple[int, ...]],
+    stats: BandStats,
+    class_table: ClassTable,
+    options: PredictOptions = PredictOptions(),
+    vectors: VectorOptions = VectorOptions(),
+    overwrite: bool = False,
+    progress: BatchProgress | None = None,
+) -> BatchSummary:
+    """Predict (and vectorise) every input; failures are collected, not raised.
+
+    `bands` is a fixed tuple of 1-based band indexes or a function giving them per file (e.g.
+    `lambda p: match_bands(choice, p)`, whose errors then fail only that file).
+    """
+    progress = progress or BatchProgress()
+    sources = [Path(p) for p in inputs]
+    _check_unique_stems(sources)
+    summary = BatchSummary()
+    for index, source in enumerate(sources):
+        outputs = output_paths(source, out_dir, vector_format=vectors.fmt, confidence=options.confidence)
+        outcome = _one_file(model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress)
+        summary.outcomes.append(outcome)
+        progress.file_finished(outcome)
+    return summary
+
+
+def _one_file(
+    model: Model,
+    source: Path,
+    outputs: OutputPaths,
+    index: int,
+    total: int,
+    bands: tuple[int, ...] | Callable[[Path], tuple[int, ...]],
+    stats: BandStats,
+    class_table: ClassTable,
+    options: PredictOptions,
+    vectors: VectorOptions,
+    overwrite: bool,
+    progress: BatchProgress,
+) -> FileOutcome:
+    need_predict = overwrite or not outputs.mask.exists() or (outputs.confidence is not None and not outputs.confidence.exists())
+    need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
+    if not need_predict and not need_vector:
+        progress.file_started(source, index, total, 0)
+        return FileOutcome(source, "skipped", outputs, message="outputs exist (use overwrite to redo)")
+    scene = vector = None
+    try:
+        tiles = count_tiles(source, tile=options.tile, overlap=options.overlap, multiple_of=options.multiple_of) if need_predict else 0
+        progress.file_started(source, index, total, tiles)
+        if need_predict:
+            band_indexes = bands(source) if callable(bands) else tuple(bands)
+            scene = predict_scene(
+                model,
+                source,
+                outputs.mask,
+                band_indexes=band_indexes,
+                stats=stats,
+                class_table=class_table,
+                tile=options.tile,
+                overlap=options.overlap,
+                batch_size=options.batch_size,
+                device=options.device,
+                confidence_path=outputs.confidence,
+                autocast_dtype=options.autocast_dtype,
+                progress=progress.tiles_done,
+                multiple_of=options.multiple_of,
+            )
+        if need_vector and (scene is None or scene.crs is not None):
+            assert outputs.vector is not None and vectors.fmt is not None
+            vector = vectorize_mask(
+                outputs.mask,
+                outputs.vector,
+                class_table=class_table,
+                fmt=vectors.fmt,
+                min_area_m2=vectors.min_area_m2,
+                simplify_m=vectors.simplify_m,
+            )
+    except (CegateError, RasterioError, OSError) as exc:
+        return FileOutcome(source, "failed", outputs, scene, vector, message=_message(source, exc))
+    note = None if need_predict else "mask existed; polygons made from it"
+    return FileOutcome(source, "done", outputs, scene, vector, message=note)
+
+
+def _check_unique_stems(sources: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for source in sources:
+        other = seen.setdefault(source.stem, source)
+        if other != source:
+            raise InputError(
+                f"{other} and {source} would both write {source.stem}.mask.tif; "
+                "predict them into different output folders or rename one"
+            )
+
+
+def _message(source: Path, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if str(source) in text or source.name in text else f"{source}: {text}"

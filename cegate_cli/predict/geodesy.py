@@ -1,0 +1,108 @@
+"""Metres on the ground for any raster grid, geographic (degrees) or projected.
+
+Minimum areas, simplification tolerances and reported polygon areas are given in metres, so
+they must mean the same on a UTM scene, a Web Mercator scene (whose planar areas are inflated by
+1/cos^2(latitude)) and an EPSG:4326 scene (whose units are degrees). Everything here therefore
+goes through longitude/latitude and the WGS84 ellipsoid: areas are ellipsoidal (true ground)
+areas, within about 0.1% of UTM planar areas. A CRS that cannot be related to the Earth (a local
+engineering CRS) falls back to planar measures in its own linear unit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod, Transformer
+from pyproj.exceptions import ProjError
+from rasterio.crs import CRS
+
+WGS84 = Geod(ellps="WGS84")
+SAMPLE = 16  # pixels per side of the patch used to measure local pixel size (numerically steadier)
+
+
+@dataclass(frozen=True)
+class GroundScale:
+    """Converts between a grid's pixels/CRS units and metres on the ground."""
+
+    transform: Affine
+    to_lonlat: Transformer | None  # None: planar fallback in `unit_metres`
+    unit_metres: float
+
+    @classmethod
+    def of(cls, crs: CRS, transform: Affine) -> GroundScale:
+        proj_crs = ProjCRS.from_user_input(crs.to_wkt())
+        try:
+            to_lonlat: Transformer | None = Transformer.from_crs(proj_crs, ProjCRS.from_epsg(4326), always_xy=True)
+            x, y = transform @ (0.5, 0.5)
+            lon, lat = to_lonlat.transform(x, y)
+            if not (math.isfinite(lon) and math.isfinite(lat)):
+                to_lonlat = None
+        except ProjError:
+            to_lonlat = None
+        unit_metres = 1.0
+        if proj_crs.axis_info and proj_crs.axis_info[0].unit_conversion_factor and not proj_crs.is_geographic:
+            unit_metres = float(proj_crs.axis_info[0].unit_conversion_factor)
+        return cls(transform=transform, to_lonlat=to_lonlat, unit_metres=unit_metres)
+
+    @property
+    def geodetic(self) -> bool:
+        """Whether areas are ellipsoidal (True) or planar in the CRS's unit (False)."""
+        return self.to_lonlat is not None
+
+    def pixel_area_m2(self, row: float, col: float) -> float:
+        """Ground area of one pixel around (row, col)."""
+        corners = [(col, row), (col + SAMPLE, row), (col + SAMPLE, row + SAMPLE), (col, row + SAMPLE)]
+        xs, ys = zip(*(self.transform @ corner for corner in corners))
+        if self.to_lonlat is None:
+            planar = abs(shapely.Polygon(list(zip(xs, ys))).area)
+            return planar * self.unit_metres**2 / SAMPLE**2
+        lons, lats = self.to_lonlat.transform(np.array(xs), np.array(ys))
+        area, _ = WGS84.polygon_area_perimeter(lons, lats)
+        return abs(area) / SAMPLE**2
+
+    def pixel_size_m(self, row: float, col: float) -> float:
+        """Mean ground length of one pixel step (x and y) around (row, col)."""
+        x0, y0 = self.transform @ (col, row)
+        x1, y1 = self.transform @ (col + SAMPLE, row)
+        x2, y2 = self.transform @ (col, row + SAMPLE)
+        if self.to_lonlat is None:
+            return (math.hypot(x1 - x0, y1 - y0) + math.hypot(x2 - x0, y2 - y0)) / 2 * self.unit_metres / SAMPLE
+        lons, lats = self.to_lonlat.transform(np.array([x0, x1, x2]), np.array([y0, y1, y2]))
+        _, _, dx = WGS84.inv(lons[0], lats[0], lons[1], lats[1])
+        _, _, dy = WGS84.inv(lons[0], lats[0], lons[2], lats[2])
+        return (abs(dx) + abs(dy)) / 2 / SAMPLE
+
+    def areas_m2(self, geometries: np.ndarray) -> np.ndarray:
+        """Ground areas of polygons given in the grid's CRS."""
+        if self.to_lonlat is None:
+            return shapely.area(geometries) * self.unit_metres**2
+        lonlat = self.lonlat(geometries)
+        return np.array([abs(WGS84.geometry_area_perimeter(g)[0]) for g in lonlat], dtype=np.float64)
+
+    def lonlat(self, geometries: np.ndarray) -> np.ndarray:
+        """The same geometries in EPSG:4326, longitude first."""
+        if self.to_lonlat is None:
+            raise ValueError("this CRS cannot be related to longitude/latitude")
+        transformer = self.to_lonlat
+
+        def reproject(coords: np.ndarray) -> np.ndarray:
+            lon, lat = transformer.transform(coords[:, 0], coords[:, 1])
+            return np.column_stack([lon, lat])
+
+        return shapely.transform(geometries, reproject)
+
+
+def pixels_to_crs(geometries: np.ndarray, transform: Affine) -> np.ndarray:
+    """Apply a raster's affine transform to geometries in (column, row) pixel coordinates."""
+    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+
+    def apply(coords: np.ndarray) -> np.ndarray:
+        x, y = coords[:, 0], coords[:, 1]
+        return np.column_stack([a * x + b * y + c, d * x + e * y + f])
+
+    return shapely.transform(geometries, apply)
