@@ -1,0 +1,525 @@
+"""Backbone spec -> local files, through the Hugging Face Hub client and its standard cache.
+
+A spec is one of
+- `hf-hub:ORG/NAME[@REVISION]`: a timm-format repo (config.json + model.safetensors, else
+  pytorch_model.bin) or a Prithvi-format repo (config.json + a .pt checkpoint);
+- a local folder with either layout;
+- an alias (`dinov2-small`, `prithvi-eo-2-300m`, ... see `ALIASES`);
+- `tiny`: the embedded backbone, nothing to download.
+
+All downloads go through `huggingface_hub.hf_hub_download`, so the cache is the one every other
+Hub tool shares (HF_HOME / HF_HUB_CACHE), HF_TOKEN and `hf auth login` work, and a file is never
+fetched twice. The result records the commit the files came from and the weights' sha256, so a
+run can say exactly which weights it adapted. Hub errors become one `CegateError` each, with what
+to do next (accept a licence, set a token, `cegate pull` while online).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.utils import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from cegate_cli.errors import (
+    BackboneNotFoundError,
+    CegateError,
+    HubAuthError,
+    HubConnectionError,
+    InputError,
+    OfflineNotCachedError,
+)
+
+BackboneKind = Literal["timm", "prithvi", "embedded"]
+
+HUB_PREFIX = "hf-hub:"
+EMBEDDED_SPEC = "tiny"
+CONFIG_NAME = "config.json"
+# timm's own order (timm/models/_hub.py): safetensors first, the pickle only as a fallback.
+TIMM_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+PRITHVI_WEIGHT_SUFFIX = ".pt"
+
+
+@dataclass(frozen=True)
+class HubAlias:
+    """A short name for a Hub repo whose layout is known in advance."""
+
+    repo_id: str
+    kind: BackboneKind
+    description: str
+
+
+ALIASES: dict[str, HubAlias] = {
+    "dinov2-small": HubAlias("timm/vit_small_patch14_dinov2.lvd142m", "timm", "DINOv2 ViT-S/14, RGB, 22M parameters"),
+    "dinov2-base": HubAlias("timm/vit_base_patch14_dinov2.lvd142m", "timm", "DINOv2 ViT-B/14, RGB, 86M parameters"),
+    "dinov2-large": HubAlias("timm/vit_large_patch14_dinov2.lvd142m", "timm", "DINOv2 ViT-L/14, RGB, 304M parameters"),
+    "prithvi-eo-2-300m": HubAlias(
+        "ibm-nasa-geospatial/Prithvi-EO-2.0-300M", "prithvi", "Prithvi-EO-2.0 ViT-L/16, 6 HLS bands, 300M parameters"
+    ),
+    "prithvi-eo-2-600m": HubAlias(
+        "ibm-nasa-geospatial/Prithvi-EO-2.0-600M", "prithvi", "Prithvi-EO-2.0 ViT-H/14, 6 HLS bands, 600M parameters"
+    ),
+}
+
+# Checkpoint names in the Prithvi-EO-2.0 repos (one .pt each); other Prithvi repos are listed.
+PRITHVI_WEIGHT_FILES: dict[str, str] = {
+    "ibm-nasa-geospatial/Prithvi-EO-2.0-300M": "Prithvi_EO_V2_300M.pt",
+    "ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL": "Prithvi_EO_V2_300M_TL.pt",
+    "ibm-nasa-geospatial/Prithvi-EO-2.0-600M": "Prithvi_EO_V2_600M.pt",
+    "ibm-nasa-geospatial/Prithvi-EO-2.0-600M-TL": "Prithvi_EO_V2_600M_TL.pt",
+}
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_TRUE_VALUES = {"1", "on", "yes", "true"}
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network failures raised by the HTTP library huggingface_hub uses (httpx2/httpx now, requests before)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module_name in ("httpx2", "httpx", "requests"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for attribute in ("TransportError", "ConnectionError", "Timeout"):
+            error_type = getattr(module, attribute, None)
+            if isinstance(error_type, type) and issubclass(error_type, BaseException):
+                found.append(error_type)
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
+# --------------------------------------------------------------------------------------- result
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """Where a backbone's files are on this machine and exactly which version they are.
+
+    `revision` is the resolved commit sha for Hub repos (never a branch name), so
+    `resolve_backbone(source.spec, revision=source.revision)` finds the same files again;
+    `weights_sha256` lets a later command check it got the same bytes.
+    """
+
+    spec: str
+    kind: BackboneKind
+    repo_id: str | None
+    revision: str | None
+    local_dir: Path | None
+    config_path: Path | None
+    weights_path: Path | None
+    weights_sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("local_dir", "config_path", "weights_path"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BackboneSource":
+        try:
+            values = {key: data[key] for key in cls.__dataclass_fields__}
+        except KeyError as exc:
+            raise InputError(f"backbone record is missing the field {exc.args[0]!r}: {data!r}") from None
+        for key in ("local_dir", "config_path", "weights_path"):
+            values[key] = None if values[key] is None else Path(values[key])
+        if values["kind"] not in ("timm", "prithvi", "embedded"):
+            raise InputError(f"backbone record has an unknown kind {values['kind']!r}")
+        return cls(**values)
+
+
+# ----------------------------------------------------------------------------------- public API
+
+
+def resolve_backbone(
+    spec: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    offline: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> BackboneSource:
+    """Find (downloading into the Hub cache if needed) the files of the backbone `spec` names.
+
+    `revision` overrides an `@REVISION` in the spec. `token` defaults to what huggingface_hub
+    finds itself (HF_TOKEN, `hf auth login`). `offline` defaults to HF_HUB_OFFLINE, read now
+    rather than at import, and means: cache only.
+    """
+    spec = spec.strip()
+    parsed = None if spec == EMBEDDED_SPEC else _parse_spec(spec, revision)
+    if parsed is None or isinstance(parsed, Path):
+        if revision:
+            raise InputError(f"--revision only applies to Hub backbones; '{spec}' is {'embedded' if parsed is None else 'a local folder'}")
+        return _embedded_source() if parsed is None else _local_source(spec, parsed)
+    repo_id, repo_revision, alias = parsed
+    request = _HubRequest(
+        spec=spec,
+        repo_id=repo_id,
+        revision=repo_revision,
+        token=token,
+        offline=_offline_mode() if offline is None else offline,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    return _hub_source(request, alias)
+
+
+def pull_backbone(
+    spec: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> BackboneSource:
+    """Download everything `spec` needs into the Hub cache (what `cegate pull` does).
+
+    The same as `resolve_backbone`, but an offline setting is reported as the reason nothing can be
+    downloaded, instead of suggesting the very command the user just ran.
+    """
+    try:
+        return resolve_backbone(spec, revision=revision, token=token, cache_dir=cache_dir)
+    except OfflineNotCachedError:
+        raise OfflineNotCachedError(
+            f"offline mode is on (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '1')}), so 'cegate pull' "
+            f"cannot download '{spec}'; unset HF_HUB_OFFLINE and run it again"
+        ) from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 8 MiB pieces so large checkpoints never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def alias_help() -> str:
+    """One line listing the accepted spec forms, for error messages and `--help`."""
+    names = ", ".join([EMBEDDED_SPEC, *ALIASES])
+    return f"known backbones: {names}; or hf-hub:ORG/NAME[@REVISION]; or a local folder"
+
+
+# ---------------------------------------------------------------------------------- spec forms
+
+
+def _parse_spec(spec: str, revision: str | None) -> Path | tuple[str, str | None, HubAlias | None]:
+    """A local folder, or (repo_id, revision, alias) for a Hub repo."""
+    if spec.startswith(HUB_PREFIX):
+        body = spec[len(HUB_PREFIX):]
+        repo_id, _, spec_revision = body.partition("@")
+        if not _REPO_ID.match(repo_id):
+            raise InputError(f"'{spec}' is not a Hub repo name; write hf-hub:ORG/NAME[@REVISION]")
+        return repo_id, revision or spec_revision or None, None
+    alias = ALIASES.get(spec.lower())
+    if alias is not None:
+        return alias.repo_id, revision, alias
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise BackboneNotFoundError(f"backbone '{spec}' is a file; give the folder that holds config.json and the weights")
+    if _REPO_ID.match(spec):
+        raise InputError(f"'{spec}' is neither a folder nor a known backbone; for the Hub repo write hf-hub:{spec}. {alias_help()}")
+    if os.sep in spec or spec.startswith((".", "~")):
+        raise BackboneNotFoundError(f"backbone folder '{spec}' does not exist")
+    raise InputError(f"unknown backbone '{spec}'; {alias_help()}")
+
+
+def _offline_mode() -> bool:
+    """HF_HUB_OFFLINE as it is now; huggingface_hub itself only reads it when first imported."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().lower() in _TRUE_VALUES
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _embedded_source() -> BackboneSource:
+    from cegate_cli.backbone.tiny import TINY_WEIGHTS
+
+    weights = TINY_WEIGHTS if TINY_WEIGHTS.is_file() else None
+    return BackboneSource(
+        spec=EMBEDDED_SPEC,
+        kind="embedded",
+        repo_id=None,
+        revision=None,
+        local_dir=None if weights is None else weights.parent,
+        config_path=None,
+        weights_path=weights,
+        weights_sha256=None if weights is None else file_sha256(weights),
+    )
+
+
+def _local_source(spec: str, folder: Path) -> BackboneSource:
+    folder = folder.resolve()
+    config = folder / CONFIG_NAME
+    if not config.is_file():
+        raise BackboneNotFoundError(f"backbone folder '{folder}' has no {CONFIG_NAME}; it needs config.json and the weights")
+    kind = _kind_from_config(read_backbone_config(config), spec)
+    if kind == "timm":
+        weights = next((folder / name for name in TIMM_WEIGHT_NAMES if (folder / name).is_file()), None)
+        if weights is None:
+            raise BackboneNotFoundError(
+                f"backbone folder '{folder}' has no weights: expected {' or '.join(TIMM_WEIGHT_NAMES)}"
+            )
+    else:
+        weights = folder / _pick_prithvi_checkpoint(sorted(p.name for p in folder.glob(f"*{PRITHVI_WEIGHT_SUFFIX}")), spec, str(folder))
+    return BackboneSource(
+        spec=spec,
+        kind=kind,
+        repo_id=None,
+        revision=None,
+        local_dir=folder,
+        config_path=config,
+        weights_path=weights,
+        weights_sha256=file_sha256(weights),
+    )
+
+
+def read_backbone_config(path: Path) -> dict[str, Any]:
+    """A backbone's config.json as a dict; unreadable or non-object JSON is the user's InputError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"backbone config '{path}' is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"backbone config '{path}' must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _kind_from_config(config: dict[str, Any], spec: str) -> BackboneKind:
+    """Prithvi's config.json names a `prithvi_*` architecture and a frame count; anything else is timm's."""
+    architecture = str(config.get("architecture", ""))
+    pretrained_cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else config
+    if architecture.lower().startswith("prithvi") or "num_frames" in pretrained_cfg:
+        return "prithvi"
+    if not architecture:
+        raise InputError(f"the config.json of '{spec}' names no 'architecture'; it is not a timm model repo")
+    return "timm"
+
+
+def _pick_prithvi_checkpoint(candidates: list[str], spec: str, where: str) -> str:
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise BackboneNotFoundError(f"backbone '{spec}' has no {PRITHVI_WEIGHT_SUFFIX} checkpoint in {where}")
+    raise InputError(
+        f"backbone '{spec}' has several checkpoints in {where} ({', '.join(candidates)}) and cegate cannot tell "
+        "which to use; put config.json and the one you want in a folder of their own and give that folder"
+    )
+
+
+# ----------------------------------------------------------------------------------- Hub repos
+
+
+@dataclass(frozen=True)
+class _HubRequest:
+    spec: str
+    repo_id: str
+    revision: str | None
+    token: str | None
+    offline: bool
+    cache_dir: str | None
+
+    @property
+    def shown(self) -> str:
+        """How the backbone is named in messages: the user's spec, plus the repo when it was an alias."""
+        if self.spec.startswith(HUB_PREFIX):
+            return f"'{self.spec}'"
+        return f"'{self.spec}' ({HUB_PREFIX}{self.repo_id})"
+
+
+def _hub_source(request: _HubRequest, alias: HubAlias | None) -> BackboneSource:
+    config_path = _download(request, CONFIG_NAME, request.revision)
+    snapshot = config_path.parent
+    commit = snapshot.name if _COMMIT_SHA.match(snapshot.name) else _commit_from_api(request)
+    kind = alias.kind if alias is not None else _kind_from_config(read_backbone_config(config_path), request.spec)
+    # Every later file comes from the commit config.json came from, even if the branch moves meanwhile.
+    if kind == "timm":
+        weights_path = _download_first(request, TIMM_WEIGHT_NAMES, commit)
+    else:
+        weights_path = _download(request, _prithvi_weight_name(request, commit, snapshot), commit)
+    return BackboneSource(
+        spec=request.spec,
+        kind=kind,
+        repo_id=request.repo_id,
+        revision=commit,
+        local_dir=snapshot,
+        config_path=config_path,
+        weights_path=weights_path,
+        weights_sha256=file_sha256(weights_path),
+    )
+
+
+def _fetch(request: _HubRequest, filename: str, revision: str | None) -> Path:
+    """One file through the Hub cache; raises huggingface_hub's own exceptions."""
+    return Path(
+        hf_hub_download(
+            repo_id=request.repo_id,
+            filename=filename,
+            revision=revision,
+            token=request.token,
+            cache_dir=request.cache_dir,
+            local_files_only=request.offline,
+        )
+    )
+
+
+def _download(request: _HubRequest, filename: str, revision: str | None) -> Path:
+    with _hub_errors(request, filename, revision):
+        return _fetch(request, filename, revision)
+
+
+def _download_first(request: _HubRequest, filenames: tuple[str, ...], revision: str | None) -> Path:
+    """The first of `filenames` the repo has; offline or unreachable, the first one in the cache."""
+    with _hub_errors(request, filenames[0], revision):
+        not_cached: LocalEntryNotFoundError | None = None
+        for filename in filenames:
+            try:
+                return _fetch(request, filename, revision)
+            except LocalEntryNotFoundError as exc:  # not cached and no answer: another name may be cached
+                not_cached = not_cached or exc
+            except EntryNotFoundError:  # the repo has no such file: try the next name
+                continue
+        if not_cached is not None:
+            raise not_cached
+        raise BackboneNotFoundError(
+            f"backbone {request.shown} has no weights at revision {revision or 'main'}: "
+            f"expected {' or '.join(filenames)}"
+        )
+
+
+def _prithvi_weight_name(request: _HubRequest, commit: str, snapshot: Path) -> str:
+    known = PRITHVI_WEIGHT_FILES.get(request.repo_id)
+    if known is not None:
+        return known
+    if request.offline:
+        names = sorted(p.name for p in snapshot.glob(f"*{PRITHVI_WEIGHT_SUFFIX}"))
+        if not names:
+            raise _offline_error(request)
+    else:
+        with _hub_errors(request, None, commit):
+            info = HfApi(token=request.token).model_info(request.repo_id, revision=commit, token=request.token)
+        names = sorted(
+            s.rfilename for s in (info.siblings or []) if "/" not in s.rfilename and s.rfilename.endswith(PRITHVI_WEIGHT_SUFFIX)
+        )
+    return _pick_prithvi_checkpoint(names, request.spec, f"{HUB_PREFIX}{request.repo_id}@{commit}")
+
+
+def _commit_from_api(request: _HubRequest) -> str | None:
+    """The commit sha when the cache layout did not show it (it always does in the standard cache)."""
+    if request.offline:
+        return None
+    with _hub_errors(request, None, request.revision):
+        info = HfApi(token=request.token).model_info(request.repo_id, revision=request.revision, token=request.token)
+    return info.sha
+
+
+# -------------------------------------------------------------------------------------- errors
+
+
+def _cache_location(request: _HubRequest) -> str:
+    return request.cache_dir or str(getattr(constants, "HF_HUB_CACHE", "the Hugging Face cache"))
+
+
+def _offline_error(request: _HubRequest) -> OfflineNotCachedError:
+    return OfflineNotCachedError(
+        f"backbone {request.shown} is not in the local Hub cache ({_cache_location(request)}) and offline mode is on "
+        f"(HF_HUB_OFFLINE). Run 'cegate pull {request.spec}' once while online, or unset HF_HUB_OFFLINE"
+    )
+
+
+def _auth_error(request: _HubRequest, status: int | None) -> HubAuthError:
+    answer = f"HTTP {status}" if status else "refused"
+    return HubAuthError(
+        f"the Hub refused access to backbone {request.shown} ({answer}): it is gated or private. "
+        f"Accept its licence on https://huggingface.co/{request.repo_id} while logged in, then set HF_TOKEN "
+        "or run 'hf auth login' (older clients: 'huggingface-cli login'), or pass --token"
+    )
+
+
+def _connection_error(request: _HubRequest, detail: str) -> HubConnectionError:
+    endpoint = str(getattr(constants, "ENDPOINT", "https://huggingface.co"))
+    return HubConnectionError(
+        f"could not reach the Hub at {endpoint} for backbone {request.shown} ({detail}) and it is not in the "
+        f"local cache ({_cache_location(request)}). Check your connection or proxy and try again; "
+        f"'cegate pull {request.spec}' downloads it once for offline use"
+    )
+
+
+def _status_of(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+@contextmanager
+def _hub_errors(request: _HubRequest, filename: str | None, revision: str | None) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions into cegate's, each with the fix in its message."""
+    try:
+        yield
+    except CegateError:
+        raise
+    except GatedRepoError as exc:  # before RepositoryNotFoundError: it is a subclass
+        raise _auth_error(request, _status_of(exc)) from exc
+    except RepositoryNotFoundError as exc:
+        raise BackboneNotFoundError(
+            f"backbone {request.shown} not found on the Hub (check the name; private repos need HF_TOKEN)"
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise BackboneNotFoundError(
+            f"revision '{revision}' of backbone {request.shown} not found on the Hub; "
+            "give a branch, tag or commit sha that exists"
+        ) from exc
+    except LocalEntryNotFoundError as exc:  # before EntryNotFoundError: a subclass in some versions
+        if request.offline:
+            raise _offline_error(request) from exc
+        for cause in _causes(exc):
+            if isinstance(cause, GatedRepoError) or _status_of(cause) in (401, 403):
+                raise _auth_error(request, _status_of(cause)) from exc
+        detail = next((str(c).splitlines()[0] for c in _causes(exc) if isinstance(c, _TRANSPORT_ERRORS) and str(c)), "no answer")
+        raise _connection_error(request, detail) from exc
+    except EntryNotFoundError as exc:
+        raise BackboneNotFoundError(
+            f"backbone {request.shown} has no file '{filename}' at revision {revision or 'main'}"
+        ) from exc
+    except HFValidationError as exc:
+        raise InputError(f"'{request.repo_id}' is not a valid Hub repo name: {exc}") from exc
+    except HfHubHTTPError as exc:
+        status = _status_of(exc)
+        if status in (401, 403):
+            raise _auth_error(request, status) from exc
+        raise _connection_error(request, f"HTTP {status}" if status else str(exc).splitlines()[0]) from exc
+    except _TRANSPORT_ERRORS as exc:
+        if request.offline:
+            raise _offline_error(request) from exc
+        raise _connection_error(request, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
