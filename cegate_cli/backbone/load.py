@@ -1,0 +1,175 @@
+"""Resolved backbone files -> a timm VisionTransformer with its pretrained weights (`PretrainedViT`).
+
+Three kinds of source (see `cegate_cli.hub.BackboneSource`):
+- timm repos: config.json names a timm architecture and its constructor arguments; the model is
+  built empty with `num_classes=0` and `dynamic_img_size=True`, then given the weights;
+- Prithvi checkpoints: converted by `backbone.prithvi`;
+- the embedded `tiny` backbone.
+
+Weights are read with safetensors, or `torch.load(weights_only=True)` for pickles, so a
+downloaded file can never run code. A checkpoint that does not fit its architecture is an
+error listing the keys that differ, never a silent partial load.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+import timm
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+
+from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.errors import InputError
+from cegate_cli.hub import BackboneSource, read_backbone_config
+
+RGB_BANDS: tuple[str, ...] = ("red", "green", "blue")
+_BAND_KEYS = ("band_names", "bands")
+_SHOWN_KEYS_PER_GROUP = 4
+
+
+def load_pretrained_vit(source: BackboneSource) -> PretrainedViT:
+    """Build the backbone `source` describes, with its weights loaded."""
+    if source.kind == "embedded":
+        from cegate_cli.backbone.tiny import build_tiny_vit
+
+        return build_tiny_vit(source.weights_path)
+    if source.config_path is None or source.weights_path is None:
+        raise InputError(f"backbone '{source.spec}' has no config or weights file recorded; resolve it again")
+    if source.kind == "prithvi":
+        from cegate_cli.backbone.prithvi import prithvi_vit
+
+        return prithvi_vit(
+            read_backbone_config(source.config_path),
+            read_weights(source.weights_path),
+            str(source.config_path),
+            str(source.weights_path),
+        )
+    return load_timm_vit(source.config_path, source.weights_path)
+
+
+def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:
+    """A timm-format repo (config.json + weights) as a headless, any-size ViT."""
+    config = read_backbone_config(config_path)
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise InputError(
+            f"'{config_path}' names architecture {architecture!r}, which this timm ({timm.__version__}) does not know"
+        )
+    pretrained_cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
+    model_args = dict(config.get("model_args") or {})
+    model_args.update(num_classes=0, dynamic_img_size=True)
+    try:
+        vit = timm.create_model(
+            architecture, pretrained=False, pretrained_cfg_overlay=dict(pretrained_cfg), **model_args
+        )
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"timm cannot build {architecture!r} with the model_args in '{config_path}': {exc}") from None
+    if not isinstance(vit, VisionTransformer):
+        raise InputError(
+            f"'{config_path}' describes a {type(vit).__name__}; cegate adapts timm VisionTransformer models only"
+        )
+    state = _drop_classifier(read_weights(weights_path), pretrained_cfg)
+    _fit_pos_embed(state, vit)
+    load_state_strict(vit, state, weights_path, architecture)
+    return PretrainedViT(vit=vit, band_names=_band_names(config, pretrained_cfg, vit), architecture=architecture)
+
+
+def read_weights(path: Path) -> dict[str, Any]:
+    """Tensors from a .safetensors file, or a pickle restricted to tensors and plain containers."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"weights file '{path}' is not a readable safetensors file: {exc}") from None
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # files from the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:
+        raise InputError(
+            f"weights file '{path}' could not be read as tensors ({str(exc).splitlines()[0]}); cegate only loads "
+            "checkpoints that hold tensors, never pickled code"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise InputError(f"weights file '{path}' holds a {type(loaded).__name__}, not a dict of tensors")
+    return loaded
+
+
+def _drop_classifier(state: dict[str, Any], pretrained_cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors minus the classifier head (num_classes=0 means the model has none)."""
+    for key in ("state_dict", "model"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    heads = pretrained_cfg.get("classifier") or "head"
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    return {
+        key: value
+        for key, value in state.items()
+        if isinstance(value, torch.Tensor) and not any(key == h or key.startswith(f"{h}.") for h in heads)
+    }
+
+
+def _fit_pos_embed(state: dict[str, torch.Tensor], vit: VisionTransformer) -> None:
+    """Resample the checkpoint's position embedding when its grid differs from the built model's."""
+    saved = state.get("pos_embed")
+    if saved is None or getattr(vit, "pos_embed", None) is None or saved.shape == vit.pos_embed.shape:
+        return
+    prefix = 0 if getattr(vit, "no_embed_class", False) else int(vit.num_prefix_tokens)
+    state["pos_embed"] = resample_abs_pos_embed(
+        saved, new_size=list(vit.patch_embed.grid_size), num_prefix_tokens=prefix, verbose=False
+    )
+
+
+def load_state_strict(vit: VisionTransformer, state: dict[str, torch.Tensor], weights_path: Path | str, architecture: str) -> None:
+    """Load all of `state` into `vit` or raise an InputError naming the keys that differ."""
+    own = vit.state_dict()
+    groups = {
+        "wrong shape": [
+            f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
+            for key, value in state.items()
+            if key in own and own[key].shape != value.shape
+        ],
+        "missing": [key for key in own if key not in state],
+        "unexpected": [key for key in state if key not in own],
+    }
+    if any(groups.values()):
+        raise InputError(
+            f"weights '{weights_path}' do not fit architecture {architecture!r}: {describe_key_problems(groups)}"
+        )
+    vit.load_state_dict(state, strict=True)
+
+
+def describe_key_problems(groups: dict[str, list[str]], shown: int = _SHOWN_KEYS_PER_GROUP) -> str:
+    """'missing (12): a, b, c, d, ...; unexpected (1): e' - every kind of problem stays visible."""
+    parts = []
+    for label, keys in groups.items():
+        if keys:
+            more = ", ..." if len(keys) > shown else ""
+            parts.append(f"{label} ({len(keys)}): {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts)
+
+
+def _band_names(config: dict[str, Any], pretrained_cfg: dict[str, Any], vit: VisionTransformer) -> tuple[str, ...] | None:
+    """Bands named by the repo, else red/green/blue for 3-channel models (ImageNet, DINOv2), else unknown."""
+    in_chans = int(vit.patch_embed.proj.weight.shape[1])
+    for holder in (config, pretrained_cfg):
+        for key in _BAND_KEYS:
+            names = holder.get(key)
+            if isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
+                if len(names) != in_chans:
+                    raise InputError(
+                        f"the backbone config lists {len(names)} bands ({', '.join(names)}) but the weights take {in_chans}"
+                    )
+                return tuple(n.strip().lower() for n in names)
+    return RGB_BANDS if in_chans == 3 else None
