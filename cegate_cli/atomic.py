@@ -33,11 +33,19 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     tmp.unlink()  # writers create the file themselves; some (GDAL, pyogrio) refuse to overwrite
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 would hide outputs from other users
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:

@@ -34,22 +34,28 @@ class ConvBlock(nn.Sequential):
 
 
 class UNetDecoder(nn.Module):
+    """Channels halve at every upsampling step, so the full-resolution stages stay cheap."""
+
     def __init__(self, embed_dim: int, num_levels: int, in_chans: int, num_classes: int, width: int = 64) -> None:
         super().__init__()
+        stage_widths = [max(16, width >> step) for step in range(num_levels)]  # deepest level first
         self.project = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(embed_dim, width, 1, bias=False), _norm(width), nn.GELU()) for _ in range(num_levels)
+            nn.Sequential(nn.Conv2d(embed_dim, channels, 1, bias=False), _norm(channels), nn.GELU())
+            for channels in reversed(stage_widths)  # features come shallow -> deep
         )
-        self.fuse = nn.ModuleList(ConvBlock(2 * width, width) for _ in range(num_levels - 1))
-        stem_width = max(16, width // 4)
+        self.fuse = nn.ModuleList(
+            ConvBlock(stage_widths[step - 1] + stage_widths[step], stage_widths[step]) for step in range(1, num_levels)
+        )
+        stem_width = 16
         self.stem = ConvBlock(in_chans, stem_width)
-        self.final = ConvBlock(width + stem_width, width)
-        self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.final = ConvBlock(stage_widths[-1] + stem_width, stage_widths[-1])
+        self.classifier = nn.Conv2d(stage_widths[-1], num_classes, 1)
 
     def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
         levels = [project(feature) for project, feature in zip(self.project, features)]
         x = levels[-1]
         for fuse, skip in zip(self.fuse, reversed(levels[:-1])):
-            target = (x.shape[-2] * 2, x.shape[-1] * 2)
+            target = (min(x.shape[-2] * 2, images.shape[-2]), min(x.shape[-1] * 2, images.shape[-1]))
             x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
             skip = F.interpolate(skip, size=target, mode="bilinear", align_corners=False)
             x = fuse(torch.cat((x, skip), dim=1))
