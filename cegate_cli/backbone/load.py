@@ -62,10 +62,18 @@ def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:
     pretrained_cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else {}
     model_args = dict(config.get("model_args") or {})
     model_args.update(num_classes=0, dynamic_img_size=True)
+    model_args.pop("weight_init", None)
     try:
-        vit = timm.create_model(
-            architecture, pretrained=False, pretrained_cfg_overlay=dict(pretrained_cfg), **model_args
-        )
+        try:
+            # Every parameter is overwritten by the strict load below, so random init is skipped:
+            # it costs seconds for ViT-S and minutes for ViT-L on a CPU.
+            vit = timm.create_model(
+                architecture, pretrained=False, pretrained_cfg_overlay=dict(pretrained_cfg), weight_init="skip", **model_args
+            )
+        except TypeError:  # a model class without the weight_init argument
+            vit = timm.create_model(
+                architecture, pretrained=False, pretrained_cfg_overlay=dict(pretrained_cfg), **model_args
+            )
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"timm cannot build {architecture!r} with the model_args in '{config_path}': {exc}") from None
     if not isinstance(vit, VisionTransformer):
