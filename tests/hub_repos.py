@@ -27,12 +27,6 @@ TIMM_ARCH = "vit_tiny_patch16_224"
 TIMM_ARGS = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, patch_size=8)
 
 
-def tiny_timm_model(seed: int = 0, **overrides: object) -> nn.Module:
-    torch.manual_seed(seed)
-    args = {**TIMM_ARGS, **overrides}
-    return timm.create_model(TIMM_ARCH, pretrained=False, num_classes=0, **args).eval()
-
-
 def tiny_timm_repo(seed: int = 0, *, head_classes: int = 0, **overrides: object) -> tuple[dict[str, bytes], nn.Module]:
     """(files of a timm Hub repo, the model they hold). `head_classes` > 0 saves a classifier head too."""
     torch.manual_seed(seed)
