@@ -11,7 +11,7 @@ engineering CRS) falls back to planar measures in its own linear unit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -23,6 +23,8 @@ from rasterio.crs import CRS
 
 WGS84 = Geod(ellps="WGS84")
 SAMPLE = 16  # pixels per side of the patch used to measure local pixel size (numerically steadier)
+LOCAL = 64  # polygons within this many pixels are measured as pixel area x local pixel area
+COLUMN_BUCKET = 256  # columns sharing one local pixel area (rows are exact: latitude matters most)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class GroundScale:
     transform: Affine
     to_lonlat: Transformer | None  # None: planar fallback in `unit_metres`
     unit_metres: float
+    _pixel_areas: dict[tuple[int, int], float] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, crs: CRS, transform: Affine) -> GroundScale:
@@ -55,8 +58,9 @@ class GroundScale:
         return self.to_lonlat is not None
 
     def pixel_area_m2(self, row: float, col: float) -> float:
-        """Ground area of one pixel around (row, col)."""
-        corners = [(col, row), (col + SAMPLE, row), (col + SAMPLE, row + SAMPLE), (col, row + SAMPLE)]
+        """Ground area of one pixel centred on (row, col) (a patch average, exact to first order)."""
+        r, c = row - SAMPLE / 2, col - SAMPLE / 2
+        corners = [(c, r), (c + SAMPLE, r), (c + SAMPLE, r + SAMPLE), (c, r + SAMPLE)]
         xs, ys = zip(*(self.transform @ corner for corner in corners))
         if self.to_lonlat is None:
             planar = abs(shapely.Polygon(list(zip(xs, ys))).area)
@@ -66,10 +70,11 @@ class GroundScale:
         return abs(area) / SAMPLE**2
 
     def pixel_size_m(self, row: float, col: float) -> float:
-        """Mean ground length of one pixel step (x and y) around (row, col)."""
-        x0, y0 = self.transform @ (col, row)
-        x1, y1 = self.transform @ (col + SAMPLE, row)
-        x2, y2 = self.transform @ (col, row + SAMPLE)
+        """Mean ground length of one pixel step (x and y) centred on (row, col)."""
+        r, c = row - SAMPLE / 2, col - SAMPLE / 2
+        x0, y0 = self.transform @ (c, r)
+        x1, y1 = self.transform @ (c + SAMPLE, r)
+        x2, y2 = self.transform @ (c, r + SAMPLE)
         if self.to_lonlat is None:
             return (math.hypot(x1 - x0, y1 - y0) + math.hypot(x2 - x0, y2 - y0)) / 2 * self.unit_metres / SAMPLE
         lons, lats = self.to_lonlat.transform(np.array([x0, x1, x2]), np.array([y0, y1, y2]))
@@ -77,12 +82,32 @@ class GroundScale:
         _, _, dy = WGS84.inv(lons[0], lats[0], lons[2], lats[2])
         return (abs(dx) + abs(dy)) / 2 / SAMPLE
 
-    def areas_m2(self, geometries: np.ndarray) -> np.ndarray:
-        """Ground areas of polygons given in the grid's CRS."""
+    def areas_m2(self, pixel_geometries: np.ndarray) -> np.ndarray:
+        """Ground areas of polygons given in (column, row) pixel coordinates.
+
+        A polygon spanning at most `LOCAL` pixels each way is its pixel area times the ground
+        area of a pixel at its centroid: exact for a pixel area that varies linearly across the
+        polygon, and cached per row, so it costs almost nothing per polygon. Larger polygons
+        are measured on the ellipsoid directly.
+        """
+        pixel_areas = shapely.area(pixel_geometries)
         if self.to_lonlat is None:
-            return shapely.area(geometries) * self.unit_metres**2
-        lonlat = self.lonlat(geometries)
-        return np.array([abs(WGS84.geometry_area_perimeter(g)[0]) for g in lonlat], dtype=np.float64)
+            return pixel_areas * abs(self.transform.determinant) * self.unit_metres**2
+        bounds = shapely.bounds(pixel_geometries).reshape(-1, 4)
+        local = ((bounds[:, 2] - bounds[:, 0]) <= LOCAL) & ((bounds[:, 3] - bounds[:, 1]) <= LOCAL)
+        areas = np.empty(len(pixel_geometries), dtype=np.float64)
+        centroids = shapely.get_coordinates(shapely.centroid(pixel_geometries[local])).reshape(-1, 2)
+        for k, (cx, cy) in zip(np.flatnonzero(local), centroids):
+            key = (int(round(cy)), int(cx) // COLUMN_BUCKET)
+            unit = self._pixel_areas.get(key)
+            if unit is None:
+                unit = self._pixel_areas[key] = self.pixel_area_m2(key[0], (key[1] + 0.5) * COLUMN_BUCKET)
+            areas[k] = pixel_areas[k] * unit
+        large = np.flatnonzero(~local)
+        if len(large):
+            lonlat = self.lonlat(pixels_to_crs(pixel_geometries[large], self.transform))
+            areas[large] = [abs(WGS84.geometry_area_perimeter(g)[0]) for g in lonlat]
+        return areas
 
     def lonlat(self, geometries: np.ndarray) -> np.ndarray:
         """The same geometries in EPSG:4326, longitude first."""

@@ -31,7 +31,13 @@ def open_scene(path: Path) -> rasterio.DatasetReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioError as exc:
-        raise DataError(f"{path}: cannot be read as a raster ({exc}); is it a complete GeoTIFF?") from exc
+        raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
+
+
+def gdal_detail(exc: BaseException) -> str:
+    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
+    cause = exc.__cause__
+    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
 
 
 class SceneReader:
@@ -94,7 +100,8 @@ class SceneReader:
                     valid &= self.dataset.read_masks(where, window=window) != 0
         except RasterioError as exc:
             raise DataError(
-                f"{self.path}: reading pixels at column {window.col_off}, row {window.row_off} failed ({exc}); "
+                f"{self.path}: reading pixels at column {window.col_off}, row {window.row_off} failed "
+                f"({gdal_detail(exc)}); "
                 "the file may be truncated or corrupt"
             ) from exc
         pixels = self.stats.normalize(raw)

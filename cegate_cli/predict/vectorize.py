@@ -40,6 +40,7 @@ from rasterio.windows import Window
 from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
+from cegate_cli.predict.reader import gdal_detail
 from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink, GeoJSONSink, GeoPackageSink
 
 VectorFormat = Literal["geojson", "gpkg"]
@@ -95,7 +96,7 @@ def vectorize_mask(
     try:
         dataset = rasterio.open(mask_path)
     except RasterioError as exc:
-        raise DataError(f"{mask_path}: cannot be read as a raster ({exc})") from exc
+        raise DataError(f"{mask_path}: cannot be read as a raster ({gdal_detail(exc)})") from exc
     with dataset:
         if dataset.crs is None:
             raise DataError(
@@ -149,7 +150,9 @@ def _read_sieved(dataset: rasterio.DatasetReader, path: Path, y0: int, y1: int, 
     try:
         values = dataset.read(1, window=Window(0, top, dataset.width, bottom - top))
     except RasterioError as exc:
-        raise DataError(f"{path}: reading rows {top}-{bottom} failed ({exc}); the mask may be corrupt") from exc
+        raise DataError(
+            f"{path}: reading rows {top}-{bottom} failed ({gdal_detail(exc)}); the mask may be corrupt"
+        ) from exc
     if values.dtype != np.uint8:
         values = values.astype(np.uint8) if values.max(initial=0) <= 255 else values.astype(np.int32)
     if min_pixels > 1:
@@ -258,7 +261,7 @@ def _finish(
     # pieces of a region share seam edges, so each union is one polygon; split defensively anyway
     pixel_geoms, owner = shapely.get_parts(merged, return_index=True)
     class_ids = np.array([regions[k].class_id for k in owner], dtype=np.int32)
-    areas = scale.areas_m2(pixels_to_crs(pixel_geoms, scale.transform))
+    areas = scale.areas_m2(pixel_geoms)
     keep = areas >= min_area_m2 if min_area_m2 > 0 else np.ones(len(regions), dtype=bool)
     pixel_geoms, class_ids, areas = pixel_geoms[keep], class_ids[keep], areas[keep]
     if simplify_m > 0 and len(pixel_geoms):
