@@ -79,8 +79,6 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     reporter = reporter or SilentReporter()
     config = options.train
     started = time.perf_counter()
-    run_dir = prepare_run_dir(options.out, overwrite=options.overwrite, resume=options.resume)
-
     folder = discover_labeled(options.source, classes_file=options.classes_file, ignore_index=options.ignore_index, align=options.align)
     warnings = list(folder.warnings)
     for warning in warnings:
@@ -93,6 +91,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
 
+    run_dir = prepare_run_dir(options.out, overwrite=options.overwrite, resume=options.resume)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
     patch = int(pretrained.vit.patch_embed.patch_size[0])

@@ -1,22 +1,39 @@
 """The `cegate` command: a Typer app whose commands live one per file in `cegate_cli.commands`.
 
-`main()` is the only place that turns library errors into what a user sees: one line on stderr,
-exit code 2. Set CEGATE_DEBUG=1 to get the full traceback instead.
+Library errors (`CegateError`) become one line on stderr and exit code 2. That mapping lives in
+the command group itself, so `cegate`, `python -m cegate_cli`, `torchrun -m cegate_cli` and
+tests driving the app all behave the same. Set CEGATE_DEBUG=1 to get the traceback instead.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from cegate_cli import __version__
 from cegate_cli.commands import register_commands
 from cegate_cli.errors import CegateError
 
+
+class CegateGroup(TyperGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CegateError as exc:
+            if os.environ.get("CEGATE_DEBUG"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
 app = typer.Typer(
     name="cegate",
+    cls=CegateGroup,
     help="Adapt geospatial foundation models to your GeoTIFFs (CrossEarth-Gate) and map whole scenes.",
     no_args_is_help=True,
     add_completion=False,
@@ -44,11 +61,6 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the `cegate` script, `python -m cegate_cli` and `torchrun -m cegate_cli`."""
     try:
         app(args=argv, standalone_mode=True)
-    except CegateError as exc:
-        if os.environ.get("CEGATE_DEBUG"):
-            raise
-        typer.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(130)

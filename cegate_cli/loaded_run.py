@@ -91,5 +91,5 @@ def apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dic
                 proj.bias.copy_(state["patch_embed.bias"])
         model.decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")})
         toolbox.load_state(state)
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, RuntimeError, ValueError) as exc:
         raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({exc})") from exc

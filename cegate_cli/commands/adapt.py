@@ -1,14 +1,83 @@
-"""`cegate adapt`: not built yet."""
+"""`cegate adapt`: select toolbox modules by Fisher information and train them on a labeled folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from cegate_cli.errors import CegateError
+from cegate_cli.commands.console import stderr, stdout
+from cegate_cli.commands.options import BackboneOpt, DeviceOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
+from cegate_cli.commands.train_progress import RichTrainReporter
+from cegate_cli.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="adapt", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def adapt() -> None:
-        """(not built yet)"""
-        raise CegateError("'cegate adapt' is not built yet in this version; see CHANGELOG.md")
+    @app.command(name="adapt")
+    def adapt_command(
+        source: Annotated[Path, typer.Argument(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml).", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.", show_default=False)],
+        target: Annotated[Optional[Path], typer.Option("--target", help="Unlabeled target folder (self-training).")] = None,
+        backbone: BackboneOpt = "dinov2-small",
+        revision: RevisionOpt = None,
+        token: TokenOpt = None,
+        offline: OfflineOpt = False,
+        bands: Annotated[Optional[str], typer.Option("--bands", help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).")] = None,
+        classes: Annotated[Optional[Path], typer.Option("--classes", help="classes.yaml (default: SOURCE/classes.yaml if present).")] = None,
+        ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Mask value meaning 'no label' (default 255).")] = None,
+        align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = False,
+        modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
+        select: Annotated[str, typer.Option("--select", help="How many modules to train: a count (6) or a fraction of all candidates (0.25).")] = "0.25",
+        reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = 0,
+        fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
+        steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
+        crop: Annotated[int, typer.Option("--crop", help="Crop size in pixels (a multiple of the patch size).")] = 224,
+        lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = 1e-3,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for the head, crops and augmentation.")] = 0,
+        device: DeviceOpt = "auto",
+        val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU.")] = 0.2,
+        val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps.")] = 100,
+        decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: unet or linear.")] = "unet",
+        lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 8,
+        augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
+    ) -> None:
+        """Select toolbox modules by Fisher information and train them on a labeled folder."""
+        from cegate_cli.adapt import AdaptOptions, adapt
+        from cegate_cli.toolbox import ToolboxConfig, parse_kinds
+        from cegate_cli.train.config import TrainConfig
+
+        if target is not None:
+            raise InputError("--target (self-training on an unlabeled folder) is not built yet in this version")
+        kinds = parse_kinds(modules)
+        if steps < 1 or batch_size < 1:
+            raise InputError("--steps and --batch-size must be at least 1")
+        train = TrainConfig(
+            steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
+            val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
+            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment,
+            save_every=max(1, min(50, steps)), warmup_steps=min(25, max(0, steps // 10)),
+        )
+        options = AdaptOptions(
+            source=source, out=out, backbone=backbone, revision=revision, token=token, offline=offline_flag(offline),
+            bands=bands, classes_file=classes, ignore_index=ignore_index, align=align, kinds=kinds,
+            toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
+            overwrite=overwrite, resume=resume,
+        )
+        reporter = RichTrainReporter()
+        try:
+            result = adapt(options, reporter)
+        finally:
+            reporter.finish()
+        manifest = result.manifest
+        share = manifest.parameters.get("trainable_share", 0.0)
+        best = manifest.metrics.get("best_val_miou")
+        stdout.print(f"run folder: {result.run_dir}")
+        stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
+        stdout.print(f"trained parameters: {share:.2%} of the backbone")
+        if best is not None:
+            stdout.print(f"best validation mIoU: {best:.3f} (step {manifest.metrics.get('best_step')})")
+        stderr.print(f"next: cegate inspect {result.run_dir}   |   cegate predict {result.run_dir} SCENES -o OUT")

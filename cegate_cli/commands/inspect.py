@@ -1,14 +1,156 @@
-"""`cegate inspect`: not built yet."""
+"""`cegate inspect`: which modules were selected, in which layers, and why (or a backbone's candidates)."""
 
 from __future__ import annotations
 
-import typer
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
-from cegate_cli.errors import CegateError
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from cegate_cli.commands.console import stdout
+from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
+from cegate_cli.errors import InputError
+from cegate_cli.toolbox import KINDS
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="inspect", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def inspect() -> None:
-        """(not built yet)"""
-        raise CegateError("'cegate inspect' is not built yet in this version; see CHANGELOG.md")
+    @app.command(name="inspect")
+    def inspect_command(
+        run: Annotated[Optional[Path], typer.Argument(help="A run folder written by `cegate adapt`.", show_default=False)] = None,
+        backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help="Show a backbone and its candidate modules instead of a run.")] = None,
+        revision: RevisionOpt = None,
+        token: TokenOpt = None,
+        offline: OfflineOpt = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Show which modules a run selected, in which layers, and why; or a backbone's candidate modules."""
+        from cegate_cli.report import backbone_report, run_report
+
+        if (run is None) == (backbone is None):
+            raise InputError("give either a run folder or --backbone SPEC")
+        if backbone is not None:
+            report = backbone_report(backbone, revision=revision, token=token, offline=offline_flag(offline))
+            if as_json:
+                stdout.print_json(json.dumps(report))
+            else:
+                render_backbone(report)
+            return
+        assert run is not None
+        report = run_report(run)
+        if as_json:
+            stdout.print_json(json.dumps(report))
+        else:
+            render_run(report)
+
+
+def _backbone_lines(info: dict[str, Any]) -> list[str]:
+    source = info.get("source", {})
+    revision = source.get("revision") or "-"
+    sha = source.get("weights_sha256") or "-"
+    return [
+        f"backbone   {source.get('spec', info.get('spec'))}  ({info.get('architecture')})",
+        f"source     {source.get('kind')}  {source.get('repo_id') or source.get('local_dir') or ''}  revision {revision}",
+        f"weights    sha256 {sha}",
+        f"shape      depth {info.get('depth')}, width {info.get('embed_dim')}, patch {info.get('patch_size')}, "
+        f"{info.get('parameters', 0):,} parameters",
+    ]
+
+
+def render_backbone(report: dict[str, Any]) -> None:
+    info = report["backbone"]
+    for line in _backbone_lines(info):
+        stdout.print(escape(line))
+    stdout.print(f"bands      {', '.join(info['bands']) if info.get('bands') else 'unnamed'}")
+    stdout.print(f"features   from blocks {', '.join(map(str, info['feature_layers']))}")
+    table = Table(title="candidate modules (parameters, share of the backbone)", box=box.SIMPLE_HEAD)
+    table.add_column("layer", justify="right")
+    kinds = [k for k in KINDS if any(m["kind"] == k for m in report["candidates"])]
+    for kind in kinds:
+        table.add_column(f"{kind}\n{report['kinds'][kind].split(' (')[0]}", justify="right")
+    by_key = {(m["kind"], m["layer"]): m for m in report["candidates"]}
+    for layer in sorted({m["layer"] for m in report["candidates"]}):
+        cells = []
+        for kind in kinds:
+            m = by_key.get((kind, layer))
+            cells.append(f"{m['parameters']:,} ({m['share_of_backbone']:.2%})" if m else "-")
+        table.add_row(str(layer), *cells)
+    stdout.print(table)
+    total = report["candidates_total"]
+    stdout.print(f"all candidates together: {total['parameters']:,} parameters ({total['share_of_backbone']:.2%} of the backbone)")
+
+
+def render_run(report: dict[str, Any]) -> None:
+    stdout.print(escape(f"run        {report['run']}  ({report['status']}, {report['mode']}, cegate {report['cegate_version']})"))
+    info = dict(report["backbone"])
+    for line in _backbone_lines(info):
+        stdout.print(escape(line))
+    mapping = info.get("band_mapping") or []
+    described = [f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-mean" for m in mapping]
+    stdout.print(f"bands      {', '.join(described) if described else ', '.join(report['bands']['names'])}")
+    classes = report["classes"]
+    swatches = "  ".join(
+        f"[rgb({c['color'][0]},{c['color'][1]},{c['color'][2]})]■[/] {c['id']} {c['name']}" for c in classes["classes"]
+    )
+    stdout.print(f"classes    {swatches}   (ignore {classes['ignore_index']})")
+
+    scores = report["scores"]
+    if scores:
+        kinds = [k for k in KINDS if any(s["kind"] == k for s in scores)]
+        table = Table(
+            title=f"Fisher scores at step {report['score_step']} (normalised per kind; * = selected, {report['select_count']} of {len(scores)})",
+            box=box.SIMPLE_HEAD,
+        )
+        table.add_column("layer", justify="right")
+        for kind in kinds:
+            table.add_column(kind, justify="right")
+        by_key = {(s["kind"], s["layer"]): s for s in scores}
+        for layer in sorted({s["layer"] for s in scores}):
+            cells = []
+            for kind in kinds:
+                s = by_key.get((kind, layer))
+                if s is None:
+                    cells.append("")
+                elif s["selected"]:
+                    cells.append(f"[bold green]{s['score']:.2f} *[/]")
+                else:
+                    cells.append(f"[dim]{s['score']:.2f}  [/]")
+            table.add_row(str(layer), *cells)
+        stdout.print(table)
+
+    params = report["parameters"]
+    if params:
+        trained = params.get("modules_trained", 0) + params.get("decoder", 0)
+        stdout.print(
+            f"parameters trained {trained:,} (modules {params.get('modules_trained', 0):,} + head {params.get('decoder', 0):,}) "
+            f"vs backbone {params.get('backbone', 0):,}: {params.get('trainable_share', 0):.2%}"
+        )
+    if len(report["history"]) > 1:
+        stdout.print("selection over time:")
+        for event in report["history"]:
+            change = ""
+            if event["added"] or event["removed"]:
+                change = f"  (+{', '.join(event['added']) or '-'}  -{', '.join(event['removed']) or '-'})"
+            stdout.print(f"  step {event['step']:>6}: {', '.join(event['selected'])}{change}")
+    metrics = report["metrics"]
+    if metrics:
+        best = metrics.get("best_val_miou")
+        last = metrics.get("last_val_miou")
+        loss = metrics.get("final_loss")
+        parts = []
+        if best is not None:
+            parts.append(f"best val mIoU {best:.3f} at step {metrics.get('best_step')}")
+        if last is not None:
+            parts.append(f"last {last:.3f}")
+        if loss is not None:
+            parts.append(f"final loss {loss:.3f}")
+        stdout.print(f"metrics    {'; '.join(parts) if parts else 'no validation'}")
+    timing = report["timing"]
+    if timing.get("total_seconds"):
+        stdout.print(
+            f"time       {timing['total_seconds']:.1f}s total, Fisher scoring {timing.get('fisher_seconds', 0):.1f}s "
+            f"({timing.get('fisher_share', 0):.1%}), on {timing.get('device')}"
+        )

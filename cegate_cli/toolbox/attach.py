@@ -47,6 +47,8 @@ class Toolbox:
         if unknown:
             raise InputError(f"no such toolbox modules: {sorted(unknown)}")
         for key, module in self.modules.items():
+            if key not in wanted and isinstance(module, LoRAQKV):
+                module.unmerge()  # a bypassed module must not leave its update inside the base weight
             module.active = key in wanted
             for parameter in module.own_parameters():
                 parameter.requires_grad_(module.active)
@@ -90,11 +92,19 @@ class Toolbox:
         for full_name, tensor in state.items():
             if not full_name.startswith("toolbox."):
                 continue
-            _, kind, layer_text, name = full_name.split(".", 3)
-            key = (kind, int(layer_text))
+            try:
+                _, kind, layer_text, name = full_name.split(".", 3)
+                key = (kind, int(layer_text))
+            except ValueError:
+                raise InputError(f"unexpected weight name {full_name!r}") from None
             if key not in self.modules:
                 raise InputError(f"weights for {kind} in block {layer_text} but the toolbox has no such module")
-            parameter = dict(self.modules[key].named_parameters())[name]
+            parameter = dict(self.modules[key].named_parameters()).get(name)
+            if parameter is None or parameter.shape != tensor.shape:  # type: ignore[attr-defined]
+                raise InputError(
+                    f"weight {full_name!r} does not fit the toolbox "
+                    f"({'no such parameter' if parameter is None else f'shape {tuple(tensor.shape)} vs {tuple(parameter.shape)}'})"  # type: ignore[attr-defined]
+                )
             parameter.data.copy_(tensor)  # type: ignore[arg-type]
             loaded.add(key)
         return sorted(loaded, key=lambda key: (key[1], KINDS.index(key[0])))

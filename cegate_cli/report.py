@@ -1,0 +1,102 @@
+"""What `inspect` shows, as plain data: the command renders it as tables or prints it as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cegate_cli.run import read_manifest
+from cegate_cli.toolbox import KIND_LABELS, KINDS, ToolboxConfig
+
+
+def backbone_report(
+    spec: str, *, revision: str | None = None, token: str | None = None, offline: bool | None = None, toolbox: ToolboxConfig | None = None
+) -> dict[str, Any]:
+    """The backbone and every candidate module with its size (needs the weights, so it may download)."""
+    from cegate_cli.backbone.load import load_pretrained_vit
+    from cegate_cli.backbone.vit import Backbone
+    from cegate_cli.hub import resolve_backbone
+    from cegate_cli.toolbox import attach_toolbox
+
+    source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
+    pretrained = load_pretrained_vit(source)
+    backbone = Backbone(pretrained.vit)
+    backbone_params = sum(p.numel() for p in backbone.parameters())
+    box = attach_toolbox(backbone, toolbox or ToolboxConfig())
+    modules = [
+        {
+            "kind": kind,
+            "layer": layer,
+            "parameters": box.parameter_count((kind, layer)),
+            "share_of_backbone": box.parameter_count((kind, layer)) / backbone_params,
+        }
+        for kind, layer in box.keys()
+    ]
+    total = sum(m["parameters"] for m in modules)
+    return {
+        "backbone": {
+            "spec": spec,
+            "source": source.to_dict(),
+            "architecture": pretrained.architecture,
+            "bands": list(pretrained.band_names) if pretrained.band_names else None,
+            "patch_size": backbone.patch_size,
+            "embed_dim": backbone.embed_dim,
+            "depth": backbone.depth,
+            "parameters": backbone_params,
+            "feature_layers": list(backbone.feature_layers),
+        },
+        "kinds": {kind: KIND_LABELS[kind] for kind in KINDS},
+        "candidates": modules,
+        "candidates_total": {"parameters": total, "share_of_backbone": total / backbone_params},
+    }
+
+
+def run_report(run_dir: Path) -> dict[str, Any]:
+    """Everything a person asks about a run: what was chosen, where, why, and how it went."""
+    manifest = read_manifest(run_dir)
+    final = manifest.selections[-1] if manifest.selections else None
+    grid = []
+    if final is not None:
+        selected = set(final.selected)
+        for (kind, layer), value in sorted(final.scores.normalized.items(), key=lambda item: (item[0][1], KINDS.index(item[0][0]))):
+            grid.append(
+                {"kind": kind, "layer": layer, "score": value, "raw": final.scores.raw[(kind, layer)], "selected": (kind, layer) in selected}
+            )
+    history = []
+    previous: set[tuple[str, int]] = set()
+    for selection in manifest.selections:
+        current = set(selection.selected)
+        history.append(
+            {
+                "step": selection.step,
+                "selected": [f"{k}@{l}" for k, l in selection.selected],
+                "added": sorted(f"{k}@{l}" for k, l in current - previous) if previous else [],
+                "removed": sorted(f"{k}@{l}" for k, l in previous - current),
+                "seconds": selection.seconds,
+            }
+        )
+        previous = current
+    timing = dict(manifest.timing)
+    total = timing.get("total_seconds") or 0
+    if total:
+        timing["fisher_share"] = timing.get("fisher_seconds", 0) / total
+    return {
+        "run": str(run_dir),
+        "status": manifest.status,
+        "mode": manifest.mode,
+        "cegate_version": manifest.cegate_version,
+        "created": manifest.created,
+        "backbone": manifest.backbone,
+        "bands": manifest.bands.to_dict(),
+        "classes": manifest.classes.to_dict(),
+        "kinds": list(manifest.kinds),
+        "select_count": manifest.select_count,
+        "scores": grid,
+        "score_step": final.step if final else None,
+        "history": history,
+        "parameters": manifest.parameters,
+        "metrics": {k: v for k, v in manifest.metrics.items() if k != "loss_history"},
+        "timing": timing,
+        "data": manifest.data,
+        "extra": {k: v for k, v in manifest.to_dict().items() if k in ("adaptation",)},
+    }

@@ -1,0 +1,122 @@
+"""End-to-end `adapt` on tiny generated data: the run folder, resume equality, inspect."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.cli import app
+from cegate_cli.data.synthetic import make_demo_dataset
+from cegate_cli.errors import OutputExistsError, RunFolderError
+from cegate_cli.run import read_manifest
+from cegate_cli.train.config import TrainConfig
+
+SMALL = TrainConfig(
+    steps=6, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=3, val_crops=4, save_every=2,
+    fisher_samples=3, select="4", seed=3,
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=80, seed=1)
+
+
+def _options(demo, out: Path, **train_changes) -> AdaptOptions:
+    return AdaptOptions(source=demo.source_dir, out=out, backbone="tiny", train=replace(SMALL, **train_changes))
+
+
+def test_adapt_writes_a_complete_small_run_folder(demo, tmp_path: Path) -> None:
+    result = adapt(_options(demo, tmp_path / "run"))
+    run = tmp_path / "run"
+    manifest = read_manifest(run)
+    assert manifest.status == "complete"
+    assert len(manifest.final_selection) == 4
+    assert manifest.bands.names == ("blue", "green", "red", "nir")
+    assert [c.name for c in manifest.classes.classes] == ["water", "vegetation", "built-up", "bare soil"]
+    assert manifest.metrics["best_val_miou"] is not None and 0.0 <= manifest.metrics["best_val_miou"] <= 1.0
+    weights = load_file(str(run / "adapter.safetensors"))
+    # Only what was trained: toolbox modules ever selected, the head, the adapted patch embedding.
+    assert all(k.startswith(("toolbox.", "decoder.", "patch_embed.")) for k in weights)
+    trained_modules = {tuple(k.split(".")[1:3]) for k in weights if k.startswith("toolbox.")}
+    assert trained_modules == {(kind, str(layer)) for kind, layer in manifest.ever_selected}
+    assert not any("blocks" in k for k in weights)
+    assert (run / "adapter_last.safetensors").is_file() and (run / "state" / "trainer.pt").is_file()
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    assert result.outcome.completed
+
+
+def test_refuses_to_overwrite_without_flag(demo, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(OutputExistsError):
+        adapt(_options(demo, out))
+    assert (out / "keep.txt").read_text() == "user data"
+    with pytest.raises(RunFolderError, match="no resume state"):
+        adapt(replace(_options(demo, tmp_path / "fresh"), resume=True))
+
+
+def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path: Path) -> None:
+    changes = dict(steps=8, reselect_every=4, save_every=2)
+    full = adapt(_options(demo, tmp_path / "full", **changes))
+    # Interrupted after step 5: the last saved state is step 4, so steps 5.. are redone on resume.
+    partial = adapt(_options(demo, tmp_path / "resumed", **changes), stop_after=5)
+    assert not partial.outcome.completed
+    assert read_manifest(tmp_path / "resumed").status == "training"
+    resumed = adapt(replace(_options(demo, tmp_path / "resumed", **changes), resume=True))
+    assert resumed.outcome.completed
+    a = load_file(str(tmp_path / "full" / "adapter_last.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter_last.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [s.selected for s in full.manifest.selections] == [s.selected for s in resumed.manifest.selections]
+    assert full.manifest.metrics["val_history"] == resumed.manifest.metrics["val_history"]
+
+
+def test_resume_with_other_settings_is_refused(demo, tmp_path: Path) -> None:
+    adapt(_options(demo, tmp_path / "run", steps=4), stop_after=2)
+    with pytest.raises(RunFolderError, match="different settings"):
+        adapt(replace(_options(demo, tmp_path / "run", steps=4, lr=0.5), resume=True))
+
+
+def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny", "--steps", "3", "--crop", "32",
+         "--batch-size", "2", "--fisher-samples", "2", "--select", "3", "--val-every", "3", "--modules", "lora,earth"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "run folder" in result.output
+    shown = runner.invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "Fisher scores" in shown.output and "lora" in shown.output and "adapter" not in shown.output.split("Fisher")[1]
+    as_json = runner.invoke(app, ["inspect", str(out), "--json"])
+    report = json.loads(as_json.stdout)
+    chosen = [(s["kind"], s["layer"]) for s in report["scores"] if s["selected"]]
+    assert len(chosen) == 3 and {k for k, _ in chosen} <= {"lora", "earth"}
+    assert report["status"] == "complete"
+    again = runner.invoke(app, ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_inspect_backbone_tiny_lists_candidates() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["inspect", "--backbone", "tiny", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["backbone"]["depth"] == 6
+    assert len(report["candidates"]) == 18
+    assert all(0 < m["share_of_backbone"] < 0.05 for m in report["candidates"])
+    table = runner.invoke(app, ["inspect", "--backbone", "tiny"])
+    assert table.exit_code == 0 and "candidate modules" in table.output
