@@ -452,7 +452,8 @@ def _offline_error(request: _HubRequest) -> OfflineNotCachedError:
 def _auth_error(request: _HubRequest, status: int | None) -> HubAuthError:
     answer = f"HTTP {status}" if status else "refused"
     return HubAuthError(
-        f"the Hub refused access to backbone {request.shown} ({answer}): it is gated or private. "
+        f"the Hub refused access to backbone {request.shown} ({answer}): it is gated or private, or the token "
+        "is not valid. "
         f"Accept its licence on https://huggingface.co/{request.repo_id} while logged in, then set HF_TOKEN "
         "or run 'hf auth login' (older clients: 'huggingface-cli login'), or pass --token"
     )

@@ -8,7 +8,8 @@ It answers what `hf_hub_download` and `HfApi.model_info` ask for, the way huggin
   header is ever sent, so the client takes its plain HTTP path.
 - `GET /api/models/{org}/{name}[/revision/{revision}]`: the model's `sha` and `siblings`.
 - Errors carry the Hub's `X-Error-Code` header (`RepoNotFound` with 401/404, `GatedRepo` with 401/403,
-  `RevisionNotFound` and `EntryNotFound` with 404), which is how the client picks its exception class.
+  `RevisionNotFound` and `EntryNotFound` with 404), which is how the client picks its exception class;
+  a token starting with `hf_invalid` gets the Hub's plain 401 "Invalid credentials".
 
 The CDN is a second server on another port, so the client sees a different origin and, as with the
 real Hub, does not follow the redirect during its HEAD call. Every request is logged in `requests`.
@@ -25,6 +26,7 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+INVALID_TOKEN_PREFIX = "hf_invalid"  # tokens the stand-in treats as revoked or mistyped
 
 
 @dataclass
@@ -149,6 +151,10 @@ class HubStandIn:
             _send(handler, 404, b"not found")
 
     def _repo_or_error(self, handler: BaseHTTPRequestHandler, repo_id: str) -> StandInRepo | None:
+        if (handler.headers.get("Authorization") or "").startswith(f"Bearer {INVALID_TOKEN_PREFIX}"):
+            _send(handler, 401, b'{"error": "Invalid credentials in Authorization header"}',
+                  {"X-Error-Message": "Invalid credentials in Authorization header"})
+            return None
         repo = self.repos.get(repo_id)
         if repo is None:  # the Hub answers 401 to anonymous requests, 404 to authenticated ones
             status = 404 if handler.headers.get("Authorization") else 401

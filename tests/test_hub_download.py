@@ -117,6 +117,9 @@ def test_gated_repo_needs_licence_and_token(hub: HubStandIn) -> None:
     with pytest.raises(HubAuthError, match="HTTP 403"):  # a token whose owner did not accept the licence
         resolve_backbone(f"hf-hub:{REPO}", token="hf_other")
 
+    with pytest.raises(HubAuthError, match="token is not valid"):  # a revoked or mistyped token
+        resolve_backbone(f"hf-hub:{REPO}", token="hf_invalid_123")
+
     source = resolve_backbone(f"hf-hub:{REPO}", token="hf_accepted")
     assert source.weights_sha256 == sha256(files["model.safetensors"])
     assert any(r.authorization == "Bearer hf_accepted" for r in hub.requests)
