@@ -9,7 +9,6 @@ import typer
 
 from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import BackboneOpt, DeviceOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
-from cegate_cli.commands.train_progress import RichTrainReporter
 from cegate_cli.errors import InputError
 
 
@@ -47,6 +46,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Select toolbox modules by Fisher information and train them on a labeled folder."""
         from cegate_cli.adapt import AdaptOptions, adapt
+        from cegate_cli.commands.train_progress import RichTrainReporter
         from cegate_cli.toolbox import ToolboxConfig, parse_kinds
         from cegate_cli.train.config import TrainConfig
 

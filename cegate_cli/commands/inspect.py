@@ -14,7 +14,7 @@ from rich.table import Table
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox import KINDS
+KINDS = ("lora", "adapter", "earth")  # same order as cegate_cli.toolbox.KINDS, without importing torch
 
 
 def register(app: typer.Typer) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cegate_cli.commands.console import stderr
-from cegate_cli.fisher import Selection
+
+if TYPE_CHECKING:
+    from cegate_cli.fisher import Selection
 
 
 class RichTrainReporter:
