@@ -1,14 +1,52 @@
-"""`cegate demo`: not built yet."""
+"""`cegate demo`: generate scenes, adapt the embedded backbone, map and score the target domain."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from cegate_cli.errors import CegateError
+from cegate_cli.commands.console import stderr, stdout
+from cegate_cli.commands.map_progress import make_progress
+from cegate_cli.commands.options import DeviceOpt
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def demo() -> None:
-        """(not built yet)"""
-        raise CegateError("'cegate demo' is not built yet in this version; see CHANGELOG.md")
+    @app.command(name="demo")
+    def demo_command(
+        folder: Annotated[Path, typer.Argument(help="Where to write the demo data, run and maps.")] = Path("cegate-demo"),
+        steps: Annotated[int, typer.Option("--steps", help="Training steps (fewer = faster, worse).")] = 300,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for the scenes and training.")] = 0,
+        device: DeviceOpt = "auto",
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing demo folder.")] = False,
+    ) -> None:
+        """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
+        from cegate_cli.commands.train_progress import RichTrainReporter
+        from cegate_cli.demo import DemoOptions, run_demo
+
+        stderr.print(f"generating a source and a shifted target domain in {folder}/data ...")
+        reporter = RichTrainReporter()
+        try:
+            with make_progress() as progress:
+                result = run_demo(DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device), reporter, progress)
+        finally:
+            reporter.finish()
+        data, run = result.data, result.adapted
+        report = result.evaluation.matrix
+        stdout.print("cegate demo made:")
+        stdout.print(f"  labeled source scenes   {data.source_dir}  (images/, masks/, classes.yaml)")
+        stdout.print(f"  unlabeled target scenes {data.target_dir}  (another sensor look, 15 m pixels)")
+        stdout.print(f"  held-out target labels  {data.target_labels_dir}")
+        stdout.print(f"  run folder              {run.run_dir}  (run.json, adapter.safetensors: {_size(run.run_dir / 'adapter.safetensors')})")
+        stdout.print(f"  masks and polygons      {folder / 'predictions'}  ({len(result.predictions.done)} scenes: *.mask.tif, *.geojson)")
+        selected = ", ".join(f"{k}@{l}" for k, l in run.manifest.final_selection)
+        stdout.print(f"modules selected by Fisher score: {selected}")
+        best = run.manifest.metrics.get("best_val_miou")
+        if best is not None:
+            stdout.print(f"source validation mIoU {best:.3f}; target mIoU {report.miou():.3f} (overall accuracy {report.overall_accuracy():.3f})")
+        stdout.print(f"next: cegate inspect {run.run_dir}   (open the masks in QGIS: {folder / 'predictions'})")
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB" if path.exists() else "missing"

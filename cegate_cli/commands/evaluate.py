@@ -1,14 +1,62 @@
-"""`cegate evaluate`: not built yet."""
+"""`cegate evaluate`: predict labeled images exactly as `predict` does and score them."""
 
 from __future__ import annotations
 
-import typer
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Optional
 
-from cegate_cli.errors import CegateError
+import typer
+from rich import box
+from rich.table import Table
+
+from cegate_cli.commands.console import stderr, stdout
+from cegate_cli.commands.map_progress import make_progress
+from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
+from cegate_cli.commands.predict import BatchOpt, OverlapOpt, TileOpt, WeightsOpt
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def evaluate() -> None:
-        """(not built yet)"""
-        raise CegateError("'cegate evaluate' is not built yet in this version; see CHANGELOG.md")
+    @app.command(name="evaluate")
+    def evaluate_command(
+        run: RunArg,
+        labeled: Annotated[Path, typer.Argument(help="Labeled folder: images/ and masks/ with matching names.", show_default=False)],
+        tile: TileOpt = 512,
+        overlap: OverlapOpt = 64,
+        batch_size: BatchOpt = 4,
+        weights: WeightsOpt = "best",
+        device: DeviceOpt = "auto",
+        offline: OfflineOpt = False,
+        token: TokenOpt = None,
+        keep_masks: Annotated[Optional[Path], typer.Option("--keep-masks", help="Also keep the predicted masks in this folder.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Per-class IoU, mIoU, overall accuracy and F1 of a run on a labeled folder."""
+        from cegate_cli.inference import MapOptions, evaluate_run
+
+        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights,
+                             offline=offline_flag(offline), token=token)
+        with make_progress() as progress:
+            evaluation, loaded = evaluate_run(run, labeled, options=options, progress=progress, keep_masks=keep_masks)
+        report = evaluation.to_dict(loaded.manifest.classes)
+        if as_json:
+            stdout.print_json(json.dumps(report))
+        else:
+            table = Table(title=f"{run} on {labeled}", box=box.SIMPLE_HEAD)
+            for column in ("id", "class", "IoU", "F1", "precision", "recall", "pixels"):
+                table.add_column(column, justify="left" if column == "class" else "right")
+            present = {c.id for c in loaded.manifest.classes.classes}
+            for row in report["classes"]:
+                if row["id"] in present or row["pixels"]:
+                    table.add_row(str(row["id"]), row["name"], _fmt(row["iou"]), _fmt(row["f1"]), _fmt(row["precision"]), _fmt(row["recall"]), f"{row['pixels']:,}")
+            stdout.print(table)
+            stdout.print(f"mIoU {_fmt(report['miou'])}   overall accuracy {_fmt(report['overall_accuracy'])}   pixels {report['pixels']:,}")
+        for failure in evaluation.failed:
+            stderr.print(f"Error: {failure}")
+        if evaluation.failed:
+            raise typer.Exit(code=1)

@@ -1,14 +1,65 @@
-"""`cegate predict`: not built yet."""
+"""`cegate predict`: whole scenes of any size to georeferenced masks and polygons."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-from cegate_cli.errors import CegateError
+from cegate_cli.commands.console import stderr, stdout
+from cegate_cli.commands.map_progress import make_progress
+from cegate_cli.commands.options import DeviceOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
+from cegate_cli.errors import InputError
+
+TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (rounded up to the patch size).")]
+OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="predict", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def predict() -> None:
-        """(not built yet)"""
-        raise CegateError("'cegate predict' is not built yet in this version; see CHANGELOG.md")
+    @app.command(name="predict")
+    def predict_command(
+        run: RunArg,
+        inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files, folders or glob patterns.", show_default=False)],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)],
+        tile: TileOpt = 512,
+        overlap: OverlapOpt = 64,
+        batch_size: BatchOpt = 4,
+        vector: Annotated[str, typer.Option("--vector", help="Polygons: geojson (EPSG:4326), gpkg (native CRS) or none.")] = "geojson",
+        min_area: Annotated[float, typer.Option("--min-area", help="Drop regions smaller than this many square metres.")] = 0.0,
+        simplify: Annotated[float, typer.Option("--simplify", help="Simplify polygon outlines by this many metres.")] = 0.0,
+        confidence: Annotated[bool, typer.Option("--confidence", help="Also write <stem>.confidence.tif (max probability).")] = False,
+        weights: WeightsOpt = "best",
+        device: DeviceOpt = "auto",
+        offline: OfflineOpt = False,
+        token: TokenOpt = None,
+        overwrite: OverwriteOpt = False,
+    ) -> None:
+        """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
+        from cegate_cli.inference import MapOptions, predict_run
+        from cegate_cli.predict import VectorOptions
+
+        if vector not in ("geojson", "gpkg", "none"):
+            raise InputError(f"--vector {vector!r}: choose geojson, gpkg or none")
+        if weights not in ("best", "last"):
+            raise InputError(f"--weights {weights!r}: choose best or last")
+        if tile < 1 or overlap < 0 or overlap >= tile or batch_size < 1 or min_area < 0 or simplify < 0:
+            raise InputError("need --tile > --overlap >= 0, --batch-size >= 1, --min-area >= 0 and --simplify >= 0")
+        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
+                             weights=weights, offline=offline_flag(offline), token=token)
+        vectors = VectorOptions(fmt=None if vector == "none" else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
+        with make_progress() as progress:
+            summary = predict_run(run, inputs, out, options=options, vectors=vectors, overwrite=overwrite, progress=progress)
+        for outcome in summary.done:
+            stdout.print(" ".join(str(p) for p in outcome.outputs.all()))
+            scene = outcome.scene
+            if scene is not None:
+                for warning in getattr(scene, "warnings", ()) or ():
+                    stderr.print(f"warning: {outcome.source.name}: {warning}")
+        stderr.print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
+        if summary.failed:
+            for outcome in summary.failed:
+                stderr.print(f"Error: {outcome.source}: {outcome.message}")
+            raise typer.Exit(code=1)
