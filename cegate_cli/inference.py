@@ -20,6 +20,7 @@ from cegate_cli.bands import match_bands
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
+from cegate_cli.run import read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
 
 
@@ -65,6 +66,8 @@ def predict_run(
     progress: BatchProgress | None = None,
     loaded: LoadedRun | None = None,
 ) -> BatchSummary:
+    if loaded is None:
+        read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
     sources = expand_inputs(inputs)
     loaded = loaded or load_for_inference(run_dir, options)
     manifest = loaded.manifest

@@ -1,0 +1,90 @@
+"""`cegate predict` / `evaluate` / `demo` on a real (tiny) run folder, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from typer.testing import CliRunner
+
+from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.cli import app
+from cegate_cli.data.synthetic import make_demo_dataset
+from cegate_cli.train.config import TrainConfig
+
+TRAIN = TrainConfig(steps=4, batch_size=2, crop=32, warmup_steps=1, val_every=4, val_crops=2, save_every=4, fisher_samples=2, select="3", seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("cli")
+    data = make_demo_dataset(root / "data", n_source=2, n_target=2, size=72, seed=2, n_target_eval=2)
+    result = adapt(AdaptOptions(source=data.source_dir, out=root / "run", backbone="tiny", train=TRAIN))
+    return data, result.run_dir
+
+
+def test_predict_writes_georeferenced_masks_and_polygons(trained, tmp_path: Path) -> None:
+    data, run = trained
+    runner = CliRunner()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["predict", str(run), str(data.target_dir / "images"), "-o", str(out), "--tile", "48", "--overlap", "8", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scenes = sorted((data.target_dir / "images").glob("*.tif"))
+    for scene in scenes:
+        mask = out / f"{scene.stem}.mask.tif"
+        with rasterio.open(scene) as src, rasterio.open(mask) as dst:
+            assert dst.crs == src.crs and dst.transform == src.transform and (dst.width, dst.height) == (src.width, src.height)
+            assert dst.nodata == 255 and dst.dtypes[0] == "uint8"
+            labels = dst.read(1)
+            valid = src.dataset_mask() > 0
+            assert np.all(labels[~valid] == 255)
+            assert set(np.unique(labels[valid])) <= {0, 1, 2, 3}
+        polygons = gpd.read_file(out / f"{scene.stem}.geojson")
+        assert {"class_id", "class_name", "area_m2"} <= set(polygons.columns)
+        assert polygons.crs.to_epsg() == 4326
+    # A second run skips existing outputs; --overwrite redoes them.
+    again = runner.invoke(app, ["predict", str(run), str(scenes[0]), "-o", str(out), "--tile", "48", "--overlap", "8"])
+    assert again.exit_code == 0 and "1 skipped" in again.output
+
+
+def test_one_bad_scene_fails_alone(trained, tmp_path: Path) -> None:
+    data, run = trained
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not a tiff at all")
+    good = sorted((data.target_dir / "images").glob("*.tif"))[0]
+    result = CliRunner().invoke(app, ["predict", str(run), str(good), str(bad), "-o", str(tmp_path / "o"), "--tile", "48", "--overlap", "8", "--vector", "none"])
+    assert result.exit_code == 1
+    assert "broken.tif" in result.output and "1 done" in result.output and "1 failed" in result.output
+    assert (tmp_path / "o" / f"{good.stem}.mask.tif").is_file()
+    assert not (tmp_path / "o" / "broken.mask.tif").exists()
+
+
+def test_evaluate_prints_per_class_iou_and_json(trained) -> None:
+    data, run = trained
+    runner = CliRunner()
+    table = runner.invoke(app, ["evaluate", str(run), str(data.target_labels_dir), "--tile", "48", "--overlap", "8"])
+    assert table.exit_code == 0, table.output
+    assert "mIoU" in table.output and "water" in table.output
+    as_json = runner.invoke(app, ["evaluate", str(run), str(data.target_labels_dir), "--tile", "48", "--overlap", "8", "--json"])
+    report = json.loads(as_json.stdout)
+    assert 0.0 <= report["miou"] <= 1.0
+    assert [c["name"] for c in report["classes"]] == ["water", "vegetation", "built-up", "bare soil"]
+    assert len(report["files"]) == 2
+
+
+def test_predict_on_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "nope"), str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not a cegate run folder" in result.output
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", str(tmp_path / "demo"), "--steps", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "target mIoU" in result.output
+    assert list((tmp_path / "demo" / "predictions").glob("*.mask.tif"))
+    assert (tmp_path / "demo" / "run" / "run.json").is_file()
