@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from cegate_cli.errors import InputError
 from cegate_cli.predict.blend import BlendAccumulator, RowAssembler
@@ -96,8 +95,8 @@ def _run_blender(height: int, width: int) -> tuple[int, np.ndarray]:
         # class = (global row // 7) % 3, a pattern every tile agrees on
         rows = np.arange(tile.y, tile.y + tile.height)[:, None].repeat(tile.width, 1)
         probs = np.eye(3, dtype=np.float32)[(rows // 7) % 3].transpose(2, 0, 1)
-        weight = plan.weight(tile)[None]
-        blender.add(tile, torch.from_numpy(np.concatenate([probs * weight, weight])))
+        weight = plan.weight(tile)
+        blender.add(tile, probs * weight, weight)
     assert blender.pending == 0 and assembler.pending == 0
     expected = ((np.arange(height)[:, None] // 7) % 3).repeat(width, 1)
     np.testing.assert_array_equal(written, expected)
@@ -118,4 +117,4 @@ def test_blender_rejects_tiles_out_of_order():
     blender = BlendAccumulator(plan, 2, cell=32, assembler=assembler)
     tiles = list(plan)
     with pytest.raises(RuntimeError, match="row-major"):
-        blender.add(tiles[1], torch.zeros(3, 64, 64))
+        blender.add(tiles[1], np.zeros((2, 64, 64), np.float32), np.ones((64, 64), np.float32))

@@ -8,11 +8,14 @@ at once. Only cells overlapped by the next row of tiles wait, so memory is about
 (overlap + cell) x width x classes, not tile height x width x classes, and never grows with the
 scene's height.
 
-Cells become class ids with `max(dim=0).indices`, not `argmax`: the same answer, several times
-faster on CPU (measured with torch 2.14). Dividing by the summed weight is not needed for the
-class (the weight is the same for every class of a pixel), only for the confidence.
-Pixels with zero summed weight are nodata: the engine zeroes the weight of nodata inputs, and
-the blending weight is strictly positive everywhere else.
+Cells are numpy arrays, not torch tensors: they are small (64 x 64), and torch's intra-op
+threads on such small tensors were measured to stall badly on a 2-core machine while the
+reader thread was busy (30 s instead of 2 s for a 2048 x 2048 scene); numpy stays on the
+calling thread. For the class ids, numpy's argmax over the class axis costs about the same
+per pixel as torch's `max(dim).indices` on one thread. Dividing by the summed weight is not
+needed for the class (the weight is the same for every class of a pixel), only for the
+confidence. Pixels with zero summed weight are nodata: the engine zeroes the weight of nodata
+inputs, and the blending weight is strictly positive everywhere else.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from cegate_cli.predict.tiling import Tile, TilePlan
 
@@ -81,21 +83,19 @@ class BlendAccumulator:
         self.num_classes = num_classes
         self.cell = cell
         self.assembler = assembler
-        self._cells: dict[tuple[int, int], torch.Tensor] = {}
+        self._cells: dict[tuple[int, int], np.ndarray] = {}
         self._rows_done_at = _finish_schedule(plan.ys, plan.tile_height, plan.height, cell)
         self._cols_done_at = _finish_schedule(plan.xs, plan.tile_width, plan.width, cell)
         self._next_index = 0
         self.peak_cells = 0
 
-    def add(self, tile: Tile, weighted: torch.Tensor) -> None:
-        """Add one tile: `weighted` is (K + 1, tile h, tile w) on the CPU, float32.
-
-        Channels 0..K-1 are probability x weight, channel K the weight itself (0 on nodata).
-        """
+    def add(self, tile: Tile, weighted: np.ndarray, weight: np.ndarray) -> None:
+        """Add one tile: `weighted` (K, tile h, tile w) is probability x weight, float32, and
+        `weight` (tile h, tile w) the weight itself (0 on nodata)."""
         if tile.index != self._next_index:
             raise RuntimeError(f"tiles must arrive in row-major order: expected {self._next_index}, got {tile.index}")
         self._next_index += 1
-        g = self.cell
+        g, k = self.cell, self.num_classes
         for cy in range(tile.y // g, (tile.y + tile.valid_height - 1) // g + 1):
             y0, y1 = max(tile.y, cy * g), min(tile.y + tile.valid_height, (cy + 1) * g)
             for cx in range(tile.x // g, (tile.x + tile.valid_width - 1) // g + 1):
@@ -104,11 +104,11 @@ class BlendAccumulator:
                 if acc is None:
                     rows = min(g, self.plan.height - cy * g)
                     cols = min(g, self.plan.width - cx * g)
-                    acc = torch.zeros((self.num_classes + 1, rows, cols), dtype=torch.float32)
-                    self._cells[(cy, cx)] = acc
-                acc[:, y0 - cy * g : y1 - cy * g, x0 - cx * g : x1 - cx * g] += weighted[
-                    :, y0 - tile.y : y1 - tile.y, x0 - tile.x : x1 - tile.x
-                ]
+                    acc = self._cells[(cy, cx)] = np.zeros((k + 1, rows, cols), dtype=np.float32)
+                inside = (slice(y0 - cy * g, y1 - cy * g), slice(x0 - cx * g, x1 - cx * g))
+                source = (slice(y0 - tile.y, y1 - tile.y), slice(x0 - tile.x, x1 - tile.x))
+                acc[(slice(0, k), *inside)] += weighted[(slice(None), *source)]
+                acc[(k, *inside)] += weight[source]
         self.peak_cells = max(self.peak_cells, len(self._cells))
         for cy in self._rows_done_at[tile.row]:
             for cx in self._cols_done_at[tile.col]:
@@ -116,17 +116,17 @@ class BlendAccumulator:
 
     def _finish(self, cy: int, cx: int) -> None:
         acc = self._cells.pop((cy, cx))
-        weight = acc[self.num_classes]
-        values, indices = acc[: self.num_classes].max(dim=0)
+        scores, weight = acc[: self.num_classes], acc[self.num_classes]
         nodata = weight <= 0
-        ids = indices.to(torch.uint8)
+        ids = scores.argmax(axis=0).astype(np.uint8)
         ids[nodata] = NODATA
         confidence = None
         if self.assembler.with_confidence:
-            confidence = torch.round(values / weight.clamp_min(1e-12) * 100.0).clamp_(0, 100).to(torch.uint8)
+            best = scores.max(axis=0)
+            percent = np.divide(best, weight, out=np.zeros_like(best), where=~nodata) * 100.0
+            confidence = np.clip(np.rint(percent), 0, 100).astype(np.uint8)
             confidence[nodata] = NODATA
-            confidence = confidence.numpy()
-        self.assembler.add(cy, cx, ids.numpy(), confidence)
+        self.assembler.add(cy, cx, ids, confidence)
 
     @property
     def pending(self) -> int:

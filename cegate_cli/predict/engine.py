@@ -10,6 +10,7 @@ classes and scene width, never on scene height (and only weakly on width, see bl
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 
 from cegate_cli.classes import ClassTable
@@ -99,7 +101,7 @@ def predict_scene(
         plan = plan_tiles(grid.height, grid.width, tile=tile, overlap=overlap, multiple_of=multiple_of)
         counts = np.zeros(256, dtype=np.int64)
 
-        with MaskWriter(dst_mask, grid, class_table, confidence_path=confidence_path, source=src) as writer:
+        with _bounded_block_cache(dataset, plan), MaskWriter(dst_mask, grid, class_table, confidence_path=confidence_path, source=src) as writer:
 
             def write_strip(row: int, ids: np.ndarray, confidence: np.ndarray | None) -> None:
                 counts[:] += np.bincount(ids.ravel(), minlength=256)
@@ -116,9 +118,12 @@ def predict_scene(
             blender = BlendAccumulator(plan, num_classes, cell=CELL, assembler=assembler)
             with _eval_mode(model), torch.inference_mode():
                 for tiles, pixels, weights in _prefetched_batches(reader, plan, batch_size):
-                    weighted = _weighted_probabilities(model, pixels, weights, device, autocast_dtype, num_classes)
+                    logits = _run_model(model, pixels, device, autocast_dtype, num_classes)
                     for position, tile_ in enumerate(tiles):
-                        blender.add(tile_, weighted[position])
+                        weight = weights[position]
+                        probabilities = torch.softmax(logits[position].float(), dim=0)
+                        probabilities.mul_(torch.from_numpy(weight).to(device))
+                        blender.add(tile_, probabilities.cpu().numpy(), weight)
                     if progress is not None:
                         progress(len(tiles))
             if blender.pending or assembler.pending:
@@ -139,17 +144,19 @@ def predict_scene(
     )
 
 
-def _weighted_probabilities(
+def _run_model(
     model: Model,
     pixels: np.ndarray,
-    weights: np.ndarray,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
     num_classes: int,
 ) -> torch.Tensor:
-    """Model -> softmax -> (probabilities x weight, weight) on the CPU, shape (B, K + 1, h, w)."""
+    """Logits (B, K, h, w) on `device`, checked against what the blender needs.
+
+    Softmax and weighting happen per tile afterwards, so only one tile's probabilities exist
+    besides the logits.
+    """
     inputs = torch.from_numpy(pixels).to(device)
-    weight = torch.from_numpy(weights).to(device)
     autocast = (
         torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     )
@@ -167,13 +174,11 @@ def _weighted_probabilities(
             f"the model returns {logits.shape[1]} class scores but the class table has ids 0..{num_classes - 1}; "
             "use the class table the model was trained with"
         )
-    probabilities = torch.softmax(logits.float(), dim=1)
-    probabilities.mul_(weight)
-    return torch.cat([probabilities, weight], dim=1).cpu()
+    return logits
 
 
 def _prefetched_batches(reader: SceneReader, plan: TilePlan, batch_size: int) -> Iterator[tuple[list[Tile], np.ndarray, np.ndarray]]:
-    """Batches of (tiles, pixels (B, C, h, w), weight x valid (B, 1, h, w)); the next one is read
+    """Batches of (tiles, pixels (B, C, h, w), weight x valid (B, h, w)); the next one is read
     in a worker thread while the caller runs the model on the current one.
 
     Only the worker thread touches the dataset, so GDAL never sees concurrent reads.
@@ -186,7 +191,7 @@ def _prefetched_batches(reader: SceneReader, plan: TilePlan, batch_size: int) ->
         for tile_ in batch:
             data, valid = reader.read(tile_)
             pixels.append(data)
-            weights.append((plan.weight(tile_) * valid)[None])
+            weights.append(plan.weight(tile_) * valid)
         return batch, np.stack(pixels), np.stack(weights)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cegate-read") as pool:
@@ -196,6 +201,23 @@ def _prefetched_batches(reader: SceneReader, plan: TilePlan, batch_size: int) ->
             if k + 1 < len(batches):
                 future = pool.submit(read, batches[k + 1])
             yield current
+
+
+CACHE_MIN, CACHE_MAX = 64 * 2**20, 512 * 2**20
+
+
+def _bounded_block_cache(dataset: Any, plan: TilePlan) -> contextlib.AbstractContextManager[Any]:
+    """Cap GDAL's block cache at about two rows of tiles of the input while predicting.
+
+    GDAL's default cache is 5% of RAM (here 1.2 GB), and reading a whole scene fills it, so
+    memory would grow with the scene until that cap. Two tile rows are enough for overlapping
+    tiles to find their blocks cached. A GDAL_CACHEMAX set by the user is left alone.
+    """
+    if os.environ.get("GDAL_CACHEMAX"):
+        return contextlib.nullcontext()
+    sample_bytes = sum(np.dtype(dtype).itemsize for dtype in dataset.dtypes)
+    wanted = 2 * (plan.tile_height + 512) * plan.width * sample_bytes
+    return rasterio.Env(GDAL_CACHEMAX=int(min(max(wanted, CACHE_MIN), CACHE_MAX)))
 
 
 @contextlib.contextmanager
