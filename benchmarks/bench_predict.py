@@ -132,6 +132,7 @@ def run_prediction(scene: Path, out: Path, args: argparse.Namespace) -> dict:
         "rss_before_predict_mib": rss_before,
         "peak_rss_mib": peak,
         "peak_minus_before_mib": peak - rss_before,
+        "blend_peak_mib": result.blend_peak_mib,
         "mask_mib": out.stat().st_size / 2**20,
     }
 

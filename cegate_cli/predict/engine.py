@@ -50,6 +50,7 @@ class SceneResult:
     tiles: int
     seconds: float
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    blend_peak_mib: float = 0.0  # most memory the blender's cells held at once
 
 
 def count_tiles(src: Path, *, tile: int = 512, overlap: int = 64, multiple_of: int = 1) -> int:
@@ -141,6 +142,7 @@ def predict_scene(
         tiles=len(plan),
         seconds=time.perf_counter() - started,
         warnings=_grid_warnings(src, grid),
+        blend_peak_mib=blender.peak_cells * (num_classes + 1) * CELL * CELL * 4 / 2**20,
     )
 
 
@@ -203,20 +205,22 @@ def _prefetched_batches(reader: SceneReader, plan: TilePlan, batch_size: int) ->
             yield current
 
 
-CACHE_MIN, CACHE_MAX = 64 * 2**20, 512 * 2**20
+CACHE_MIN, CACHE_MAX = 32 * 2**20, 512 * 2**20
 
 
 def _bounded_block_cache(dataset: Any, plan: TilePlan) -> contextlib.AbstractContextManager[Any]:
-    """Cap GDAL's block cache at about two rows of tiles of the input while predicting.
+    """Cap GDAL's block cache at one row of tiles (plus one row of blocks) of the input.
 
-    GDAL's default cache is 5% of RAM (here 1.2 GB), and reading a whole scene fills it, so
-    memory would grow with the scene until that cap. Two tile rows are enough for overlapping
-    tiles to find their blocks cached. A GDAL_CACHEMAX set by the user is left alone.
+    GDAL's default cache is 5% of RAM and reading a whole scene fills it, so memory would grow
+    with the scene up to that cap. A row of tiles spans this many rows of blocks; with all of
+    them cached, overlapping tiles (beside and below) find their blocks without decoding them
+    again. A GDAL_CACHEMAX set by the user is left alone.
     """
     if os.environ.get("GDAL_CACHEMAX"):
         return contextlib.nullcontext()
+    block_rows = min(dataset.block_shapes[0][0], 1024)
     sample_bytes = sum(np.dtype(dtype).itemsize for dtype in dataset.dtypes)
-    wanted = 2 * (plan.tile_height + 512) * plan.width * sample_bytes
+    wanted = (plan.tile_height + block_rows) * plan.width * sample_bytes
     return rasterio.Env(GDAL_CACHEMAX=int(min(max(wanted, CACHE_MIN), CACHE_MAX)))
 
 

@@ -1,9 +1,10 @@
 """Where the model looks: a plan of overlapping windows over a scene, and how much each one counts.
 
-Tiles are spread evenly along each axis so that no tile sticks out of a scene larger than one
-tile (no invented pixels at the far edges) and neighbours overlap by at least `overlap` pixels.
-Only a scene smaller than one tile needs padding; it is padded by reflection so the model sees
-plausible texture instead of a hard black edge.
+Tiles step by a regular stride along each axis, so neighbours overlap by exactly `overlap`
+pixels. The last tile of a row or column may stick out of the scene, and a scene smaller than
+one tile is covered by one tile rounded up to the model's patch multiple.
+What lies outside the scene is filled by reflection so the model sees plausible texture
+instead of a hard black edge; those pixels are never blended into the output.
 
 The blending weight tapers towards a tile's inner edges, where a convolution or attention window
 sees the least context, but stays flat on sides that lie on the scene border: no other tile can
@@ -12,7 +13,6 @@ cover those pixels, and down-weighting them would only amplify rounding noise.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -120,16 +120,21 @@ def plan_tiles(height: int, width: int, *, tile: int, overlap: int, multiple_of:
 
 
 def axis_starts(length: int, size: int, overlap: int) -> tuple[int, ...]:
-    """Start offsets of tiles of `size` covering `length`, evenly spread, overlapping >= `overlap`.
+    """Start offsets of tiles of `size` covering `length` with a regular stride of size - overlap.
 
-    The last tile ends exactly at the scene edge. Spreading the slack over all gaps instead of
-    piling it onto the last pair keeps every overlap close to the requested one.
+    The last tile may stick out past the scene edge; the reader fills that part by reflection.
+    Moving it back inside instead would give it a large overlap with its neighbour, and the
+    blender would then have to keep that whole overlap across the scene's width (measured on a
+    16384-pixel-wide scene, 10 classes: 224 MB of cells at peak instead of 54 MB). With a regular
+    stride every overlap is exactly `overlap`, and with the usual sizes (512 / 64, 224 / 32)
+    the stride is a multiple of the blender's 64-pixel cells, so the band shared by two rows of
+    tiles is exactly one row of cells.
     """
     if length <= size:
         return (0,)
     stride = size - overlap
-    gaps = math.ceil((length - size) / stride)
-    return tuple(round(k * (length - size) / gaps) for k in range(gaps + 1))
+    count = -(-(length - size) // stride) + 1
+    return tuple(k * stride for k in range(count))
 
 
 @lru_cache(maxsize=64)
