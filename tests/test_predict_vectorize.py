@@ -128,8 +128,16 @@ def test_geographic_mask_uses_metres_not_degrees(tmp_path):
     assert square.area_m2 == pytest.approx(abs(expected), rel=1e-4)
 
 
-def test_simplification_keeps_a_gapless_coverage(tmp_path):
-    mask = _blocky_mask(120, 120, seed=5, cell=13)
+def _smooth_mask(height: int, width: int) -> np.ndarray:
+    """Classes from a smooth field: staircase boundaries and many triple junctions, like a prediction."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    field = np.sin(x / 17.0) * np.cos(y / 13.0) + 0.5 * np.sin((x + y) / 11.0) + 0.3 * np.sin(x / 5.0) * np.sin(y / 7.0)
+    return np.clip(((field + 1.8) / 3.6 * 4).astype(np.int64), 0, 3).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["blocky", "smooth"])
+def test_simplification_keeps_a_gapless_coverage(tmp_path, kind):
+    mask = _blocky_mask(120, 120, seed=5, cell=13) if kind == "blocky" else _smooth_mask(150, 130)
     src = _write_mask(tmp_path / "m.tif", mask)
     vectorize_mask(src, tmp_path / "raw.gpkg", class_table=CLASSES, fmt="gpkg", chunk_rows=32)
     vectorize_mask(src, tmp_path / "simple.gpkg", class_table=CLASSES, fmt="gpkg", simplify_m=25.0, chunk_rows=32)

@@ -163,7 +163,10 @@ def _read_sieved(dataset: rasterio.DatasetReader, path: Path, y0: int, y1: int, 
 def _polygons(strip: np.ndarray, nodata: int, y0: int) -> Iterator[tuple[int, shapely.Polygon]]:
     """Regions of a strip as polygons in whole-scene pixel coordinates (column, row)."""
     for geometry, value in shapes(strip, mask=strip != nodata, connectivity=4, transform=Affine.translation(0, y0)):
-        yield int(value), shapely.geometry.shape(geometry)
+        rings = geometry["coordinates"]
+        shell = shapely.linearrings(np.asarray(rings[0], dtype=np.float64))
+        holes = [shapely.linearrings(np.asarray(ring, dtype=np.float64)) for ring in rings[1:]]
+        yield int(value), shapely.polygons(shell, holes or None)
 
 
 class _Stitcher:
@@ -266,8 +269,7 @@ def _finish(
     pixel_geoms, class_ids, areas = pixel_geoms[keep], class_ids[keep], areas[keep]
     if simplify_m > 0 and len(pixel_geoms):
         tolerance_px = simplify_m / scale.pixel_size_m(row, width / 2)
-        dense = shapely.segmentize(pixel_geoms, 1.0)  # vertex-matched shared edges: a valid coverage
-        pixel_geoms = shapely.simplify(shapely.coverage_simplify(dense, tolerance_px, simplify_boundary=False), 0.0)
+        pixel_geoms = shapely.coverage_simplify(pixel_geoms, tolerance_px, simplify_boundary=False)
     geometries = pixels_to_crs(pixel_geoms, scale.transform)
     if fmt == "geojson":
         geometries = scale.lonlat(geometries)
