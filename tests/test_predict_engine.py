@@ -198,3 +198,34 @@ def test_bfloat16_autocast_runs_on_cpu(tmp_path):
     model = ConstantLogits([0.0, 0.0, 5.0, 0.0])
     result = _predict(model, src, tmp_path / "m.tif", autocast_dtype=torch.bfloat16)
     assert result.class_counts == {2: 64 * 64}
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_scene_georeferenced_by_gcps_passes_them_to_the_mask(tmp_path):
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    src = write_scene(tmp_path / "gcp.tif", random_scene(40, 50), crs=None, transform=None)
+    gcps = [GroundControlPoint(r, c, 500000.0 + 10 * c, 5000000.0 - 10 * r) for r, c in ((0, 0), (0, 50), (40, 0), (40, 50))]
+    with rasterio.open(src, "r+") as ds:
+        ds.gcps = (gcps, CRS.from_epsg(32633))
+    result = _predict(pixel_model(), src, tmp_path / "m.tif")
+    assert "ground control points" in result.warnings[0]
+    with rasterio.open(result.mask_path) as mask:
+        points, crs = mask.gcps
+        assert crs.to_epsg() == 32633
+        assert [(p.row, p.col, p.x, p.y) for p in points] == [(p.row, p.col, p.x, p.y) for p in gcps]
+
+
+def test_output_may_not_overwrite_the_input(tmp_path):
+    src = write_scene(tmp_path / "scene.tif", random_scene(30, 30))
+    with pytest.raises(InputError, match="overwrite the input"):
+        _predict(pixel_model(), src, src)
+
+
+def test_count_tiles_matches_the_run(tmp_path):
+    from cegate_cli.predict import count_tiles
+
+    src = write_scene(tmp_path / "scene.tif", random_scene(200, 130))
+    result = _predict(pixel_model(), src, tmp_path / "m.tif", tile=64, overlap=16)
+    assert count_tiles(src, tile=64, overlap=16) == result.tiles == 4 * 3  # rows 0, 48, 96, 144; columns 0, 48, 96
