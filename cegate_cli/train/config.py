@@ -41,3 +41,56 @@ class TrainConfig:
         data = self.to_dict()
         data.pop("device")
         return data
+
+
+TARGET_NORMS = ("target", "source")
+
+
+@dataclass(frozen=True)
+class SelfTrainConfig:
+    """How self-training on an unlabeled target runs (mode "source+target" or "target").
+
+    The defaults follow DACS (Tranheden et al., 2021): EMA teacher with alpha 0.99, pseudo-labels
+    weighted by the share of pixels above 0.968 confidence, half the source classes pasted.
+    """
+
+    confidence: float = 0.968
+    """Teacher softmax probability above which a target pixel's pseudo-label counts as confident."""
+    ema: float = 0.99
+    """Teacher = ema * teacher + (1 - ema) * student after every step."""
+    target_norm: str = "target"
+    """'target': target crops are normalised with statistics of the target folder (stored in the run
+    for predict); 'source': with the source run's statistics."""
+    classmix: bool = True
+    """source+target: paste half the classes of each source crop onto a target crop (DACS)."""
+    strong_gain: float = 0.3
+    strong_offset: float = 0.3
+    strong_noise: float = 0.1
+    strong_blur: float = 0.5
+    """Student's strong view: per-band gain/offset jitter, Gaussian noise (normalised units) and the
+    probability of a Gaussian blur."""
+    stats_every: int = 10
+    """Record pseudo-label statistics every N steps (run.json, `inspect`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelfTrainConfig:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+    def check(self) -> None:
+        """Reject values a user can type but training cannot use."""
+        from cegate_cli.errors import InputError
+
+        if not 0.0 < self.confidence < 1.0:
+            raise InputError(f"--confidence {self.confidence}: must lie strictly between 0 and 1 (DACS uses 0.968)")
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"--ema {self.ema}: must be at least 0 and below 1 (e.g. 0.99)")
+        if self.target_norm not in TARGET_NORMS:
+            raise InputError(f"--target-norm {self.target_norm!r}: choose {' or '.join(TARGET_NORMS)}")
+        if self.stats_every < 1:
+            raise InputError(f"pseudo-label statistics interval must be at least 1 step, got {self.stats_every}")
+        if min(self.strong_gain, self.strong_offset, self.strong_noise) < 0 or not 0.0 <= self.strong_blur <= 1.0:
+            raise InputError("strong augmentation strengths must be >= 0 and the blur probability within [0, 1]")

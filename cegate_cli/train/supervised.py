@@ -50,6 +50,9 @@ class TrainInputs:
     select_count: int
     kinds: tuple[str, ...] = KINDS
     rank: int = 0
+    keep_best: bool = True
+    """Keep the weights of the best validation step. Off when validation cannot measure what the
+    run is for (self-training: validation is on the source, the run is for the target)."""
 
 
 @dataclass
@@ -124,11 +127,26 @@ class SupervisedTrainer:
         self.optimizer_names = ordered_names(named)
 
     # -- selection -----------------------------------------------------------------------------
-    def select(self, step: int) -> Selection:
+    def fisher_pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and targets the Fisher scores are measured on (labeled crops here; the teacher's
+        pseudo-labels in self-training). Drawn from their own seed stream, never a training batch."""
         config = self.config
         fisher_batch = self.inputs.sampler.sample(step, config.fisher_samples, config.seed + FISHER_SEED_OFFSET, self.inputs.rank)
-        images = fisher_batch.images.to(self.inputs.device)
-        masks = fisher_batch.masks.to(self.inputs.device)
+        return fisher_batch.images.to(self.inputs.device), fisher_batch.masks.to(self.inputs.device)
+
+    def fisher_keys(self) -> list[ModuleKey]:
+        """Modules switched on while scoring: the candidates (self-training adds kept modules)."""
+        return self.candidates
+
+    def active_set(self, chosen: list[ModuleKey]) -> list[ModuleKey]:
+        """What runs and trains after a selection: the chosen modules (self-training may add more)."""
+        return chosen
+
+    def on_selection(self) -> None:
+        """Called after every (re)selection, once the trainable set is in place."""
+
+    def select(self, step: int) -> Selection:
+        images, masks = self.fisher_pairs(step)
         ignore = self.inputs.class_table.ignore_index
         started = time.perf_counter()
         with self._autocast():
@@ -137,10 +155,12 @@ class SupervisedTrainer:
                 self.toolbox,
                 zip(images, masks),
                 lambda logits, target: masked_cross_entropy(logits, target, ignore),
-                keys=self.candidates,
+                keys=self.fisher_keys(),
             )
         scores = self.reduce_scores(scores)
-        chosen = select_top(scores.normalized, self.inputs.select_count)
+        candidates = set(self.candidates)
+        eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
+        chosen = self.active_set(select_top(eligible, self.inputs.select_count))
         seconds = time.perf_counter() - started
         selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds)
         self.progress.fisher_seconds += seconds
@@ -148,6 +168,7 @@ class SupervisedTrainer:
         self.progress.ever_selected.update(chosen)
         apply_selection(self.toolbox, chosen)
         self._rebuild_optimizer()
+        self.on_selection()
         self.reporter.selection(selection)
         return selection
 
@@ -162,6 +183,7 @@ class SupervisedTrainer:
         if resume:
             self._load_state()
         else:
+            self.before_first_selection()
             self.select(0)
         self.reporter.start(config.steps, self.progress.step)
         started = time.perf_counter()
@@ -205,24 +227,35 @@ class SupervisedTrainer:
             train_seconds=self.progress.train_seconds - self.progress.fisher_seconds,
         )
 
+    def before_first_selection(self) -> None:
+        """Called once on a fresh (not resumed) run, before the step-0 selection."""
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.inputs.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_step(self, step: int) -> float:
+    def compute_loss(self, step: int) -> torch.Tensor:
+        """The loss of training step `step` (model already in train mode)."""
         config = self.config
-        assert self.optimizer is not None
         batch = self.inputs.sampler.sample(step, config.batch_size, config.seed, self.inputs.rank)
         images = batch.images.to(self.inputs.device, non_blocking=True)
         masks = batch.masks.to(self.inputs.device, non_blocking=True)
+        with self._autocast():
+            logits = self.model(images)
+        return masked_cross_entropy(logits, masks, self.inputs.class_table.ignore_index)
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called after every optimizer step (self-training updates its teacher here)."""
+
+    def _train_step(self, step: int) -> float:
+        config = self.config
+        assert self.optimizer is not None
         factor = lr_factor(step, config.steps, config.warmup_steps, config.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * factor
         self.model.train()
-        with self._autocast():
-            logits = self.model(images)
-        loss = masked_cross_entropy(logits, masks, self.inputs.class_table.ignore_index)
+        loss = self.compute_loss(step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.after_backward()
@@ -230,6 +263,7 @@ class SupervisedTrainer:
         if config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         self.optimizer.step()
+        self.after_optimizer_step(step)
         value = float(loss.detach())
         self.reporter.step(step + 1, value, config.lr * factor)
         return value
@@ -250,7 +284,7 @@ class SupervisedTrainer:
             matrix.update(prediction, batch.masks, batch.valid)
         miou = float(matrix.miou())
         self.progress.val_history.append((step, miou))
-        if self.progress.best_miou is None or miou > self.progress.best_miou:
+        if self.inputs.keep_best and (self.progress.best_miou is None or miou > self.progress.best_miou):
             self.progress.best_miou = miou
             self.progress.best_step = step
             self.progress.best_weights = self.trained_weights()
@@ -281,6 +315,7 @@ class SupervisedTrainer:
             "decoder": {n: t.detach().cpu() for n, t in self.model.decoder.state_dict().items()},
             "optimizer": optimizer_state_by_name(self.optimizer, self.optimizer_names),
             "cpu_rng": torch.random.get_rng_state(),
+            **self.extra_state(),
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
@@ -325,3 +360,11 @@ class SupervisedTrainer:
         self._rebuild_optimizer()
         assert self.optimizer is not None
         restore_optimizer_state(self.optimizer, self.optimizer_names, state["optimizer"])
+        self.load_extra_state(state)
+
+    def extra_state(self) -> dict[str, Any]:
+        """More for the resume state (self-training: the teacher, pseudo-label history)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` saved; raise RunFolderError when it does not fit."""
