@@ -1,8 +1,9 @@
 """Benchmark whole-scene prediction: wall time against the model's own time, and peak memory.
 
     python benchmarks/bench_predict.py --sizes 2048 16384 --json bench_predict.json
+    python benchmarks/bench_predict.py --sizes 2048 2048x16384 16384   # also a tall scene
 
-For each size N, a fresh subprocess writes a 4-band uint16 N x N GeoTIFF strip by strip (so the
+For each size N (or WxH), a fresh subprocess writes a 4-band uint16 GeoTIFF strip by strip (so the
 generator itself stays small), and another fresh subprocess runs `predict_scene` with a small
 real convolutional segmentation model (10 classes) and then times the bare model forward pass
 on as many tiles of the same shape and batch size. Peak memory is that subprocess's maximum RSS
@@ -59,7 +60,13 @@ def build_model(kind: str, bands: int, classes: int):
     return model.eval()
 
 
-def generate(path: Path, size: int, bands: int) -> dict:
+def parse_size(text: str) -> tuple[int, int]:
+    """'2048' -> (2048, 2048); '2048x16384' -> (width 2048, height 16384)."""
+    width, _, height = text.lower().partition("x")
+    return int(width), int(height or width)
+
+
+def generate(path: Path, width: int, height: int, bands: int) -> dict:
     """Write a smooth-plus-noise uint16 scene strip by strip; returns time and peak RSS."""
     import numpy as np
     import rasterio
@@ -69,19 +76,19 @@ def generate(path: Path, size: int, bands: int) -> dict:
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     profile = dict(
-        driver="GTiff", width=size, height=size, count=bands, dtype="uint16", crs="EPSG:32633",
+        driver="GTiff", width=width, height=height, count=bands, dtype="uint16", crs="EPSG:32633",
         transform=from_origin(500000.0, 5000000.0, 10.0, 10.0), tiled=True, blockxsize=512, blockysize=512,
         nodata=0, bigtiff="yes",
     )
-    columns = np.arange(size, dtype=np.float32)
+    columns = np.arange(width, dtype=np.float32)
     with rasterio.open(path, "w", **profile) as dst:
-        for row in range(0, size, 512):
-            rows = np.arange(row, min(size, row + 512), dtype=np.float32)[:, None]
-            strip = np.empty((bands, len(rows), size), dtype=np.uint16)
+        for row in range(0, height, 512):
+            rows = np.arange(row, min(height, row + 512), dtype=np.float32)[:, None]
+            strip = np.empty((bands, len(rows), width), dtype=np.uint16)
             for b in range(bands):
                 field = 2000 + 900 * np.sin(columns / (97.0 + 13 * b)) * np.cos(rows / (131.0 + 7 * b))
-                strip[b] = (field + rng.integers(0, 200, size=(len(rows), size))).astype(np.uint16)
-            dst.write(strip, window=Window(0, row, size, len(rows)))
+                strip[b] = (field + rng.integers(0, 200, size=(len(rows), width))).astype(np.uint16)
+            dst.write(strip, window=Window(0, row, width, len(rows)))
     return {"generate_s": time.perf_counter() - started, "generate_peak_rss_mib": _peak_rss_mib()}
 
 
@@ -163,24 +170,24 @@ def _subprocess(role: str, args: argparse.Namespace, **extra: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 16384])
+    parser.add_argument("--sizes", nargs="+", default=["2048", "16384"], help="N for N x N, or WxH")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--bands", type=int, default=4)
-    parser.add_argument("--model", choices=MODELS, default="patch")
+    parser.add_argument("--model", choices=MODELS, default="conv")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, default=None, help="where scenes are written (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=Path("bench_predict.json"))
     parser.add_argument("--role", choices=["main", "generate", "predict"], default="main", help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.role == "generate":
-        print(json.dumps(generate(args.scene, args.size, args.bands)))
+        print(json.dumps(generate(args.scene, *parse_size(args.size), args.bands)))
         return
     if args.role == "predict":
         print(json.dumps(run_prediction(args.scene, args.out, args)))
@@ -190,22 +197,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for size in args.sizes:
             scene, out = Path(tmp) / f"scene_{size}.tif", Path(tmp) / f"scene_{size}.mask.tif"
-            row = {"size": size, **_subprocess("generate", args, scene=str(scene), size=str(size))}
+            width, height = parse_size(size)
+            row = {"size": f"{width}x{height}", **_subprocess("generate", args, scene=str(scene), size=size)}
             row.update(_subprocess("predict", args, scene=str(scene), out=str(out)))
             rows.append(row)
             scene.unlink()
             print(f"  {size} done in {row['predict_s']:.1f} s", file=sys.stderr)
 
     header = (
-        f"{'size':>7} {'tiles':>6} {'predict s':>10} {'model s':>8} {'ratio':>6} {'cpu ratio':>9} "
-        f"{'RSS before MiB':>15} {'peak RSS MiB':>13} {'peak-before':>12} {'load':>5}"
+        f"{'size':>11} {'tiles':>6} {'predict s':>10} {'model s':>8} {'ratio':>6} {'cpu ratio':>9} "
+        f"{'RSS before MiB':>15} {'peak RSS MiB':>13} {'peak-before':>12} {'blend MiB':>10} {'load':>5}"
     )
     print(header)
     for r in rows:
         print(
-            f"{r['size']:>7} {r['tiles']:>6} {r['predict_s']:>10.1f} {r['forward_s']:>8.1f} {r['ratio']:>6.2f} "
+            f"{r['size']:>11} {r['tiles']:>6} {r['predict_s']:>10.1f} {r['forward_s']:>8.1f} {r['ratio']:>6.2f} "
             f"{r['cpu_ratio']:>9.2f} {r['rss_before_predict_mib']:>15.0f} {r['peak_rss_mib']:>13.0f} "
-            f"{r['peak_minus_before_mib']:>12.0f} {r['load_average_1min']:>5.1f}"
+            f"{r['peak_minus_before_mib']:>12.0f} {r['blend_peak_mib']:>10.0f} {r['load_average_1min']:>5.1f}"
         )
     import torch
 
