@@ -5,9 +5,11 @@
 
 For each size N (or WxH), a fresh subprocess writes a 4-band uint16 GeoTIFF strip by strip (so the
 generator itself stays small), and another fresh subprocess runs `predict_scene` with a small
-real convolutional segmentation model (10 classes) and then times the bare model forward pass
-on as many tiles of the same shape and batch size. Peak memory is that subprocess's maximum RSS
-(getrusage), next to its RSS just before prediction started (imports, model, thread pools).
+real convolutional segmentation model (10 classes), and a third times the bare model forward
+pass on as many tiles of the same shape and batch size. Peak memory is a subprocess's maximum RSS
+(getrusage), next to its RSS just before the run started (imports, model, thread pools); for
+prediction the difference includes the model's own activations for one batch, which the bare
+forward pass's figure shows on its own.
 
 What the numbers should show: wall time close to the model's time (the loop adds reading,
 softmax, blending and writing), and peak memory that does not grow with the scene. CPU seconds
@@ -92,32 +94,51 @@ def generate(path: Path, width: int, height: int, bands: int) -> dict:
     return {"generate_s": time.perf_counter() - started, "generate_peak_rss_mib": _peak_rss_mib()}
 
 
-def run_prediction(scene: Path, out: Path, args: argparse.Namespace) -> dict:
-    """predict_scene, then the bare model on the same number and shape of tiles."""
+def _setup(args: argparse.Namespace):
     import psutil
     import torch
 
-    from cegate_cli.classes import ClassTable
-    from cegate_cli.data.stats import BandStats
-    from cegate_cli.predict import plan_tiles, predict_scene
-
     torch.set_num_threads(args.threads)
     model = build_model(args.model, args.bands, args.classes)
+    with torch.inference_mode():  # start kernels and thread pools; small, so later peaks are the run's
+        model(torch.zeros(1, args.bands, 64, 64))
+    return model, psutil.Process().memory_info().rss / 2**20
+
+
+def run_prediction(scene: Path, out: Path, args: argparse.Namespace) -> dict:
+    """predict_scene on the scene, in this fresh process."""
+    from cegate_cli.classes import ClassTable
+    from cegate_cli.data.stats import BandStats
+    from cegate_cli.predict import predict_scene
+
+    model, rss_before = _setup(args)
     stats = BandStats(tuple(f"b{i}" for i in range(args.bands)), (2000.0,) * args.bands, (600.0,) * args.bands)
     classes = ClassTable.from_ids(list(range(args.classes)))
-    with torch.inference_mode():  # warm up kernels and thread pools before measuring anything
-        model(torch.zeros(args.batch_size, args.bands, args.tile, args.tile))
-    rss_before = psutil.Process().memory_info().rss / 2**20
-
     cpu_started, started = _cpu_seconds(), time.perf_counter()
     result = predict_scene(
         model, scene, out, band_indexes=tuple(range(1, args.bands + 1)), stats=stats, class_table=classes,
         tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
     )
-    wall, wall_cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
-    peak = _peak_rss_mib()
+    return {
+        "tiles": result.tiles,
+        "predict_s": time.perf_counter() - started,
+        "predict_cpu_s": _cpu_seconds() - cpu_started,
+        "rss_before_predict_mib": rss_before,
+        "peak_rss_mib": _peak_rss_mib(),
+        "blend_peak_mib": result.blend_peak_mib,
+        "mask_mib": out.stat().st_size / 2**20,
+        "load_average_1min": os.getloadavg()[0],
+    }
 
-    plan = plan_tiles(result.height, result.width, tile=args.tile, overlap=args.overlap)
+
+def run_forward(width: int, height: int, args: argparse.Namespace) -> dict:
+    """The bare model on as many tiles of the same shape, same batch size, in a fresh process."""
+    import torch
+
+    from cegate_cli.predict import plan_tiles
+
+    model, rss_before = _setup(args)
+    plan = plan_tiles(height, width, tile=args.tile, overlap=args.overlap)
     batch = torch.randn(args.batch_size, args.bands, plan.tile_height, plan.tile_width)
     full_batches, rest = divmod(len(plan), args.batch_size)
     cpu_started, started = _cpu_seconds(), time.perf_counter()
@@ -126,21 +147,10 @@ def run_prediction(scene: Path, out: Path, args: argparse.Namespace) -> dict:
             model(batch)
         if rest:
             model(batch[:rest])
-    forward, forward_cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
     return {
-        "tiles": result.tiles,
-        "predict_s": wall,
-        "forward_s": forward,
-        "ratio": wall / forward,
-        "predict_cpu_s": wall_cpu,
-        "forward_cpu_s": forward_cpu,
-        "cpu_ratio": wall_cpu / forward_cpu,
-        "load_average_1min": os.getloadavg()[0],
-        "rss_before_predict_mib": rss_before,
-        "peak_rss_mib": peak,
-        "peak_minus_before_mib": peak - rss_before,
-        "blend_peak_mib": result.blend_peak_mib,
-        "mask_mib": out.stat().st_size / 2**20,
+        "forward_s": time.perf_counter() - started,
+        "forward_cpu_s": _cpu_seconds() - cpu_started,
+        "forward_peak_minus_before_mib": _peak_rss_mib() - rss_before,
     }
 
 
@@ -180,7 +190,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--workdir", type=Path, default=None, help="where scenes are written (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=Path("bench_predict.json"))
-    parser.add_argument("--role", choices=["main", "generate", "predict"], default="main", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["main", "generate", "predict", "forward"], default="main", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--scene", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -192,6 +202,9 @@ def main() -> None:
     if args.role == "predict":
         print(json.dumps(run_prediction(args.scene, args.out, args)))
         return
+    if args.role == "forward":
+        print(json.dumps(run_forward(*parse_size(args.size), args)))
+        return
 
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -200,20 +213,25 @@ def main() -> None:
             width, height = parse_size(size)
             row = {"size": f"{width}x{height}", **_subprocess("generate", args, scene=str(scene), size=size)}
             row.update(_subprocess("predict", args, scene=str(scene), out=str(out)))
+            row.update(_subprocess("forward", args, size=size))
+            row["ratio"] = row["predict_s"] / row["forward_s"]
+            row["cpu_ratio"] = row["predict_cpu_s"] / row["forward_cpu_s"]
+            row["peak_minus_before_mib"] = row["peak_rss_mib"] - row["rss_before_predict_mib"]
             rows.append(row)
             scene.unlink()
             print(f"  {size} done in {row['predict_s']:.1f} s", file=sys.stderr)
 
     header = (
         f"{'size':>11} {'tiles':>6} {'predict s':>10} {'model s':>8} {'ratio':>6} {'cpu ratio':>9} "
-        f"{'RSS before MiB':>15} {'peak RSS MiB':>13} {'peak-before':>12} {'blend MiB':>10} {'load':>5}"
+        f"{'RSS before':>11} {'peak RSS':>9} {'peak-before':>12} {'model only':>11} {'blend':>6} {'load':>5}"
     )
-    print(header)
+    print(header + "\n" + " " * 57 + "(MiB; 'model only' is the bare forward pass's peak-before)")
     for r in rows:
         print(
             f"{r['size']:>11} {r['tiles']:>6} {r['predict_s']:>10.1f} {r['forward_s']:>8.1f} {r['ratio']:>6.2f} "
-            f"{r['cpu_ratio']:>9.2f} {r['rss_before_predict_mib']:>15.0f} {r['peak_rss_mib']:>13.0f} "
-            f"{r['peak_minus_before_mib']:>12.0f} {r['blend_peak_mib']:>10.0f} {r['load_average_1min']:>5.1f}"
+            f"{r['cpu_ratio']:>9.2f} {r['rss_before_predict_mib']:>11.0f} {r['peak_rss_mib']:>9.0f} "
+            f"{r['peak_minus_before_mib']:>12.0f} {r['forward_peak_minus_before_mib']:>11.0f} "
+            f"{r['blend_peak_mib']:>6.0f} {r['load_average_1min']:>5.1f}"
         )
     import torch
 
