@@ -1,0 +1,137 @@
+"""Training under torchrun: DistributedDataParallel over the trained parameters only.
+
+The trainers (`SupervisedTrainer`, `SelfTrainer`) stay single-process code. `for_world(cls)`
+returns `cls` itself on one process and, under torchrun, a subclass with `DistributedTraining`
+in front, which changes four things:
+
+- each rank draws its own crops (`TrainInputs.rank` feeds the sampler's seed), so the global
+  batch is world size x `batch_size`;
+- Fisher scores are pooled over all ranks' samples before the selection, and the ranks check
+  that they train the same parameters before every (re)wrap;
+- the training forward pass runs through a DistributedDataParallel wrapper whose reducer knows
+  only the trained tensors (active modules + head): gradients of those are averaged during the
+  backward pass, and the frozen backbone is never broadcast or all-reduced (DDP's constructor
+  would otherwise broadcast every parameter from rank 0, the whole backbone, at every wrap);
+- the wrapper is rebuilt whenever the trained set changes (reselection, resume), because a DDP
+  reducer is fixed to the parameters it was built with.
+
+Fisher scoring and the self-training teacher use the plain model: per-sample Fisher gradients
+must not be averaged across ranks (the mean of squares is not the square of the mean), and the
+teacher never trains.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import inspect
+from collections.abc import Iterable
+from itertools import chain
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from cegate_cli.distributed import check_agreement, local_device, rank_log, reduce_fisher, world
+from cegate_cli.fisher import FisherScores, Selection
+from cegate_cli.train.reporter import SilentReporter
+
+TrainerT = TypeVar("TrainerT", bound=type)
+
+
+def wrap_trained_parts(model: nn.Module, trained: Iterable[nn.Parameter], device: torch.device) -> DistributedDataParallel:
+    """A DDP wrapper of `model` that synchronises exactly `trained` and nothing else.
+
+    Everything else (frozen backbone, bypassed modules, every buffer) is put on DDP's ignore
+    list, so the constructor broadcasts only the trained tensors from rank 0 (a cheap guarantee
+    that all ranks start equal) and the reducer buckets only their gradients.
+    """
+    keep = {id(p) for p in trained}
+    ignore = [name for name, p in model.named_parameters() if id(p) not in keep]
+    ignore += [name for name, _ in model.named_buffers()]
+    for tensor in chain(model.parameters(), model.buffers()):
+        if hasattr(tensor, "_ddp_ignored"):  # left by an earlier wrap; DDP reads it as "ignore me"
+            del tensor._ddp_ignored
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False,  # every active module and the whole head take part in each step
+        **_NO_BUFFER_SYNC,
+    )
+
+
+# GroupNorm heads keep no running statistics, so no buffer needs syncing before each forward
+# (every buffer is on the ignore list anyway). torch 2.14 renamed the flag.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+class DistributedTraining:
+    """Mixin for a `SupervisedTrainer` subclass; goes first in the bases (see `for_world`)."""
+
+    def __init__(self, inputs: Any, *args: Any, **kwargs: Any) -> None:
+        current = world()
+        inputs.rank = current.rank
+        inputs.device = torch.device(local_device(inputs.device))
+        super().__init__(inputs, *args, **kwargs)  # type: ignore[call-arg]
+        if not current.is_main:
+            self.reporter = SilentReporter()  # one progress display for the job, drawn by rank 0
+        self._wrapper: DistributedDataParallel | None = None
+        self._wrapped: tuple[int, ...] = ()
+
+    def reduce_scores(self, scores: FisherScores) -> FisherScores:
+        return reduce_fisher(super().reduce_scores(scores))  # type: ignore[misc]
+
+    def select(self, step: int) -> Selection:
+        selection = super().select(step)  # type: ignore[misc]
+        rank_log(
+            "selection",
+            step=step,
+            selected=[list(key) for key in selection.selected],
+            samples=selection.scores.samples,
+            normalized={f"{k}@{l}": v for (k, l), v in sorted(selection.scores.normalized.items())},
+        )
+        return selection
+
+    def compute_loss(self, step: int) -> torch.Tensor:
+        """The trainer's own loss, with `self.model` answering through the DDP wrapper.
+
+        Swapping the attribute for the duration of the call keeps the trainers' forward code
+        (supervised, self-training) unchanged; everything outside this call sees the plain model.
+        """
+        wrapper = self._ddp_wrapper()
+        plain = self.model  # type: ignore[has-type]
+        self.model = wrapper
+        try:
+            return super().compute_loss(step)  # type: ignore[misc]
+        finally:
+            self.model = plain
+
+    def _ddp_wrapper(self) -> DistributedDataParallel:
+        named = self.trainable_named()  # type: ignore[attr-defined]
+        ids = tuple(id(p) for p in named.values())
+        if self._wrapper is None or ids != self._wrapped:
+            check_agreement(sorted(named), "the trained parameters")
+            self._wrapper = None
+            gc.collect()  # release the old reducer (and its gradient hooks) before a new one registers
+            self._wrapper = wrap_trained_parts(self.model, named.values(), self.inputs.device)  # type: ignore[attr-defined]
+            self._wrapped = ids
+            rank_log("ddp_wrap", step=self.progress.step, trained=len(named), tensors=sum(p.numel() for p in named.values()))  # type: ignore[attr-defined]
+        return self._wrapper
+
+
+@functools.cache
+def _distributed_variant(trainer_class: type) -> type:
+    return type(f"Distributed{trainer_class.__name__}", (DistributedTraining, trainer_class), {"__doc__": trainer_class.__doc__})
+
+
+def for_world(trainer_class: TrainerT) -> TrainerT:
+    """`trainer_class` on one process; under torchrun, its DistributedDataParallel variant."""
+    if not world().active:
+        return trainer_class
+    return _distributed_variant(trainer_class)  # type: ignore[return-value]
