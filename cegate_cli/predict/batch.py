@@ -179,7 +179,7 @@ def predict_many(
     """
     progress = progress or BatchProgress()
     sources = [Path(p) for p in inputs]
-    _check_unique_stems(sources)
+    check_unique_stems(sources)
     summary = BatchSummary()
     for index, source in enumerate(sources):
         outputs = output_paths(source, out_dir, vector_format=vectors.fmt, confidence=options.confidence)
@@ -246,7 +246,8 @@ def _one_file(
     return FileOutcome(source, "done", outputs, scene, vector, message=note)
 
 
-def _check_unique_stems(sources: list[Path]) -> None:
+def check_unique_stems(sources: Sequence[Path]) -> None:
+    """Refuse inputs whose outputs would collide (same stem from two folders)."""
     seen: dict[str, Path] = {}
     for source in sources:
         other = seen.setdefault(source.stem, source)
@@ -260,3 +261,6 @@ def _check_unique_stems(sources: list[Path]) -> None:
 def _message(source: Path, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if str(source) in text or source.name in text else f"{source}: {text}"
+
+
+_check_unique_stems = check_unique_stems  # the name inference.py imported first
