@@ -4,6 +4,11 @@ The model is rebuilt from run.json, LoRA is merged into the attention weights (o
 layer instead of three), and each scene's bands are matched to the run's band choice by name,
 so a scene whose bands are stored in another order still works and one without them fails
 alone with a clear message.
+
+Under torchrun each process maps every world-size-th scene, each scene whole on one process (a
+scene is the unit a user can check and redo; splitting one across GPUs would need its blended
+seams exchanged). The outcomes are then gathered, so every process returns the same summary of
+all scenes, in input order, and can exit with the same code.
 """
 
 from __future__ import annotations
@@ -12,16 +17,20 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from cegate_cli import distributed
 from cegate_cli.bands import match_bands
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.run import read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
+from cegate_cli.predict.batch import FileOutcome, _check_unique_stems
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,8 @@ class MapOptions:
 
 
 def load_for_inference(run_dir: Path, options: MapOptions) -> LoadedRun:
-    loaded = load_run(run_dir, device=options.device, weights=options.weights, offline=options.offline, token=options.token)
+    device = str(distributed.local_device(options.device))  # under torchrun: this process's own GPU
+    loaded = load_run(run_dir, device=device, weights=options.weights, offline=options.offline, token=options.token)
     loaded.toolbox.merge_lora()
     return loaded
 
@@ -66,15 +76,34 @@ def predict_run(
     progress: BatchProgress | None = None,
     loaded: LoadedRun | None = None,
 ) -> BatchSummary:
+    """Map every input scene; under torchrun this process maps its share and returns the summary of all."""
     if loaded is None:
         read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
     sources = expand_inputs(inputs)
+    _check_unique_stems(sources)  # over all scenes: two processes must never write the same file
     loaded = loaded or load_for_inference(run_dir, options)
+    share = distributed.shard(sources)
+    local = _map_scenes(loaded, share, Path(out_dir), options, vectors, overwrite, progress)
+    summary = BatchSummary(_in_input_order(distributed.gather_objects(local.outcomes)))
+    distributed.rank_log("summary", done=len(summary.done), skipped=len(summary.skipped), failed=len(summary.failed))
+    return summary
+
+
+def _map_scenes(
+    loaded: LoadedRun,
+    sources: Sequence[Path],
+    out_dir: Path,
+    options: MapOptions,
+    vectors: VectorOptions,
+    overwrite: bool,
+    progress: BatchProgress | None,
+) -> BatchSummary:
+    """This process's scenes (all of them without torchrun)."""
     manifest = loaded.manifest
-    return predict_many(
+    summary = predict_many(
         loaded.model,
         sources,
-        Path(out_dir),
+        out_dir,
         bands=lambda path: match_bands(manifest.bands, path),
         stats=manifest.normalization,
         class_table=manifest.classes,
@@ -83,6 +112,16 @@ def predict_run(
         overwrite=overwrite,
         progress=progress,
     )
+    for outcome in summary.outcomes:
+        distributed.rank_log("mapped", source=outcome.source, status=outcome.status, outputs=outcome.outputs.all())
+    return summary
+
+
+def _in_input_order(shares: list[list[T]]) -> list[T]:
+    """Interleave the ranks' shares back: rank r held inputs r, r + size, r + 2 size, ..."""
+    size = len(shares)
+    placed = sorted((rank + i * size, outcome) for rank, share in enumerate(shares) for i, outcome in enumerate(share))
+    return [outcome for _, outcome in placed]
 
 
 @dataclass
@@ -103,33 +142,42 @@ def evaluate_run(
     progress: BatchProgress | None = None,
     keep_masks: Path | None = None,
 ) -> tuple[Evaluation, LoadedRun]:
-    """Predict every labeled image exactly as `predict` would and compare with its mask."""
+    """Predict every labeled image exactly as `predict` would and compare with its mask.
+
+    Under torchrun each process maps and scores its share of the images in its own scratch
+    folder (nothing needs a shared disk); the confusion matrices are summed across processes,
+    so every process returns the evaluation of all images.
+    """
     loaded = load_for_inference(run_dir, options)
     table = loaded.manifest.classes
     folder = discover_labeled(Path(labeled_dir), ignore_index=table.ignore_index)
-    evaluation = Evaluation(ConfusionMatrix(table.num_classes, table.ignore_index))
+    images = [pair.image for pair in folder.pairs]
+    _check_unique_stems(images)
+    masks = {pair.image: pair.mask for pair in folder.pairs}
     with tempfile.TemporaryDirectory(prefix="cegate-eval-") as scratch:
         out_dir = keep_masks if keep_masks is not None else Path(scratch)
-        summary = predict_run(
-            run_dir,
-            [pair.image for pair in folder.pairs],
-            out_dir,
-            options=options,
-            vectors=VectorOptions(fmt=None),
-            overwrite=True,
-            progress=progress,
-            loaded=loaded,
-        )
-        masks = {pair.image: pair.mask for pair in folder.pairs}
-        for outcome in summary.outcomes:
-            if outcome.status != "done":
-                evaluation.failed.append(f"{outcome.source}: {outcome.message}")
-                continue
-            single = ConfusionMatrix(table.num_classes, table.ignore_index)
-            evaluate_scene(outcome.outputs.mask, masks[outcome.source], num_classes=table.num_classes, ignore_index=table.ignore_index, matrix=single)
-            evaluation.matrix.merge(single)
-            evaluation.per_file.append({"image": str(outcome.source), "miou": _none_if_nan(single.miou()), "accuracy": _none_if_nan(single.overall_accuracy())})
+        local = _map_scenes(loaded, distributed.shard(images), out_dir, options, VectorOptions(fmt=None), True, progress)
+        scored = [_score(outcome, masks, table.num_classes, table.ignore_index) for outcome in local.outcomes]
+    evaluation = Evaluation(ConfusionMatrix(table.num_classes, table.ignore_index))
+    for outcome, matrix, row in _in_input_order(distributed.gather_objects(scored)):
+        if matrix is None:
+            evaluation.failed.append(outcome.message or str(outcome.source))  # the message names the file
+            continue
+        evaluation.matrix.merge(matrix)
+        evaluation.per_file.append(row)
     return evaluation, loaded
+
+
+def _score(
+    outcome: FileOutcome, masks: dict[Path, Path], num_classes: int, ignore_index: int
+) -> tuple[FileOutcome, ConfusionMatrix | None, dict[str, Any] | None]:
+    """One mapped image against its mask: its confusion matrix and per-file row (None if it failed)."""
+    if outcome.status != "done":
+        return outcome, None, None
+    single = ConfusionMatrix(num_classes, ignore_index)
+    evaluate_scene(outcome.outputs.mask, masks[outcome.source], num_classes=num_classes, ignore_index=ignore_index, matrix=single)
+    row = {"image": str(outcome.source), "miou": _none_if_nan(single.miou()), "accuracy": _none_if_nan(single.overall_accuracy())}
+    return outcome, single, row
 
 
 def _none_if_nan(value: float) -> float | None:

@@ -12,9 +12,8 @@ from rich import box
 from rich.table import Table
 
 from cegate_cli.commands.console import stderr, stdout
-from cegate_cli.commands.map_progress import make_progress
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
-from cegate_cli.commands.predict import BatchOpt, OverlapOpt, TileOpt, WeightsOpt
+from cegate_cli.commands.predict import BatchOpt, OverlapOpt, TileOpt, WeightsOpt, main_progress
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -37,12 +36,17 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Per-class IoU, mIoU, overall accuracy and F1 of a run on a labeled folder."""
+        from cegate_cli.distributed import is_main
         from cegate_cli.inference import MapOptions, evaluate_run
 
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights,
                              offline=offline_flag(offline), token=token)
-        with make_progress() as progress:
+        with main_progress() as progress:
             evaluation, loaded = evaluate_run(run, labeled, options=options, progress=progress, keep_masks=keep_masks)
+        if not is_main():  # under torchrun rank 0 prints the report of all images; all exit alike
+            if evaluation.failed:
+                raise typer.Exit(code=1)
+            return
         report = evaluation.to_dict(loaded.manifest.classes)
         if as_json:
             stdout.print_json(json.dumps(report))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,6 +17,14 @@ TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (round
 OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
+
+
+def main_progress() -> Any:
+    """The progress display on rank 0 (the only process without torchrun); nothing on the others,
+    whose bars would overwrite each other on one terminal."""
+    from cegate_cli.distributed import is_main
+
+    return make_progress() if is_main() else contextlib.nullcontext(None)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +47,7 @@ def register(app: typer.Typer) -> None:
         overwrite: OverwriteOpt = False,
     ) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
+        from cegate_cli.distributed import is_main
         from cegate_cli.inference import MapOptions, predict_run
         from cegate_cli.predict import VectorOptions
 
@@ -50,8 +60,12 @@ def register(app: typer.Typer) -> None:
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
                              weights=weights, offline=offline_flag(offline), token=token)
         vectors = VectorOptions(fmt=None if vector == "none" else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
-        with make_progress() as progress:
+        with main_progress() as progress:
             summary = predict_run(run, inputs, out, options=options, vectors=vectors, overwrite=overwrite, progress=progress)
+        if not is_main():  # under torchrun rank 0 prints the summary of all scenes; all exit alike
+            if not summary.ok:
+                raise typer.Exit(code=1)
+            return
         for outcome in summary.done:
             stdout.print(" ".join(str(p) for p in outcome.outputs.all()))
             scene = outcome.scene
@@ -61,5 +75,5 @@ def register(app: typer.Typer) -> None:
         stderr.print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
         if summary.failed:
             for outcome in summary.failed:
-                stderr.print(f"Error: {outcome.source}: {outcome.message}")
+                stderr.print(f"Error: {outcome.message}")  # the message names the file
             raise typer.Exit(code=1)
