@@ -109,8 +109,12 @@ def test_two_rank_adapt_writes_the_run_once_and_both_ranks_select_alike(two_rank
         assert mine["selected"] == theirs["selected"] and mine["normalized"] == theirs["normalized"]
         assert mine["samples"] == 2 * FISHER  # pooled over both ranks' Fisher crops
     assert [s["selected"] for s in selections[0]] == [[list(k) for k in s.selected] for s in manifest.selections]
-    # Each selection rebuilt the DDP wrapper on both ranks (the trained set changed).
-    assert len(_events(log, 0, "ddp_wrap")) == len(_events(log, 1, "ddp_wrap")) >= 1
+    # Each selection that changed the trained set rebuilt the DDP wrapper on both ranks, and DDP
+    # synchronised exactly the final modules and the head: no backbone tensor.
+    wraps = [_events(log, rank, "ddp_wrap") for rank in (0, 1)]
+    changed = [s.step for i, s in enumerate(manifest.selections) if i == 0 or s.selected != manifest.selections[i - 1].selected]
+    assert [w["step"] for w in wraps[0]] == [w["step"] for w in wraps[1]] == changed
+    assert wraps[0][-1]["numel"] == manifest.parameters["modules_final"] + manifest.parameters["decoder"]
     assert two_ranks.result.stdout.count("run folder:") == 1  # the summary is printed by rank 0 only
 
 

@@ -121,7 +121,8 @@ class DistributedTraining:
             gc.collect()  # release the old reducer (and its gradient hooks) before a new one registers
             self._wrapper = wrap_trained_parts(self.model, named.values(), self.inputs.device)  # type: ignore[attr-defined]
             self._wrapped = ids
-            rank_log("ddp_wrap", step=self.progress.step, trained=len(named), tensors=sum(p.numel() for p in named.values()))  # type: ignore[attr-defined]
+            synced = [p for name, p in self.model.named_parameters() if name not in self._wrapper.parameters_to_ignore]  # type: ignore[has-type]
+            rank_log("ddp_wrap", step=self.progress.step, tensors=len(synced), numel=sum(p.numel() for p in synced))  # type: ignore[attr-defined]
         return self._wrapper
 
 
