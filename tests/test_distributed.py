@@ -164,6 +164,7 @@ def test_two_ranks_train_what_one_process_trains_on_the_same_global_batch(two_ra
     assert max(float((ddp[k] - plain[k]).abs().max()) for k in trained) > 10 * tolerance
     frozen = [k for k in ddp if k.startswith("patch_embed.")]
     assert frozen and all(torch.equal(ddp[k], emulated[k]) for k in frozen)  # never trained, never synchronised
+    assert not torch.distributed.is_initialized()  # without torchrun no process group is ever created
 
 
 RESUME_SCRIPT = """
