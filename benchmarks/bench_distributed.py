@@ -5,11 +5,12 @@
 
 Each configuration is a fresh run of the library `adapt` on the generated demo data with the
 embedded `tiny` backbone: one process with `--batch-size G` (plain `python`, no process group),
-then `torchrun --standalone --nproc-per-node N` with `--batch-size G / N` each. Rank 0 times the
-training steps through a reporter (every rank waits for the others at each step's gradient
-all-reduce, so rank 0's step time is the job's); the first `--warmup` steps are left out. Fisher
-selection happens once before the loop and validation is off, so the mean is forward, backward,
-all-reduce and AdamW only. Threads per process are set so the processes together use the cores
+then `torchrun --standalone --nproc-per-node N` with `--batch-size G / N` each. Every rank clocks
+its training steps (wall and CPU time); every rank waits for the others at each step's gradient
+all-reduce, so rank 0's wall time per step is the job's, and the CPU seconds of all ranks add up
+to what the step cost the machine (less sensitive to other work on it). The first `--warmup`
+steps are left out. Fisher selection happens once before the loop and validation is off, so the
+mean is forward, backward, all-reduce and AdamW only. Threads per process are set so the processes together use the cores
 given (`--cores`), which is what a fair CPU comparison needs (`--threads` fixes it instead: on
 a machine shared with other work, two spinning threads per process can cost more than they
 bring). Results are printed as a markdown table.
@@ -30,29 +31,37 @@ from pathlib import Path
 def worker(args: argparse.Namespace) -> None:
     """One process of a run (rank 0 of 1 without torchrun)."""
     from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.distributed import world
+    from cegate_cli.distributed import gather_objects, world
     from cegate_cli.train.config import TrainConfig
-    from cegate_cli.train.reporter import SilentReporter
+    from cegate_cli.train.supervised import SupervisedTrainer
 
-    class StepClock(SilentReporter):
-        def __init__(self) -> None:
-            self.times: list[float] = []
+    # Every rank clocks its own steps (the reporter is rank 0's only): wall and CPU time after
+    # each optimizer step, around the trainer's own step function.
+    wall: list[float] = []
+    cpu: list[float] = []
+    train_step = SupervisedTrainer._train_step
 
-        def step(self, step: int, loss: float, lr: float) -> None:
-            self.times.append(time.perf_counter())
+    def clocked(self: SupervisedTrainer, step: int) -> float:
+        value = train_step(self, step)
+        wall.append(time.perf_counter())
+        cpu.append(time.process_time())
+        return value
 
+    SupervisedTrainer._train_step = clocked  # type: ignore[method-assign]
     current = world()
-    clock = StepClock()
     config = TrainConfig(
         steps=args.steps, batch_size=args.global_batch // current.size, crop=args.crop, seed=0, device="cpu",
         val_fraction=0.0, reselect_every=0, fisher_samples=4, select="0.25", save_every=args.steps, warmup_steps=1,
     )
     started = time.perf_counter()
-    adapt(AdaptOptions(source=Path(args.data), out=Path(args.out), backbone="tiny", train=config), clock)
+    adapt(AdaptOptions(source=Path(args.data), out=Path(args.out), backbone="tiny", train=config))
+    timed = len(wall) - 1 - args.warmup
+    cpu_per_step = gather_objects((cpu[-1] - cpu[args.warmup]) / timed)
     if current.is_main:
-        timed = clock.times[args.warmup :]
-        seconds = (timed[-1] - timed[0]) / (len(timed) - 1)
-        result = {"processes": current.size, "batch_per_process": config.batch_size, "step_seconds": seconds, "wall_seconds": time.perf_counter() - started}
+        result = {
+            "processes": current.size, "batch_per_process": config.batch_size, "step_seconds": (wall[-1] - wall[args.warmup]) / timed,
+            "cpu_seconds": sum(cpu_per_step), "wall_seconds": time.perf_counter() - started,
+        }
         Path(args.result).write_text(json.dumps(result))
 
 
@@ -84,11 +93,11 @@ def driver(args: argparse.Namespace) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"tiny backbone, crop {args.crop}, global batch {args.global_batch}, {args.steps} steps ({args.warmup} warm-up), "
           f"{args.cores} cores, load average {load:.1f}")
-    print("| processes | batch per process | threads per process | s / step | crops / s |")
-    print("|---|---|---|---|---|")
+    print("| processes | batch per process | threads per process | s / step (wall) | CPU s / step (all processes) | crops / s |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['processes']} | {row['batch_per_process']} | {row['threads_per_process']} | "
-              f"{row['step_seconds']:.3f} | {args.global_batch / row['step_seconds']:.1f} |")
+              f"{row['step_seconds']:.3f} | {row['cpu_seconds']:.3f} | {args.global_batch / row['step_seconds']:.1f} |")
 
 
 def main() -> None:
