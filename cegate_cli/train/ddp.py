@@ -40,6 +40,15 @@ from cegate_cli.train.reporter import SilentReporter
 TrainerT = TypeVar("TrainerT", bound=type)
 
 
+# GroupNorm heads keep no running statistics, so no buffer needs syncing before each forward
+# (every buffer is on the ignore list anyway). torch 2.14 renamed the flag.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
 def wrap_trained_parts(model: nn.Module, trained: Iterable[nn.Parameter], device: torch.device) -> DistributedDataParallel:
     """A DDP wrapper of `model` that synchronises exactly `trained` and nothing else.
 
@@ -60,15 +69,6 @@ def wrap_trained_parts(model: nn.Module, trained: Iterable[nn.Parameter], device
         find_unused_parameters=False,  # every active module and the whole head take part in each step
         **_NO_BUFFER_SYNC,
     )
-
-
-# GroupNorm heads keep no running statistics, so no buffer needs syncing before each forward
-# (every buffer is on the ignore list anyway). torch 2.14 renamed the flag.
-_NO_BUFFER_SYNC = (
-    {"forward_sync_buffers": False}
-    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-    else {"broadcast_buffers": False}
-)
 
 
 class DistributedTraining:
