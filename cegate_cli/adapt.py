@@ -1,4 +1,9 @@
-"""`adapt` as a library call: labeled folder + backbone spec -> a finished run folder.
+"""`adapt` as a library call: labeled folder (and/or unlabeled target) + backbone -> a run folder.
+
+Three modes, one entry point:
+- "supervised": a labeled source folder.
+- "source+target": a labeled source and an unlabeled target folder (DACS self-training).
+- "target": an earlier run continued on an unlabeled target folder, no labels at all.
 
 Order matters for the user: everything that can be wrong with the data or the options is
 checked before the backbone is downloaded or any training starts.
@@ -8,39 +13,49 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from cegate_cli import distributed
 from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.bands import bands_for_images
-from cegate_cli.data.crops import CropSampler
+from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
-from cegate_cli.errors import InputError
+from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
-from cegate_cli.model import build_model
+from cegate_cli.model import SegmentationModel, build_model
 from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
     RunManifest,
     prepare_run_dir,
+    read_manifest,
     save_weights,
     state_path,
     write_manifest,
 )
-from cegate_cli.toolbox import KINDS, ToolboxConfig
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
+from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train.ddp import for_world
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
+from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
+from cegate_cli.train.target_data import TargetFolder, discover_target, target_stats
+
+MODES = ("supervised", "source+target", "target")
+# The teacher labels a weak view: geometry only, no radiometric jitter (the strong view has that).
+WEAK_VIEW = Augment(flips=True, rotations=True, gain=0.0, offset=0.0)
 
 
 @dataclass(frozen=True)
 class AdaptOptions:
-    source: Path
+    source: Path | None
+    """Labeled folder; None when continuing an earlier run (`from_run`) on the target only."""
     out: Path
     backbone: str = "dinov2-small"
     revision: str | None = None
@@ -55,6 +70,17 @@ class AdaptOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     overwrite: bool = False
     resume: bool = False
+    target: Path | None = None
+    """Unlabeled target folder: self-training (with `source`: DACS; with `from_run`: target only)."""
+    from_run: Path | None = None
+    """A finished run to continue on `target` (backbone, bands, classes, toolbox come from it)."""
+    self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+
+    @property
+    def mode(self) -> str:
+        if self.from_run is not None:
+            return "target"
+        return "supervised" if self.target is None else "source+target"
 
 
 @dataclass
@@ -63,6 +89,23 @@ class AdaptResult:
     manifest: RunManifest
     outcome: TrainOutcome
     warnings: list[str]
+
+
+def check_options(options: AdaptOptions) -> str:
+    """The mode, or a one-line error for a combination that means nothing."""
+    if options.from_run is not None:
+        if options.source is not None:
+            raise InputError(
+                "--from continues an earlier run on the unlabeled target only; give either a labeled SOURCE "
+                "folder (with --target for source+target self-training) or --from RUN, not both"
+            )
+        if options.target is None:
+            raise InputError("--from RUN needs --target TARGET: the unlabeled folder to continue training on")
+    elif options.source is None:
+        raise InputError("give a labeled SOURCE folder, or --from RUN --target TARGET to continue a run on unlabeled images")
+    if options.target is not None:
+        options.self_training.check()
+    return options.mode
 
 
 def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> tuple[list[ImagePair], list[ImagePair]]:
@@ -76,27 +119,32 @@ def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> 
 
 
 def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_after: int | None = None) -> AdaptResult:
-    reporter = reporter or SilentReporter()
+    reporter = (reporter or SilentReporter()) if distributed.is_main() else SilentReporter()  # torchrun: rank 0 reports
+    mode = check_options(options)
+    if mode == "target":
+        return _adapt_from_run(options, reporter, stop_after)
     config = options.train
     started = time.perf_counter()
+    assert options.source is not None
     folder = discover_labeled(options.source, classes_file=options.classes_file, ignore_index=options.ignore_index, align=options.align)
     warnings = list(folder.warnings)
     for warning in warnings:
         reporter.message(f"warning: {warning}")
     table = folder.class_table
     choice, per_image = bands_for_images(options.bands, [pair.image for pair in folder.pairs])
+    target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
     indexes_of = {pair.image: idx for pair, idx in zip(folder.pairs, per_image)}
     train_pairs, val_pairs = split_validation(folder.pairs, config.val_fraction, config.seed)
     if not val_pairs and config.val_fraction > 0:
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
 
-    run_dir = prepare_run_dir(options.out, overwrite=options.overwrite, resume=options.resume)
+    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
+    _check_resumed_mode(run_dir, options, mode)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
     patch = int(pretrained.vit.patch_embed.patch_size[0])
-    if config.crop % patch:
-        raise InputError(f"--crop {config.crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, config.crop // patch * patch)}")
+    _check_crop(config.crop, patch)
 
     stats = compute_band_stats(
         [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
@@ -113,7 +161,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
     select_count = parse_select(config.select, len(candidates))
 
-    backbone_params = sum(p.numel() for name, p in built.model.backbone.named_parameters() if ".lora_" not in name and "bottleneck" not in name and not name.startswith("frequency."))
+    backbone_params = _backbone_parameters(built.model)
     manifest = RunManifest(
         backbone={
             "source": source.to_dict(),
@@ -135,6 +183,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         training=config,
         kinds=tuple(options.kinds),
         select_count=select_count,
+        mode=mode,
         data={
             "source": str(Path(options.source).resolve()),
             "train_images": [str(p.image) for p in train_pairs],
@@ -142,27 +191,165 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "warnings": warnings,
         },
     )
-    write_manifest(run_dir, manifest)
-
-    trainer = SupervisedTrainer(
-        TrainInputs(built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds)),
-        state_path(run_dir),
-        reporter,
+    inputs = TrainInputs(
+        built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
+        keep_best=target is None,
     )
+    target_sampler = None
+    if target is None:
+        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_path(run_dir), reporter)
+    else:
+        self_config = options.self_training
+        tstats = target_stats(target, choice, config.seed) if self_config.target_norm == "target" else stats
+        manifest.normalization = tstats  # predict maps target scenes: it must normalise them as training did
+        manifest.data.update(_target_data(target))
+        manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
+        target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
+        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_path(run_dir), reporter)
+    distributed.on_main(write_manifest, run_dir, manifest)
     try:
         outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
     finally:
         sampler.close()
+        if target_sampler is not None:
+            target_sampler.close()
+    _finish(run_dir, manifest, trainer, outcome, built.model, built.toolbox, candidates, started, str(device))
+    return AdaptResult(run_dir, manifest, outcome, warnings)
 
+
+def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None) -> AdaptResult:
+    """Mode "target": the earlier run's model, teacher-student self-training on the target only."""
+    from cegate_cli.loaded_run import load_run
+
+    started = time.perf_counter()
+    assert options.from_run is not None and options.target is not None
+    earlier = read_manifest(options.from_run)
+    if earlier.status != "complete":
+        raise RunFolderError(f"--from {options.from_run}: that run has not finished (status {earlier.status!r}); resume it first")
+    config = replace(options.train, decoder=earlier.training.decoder)  # the head comes from the earlier run
+    self_config = options.self_training
+    target = discover_target(options.target, earlier.bands)
+    if Path(options.from_run).resolve() == Path(options.out).resolve():
+        raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
+    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
+    _check_resume_mode_from(run_dir, options)
+    loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
+    model, toolbox = loaded.model, loaded.toolbox
+    _check_crop(config.crop, model.backbone.patch_size)
+    kept = list(toolbox.active_keys)
+    candidates = [key for key in toolbox.keys() if key[0] in options.kinds]
+    if not candidates:
+        raise InputError(
+            f"--modules {','.join(options.kinds)}: the run {options.from_run} has no such modules "
+            f"(its toolbox holds {', '.join(earlier.toolbox.kinds)})"
+        )
+    select_count = parse_select(config.select, len(candidates))
+    table = earlier.classes
+    tstats = target_stats(target, earlier.bands, config.seed) if self_config.target_norm == "target" else earlier.normalization
+    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
+    manifest = RunManifest(
+        backbone=dict(earlier.backbone),
+        bands=earlier.bands,
+        normalization=tstats,
+        classes=table,
+        toolbox=earlier.toolbox,
+        training=config,
+        kinds=tuple(k for k in KINDS if any(c[0] == k for c in candidates)),
+        select_count=select_count,
+        mode="target",
+        data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target)},
+    )
+    manifest.adaptation = _adaptation_section(
+        "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
+    )
+    distributed.on_main(write_manifest, run_dir, manifest)
+    device = resolve_device(config.device)
+    inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
+    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_path(run_dir), reporter)
+    try:
+        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+    finally:
+        target_sampler.close()
+    _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
+    return AdaptResult(run_dir, manifest, outcome, [])
+
+
+def _check_crop(crop: int, patch: int) -> None:
+    if crop % patch:
+        raise InputError(f"--crop {crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, crop // patch * patch)}")
+
+
+def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> None:
+    """`--resume` must continue the same kind of run (the resume state alone cannot tell)."""
+    if not options.resume:
+        return
+    recorded = read_manifest(run_dir).mode
+    if recorded != mode:
+        raise RunFolderError(
+            f"{run_dir} holds an interrupted {recorded!r} run, but these options start a {mode!r} run; "
+            "resume it with its own options, or start over with --overwrite"
+        )
+
+
+def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> None:
+    _check_resumed_mode(run_dir, options, "target")
+    if options.resume:
+        recorded = read_manifest(run_dir).data.get("from_run")
+        if recorded and Path(recorded) != Path(options.from_run or "").resolve():
+            raise RunFolderError(f"{run_dir} continued {recorded}, not {options.from_run}; resume it with the same --from")
+
+
+def _target_data(target: TargetFolder) -> dict[str, object]:
+    return {"target": str(target.root.resolve()), "target_images": [str(p) for p in target.images]}
+
+
+def _adaptation_section(
+    mode: str, target: TargetFolder, config: SelfTrainConfig, *, source_stats: dict, from_run: Path | None, kept: list
+) -> dict[str, object]:
+    return {
+        "mode": mode,
+        "target": str(target.root.resolve()),
+        "target_images": len(target.images),
+        "from_run": str(Path(from_run).resolve()) if from_run is not None else None,
+        "kept_modules": [{"kind": k, "layer": l} for k, l in kept],
+        "normalization": config.target_norm,
+        "source_normalization": source_stats,
+        "self_training": config.to_dict(),
+        "weights": "last step: without target labels no step can be judged best",
+        "pseudo_labels": [],
+    }
+
+
+def _backbone_parameters(model: SegmentationModel) -> int:
+    return sum(
+        p.numel()
+        for name, p in model.backbone.named_parameters()
+        if ".lora_" not in name and "bottleneck" not in name and not name.startswith("frequency.")
+    )
+
+
+def _finish(
+    run_dir: Path,
+    manifest: RunManifest,
+    trainer: SupervisedTrainer,
+    outcome: TrainOutcome,
+    model: SegmentationModel,
+    toolbox: Toolbox,
+    candidates: list,
+    started: float,
+    device: str,
+) -> None:
+    """Record what happened in run.json; write the weights when the run completed."""
     manifest.selections = outcome.selections
     manifest.ever_selected = outcome.ever_selected
     manifest.best_selection = outcome.best_selection
-    modules_trained = sum(built.toolbox.parameter_count(k) for k in outcome.ever_selected)
-    modules_final = sum(built.toolbox.parameter_count(k) for k in outcome.final_selection)
-    decoder_params = sum(p.numel() for p in built.model.decoder.parameters())
+    backbone_params = _backbone_parameters(model)
+    modules_trained = sum(toolbox.parameter_count(k) for k in outcome.ever_selected)
+    modules_final = sum(toolbox.parameter_count(k) for k in outcome.final_selection)
+    decoder_params = sum(p.numel() for p in model.decoder.parameters())
     manifest.parameters = {
         "backbone": backbone_params,
-        "candidates": sum(built.toolbox.parameter_count(k) for k in candidates),
+        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
         "modules_trained": modules_trained,
         "modules_final": modules_final,
         "decoder": decoder_params,
@@ -176,15 +363,18 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         "final_loss": outcome.loss_history[-1][1] if outcome.loss_history else None,
         "loss_history": outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)],
     }
+    if isinstance(trainer, SelfTrainer):
+        manifest.metrics["validation"] = "source images" if outcome.val_history else None
+        manifest.adaptation["pseudo_labels"] = list(trainer.pseudo_history)
+        manifest.adaptation["teacher_bytes"] = trainer.teacher.nbytes()
     manifest.timing = {
         "fisher_seconds": round(outcome.fisher_seconds, 3),
         "train_seconds": round(outcome.train_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
-        "device": str(device),
+        "device": device,
     }
     if outcome.completed:
-        save_weights(run_dir / ADAPTER_LAST, outcome.last_weights)
-        save_weights(run_dir / ADAPTER_BEST, outcome.best_weights)
+        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights)
+        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights)
         manifest.status = "complete"
-    write_manifest(run_dir, manifest)
-    return AdaptResult(run_dir, manifest, outcome, warnings)
+    distributed.on_main(write_manifest, run_dir, manifest)

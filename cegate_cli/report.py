@@ -55,12 +55,20 @@ def run_report(run_dir: Path) -> dict[str, Any]:
     """Everything a person asks about a run: what was chosen, where, why, and how it went."""
     manifest = read_manifest(run_dir)
     final = manifest.selections[-1] if manifest.selections else None
+    kept = {(m["kind"], int(m["layer"])) for m in manifest.adaptation.get("kept_modules", [])}
     grid = []
     if final is not None:
         selected = set(final.selected)
         for (kind, layer), value in sorted(final.scores.normalized.items(), key=lambda item: (item[0][1], KINDS.index(item[0][0]))):
             grid.append(
-                {"kind": kind, "layer": layer, "score": value, "raw": final.scores.raw[(kind, layer)], "selected": (kind, layer) in selected}
+                {
+                    "kind": kind,
+                    "layer": layer,
+                    "score": value,
+                    "raw": final.scores.raw[(kind, layer)],
+                    "selected": (kind, layer) in selected,
+                    "kept": (kind, layer) in kept,
+                }
             )
     history = []
     previous: set[tuple[str, int]] = set()
@@ -98,5 +106,39 @@ def run_report(run_dir: Path) -> dict[str, Any]:
         "metrics": {k: v for k, v in manifest.metrics.items() if k != "loss_history"},
         "timing": timing,
         "data": manifest.data,
+        "adaptation": adaptation_report(manifest.adaptation, [c.name for c in manifest.classes.classes]),
         "extra": {k: v for k, v in manifest.to_dict().items() if k in ("adaptation",)},
+    }
+
+
+def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+    """Self-training at a glance: where it adapted to, from what, and how the pseudo-labels went.
+
+    Empty for supervised runs. Class shares are keyed by class name so a reader sees a collapse
+    ("bare soil 0.92") without a lookup table.
+    """
+    if not section:
+        return {}
+    history = []
+    for entry in section.get("pseudo_labels", []):
+        history.append(
+            {
+                "step": entry["step"],
+                "confident_share": entry["confident_share"],
+                "mean_weight": entry["mean_weight"],
+                "class_share": dict(zip(class_names, entry.get("class_share", []))),
+                "confident_class_share": dict(zip(class_names, entry.get("confident_class_share", []))),
+            }
+        )
+    return {
+        "mode": section.get("mode"),
+        "target": section.get("target"),
+        "target_images": section.get("target_images"),
+        "from_run": section.get("from_run"),
+        "kept_modules": [f"{m['kind']}@{m['layer']}" for m in section.get("kept_modules", [])],
+        "normalization": section.get("normalization"),
+        "settings": section.get("self_training", {}),
+        "teacher_bytes": section.get("teacher_bytes"),
+        "weights": section.get("weights"),
+        "pseudo_labels": history,
     }

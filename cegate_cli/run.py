@@ -53,6 +53,7 @@ class RunManifest:
     kinds: tuple[str, ...]
     select_count: int
     mode: str = "supervised"
+    """One of "supervised", "source+target" (labeled source + unlabeled target), "target" (--from RUN)."""
     status: str = "training"
     selections: list[Selection] = field(default_factory=list)
     ever_selected: list[ModuleKey] = field(default_factory=list)
@@ -61,6 +62,9 @@ class RunManifest:
     parameters: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    """Self-training runs: target folder, run continued (--from), kept modules, settings, source
+    normalisation, pseudo-label statistics over time. Empty for supervised runs."""
     cegate_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -95,6 +99,7 @@ class RunManifest:
             "parameters": self.parameters,
             "metrics": self.metrics,
             "timing": self.timing,
+            "adaptation": self.adaptation,
             "weights": {"best": ADAPTER_BEST, "last": ADAPTER_LAST},
         }
 
@@ -119,6 +124,7 @@ class RunManifest:
             parameters=data.get("parameters", {}),
             metrics=data.get("metrics", {}),
             timing=data.get("timing", {}),
+            adaptation=data.get("adaptation", {}),
             cegate_version=data.get("cegate_version", "unknown"),
             created=data.get("created", ""),
         )

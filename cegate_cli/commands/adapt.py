@@ -1,4 +1,9 @@
-"""`cegate adapt`: select toolbox modules by Fisher information and train them on a labeled folder."""
+"""`cegate adapt`: select toolbox modules by Fisher information and train them.
+
+    cegate adapt SOURCE -o RUN                        labeled source only
+    cegate adapt SOURCE --target TARGET -o RUN        + unlabeled target (DACS self-training)
+    cegate adapt --from RUN --target TARGET -o RUN2   continue RUN on the unlabeled target only
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,43 @@ from typing import Annotated, Optional
 import typer
 
 from cegate_cli.commands.console import stderr, stdout
-from cegate_cli.commands.options import BackboneOpt, DeviceOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
+from cegate_cli.commands.options import DeviceOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
+
+
+_BACKBONE_HELP = (
+    "Backbone: hf-hub:ORG/NAME (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, prithvi-eo-2-300m|600m, tiny). "
+    "Not with --from."
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command(name="adapt")
     def adapt_command(
-        source: Annotated[Path, typer.Argument(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml).", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.", show_default=False)],
-        target: Annotated[Optional[Path], typer.Option("--target", help="Unlabeled target folder (self-training).")] = None,
-        backbone: BackboneOpt = "dinov2-small",
+        source: Annotated[
+            Optional[Path],
+            typer.Argument(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml). Not with --from.", show_default=False),
+        ] = None,
+        target: Annotated[
+            Optional[Path], typer.Option("--target", help="Unlabeled target folder (images only): self-train on it.", show_default=False)
+        ] = None,
+        from_run: Annotated[
+            Optional[Path],
+            typer.Option("--from", help="Continue this finished run on --target without any labels (no SOURCE).", show_default=False),
+        ] = None,
+        confidence: Annotated[
+            float, typer.Option("--confidence", help="Teacher probability above which a target pixel's pseudo-label counts.")
+        ] = 0.968,
+        class_balance: Annotated[
+            float,
+            typer.Option("--class-balance", help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off)."),
+        ] = 0.5,
+        ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = 0.99,
+        target_norm: Annotated[
+            str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
+        ] = "target",
+        backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default="dinov2-small")] = None,
         revision: RevisionOpt = None,
         token: TokenOpt = None,
         offline: OfflineOpt = False,
@@ -38,20 +69,31 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = "auto",
         val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU.")] = 0.2,
         val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps.")] = 100,
-        decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: unet or linear.")] = "unet",
-        lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 8,
+        decoder: Annotated[Optional[str], typer.Option("--decoder", help="Segmentation head: unet or linear.", show_default="unet")] = None,
+        lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
         augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
     ) -> None:
-        """Select toolbox modules by Fisher information and train them on a labeled folder."""
+        """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
+        folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
         from cegate_cli.adapt import AdaptOptions, adapt
         from cegate_cli.commands.train_progress import RichTrainReporter
+        from cegate_cli.distributed import is_main
         from cegate_cli.toolbox import ToolboxConfig, parse_kinds
-        from cegate_cli.train.config import TrainConfig
+        from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
-        if target is not None:
-            raise InputError("--target (self-training on an unlabeled folder) is not built yet in this version")
+        if from_run is not None:
+            fixed = {"--backbone": backbone, "--bands": bands, "--classes": classes, "--ignore-index": ignore_index,
+                     "--decoder": decoder, "--lora-rank": lora_rank, "--align": align or None}
+            given = [flag for flag, value in fixed.items() if value is not None]
+            if given:
+                raise InputError(
+                    f"{', '.join(given)}: with --from these come from the earlier run ({from_run}/run.json); leave them out"
+                )
+        backbone = backbone or "dinov2-small"
+        decoder = decoder or "unet"
+        lora_rank = 8 if lora_rank is None else lora_rank
         kinds = parse_kinds(modules)
         if steps < 1 or batch_size < 1:
             raise InputError("--steps and --batch-size must be at least 1")
@@ -65,19 +107,33 @@ def register(app: typer.Typer) -> None:
             source=source, out=out, backbone=backbone, revision=revision, token=token, offline=offline_flag(offline),
             bands=bands, classes_file=classes, ignore_index=ignore_index, align=align, kinds=kinds,
             toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
-            overwrite=overwrite, resume=resume,
+            overwrite=overwrite, resume=resume, target=target, from_run=from_run,
+            self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50)),
         )
         reporter = RichTrainReporter()
         try:
             result = adapt(options, reporter)
         finally:
             reporter.finish()
+        if not is_main():
+            return  # under torchrun the summary is printed once, by rank 0
         manifest = result.manifest
         share = manifest.parameters.get("trainable_share", 0.0)
         best = manifest.metrics.get("best_val_miou")
-        stdout.print(f"run folder: {result.run_dir}")
+        stdout.print(f"run folder: {result.run_dir}  ({manifest.mode})")
         stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
         stdout.print(f"trained parameters: {share:.2%} of the backbone")
         if best is not None:
             stdout.print(f"best validation mIoU: {best:.3f} (step {manifest.metrics.get('best_step')})")
+        if manifest.adaptation:
+            last_val = manifest.metrics.get("last_val_miou")
+            if last_val is not None:
+                stdout.print(f"source validation mIoU at the last step: {last_val:.3f} (the target has no labels to validate on)")
+            history = manifest.adaptation.get("pseudo_labels") or []
+            if history:
+                end = history[-1]
+                stdout.print(
+                    f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident "
+                    f"(> {manifest.adaptation['self_training']['confidence']}); the run keeps the last step's weights"
+                )
         stderr.print(f"next: cegate inspect {result.run_dir}   |   cegate predict {result.run_dir} SCENES -o OUT")

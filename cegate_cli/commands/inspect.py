@@ -97,13 +97,17 @@ def render_run(report: dict[str, Any]) -> None:
     )
     stdout.print(f"classes    {swatches}   (ignore {classes['ignore_index']})")
 
+    adaptation = report.get("adaptation") or {}
+    if adaptation:
+        render_adaptation_header(adaptation)
     scores = report["scores"]
     if scores:
         kinds = [k for k in KINDS if any(s["kind"] == k for s in scores)]
-        table = Table(
-            title=f"Fisher scores at step {report['score_step']} (normalised per kind; * = selected, {report['select_count']} of {len(scores)})",
-            box=box.SIMPLE_HEAD,
-        )
+        kept = sum(1 for s in scores if s.get("kept"))
+        legend = f"* = selected, {report['select_count']} of {len(scores)}"
+        if kept:
+            legend = f"* = selected on the target, {report['select_count']} of {len(scores)}; k = kept from the earlier run"
+        table = Table(title=f"Fisher scores at step {report['score_step']} (normalised per kind; {legend})", box=box.SIMPLE_HEAD)
         table.add_column("layer", justify="right")
         for kind in kinds:
             table.add_column(kind, justify="right")
@@ -114,6 +118,8 @@ def render_run(report: dict[str, Any]) -> None:
                 s = by_key.get((kind, layer))
                 if s is None:
                     cells.append("")
+                elif s.get("kept"):
+                    cells.append(f"[bold green]{s['score']:.2f} k[/]")
                 elif s["selected"]:
                     cells.append(f"[bold green]{s['score']:.2f} *[/]")
                 else:
@@ -135,6 +141,8 @@ def render_run(report: dict[str, Any]) -> None:
             if event["added"] or event["removed"]:
                 change = f"  (+{', '.join(event['added']) or '-'}  -{', '.join(event['removed']) or '-'})"
             stdout.print(f"  step {event['step']:>6}: {', '.join(event['selected'])}{change}")
+    if adaptation.get("pseudo_labels"):
+        render_pseudo_labels(adaptation)
     metrics = report["metrics"]
     if metrics:
         best = metrics.get("best_val_miou")
@@ -144,7 +152,7 @@ def render_run(report: dict[str, Any]) -> None:
         if best is not None:
             parts.append(f"best val mIoU {best:.3f} at step {metrics.get('best_step')}")
         if last is not None:
-            parts.append(f"last {last:.3f}")
+            parts.append(f"last {last:.3f}" if best is not None else f"{metrics.get('validation') or 'val'} mIoU at the last step {last:.3f}")
         if loss is not None:
             parts.append(f"final loss {loss:.3f}")
         stdout.print(f"metrics    {'; '.join(parts) if parts else 'no validation'}")
@@ -154,3 +162,38 @@ def render_run(report: dict[str, Any]) -> None:
             f"time       {timing['total_seconds']:.1f}s total, Fisher scoring {timing.get('fisher_seconds', 0):.1f}s "
             f"({timing.get('fisher_share', 0):.1%}), on {timing.get('device')}"
         )
+
+
+def render_adaptation_header(adaptation: dict[str, Any]) -> None:
+    """Where a self-trained run adapted to, and from what."""
+    stdout.print(escape(f"target     {adaptation['target']}  ({adaptation['target_images']} unlabeled images)"))
+    if adaptation.get("from_run"):
+        kept = ", ".join(adaptation["kept_modules"]) or "none"
+        stdout.print(escape(f"from run   {adaptation['from_run']}  (its modules kept and trained on: {kept})"))
+    settings = adaptation.get("settings", {})
+    teacher = adaptation.get("teacher_bytes")
+    teacher_text = f"; teacher holds {teacher / 1e6:.2f} MB (trained tensors only)" if teacher else ""
+    stdout.print(
+        f"self-train {adaptation['mode']}: EMA {settings.get('ema')}, confidence > {settings.get('confidence')}, "
+        f"target normalised with {adaptation.get('normalization')} statistics{teacher_text}"
+    )
+
+
+def render_pseudo_labels(adaptation: dict[str, Any], max_rows: int = 12) -> None:
+    """The pseudo-labels over time: confident share, weight, and what the teacher says the target is."""
+    history = adaptation["pseudo_labels"]
+    if len(history) > max_rows:
+        picks = sorted({round(i * (len(history) - 1) / (max_rows - 1)) for i in range(max_rows)})
+        history = [history[i] for i in picks]
+    names = list(history[0]["class_share"])
+    table = Table(title="pseudo-labels on target crops (class shares of valid pixels)", box=box.SIMPLE_HEAD)
+    for column in ("step", "confident", "weight", *names):
+        table.add_column(escape(column), justify="right")
+    for entry in history:
+        table.add_row(
+            str(entry["step"]),
+            f"{entry['confident_share']:.1%}",
+            f"{entry['mean_weight']:.2f}",
+            *(f"{entry['class_share'][n]:.2f}" for n in names),
+        )
+    stdout.print(table)

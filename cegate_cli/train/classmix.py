@@ -37,7 +37,7 @@ class MixedBatch:
     labels: torch.Tensor
     """(B, H, W): source labels where pasted, pseudo-labels elsewhere, ignore where target is invalid."""
     pixel_weight: torch.Tensor
-    """(B, H, W): 1 on pasted source pixels, the crop's pseudo-label weight on target pixels."""
+    """(B, H, W): 1 on pasted source pixels, the target's pixel weight elsewhere."""
     valid: torch.Tensor
 
 
@@ -50,9 +50,14 @@ def mix(
     target_valid: torch.Tensor,
     paste: torch.Tensor,
 ) -> MixedBatch:
-    """Combine a source and a target batch under `paste` masks (see `classmix_masks`)."""
+    """Combine a source and a target batch under `paste` masks (see `classmix_masks`).
+
+    `pseudo_weight` is per target pixel (B, H, W), e.g. the confidence mask, or per crop (B,).
+    """
     m = paste.unsqueeze(1)
     images = torch.where(m, source_images, target_images)
     labels = torch.where(paste, source_labels, pseudo_labels)
-    weight = torch.where(paste, 1.0, pseudo_weight.float()[:, None, None].expand(paste.shape))
+    if pseudo_weight.ndim == 1:
+        pseudo_weight = pseudo_weight[:, None, None].expand(paste.shape)
+    weight = torch.where(paste, 1.0, pseudo_weight.float())
     return MixedBatch(images, labels, weight, paste | target_valid)
