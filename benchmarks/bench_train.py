@@ -398,15 +398,15 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
             f"## {res['model']} backbone, {res['decoder']} head: {res['backbone_parameters'] / 1e6:.2f} M backbone parameters, "
             f"{head / 1e6:.3f} M head parameters, {res['candidates']} candidate modules",
             "",
-            "| configuration | active modules | lowest layer with autograd | trainable params | share of backbone | step (s, wall) | vs full | CPU s / step | peak train memory | vs full |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| configuration | active modules | lowest layer with autograd | trainable params | share of backbone | step (s, wall) | vs full | CPU s / step | vs full | peak train memory | vs full |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in CONFIGS:
             r = res["train"][name]
             lines.append(
                 f"| {name} | {r['active']} | {r['lowest_grad_layer']} | {r['trainable']:,} | {r['trainable'] / r['backbone']:.2%} | "
                 f"{r['step_seconds']:.3f} ({r['step_min']:.3f}-{r['step_max']:.3f}) | {r['step_seconds'] / full['step_seconds']:.2f}x | "
-                f"{r['cpu_seconds']:.3f} | {mib(r['peak_bytes'])}{'' if r['peak_exact'] else ' (upper bound)'} | "
+                f"{r['cpu_seconds']:.3f} | {r['cpu_seconds'] / full['cpu_seconds']:.2f}x | {mib(r['peak_bytes'])}{'' if r['peak_exact'] else ' (upper bound)'} | "
                 f"{r['peak_bytes'] / max(1, full['peak_bytes']):.2f}x |"
             )
         sel = res["select"]
