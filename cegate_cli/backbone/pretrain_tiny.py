@@ -139,9 +139,10 @@ def random_style(rng: np.random.Generator, ranges: StyleRanges = StyleRanges()) 
 def render_styled(size: int, style: DomainStyle, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A source-rendered scene at the style's pixel size, then the style's radiometry on top.
 
-    `render_scene` renders the fixed demo styles only, so season, gain, offset, blur and noise are
-    applied here in the same order it uses. Returns (4, H, W) float32 raw values (0 = nodata) and
-    (H, W) uint8 labels (255 = nodata).
+    `render_scene` renders the two demo styles only, so the style's season shifts, gain and offset,
+    blur and noise are applied here, in that order as the renderer does (its own 60-unit noise and
+    full-strength texture stay). Returns (4, H, W) float32 raw values (0 = nodata) and (H, W) uint8
+    labels (255 = nodata).
     """
     pixels, labels = render_scene((size, size), "source", seed, pixel_size=style.pixel_size)
     valid = pixels[0] != NODATA
@@ -505,7 +506,7 @@ def record(config: PretrainConfig, result: PretrainResult, weights: Path, argv: 
             "domains": config.domains,
             "scenes_per_domain": config.scenes_per_domain,
             "scene_size": config.scene_size,
-            "style_ranges": {k: v for k, v in asdict(ranges).items()},
+            "style_ranges": asdict(ranges),
             "normalisation": "per-band mean/std over each domain's valid pixels; "
             f"{config.mismatch_prob:.0%} of crops normalised with another domain's statistics",
             "augmentation": "random crops, 90-degree rotations, flips",
