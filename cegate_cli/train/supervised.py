@@ -180,13 +180,14 @@ class SupervisedTrainer:
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainOutcome:
         config = self.config
         self.model.to(self.inputs.device)
+        started = time.perf_counter()  # train_seconds includes every Fisher scoring, then subtracts it
         if resume:
             self._load_state()
+            started = time.perf_counter()
         else:
             self.before_first_selection()
             self.select(0)
         self.reporter.start(config.steps, self.progress.step)
-        started = time.perf_counter()
         completed = True
         step = self.progress.step
         while step < config.steps:
