@@ -42,10 +42,12 @@ def source_for_run(manifest: RunManifest, *, offline: bool | None = None, token:
     """The backbone exactly as trained: same spec, pinned to the recorded revision and checksum."""
     recorded = BackboneSource.from_dict(manifest.backbone["source"])
     source = resolve_backbone(recorded.spec, revision=recorded.revision, token=token, offline=offline)
-    if recorded.weights_sha256 and source.weights_sha256 and recorded.weights_sha256 != source.weights_sha256:
+    if recorded.weights_sha256 != source.weights_sha256:
+        now = (source.weights_sha256 or "no weights file")[:12]
+        then = (recorded.weights_sha256 or "no weights file")[:12]
         raise RunFolderError(
-            f"the backbone weights for {recorded.spec} (sha256 {source.weights_sha256[:12]}...) differ from the ones "
-            f"this run was trained on ({recorded.weights_sha256[:12]}...); restore the original files or adapt again"
+            f"the backbone weights for {recorded.spec} ({now}) differ from the ones this run was trained on "
+            f"({then}); restore the original files, or adapt again with this version"
         )
     return source
 
