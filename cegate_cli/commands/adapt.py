@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         decoder: Annotated[Optional[str], typer.Option("--decoder", help="Segmentation head: unet or linear.", show_default="unet")] = None,
         lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
         augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
+        save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = 50,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
     ) -> None:
@@ -101,7 +102,7 @@ def register(app: typer.Typer) -> None:
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
             val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
             reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment,
-            save_every=max(1, min(50, steps)), warmup_steps=min(25, max(0, steps // 10)),
+            save_every=max(1, min(save_every, steps)), warmup_steps=min(25, max(0, steps // 10)),
         )
         options = AdaptOptions(
             source=source, out=out, backbone=backbone, revision=revision, token=token, offline=offline_flag(offline),

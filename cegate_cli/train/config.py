@@ -40,6 +40,7 @@ class TrainConfig:
         """Settings that must match for `--resume` to continue the same run (device may change)."""
         data = self.to_dict()
         data.pop("device")
+        data.pop("save_every")  # how often state is written never changes the weights
         return data
 
 
