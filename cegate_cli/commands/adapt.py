@@ -60,6 +60,10 @@ def register(app: typer.Typer) -> None:
         modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
         select: Annotated[str, typer.Option("--select", help="How many modules to train: a count (6) or a fraction of all candidates (0.25).")] = "0.25",
         reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = 0,
+        selection: Annotated[
+            str,
+            typer.Option("--selection", help="fisher (the method), or a baseline: random (same count), all, none (head only), full (whole backbone)."),
+        ] = "fisher",
         fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
         steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
@@ -82,7 +86,7 @@ def register(app: typer.Typer) -> None:
         from cegate_cli.commands.train_progress import RichTrainReporter
         from cegate_cli.distributed import is_main
         from cegate_cli.toolbox import ToolboxConfig, parse_kinds
-        from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+        from cegate_cli.train.config import SELECTIONS, SelfTrainConfig, TrainConfig
 
         if from_run is not None:
             fixed = {"--backbone": backbone, "--bands": bands, "--classes": classes, "--ignore-index": ignore_index,
@@ -98,10 +102,12 @@ def register(app: typer.Typer) -> None:
         kinds = parse_kinds(modules)
         if steps < 1 or batch_size < 1:
             raise InputError("--steps and --batch-size must be at least 1")
+        if selection not in SELECTIONS:
+            raise InputError(f"--selection {selection!r}: choose {', '.join(SELECTIONS)}")
         train = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
             val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
-            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment,
+            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection,
             save_every=max(1, min(save_every, steps)), warmup_steps=min(25, max(0, steps // 10)),
         )
         options = AdaptOptions(

@@ -27,6 +27,11 @@ class TrainConfig:
     reselect_every: int = 0
     fisher_samples: int = 16
     augment: bool = True
+    selection: str = "fisher"
+    """Which modules train: "fisher" (the method: top `select` by Fisher score). The others are
+    baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
+    (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole backbone,
+    patch embedding included, trains with the head; its run saves the backbone too)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,8 +46,12 @@ class TrainConfig:
         data = self.to_dict()
         data.pop("device")
         data.pop("save_every")  # how often state is written never changes the weights
+        if data["selection"] == "fisher":
+            data.pop("selection")  # the default: states written before the option existed still resume
         return data
 
+
+SELECTIONS = ("fisher", "random", "all", "none", "full")
 
 TARGET_NORMS = ("target", "source")
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.fisher import Selection, empirical_fisher, select_top
+from cegate_cli.fisher import FisherScores, Selection, empirical_fisher, select_top
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
@@ -111,7 +112,15 @@ class SupervisedTrainer:
             for name, p in self.toolbox.modules[key].named_parameters():
                 if not name.startswith("base_layer."):
                     named[f"toolbox.{key[0]}.{key[1]}.{name}"] = p
+        if self.config.selection == "full":
+            named.update({f"backbone.{name}": p for name, p in self.full_backbone_named().items()})
         return named
+
+    def full_backbone_named(self) -> dict[str, torch.nn.Parameter]:
+        """The backbone's own weights (patch embedding included, toolbox modules excluded): what the
+        "full" fine-tuning baseline trains on top of the head."""
+        own = {id(p) for module in self.toolbox.modules.values() for p in module.own_parameters()}
+        return {name: p for name, p in self.model.backbone.named_parameters() if id(p) not in own}
 
     def trained_weights(self, keys: list[ModuleKey] | None = None) -> dict[str, torch.Tensor]:
         """What adapter.safetensors holds: modules (ever selected by default), head, patch embedding."""
@@ -119,6 +128,8 @@ class SupervisedTrainer:
         state = {name: t.detach().cpu().clone() for name, t in self.toolbox.state_dict_of(keys).items()}
         state.update({f"decoder.{n}": t.detach().cpu().clone() for n, t in self.model.decoder.state_dict().items()})
         state.update({n: t.detach().cpu().clone() for n, t in self.model.patch_embed_state().items()})
+        if self.config.selection == "full":  # a baseline, not a product mode: its run holds the whole backbone
+            state.update({f"backbone.{n}": p.detach().cpu().clone() for n, p in self.full_backbone_named().items()})
         return state
 
     def _rebuild_optimizer(self) -> None:
@@ -146,6 +157,8 @@ class SupervisedTrainer:
         """Called after every (re)selection, once the trainable set is in place."""
 
     def select(self, step: int) -> Selection:
+        if self.config.selection != "fisher":
+            return self._select_by_rule(step)
         images, masks = self.fisher_pairs(step)
         ignore = self.inputs.class_table.ignore_index
         started = time.perf_counter()
@@ -164,13 +177,38 @@ class SupervisedTrainer:
         seconds = time.perf_counter() - started
         selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds)
         self.progress.fisher_seconds += seconds
+        return self._install(selection)
+
+    def _install(self, selection: Selection) -> Selection:
         self.progress.selections.append(selection)
-        self.progress.ever_selected.update(chosen)
-        apply_selection(self.toolbox, chosen)
+        self.progress.ever_selected.update(selection.selected)
+        apply_selection(self.toolbox, selection.selected)
+        if self.config.selection == "full":
+            for parameter in self.full_backbone_named().values():
+                parameter.requires_grad_(True)
+            self.toolbox.backbone.grad_from_layer = 0
         self._rebuild_optimizer()
         self.on_selection()
         self.reporter.selection(selection)
         return selection
+
+    def _select_by_rule(self, step: int) -> Selection:
+        """The baselines' selections (no Fisher scoring): random k, every candidate, or none."""
+        rule = self.config.selection
+        if rule == "random":
+            rng = np.random.default_rng([self.config.seed, step, 7])
+            picked = rng.choice(len(self.candidates), size=self.inputs.select_count, replace=False)
+            chosen = sorted((self.candidates[int(i)] for i in picked), key=lambda k: (k[1], KINDS.index(k[0])))
+        elif rule == "all":
+            chosen = list(self.candidates)
+        elif rule in ("none", "full"):
+            chosen = []
+        else:
+            from cegate_cli.errors import InputError
+
+            raise InputError(f"selection rule {rule!r}: choose fisher, random, all, none or full")
+        empty = FisherScores({}, {}, 0)
+        return self._install(Selection(step=step, selected=self.active_set(chosen), scores=empty, rule=rule))
 
     def reduce_scores(self, scores: Any) -> Any:
         """Hook for distributed training (all-reduce of the scores); identity on one process."""
@@ -332,6 +370,8 @@ class SupervisedTrainer:
 
         if self.state_path is None or not self.state_path.is_file():
             raise RunFolderError(f"nothing to resume: {self.state_path} does not exist; run without --resume")
+        if self.config.selection == "full":
+            raise RunFolderError("the full fine-tuning baseline (--selection full) keeps no backbone in its resume state; start over")
         state = torch.load(self.state_path, map_location="cpu", weights_only=False)
         if state.get("format") != STATE_FORMAT:
             raise RunFolderError(f"{self.state_path}: unknown resume state format {state.get('format')!r}")
