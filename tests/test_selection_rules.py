@@ -1,0 +1,67 @@
+"""The baselines' selection rules (TrainConfig.selection) that benchmarks/bench_quality.py compares."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.data.synthetic import make_demo_dataset
+from cegate_cli.run import read_manifest
+from cegate_cli.train.config import TrainConfig
+
+SMALL = TrainConfig(
+    steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=4, save_every=4,
+    fisher_samples=2, select="4", seed=3, reselect_every=2,
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=80, seed=1)
+
+
+def _run(demo, out: Path, **changes):
+    return adapt(AdaptOptions(source=demo.source_dir, out=out, backbone="tiny", train=replace(SMALL, **changes)))
+
+
+def test_random_draws_the_same_count_reproducibly_and_records_its_rule(demo, tmp_path: Path) -> None:
+    first = _run(demo, tmp_path / "a", selection="random")
+    second = _run(demo, tmp_path / "b", selection="random")
+    assert [s.rule for s in first.outcome.selections] == ["random", "random"]
+    assert all(len(s.selected) == 4 for s in first.outcome.selections)
+    assert [s.selected for s in first.outcome.selections] == [s.selected for s in second.outcome.selections]
+    assert read_manifest(tmp_path / "a").training.selection == "random"
+
+
+def test_all_activates_every_candidate_and_none_trains_the_head_only(demo, tmp_path: Path) -> None:
+    every = _run(demo, tmp_path / "all", selection="all")
+    assert len(every.outcome.final_selection) == 3 * every.manifest.backbone["depth"]  # lora, adapter, earth per block
+    head = _run(demo, tmp_path / "none", selection="none")
+    assert head.outcome.final_selection == []
+    weights = load_file(str(tmp_path / "none" / "adapter.safetensors"))
+    assert not any(k.startswith("toolbox.") for k in weights)
+
+
+def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
+    from cegate_cli.backbone.load import load_pretrained_vit
+    from cegate_cli.hub import resolve_backbone
+
+    result = _run(demo, tmp_path / "full", selection="full", reselect_every=0)
+    weights = load_file(str(tmp_path / "full" / "adapter.safetensors"))
+    backbone = {k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")}
+    assert result.outcome.final_selection == [] and backbone
+    pretrained = load_pretrained_vit(resolve_backbone("tiny")).vit.state_dict()
+    blocks = {n[len("vit.") :].replace("base_layer.", ""): v for n, v in backbone.items() if n.startswith("vit.blocks.")}
+    assert blocks.keys() <= pretrained.keys()
+    changed = [n for n, v in blocks.items() if n.endswith("fc1.weight") and not torch.equal(v, pretrained[n])]
+    assert changed, "full fine-tuning left the block weights untouched"
+
+
+def test_default_rule_keeps_the_resume_fingerprint_of_older_runs() -> None:
+    assert "selection" not in TrainConfig().resume_fingerprint()
+    assert TrainConfig(selection="random").resume_fingerprint()["selection"] == "random"
