@@ -165,10 +165,11 @@ def table(per_seed: dict[int, dict], mode: str, keys: list[str]) -> str:
         if not got:
             continue
         values = [g["target_miou"] for g in got]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "? (1 seed)"
+        by_seed = [f"{per_seed[s][mode][row.key]['target_miou']:.3f}" if row.key in per_seed[s][mode] else "–" for s in seeds]
         params = sorted({g["trained_parameters"] for g in got})
         lines.append(
-            f"| {row.label} | {statistics.mean(values):.3f} ± {spread:.3f} | " + " | ".join(f"{v:.3f}" for v in values)
+            f"| {row.label} | {statistics.mean(values):.3f} ± {spread} | " + " | ".join(by_seed)
             + f" | {statistics.mean(g['source_val_miou'] for g in got):.3f} | "
             + "/".join(f"{p:,}" for p in params)
             + f" | {statistics.mean(g['seconds'] for g in got):.0f} |"
