@@ -93,5 +93,14 @@ def apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dic
                 proj.bias.copy_(state["patch_embed.bias"])
         model.decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")})
         toolbox.load_state(state)
+        backbone_state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        if backbone_state:  # the full fine-tuning baseline saves the whole backbone with the run
+            params = dict(model.backbone.named_parameters())
+            missing = sorted(set(backbone_state) - set(params))
+            if missing:
+                raise KeyError(f"backbone weights {missing[:3]} have no place in the model")
+            with torch.no_grad():
+                for name, tensor in backbone_state.items():
+                    params[name].copy_(tensor)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({exc})") from exc

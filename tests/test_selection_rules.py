@@ -65,3 +65,15 @@ def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
 def test_default_rule_keeps_the_resume_fingerprint_of_older_runs() -> None:
     assert "selection" not in TrainConfig().resume_fingerprint()
     assert TrainConfig(selection="random").resume_fingerprint()["selection"] == "random"
+
+
+def test_a_full_fine_tuning_run_predicts_with_its_own_backbone(demo, tmp_path: Path) -> None:
+    from cegate_cli.loaded_run import load_run
+
+    _run(demo, tmp_path / "full", selection="full", reselect_every=0)
+    weights = load_file(str(tmp_path / "full" / "adapter.safetensors"))
+    loaded = load_run(tmp_path / "full", device="cpu")
+    params = dict(loaded.model.backbone.named_parameters())
+    for name, tensor in weights.items():
+        if name.startswith("backbone."):
+            assert torch.equal(params[name[len("backbone.") :]].detach(), tensor), name
