@@ -12,6 +12,7 @@ texture, 15 m pixels, another UTM zone). Then, all with the `tiny` backbone:
   dacs_sstats               `adapt SOURCE --target TARGET --target-norm source`: self-training alone
   dacs                      `adapt SOURCE --target TARGET` (EMA teacher, ClassMix, target statistics)
   from                      `adapt --from <source-only run> --target TARGET` (teacher-student)
+  from_sstats               the same with `--target-norm source`: target-only self-training alone
   oracle                    `adapt` on labeled target-domain scenes (other than the held-out ones):
                             what target labels would give, the ceiling for adaptation
 
@@ -34,11 +35,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+# Each adapted row is compared seed by seed with the source-only run under the same normalisation.
+BASELINE = {"dacs_sstats": "source", "from_sstats": "source", "dacs": "source_tstats", "from": "source_tstats", "oracle": "source_tstats"}
 ROWS = (
     ("source", "source only, source statistics"),
     ("source_tstats", "source only, target statistics"),
     ("dacs_sstats", "source+target (DACS), source statistics"),
     ("dacs", "source+target (DACS), target statistics"),
+    ("from_sstats", "--from the source-only run, target only, source statistics"),
     ("from", "--from the source-only run, target only, target statistics"),
     ("oracle", "reference: trained on labeled target scenes"),
 )
@@ -67,8 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def target_miou(model, eval_dir: Path, stats, bands, class_table, patch: int, work: Path) -> float:
-    """mIoU over all held-out target scenes, mapped whole by `predict_scene`."""
+BOUNDARY_PX = 2  # "near a boundary": another class within this many pixels (Chebyshev distance)
+
+
+def target_scores(model, eval_dir: Path, stats, bands, class_table, patch: int, work: Path) -> dict[str, float]:
+    """mIoU over all held-out target scenes, mapped whole by `predict_scene`, and where the errors are:
+    the error rate near class boundaries and inside class regions."""
+    import numpy as np
+    import rasterio
+
     from cegate_cli.bands import match_bands
     from cegate_cli.data.folder import discover_labeled
     from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
@@ -77,6 +88,7 @@ def target_miou(model, eval_dir: Path, stats, bands, class_table, patch: int, wo
     folder = discover_labeled(eval_dir)
     matrix = ConfusionMatrix(class_table.num_classes, class_table.ignore_index)
     work.mkdir(parents=True, exist_ok=True)
+    counts = np.zeros((2, 2), dtype=np.int64)  # [near boundary, interior] x [pixels, errors]
     for pair in folder.pairs:
         mask = work / f"{pair.image.stem}.mask.tif"
         predict_scene(
@@ -84,7 +96,33 @@ def target_miou(model, eval_dir: Path, stats, bands, class_table, patch: int, wo
             tile=128, overlap=32, batch_size=4, multiple_of=patch,
         )
         evaluate_scene(mask, pair.mask, num_classes=class_table.num_classes, ignore_index=class_table.ignore_index, matrix=matrix)
-    return float(matrix.miou())
+        with rasterio.open(mask) as predicted, rasterio.open(pair.mask) as truth:
+            pred, label = predicted.read(1), truth.read(1)
+        labeled = (label != class_table.ignore_index) & (pred != 255)
+        near = near_boundary(label, class_table.ignore_index, BOUNDARY_PX)
+        wrong = (pred != label) & labeled
+        for row, where in enumerate((near, ~near)):
+            counts[row] += ((where & labeled).sum(), (where & wrong).sum())
+    return {
+        "target_miou": float(matrix.miou()),
+        "error_near_boundary": float(counts[0, 1] / max(counts[0, 0], 1)),
+        "error_interior": float(counts[1, 1] / max(counts[1, 0], 1)),
+        "errors_share_near_boundary": float(counts[0, 1] / max(counts[:, 1].sum(), 1)),
+    }
+
+
+def near_boundary(label, ignore_index: int, radius: int):
+    """True where another (labeled) class lies within `radius` pixels."""
+    import numpy as np
+
+    height, width = label.shape
+    padded = np.pad(label, radius, mode="edge")
+    near = np.zeros(label.shape, dtype=bool)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            other = padded[dy : dy + height, dx : dx + width]
+            near |= (other != label) & (other != ignore_index)
+    return near
 
 
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
@@ -107,13 +145,20 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
     def score(key: str, run_dir: Path, seconds: float, stats=None) -> None:
         loaded = load_run(run_dir, device="cpu")
         m = loaded.manifest
-        miou = target_miou(loaded.model, data.target_labels_dir, stats or m.normalization, m.bands, m.classes, loaded.model.backbone.patch_size, root / "maps" / key)
-        results[key] = {"target_miou": miou, "seconds": seconds}
-        print(f"seed {seed}  {key:<14} target mIoU {miou:.4f}  ({seconds:.0f} s)", file=sys.stderr, flush=True)
+        scores = target_scores(
+            loaded.model, data.target_labels_dir, stats or m.normalization, m.bands, m.classes, loaded.model.backbone.patch_size,
+            root / "maps" / key,
+        )
+        results[key] = {**scores, "seconds": seconds}
+        print(
+            f"seed {seed}  {key:<14} target mIoU {scores['target_miou']:.4f}  error near boundaries "
+            f"{scores['error_near_boundary']:.2%}, inside {scores['error_interior']:.2%}  ({seconds:.0f} s)",
+            file=sys.stderr, flush=True,
+        )
 
     wanted = set(args.rows)
     source_run = root / "source_only"
-    if wanted & {"source", "source_tstats", "from"}:
+    if wanted & {"source", "source_tstats", "from", "from_sstats"}:
         started = time.perf_counter()
         adapt(AdaptOptions(source=data.source_dir, out=source_run, backbone="tiny", train=train, overwrite=True))
         seconds = time.perf_counter() - started
@@ -129,12 +174,13 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
             adapt(AdaptOptions(source=data.source_dir, out=root / key, backbone="tiny", train=train, target=data.target_dir,
                                self_training=replace(self_training, target_norm=norm), overwrite=True))
             score(key, root / key, time.perf_counter() - started)
-    if "from" in wanted:
-        started = time.perf_counter()
-        continued = replace(train, steps=args.from_steps, warmup_steps=0, save_every=args.from_steps, val_every=0)
-        adapt(AdaptOptions(source=None, out=root / "from", train=continued, target=data.target_dir, from_run=source_run,
-                           self_training=self_training, overwrite=True))
-        score("from", root / "from", time.perf_counter() - started)
+    for key, norm in (("from_sstats", "source"), ("from", "target")):
+        if key in wanted:
+            started = time.perf_counter()
+            continued = replace(train, steps=args.from_steps, warmup_steps=0, save_every=args.from_steps, val_every=0)
+            adapt(AdaptOptions(source=None, out=root / key, train=continued, target=data.target_dir, from_run=source_run,
+                               self_training=replace(self_training, target_norm=norm), overwrite=True))
+            score(key, root / key, time.perf_counter() - started)
     if "oracle" in wanted:
         labeled = make_labeled_target(root / "oracle_data", args.n_source, args.size, seed)
         started = time.perf_counter()
@@ -161,8 +207,10 @@ def make_labeled_target(folder: Path, count: int, size: int, seed: int) -> Path:
 def table(per_seed: dict[int, dict[str, dict[str, float]]], rows: list[str]) -> str:
     seeds = sorted(per_seed)
     lines = [
-        "| method | target mIoU, mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " | minutes per run |",
-        "|---|---|" + "---|" * len(seeds) + "---|",
+        "| method | target mIoU, mean ± std | " + " | ".join(f"seed {s}" for s in seeds)
+        + f" | gain over source only, same statistics (paired) | pixel error within {BOUNDARY_PX} px of a class boundary / elsewhere"
+        " | minutes per run |",
+        "|---|---|" + "---|" * len(seeds) + "---|---|---|",
     ]
     for key, label in ROWS:
         if key not in rows:
@@ -172,8 +220,16 @@ def table(per_seed: dict[int, dict[str, dict[str, float]]], rows: list[str]) -> 
             continue
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         minutes = statistics.mean(per_seed[s][key]["seconds"] for s in seeds if key in per_seed[s]) / 60
+        near = statistics.mean(per_seed[s][key]["error_near_boundary"] for s in seeds if key in per_seed[s])
+        inside = statistics.mean(per_seed[s][key]["error_interior"] for s in seeds if key in per_seed[s])
+        gain = "-"
+        base = BASELINE.get(key)
+        paired = [per_seed[s][key]["target_miou"] - per_seed[s][base]["target_miou"] for s in seeds if key in per_seed[s] and base in per_seed[s]]
+        if paired:
+            gain = f"{statistics.mean(paired):+.3f} ± {statistics.stdev(paired) if len(paired) > 1 else 0.0:.3f}"
         lines.append(
-            f"| {label} | {statistics.mean(values):.3f} ± {spread:.3f} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {minutes:.1f} |"
+            f"| {label} | {statistics.mean(values):.3f} ± {spread:.3f} | " + " | ".join(f"{v:.3f}" for v in values)
+            + f" | {gain} | {near:.1%} / {inside:.2%} | {minutes:.1f} |"
         )
     return "\n".join(lines)
 

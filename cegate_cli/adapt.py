@@ -226,7 +226,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     earlier = read_manifest(options.from_run)
     if earlier.status != "complete":
         raise RunFolderError(f"--from {options.from_run}: that run has not finished (status {earlier.status!r}); resume it first")
-    config = replace(options.train, decoder=earlier.training.decoder)  # the head comes from the earlier run
+    # The head comes from the earlier run; there are no labels to validate on.
+    config = replace(options.train, decoder=earlier.training.decoder, val_fraction=0.0)
     self_config = options.self_training
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
