@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cegate_cli.fisher import select_top
 from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import KIND_LABELS, KINDS, ToolboxConfig
 
@@ -59,6 +60,9 @@ def run_report(run_dir: Path) -> dict[str, Any]:
     grid = []
     if final is not None:
         selected = set(final.selected)
+        # With --from, the selection is the kept modules plus the target's top k; tell them apart.
+        eligible = {key: v for key, v in final.scores.normalized.items() if key[0] in manifest.kinds}
+        chosen = set(select_top(eligible, manifest.select_count)) if kept else selected
         for (kind, layer), value in sorted(final.scores.normalized.items(), key=lambda item: (item[0][1], KINDS.index(item[0][0]))):
             grid.append(
                 {
@@ -67,6 +71,7 @@ def run_report(run_dir: Path) -> dict[str, Any]:
                     "score": value,
                     "raw": final.scores.raw[(kind, layer)],
                     "selected": (kind, layer) in selected,
+                    "chosen": (kind, layer) in chosen,
                     "kept": (kind, layer) in kept,
                 }
             )

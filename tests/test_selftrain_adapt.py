@@ -117,6 +117,7 @@ def test_predict_and_inspect_read_self_trained_runs(demo, dacs_run: Path, tmp_pa
     report = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "cont"), "--json"]).stdout)
     assert report["adaptation"]["from_run"] == str(dacs_run.resolve())
     assert {s["kind"] + "@" + str(s["layer"]) for s in report["scores"] if s["kept"]} == set(report["adaptation"]["kept_modules"])
+    assert sum(s["chosen"] for s in report["scores"]) == report["select_count"]  # the target's own top k
 
 
 @pytest.mark.parametrize("mode", ["source+target", "target"])
@@ -198,3 +199,14 @@ def test_cli_source_plus_target(demo, tmp_path: Path) -> None:
     assert "source+target" in result.output and "pseudo-labels at step" in result.output
     manifest = read_manifest(out)
     assert manifest.adaptation["self_training"]["confidence"] == 0.5 and manifest.adaptation["self_training"]["ema"] == 0.9
+    continued = runner.invoke(
+        app,
+        ["adapt", "--from", str(out), "--target", str(demo.target_dir), "-o", str(tmp_path / "cont"), "--steps", "2",
+         "--crop", "32", "--batch-size", "2", "--fisher-samples", "2", "--select", "1", "--confidence", "0.5",
+         "--target-norm", "source"],
+    )
+    assert continued.exit_code == 0, continued.output
+    assert "(target)" in continued.output
+    again = read_manifest(tmp_path / "cont")
+    assert again.mode == "target" and again.adaptation["normalization"] == "source"
+    assert again.normalization == manifest.normalization  # --target-norm source: the continued run's statistics

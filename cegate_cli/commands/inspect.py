@@ -106,7 +106,7 @@ def render_run(report: dict[str, Any]) -> None:
         kept = sum(1 for s in scores if s.get("kept"))
         legend = f"* = selected, {report['select_count']} of {len(scores)}"
         if kept:
-            legend = f"* = selected on the target, {report['select_count']} of {len(scores)}; k = kept from the earlier run"
+            legend = f"* = chosen on the target, {report['select_count']} of {len(scores)}; k = kept from the earlier run"
         table = Table(title=f"Fisher scores at step {report['score_step']} (normalised per kind; {legend})", box=box.SIMPLE_HEAD)
         table.add_column("layer", justify="right")
         for kind in kinds:
@@ -119,7 +119,7 @@ def render_run(report: dict[str, Any]) -> None:
                 if s is None:
                     cells.append("")
                 elif s.get("kept"):
-                    cells.append(f"[bold green]{s['score']:.2f} k[/]")
+                    cells.append(f"[bold green]{s['score']:.2f} {'k*' if s.get('chosen') else 'k '}[/]")
                 elif s["selected"]:
                     cells.append(f"[bold green]{s['score']:.2f} *[/]")
                 else:
