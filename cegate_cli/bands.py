@@ -224,6 +224,19 @@ def match_bands(choice: BandChoice, path: Path) -> tuple[int, ...]:
     )
 
 
+def match_all(choice: BandChoice, paths: Sequence[Path]) -> tuple[tuple[tuple[int, ...], ...], list[str]]:
+    """`match_bands` for every path: the indexes of those that match and one line per one that does
+    not, so callers can report every mismatch in a single error."""
+    per_image: list[tuple[int, ...]] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            per_image.append(match_bands(choice, path))
+        except DataError as exc:
+            problems.append(str(exc))
+    return tuple(per_image), problems
+
+
 def bands_for_images(spec: str | None, paths: Sequence[Path]) -> tuple[BandChoice, tuple[tuple[int, ...], ...]]:
     """Resolve `spec` on the first image and match every image; all mismatches in one error.
 
@@ -232,13 +245,7 @@ def bands_for_images(spec: str | None, paths: Sequence[Path]) -> tuple[BandChoic
     if not paths:
         raise InputError("no images to choose bands from")
     choice = resolve_bands(spec, paths[0])
-    per_image: list[tuple[int, ...]] = []
-    problems: list[str] = []
-    for path in paths:
-        try:
-            per_image.append(match_bands(choice, path))
-        except DataError as exc:
-            problems.append(str(exc))
+    per_image, problems = match_all(choice, paths)
     if problems:
         raise DataError(f"{len(problems)} image(s) do not hold the chosen bands:\n" + "\n".join(f"  - {p}" for p in problems))
-    return choice, tuple(per_image)
+    return choice, per_image

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cegate_cli.bands import BandChoice, match_bands
+from cegate_cli.bands import BandChoice, match_all
 from cegate_cli.data.folder import discover_images
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import DataError, InputError
@@ -30,19 +30,13 @@ def discover_target(root: Path, choice: BandChoice, *, source: Path | None = Non
     if source is not None and root.resolve() == Path(source).resolve():
         raise InputError(f"--target {root} is the labeled source folder itself; give a folder of target-domain images")
     images = discover_images(root)
-    indexes: list[tuple[int, ...]] = []
-    problems: list[str] = []
-    for path in images:
-        try:
-            indexes.append(match_bands(choice, path))
-        except DataError as exc:
-            problems.append(str(exc))
+    indexes, problems = match_all(choice, images)
     if problems:
         raise DataError(
             f"{len(problems)} of {len(images)} target image(s) in {root} do not hold the run's bands "
             f"{list(choice.names)}:\n" + "\n".join(f"  - {p}" for p in problems)
         )
-    return TargetFolder(root, images, tuple(indexes))
+    return TargetFolder(root, images, indexes)
 
 
 def target_stats(folder: TargetFolder, choice: BandChoice, seed: int) -> BandStats:
