@@ -206,7 +206,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
         trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_path(run_dir), reporter)
-    distributed.on_main(write_manifest, run_dir, manifest)
+    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
+        distributed.on_main(write_manifest, run_dir, manifest)
     try:
         outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
     finally:
@@ -263,7 +264,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     manifest.adaptation = _adaptation_section(
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
     )
-    distributed.on_main(write_manifest, run_dir, manifest)
+    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
+        distributed.on_main(write_manifest, run_dir, manifest)
     device = resolve_device(config.device)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_path(run_dir), reporter)
@@ -373,6 +375,7 @@ def _finish(
         "train_seconds": round(outcome.train_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
         "device": device,
+        "processes": distributed.world().size,
     }
     if outcome.completed:
         distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights)

@@ -84,8 +84,11 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path: Path) -> None:
 
 def test_resume_with_other_settings_is_refused(demo, tmp_path: Path) -> None:
     adapt(_options(demo, tmp_path / "run", steps=4), stop_after=2)
+    before = (tmp_path / "run" / "run.json").read_bytes()
     with pytest.raises(RunFolderError, match="different settings"):
         adapt(replace(_options(demo, tmp_path / "run", steps=4, lr=0.5), resume=True))
+    # The refused resume leaves the interrupted run's record as it was (its metrics, its history).
+    assert (tmp_path / "run" / "run.json").read_bytes() == before
 
 
 def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from safetensors.torch import load_file
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.data.crops import CropBatch, CropSampler
+from cegate_cli.errors import RunFolderError
 from cegate_cli.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from data_rasters import write_tif
@@ -95,6 +97,7 @@ def test_two_rank_adapt_writes_the_run_once_and_both_ranks_select_alike(two_rank
     run, log = two_ranks.run, two_ranks.log
     manifest = read_manifest(run)
     assert manifest.status == "complete"
+    assert manifest.timing["processes"] == 2
     assert (run / "adapter.safetensors").is_file() and (run / "adapter_last.safetensors").is_file()
     assert (run / "state" / "trainer.pt").is_file()
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
@@ -193,6 +196,20 @@ def test_resume_under_torchrun_ends_where_the_uninterrupted_run_ends(two_ranks: 
     assert full.keys() == resumed.keys()
     for name in full:  # same ranks, same collectives, same order: bit for bit
         assert torch.equal(full[name], resumed[name]), name
+
+
+def test_resuming_a_two_rank_run_in_one_process_is_refused(two_ranks: TwoRankRun, tmp_path: Path) -> None:
+    """Another process count draws other crops (each rank its own): the resumed run would quietly
+    differ from the uninterrupted one, so it is refused and the run folder is left as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(two_ranks.run, run)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    manifest = read_manifest(run)
+    options = AdaptOptions(source=two_ranks.data, out=run, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox,
+                           train=manifest.training, resume=True)
+    with pytest.raises(RunFolderError, match=r"trained by 2 process\(es\), now there are 1"):
+        adapt(options)
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_two_rank_predict_writes_each_of_four_scenes_once_and_a_failure_fails_every_rank(two_ranks: TwoRankRun, tmp_path: Path) -> None:

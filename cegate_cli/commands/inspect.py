@@ -161,6 +161,7 @@ def render_run(report: dict[str, Any]) -> None:
         stdout.print(
             f"time       {timing['total_seconds']:.1f}s total, Fisher scoring {timing.get('fisher_seconds', 0):.1f}s "
             f"({timing.get('fisher_share', 0):.1%}), on {timing.get('device')}"
+            + (f" x {timing['processes']} processes (torchrun)" if timing.get("processes", 1) > 1 else "")
         )
 
 

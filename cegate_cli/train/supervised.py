@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cegate_cli.classes import ClassTable
+from cegate_cli.distributed import world
 from cegate_cli.fisher import FisherScores, Selection, empirical_fisher, select_top
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
@@ -339,6 +340,7 @@ class SupervisedTrainer:
         state = {
             "format": STATE_FORMAT,
             "config": self.config.resume_fingerprint(),
+            "processes": world().size,
             "step": self.progress.step,
             "selections": [s.to_dict() for s in self.progress.selections],
             "ever_selected": [list(k) for k in self.progress.ever_selected],
@@ -380,6 +382,15 @@ class SupervisedTrainer:
             raise RunFolderError(
                 f"{self.state_path}: cannot resume with different settings ({', '.join(changed)}); "
                 "use the same options as the interrupted run, or start over with --overwrite"
+            )
+        processes = int(state.get("processes", 1))
+        if processes != world().size:
+            # Every rank draws its own crops, so another process count is another global batch and
+            # other crops: the resumed run would silently differ from an uninterrupted one.
+            launch = "without torchrun" if processes == 1 else f"under torchrun with --nproc-per-node/--nnodes giving {processes} processes"
+            raise RunFolderError(
+                f"{self.state_path}: this run was trained by {processes} process(es), now there are {world().size}; "
+                f"resume it {launch}, or start over with --overwrite"
             )
         self.toolbox.load_state(state["toolbox"])
         self.model.decoder.load_state_dict(state["decoder"])
