@@ -1,8 +1,10 @@
 """`cegate demo`: the whole workflow offline, on generated scenes, in a few minutes on a laptop CPU.
 
 It writes a labeled source domain and a shifted target domain of GeoTIFFs, adapts the embedded
-`tiny` backbone on the source, maps the target scenes and scores them against held-out labels,
-so a new user sees every output cegate makes before pointing it at their own data.
+`tiny` backbone on the labeled source and the unlabeled target together (what `adapt --target`
+does), maps the target scenes and scores them against held-out labels, so a new user sees every
+output cegate makes before pointing it at their own data. `source_only` trains on the source
+alone, which shows what the shift costs without adaptation (target mIoU about 0.35 instead of 0.93).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class DemoOptions:
     scene_size: int = 256
     overwrite: bool = False
     device: str = "auto"
+    source_only: bool = False
 
 
 @dataclass
@@ -55,7 +58,10 @@ def run_demo(
         raise OutputExistsError(f"{root} already exists; choose another folder or add --overwrite")
     data = make_demo_dataset(root / "data", size=options.scene_size, seed=options.seed)
     adapted = adapt(
-        AdaptOptions(source=data.source_dir, out=root / "run", backbone="tiny", train=demo_train_config(options), overwrite=True),
+        AdaptOptions(
+            source=data.source_dir, out=root / "run", backbone="tiny", train=demo_train_config(options), overwrite=True,
+            target=None if options.source_only else data.target_dir,
+        ),
         reporter,
     )
     map_options = MapOptions(tile=256, overlap=32, batch_size=4, device=options.device)

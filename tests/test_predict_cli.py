@@ -87,4 +87,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "target mIoU" in result.output
     assert list((tmp_path / "demo" / "predictions").glob("*.mask.tif"))
-    assert (tmp_path / "demo" / "run" / "run.json").is_file()
+    manifest = json.loads((tmp_path / "demo" / "run" / "run.json").read_text())
+    # The demo shows adaptation: the unlabeled target folder takes part in training.
+    assert manifest["mode"] == "source+target"
+    assert manifest["adaptation"]["target"] == str((tmp_path / "demo" / "data" / "target").resolve())
+    assert "labeled source + unlabeled target" in result.output

@@ -20,6 +20,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed", help="Seed for the scenes and training.")] = 0,
         device: DeviceOpt = "auto",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing demo folder.")] = False,
+        source_only: Annotated[
+            bool, typer.Option("--source-only", help="Train on the labeled source alone (no adaptation to the target): shows what the shift costs.")
+        ] = False,
     ) -> None:
         """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
         from cegate_cli.commands.train_progress import RichTrainReporter
@@ -29,7 +32,7 @@ def register(app: typer.Typer) -> None:
         reporter = RichTrainReporter()
         try:
             with make_progress() as progress:
-                result = run_demo(DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device), reporter, progress)
+                result = run_demo(DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only), reporter, progress)
         finally:
             reporter.finish()
         data, run = result.data, result.adapted
@@ -42,9 +45,16 @@ def register(app: typer.Typer) -> None:
         stdout.print(f"  masks and polygons      {folder / 'predictions'}  ({len(result.predictions.done)} scenes: *.mask.tif, *.geojson)")
         selected = ", ".join(f"{k}@{l}" for k, l in run.manifest.final_selection)
         stdout.print(f"modules selected by Fisher score: {selected}")
-        best = run.manifest.metrics.get("best_val_miou")
-        if best is not None:
-            stdout.print(f"source validation mIoU {best:.3f}; target mIoU {report.miou():.3f} (overall accuracy {report.overall_accuracy():.3f})")
+        metrics = run.manifest.metrics
+        source_val = metrics.get("best_val_miou")
+        if source_val is None:  # self-training keeps the last step, not the best
+            source_val = metrics.get("last_val_miou")
+        how = "labeled source only (--source-only)" if source_only else "labeled source + unlabeled target (self-training)"
+        stdout.print(f"trained on {how}")
+        scores = f"target mIoU {report.miou():.3f} (overall accuracy {report.overall_accuracy():.3f})"
+        stdout.print(f"source validation mIoU {source_val:.3f}; {scores}" if source_val is not None else scores)
+        if source_only:
+            stdout.print("without --source-only the demo also adapts to the unlabeled target scenes (adapt --target)")
         stdout.print(f"next: cegate inspect {run.run_dir}   (open the masks in QGIS: {folder / 'predictions'})")
 
 
