@@ -1,6 +1,11 @@
 """Benchmark quality: target-domain mIoU of Fisher gating against its baselines.
 
-    python benchmarks/bench_quality.py --seeds 0 1 2 --out docs/benchmarks.md --json benchmarks/results/quality.json
+    python benchmarks/bench_quality.py --seeds 0 1 2 3 4 --json quality.json          # every mode, unet head
+    python benchmarks/bench_quality.py --decoder linear --json quality_linear.json     # the same, linear head
+    python benchmarks/bench_quality.py --from-json quality.json --out docs/benchmarks.md
+
+(docs/benchmarks.md gives the exact commands behind its tables: about 75 minutes for the unet head
+and 30 for the linear head on 2 CPU cores.)
 
 For every seed, `make_demo_dataset` writes a labeled source domain, an unlabeled target folder and
 a labeled held-out target folder (another sensor, season and resolution; see
@@ -19,8 +24,10 @@ what trains differs (`TrainConfig.selection`, `AdaptOptions.kinds`):
   fisher_re   Fisher selection at step 0 and every steps/3
 
 Mode "source": the labeled source alone (the run keeps its best step on held-out SOURCE images).
-Mode "dacs": source + unlabeled target (DACS self-training; the run keeps its last step, since
-without target labels no step can be judged). Model selection never looks at target labels: the
+Mode "dacs": source + unlabeled target (DACS self-training, target statistics: what `adapt --target`
+does by default; the run keeps its last step, since without target labels no step can be judged).
+Mode "dacs_sstats": the same with `--target-norm source`, so self-training alone has to bridge the
+radiometric shift that target statistics otherwise absorb (more room for the modules to matter). Model selection never looks at target labels: the
 held-out target scenes are only mapped (with `predict_scene`, the product's whole-scene path) and
 scored once, after training.
 """
@@ -63,7 +70,13 @@ ROWS = (
     Row("fisher_re", "Fisher selection + reselection every steps/3 (cegate)", "fisher", reselect=True),
 )
 BY_KEY = {row.key: row for row in ROWS}
-MODES = ("source", "dacs")
+MODES = ("source", "dacs", "dacs_sstats")
+MODE_TITLES = {
+    "source": "Labeled source only",
+    "dacs": "Source + unlabeled target (DACS self-training, target statistics: the default)",
+    "dacs_sstats": "Source + unlabeled target (DACS self-training, source statistics: `--target-norm source`)",
+}
+PAIRED_WITH = "fisher"  # the paired column: each row minus Fisher-once on the same seed (same scenes, same crops)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,14 +89,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--select", default="0.25")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decoder", choices=("unet", "linear"), default="unet",
+                        help="segmentation head; a linear head cannot absorb the shift itself, so the backbone's modules must")
     parser.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], choices=[r.key for r in ROWS])
     parser.add_argument("--dacs-rows", nargs="*", default=["none", "all", "random", "fisher", "fisher_re"], choices=[r.key for r in ROWS],
-                        help="rows also run with the unlabeled target (DACS)")
+                        help="rows also run with the unlabeled target (DACS), in each DACS mode of --modes")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file for the table (its generated block is replaced)")
     parser.add_argument("--json", type=Path, default=None, help="also write every number as JSON")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="render the tables from an earlier --json file (e.g. a run cut off after some seeds) instead of training")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="render the tables from earlier --json files instead of training (e.g. a run cut off after some "
+                             "seeds, or runs of different --modes); their results are merged seed by seed and mode by mode")
     return parser.parse_args(argv)
 
 
@@ -120,17 +137,17 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
     from cegate_cli.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
     from cegate_cli.toolbox import ToolboxConfig
-    from cegate_cli.train.config import TrainConfig
+    from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
     root = work / f"seed{seed}"
     data = make_demo_dataset(root / "data", size=args.size, seed=seed)
     base = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=seed, select=args.select,
         warmup_steps=min(25, args.steps // 10), val_every=max(1, args.steps // 4), val_crops=8, save_every=args.steps,
-        fisher_samples=8, device="cpu",
+        fisher_samples=8, device="cpu", decoder=args.decoder,
     )
     results: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in MODES}
-    plan = [("source", key) for key in args.rows] + [("dacs", key) for key in args.dacs_rows]
+    plan = [(mode, key) for mode in args.modes for key in (args.rows if mode == "source" else args.dacs_rows)]
     for mode, key in plan:
         row = BY_KEY[key]
         train = replace(base, selection=row.selection, reselect_every=(args.steps // 3 if row.reselect else 0))
@@ -138,7 +155,8 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
         started = time.perf_counter()
         adapt(AdaptOptions(
             source=data.source_dir, out=run_dir, backbone="tiny", kinds=row.kinds, toolbox=ToolboxConfig(), train=train,
-            target=data.target_dir if mode == "dacs" else None, overwrite=True,
+            target=data.target_dir if mode != "source" else None, overwrite=True,
+            self_training=SelfTrainConfig(target_norm="source" if mode == "dacs_sstats" else "target"),
         ))
         seconds = time.perf_counter() - started
         scores = evaluate(run_dir, data.target_labels_dir, root / "maps" / mode / key)
@@ -152,29 +170,43 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
 
 
 def table(per_seed: dict[int, dict], mode: str, keys: list[str]) -> str:
+    """One markdown table. Besides mean ± std, each row gets its difference to Fisher-once on the
+    same seed: seeds change the scenes, and that shared part of the variance cancels in the pair."""
     seeds = sorted(per_seed)
     lines = [
         "| method | target mIoU, mean ± std | " + " | ".join(f"seed {s}" for s in seeds)
-        + " | source val mIoU (mean) | trained parameters | s per run |",
-        "|---|---|" + "---|" * len(seeds) + "---|---|---|",
+        + f" | minus Fisher once, paired | source val mIoU (mean) | trained parameters | s per run |",
+        "|---|---|" + "---|" * len(seeds) + "---|---|---|---|",
     ]
     for row in ROWS:
         if row.key not in keys:
             continue
-        got = [per_seed[s][mode][row.key] for s in seeds if row.key in per_seed[s][mode]]
+        got = [per_seed[s][mode][row.key] for s in seeds if row.key in per_seed[s].get(mode, {})]
         if not got:
             continue
         values = [g["target_miou"] for g in got]
         spread = f"{statistics.stdev(values):.3f}" if len(values) > 1 else "? (1 seed)"
-        by_seed = [f"{per_seed[s][mode][row.key]['target_miou']:.3f}" if row.key in per_seed[s][mode] else "–" for s in seeds]
+        by_seed = [f"{per_seed[s][mode][row.key]['target_miou']:.3f}" if row.key in per_seed[s].get(mode, {}) else "–" for s in seeds]
         params = sorted({g["trained_parameters"] for g in got})
         lines.append(
             f"| {row.label} | {statistics.mean(values):.3f} ± {spread} | " + " | ".join(by_seed)
-            + f" | {statistics.mean(g['source_val_miou'] for g in got):.3f} | "
+            + f" | {paired(per_seed, mode, row.key)} | {statistics.mean(g['source_val_miou'] for g in got):.3f} | "
             + "/".join(f"{p:,}" for p in params)
             + f" | {statistics.mean(g['seconds'] for g in got):.0f} |"
         )
     return "\n".join(lines)
+
+
+def paired(per_seed: dict[int, dict], mode: str, key: str) -> str:
+    """Mean ± std over seeds of (row - Fisher once); "–" for Fisher itself or when no seed has both."""
+    if key == PAIRED_WITH:
+        return "–"
+    both = [s for s in sorted(per_seed) if key in per_seed[s].get(mode, {}) and PAIRED_WITH in per_seed[s].get(mode, {})]
+    diffs = [per_seed[s][mode][key]["target_miou"] - per_seed[s][mode][PAIRED_WITH]["target_miou"] for s in both]
+    if not diffs:
+        return "–"
+    spread = f"{statistics.stdev(diffs):.3f}" if len(diffs) > 1 else "?"
+    return f"{statistics.mean(diffs):+.3f} ± {spread}"
 
 
 def machine(threads: int) -> str:
@@ -196,10 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     if args.from_json is not None:
-        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
-        per_seed = {int(seed): value for seed, value in saved["results"].items()}
+        settings: dict[str, str] = {}
+        per_seed, commands, minutes = merge_saved(args.from_json, settings)
+        for name in ("size", "steps", "crop", "batch_size", "lr", "select", "decoder", "threads"):
+            if name in settings:  # describe the runs as they were made, not as this command's defaults
+                setattr(args, name, type(getattr(args, name))(settings[name]))
         args.seeds = sorted(per_seed)
-        render(args, per_seed, saved.get("command", "(unknown)"), saved.get("minutes", float("nan")))
+        render(args, per_seed, "\n".join(commands), minutes)
         return
     command = "python benchmarks/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="cegate-bench-quality-") as scratch:
@@ -216,8 +251,26 @@ def main(argv: list[str] | None = None) -> None:
     render(args, per_seed, command, (time.perf_counter() - started) / 60)
 
 
+def merge_saved(paths: list[Path], settings: dict[str, str]) -> tuple[dict[int, dict], list[str], float]:
+    """Results of several --json files as one: a later file's run replaces an earlier one's for the
+    same seed, mode and row. `settings` receives the files' recorded arguments (as text)."""
+    per_seed: dict[int, dict] = {}
+    commands: list[str] = []
+    minutes = 0.0
+    for path in paths:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        settings.update(saved.get("args", {}))
+        commands.append(saved.get("command", f"(unknown command: {path})"))
+        minutes += float(saved.get("minutes", float("nan")))
+        for seed, modes in saved["results"].items():
+            for mode, rows in modes.items():
+                per_seed.setdefault(int(seed), {}).setdefault(mode, {}).update(rows)
+    return per_seed, commands, minutes
+
+
 def render(args: argparse.Namespace, per_seed: dict[int, dict], command: str, minutes: float) -> None:
-    tables = {"source": table(per_seed, "source", args.rows), "dacs": table(per_seed, "dacs", args.dacs_rows)}
+    tables = {mode: table(per_seed, mode, args.rows if mode == "source" else args.dacs_rows) for mode in args.modes}
+    tables = {mode: text for mode, text in tables.items() if text.count("\n") > 1}  # a mode nothing was measured in
     for mode, text in tables.items():
         print(f"\n{mode}\n{text}")
     if args.out is not None:
@@ -228,7 +281,8 @@ def write_report(path: Path, tables: dict[str, str], command: str, where: str, m
     """Replace the generated block of docs/benchmarks.md, keeping the hand-written text around it."""
     from cegate_cli.atomic import write_text_atomic
 
-    begin, end = "<!-- bench_quality:begin -->", "<!-- bench_quality:end -->"
+    name = "bench_quality" if args.decoder == "unet" else f"bench_quality_{args.decoder}"  # one generated block per head
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = "\n".join([
         begin,
         f"Measured {_dt.date.today().isoformat()} on {where}; {minutes:.0f} minutes in all.",
@@ -238,17 +292,11 @@ def write_report(path: Path, tables: dict[str, str], command: str, where: str, m
         "```",
         "",
         f"Demo scenes {args.size} px (6 labeled source, 4 unlabeled target, 4 held-out labeled target per seed); `tiny` "
-        f"backbone; {args.steps} steps, batch {args.batch_size}, crop {args.crop}, lr {args.lr}, select {args.select} "
+        f"backbone, {args.decoder} head; {args.steps} steps, batch {args.batch_size}, crop {args.crop}, lr {args.lr}, select {args.select} "
         f"(random and Fisher rows), seeds {' '.join(map(str, args.seeds))}. Trained parameters count the head and the trained "
         "modules (full fine-tuning: the head and the backbone); where reselection or seeds give different counts, all are listed.",
         "",
-        "### Labeled source only",
-        "",
-        tables["source"],
-        "",
-        "### Source + unlabeled target (DACS self-training)",
-        "",
-        tables["dacs"],
+        *[part for mode, text in tables.items() for part in (f"### {MODE_TITLES[mode]}", "", text, "")],
         end,
     ])
     old = path.read_text(encoding="utf-8") if path.exists() else ""
