@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cegate_cli.commands.console import stderr
@@ -13,21 +14,26 @@ if TYPE_CHECKING:
 
 
 class RichTrainReporter:
-    def __init__(self) -> None:
-        self.progress = Progress(
+    WIDE = 110
+    """Below this many columns (80 when stderr is a file or a CI log) the bar and the learning rate
+    are left out, so that the numbers that matter are never cut to "…"."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        console = console or stderr
+        wide = console.width >= self.WIDE
+        columns = [
             TextColumn("[bold]adapt"),
-            BarColumn(),
+            *([BarColumn(bar_width=min(40, console.width - 100))] if wide else []),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"),
-            TextColumn("lr {task.fields[lr]}"),
+            *([TextColumn("lr {task.fields[lr]}")] if wide else []),
             TextColumn("{task.fields[speed]}"),
             TextColumn("val mIoU {task.fields[miou]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            console=stderr,
-            transient=False,
-        )
+        ]
+        self.progress = Progress(*columns, console=console, transient=False)
         self.task = None
         self.started = False
 
@@ -39,7 +45,7 @@ class RichTrainReporter:
             self.message(f"resuming at step {first_step} of {total_steps}")
 
     def message(self, text: str) -> None:
-        (self.progress.console if self.started else stderr).print(text)
+        self.progress.console.print(text)
 
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.task is None:
