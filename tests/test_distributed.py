@@ -212,6 +212,31 @@ def test_resuming_a_two_rank_run_in_one_process_is_refused(two_ranks: TwoRankRun
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_two_rank_self_training_on_an_unlabeled_target(two_ranks: TwoRankRun, tmp_path: Path) -> None:
+    """`adapt SOURCE --target TARGET` under torchrun: the EMA teacher follows the synchronised
+    student on every rank, so the ranks keep selecting alike (Fisher on pooled source crops and
+    pseudo-labels), and rank 0 alone writes the run."""
+    target = tmp_path / "target" / "images"
+    target.mkdir(parents=True)
+    for scene in sorted((two_ranks.data / "images").glob("*.tif")):
+        (target / scene.name).write_bytes(scene.read_bytes())
+    log, run = tmp_path / "log", tmp_path / "run"
+    result = _torchrun(["-m", "cegate_cli", "adapt", str(two_ranks.data), "--target", str(target.parent), "-o", str(run), *ADAPT_FLAGS], tmp_path, log)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(run)
+    assert manifest.status == "complete" and manifest.mode == "source+target"
+    assert manifest.timing["processes"] == 2
+    assert manifest.adaptation["pseudo_labels"]  # the teacher labelled target crops
+    selections = [_events(log, rank, "selection") for rank in (0, 1)]
+    assert [s["step"] for s in selections[0]] == [0, 3]
+    assert [s["selected"] for s in selections[0]] == [s["selected"] for s in selections[1]]
+    assert [s["selected"] for s in selections[0]] == [[list(k) for k in s.selected] for s in manifest.selections]
+    assert sorted(e["call"] for e in _events(log, 0, "on_main")) == sorted(
+        ["prepare_run_dir", "write_manifest", "save_weights", "save_weights", "write_manifest"]
+    )
+    assert _events(log, 1, "on_main") == []
+
+
 def test_two_rank_predict_writes_each_of_four_scenes_once_and_a_failure_fails_every_rank(two_ranks: TwoRankRun, tmp_path: Path) -> None:
     scenes = tmp_path / "scenes"
     scenes.mkdir()
