@@ -25,7 +25,6 @@ self-training adds. Timings are CPU timings on a shared machine: noisy.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import platform
 import statistics
@@ -34,6 +33,8 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from report_block import measured_header, replace_block
 
 # Each adapted row is compared seed by seed with the source-only run under the same normalisation.
 BASELINE = {"dacs_sstats": "source", "from_sstats": "source", "dacs": "source_tstats", "from": "source_tstats", "oracle": "source_tstats"}
@@ -256,30 +257,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_report(path: Path, text: str, command: str, machine: str, minutes: float, args: argparse.Namespace) -> None:
     """Replace the generated block of docs/adaptation.md, keeping the hand-written text around it."""
-    from cegate_cli.atomic import write_text_atomic
-
-    begin, end = "<!-- bench_adaptation:begin -->", "<!-- bench_adaptation:end -->"
-    block = "\n".join([
-        begin,
-        f"Measured {_dt.date.today().isoformat()} on {machine}; {minutes:.0f} minutes in all.",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+    replace_block(path, "bench_adaptation", [
+        *measured_header(machine, minutes, command),
         f"Scenes {args.size} px; {args.n_source} labeled source, {args.n_target} unlabeled target and {args.n_eval} held-out "
         f"labeled target scenes per seed; `tiny` backbone; {args.steps} steps (the --from run: {args.from_steps} more), "
         f"batch {args.batch_size}, crop {args.crop}, select {args.select}, confidence {args.confidence}.",
         "",
         text,
-        end,
-    ])
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
-    else:
-        new = (old.rstrip() + "\n\n" if old else "# Domain adaptation\n\n") + block + "\n"
-    write_text_atomic(path, new)
+    ], "# Domain adaptation\n\n")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ scored once, after training.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import platform
 import statistics
@@ -47,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_adaptation import target_scores  # noqa: E402  (same scoring as the adaptation benchmark)
+from report_block import cpu_name, measured_header, replace_block  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,7 @@ def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
     )
     parameters = manifest.parameters
     trained = parameters["decoder"] + (parameters["backbone"] if manifest.training.selection == "full" else parameters["modules_trained"])
-    source_val = manifest.metrics.get("best_val_miou")
-    if source_val is None:
-        source_val = manifest.metrics.get("last_val_miou")
+    source_val = manifest.saved_val_miou
     return {
         "target_miou": scores["target_miou"],
         "source_val_miou": float(source_val) if source_val is not None else float("nan"),
@@ -210,15 +208,7 @@ def paired(per_seed: dict[int, dict], mode: str, key: str) -> str:
 
 
 def machine(threads: int) -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {threads} torch threads, CPU only, {platform.system()}"
+    return f"{cpu_name()}, {threads} torch threads, CPU only, {platform.system()}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,32 +269,16 @@ def render(args: argparse.Namespace, per_seed: dict[int, dict], command: str, mi
 
 def write_report(path: Path, tables: dict[str, str], command: str, where: str, minutes: float, args: argparse.Namespace) -> None:
     """Replace the generated block of docs/benchmarks.md, keeping the hand-written text around it."""
-    from cegate_cli.atomic import write_text_atomic
-
     name = "bench_quality" if args.decoder == "unet" else f"bench_quality_{args.decoder}"  # one generated block per head
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    block = "\n".join([
-        begin,
-        f"Measured {_dt.date.today().isoformat()} on {where}; {minutes:.0f} minutes in all.",
-        "",
-        "```",
-        command,
-        "```",
-        "",
+    replace_block(path, name, [
+        *measured_header(where, minutes, command),
         f"Demo scenes {args.size} px (6 labeled source, 4 unlabeled target, 4 held-out labeled target per seed); `tiny` "
         f"backbone, {args.decoder} head; {args.steps} steps, batch {args.batch_size}, crop {args.crop}, lr {args.lr}, select {args.select} "
         f"(random and Fisher rows), seeds {' '.join(map(str, args.seeds))}. Trained parameters count the head and the trained "
         "modules (full fine-tuning: the head and the backbone); where reselection or seeds give different counts, all are listed.",
         "",
         *[part for mode, text in tables.items() for part in (f"### {MODE_TITLES[mode]}", "", text, "")],
-        end,
-    ])
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
-    else:
-        new = (old.rstrip() + "\n\n" if old else "# Benchmarks\n\n## Quality\n\n") + block + "\n"
-    write_text_atomic(path, new)
+    ], "# Benchmarks\n\n## Quality\n\n")
 
 
 if __name__ == "__main__":

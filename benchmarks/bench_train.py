@@ -43,6 +43,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from report_block import cpu_name
+
 CONFIGS = ("full", "all", "fisher", "top-half")
 MODELS = ("tiny", "vit-small")
 REPO = Path(__file__).resolve().parent.parent
@@ -337,18 +339,10 @@ def worker_main(spec: str) -> None:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
     import torch
 
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

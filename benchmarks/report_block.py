@@ -1,0 +1,50 @@
+"""What the benchmark scripts share when they write their figures into docs/.
+
+Each script owns one generated block of a markdown page, between `<!-- NAME:begin -->` and
+`<!-- NAME:end -->`; the hand-written text around it (what the figures mean, where cegate loses)
+must survive every rerun, so only the block is replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux; `platform` says only "x86_64" there)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def measured_header(machine: str, minutes: float, command: str) -> list[str]:
+    """The lines every generated block starts with: date, machine, duration, the exact command."""
+    return [
+        f"Measured {_dt.date.today().isoformat()} on {machine}; {minutes:.0f} minutes in all.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+
+
+def replace_block(path: Path, name: str, lines: list[str], new_page_heading: str) -> None:
+    """Write `lines` as the block NAME of `path` (appended, or a new page, if it has none yet)."""
+    from cegate_cli.atomic import write_text_atomic
+
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = "\n".join([begin, *lines, end])
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
+    else:
+        new = (old.rstrip() + "\n\n" if old else new_page_heading) + block + "\n"
+    write_text_atomic(path, new)
