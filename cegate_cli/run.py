@@ -72,6 +72,13 @@ class RunManifest:
     def final_selection(self) -> list[ModuleKey]:
         return self.selections[-1].selected if self.selections else []
 
+    @property
+    def saved_val_miou(self) -> float | None:
+        """Validation mIoU of the weights in adapter.safetensors: the best step's, or the last
+        step's where the run keeps its last step (self-training has no best step)."""
+        best = self.metrics.get("best_val_miou")
+        return best if best is not None else self.metrics.get("last_val_miou")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": RUN_FORMAT,

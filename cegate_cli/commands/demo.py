@@ -45,10 +45,7 @@ def register(app: typer.Typer) -> None:
         stdout.print(f"  masks and polygons      {folder / 'predictions'}  ({len(result.predictions.done)} scenes: *.mask.tif, *.geojson)")
         selected = ", ".join(f"{k}@{l}" for k, l in run.manifest.final_selection)
         stdout.print(f"modules selected by Fisher score: {selected}")
-        metrics = run.manifest.metrics
-        source_val = metrics.get("best_val_miou")
-        if source_val is None:  # self-training keeps the last step, not the best
-            source_val = metrics.get("last_val_miou")
+        source_val = run.manifest.saved_val_miou
         how = "labeled source only (--source-only)" if source_only else "labeled source + unlabeled target (self-training)"
         stdout.print(f"trained on {how}")
         scores = f"target mIoU {report.miou():.3f} (overall accuracy {report.overall_accuracy():.3f})"
