@@ -29,6 +29,9 @@ from cegate_cli.run import read_manifest
 from data_rasters import write_tif
 
 STEPS, BATCH, FISHER = 6, 2, 3
+RUN_WRITES = sorted(["prepare_run_dir", "write_manifest", "save_weights", "save_weights", "write_manifest"])
+"""What rank 0 writes to a run folder, each exactly once: the folder, run.json at the start and the
+end, best and last weights."""
 ADAPT_FLAGS = [
     "--backbone", "tiny", "--steps", str(STEPS), "--batch-size", str(BATCH), "--crop", "32", "--fisher-samples", str(FISHER),
     "--select", "4", "--reselect-every", "3", "--val-every", "3", "--lr", "2e-3", "--seed", "3", "--device", "cpu",
@@ -103,7 +106,7 @@ def test_two_rank_adapt_writes_the_run_once_and_both_ranks_select_alike(two_rank
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
     # Only rank 0 touched the run folder: each of its writes once, rank 1 none.
     writes = [e["call"] for e in _events(log, 0, "on_main")]
-    assert sorted(writes) == sorted(["prepare_run_dir", "write_manifest", "save_weights", "save_weights", "write_manifest"])
+    assert sorted(writes) == RUN_WRITES
     assert _events(log, 1, "on_main") == []
     # The same selections, from the same pooled scores, on both ranks (step 0 and the reselection at 3).
     selections = [_events(log, rank, "selection") for rank in (0, 1)]
@@ -231,9 +234,7 @@ def test_two_rank_self_training_on_an_unlabeled_target(two_ranks: TwoRankRun, tm
     assert [s["step"] for s in selections[0]] == [0, 3]
     assert [s["selected"] for s in selections[0]] == [s["selected"] for s in selections[1]]
     assert [s["selected"] for s in selections[0]] == [[list(k) for k in s.selected] for s in manifest.selections]
-    assert sorted(e["call"] for e in _events(log, 0, "on_main")) == sorted(
-        ["prepare_run_dir", "write_manifest", "save_weights", "save_weights", "write_manifest"]
-    )
+    assert sorted(e["call"] for e in _events(log, 0, "on_main")) == RUN_WRITES
     assert _events(log, 1, "on_main") == []
 
 
