@@ -85,12 +85,8 @@ def load_run(
 
 
 def apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dict[str, torch.Tensor], where: Path) -> None:
-    proj = model.backbone.vit.patch_embed.proj
     try:
-        with torch.no_grad():
-            proj.weight.copy_(state["patch_embed.weight"])
-            if proj.bias is not None:
-                proj.bias.copy_(state["patch_embed.bias"])
+        model.backbone.load_band_embedding_state(state)
         model.decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")})
         toolbox.load_state(state)
         backbone_state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}

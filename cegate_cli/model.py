@@ -14,6 +14,7 @@ from torch import nn
 
 from cegate_cli.backbone.band_adapt import BandMapping, adapt_vit_bands
 from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.decoder import build_decoder
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
@@ -22,7 +23,7 @@ from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 class SegmentationModel(nn.Module):
     """images (B, C, H, W), normalised -> logits (B, K, H, W)."""
 
-    def __init__(self, backbone: Backbone, decoder: nn.Module) -> None:
+    def __init__(self, backbone: BlockBackbone, decoder: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
@@ -31,12 +32,8 @@ class SegmentationModel(nn.Module):
         return self.decoder(self.backbone(images), images)
 
     def patch_embed_state(self) -> dict[str, torch.Tensor]:
-        """The band-adapted patch embedding: derived from the Hub weights, saved so runs are self-contained."""
-        proj = self.backbone.vit.patch_embed.proj
-        state = {"patch_embed.weight": proj.weight.detach()}
-        if proj.bias is not None:
-            state["patch_embed.bias"] = proj.bias.detach()
-        return state
+        """Embedding weights fitted to the run's bands (see `BlockBackbone.band_embedding_state`)."""
+        return self.backbone.band_embedding_state()
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import timm
 from timm.layers import resample_abs_pos_embed
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
 from cegate_cli.backbone.pretrained import PretrainedViT
@@ -76,9 +77,9 @@ def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:
             )
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"timm cannot build {architecture!r} with the model_args in '{config_path}': {exc}") from None
-    if not isinstance(vit, VisionTransformer):
+    if not isinstance(vit, (VisionTransformer, Eva)):
         raise InputError(
-            f"'{config_path}' describes a {type(vit).__name__}; cegate adapts timm VisionTransformer models only"
+            f"'{config_path}' describes a {type(vit).__name__}; cegate adapts timm VisionTransformer and Eva models"
         )
     state = _drop_classifier(read_weights(weights_path), pretrained_cfg)
     _fit_pos_embed(state, vit)
