@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from cegate_cli import distributed
+from cegate_cli.backbone.galileo_backbone import (
+    DEFAULT_PATCH_SIZE,
+    GalileoBackbone,
+    GalileoInputs,
+    GalileoOptions,
+    plan_groups,
+    resolve_galileo_inputs,
+)
 from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone.pretrained import PretrainedGalileo
 from cegate_cli.bands import bands_for_images
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, discover_labeled
@@ -75,6 +84,8 @@ class AdaptOptions:
     from_run: Path | None = None
     """A finished run to continue on `target` (backbone, bands, classes, toolbox come from it)."""
     self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    galileo: GalileoOptions = field(default_factory=GalileoOptions)
+    """How Galileo backbones are fed (patch size, month, normalisation); ignored by ViTs."""
 
     @property
     def mode(self) -> str:
@@ -143,13 +154,28 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     _check_resumed_mode(run_dir, options, mode)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
-    patch = int(pretrained.vit.patch_embed.patch_size[0])
+    is_galileo = isinstance(pretrained, PretrainedGalileo)
+    if is_galileo:
+        options.galileo.check()
+        plan_groups(choice.names)  # bands that fill no Galileo group: say so before reading any pixel
+        patch = options.galileo.patch_size or DEFAULT_PATCH_SIZE
+    else:
+        patch = int(pretrained.vit.patch_embed.patch_size[0])
     _check_crop(config.crop, patch)
 
     stats = compute_band_stats(
         [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
     )
-    built = build_model(pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed)
+    galileo_inputs = None
+    if is_galileo:
+        galileo_inputs, stats, galileo_warnings = resolve_galileo_inputs(options.galileo, [p.image for p in train_pairs], stats, pretrained.normalization)
+        for warning in galileo_warnings:
+            warnings.append(warning)
+            reporter.message(f"warning: {warning}")
+    built = build_model(
+        pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
+        normalization=stats, galileo=galileo_inputs,
+    )
     device = resolve_device(config.device)
     sampler = CropSampler(train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment)
     validation = []
@@ -175,6 +201,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "embed_dim": built.model.backbone.embed_dim,
             "depth": built.model.backbone.depth,
             "parameters": backbone_params,
+            **({"galileo": _galileo_section(built.model, galileo_inputs)} if galileo_inputs is not None else {}),
         },
         bands=choice,
         normalization=stats,
@@ -200,7 +227,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_path(run_dir), reporter)
     else:
         self_config = options.self_training
-        tstats = target_stats(target, choice, config.seed) if self_config.target_norm == "target" else stats
+        own_stats = self_config.target_norm == "target" and (galileo_inputs is None or galileo_inputs.normalize == "data")
+        tstats = target_stats(target, choice, config.seed) if own_stats else stats
         manifest.normalization = tstats  # predict maps target scenes: it must normalise them as training did
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
@@ -275,6 +303,13 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         target_sampler.close()
     _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, [])
+
+
+def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[str, object]:
+    """run.json's record of how Galileo was fed: which groups the bands filled, patch, gsd, month."""
+    backbone = model.backbone
+    assert isinstance(backbone, GalileoBackbone)
+    return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
 
 
 def _check_crop(crop: int, patch: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cegate_cli.backbone.galileo_backbone import GalileoInputs
 from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.errors import RunFolderError
 from cegate_cli.hub import BackboneSource, resolve_backbone
@@ -73,6 +74,8 @@ def load_run(
         manifest.toolbox,
         decoder=manifest.training.decoder,
         seed=manifest.training.seed,
+        normalization=manifest.normalization,
+        galileo=GalileoInputs.from_dict(manifest.backbone["galileo"]) if "galileo" in manifest.backbone else None,
     )
     state = load_weights(run_dir / (ADAPTER_BEST if weights == "best" else ADAPTER_LAST))
     apply_trained_weights(built.model, built.toolbox, state, run_dir)

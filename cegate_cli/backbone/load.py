@@ -23,7 +23,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.pretrained import Pretrained, PretrainedGalileo, PretrainedViT
 from cegate_cli.errors import InputError
 from cegate_cli.hub import BackboneSource, read_backbone_config
 
@@ -32,8 +32,10 @@ _BAND_KEYS = ("band_names", "bands")
 _SHOWN_KEYS_PER_GROUP = 4
 
 
-def load_pretrained_vit(source: BackboneSource) -> PretrainedViT:
-    """Build the backbone `source` describes, with its weights loaded."""
+def load_pretrained_vit(source: BackboneSource) -> Pretrained:
+    """Build the backbone `source` describes, with its weights loaded (a timm ViT, or Galileo)."""
+    if source.kind == "galileo":
+        return load_pretrained_galileo(source)
     if source.kind == "embedded":
         from cegate_cli.backbone.tiny import build_tiny_vit
 
@@ -50,6 +52,21 @@ def load_pretrained_vit(source: BackboneSource) -> PretrainedViT:
             str(source.weights_path),
         )
     return load_timm_vit(source.config_path, source.weights_path)
+
+
+def load_pretrained_galileo(source: BackboneSource) -> PretrainedGalileo:
+    """Galileo from its config and weights; the pretraining statistics ship with cegate."""
+    from cegate_cli.backbone.galileo import GALILEO_NANO_CONFIG, PretrainedNormalization, load_galileo
+
+    if source.config_path is None or source.weights_path is None:
+        raise InputError(f"backbone '{source.spec}' has no config or weights file recorded; resolve it again")
+    encoder = load_galileo(source.weights_path, source.config_path)
+    size = GALILEO_SIZES.get((encoder.embed_dim, encoder.depth), f"{encoder.embed_dim}x{encoder.depth}")
+    return PretrainedGalileo(encoder.eval(), PretrainedNormalization.from_json(GALILEO_NANO_CONFIG), f"galileo-{size}")
+
+
+GALILEO_SIZES = {(128, 4): "nano", (192, 12): "tiny", (768, 12): "base"}
+"""(embedding, depth) -> the authors' size name."""
 
 
 def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:
