@@ -157,7 +157,7 @@ def _fit_pos_embed(state: dict[str, torch.Tensor], vit: VisionTransformer) -> No
     )
 
 
-def load_state_strict(vit: VisionTransformer, state: dict[str, torch.Tensor], weights_path: Path | str, architecture: str) -> None:
+def load_state_strict(vit: torch.nn.Module, state: dict[str, torch.Tensor], weights_path: Path | str, architecture: str) -> None:
     """Load all of `state` into `vit` or raise an InputError naming the keys that differ."""
     own = vit.state_dict()
     groups = {
