@@ -18,7 +18,8 @@ from cegate_cli.errors import InputError
 
 
 _BACKBONE_HELP = (
-    "Backbone: hf-hub:ORG/NAME (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, prithvi-eo-2-300m|600m, tiny). "
+    "Backbone: hf-hub:ORG/NAME[/FOLDER] (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
+    "prithvi-eo-2-300m|600m, galileo-nano (embedded)|tiny|base, tiny). "
     "Not with --from."
 )
 
@@ -77,12 +78,22 @@ def register(app: typer.Typer) -> None:
         lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
         augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
         save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = 50,
+        patch_size: Annotated[
+            Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default="8")
+        ] = None,
+        month: Annotated[
+            Optional[int], typer.Option("--month", help="Galileo: month of the imagery, 1-12 (default: from the files' date tags, else 7).", show_default=False)
+        ] = None,
+        normalize: Annotated[
+            str, typer.Option("--normalize", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).")
+        ] = "auto",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
     ) -> None:
         """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
         folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
         from cegate_cli.adapt import AdaptOptions, adapt
+        from cegate_cli.backbone.galileo_backbone import GalileoOptions
         from cegate_cli.commands.train_progress import RichTrainReporter
         from cegate_cli.distributed import is_main
         from cegate_cli.toolbox import ToolboxConfig, parse_kinds
@@ -116,6 +127,7 @@ def register(app: typer.Typer) -> None:
             toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
             overwrite=overwrite, resume=resume, target=target, from_run=from_run,
             self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50)),
+            galileo=GalileoOptions(patch_size=patch_size, month=None if month is None else month - 1, normalize=normalize),
         )
         reporter = RichTrainReporter()
         try:
