@@ -141,10 +141,11 @@ def prepare(setting: str, seed: int, args: argparse.Namespace, work: Path) -> Do
     train, test = args.data / "train", args.data / "test"
     subset = "all" if args.max_tiles is None else f"first{args.max_tiles}"  # one folder per subset: no stale links
     source = view(train, args.max_tiles, work / "naip" / subset / "train")
-    counts = {"train_tiles": len(first_tiles(train, args.max_tiles)), "test_tiles": len(first_tiles(test, args.max_tiles))}
+    counts = {"train_tiles": len(first_tiles(train, args.max_tiles)), "test_tiles": len(first_tiles(test, args.max_tiles)),
+              "bands": list(band_names(train))}
     if setting == "naip":
         return Domains(source, view(test, args.max_tiles, work / "naip" / subset / "test"), data=counts)
-    shift, bands = naip_shift(args)
+    shift = Shift.draw(args.shift_seed, len(counts["bands"]))
     root = work / "naip-shift" / f"shift{shift.seed}-{subset}"
     masks = lambda folder: {p: folder / "masks" / p.name for p in first_tiles(folder, args.max_tiles)}  # noqa: E731
     shifted_test = shift_folder(first_tiles(test, args.max_tiles), masks(test), root / "test", shift, test / "classes.yaml")
@@ -155,15 +156,14 @@ def prepare(setting: str, seed: int, args: argparse.Namespace, work: Path) -> Do
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
             link.symlink_to(image.resolve())
-    return Domains(source, shifted_test, target, reference, {**counts, "shift": shift.to_dict(), "shift_text": shift.describe(bands)})
+    return Domains(source, shifted_test, target, reference, {**counts, "shift": shift.to_dict()})
 
 
-def naip_shift(args: argparse.Namespace) -> tuple[Shift, tuple[str, ...]]:
-    """The shift of --shift-seed and the band names it is drawn for (from the first train tile)."""
+def band_names(folder: Path) -> tuple[str, ...]:
+    """The bands every row reads (all of them, as `adapt` without --bands), named as on the first tile."""
     from cegate_cli.bands import resolve_bands
 
-    bands = resolve_bands(None, first_tiles(args.data / "train", 1)[0]).names
-    return Shift.draw(args.shift_seed, len(bands)), bands
+    return resolve_bands(None, first_tiles(folder, 1)[0]).names
 
 
 # --------------------------------------------------------------------------- baselines

@@ -65,13 +65,18 @@ class Shift:
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Shift:
+        """Back from `to_dict` (JSON turns the tuples into lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # type: ignore[arg-type]
+
     def describe(self, band_names: tuple[str, ...]) -> str:
         """One line for the docs: the drawn values band by band."""
         per_band = ", ".join(
             f"{name} gain {g:.3f} gamma {y:.3f} offset {o:+.1f}" for name, g, y, o in zip(band_names, self.gain, self.gamma, self.offset)
         )
         return (
-            f"shift seed {self.seed}: blur sigma {self.blur_sigma:g} source px, {self.scale}x{self.scale} area resampling, "
+            f"seed {self.seed}; blur sigma {self.blur_sigma:g} source px, {self.scale}x{self.scale} area resampling, "
             f"noise {self.noise:g} DN; {per_band}"
         )
 

@@ -15,6 +15,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
+from real_shift import Shift
 from report_block import measured_header
 
 RULE_ORDER = ("none", "full", "all", "random", "fisher")
@@ -149,7 +150,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 def describe(first: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """The lines above a table: data, training settings, seeds, and whether all rows saw the same pixels."""
     data = first["data"]
-    parts = [", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data.items() if k not in ("shift", "shift_text"))]
+    parts = [", ".join(f"{k.replace('_', ' ')} {' '.join(v) if isinstance(v, list) else v}" for k, v in data.items() if k != "shift")]
     if first["train"]:
         t = first["train"]
         parts.append(f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, select {t['select']}")
@@ -157,8 +158,8 @@ def describe(first: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     pixels = sorted({e["pixels"] for e in rows})
     scored = f"{pixels[0]:,} test pixels scored per row" if len(pixels) == 1 else f"WARNING: rows scored different pixel counts {pixels}"
     lines = ["; ".join(parts) + f"; {scored}."]
-    if "shift_text" in data:
-        lines.append(f"Shift: {data['shift_text']}.")
+    if "shift" in data:
+        lines.append(f"Shift: {Shift.from_dict(data['shift']).describe(tuple(data['bands']))}.")
     return lines
 
 
