@@ -256,8 +256,9 @@ def to_source_units(source: Path, target: Path, seed: int) -> Callable[[np.ndarr
     from cegate_cli.data.stats import compute_band_stats
     from cegate_cli.train.target_data import discover_target, target_stats
 
-    choice, indexes = bands_for_images(None, list(discover_labeled(source).images))
-    src = compute_band_stats(list(discover_labeled(source).images), list(indexes), choice.names, seed=seed)
+    images = list(discover_labeled(source).images)
+    choice, indexes = bands_for_images(None, images)
+    src = compute_band_stats(images, list(indexes), choice.names, seed=seed)
     tgt = target_stats(discover_target(target, choice), choice, seed)
     scale = np.asarray(src.std) / np.asarray(tgt.std)
     return lambda x: (x - np.asarray(tgt.mean)) * scale + np.asarray(src.mean)
@@ -381,6 +382,19 @@ def machine(args: argparse.Namespace) -> str:
     return f"{cpu_name()} ({os.cpu_count()} CPUs visible), {args.threads} torch threads, device {args.device}, {platform.system()}"
 
 
+def check_backbones(specs: list[str]) -> None:
+    """Resolve every backbone before the first run, so a misspelt or unreachable spec fails in
+    seconds instead of after the baselines and the runs of the other backbones."""
+    from cegate_cli.errors import InputError
+    from cegate_cli.hub import resolve_backbone
+
+    for spec in specs:
+        try:
+            resolve_backbone(spec)
+        except InputError as exc:
+            raise SystemExit(f"--backbone {spec}: {exc}") from exc
+
+
 def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Run every setting x seed x row; the JSON is rewritten after each run so a cut-off run keeps its numbers."""
     started, clock = _dt.datetime.now().isoformat(timespec="minutes"), time.perf_counter()
@@ -397,6 +411,7 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
             write_text_atomic(args.json, json.dumps(saved, indent=1))
 
+    check_backbones(args.backbone)
     with tempfile.TemporaryDirectory(prefix="cegate-bench-real-") as scratch:
         work = args.work or Path(scratch)
         for setting in args.settings:
