@@ -46,6 +46,7 @@ from real_table import MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
 from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
+from cegate_cli.train.losses import LOSSES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("naip", "naip-shift", "synthetic")
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="task loss of the cegate rows")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu", help="training and prediction device (cpu, cuda, auto)")
@@ -325,7 +327,7 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
     return replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed,
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss,
         device=args.device, decoder=decoder, selection=rule, save_every=args.steps,
         warmup_steps=min(TrainConfig.warmup_steps, args.steps // 10),
     )
@@ -366,7 +368,7 @@ def record(
         "setting": setting, "row": row, "seed": seed, "data": domains.data,
         "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
         "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
-        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select}
+        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss}
                   if run and args else None),
         "miou": scores["miou"], "accuracy": scores["overall_accuracy"], "pixels": scores["pixels"],
         "iou": {c["name"]: c["iou"] for c in scores["classes"]},

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cegate_cli import distributed
 from cegate_cli.backbone.galileo_backbone import (
@@ -51,6 +52,7 @@ from cegate_cli.run import (
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
+from cegate_cli.train.losses import LOSSES, balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
@@ -116,6 +118,8 @@ def check_options(options: AdaptOptions) -> str:
         raise InputError("give a labeled SOURCE folder, or --from RUN --target TARGET to continue a run on unlabeled images")
     if options.target is not None:
         options.self_training.check()
+    if options.train.loss not in LOSSES:
+        raise InputError(f"--loss {options.train.loss!r}: choose {', '.join(LOSSES)}")
     return options.mode
 
 
@@ -216,11 +220,14 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "train_images": [str(p.image) for p in train_pairs],
             "val_images": [str(p.image) for p in val_pairs],
             "warnings": warnings,
+            "label_pixels": {str(k): int(v) for k, v in sorted(folder.label_counts.items())},
+            "class_weights": (None if (weights := _class_weights(config, folder.label_counts, table.num_classes)) is None
+                              else [round(float(w), 4) for w in weights]),
         },
     )
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
-        keep_best=target is None,
+        class_weights=_class_weights(config, folder.label_counts, table.num_classes), keep_best=target is None,
     )
     target_sampler = None
     if target is None:
@@ -303,6 +310,13 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         target_sampler.close()
     _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, [])
+
+
+def _class_weights(config: TrainConfig, label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:
+    """Per-class loss weights from the labeled folder's class shares, for the balanced losses."""
+    if config.loss == "ce":
+        return None
+    return balanced_class_weights(label_counts, num_classes)
 
 
 def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[str, object]:

@@ -65,6 +65,10 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--selection", help="fisher (the method), or a baseline: random (same count), all, none (head only), full (whole backbone)."),
         ] = "fisher",
+        loss: Annotated[
+            str,
+            typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
+        ] = "ce",
         fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
         steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
@@ -118,7 +122,7 @@ def register(app: typer.Typer) -> None:
         train = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
             val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
-            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection,
+            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection, loss=loss,
             save_every=max(1, min(save_every, steps)), warmup_steps=min(25, max(0, steps // 10)),
         )
         options = AdaptOptions(

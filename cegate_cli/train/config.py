@@ -27,6 +27,9 @@ class TrainConfig:
     reselect_every: int = 0
     fisher_samples: int = 16
     augment: bool = True
+    loss: str = "ce"
+    """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
+    "balanced+dice"."""
     selection: str = "fisher"
     """Which modules train: "fisher" (the method: top `select` by Fisher score). The others are
     baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
@@ -48,6 +51,8 @@ class TrainConfig:
         data.pop("save_every")  # how often state is written never changes the weights
         if data["selection"] == "fisher":
             data.pop("selection")  # the default: states written before the option existed still resume
+        if data["loss"] == "ce":
+            data.pop("loss")  # likewise
         return data
 
 

@@ -135,7 +135,7 @@ class SelfTrainer(SupervisedTrainer):
                 logits = self.model(images)
             # Confident pixels count, averaged over all valid pixels (FixMatch): a batch the
             # teacher is unsure about moves the student little.
-            return masked_cross_entropy(logits, labels, self.ignore, pixel_weight=weight)
+            return masked_cross_entropy(logits, labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
 
         source = self.target.source.sample(step, config.batch_size, config.seed, self.inputs.rank)
         source_images, source_labels = source.images.to(device), source.masks.to(device)
@@ -148,8 +148,8 @@ class SelfTrainer(SupervisedTrainer):
         with self._autocast():
             logits = self.model(torch.cat((source_images, images)))  # one pass: GroupNorm heads keep samples independent
         batch = source_images.shape[0]
-        source_loss = masked_cross_entropy(logits[:batch], source_labels, self.ignore)
-        return source_loss + masked_cross_entropy(logits[batch:], labels, self.ignore, pixel_weight=weight)
+        source_loss = self.task_loss(logits[:batch], source_labels)
+        return source_loss + masked_cross_entropy(logits[batch:], labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
 
     def after_optimizer_step(self, step: int) -> None:
         self.teacher.update(step)

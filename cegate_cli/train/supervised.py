@@ -26,7 +26,7 @@ from cegate_cli.model import SegmentationModel
 from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.gating import apply_selection
-from cegate_cli.train.losses import masked_cross_entropy
+from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
     build_adamw,
     optimizer_state_by_name,
@@ -52,6 +52,8 @@ class TrainInputs:
     select_count: int
     kinds: tuple[str, ...] = KINDS
     rank: int = 0
+    class_weights: torch.Tensor | None = None
+    """(K,) per-class loss weights for the "balanced" losses (from the labels' class shares)."""
     keep_best: bool = True
     """Keep the weights of the best validation step. Off when validation cannot measure what the
     run is for (self-training: validation is on the source, the run is for the target)."""
@@ -168,7 +170,7 @@ class SupervisedTrainer:
                 self.model,
                 self.toolbox,
                 zip(images, masks),
-                lambda logits, target: masked_cross_entropy(logits, target, ignore),
+                lambda logits, target: segmentation_loss(logits, target, ignore, self.config.loss, self.inputs.class_weights),
                 keys=self.fisher_keys(),
             )
         scores = self.reduce_scores(scores)
@@ -283,7 +285,11 @@ class SupervisedTrainer:
         masks = batch.masks.to(self.inputs.device, non_blocking=True)
         with self._autocast():
             logits = self.model(images)
-        return masked_cross_entropy(logits, masks, self.inputs.class_table.ignore_index)
+        return self.task_loss(logits, masks)
+
+    def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The run's loss on labeled pixels (`TrainConfig.loss`), for training and Fisher scoring alike."""
+        return segmentation_loss(logits, target, self.inputs.class_table.ignore_index, self.config.loss, self.inputs.class_weights)
 
     def after_optimizer_step(self, step: int) -> None:
         """Called after every optimizer step (self-training updates its teacher here)."""
