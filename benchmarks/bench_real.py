@@ -46,6 +46,8 @@ from real_table import MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
 from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
+from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
+from cegate_cli.train.config import SelfTrainConfig  # noqa: E402
 from cegate_cli.train.losses import LOSSES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="task loss of the cegate rows")
+    parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
+    parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu", help="training and prediction device (cpu, cuda, auto)")
@@ -342,7 +346,8 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
         train=train_config(args, seed, run.decoder, run.rule), target=domains.target if run.mode == "self-training" else None,
-        overwrite=True,
+        overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
+        galileo=GalileoOptions(patch_size=args.patch_size),
     ))
     trained = time.perf_counter() - started
     started = time.perf_counter()
@@ -368,7 +373,9 @@ def record(
         "setting": setting, "row": row, "seed": seed, "data": domains.data,
         "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
         "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
-        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss}
+        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss,
+                   **({"prior_alignment": True} if args.prior_alignment else {}),
+                   **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),
         "miou": scores["miou"], "accuracy": scores["overall_accuracy"], "pixels": scores["pixels"],
         "iou": {c["name"]: c["iou"] for c in scores["classes"]},

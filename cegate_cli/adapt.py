@@ -240,7 +240,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
-        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_path(run_dir), reporter)
+        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=_class_prior(folder.label_counts, table.num_classes)), state_path(run_dir), reporter)
     if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
         distributed.on_main(write_manifest, run_dir, manifest)
     try:
@@ -303,13 +303,20 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         distributed.on_main(write_manifest, run_dir, manifest)
     device = resolve_device(config.device)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
-    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_path(run_dir), reporter)
+    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=_class_prior(
+        {int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)), state_path(run_dir), reporter)
     try:
         outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
     finally:
         target_sampler.close()
     _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, [])
+
+
+def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:
+    """Class shares of the source labels (None when unknown, e.g. runs from older versions)."""
+    counts = torch.tensor([float(label_counts.get(c, 0)) for c in range(num_classes)])
+    return counts / counts.sum() if float(counts.sum()) > 0 else None
 
 
 def _class_weights(config: TrainConfig, label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:

@@ -46,6 +46,10 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option("--class-balance", help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off)."),
         ] = 0.5,
+        prior_alignment: Annotated[
+            bool,
+            typer.Option("--prior-alignment/--no-prior-alignment", help="Align the teacher's class shares to the source labels' (guards against collapse)."),
+        ] = False,
         ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = 0.99,
         target_norm: Annotated[
             str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
@@ -130,7 +134,7 @@ def register(app: typer.Typer) -> None:
             bands=bands, classes_file=classes, ignore_index=ignore_index, align=align, kinds=kinds,
             toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
             overwrite=overwrite, resume=resume, target=target, from_run=from_run,
-            self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50)),
+            self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50), prior_alignment=prior_alignment),
             galileo=GalileoOptions(patch_size=patch_size, month=None if month is None else month - 1, normalize=normalize),
         )
         reporter = RichTrainReporter()

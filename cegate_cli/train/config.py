@@ -91,6 +91,11 @@ class SelfTrainConfig:
     probability of a Gaussian blur."""
     stats_every: int = 10
     """Record pseudo-label statistics every N steps (run.json, `inspect`)."""
+    prior_alignment: bool = False
+    """Align the teacher's class shares to the source labels' before taking pseudo-labels
+    (train/pseudo.py `align_to_prior`): a guard against collapse onto the majority classes."""
+    drift_warning: float = 0.25
+    """Warn when the pseudo-labels' class shares are this far (total variation) from the source's."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

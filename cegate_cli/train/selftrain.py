@@ -34,7 +34,7 @@ from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import masked_cross_entropy
-from cegate_cli.train.pseudo import PseudoLabels, pseudo_label, pseudo_label_stats
+from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.strong_view import StrongAugment
 from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs
@@ -54,6 +54,9 @@ class TargetInputs:
     kept: tuple[ModuleKey, ...] = ()
     """Modules of the run being continued: they stay in the model and keep training, because
     dropping them would throw away what the source taught; Fisher adds the target's choice."""
+    prior: torch.Tensor | None = None
+    """(K,) class shares of the source labels: what pseudo-labels are compared (and, with
+    `prior_alignment`, aligned) to; None when unknown."""
 
     @property
     def mode(self) -> str:
@@ -73,6 +76,7 @@ class SelfTrainer(SupervisedTrainer):
             geometry=target.mode == "target", gain=c.strong_gain, offset=c.strong_offset, noise=c.strong_noise, blur_probability=c.strong_blur
         )
         self.pseudo_history: list[dict[str, Any]] = []
+        self._warned_drift = False
         self.ignore = inputs.class_table.ignore_index
         self.num_classes = inputs.class_table.num_classes
 
@@ -96,7 +100,8 @@ class SelfTrainer(SupervisedTrainer):
     def _teacher_labels(self, images: torch.Tensor, valid: torch.Tensor) -> PseudoLabels:
         with self._autocast():
             logits = self.teacher(images)
-        return pseudo_label(logits, valid, self.self_config.confidence, self.ignore, self.self_config.class_balance)
+        prior = self.target.prior if self.self_config.prior_alignment else None
+        return pseudo_label(logits, valid, self.self_config.confidence, self.ignore, self.self_config.class_balance, prior)
 
     def fisher_pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         config, device = self.config, self.inputs.device
@@ -157,7 +162,18 @@ class SelfTrainer(SupervisedTrainer):
     def _record(self, step: int, pseudo: PseudoLabels) -> None:
         every = self.self_config.stats_every
         if step % every == 0 or step == self.config.steps - 1:
-            self.pseudo_history.append(pseudo_label_stats(step, pseudo, self.num_classes))
+            stats = pseudo_label_stats(step, pseudo, self.num_classes)
+            prior = self.target.prior
+            if prior is not None:
+                stats["prior_distance"] = round(prior_distance(stats["class_share"], prior), 4)
+                if stats["prior_distance"] > self.self_config.drift_warning and not self._warned_drift:
+                    self._warned_drift = True
+                    shares = ", ".join(f"{c}: {s:.0%} (source {float(p):.0%})" for c, (s, p) in enumerate(zip(stats["class_share"], prior.tolist())))
+                    self.reporter.message(
+                        f"warning: at step {step} the pseudo-labels' class shares are far from the source's ({shares}); "
+                        "self-training may be collapsing onto a few classes. Check the map, or rerun with --prior-alignment"
+                    )
+            self.pseudo_history.append(stats)
 
     # -- resume state --------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
