@@ -31,7 +31,9 @@ class TrainConfig:
     """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice"."""
     selection: str = "fisher"
-    """Which modules train: "fisher" (the method: top `select` by Fisher score). The others are
+    """Which modules train: "fisher" (the method: top `select` by Fisher score); "fisher-cost" and
+    "fisher-block" (Fisher scores with a backward-cost budget, or ranked within each block; see
+    fisher.select_by_fisher_rule). The others are
     baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
     (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole backbone,
     patch embedding included, trains with the head; its run saves the backbone too)."""
@@ -56,7 +58,7 @@ class TrainConfig:
         return data
 
 
-SELECTIONS = ("fisher", "random", "all", "none", "full")
+SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "random", "all", "none", "full")
 
 TARGET_NORMS = ("target", "source")
 

@@ -20,7 +20,7 @@ import torch
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.distributed import world
-from cegate_cli.fisher import FisherScores, Selection, empirical_fisher, select_top
+from cegate_cli.fisher import FISHER_RULES, FisherScores, Selection, empirical_fisher, select_by_fisher_rule
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
@@ -160,7 +160,7 @@ class SupervisedTrainer:
         """Called after every (re)selection, once the trainable set is in place."""
 
     def select(self, step: int) -> Selection:
-        if self.config.selection != "fisher":
+        if self.config.selection not in FISHER_RULES:
             return self._select_by_rule(step)
         images, masks = self.fisher_pairs(step)
         ignore = self.inputs.class_table.ignore_index
@@ -176,9 +176,10 @@ class SupervisedTrainer:
         scores = self.reduce_scores(scores)
         candidates = set(self.candidates)
         eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
-        chosen = self.active_set(select_top(eligible, self.inputs.select_count))
+        picked = select_by_fisher_rule(self.config.selection, eligible, self.inputs.select_count, self.toolbox.backbone.depth)
+        chosen = self.active_set(picked)
         seconds = time.perf_counter() - started
-        selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds)
+        selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds, rule=self.config.selection)
         self.progress.fisher_seconds += seconds
         return self._install(selection)
 
