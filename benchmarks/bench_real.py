@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="task loss of the cegate rows")
+    parser.add_argument("--rare-crops", type=int, default=defaults.rare_crops, help="candidate windows per training crop")
     parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
     parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
@@ -331,7 +332,7 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
     return replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss,
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops,
         device=args.device, decoder=decoder, selection=rule, save_every=args.steps,
         warmup_steps=min(TrainConfig.warmup_steps, args.steps // 10),
     )
@@ -373,7 +374,7 @@ def record(
         "setting": setting, "row": row, "seed": seed, "data": domains.data,
         "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
         "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
-        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss,
+        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
                    **({"prior_alignment": True} if args.prior_alignment else {}),
                    **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),

@@ -181,7 +181,11 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         normalization=stats, galileo=galileo_inputs,
     )
     device = resolve_device(config.device)
-    sampler = CropSampler(train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment)
+    sampler = CropSampler(
+        train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment,
+        rare_class_weights=balanced_class_weights(folder.label_counts, table.num_classes).tolist() if config.rare_crops > 1 else None,
+        candidates=config.rare_crops,
+    )
     validation = []
     if val_pairs:
         val_sampler = CropSampler(val_pairs, [indexes_of[p.image] for p in val_pairs], stats, config.crop, table.ignore_index, augment=False)

@@ -73,6 +73,9 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
         ] = "ce",
+        rare_crops: Annotated[
+            int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
+        ] = 1,
         fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
         steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
@@ -126,7 +129,7 @@ def register(app: typer.Typer) -> None:
         train = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
             val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
-            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection, loss=loss,
+            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection, loss=loss, rare_crops=rare_crops,
             save_every=max(1, min(save_every, steps)), warmup_steps=min(25, max(0, steps // 10)),
         )
         options = AdaptOptions(

@@ -27,6 +27,9 @@ class TrainConfig:
     reselect_every: int = 0
     fisher_samples: int = 16
     augment: bool = True
+    rare_crops: int = 1
+    """Candidate windows per training crop; above 1 the one whose labels weigh most by the
+    balanced class weights is kept (data/crops.py), so rare classes are seen more often."""
     loss: str = "ce"
     """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice"."""
@@ -55,6 +58,8 @@ class TrainConfig:
             data.pop("selection")  # the default: states written before the option existed still resume
         if data["loss"] == "ce":
             data.pop("loss")  # likewise
+        if data["rare_crops"] == 1:
+            data.pop("rare_crops")  # likewise
         return data
 
 
