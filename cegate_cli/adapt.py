@@ -36,7 +36,7 @@ from cegate_cli.run import (
     prepare_run_dir,
     read_manifest,
     save_weights,
-    state_path,
+    state_dir,
     write_manifest,
 )
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
@@ -197,7 +197,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     )
     target_sampler = None
     if target is None:
-        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_path(run_dir), reporter)
+        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
         tstats = target_stats(target, choice, config.seed) if self_config.target_norm == "target" else stats
@@ -205,7 +205,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
-        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_path(run_dir), reporter)
+        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_dir(run_dir), reporter)
     if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
         distributed.on_main(write_manifest, run_dir, manifest)
     try:
@@ -268,7 +268,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         distributed.on_main(write_manifest, run_dir, manifest)
     device = resolve_device(config.device)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
-    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_path(run_dir), reporter)
+    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_dir(run_dir), reporter)
     try:
         outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
     finally:

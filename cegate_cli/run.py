@@ -4,7 +4,8 @@
       run.json                  everything needed to rebuild the model and explain it
       adapter.safetensors       trained weights only (best validation step), never the backbone
       adapter_last.safetensors  the same at the last step
-      state/trainer.pt          what --resume needs
+      state/trainer.safetensors what --resume needs: tensors ...
+      state/trainer.json        ... and the rest (cegate_cli.train.state; never a pickle)
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
 half-written file under a final name.
@@ -31,13 +32,13 @@ from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.fisher import Selection
 from cegate_cli.toolbox import ModuleKey, ToolboxConfig
 from cegate_cli.train.config import TrainConfig
+from cegate_cli.train.state import has_state, refuse_legacy
 
 RUN_FORMAT = "cegate-run/1"
 RUN_JSON = "run.json"
 ADAPTER_BEST = "adapter.safetensors"
 ADAPTER_LAST = "adapter_last.safetensors"
 STATE_DIR = "state"
-TRAIN_STATE = "trainer.pt"
 
 
 @dataclass
@@ -142,8 +143,9 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     out = Path(out)
     existing = out.exists() and any(out.iterdir())
     if resume:
-        if not (out / STATE_DIR / TRAIN_STATE).is_file():
-            raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/{TRAIN_STATE}); start the run without --resume")
+        refuse_legacy(out / STATE_DIR)
+        if not has_state(out / STATE_DIR):
+            raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/); start the run without --resume")
         return out
     if existing:
         if not overwrite:
@@ -161,8 +163,9 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     return out
 
 
-def state_path(run_dir: Path) -> Path:
-    return Path(run_dir) / STATE_DIR / TRAIN_STATE
+def state_dir(run_dir: Path) -> Path:
+    """Where `adapt` keeps its resume state (cegate_cli.train.state)."""
+    return Path(run_dir) / STATE_DIR
 
 
 def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
