@@ -8,12 +8,16 @@ file and leaves whatever was there before untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from cegate_cli.errors import CegateError, RunFolderError
+
 
 
 @contextlib.contextmanager
@@ -40,6 +44,40 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], what: str, then: str | None = None) -> Iterator[None]:
+    """Turn a failed write into one line naming `path` and what to do (`then`, if given, is what
+    to do once there is space again).
+
+    Disk full, a folder that is read-only or vanished: Python raises OSError, and torch and
+    safetensors raise RuntimeError or their own errors with texts like "unexpected pos". The user
+    needs the file and the fix, not the traceback. cegate's own errors pass through unchanged.
+    """
+    try:
+        yield
+    except CegateError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, (OSError, RuntimeError)) and type(exc).__name__ != "SafetensorError":
+            raise
+        remedy = _remedy(exc) + (f"; {then}" if then else "")
+        raise RunFolderError(f"{path}: cannot {what} ({_reason(exc)}); {remedy}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _remedy(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make the folder writable or choose another -o/--out"
+    return "free disk space or choose another -o/--out"
 
 
 def _current_umask() -> int:

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cegate_cli import __version__
-from cegate_cli.atomic import atomic_path, write_json_atomic
+from cegate_cli.atomic import atomic_path, write_json_atomic, writing
 from cegate_cli.bands import BandChoice
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
@@ -169,7 +169,9 @@ def state_dir(run_dir: Path) -> Path:
 
 
 def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
-    write_json_atomic(Path(run_dir) / RUN_JSON, manifest.to_dict())
+    path = Path(run_dir) / RUN_JSON
+    with writing(path, "write the run record"):
+        write_json_atomic(path, manifest.to_dict())
 
 
 def read_manifest(run_dir: Path) -> RunManifest:
@@ -189,8 +191,10 @@ def read_manifest(run_dir: Path) -> RunManifest:
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as temporary:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"format": RUN_FORMAT})
+    then = "the training itself is saved: run the same command with --resume to write the weights"
+    with writing(path, "write the trained weights", then):
+        with atomic_path(path) as temporary:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"format": RUN_FORMAT})
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
