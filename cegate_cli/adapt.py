@@ -6,7 +6,9 @@ Three modes, one entry point:
 - "target": an earlier run continued on an unlabeled target folder, no labels at all.
 
 Order matters for the user: everything that can be wrong with the data or the options is
-checked before the backbone is downloaded or any training starts.
+checked before the backbone is downloaded or any training starts, and everything that can be
+checked at all (crop against the patch size included) is checked before the run folder is locked
+and, with --overwrite, the old run in it is replaced. A run folder has one writer at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cegate_cli import distributed
 from cegate_cli.backbone.load import load_pretrained_vit
@@ -33,8 +36,10 @@ from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
     RunManifest,
+    check_run_dir,
     prepare_run_dir,
     read_manifest,
+    release_run_dir,
     save_weights,
     state_dir,
     write_manifest,
@@ -121,8 +126,10 @@ def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> 
 def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_after: int | None = None) -> AdaptResult:
     reporter = (reporter or SilentReporter()) if distributed.is_main() else SilentReporter()  # torchrun: rank 0 reports
     mode = check_options(options)
+    device = resolve_device(options.train.device)
+    distributed.check_on_main(check_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
     if mode == "target":
-        return _adapt_from_run(options, reporter, stop_after)
+        return _adapt_from_run(options, reporter, stop_after, device)
     config = options.train
     started = time.perf_counter()
     assert options.source is not None
@@ -139,7 +146,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
 
-    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
+    run_dir = Path(options.out)  # prepared (locked, emptied for --overwrite) only once everything is checked
     _check_resumed_mode(run_dir, options, mode)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
@@ -150,7 +157,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
     )
     built = build_model(pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed)
-    device = resolve_device(config.device)
+    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
+    select_count = parse_select(config.select, len(candidates))
     sampler = CropSampler(train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment)
     validation = []
     if val_pairs:
@@ -158,8 +166,6 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         windows = val_sampler.fixed_windows(config.val_crops, config.seed)
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
-    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
-    select_count = parse_select(config.select, len(candidates))
 
     backbone_params = _backbone_parameters(built.model)
     manifest = RunManifest(
@@ -206,19 +212,41 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
         trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_dir(run_dir), reporter)
-    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-        distributed.on_main(write_manifest, run_dir, manifest)
     try:
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        outcome = _train(run_dir, options, manifest, trainer, stop_after, built.model, built.toolbox, candidates, started, str(device))
     finally:
         sampler.close()
         if target_sampler is not None:
             target_sampler.close()
-    _finish(run_dir, manifest, trainer, outcome, built.model, built.toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, warnings)
 
 
-def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None) -> AdaptResult:
+def _train(
+    run_dir: Path,
+    options: AdaptOptions,
+    manifest: RunManifest,
+    trainer: SupervisedTrainer,
+    stop_after: int | None,
+    model: SegmentationModel,
+    toolbox: Toolbox,
+    candidates: list,
+    started: float,
+    device: str,
+) -> TrainOutcome:
+    """Everything checked: take the run folder (lock; with --overwrite, empty the old run), train,
+    record. The folder is released however this ends."""
+    distributed.on_main(prepare_run_dir, run_dir, overwrite=options.overwrite, resume=options.resume)
+    try:
+        if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
+            distributed.on_main(write_manifest, run_dir, manifest)
+        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
+        return outcome
+    finally:
+        release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+
+
+def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None, device: torch.device) -> AdaptResult:
     """Mode "target": the earlier run's model, teacher-student self-training on the target only."""
     from cegate_cli.loaded_run import load_run
 
@@ -233,7 +261,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
-    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
+    run_dir = Path(options.out)
     _check_resume_mode_from(run_dir, options)
     loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
@@ -248,7 +276,6 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     select_count = parse_select(config.select, len(candidates))
     table = earlier.classes
     tstats = target_stats(target, earlier.bands, config.seed) if self_config.target_norm == "target" else earlier.normalization
-    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
         bands=earlier.bands,
@@ -264,16 +291,13 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     manifest.adaptation = _adaptation_section(
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
     )
-    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-        distributed.on_main(write_manifest, run_dir, manifest)
-    device = resolve_device(config.device)
+    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_dir(run_dir), reporter)
     try:
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        outcome = _train(run_dir, options, manifest, trainer, stop_after, model, toolbox, candidates, started, str(device))
     finally:
         target_sampler.close()
-    _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, [])
 
 

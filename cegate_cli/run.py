@@ -6,6 +6,7 @@
       adapter_last.safetensors  the same at the last step
       state/trainer.safetensors what --resume needs: tensors ...
       state/trainer.json        ... and the rest (cegate_cli.train.state; never a pickle)
+      .cegate.lock              held by the one `adapt` writing the folder (cegate_cli.runlock)
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
 half-written file under a final name.
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cegate_cli import __version__
+from cegate_cli import __version__, runlock
 from cegate_cli.atomic import atomic_path, write_json_atomic, writing
 from cegate_cli.bands import BandChoice
 from cegate_cli.classes import ClassTable
@@ -138,29 +139,62 @@ class RunManifest:
         )
 
 
-def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Refuse to clobber an earlier run unless asked; with --resume, require its state."""
+def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Everything about `-o` that can be checked without writing: run before the slow steps
+    (backbone download, statistics) and, above all, before an old run is replaced."""
     out = Path(out)
-    existing = out.exists() and any(out.iterdir())
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another -o/--out for the run folder")
+    runlock.probe(out)
     if resume:
         refuse_legacy(out / STATE_DIR)
         if not has_state(out / STATE_DIR):
             raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/); start the run without --resume")
-        return out
-    if existing:
+        return
+    if _holds_files(out):
         if not overwrite:
             raise OutputExistsError(
                 f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue "
                 "an interrupted run, or --overwrite to replace it"
             )
-        if (out / RUN_JSON).exists() or (out / STATE_DIR).exists():
-            for name in (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / STATE_DIR, ignore_errors=True)
-        else:
+        if not ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
             raise OutputExistsError(f"{out} is not empty and is not a cegate run folder; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Lock the run folder for this process and, with --overwrite, empty the old run.
+
+    Called once every option and input has been checked, right before the new run writes its
+    first file: a mistake on the command line never costs the user the run they already have.
+    The lock is held until `release_run_dir` (or the process ends); a second `adapt` into the
+    same folder is refused while it is held.
+    """
+    out = Path(out)
+    check_run_dir(out, overwrite=overwrite, resume=resume)
+    with writing(out, "create the run folder"):
+        out.mkdir(parents=True, exist_ok=True)
+    runlock.hold(out)
+    try:
+        check_run_dir(out, overwrite=overwrite, resume=resume)  # again, now that nobody else can change it
+        if not resume and ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
+            with writing(out, "replace the old run"):
+                for name in (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST):
+                    (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    except BaseException:
+        runlock.release(out)
+        raise
     return out
+
+
+def release_run_dir(out: Path) -> None:
+    """Let other processes write the folder again (the end of `adapt`, success or not)."""
+    runlock.release(out)
+
+
+def _holds_files(folder: Path) -> bool:
+    """Anything in `folder` besides the lock file (which every run folder keeps)."""
+    return folder.is_dir() and any(entry.name != runlock.LOCK_NAME for entry in folder.iterdir())
 
 
 def state_dir(run_dir: Path) -> Path:
