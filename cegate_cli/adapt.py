@@ -147,7 +147,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         reporter.message(f"warning: {warnings[-1]}")
 
     run_dir = Path(options.out)  # prepared (locked, emptied for --overwrite) only once everything is checked
-    _check_resumed_mode(run_dir, options, mode)
+    recorded = _check_resumed_mode(run_dir, options, mode)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
     patch = int(pretrained.vit.patch_embed.patch_size[0])
@@ -197,6 +197,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "warnings": warnings,
         },
     )
+    if recorded is not None:
+        manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
         keep_best=target is None,
@@ -262,7 +264,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
     run_dir = Path(options.out)
-    _check_resume_mode_from(run_dir, options)
+    recorded = _check_resume_mode_from(run_dir, options)
     loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
@@ -288,6 +290,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         mode="target",
         data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target)},
     )
+    if recorded is not None:
+        manifest.run_id = recorded.run_id
     manifest.adaptation = _adaptation_section(
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
     )
@@ -306,24 +310,27 @@ def _check_crop(crop: int, patch: int) -> None:
         raise InputError(f"--crop {crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, crop // patch * patch)}")
 
 
-def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> None:
-    """`--resume` must continue the same kind of run (the resume state alone cannot tell)."""
+def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> RunManifest | None:
+    """`--resume` must continue the same kind of run (the resume state alone cannot tell).
+    Returns the interrupted run's record (None without --resume)."""
     if not options.resume:
-        return
-    recorded = read_manifest(run_dir).mode
-    if recorded != mode:
+        return None
+    recorded = read_manifest(run_dir)
+    if recorded.mode != mode:
         raise RunFolderError(
-            f"{run_dir} holds an interrupted {recorded!r} run, but these options start a {mode!r} run; "
+            f"{run_dir} holds an interrupted {recorded.mode!r} run, but these options start a {mode!r} run; "
             "resume it with its own options, or start over with --overwrite"
         )
+    return recorded
 
 
-def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> None:
-    _check_resumed_mode(run_dir, options, "target")
-    if options.resume:
-        recorded = read_manifest(run_dir).data.get("from_run")
-        if recorded and Path(recorded) != Path(options.from_run or "").resolve():
-            raise RunFolderError(f"{run_dir} continued {recorded}, not {options.from_run}; resume it with the same --from")
+def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> RunManifest | None:
+    recorded = _check_resumed_mode(run_dir, options, "target")
+    if recorded is not None:
+        continued = recorded.data.get("from_run")
+        if continued and Path(continued) != Path(options.from_run or "").resolve():
+            raise RunFolderError(f"{run_dir} continued {continued}, not {options.from_run}; resume it with the same --from")
+    return recorded
 
 
 def _target_data(target: TargetFolder) -> dict[str, object]:
@@ -402,7 +409,7 @@ def _finish(
         "processes": distributed.world().size,
     }
     if outcome.completed:
-        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights)
-        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights)
+        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights, manifest.run_id)
+        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights, manifest.run_id)
         manifest.status = "complete"
     distributed.on_main(write_manifest, run_dir, manifest)

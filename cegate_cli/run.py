@@ -9,7 +9,8 @@
       .cegate.lock              held by the one `adapt` writing the folder (cegate_cli.runlock)
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file under a final name.
+half-written file under a final name. run.json and both adapter files carry the same random
+run id, so weights copied in from another run are refused instead of silently used.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from cegate_cli import __version__, runlock
 from cegate_cli.atomic import atomic_path, write_json_atomic, writing
@@ -69,6 +72,9 @@ class RunManifest:
     normalisation, pseudo-label statistics over time. Empty for supervised runs."""
     cegate_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run_id: str | None = field(default_factory=lambda: uuid.uuid4().hex)
+    """Random id of this run, also in the metadata of its adapter files: weights copied in from
+    another run do not carry it. None for runs written before the id existed (not checked)."""
 
     @property
     def final_selection(self) -> list[ModuleKey]:
@@ -84,6 +90,7 @@ class RunManifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": RUN_FORMAT,
+            "run_id": self.run_id,
             "cegate_version": self.cegate_version,
             "created": self.created,
             "status": self.status,
@@ -136,6 +143,7 @@ class RunManifest:
             adaptation=data.get("adaptation", {}),
             cegate_version=data.get("cegate_version", "unknown"),
             created=data.get("created", ""),
+            run_id=data.get("run_id"),
         )
 
 
@@ -224,14 +232,35 @@ def read_manifest(run_dir: Path) -> RunManifest:
         raise RunFolderError(f"{path}: incomplete or damaged run.json ({exc!r})") from exc
 
 
-def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], run_id: str | None = None) -> None:
+    """Write a run's trained weights atomically, stamped with the run's id (see `load_weights`)."""
+    metadata = {"format": RUN_FORMAT, **({"run_id": run_id} if run_id else {})}
     then = "the training itself is saved: run the same command with --resume to write the weights"
     with writing(path, "write the trained weights", then):
         with atomic_path(path) as temporary:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"format": RUN_FORMAT})
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path, run_id: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of an adapter file; with `run_id`, only if the file belongs to that run."""
     if not path.is_file():
         raise RunFolderError(f"{path} is missing; the run did not finish (resume it with `cegate adapt ... --resume`)")
-    return load_file(str(path))
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            theirs = metadata.get("run_id")
+            if run_id is not None and theirs != run_id:
+                origin = f"run {theirs}" if theirs else "an unknown run"
+                raise RunFolderError(
+                    f"{path}: these weights belong to {origin}, not to this run ({run_id}, from {RUN_JSON}); "
+                    "put this run's own adapter files back, or use the run folder the weights came from"
+                )
+            return {name: handle.get_tensor(name) for name in handle.keys()}
+    except RunFolderError:
+        raise
+    except (SafetensorError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunFolderError(
+            f"{path}: not a complete safetensors file ({reason}); it is damaged or was cut short: "
+            "copy it again from where the run was made, or train again with `cegate adapt`"
+        ) from None
