@@ -27,7 +27,7 @@ from cegate_cli.bands import bands_for_images
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
-from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
@@ -241,11 +241,28 @@ def _train(
     try:
         if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
             distributed.on_main(write_manifest, run_dir, manifest)
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        try:
+            outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        except KeyboardInterrupt as exc:
+            raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
         _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
         return outcome
     finally:
         release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+
+
+def _interrupted_message(trainer: SupervisedTrainer, options: AdaptOptions) -> str:
+    """Where Ctrl-C stopped training and what the user types next."""
+    stopped = f"stopped at step {trainer.progress.step} of {trainer.config.steps}"
+    if trainer.saved_step is None:
+        return (
+            f"Interrupted: {options.out}: {stopped}, before the first resume state was written; "
+            "run the same command with --overwrite to start again"
+        )
+    return (
+        f"Interrupted: {options.out}: {stopped}; the resume state holds step {trainer.saved_step}: "
+        "run the same command with --resume to continue from there"
+    )
 
 
 def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None, device: torch.device) -> AdaptResult:
