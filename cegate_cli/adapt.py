@@ -6,7 +6,9 @@ Three modes, one entry point:
 - "target": an earlier run continued on an unlabeled target folder, no labels at all.
 
 Order matters for the user: everything that can be wrong with the data or the options is
-checked before the backbone is downloaded or any training starts.
+checked before the backbone is downloaded or any training starts, and everything that can be
+checked at all (crop against the patch size included) is checked before the run folder is locked
+and, with --overwrite, the old run in it is replaced. A run folder has one writer at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from cegate_cli.bands import bands_for_images
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
-from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
@@ -43,10 +45,12 @@ from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
     RunManifest,
+    check_run_dir,
     prepare_run_dir,
     read_manifest,
+    release_run_dir,
     save_weights,
-    state_path,
+    state_dir,
     write_manifest,
 )
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
@@ -136,8 +140,10 @@ def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> 
 def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_after: int | None = None) -> AdaptResult:
     reporter = (reporter or SilentReporter()) if distributed.is_main() else SilentReporter()  # torchrun: rank 0 reports
     mode = check_options(options)
+    device = resolve_device(options.train.device)
+    distributed.check_on_main(check_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
     if mode == "target":
-        return _adapt_from_run(options, reporter, stop_after)
+        return _adapt_from_run(options, reporter, stop_after, device)
     config = options.train
     started = time.perf_counter()
     assert options.source is not None
@@ -154,8 +160,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
 
-    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
-    _check_resumed_mode(run_dir, options, mode)
+    run_dir = Path(options.out)  # prepared (locked, emptied for --overwrite) only once everything is checked
+    recorded = _check_resumed_mode(run_dir, options, mode)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
     is_galileo = isinstance(pretrained, PretrainedGalileo)
@@ -180,7 +186,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
         normalization=stats, galileo=galileo_inputs,
     )
-    device = resolve_device(config.device)
+    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
+    select_count = parse_select(config.select, len(candidates))
     sampler = CropSampler(
         train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment,
         rare_class_weights=balanced_class_weights(folder.label_counts, table.num_classes).tolist() if config.rare_crops > 1 else None,
@@ -192,8 +199,6 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         windows = val_sampler.fixed_windows(config.val_crops, config.seed)
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
-    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
-    select_count = parse_select(config.select, len(candidates))
 
     backbone_params = _backbone_parameters(built.model)
     manifest = RunManifest(
@@ -229,13 +234,15 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
                               else [round(float(w), 4) for w in weights]),
         },
     )
+    if recorded is not None:
+        manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
         class_weights=_class_weights(config, folder.label_counts, table.num_classes), keep_best=target is None,
     )
     target_sampler = None
     if target is None:
-        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_path(run_dir), reporter)
+        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
         own_stats = self_config.target_norm == "target" and (galileo_inputs is None or galileo_inputs.normalize == "data")
@@ -244,20 +251,65 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
+<<<<<<< HEAD
         trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=_class_prior(folder.label_counts, table.num_classes)), state_path(run_dir), reporter)
     if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
         distributed.on_main(write_manifest, run_dir, manifest)
+=======
+        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_dir(run_dir), reporter)
+>>>>>>> state
     try:
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        outcome = _train(run_dir, options, manifest, trainer, stop_after, built.model, built.toolbox, candidates, started, str(device))
     finally:
         sampler.close()
         if target_sampler is not None:
             target_sampler.close()
-    _finish(run_dir, manifest, trainer, outcome, built.model, built.toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, warnings)
 
 
-def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None) -> AdaptResult:
+def _train(
+    run_dir: Path,
+    options: AdaptOptions,
+    manifest: RunManifest,
+    trainer: SupervisedTrainer,
+    stop_after: int | None,
+    model: SegmentationModel,
+    toolbox: Toolbox,
+    candidates: list,
+    started: float,
+    device: str,
+) -> TrainOutcome:
+    """Everything checked: take the run folder (lock; with --overwrite, empty the old run), train,
+    record. The folder is released however this ends."""
+    distributed.on_main(prepare_run_dir, run_dir, overwrite=options.overwrite, resume=options.resume)
+    try:
+        if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
+            distributed.on_main(write_manifest, run_dir, manifest)
+        try:
+            outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        except KeyboardInterrupt as exc:
+            raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
+        _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
+        return outcome
+    finally:
+        release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+
+
+def _interrupted_message(trainer: SupervisedTrainer, options: AdaptOptions) -> str:
+    """Where Ctrl-C stopped training and what the user types next."""
+    stopped = f"stopped at step {trainer.progress.step} of {trainer.config.steps}"
+    if trainer.saved_step is None:
+        return (
+            f"Interrupted: {options.out}: {stopped}, before the first resume state was written; "
+            "run the same command with --overwrite to start again"
+        )
+    return (
+        f"Interrupted: {options.out}: {stopped}; the resume state holds step {trainer.saved_step}: "
+        "run the same command with --resume to continue from there"
+    )
+
+
+def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None, device: torch.device) -> AdaptResult:
     """Mode "target": the earlier run's model, teacher-student self-training on the target only."""
     from cegate_cli.loaded_run import load_run
 
@@ -272,8 +324,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
-    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
-    _check_resume_mode_from(run_dir, options)
+    run_dir = Path(options.out)
+    recorded = _check_resume_mode_from(run_dir, options)
     loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
@@ -287,7 +339,6 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     select_count = parse_select(config.select, len(candidates))
     table = earlier.classes
     tstats = target_stats(target, earlier.bands, config.seed) if self_config.target_norm == "target" else earlier.normalization
-    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
         bands=earlier.bands,
@@ -300,20 +351,23 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         mode="target",
         data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target)},
     )
+    if recorded is not None:
+        manifest.run_id = recorded.run_id
     manifest.adaptation = _adaptation_section(
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
     )
-    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-        distributed.on_main(write_manifest, run_dir, manifest)
-    device = resolve_device(config.device)
+    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
+<<<<<<< HEAD
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=_class_prior(
         {int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)), state_path(run_dir), reporter)
+=======
+    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_dir(run_dir), reporter)
+>>>>>>> state
     try:
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        outcome = _train(run_dir, options, manifest, trainer, stop_after, model, toolbox, candidates, started, str(device))
     finally:
         target_sampler.close()
-    _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, [])
 
 
@@ -342,24 +396,27 @@ def _check_crop(crop: int, patch: int) -> None:
         raise InputError(f"--crop {crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, crop // patch * patch)}")
 
 
-def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> None:
-    """`--resume` must continue the same kind of run (the resume state alone cannot tell)."""
+def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> RunManifest | None:
+    """`--resume` must continue the same kind of run (the resume state alone cannot tell).
+    Returns the interrupted run's record (None without --resume)."""
     if not options.resume:
-        return
-    recorded = read_manifest(run_dir).mode
-    if recorded != mode:
+        return None
+    recorded = read_manifest(run_dir)
+    if recorded.mode != mode:
         raise RunFolderError(
-            f"{run_dir} holds an interrupted {recorded!r} run, but these options start a {mode!r} run; "
+            f"{run_dir} holds an interrupted {recorded.mode!r} run, but these options start a {mode!r} run; "
             "resume it with its own options, or start over with --overwrite"
         )
+    return recorded
 
 
-def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> None:
-    _check_resumed_mode(run_dir, options, "target")
-    if options.resume:
-        recorded = read_manifest(run_dir).data.get("from_run")
-        if recorded and Path(recorded) != Path(options.from_run or "").resolve():
-            raise RunFolderError(f"{run_dir} continued {recorded}, not {options.from_run}; resume it with the same --from")
+def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> RunManifest | None:
+    recorded = _check_resumed_mode(run_dir, options, "target")
+    if recorded is not None:
+        continued = recorded.data.get("from_run")
+        if continued and Path(continued) != Path(options.from_run or "").resolve():
+            raise RunFolderError(f"{run_dir} continued {continued}, not {options.from_run}; resume it with the same --from")
+    return recorded
 
 
 def _target_data(target: TargetFolder) -> dict[str, object]:
@@ -438,7 +495,7 @@ def _finish(
         "processes": distributed.world().size,
     }
     if outcome.completed:
-        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights)
-        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights)
+        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights, manifest.run_id)
+        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights, manifest.run_id)
         manifest.status = "complete"
     distributed.on_main(write_manifest, run_dir, manifest)

@@ -7,13 +7,15 @@ Three kinds of source (see `cegate_cli.hub.BackboneSource`):
 - the embedded `tiny` backbone.
 
 Weights are read with safetensors, or `torch.load(weights_only=True)` for pickles, so a
-downloaded file can never run code. A checkpoint that does not fit its architecture is an
+downloaded file can never run code. That restricted unpickler could itself be escaped before
+torch 2.6 (CVE-2025-32434), so older torch versions read safetensors only. A checkpoint that does not fit its architecture is an
 error listing the keys that differ, never a silent partial load.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,11 @@ def read_weights(path: Path) -> dict[str, Any]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as exc:
             raise InputError(f"weights file '{path}' is not a readable safetensors file: {exc}") from None
+    if not pickle_loading_is_safe(torch.__version__):
+        raise InputError(
+            f"weights file '{path}' is a pickle, and torch {torch.__version__} cannot read pickles safely "
+            "(CVE-2025-32434); upgrade torch to 2.6 or newer, or use the backbone's .safetensors weights"
+        )
     try:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -130,6 +137,12 @@ def read_weights(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise InputError(f"weights file '{path}' holds a {type(loaded).__name__}, not a dict of tensors")
     return loaded
+
+
+def pickle_loading_is_safe(version: str) -> bool:
+    """True for torch 2.6 and newer, whose `weights_only=True` unpickler cannot be escaped."""
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    return match is not None and (int(match[1]), int(match[2])) >= (2, 6)
 
 
 def _drop_classifier(state: dict[str, Any], pretrained_cfg: dict[str, Any]) -> dict[str, torch.Tensor]:

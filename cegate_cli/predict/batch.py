@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from rasterio.errors import RasterioError
 
+from cegate_cli.atomic import sweep_stale_temporaries
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import CegateError, DataFileNotFoundError, InputError
@@ -180,6 +181,8 @@ def predict_many(
     progress = progress or BatchProgress()
     sources = [Path(p) for p in inputs]
     check_unique_stems(sources)
+    if Path(out_dir).is_dir():  # temporaries of an earlier run that was killed (kill -9, out of memory)
+        sweep_stale_temporaries(out_dir)
     summary = BatchSummary()
     for index, source in enumerate(sources):
         outputs = output_paths(source, out_dir, vector_format=vectors.fmt, confidence=options.confidence)

@@ -38,6 +38,7 @@ from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, 
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.strong_view import StrongAugment
 from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs
+from cegate_cli.train.state import plain
 from cegate_cli.train.teacher import EMATeacher
 
 TARGET_SEED_OFFSET = 7_919  # target crops: their own stream, so they never repeat the source's draws
@@ -64,8 +65,8 @@ class TargetInputs:
 
 
 class SelfTrainer(SupervisedTrainer):
-    def __init__(self, inputs: TrainInputs, target: TargetInputs, state_path: Path | None, reporter: TrainReporter | None = None) -> None:
-        super().__init__(inputs, state_path, reporter)
+    def __init__(self, inputs: TrainInputs, target: TargetInputs, state_dir: Path | None, reporter: TrainReporter | None = None) -> None:
+        super().__init__(inputs, state_dir, reporter)
         self.target = target
         self.self_config = target.config
         # A teacher that starts as an untrained head needs the DACS warm-up; one continuing a
@@ -185,19 +186,19 @@ class SelfTrainer(SupervisedTrainer):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         saved = state.get("self_training")
-        wanted = {"mode": self.target.mode, "config": self.self_config.to_dict(), "kept": [list(k) for k in self.target.kept]}
+        wanted = plain({"mode": self.target.mode, "config": self.self_config.to_dict(), "kept": [list(k) for k in self.target.kept]})
         if saved is None:
-            raise RunFolderError(f"{self.state_path}: the interrupted run was not self-training; resume it without --target")
+            raise RunFolderError(f"{self.state_file}: the interrupted run was not self-training; resume it without --target")
         if saved != wanted:
             changed = sorted(k for k in wanted["config"] if saved["config"].get(k) != wanted["config"][k])
             if saved["mode"] != wanted["mode"] or saved["kept"] != wanted["kept"]:
                 changed.insert(0, "mode/--from")
             raise RunFolderError(
-                f"{self.state_path}: cannot resume with different self-training settings ({', '.join(changed)}); "
+                f"{self.state_file}: cannot resume with different self-training settings ({', '.join(changed)}); "
                 "use the same options as the interrupted run, or start over with --overwrite"
             )
         try:
-            self.teacher.load_state_dict(state["teacher"])
-        except (KeyError, ValueError) as exc:
-            raise RunFolderError(f"{self.state_path}: damaged resume state ({exc}); start over with --overwrite") from exc
+            self.teacher.load_state_dict(dict(state["teacher"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunFolderError(f"{self.state_file}: damaged resume state ({exc}); start over with --overwrite") from exc
         self.pseudo_history = list(state.get("pseudo_history", []))
