@@ -251,13 +251,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
-<<<<<<< HEAD
-        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=_class_prior(folder.label_counts, table.num_classes)), state_path(run_dir), reporter)
-    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-        distributed.on_main(write_manifest, run_dir, manifest)
-=======
-        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_dir(run_dir), reporter)
->>>>>>> state
+        prior = _class_prior(folder.label_counts, table.num_classes)
+        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=prior), state_dir(run_dir), reporter)
     try:
         outcome = _train(run_dir, options, manifest, trainer, stop_after, built.model, built.toolbox, candidates, started, str(device))
     finally:
@@ -358,12 +353,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     )
     target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
-<<<<<<< HEAD
-    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=_class_prior(
-        {int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)), state_path(run_dir), reporter)
-=======
-    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_dir(run_dir), reporter)
->>>>>>> state
+    prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
+    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
     try:
         outcome = _train(run_dir, options, manifest, trainer, stop_after, model, toolbox, candidates, started, str(device))
     finally:
