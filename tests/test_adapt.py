@@ -124,3 +124,11 @@ def test_inspect_backbone_tiny_lists_candidates() -> None:
     assert all(0 < m["share_of_backbone"] < 0.05 for m in report["candidates"])
     table = runner.invoke(app, ["inspect", "--backbone", "tiny"])
     assert table.exit_code == 0 and "candidate modules" in table.output
+
+
+@pytest.mark.parametrize("command", ["adapt", "predict", "evaluate", "inspect", "pull", "demo"])
+def test_every_command_help_renders(command: str) -> None:
+    """Help text goes through rich markup: a stray `[/...]` in an option's help crashed `adapt --help`."""
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output

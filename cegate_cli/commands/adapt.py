@@ -15,10 +15,11 @@ import typer
 from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import DeviceOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
+from cegate_cli.train.config import TrainConfig
 
 
 _BACKBONE_HELP = (
-    "Backbone: hf-hub:ORG/NAME[/FOLDER] (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
+    "Backbone: hf-hub:ORG/NAME or hf-hub:ORG/NAME/FOLDER for a model in a repo's folder (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
     "prithvi-eo-2-300m|600m, galileo-nano (embedded)|tiny|base, tiny). "
     "Not with --from."
 )
@@ -72,10 +73,10 @@ def register(app: typer.Typer) -> None:
         loss: Annotated[
             str,
             typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
-        ] = "ce",
+        ] = TrainConfig.loss,
         rare_crops: Annotated[
             int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
-        ] = 1,
+        ] = TrainConfig.rare_crops,
         fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
         steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
