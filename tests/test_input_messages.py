@@ -1,0 +1,77 @@
+"""Bad input gets one line naming the file or flag and what to do, exit code 2, and nothing written.
+
+Each case here once ended in a traceback, a multi-line dump or a message in internal words (issue 13).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_rasters import write_tif
+from typer.testing import CliRunner
+
+from cegate_cli.classes import load_class_table
+from cegate_cli.cli import app
+from cegate_cli.errors import DataError
+
+GOOD_CLASSES = "classes:\n  - {id: 0, name: water}\n  - {id: 1, name: land}\n"
+
+
+def one_error_line(output: str) -> str:
+    """The CLI's whole answer must be a single `Error: ...` line (no traceback, no YAML dump)."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Error: "), output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny labeled folder: two 16 x 16 scenes with classes 0 and 1."""
+    root = tmp_path_factory.mktemp("labeled")
+    for stem in ("a", "b"):
+        write_tif(root / "images" / f"{stem}.tif", np.random.default_rng(0).integers(1, 500, (3, 16, 16)).astype(np.uint16))
+        write_tif(root / "masks" / f"{stem}.tif", np.resize(np.array([0, 1], np.uint8), 256).reshape(16, 16))
+    (root / "classes.yaml").write_text(GOOD_CLASSES)
+    return root
+
+
+# -- classes.yaml ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"classes:\n  - {id: 0, name: water, color: '#zzzzzz'}\n", r"class 'water': colour '#zzzzzz' is not \[r, g, b\]"),
+        (b"classes:\n  - {id: zero, name: water}\n", r"class 'water': id 'zero' is not a whole number from 0 to 254"),
+        (b"classes:\n  - {id: 1.5, name: water}\n", r"id 1.5 is not a whole number"),
+        (b"classes:\n  - {id: true, name: water}\n", r"id True is not a whole number"),
+        (b"ignore_index: none\n" + GOOD_CLASSES.encode(), r"ignore_index 'none' is not a whole number from 0 to 255"),
+        (b"ignore_index: 300\n" + GOOD_CLASSES.encode(), r"ignore_index 300 is not a whole number from 0 to 255"),
+        (b"classes:\n  - {id: 0, name: \xff\xfe}\n", r"not UTF-8 text \(byte 0xff at offset 27\); save it as UTF-8"),
+        (b"classes:\n  - {id: 0, name: a}\n  - {id: 0, name: b}\n", r"class id\(s\) \[0\] appear more than once"),
+        (b"classes:\n  - {id: 0, name: a\n  - [\n", r"not valid YAML at line 3, column 5 \(expected ',' or '}'"),
+        (b"classes:\n  - {id: 3, name: ''}\n", r"class entry 1 has an empty name"),
+    ],
+)
+def test_bad_class_tables_are_one_line_naming_the_file(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "classes.yaml"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=expected) as err:
+        load_class_table(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+
+
+def test_cli_bad_class_table_is_one_error_line_and_writes_nothing(labeled: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    shutil.copytree(labeled, folder)
+    for content in (b"classes:\n  - {id: 0, name: a\n  - [\n", b"classes:\n  - {id: 0, name: water, color: '#zzzzzz'}\n"):
+        (folder / "classes.yaml").write_bytes(content)
+        result = CliRunner().invoke(app, ["adapt", str(folder), "-o", str(tmp_path / "run"), "--backbone", "tiny"])
+        assert result.exit_code == 2, result.output
+        assert str(folder / "classes.yaml") in one_error_line(result.output)
+        assert not (tmp_path / "run").exists()
