@@ -21,6 +21,7 @@ import numpy as np
 from cegate_cli import distributed
 from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.bands import bands_for_images
+from cegate_cli.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
@@ -92,7 +93,18 @@ class AdaptResult:
 
 
 def check_options(options: AdaptOptions) -> str:
-    """The mode, or a one-line error for a combination that means nothing."""
+    """The mode, or a one-line error for a combination or a value that means nothing.
+
+    Runs first in `adapt`, before any folder is scanned, downloaded or written, so a typo in a
+    flag never leaves a half-made run folder behind.
+    """
+    options.train.check()
+    options.toolbox.check()
+    if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
+        raise InputError(
+            f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
+            "predicted masks one byte); mark unlabeled pixels with one such value, or declare the masks' nodata value"
+        )
     if options.from_run is not None:
         if options.source is not None:
             raise InputError(

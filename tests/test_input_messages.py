@@ -75,3 +75,42 @@ def test_cli_bad_class_table_is_one_error_line_and_writes_nothing(labeled: Path,
         assert result.exit_code == 2, result.output
         assert str(folder / "classes.yaml") in one_error_line(result.output)
         assert not (tmp_path / "run").exists()
+
+
+# -- adapt flags: checked by the config dataclasses before anything is written ---------------------
+
+
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--lora-rank", "0"], "--lora-rank 0: the LoRA rank must be at least 1"),
+        (["--lora-rank", "-3"], "--lora-rank -3: the LoRA rank must be at least 1"),
+        (["--lr", "-1"], "--lr -1.0: the learning rate must be a positive number"),
+        (["--lr", "nan"], "--lr nan: the learning rate must be a positive number"),
+        (["--fisher-samples", "0"], "--fisher-samples 0: must be at least 1"),
+        (["--val-fraction", "1.5"], "--val-fraction 1.5: the share of images held out for validation lies in [0, 1)"),
+        (["--ignore-index", "300"], "--ignore-index 300: must be between 0 and 255"),
+        (["--select", "5.0"], "--select '5.0': a count must be a whole number written without a decimal point"),
+        (["--seed", "-1"], "--seed -1: must be 0 or more"),
+        (["--reselect-every", "-2"], "--reselect-every -2: must be 0 or more"),
+        (["--decoder", "foo"], "--decoder 'foo': choose unet or linear"),
+        (["--steps", "0"], "--steps 0: must be at least 1"),
+    ],
+)
+def test_cli_bad_adapt_values_are_refused_before_anything_is_written(labeled: Path, tmp_path: Path, flags: list[str], expected: str) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["adapt", str(labeled), "-o", str(out), "--backbone", "tiny", "--steps", "2", *flags])
+    assert result.exit_code == 2, result.output
+    assert expected in one_error_line(result.output)
+    assert not out.exists()  # no run.json left in status "training", not even an empty folder
+
+
+def test_select_spelling_decides_count_or_fraction() -> None:
+    from cegate_cli.fisher import parse_select
+    from cegate_cli.errors import InputError
+
+    assert parse_select("5", 18) == 5 and parse_select("0.25", 18) == 5 and parse_select("1.0", 18) == 18
+    with pytest.raises(InputError, match="for 5 modules write 5"):
+        parse_select("5.0", 18)
+    with pytest.raises(InputError, match="for 5 modules write 5"):
+        parse_select(5.0, 18)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,6 +41,46 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         return cls(**known)
+
+    def check(self) -> None:
+        """Reject values a user can type but training cannot use, before anything is written.
+
+        Without this, `--lr -1` failed inside AdamW after run.json was written (a run left
+        "training" forever), `--fisher-samples 0` surfaced as an internal crop-sampler message
+        and `--val-fraction 1.5` was silently capped; every message names the flag.
+        """
+        from cegate_cli.decoder import DECODERS
+        from cegate_cli.errors import InputError
+        from cegate_cli.fisher import parse_select_spec
+
+        for flag, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--fisher-samples", self.fisher_samples),
+                            ("--crop", self.crop), ("validation crops", self.val_crops), ("--save-every", self.save_every)):
+            if value < 1:
+                raise InputError(f"{flag} {value}: must be at least 1")
+        for flag, value in (("--seed", self.seed), ("--val-every", self.val_every), ("--reselect-every", self.reselect_every),
+                            ("warmup steps", self.warmup_steps)):
+            if value < 0:
+                raise InputError(f"{flag} {value}: must be 0 or more")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (e.g. 1e-3)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"weight decay {self.weight_decay}: must be a number >= 0")
+        if not (math.isfinite(self.poly_power) and self.poly_power >= 0):
+            raise InputError(f"poly decay power {self.poly_power}: must be a number >= 0")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise InputError(f"gradient clip {self.grad_clip}: must be a number >= 0 (0 = off)")
+        if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):
+            raise InputError(
+                f"--val-fraction {self.val_fraction}: the share of images held out for validation lies in [0, 1) "
+                "(e.g. 0.2; 0 = no validation)"
+            )
+        if self.decoder not in DECODERS:
+            raise InputError(f"--decoder {self.decoder!r}: choose {' or '.join(DECODERS)}")
+        if self.selection not in SELECTIONS:
+            raise InputError(f"--selection {self.selection!r}: choose {', '.join(SELECTIONS)}")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
+        parse_select_spec(self.select)
 
     def resume_fingerprint(self) -> dict[str, Any]:
         """Settings that must match for `--resume` to continue the same run (device may change)."""
