@@ -24,6 +24,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
+from cegate_cli.data.raster import open_quietly
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -188,7 +189,7 @@ def _open(path: Path, what: str) -> rasterio.DatasetReader:
     if not path.exists():
         raise DataFileNotFoundError(f"{path}: {what} not found")
     try:
-        return rasterio.open(path)
+        return open_quietly(path)
     except RasterioError as exc:
         raise DataError(f"{path}: {what} cannot be read as a raster ({exc})") from exc
 

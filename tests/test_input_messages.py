@@ -5,17 +5,26 @@ Each case here once ended in a traceback, a multi-line dump or a message in inte
 
 from __future__ import annotations
 
+import io
+import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from data_rasters import write_tif
+from PIL import Image
+from predict_rasters import band_stats, class_table, pixel_model, random_scene, write_scene
+from rasterio.errors import NotGeoreferencedWarning
 from typer.testing import CliRunner
 
 from cegate_cli.classes import load_class_table
 from cegate_cli.cli import app
-from cegate_cli.errors import DataError
+from cegate_cli.data.folder import discover_labeled
+from cegate_cli.errors import DataError, InputError
+from cegate_cli.predict import PredictOptions, VectorOptions, expand_inputs, predict_many
 
 GOOD_CLASSES = "classes:\n  - {id: 0, name: water}\n  - {id: 1, name: land}\n"
 
@@ -114,3 +123,93 @@ def test_select_spelling_decides_count_or_fraction() -> None:
         parse_select("5.0", 18)
     with pytest.raises(InputError, match="for 5 modules write 5"):
         parse_select(5.0, 18)
+
+
+# -- files that are not what their name says ---------------------------------------------------------
+
+
+def _image_bytes(fmt: str, channels: int) -> bytes:
+    buffer = io.BytesIO()
+    data = np.random.default_rng(0).integers(0, 255, (16, 16, channels), dtype=np.uint8)
+    Image.fromarray(data.squeeze()).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_labeled_folder_names_what_each_odd_file_really_is(labeled: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(labeled, root)
+    for stem in ("png", "jpeg", "fifo", "loop", "folder"):
+        shutil.copy(root / "images" / "a.tif", root / "images" / f"{stem}.tif")
+        shutil.copy(root / "masks" / "a.tif", root / "masks" / f"{stem}.tif")
+    (root / "images" / "png.tif").write_bytes(_image_bytes("PNG", 3))
+    (root / "masks" / "jpeg.tif").write_bytes(_image_bytes("JPEG", 1))
+    (root / "images" / "fifo.tif").unlink()
+    os.mkfifo(root / "images" / "fifo.tif")
+    (root / "images" / "loop.tif").unlink()
+    (root / "images" / "loop.tif").symlink_to("loop.tif")
+    (root / "images" / "folder.tif").unlink()
+    (root / "images" / "folder.tif").mkdir()
+    with pytest.raises(DataError) as err:
+        discover_labeled(root)
+    text = str(err.value)
+    for expected in (
+        "images/png.tif: is a PNG image with a .tif name, not a GeoTIFF; convert it",
+        "masks/jpeg.tif: is a JPEG image with a .tif name, not a GeoTIFF",
+        "images/fifo.tif: is a named pipe (FIFO), not a GeoTIFF file",
+        "images/loop.tif: is a symbolic link that loops back on itself",
+        "images/folder.tif: is a folder, not a GeoTIFF file",
+    ):
+        assert expected in text, text
+    assert "grid differs" not in text and "no image" not in text and "no such file" not in text
+
+
+def _predict(inputs, out: Path, **kwargs):
+    return predict_many(
+        pixel_model(), inputs, out, bands=(1, 2, 3), stats=band_stats(3), class_table=class_table(4),
+        options=PredictOptions(tile=32, overlap=8), **kwargs,
+    )
+
+
+def test_predict_names_what_each_odd_input_really_is(tmp_path: Path) -> None:
+    scenes = tmp_path / "in"
+    write_scene(scenes / "good.tif", random_scene(20, 20))
+    (scenes / "png.tif").write_bytes(_image_bytes("PNG", 3))
+    (scenes / "loop.tif").symlink_to("loop.tif")
+    os.mkfifo(scenes / "fifo.tif")
+    with pytest.raises(DataError, match=r"fifo.tif: is a named pipe \(FIFO\)"):
+        expand_inputs([str(scenes / "fifo.tif")])  # named explicitly: not "no such file or folder"
+    summary = _predict(expand_inputs([str(scenes)]), tmp_path / "out", vectors=VectorOptions(fmt=None))
+    assert [o.source.name for o in summary.done] == ["good.tif"]
+    messages = {o.source.name: o.message for o in summary.failed}
+    assert "is a named pipe (FIFO)" in messages["fifo.tif"]
+    assert "is a symbolic link that loops back on itself" in messages["loop.tif"]
+    assert "is a PNG image with a .tif name" in messages["png.tif"]
+
+
+def test_predict_out_pointing_at_a_file_is_refused_up_front(tmp_path: Path) -> None:
+    scene = write_scene(tmp_path / "s.tif", random_scene(20, 20))
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(InputError, match=r"-o .*afile.*, not a folder; give a folder for the outputs"):
+            _predict([scene], out)
+
+
+def test_predict_without_crs_lists_only_what_it_wrote_and_a_rerun_skips(tmp_path: Path) -> None:
+    plain = write_scene(tmp_path / "plain.tif", random_scene(40, 40), crs=None, transform=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        first = _predict([plain], tmp_path / "out")
+        (outcome,) = first.done
+        assert outcome.outputs.all() == [tmp_path / "out" / "plain.mask.tif"]  # no plain.geojson: none was written
+        again = _predict([plain], tmp_path / "out")
+    assert not again.failed and len(again.skipped) == 1
+    assert "--overwrite" in again.skipped[0].message
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["plain.mask.tif"]
+
+
+def test_second_demo_into_an_existing_folder_is_refused_before_anything_else(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["demo", str(tmp_path), "--steps", "1"])
+    assert result.exit_code == 2
+    assert one_error_line(result.output) == f"Error: {tmp_path} already exists; choose another folder or add --overwrite"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

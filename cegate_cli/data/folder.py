@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
-from cegate_cli.data.raster import MaskSource, grid_differences, is_tiff, iter_windows, open_raster
+from cegate_cli.data.raster import MaskSource, grid_differences, is_tiff, is_tiff_name, iter_windows, not_a_file_reason, open_raster
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 CLASSES_FILE = "classes.yaml"
@@ -59,7 +59,18 @@ class LabeledFolder:
 
 
 def _tiffs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_tiff(p))
+    """Every .tif/.tiff name in `folder`, also those that are not regular files (a folder, a FIFO,
+    a broken or looping symlink), so they are reported for what they are instead of vanishing."""
+    return sorted(p for p in folder.iterdir() if is_tiff_name(p))
+
+
+def _open_problem(path: Path, exc: DataError) -> str:
+    """The reason of an `open_raster` error without the path it starts with (the caller names it)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    if text.startswith(prefix) and exc.__cause__ is None:
+        return text[len(prefix):]
+    return f"cannot read ({exc.__cause__ or exc})"
 
 
 def _by_stem(files: list[Path], root: Path, problems: list[str]) -> dict[str, Path]:
@@ -82,18 +93,24 @@ def _rel(path: Path, root: Path) -> str:
 def discover_images(root: Path) -> tuple[Path, ...]:
     """The GeoTIFFs of an unlabeled folder (`root/*.tif` or `root/images/*.tif`), or one file."""
     root = Path(root)
-    if not root.exists():
-        raise DataFileNotFoundError(f"{root}: no such file or folder")
-    if root.is_file():
+    if not root.is_dir():
+        reason = not_a_file_reason(root)
+        if reason is not None and (reason.startswith("no such file") or not is_tiff_name(root)):
+            raise DataFileNotFoundError(f"{root}: no such file or folder" if reason.startswith("no such file") else f"{root}: {reason}")
+        if reason is not None:
+            raise DataError(f"{root}: {reason}")
         if not is_tiff(root):
             raise DataFileNotFoundError(f"{root}: not a GeoTIFF (.tif or .tiff)")
         return (root,)
     images_dir = root / "images"
-    if images_dir.is_dir() and _tiffs(images_dir):
-        return tuple(_tiffs(images_dir))
-    files = _tiffs(root)
+    files = _tiffs(images_dir) if images_dir.is_dir() else []
+    if not files:
+        files = _tiffs(root)
     if not files:
         raise DataFileNotFoundError(f"{root}: no .tif or .tiff files in it or in {images_dir}")
+    unusable = [f"{path}: {reason}" for path in files if (reason := not_a_file_reason(path)) is not None]
+    if unusable:
+        raise DataError(f"{len(unusable)} of {len(files)} image(s) in {root} are not files:\n" + "\n".join(f"  - {u}" for u in unusable))
     return tuple(files)
 
 
@@ -124,9 +141,11 @@ def discover_labeled(
     if not images:
         raise DataFileNotFoundError(f"{images_dir}: no .tif or .tiff files")
     for stem in sorted(set(images) - set(masks)):
-        problems.append(f"{_rel(images[stem], root)}: no mask (expected masks/{stem}.tif)")
+        reason = not_a_file_reason(images[stem])
+        problems.append(f"{_rel(images[stem], root)}: {reason or f'no mask (expected masks/{stem}.tif)'}")
     for stem in sorted(set(masks) - set(images)):
-        problems.append(f"{_rel(masks[stem], root)}: no image (expected images/{stem}.tif)")
+        reason = not_a_file_reason(masks[stem])
+        problems.append(f"{_rel(masks[stem], root)}: {reason or f'no image (expected images/{stem}.tif)'}")
 
     table_path = Path(classes_file) if classes_file is not None else root / CLASSES_FILE
     if classes_file is not None and not table_path.is_file():
@@ -219,7 +238,7 @@ def _check_pair(
             try:
                 opened.append(open_raster(path))
             except DataError as exc:
-                problems.append(f"{_rel(path, root)}: cannot read ({exc.__cause__ or exc})")
+                problems.append(f"{_rel(path, root)}: {_open_problem(path, exc)}")
         if len(opened) < 2:
             return None
         img, msk = opened

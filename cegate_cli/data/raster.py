@@ -8,7 +8,10 @@ or where any chosen band is not finite.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,11 +21,11 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from cegate_cli.errors import DataError
+from cegate_cli.errors import DataError, DataFileNotFoundError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -32,12 +35,88 @@ def is_tiff(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
 
 
-def open_raster(path: Path) -> Any:
-    """rasterio.open with a message that names the file."""
+def is_tiff_name(path: Path) -> bool:
+    """A .tif/.tiff name the user gave (hidden names such as our own temporaries are not), whatever it is on disk."""
+    return path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
+
+
+def not_a_file_reason(path: Path) -> str | None:
+    """Why `path` cannot be a raster file before anything reads it, in the user's words; None for a file.
+
+    Without this a symlink loop, a FIFO or a folder named `x.tif` was simply "not there" (no such
+    file, or a mask with "no image"), and the user looked for a missing file that was right there.
+    """
+    path = Path(path)
     try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "no such file; check the path"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISLNK(mode):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link that loops back on itself; point it at the real file"
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist; point it at the real file"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a GeoTIFF file; rename it or move it out of the way"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a GeoTIFF file; copy the data into a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a GeoTIFF file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a GeoTIFF file"
+    return None
+
+
+_DRIVER_WORDS = {"PNG": "a PNG image", "JPEG": "a JPEG image", "GIF": "a GIF image", "BMP": "a BMP image", "WEBP": "a WebP image"}
+READABLE_DRIVERS = ("GTiff", "COG")
+
+
+def check_geotiff(ds: Any, path: Path) -> None:
+    """Refuse a file GDAL reads with another driver: a PNG or JPEG renamed `.tif`.
+
+    Such a file has no georeference, so it used to surface as "grid differs" from its mask or
+    image, which sent the user looking at coordinates instead of at the file format.
+    """
+    if ds.driver in READABLE_DRIVERS:
+        return
+    what = _DRIVER_WORDS.get(ds.driver, f"a {ds.driver} file")
+    raise DataError(
+        f"{path}: is {what} with a .tif name, not a GeoTIFF; convert it "
+        f"(e.g. gdal_translate -of GTiff {Path(path).name} out.tif) or export it as GeoTIFF"
+    )
+
+
+def open_quietly(path: Path) -> Any:
+    """rasterio.open without its Python warnings reaching the user's terminal.
+
+    NotGeoreferencedWarning is about a file without a CRS or transform; where that matters
+    (predicting a scene, pairing a mask) cegate says so in its own words, once per file.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)
+
+
+def open_raster(path: Path) -> Any:
+    """Open a GeoTIFF with a one-line message that names the file and says what is wrong."""
+    reason = not_a_file_reason(path)
+    if reason is not None:
+        error = DataFileNotFoundError if reason.startswith("no such file") else DataError
+        raise error(f"{path}: {reason}")
+    try:
+        ds = open_quietly(path)
     except (RasterioError, OSError) as exc:
         raise DataError(f"{path}: cannot read raster ({exc})") from exc
+    try:
+        check_geotiff(ds, path)
+    except DataError:
+        ds.close()
+        raise
+    return ds
 
 
 def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:

@@ -9,29 +9,38 @@ blender later turns those pixels into the mask's nodata value whatever the model
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 
+from cegate_cli.data.raster import check_geotiff, not_a_file_reason, open_quietly
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.tiling import Tile, pad_to
 
 
 def open_scene(path: Path) -> rasterio.DatasetReader:
-    """Open a raster with an error message that names the file and says what to check."""
-    if not path.exists():
-        raise DataFileNotFoundError(f"{path}: no such file; check the path")
+    """Open a raster with an error message that names the file and says what to check.
+
+    The checks are data/raster.py's, so training and predict refuse the same files with the same
+    words (a folder or a FIFO named .tif, a looping symlink, a PNG renamed .tif).
+    """
+    reason = not_a_file_reason(path)
+    if reason is not None:
+        raise (DataFileNotFoundError if reason.startswith("no such file") else DataError)(f"{path}: {reason}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+        dataset = open_quietly(path)
     except RasterioError as exc:
         raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
+    try:
+        check_geotiff(dataset, path)
+    except DataError:
+        dataset.close()
+        raise
+    return dataset
 
 
 def gdal_detail(exc: BaseException) -> str:
