@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import open_quietly
+from cegate_cli.data.raster import open_quietly, valid_pixels
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -208,12 +207,5 @@ def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: P
 
 
 def _valid(dataset: rasterio.DatasetReader, values: np.ndarray, window: Window) -> np.ndarray:
-    """Pixels that are data in band 1 (nodata value, or an internal/per-dataset mask)."""
-    flags = dataset.mask_flag_enums[0]
-    if MaskFlags.all_valid in flags:
-        return np.ones(values.shape, dtype=bool)
-    if MaskFlags.nodata in flags and dataset.nodata is not None:
-        if math.isnan(dataset.nodata):
-            return ~np.isnan(values)
-        return values != dataset.nodata
-    return dataset.read_masks(1, window=window) != 0
+    """Pixels that are data (nodata value, internal/per-dataset mask): data/raster.py's one rule."""
+    return valid_pixels(dataset, (1,), values[None], window)

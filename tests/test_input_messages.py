@@ -17,12 +17,15 @@ import rasterio
 from data_rasters import write_tif
 from PIL import Image
 from predict_rasters import band_stats, class_table, pixel_model, random_scene, write_scene
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.enums import ColorInterp
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from typer.testing import CliRunner
 
 from cegate_cli.classes import load_class_table
 from cegate_cli.cli import app
+from cegate_cli.data.crops import CropSampler, CropWindow
 from cegate_cli.data.folder import discover_labeled
+from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict import PredictOptions, VectorOptions, expand_inputs, predict_many
 
@@ -205,6 +208,28 @@ def test_predict_without_crs_lists_only_what_it_wrote_and_a_rerun_skips(tmp_path
     assert not again.failed and len(again.skipped) == 1
     assert "--overwrite" in again.skipped[0].message
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["plain.mask.tif"]
+
+
+def test_no_raw_rasterio_warnings_when_training_reads_odd_files(tmp_path: Path) -> None:
+    """No CRS, and nodata set beside an alpha band: cegate reads both without a Python warning,
+    and a pixel the alpha band hides is not valid even though a nodata value is set too."""
+    data = np.random.default_rng(1).integers(1, 200, (4, 16, 16)).astype(np.uint8)
+    data[3] = 255
+    data[3, :4] = 0  # alpha: the first four rows are transparent
+    path = tmp_path / "images" / "rgba.tif"
+    path.parent.mkdir()
+    with rasterio.open(path, "w", driver="GTiff", width=16, height=16, count=4, dtype="uint8", nodata=0) as dst:
+        dst.write(data)
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    write_tif(tmp_path / "masks" / "rgba.tif", np.zeros((16, 16), np.uint8), crs=None, transform=None)
+    stats = BandStats(("r", "g", "b"), (100.0,) * 3, (50.0,) * 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        warnings.simplefilter("error", NodataShadowWarning)
+        folder = discover_labeled(tmp_path)  # neither file has a CRS: same (pixel) grid, nothing to say
+        with CropSampler(list(folder.pairs), [(1, 2, 3)], stats, crop=16, ignore_index=255, augment=False) as sampler:
+            batch = sampler.read([CropWindow(0, 0, 0)])
+    assert not batch.valid[0, :4].any() and batch.valid[0, 4:].all()
 
 
 def test_second_demo_into_an_existing_folder_is_refused_before_anything_else(tmp_path: Path) -> None:
