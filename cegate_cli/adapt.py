@@ -23,7 +23,7 @@ from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.bands import bands_for_images
 from cegate_cli.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.crops import Augment, CropSampler
-from cegate_cli.data.folder import ImagePair, discover_labeled
+from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import parse_select
@@ -145,6 +145,12 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     table = folder.class_table
     choice, per_image = bands_for_images(options.bands, [pair.image for pair in folder.pairs])
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
+    contents = check_image_contents(folder.images, per_image, config.crop, options.source)
+    if target is not None:
+        contents += check_image_contents(target.images, target.band_indexes, config.crop, target.root)
+    for warning in contents:
+        reporter.message(f"warning: {warning}")
+    warnings += contents
     indexes_of = {pair.image: idx for pair, idx in zip(folder.pairs, per_image)}
     train_pairs, val_pairs = split_validation(folder.pairs, config.val_fraction, config.seed)
     if not val_pairs and config.val_fraction > 0:
@@ -245,6 +251,9 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
+    warnings = check_image_contents(target.images, target.band_indexes, config.crop, target.root)
+    for warning in warnings:
+        reporter.message(f"warning: {warning}")
     run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
     _check_resume_mode_from(run_dir, options)
     loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
@@ -271,7 +280,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         kinds=tuple(k for k in KINDS if any(c[0] == k for c in candidates)),
         select_count=select_count,
         mode="target",
-        data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target)},
+        data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target), "warnings": warnings},
     )
     manifest.adaptation = _adaptation_section(
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
@@ -286,7 +295,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     finally:
         target_sampler.close()
     _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
-    return AdaptResult(run_dir, manifest, outcome, [])
+    return AdaptResult(run_dir, manifest, outcome, warnings)
 
 
 def _check_crop(crop: int, patch: int) -> None:

@@ -238,3 +238,74 @@ def test_second_demo_into_an_existing_folder_is_refused_before_anything_else(tmp
     assert result.exit_code == 2
     assert one_error_line(result.output) == f"Error: {tmp_path} already exists; choose another folder or add --overwrite"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+# -- degenerate data: a warning naming the file, or an error when nothing can be trained ---------
+
+
+def _degenerate_folder(root: Path) -> Path:
+    """Three good 32 x 32 uint16 scenes, one all nodata, one 8 x 8 and one uint8."""
+    rng = np.random.default_rng(2)
+    labels = np.resize(np.array([0, 1], np.uint8), 32 * 32).reshape(32, 32)
+    for stem in ("good1", "good2", "good3"):
+        write_tif(root / "images" / f"{stem}.tif", rng.integers(1, 3000, (3, 32, 32)).astype(np.uint16), nodata=0)
+        write_tif(root / "masks" / f"{stem}.tif", labels)
+    write_tif(root / "images" / "blank.tif", np.zeros((3, 32, 32), np.uint16), nodata=0)
+    write_tif(root / "masks" / "blank.tif", labels)
+    write_tif(root / "images" / "tiny.tif", rng.integers(1, 3000, (3, 8, 8)).astype(np.uint16), nodata=0)
+    write_tif(root / "masks" / "tiny.tif", labels[:8, :8])
+    write_tif(root / "images" / "bytes.tif", rng.integers(1, 255, (3, 32, 32)).astype(np.uint8), nodata=0)
+    write_tif(root / "masks" / "bytes.tif", labels)
+    return root
+
+
+def test_degenerate_images_each_get_a_warning_naming_the_file(tmp_path: Path) -> None:
+    from cegate_cli.data.folder import check_image_contents
+
+    root = _degenerate_folder(tmp_path)
+    folder = discover_labeled(root)
+    warnings_ = check_image_contents(folder.images, [(1, 2, 3)] * len(folder.images), 16, root)
+    text = "\n".join(warnings_)
+    assert "images/blank.tif: has no valid pixel" in text
+    assert "images/tiny.tif (8 x 8): is smaller than --crop 16" in text
+    assert "images/bytes.tif: holds uint8 values while 5 of 6 images hold uint16" in text
+    assert not any("good" in w for w in warnings_)
+
+
+def test_all_nan_image_among_good_ones_is_named_and_no_valid_pixel_anywhere_is_an_error(tmp_path: Path) -> None:
+    from cegate_cli.data.folder import check_image_contents
+
+    good = write_tif(tmp_path / "good.tif", np.ones((2, 16, 16), np.float32))
+    nan = write_tif(tmp_path / "nan.tif", np.full((2, 16, 16), np.nan, np.float32))
+    half = np.ones((2, 16, 16), np.float32)
+    half[1] = np.nan  # band 2 is NaN everywhere: with both bands used, no pixel is valid
+    halfnan = write_tif(tmp_path / "halfnan.tif", half)
+    assert check_image_contents([good, nan, halfnan], [(1, 2)] * 3, 16, tmp_path) == [
+        "nan.tif: has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); it contributes nothing to training",
+        "halfnan.tif: has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); it contributes nothing to training",
+    ]
+    assert check_image_contents([halfnan], [(1,)], 16, tmp_path) == []  # band 1 alone is fine
+    with pytest.raises(DataError, match=r"no valid pixel in any of the 2 image\(s\) \(nan.tif, halfnan.tif\)"):
+        check_image_contents([nan, halfnan], [(1, 2)] * 2, 16, tmp_path)
+
+
+def test_adapt_reports_degenerate_images_and_refuses_data_without_valid_pixels(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cegate_cli.adapt import AdaptOptions, adapt
+    from cegate_cli.train.config import TrainConfig
+
+    root = _degenerate_folder(tmp_path / "data")
+    config = TrainConfig(steps=1, batch_size=2, crop=16, warmup_steps=0, val_every=1, val_crops=1, save_every=1, fisher_samples=2, select="2")
+    result = adapt(AdaptOptions(source=root, out=tmp_path / "run", backbone="tiny", train=config))
+    assert any(w.startswith("images/blank.tif: has no valid pixel") for w in result.warnings)
+    assert any(w.startswith("images/tiny.tif (8 x 8): is smaller than --crop 16") for w in result.warnings)
+    assert any(w.startswith("images/bytes.tif: holds uint8 values") for w in result.warnings)
+
+    empty = tmp_path / "empty"
+    for stem in ("a", "b"):
+        write_tif(empty / "images" / f"{stem}.tif", np.zeros((3, 16, 16), np.uint16), nodata=0)
+        write_tif(empty / "masks" / f"{stem}.tif", np.zeros((16, 16), np.uint8))
+    with pytest.raises(DataError, match="no valid pixel in any of the 2 image"):
+        adapt(AdaptOptions(source=empty, out=tmp_path / "run2", backbone="tiny", train=replace(config)))
+    assert not (tmp_path / "run2").exists()

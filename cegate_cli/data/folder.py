@@ -9,19 +9,32 @@ Masks are scanned in windows, so a folder of huge scenes is checked without load
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.errors import RasterioError
 
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
-from cegate_cli.data.raster import MaskSource, grid_differences, is_tiff, is_tiff_name, iter_windows, not_a_file_reason, open_raster
+from cegate_cli.data.raster import (
+    MaskSource,
+    PixelValidity,
+    grid_differences,
+    is_tiff,
+    is_tiff_name,
+    iter_windows,
+    not_a_file_reason,
+    open_raster,
+)
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 CLASSES_FILE = "classes.yaml"
 SCAN_WINDOW = 2048  # mask scan chunk: 4 Mpx of int64 at most in memory at once
 MAX_PROBLEM_LINES = 60
+VALID_SCAN_WINDOW = 512  # image scan chunk for "is any pixel valid": stops at the first valid one
+FILES_PER_WARNING = 5  # more files with the same problem share one warning line
 
 
 @dataclass(frozen=True)
@@ -310,3 +323,77 @@ def _scan_values(ds: Any) -> dict[int, int]:
             values, n = np.unique(block, return_counts=True)
             counts.update({int(v): int(c) for v, c in zip(values, n)})
     return dict(counts)
+
+
+def check_image_contents(
+    images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], crop: int, root: Path
+) -> list[str]:
+    """Warnings about images that train badly or not at all, each naming its files; a DataError
+    when no image has a single valid pixel (nothing could be trained).
+
+    Caught here, before training, because each of these used to train without a word:
+    - an image with no valid pixel (all NaN, all nodata, fully masked) for the bands the run uses
+      contributes nothing, and if it was the one a user cared about they never learned why;
+    - an image smaller than the crop is padded with unlabeled pixels, most of each crop wasted;
+    - an image stored in another data type than the rest (uint8 among uint16) is most likely on
+      another value scale, yet all are normalised with the same statistics.
+    The valid-pixel scan stops at the first valid pixel, so a good image costs one window read.
+    """
+    empty: list[str] = []
+    small: list[str] = []
+    dtypes: dict[Path, str] = {}
+    for path, indexes in zip(images, band_indexes):
+        with open_raster(Path(path)) as ds:
+            dtypes[path] = str(ds.dtypes[indexes[0] - 1])
+            if ds.width < crop or ds.height < crop:
+                small.append(f"{_rel(path, root)} ({ds.width} x {ds.height})")
+            if not _has_valid_pixel(ds, indexes):
+                empty.append(_rel(path, root))
+    if len(empty) == len(images):
+        raise DataError(
+            f"{root}: no valid pixel in any of the {len(images)} image(s) ({_listed(empty)}): every pixel is nodata, "
+            "NaN or masked in at least one of the bands used; check the files' nodata value, or choose other bands with --bands"
+        )
+    warnings = _grouped(
+        empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); it contributes nothing to training"
+    )
+    warnings += _grouped(
+        small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)"
+    )
+    counts = Counter(dtypes.values())
+    if len(counts) > 1:
+        usual, n = counts.most_common(1)[0]
+        for dtype in sorted(set(counts) - {usual}):
+            odd = [_rel(p, root) for p, d in dtypes.items() if d == dtype]
+            warnings += _grouped(
+                odd, f"holds {dtype} values while {n} of {len(images)} images hold {usual}; all are normalised with the same "
+                "statistics, so check it is on the same scale (rescale it or leave it out)"
+            )
+    return warnings
+
+
+def _has_valid_pixel(ds: Any, indexes: tuple[int, ...]) -> bool:
+    validity = PixelValidity(ds, indexes)
+    for window in iter_windows(ds.width, ds.height, VALID_SCAN_WINDOW):
+        try:
+            raw = ds.read(list(indexes), window=window)
+            if validity.of(ds, raw, window).any():
+                return True
+        except RasterioError as exc:
+            raise DataError(
+                f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({exc}); "
+                "the file may be truncated or corrupt"
+            ) from exc
+    return False
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:FILES_PER_WARNING])
+    return shown + (f" and {len(names) - FILES_PER_WARNING} more" if len(names) > FILES_PER_WARNING else "")
+
+
+def _grouped(names: Sequence[str], what: str) -> list[str]:
+    """One warning per file, or one line for many files with the same problem."""
+    if len(names) <= FILES_PER_WARNING:
+        return [f"{name}: {what}" for name in names]
+    return [f"{len(names)} images ({_listed(names)}): each {what}"]
