@@ -23,7 +23,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import open_quietly, valid_pixels
+from cegate_cli.data.raster import gdal_detail, open_quietly, valid_pixels
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -179,8 +179,14 @@ def evaluate_scene(
                 target = true_ds.read(1, window=window)
                 valid = _valid(pred_ds, pred, window) & _valid(true_ds, target, window)
             except RasterioError as exc:
-                raise DataError(f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({exc})") from exc
-            matrix.update(pred, target, valid)
+                raise DataError(
+                    f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({gdal_detail(exc)}); "
+                    "a file may be truncated or corrupt"
+                ) from exc
+            try:
+                matrix.update(pred, target, valid)
+            except DataError as exc:  # class ids out of range: name the file that holds them
+                raise DataError(f"{mask_true_path if str(exc).startswith('label') else mask_pred_path}: {exc}") from None
     return matrix
 
 

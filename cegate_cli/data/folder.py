@@ -21,6 +21,7 @@ from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_tabl
 from cegate_cli.data.raster import (
     MaskSource,
     PixelValidity,
+    gdal_detail,
     grid_differences,
     is_tiff,
     is_tiff_name,
@@ -203,6 +204,8 @@ def discover_labeled(
             f"{len(files)} mask(s) declare nodata={value} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
             f"those pixels are read as unlabeled. If {value} is a class, list it in {CLASSES_FILE}."
         )
+    if len(problems) == 1:  # one problem is one line, naming the file from the folder given
+        raise DataError(f"{root}/{problems[0]}")
     if problems:
         shown = problems[:MAX_PROBLEM_LINES]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -286,7 +289,7 @@ def _check_pair(
         try:
             counts = _scan_values(msk)
         except Exception as exc:  # a corrupt block shows up only when read
-            problems.append(f"{mask_name}: cannot read pixels ({exc})")
+            problems.append(f"{mask_name}: cannot read pixels ({gdal_detail(exc)}); the file may be truncated or corrupt")
             return None
         return ImagePair(image, mask, warp, mask_nodata), counts
     finally:
@@ -381,7 +384,7 @@ def _has_valid_pixel(ds: Any, indexes: tuple[int, ...]) -> bool:
                 return True
         except RasterioError as exc:
             raise DataError(
-                f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({exc}); "
+                f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
                 "the file may be truncated or corrupt"
             ) from exc
     return False

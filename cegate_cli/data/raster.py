@@ -38,6 +38,12 @@ def is_tiff(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
 
 
+def gdal_detail(exc: BaseException) -> str:
+    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
+    cause = exc.__cause__
+    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
+
+
 def is_tiff_name(path: Path) -> bool:
     """A .tif/.tiff name the user gave (hidden names such as our own temporaries are not), whatever it is on disk."""
     return path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
@@ -218,7 +224,7 @@ def read_image_window(ds: Any, indexes: Sequence[int], window: Window) -> tuple[
         valid = valid_pixels(ds, indexes, raw, window)
     except RasterioError as exc:
         raise DataError(
-            f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({exc}); "
+            f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
             "the file may be truncated or corrupt"
         ) from exc
     with np.errstate(over="ignore", invalid="ignore"):
@@ -226,12 +232,21 @@ def read_image_window(ds: Any, indexes: Sequence[int], window: Window) -> tuple[
 
 
 def read_mask_window(ds: Any, window: Window, *, nodata_value: int | None, ignore_index: int) -> np.ndarray:
-    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index."""
-    labels = ds.read(1, window=window).astype(np.int64)
-    if nodata_value is not None:
-        labels[labels == nodata_value] = ignore_index
-    if isinstance(ds, WarpedVRT):
-        labels[ds.read_masks(1, window=window) == 0] = ignore_index
+    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index.
+
+    A read that fails (a truncated or corrupt mask) is a DataError naming the file and the place.
+    """
+    try:
+        labels = ds.read(1, window=window).astype(np.int64)
+        if nodata_value is not None:
+            labels[labels == nodata_value] = ignore_index
+        if isinstance(ds, WarpedVRT):
+            labels[ds.read_masks(1, window=window) == 0] = ignore_index
+    except RasterioError as exc:
+        raise DataError(
+            f"{ds.name}: reading mask values at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
+            "the file may be truncated or corrupt"
+        ) from exc
     return labels
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 
-from cegate_cli.data.raster import PixelValidity, check_geotiff, not_a_file_reason, open_quietly
+from cegate_cli.data.raster import PixelValidity, check_geotiff, gdal_detail, not_a_file_reason, open_quietly
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.tiling import Tile, pad_to
@@ -40,12 +40,6 @@ def open_scene(path: Path) -> rasterio.DatasetReader:
         dataset.close()
         raise
     return dataset
-
-
-def gdal_detail(exc: BaseException) -> str:
-    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
-    cause = exc.__cause__
-    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
 
 
 class SceneReader:
