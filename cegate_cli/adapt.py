@@ -103,7 +103,7 @@ def check_options(options: AdaptOptions) -> str:
     if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
         raise InputError(
             f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
-            "predicted masks one byte); mark unlabeled pixels with one such value, or declare the masks' nodata value"
+            "predicted masks are one byte per pixel); mark unlabeled pixels with one such value, or declare the masks' nodata value"
         )
     if options.from_run is not None:
         if options.source is not None:

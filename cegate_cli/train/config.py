@@ -53,14 +53,15 @@ class TrainConfig:
         from cegate_cli.errors import InputError
         from cegate_cli.fisher import parse_select_spec
 
-        for flag, value in (("--steps", self.steps), ("--batch-size", self.batch_size), ("--fisher-samples", self.fisher_samples),
-                            ("--crop", self.crop), ("validation crops", self.val_crops), ("--save-every", self.save_every)):
-            if value < 1:
-                raise InputError(f"{flag} {value}: must be at least 1")
-        for flag, value in (("--seed", self.seed), ("--val-every", self.val_every), ("--reselect-every", self.reselect_every),
-                            ("warmup steps", self.warmup_steps)):
-            if value < 0:
-                raise InputError(f"{flag} {value}: must be 0 or more")
+        at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
+                        "validation crops": "val_crops", "--save-every": "save_every"}
+        for flag, name in at_least_one.items():
+            if getattr(self, name) < 1:
+                raise InputError(f"{flag} {getattr(self, name)}: must be at least 1 (default {_default(name)})")
+        not_negative = {"--seed": "seed", "--val-every": "val_every", "--reselect-every": "reselect_every", "warmup steps": "warmup_steps"}
+        for flag, name in not_negative.items():
+            if getattr(self, name) < 0:
+                raise InputError(f"{flag} {getattr(self, name)}: must be 0 or more (default {_default(name)})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (e.g. 1e-3)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -90,6 +91,11 @@ class TrainConfig:
         if data["selection"] == "fisher":
             data.pop("selection")  # the default: states written before the option existed still resume
         return data
+
+
+def _default(name: str) -> Any:
+    """A TrainConfig field's default, shown in messages as a value that works."""
+    return TrainConfig.__dataclass_fields__[name].default
 
 
 SELECTIONS = ("fisher", "random", "all", "none", "full")
