@@ -146,13 +146,16 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     choice, per_image = bands_for_images(options.bands, [pair.image for pair in folder.pairs])
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
     contents = check_image_contents(folder.images, per_image, config.crop, options.source)
+    found = list(contents.warnings)
     if target is not None:
-        contents += check_image_contents(target.images, target.band_indexes, config.crop, target.root)
-    for warning in contents:
+        target, target_warnings = _usable_target(target, config.crop)
+        found += target_warnings
+    for warning in found:
         reporter.message(f"warning: {warning}")
-    warnings += contents
+    warnings += found
     indexes_of = {pair.image: idx for pair, idx in zip(folder.pairs, per_image)}
-    train_pairs, val_pairs = split_validation(folder.pairs, config.val_fraction, config.seed)
+    usable = [pair for pair in folder.pairs if pair.image not in contents.empty]
+    train_pairs, val_pairs = split_validation(usable, config.val_fraction, config.seed)
     if not val_pairs and config.val_fraction > 0:
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
@@ -251,7 +254,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
-    warnings = check_image_contents(target.images, target.band_indexes, config.crop, target.root)
+    target, warnings = _usable_target(target, config.crop)
     for warning in warnings:
         reporter.message(f"warning: {warning}")
     run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
@@ -296,6 +299,14 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         target_sampler.close()
     _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, warnings)
+
+
+def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[str]]:
+    """The target folder without images that have no valid pixel, and the warnings about it."""
+    contents = check_image_contents(target.images, target.band_indexes, crop, target.root)
+    kept = [(image, idx) for image, idx in zip(target.images, target.band_indexes) if image not in contents.empty]
+    usable = replace(target, images=tuple(i for i, _ in kept), band_indexes=tuple(b for _, b in kept))
+    return usable, list(contents.warnings)
 
 
 def _check_crop(crop: int, patch: int) -> None:

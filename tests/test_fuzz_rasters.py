@@ -201,7 +201,7 @@ def _one_case(case: Case, root: Path) -> None:
     ok, chosen = _expect_ok_or_cegate_error(case, "bands_for_images", lambda: bands_for_images(None, [image]))
     if ok:
         choice, per_image = chosen
-        ok_checks, _ = _expect_ok_or_cegate_error(case, "check_image_contents", lambda: check_image_contents([image], per_image, 8, root))
+        ok_checks, _ = _expect_ok_or_cegate_error(case, "check_image_contents", lambda: check_image_contents([image], per_image, 8, root).warnings)
         ok_stats, stats = _expect_ok_or_cegate_error(
             case, "compute_band_stats", lambda: compute_band_stats([image], per_image, choice.names, window=16, max_windows=4)
         )

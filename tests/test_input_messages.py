@@ -264,12 +264,14 @@ def test_degenerate_images_each_get_a_warning_naming_the_file(tmp_path: Path) ->
 
     root = _degenerate_folder(tmp_path)
     folder = discover_labeled(root)
-    warnings_ = check_image_contents(folder.images, [(1, 2, 3)] * len(folder.images), 16, root)
+    contents = check_image_contents(folder.images, [(1, 2, 3)] * len(folder.images), 16, root)
+    warnings_ = contents.warnings
     text = "\n".join(warnings_)
     assert "images/blank.tif: has no valid pixel" in text
     assert "images/tiny.tif (8 x 8): is smaller than --crop 16" in text
     assert "images/bytes.tif: holds uint8 values while 5 of 6 images hold uint16" in text
     assert not any("good" in w for w in warnings_)
+    assert contents.empty == {root / "images" / "blank.tif"}
 
 
 def test_all_nan_image_among_good_ones_is_named_and_no_valid_pixel_anywhere_is_an_error(tmp_path: Path) -> None:
@@ -280,11 +282,11 @@ def test_all_nan_image_among_good_ones_is_named_and_no_valid_pixel_anywhere_is_a
     half = np.ones((2, 16, 16), np.float32)
     half[1] = np.nan  # band 2 is NaN everywhere: with both bands used, no pixel is valid
     halfnan = write_tif(tmp_path / "halfnan.tif", half)
-    assert check_image_contents([good, nan, halfnan], [(1, 2)] * 3, 16, tmp_path) == [
-        "nan.tif: has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); it contributes nothing to training",
-        "halfnan.tif: has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); it contributes nothing to training",
+    assert check_image_contents([good, nan, halfnan], [(1, 2)] * 3, 16, tmp_path).warnings == [
+        "nan.tif: has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation",
+        "halfnan.tif: has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation",
     ]
-    assert check_image_contents([halfnan], [(1,)], 16, tmp_path) == []  # band 1 alone is fine
+    assert check_image_contents([halfnan], [(1,)], 16, tmp_path).warnings == []  # band 1 alone is fine
     with pytest.raises(DataError, match=r"no valid pixel in any of the 2 image\(s\) \(nan.tif, halfnan.tif\)"):
         check_image_contents([nan, halfnan], [(1, 2)] * 2, 16, tmp_path)
 
@@ -301,6 +303,8 @@ def test_adapt_reports_degenerate_images_and_refuses_data_without_valid_pixels(t
     assert any(w.startswith("images/blank.tif: has no valid pixel") for w in result.warnings)
     assert any(w.startswith("images/tiny.tif (8 x 8): is smaller than --crop 16") for w in result.warnings)
     assert any(w.startswith("images/bytes.tif: holds uint8 values") for w in result.warnings)
+    used = result.manifest.data["train_images"] + result.manifest.data["val_images"]
+    assert len(used) == 5 and not any(name.endswith("blank.tif") for name in used)  # left out, so validation is never NaN
 
     empty = tmp_path / "empty"
     for stem in ("a", "b"):

@@ -328,9 +328,19 @@ def _scan_values(ds: Any) -> dict[int, int]:
     return dict(counts)
 
 
+@dataclass(frozen=True)
+class ImageContents:
+    """What `check_image_contents` found: warnings for the user, and the images to leave out."""
+
+    warnings: list[str]
+    empty: frozenset[Path]
+    """Images without a single valid pixel: they cannot teach anything, and held out for validation
+    they would make its mIoU NaN, so callers leave them out."""
+
+
 def check_image_contents(
     images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], crop: int, root: Path
-) -> list[str]:
+) -> ImageContents:
     """Warnings about images that train badly or not at all, each naming its files; a DataError
     when no image has a single valid pixel (nothing could be trained).
 
@@ -343,6 +353,7 @@ def check_image_contents(
     The valid-pixel scan stops at the first valid pixel, so a good image costs one window read.
     """
     empty: list[str] = []
+    empty_paths: set[Path] = set()
     small: list[str] = []
     dtypes: dict[Path, str] = {}
     for path, indexes in zip(images, band_indexes):
@@ -352,13 +363,14 @@ def check_image_contents(
                 small.append(f"{_rel(path, root)} ({ds.width} x {ds.height})")
             if not _has_valid_pixel(ds, indexes):
                 empty.append(_rel(path, root))
+                empty_paths.add(path)
     if len(empty) == len(images):
         raise DataError(
             f"{root}: no valid pixel in any of the {len(images)} image(s) ({_listed(empty)}): every pixel is nodata, "
             "NaN or masked in at least one of the bands used; check the files' nodata value, or choose other bands with --bands"
         )
     warnings = _grouped(
-        empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); it contributes nothing to training"
+        empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation"
     )
     warnings += _grouped(
         small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)"
@@ -372,7 +384,7 @@ def check_image_contents(
                 odd, f"holds {dtype} values while {n} of {len(images)} images hold {usual}; all are normalised with the same "
                 "statistics, so check it is on the same scale (rescale it or leave it out)"
             )
-    return warnings
+    return ImageContents(warnings, frozenset(empty_paths))
 
 
 def _has_valid_pixel(ds: Any, indexes: tuple[int, ...]) -> bool:
