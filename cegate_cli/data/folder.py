@@ -375,13 +375,14 @@ def check_image_contents(
     warnings += _grouped(
         small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)"
     )
-    counts = Counter(dtypes.values())
+    used = {p: d for p, d in dtypes.items() if p not in empty_paths}  # an image left out has no scale to compare
+    counts = Counter(used.values())
     if len(counts) > 1:
         usual, n = counts.most_common(1)[0]
         for dtype in sorted(set(counts) - {usual}):
-            odd = [_rel(p, root) for p, d in dtypes.items() if d == dtype]
+            odd = [_rel(p, root) for p, d in used.items() if d == dtype]
             warnings += _grouped(
-                odd, f"holds {dtype} values while {n} of {len(images)} images hold {usual}; all are normalised with the same "
+                odd, f"holds {dtype} values while {n} of {len(used)} images hold {usual}; all are normalised with the same "
                 "statistics, so check it is on the same scale (rescale it or leave it out)"
             )
     return ImageContents(warnings, frozenset(empty_paths))
