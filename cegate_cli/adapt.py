@@ -6,7 +6,9 @@ Three modes, one entry point:
 - "target": an earlier run continued on an unlabeled target folder, no labels at all.
 
 Order matters for the user: everything that can be wrong with the data or the options is
-checked before the backbone is downloaded or any training starts.
+checked before the backbone is downloaded or any training starts, and everything that can be
+checked at all (crop against the patch size included) is checked before the run folder is locked
+and, with --overwrite, the old run in it is replaced. A run folder has one writer at a time.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cegate_cli import distributed
+from cegate_cli.backbone.galileo_backbone import (
+    DEFAULT_PATCH_SIZE,
+    GalileoBackbone,
+    GalileoInputs,
+    GalileoOptions,
+    plan_groups,
+    resolve_galileo_inputs,
+)
 from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone.pretrained import PretrainedGalileo
 from cegate_cli.bands import bands_for_images
 from cegate_cli.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
-from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
@@ -34,15 +46,18 @@ from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
     RunManifest,
+    check_run_dir,
     prepare_run_dir,
     read_manifest,
+    release_run_dir,
     save_weights,
-    state_path,
+    state_dir,
     write_manifest,
 )
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
+from cegate_cli.train.losses import LOSSES, balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
@@ -76,6 +91,8 @@ class AdaptOptions:
     from_run: Path | None = None
     """A finished run to continue on `target` (backbone, bands, classes, toolbox come from it)."""
     self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    galileo: GalileoOptions = field(default_factory=GalileoOptions)
+    """How Galileo backbones are fed (patch size, month, normalisation); ignored by ViTs."""
 
     @property
     def mode(self) -> str:
@@ -117,6 +134,8 @@ def check_options(options: AdaptOptions) -> str:
         raise InputError("give a labeled SOURCE folder, or --from RUN --target TARGET to continue a run on unlabeled images")
     if options.target is not None:
         options.self_training.check()
+    if options.train.loss not in LOSSES:
+        raise InputError(f"--loss {options.train.loss!r}: choose {', '.join(LOSSES)}")
     return options.mode
 
 
@@ -133,8 +152,10 @@ def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> 
 def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_after: int | None = None) -> AdaptResult:
     reporter = (reporter or SilentReporter()) if distributed.is_main() else SilentReporter()  # torchrun: rank 0 reports
     mode = check_options(options)
+    device = resolve_device(options.train.device)
+    distributed.check_on_main(check_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
     if mode == "target":
-        return _adapt_from_run(options, reporter, stop_after)
+        return _adapt_from_run(options, reporter, stop_after, device)
     config = options.train
     started = time.perf_counter()
     assert options.source is not None
@@ -150,9 +171,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     if target is not None:
         target, target_warnings = _usable_target(target, config.crop)
         found += target_warnings
-    for warning in found:
-        reporter.message(f"warning: {warning}")
-    warnings += found
+    warnings += found  # shown once the crop size is known to be usable (a refused --crop is the one line then)
     indexes_of = {pair.image: idx for pair, idx in zip(folder.pairs, per_image)}
     usable = [pair for pair in folder.pairs if pair.image not in contents.empty]
     train_pairs, val_pairs = split_validation(usable, config.val_fraction, config.seed)
@@ -160,27 +179,47 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
 
-    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
-    _check_resumed_mode(run_dir, options, mode)
+    run_dir = Path(options.out)  # prepared (locked, emptied for --overwrite) only once everything is checked
+    recorded = _check_resumed_mode(run_dir, options, mode)
     source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
     pretrained = load_pretrained_vit(source)
-    patch = int(pretrained.vit.patch_embed.patch_size[0])
+    is_galileo = isinstance(pretrained, PretrainedGalileo)
+    if is_galileo:
+        options.galileo.check()
+        plan_groups(choice.names)  # bands that fill no Galileo group: say so before reading any pixel
+        patch = options.galileo.patch_size or DEFAULT_PATCH_SIZE
+    else:
+        patch = int(pretrained.vit.patch_embed.patch_size[0])
     _check_crop(config.crop, patch)
+    for warning in found:
+        reporter.message(f"warning: {warning}")
 
     stats = compute_band_stats(
         [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
     )
-    built = build_model(pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed)
-    device = resolve_device(config.device)
-    sampler = CropSampler(train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment)
+    galileo_inputs = None
+    if is_galileo:
+        galileo_inputs, stats, galileo_warnings = resolve_galileo_inputs(options.galileo, [p.image for p in train_pairs], stats, pretrained.normalization)
+        for warning in galileo_warnings:
+            warnings.append(warning)
+            reporter.message(f"warning: {warning}")
+    built = build_model(
+        pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
+        normalization=stats, galileo=galileo_inputs,
+    )
+    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
+    select_count = parse_select(config.select, len(candidates))
+    sampler = CropSampler(
+        train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment,
+        rare_class_weights=balanced_class_weights(folder.label_counts, table.num_classes).tolist() if config.rare_crops > 1 else None,
+        candidates=config.rare_crops,
+    )
     validation = []
     if val_pairs:
         val_sampler = CropSampler(val_pairs, [indexes_of[p.image] for p in val_pairs], stats, config.crop, table.ignore_index, augment=False)
         windows = val_sampler.fixed_windows(config.val_crops, config.seed)
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
-    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
-    select_count = parse_select(config.select, len(candidates))
 
     backbone_params = _backbone_parameters(built.model)
     manifest = RunManifest(
@@ -196,6 +235,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "embed_dim": built.model.backbone.embed_dim,
             "depth": built.model.backbone.depth,
             "parameters": backbone_params,
+            **({"galileo": _galileo_section(built.model, galileo_inputs)} if galileo_inputs is not None else {}),
         },
         bands=choice,
         normalization=stats,
@@ -210,36 +250,82 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "train_images": [str(p.image) for p in train_pairs],
             "val_images": [str(p.image) for p in val_pairs],
             "warnings": warnings,
+            "label_pixels": {str(k): int(v) for k, v in sorted(folder.label_counts.items())},
+            "class_weights": (None if (weights := _class_weights(config, folder.label_counts, table.num_classes)) is None
+                              else [round(float(w), 4) for w in weights]),
         },
     )
+    if recorded is not None:
+        manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
-        keep_best=target is None,
+        class_weights=_class_weights(config, folder.label_counts, table.num_classes), keep_best=target is None,
     )
     target_sampler = None
     if target is None:
-        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_path(run_dir), reporter)
+        trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
-        tstats = target_stats(target, choice, config.seed) if self_config.target_norm == "target" else stats
+        own_stats = self_config.target_norm == "target" and (galileo_inputs is None or galileo_inputs.normalize == "data")
+        tstats = target_stats(target, choice, config.seed) if own_stats else stats
         manifest.normalization = tstats  # predict maps target scenes: it must normalise them as training did
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
-        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config), state_path(run_dir), reporter)
-    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-        distributed.on_main(write_manifest, run_dir, manifest)
+        prior = _class_prior(folder.label_counts, table.num_classes)
+        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=prior), state_dir(run_dir), reporter)
     try:
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        outcome = _train(run_dir, options, manifest, trainer, stop_after, built.model, built.toolbox, candidates, started, str(device))
     finally:
         sampler.close()
         if target_sampler is not None:
             target_sampler.close()
-    _finish(run_dir, manifest, trainer, outcome, built.model, built.toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, warnings)
 
 
-def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None) -> AdaptResult:
+def _train(
+    run_dir: Path,
+    options: AdaptOptions,
+    manifest: RunManifest,
+    trainer: SupervisedTrainer,
+    stop_after: int | None,
+    model: SegmentationModel,
+    toolbox: Toolbox,
+    candidates: list,
+    started: float,
+    device: str,
+) -> TrainOutcome:
+    """Everything checked: take the run folder (lock; with --overwrite, empty the old run), train,
+    record. The folder is released however this ends."""
+    distributed.on_main(prepare_run_dir, run_dir, overwrite=options.overwrite, resume=options.resume)
+    try:
+        if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
+            distributed.on_main(write_manifest, run_dir, manifest)
+        try:
+            outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        except KeyboardInterrupt as exc:
+            raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
+        _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
+        return outcome
+    finally:
+        release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+
+
+def _interrupted_message(trainer: SupervisedTrainer, options: AdaptOptions) -> str:
+    """Where Ctrl-C stopped training and what the user types next."""
+    stopped = f"stopped at step {trainer.progress.step} of {trainer.config.steps}"
+    if trainer.saved_step is None:
+        return (
+            f"Interrupted: {options.out}: {stopped}, before the first resume state was written; "
+            "run the same command with --overwrite to start again"
+        )
+    return (
+        f"Interrupted: {options.out}: {stopped}; the resume state holds step {trainer.saved_step}: "
+        "run the same command with --resume to continue from there"
+    )
+
+
+def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None, device: torch.device) -> AdaptResult:
     """Mode "target": the earlier run's model, teacher-student self-training on the target only."""
     from cegate_cli.loaded_run import load_run
 
@@ -255,13 +341,13 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
     target, warnings = _usable_target(target, config.crop)
-    for warning in warnings:
-        reporter.message(f"warning: {warning}")
-    run_dir = distributed.on_main(prepare_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
-    _check_resume_mode_from(run_dir, options)
+    run_dir = Path(options.out)
+    recorded = _check_resume_mode_from(run_dir, options)
     loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
+    for warning in warnings:
+        reporter.message(f"warning: {warning}")
     kept = list(toolbox.active_keys)
     candidates = [key for key in toolbox.keys() if key[0] in options.kinds]
     if not candidates:
@@ -272,7 +358,6 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     select_count = parse_select(config.select, len(candidates))
     table = earlier.classes
     tstats = target_stats(target, earlier.bands, config.seed) if self_config.target_norm == "target" else earlier.normalization
-    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
         bands=earlier.bands,
@@ -285,19 +370,19 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         mode="target",
         data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target), "warnings": warnings},
     )
+    if recorded is not None:
+        manifest.run_id = recorded.run_id
     manifest.adaptation = _adaptation_section(
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
     )
-    if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-        distributed.on_main(write_manifest, run_dir, manifest)
-    device = resolve_device(config.device)
+    target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
-    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept)), state_path(run_dir), reporter)
+    prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
+    trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
     try:
-        outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
+        outcome = _train(run_dir, options, manifest, trainer, stop_after, model, toolbox, candidates, started, str(device))
     finally:
         target_sampler.close()
-    _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, str(device))
     return AdaptResult(run_dir, manifest, outcome, warnings)
 
 
@@ -309,29 +394,52 @@ def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[
     return usable, list(contents.warnings)
 
 
+def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:
+    """Class shares of the source labels (None when unknown, e.g. runs from older versions)."""
+    counts = torch.tensor([float(label_counts.get(c, 0)) for c in range(num_classes)])
+    return counts / counts.sum() if float(counts.sum()) > 0 else None
+
+
+def _class_weights(config: TrainConfig, label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:
+    """Per-class loss weights from the labeled folder's class shares, for the balanced losses."""
+    if config.loss == "ce":
+        return None
+    return balanced_class_weights(label_counts, num_classes)
+
+
+def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[str, object]:
+    """run.json's record of how Galileo was fed: which groups the bands filled, patch, gsd, month."""
+    backbone = model.backbone
+    assert isinstance(backbone, GalileoBackbone)
+    return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
+
+
 def _check_crop(crop: int, patch: int) -> None:
     if crop % patch:
         raise InputError(f"--crop {crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, crop // patch * patch)}")
 
 
-def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> None:
-    """`--resume` must continue the same kind of run (the resume state alone cannot tell)."""
+def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> RunManifest | None:
+    """`--resume` must continue the same kind of run (the resume state alone cannot tell).
+    Returns the interrupted run's record (None without --resume)."""
     if not options.resume:
-        return
-    recorded = read_manifest(run_dir).mode
-    if recorded != mode:
+        return None
+    recorded = read_manifest(run_dir)
+    if recorded.mode != mode:
         raise RunFolderError(
-            f"{run_dir} holds an interrupted {recorded!r} run, but these options start a {mode!r} run; "
+            f"{run_dir} holds an interrupted {recorded.mode!r} run, but these options start a {mode!r} run; "
             "resume it with its own options, or start over with --overwrite"
         )
+    return recorded
 
 
-def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> None:
-    _check_resumed_mode(run_dir, options, "target")
-    if options.resume:
-        recorded = read_manifest(run_dir).data.get("from_run")
-        if recorded and Path(recorded) != Path(options.from_run or "").resolve():
-            raise RunFolderError(f"{run_dir} continued {recorded}, not {options.from_run}; resume it with the same --from")
+def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> RunManifest | None:
+    recorded = _check_resumed_mode(run_dir, options, "target")
+    if recorded is not None:
+        continued = recorded.data.get("from_run")
+        if continued and Path(continued) != Path(options.from_run or "").resolve():
+            raise RunFolderError(f"{run_dir} continued {continued}, not {options.from_run}; resume it with the same --from")
+    return recorded
 
 
 def _target_data(target: TargetFolder) -> dict[str, object]:
@@ -410,7 +518,7 @@ def _finish(
         "processes": distributed.world().size,
     }
     if outcome.completed:
-        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights)
-        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights)
+        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights, manifest.run_id)
+        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights, manifest.run_id)
         manifest.status = "complete"
     distributed.on_main(write_manifest, run_dir, manifest)

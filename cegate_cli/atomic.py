@@ -3,17 +3,34 @@
 Everything cegate writes goes to a temporary name in the same folder (same file system, so the
 final `os.replace` is atomic) and is renamed only once complete. A failure removes the temporary
 file and leaves whatever was there before untouched.
+
+A process killed outright (`kill -9`, out of memory, power loss) cannot remove its temporary, so
+temporary names carry the writer's PID and host: `.<name>.tmp-<pid>@<host>-<random><suffix>`. The
+first write into a folder removes the temporaries (and GDAL's sidecars of them) whose writer is
+gone; a temporary of a live process, of another machine, or without that tag is never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from cegate_cli.errors import CegateError, RunFolderError
+
+_HOST = hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?P<pid>\d+)@(?P<host>[0-9a-f]{8})-")
+_swept: set[Path] = set()
+_swept_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -25,8 +42,9 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(final.parent)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.tmp-", suffix=final.suffix if suffix is None else suffix, dir=final.parent
+        prefix=f".{final.name}.tmp-{os.getpid()}@{_HOST}-", suffix=final.suffix if suffix is None else suffix, dir=final.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -40,6 +58,91 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
+    """Remove temporaries in `folder` left by writers on this machine that no longer run.
+
+    Runs once per folder and process (unless `force`): stale files only appear when a process
+    dies, and listing a folder of thousands of outputs before every write would cost more than
+    it saves. Returns what was removed.
+    """
+    folder = Path(folder)
+    key = folder.resolve()
+    with _swept_lock:
+        if key in _swept and not force:
+            return []
+        _swept.add(key)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or match["host"] != _HOST:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (a zombie, already dead but not yet reaped by
+    its parent, counts as gone: it will never finish its file)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return True  # cannot tell: keep its files
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], what: str, then: str | None = None) -> Iterator[None]:
+    """Turn a failed write into one line naming `path` and what to do (`then`, if given, is what
+    to do once there is space again).
+
+    Disk full, a folder that is read-only or vanished: Python raises OSError, and torch and
+    safetensors raise RuntimeError or their own errors with texts like "unexpected pos". The user
+    needs the file and the fix, not the traceback. cegate's own errors pass through unchanged.
+    """
+    try:
+        yield
+    except CegateError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, (OSError, RuntimeError)) and type(exc).__name__ != "SafetensorError":
+            raise
+        remedy = _remedy(exc) + (f"; {then}" if then else "")
+        raise RunFolderError(f"{path}: cannot {what} ({_reason(exc)}); {remedy}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _remedy(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "make the folder writable or choose another -o/--out"
+    return "free disk space or choose another -o/--out"
 
 
 def _current_umask() -> int:

@@ -17,7 +17,10 @@ from typer.core import TyperGroup
 
 from cegate_cli import __version__
 from cegate_cli.commands import register_commands
-from cegate_cli.errors import CegateError
+from cegate_cli.errors import CegateError, TrainingInterrupted
+
+INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), what shells and Typer use."""
 
 
 class CegateGroup(TyperGroup):
@@ -29,6 +32,14 @@ class CegateGroup(TyperGroup):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            # Caught here because Typer turns KeyboardInterrupt into a silent exit 130 before
+            # `main` could say anything; the user needs to know where it stopped (adapt says
+            # which step and how to --resume).
+            if os.environ.get("CEGATE_DEBUG"):
+                raise
+            click.echo(str(exc) if isinstance(exc, TrainingInterrupted) else "Interrupted.", err=True)
+            ctx.exit(INTERRUPTED)
 
 
 app = typer.Typer(
@@ -63,4 +74,4 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)

@@ -154,6 +154,16 @@ def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     (instead of ranks 1.. waiting forever for a rank 0 that already quit). Other exceptions are
     bugs: rank 0 raises them and the other ranks stop with a pointer to rank 0's traceback.
     """
+    return _on_main(fn, True, *args, **kwargs)
+
+
+def check_on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`on_main` for a check that only reads (rank 0's view of the file system decides, every
+    rank stops alike); unlike `on_main` it is not recorded as a write in the rank log."""
+    return _on_main(fn, False, *args, **kwargs)
+
+
+def _on_main(fn: Callable[..., T], log: bool, *args: Any, **kwargs: Any) -> T:
     current = world()
     if not current.active:
         return fn(*args, **kwargs)
@@ -161,7 +171,8 @@ def on_main(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if current.is_main:
         try:
             packet[0] = ("ok", fn(*args, **kwargs))
-            rank_log("on_main", call=getattr(fn, "__name__", repr(fn)))
+            if log:
+                rank_log("on_main", call=getattr(fn, "__name__", repr(fn)))
         except CegateError as exc:
             packet[0] = ("error", exc)
         except BaseException as exc:

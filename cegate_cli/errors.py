@@ -49,3 +49,20 @@ class RunFolderError(CegateError, OSError):
 
 class OutputExistsError(CegateError, FileExistsError):
     """An output already exists and `--overwrite` was not given."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `adapt`'s training, with where it stopped and how to continue.
+
+    Still a `KeyboardInterrupt`, so a Python caller stops as before; the CLI prints the message
+    as one line and exits with 130, the shell's code for an interrupt.
+    """
+
+    exit_code: int = 130
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

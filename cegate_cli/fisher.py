@@ -138,6 +138,44 @@ def select_top(scores: dict[ModuleKey, float], k: int) -> list[ModuleKey]:
     return sorted(ranked[:k], key=lambda key: (key[1], KINDS.index(key[0])))
 
 
+FISHER_RULES = ("fisher", "fisher-cost", "fisher-block")
+"""Rules that score modules by Fisher information (the others are baselines without scores)."""
+COST_BUDGET = 0.5
+"""fisher-cost: the share of the blocks whose backward pass the selection may need."""
+
+
+def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, depth: int) -> list[ModuleKey]:
+    """The k modules a Fisher rule picks from per-kind normalised scores.
+
+    - "fisher": the global top k (the paper's rule).
+    - "fisher-cost": the top k among blocks at or above the cut that keeps the backward pass within
+      COST_BUDGET of the blocks. A module in block l needs autograd through blocks l..L-1, and
+      gradient magnitudes grow toward the input, so the plain rule picks blocks 0-2 and pays for
+      the whole backward pass; this rule buys the no-autograd saving for the lower blocks.
+    - "fisher-block": scores divided by their block's total before the top k, so every block
+      competes on which of its modules matters, not on how large its gradients are (depth bias).
+    """
+    if rule == "fisher":
+        return select_top(scores, k)
+    if rule == "fisher-cost":
+        cut = depth - max(1, math.floor(depth * COST_BUDGET))
+        allowed = {key: value for key, value in scores.items() if key[1] >= cut}
+        if len(allowed) < k:  # too few modules above the cut: lower it just enough
+            ranked_layers = sorted({key[1] for key in scores}, reverse=True)
+            for layer in ranked_layers:
+                allowed = {key: value for key, value in scores.items() if key[1] >= layer}
+                if len(allowed) >= k:
+                    break
+        return select_top(allowed, k)
+    if rule == "fisher-block":
+        totals: dict[int, float] = {}
+        for (kind, layer), value in scores.items():
+            totals[layer] = totals.get(layer, 0.0) + value
+        relative = {key: (value / totals[key[1]] if totals[key[1]] > 0 else 0.0) for key, value in scores.items()}
+        return select_top(relative, k)
+    raise InputError(f"unknown Fisher selection rule {rule!r}; choose {', '.join(FISHER_RULES)}")
+
+
 def parse_select_spec(text: str | int | float) -> tuple[str, float]:
     """`--select` without the candidate count: ("count", n) or ("fraction", f), or an InputError.
 

@@ -5,7 +5,10 @@ A spec is one of
   pytorch_model.bin) or a Prithvi-format repo (config.json + a .pt checkpoint);
 - a local folder with either layout;
 - an alias (`dinov2-small`, `prithvi-eo-2-300m`, ... see `ALIASES`);
-- `tiny`: the embedded backbone, nothing to download.
+- `tiny`, `galileo-nano`: embedded in the package, nothing to download.
+- Galileo repos (`nasaharvest/galileo`) hold one model per folder, `models/<size>/config.json` +
+  `encoder.pt`; `hf-hub:ORG/NAME/FOLDER[@REVISION]` names such a folder, `galileo-tiny|base` are
+  aliases for the authors' repo.
 
 All downloads go through `huggingface_hub.hf_hub_download`, so the cache is the one every other
 Hub tool shares (HF_HOME / HF_HUB_CACHE), HF_TOKEN and `hf auth login` work, and a file is never
@@ -47,10 +50,14 @@ from cegate_cli.errors import (
     OfflineNotCachedError,
 )
 
-BackboneKind = Literal["timm", "prithvi", "embedded"]
+BackboneKind = Literal["timm", "prithvi", "embedded", "galileo"]
+KINDS_OF_BACKBONE: tuple[str, ...] = ("timm", "prithvi", "embedded", "galileo")
 
 HUB_PREFIX = "hf-hub:"
 EMBEDDED_SPEC = "tiny"
+GALILEO_NANO_SPEC = "galileo-nano"
+GALILEO_REPO = "nasaharvest/galileo"
+GALILEO_WEIGHT_NAMES = ("encoder.safetensors", "encoder.pt")
 CONFIG_NAME = "config.json"
 # timm's own order (timm/models/_hub.py): safetensors first, the pickle only as a fallback.
 TIMM_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -64,6 +71,8 @@ class HubAlias:
     repo_id: str
     kind: BackboneKind
     description: str
+    subfolder: str | None = None
+    """The model's folder inside the repo (Galileo keeps one model per folder)."""
 
 
 ALIASES: dict[str, HubAlias] = {
@@ -76,6 +85,8 @@ ALIASES: dict[str, HubAlias] = {
     "prithvi-eo-2-600m": HubAlias(
         "ibm-nasa-geospatial/Prithvi-EO-2.0-600M", "prithvi", "Prithvi-EO-2.0 ViT-H/14, 6 HLS bands, 600M parameters"
     ),
+    "galileo-tiny": HubAlias(GALILEO_REPO, "galileo", "Galileo-tiny, Sentinel-1/2 channel groups, 5.3M parameters", "models/tiny"),
+    "galileo-base": HubAlias(GALILEO_REPO, "galileo", "Galileo-base, Sentinel-1/2 channel groups, 85M parameters", "models/base"),
 }
 
 # Checkpoint names in the Prithvi-EO-2.0 repos (one .pt each); other Prithvi repos are listed.
@@ -88,6 +99,7 @@ PRITHVI_WEIGHT_FILES: dict[str, str] = {
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SUBFOLDER = re.compile(r"^[\w.-]+(/[\w.-]+)*$")
 _TRUE_VALUES = {"1", "on", "yes", "true"}
 
 
@@ -144,7 +156,7 @@ class BackboneSource:
             raise InputError(f"backbone record is missing the field {exc.args[0]!r}: {data!r}") from None
         for key in ("local_dir", "config_path", "weights_path"):
             values[key] = None if values[key] is None else Path(values[key])
-        if values["kind"] not in ("timm", "prithvi", "embedded"):
+        if values["kind"] not in KINDS_OF_BACKBONE:
             raise InputError(f"backbone record has an unknown kind {values['kind']!r}")
         return cls(**values)
 
@@ -167,15 +179,18 @@ def resolve_backbone(
     rather than at import, and means: cache only.
     """
     spec = spec.strip()
-    parsed = None if spec == EMBEDDED_SPEC else _parse_spec(spec, revision)
+    parsed = None if spec in (EMBEDDED_SPEC, GALILEO_NANO_SPEC) else _parse_spec(spec, revision)
     if parsed is None or isinstance(parsed, Path):
         if revision:
             raise InputError(f"--revision only applies to Hub backbones; '{spec}' is {'embedded' if parsed is None else 'a local folder'}")
-        return _embedded_source() if parsed is None else _local_source(spec, parsed)
-    repo_id, repo_revision, alias = parsed
+        if parsed is None:
+            return _embedded_source() if spec == EMBEDDED_SPEC else _embedded_galileo_source()
+        return _local_source(spec, parsed)
+    repo_id, repo_revision, alias, subfolder = parsed
     request = _HubRequest(
         spec=spec,
         repo_id=repo_id,
+        subfolder=subfolder,
         revision=repo_revision,
         token=token,
         offline=_offline_mode() if offline is None else offline,
@@ -216,24 +231,26 @@ def file_sha256(path: Path) -> str:
 
 def alias_help() -> str:
     """One line listing the accepted spec forms, for error messages and `--help`."""
-    names = ", ".join([EMBEDDED_SPEC, *ALIASES])
-    return f"known backbones: {names}; or hf-hub:ORG/NAME[@REVISION]; or a local folder"
+    names = ", ".join([EMBEDDED_SPEC, GALILEO_NANO_SPEC, *ALIASES])
+    return f"known backbones: {names}; or hf-hub:ORG/NAME[/FOLDER][@REVISION]; or a local folder"
 
 
 # ---------------------------------------------------------------------------------- spec forms
 
 
-def _parse_spec(spec: str, revision: str | None) -> Path | tuple[str, str | None, HubAlias | None]:
-    """A local folder, or (repo_id, revision, alias) for a Hub repo."""
+def _parse_spec(spec: str, revision: str | None) -> Path | tuple[str, str | None, HubAlias | None, str | None]:
+    """A local folder, or (repo_id, revision, alias, subfolder) for a Hub repo."""
     if spec.startswith(HUB_PREFIX):
         body = spec[len(HUB_PREFIX):]
-        repo_id, _, spec_revision = body.partition("@")
-        if not _REPO_ID.match(repo_id):
-            raise InputError(f"'{spec}' is not a Hub repo name; write hf-hub:ORG/NAME[@REVISION]")
-        return repo_id, revision or spec_revision or None, None
+        path, _, spec_revision = body.partition("@")
+        parts = path.split("/")
+        repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:]) or None
+        if not _REPO_ID.match(repo_id) or (subfolder is not None and not _SUBFOLDER.match(subfolder)):
+            raise InputError(f"'{spec}' is not a Hub repo name; write hf-hub:ORG/NAME[/FOLDER][@REVISION]")
+        return repo_id, revision or spec_revision or None, None, subfolder
     alias = ALIASES.get(spec.lower())
     if alias is not None:
-        return alias.repo_id, revision, alias
+        return alias.repo_id, revision, alias, alias.subfolder
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return folder
@@ -270,18 +287,33 @@ def _embedded_source() -> BackboneSource:
     )
 
 
+def _embedded_galileo_source() -> BackboneSource:
+    """Galileo-nano as shipped in the package (the authors' weights converted to safetensors)."""
+    from cegate_cli.backbone.galileo import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
+
+    return BackboneSource(
+        spec=GALILEO_NANO_SPEC,
+        kind="galileo",
+        repo_id=None,
+        revision=None,
+        local_dir=GALILEO_NANO_WEIGHTS.parent,
+        config_path=GALILEO_NANO_CONFIG,
+        weights_path=GALILEO_NANO_WEIGHTS,
+        weights_sha256=file_sha256(GALILEO_NANO_WEIGHTS),
+    )
+
+
 def _local_source(spec: str, folder: Path) -> BackboneSource:
     folder = folder.resolve()
     config = folder / CONFIG_NAME
     if not config.is_file():
         raise BackboneNotFoundError(f"backbone folder '{folder}' has no {CONFIG_NAME}; it needs config.json and the weights")
     kind = _kind_from_config(read_backbone_config(config), spec)
-    if kind == "timm":
-        weights = next((folder / name for name in TIMM_WEIGHT_NAMES if (folder / name).is_file()), None)
+    if kind in ("timm", "galileo"):
+        names = TIMM_WEIGHT_NAMES if kind == "timm" else GALILEO_WEIGHT_NAMES
+        weights = next((folder / name for name in names if (folder / name).is_file()), None)
         if weights is None:
-            raise BackboneNotFoundError(
-                f"backbone folder '{folder}' has no weights: expected {' or '.join(TIMM_WEIGHT_NAMES)}"
-            )
+            raise BackboneNotFoundError(f"backbone folder '{folder}' has no weights: expected {' or '.join(names)}")
     else:
         weights = folder / _pick_prithvi_checkpoint(sorted(p.name for p in folder.glob(f"*{PRITHVI_WEIGHT_SUFFIX}")), spec, str(folder))
     return BackboneSource(
@@ -308,7 +340,10 @@ def read_backbone_config(path: Path) -> dict[str, Any]:
 
 
 def _kind_from_config(config: dict[str, Any], spec: str) -> BackboneKind:
-    """Prithvi's config.json names a `prithvi_*` architecture and a frame count; anything else is timm's."""
+    """Galileo's config.json holds `model.encoder`; Prithvi's names a `prithvi_*` architecture and a
+    frame count; anything else is timm's."""
+    if isinstance(config.get("model"), dict) and isinstance(config["model"].get("encoder"), dict):
+        return "galileo"
     architecture = str(config.get("architecture", ""))
     pretrained_cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else config
     if architecture.lower().startswith("prithvi") or "num_frames" in pretrained_cfg:
@@ -338,8 +373,13 @@ class _HubRequest:
     repo_id: str
     revision: str | None
     token: str | None
+    subfolder: str | None
     offline: bool
     cache_dir: str | None
+
+    def in_repo(self, filename: str) -> str:
+        """A file's path in the repo: inside the model's folder when there is one."""
+        return f"{self.subfolder}/{filename}" if self.subfolder else filename
 
     @property
     def shown(self) -> str:
@@ -350,13 +390,17 @@ class _HubRequest:
 
 
 def _hub_source(request: _HubRequest, alias: HubAlias | None) -> BackboneSource:
-    config_path = _download(request, CONFIG_NAME, request.revision)
+    config_path = _download(request, request.in_repo(CONFIG_NAME), request.revision)
     snapshot = config_path.parent
+    for _ in (request.subfolder or "").split("/") if request.subfolder else ():
+        snapshot = snapshot.parent  # the snapshot root, named by its commit
     commit = snapshot.name if _COMMIT_SHA.match(snapshot.name) else _commit_from_api(request)
     kind = alias.kind if alias is not None else _kind_from_config(read_backbone_config(config_path), request.spec)
     # Every later file comes from the commit config.json came from, even if the branch moves meanwhile.
     if kind == "timm":
-        weights_path = _download_first(request, TIMM_WEIGHT_NAMES, commit)
+        weights_path = _download_first(request, tuple(request.in_repo(n) for n in TIMM_WEIGHT_NAMES), commit)
+    elif kind == "galileo":
+        weights_path = _download_first(request, tuple(request.in_repo(n) for n in GALILEO_WEIGHT_NAMES), commit)
     else:
         weights_path = _download(request, _prithvi_weight_name(request, commit, snapshot), commit)
     return BackboneSource(
@@ -364,7 +408,7 @@ def _hub_source(request: _HubRequest, alias: HubAlias | None) -> BackboneSource:
         kind=kind,
         repo_id=request.repo_id,
         revision=commit,
-        local_dir=snapshot,
+        local_dir=config_path.parent,
         config_path=config_path,
         weights_path=weights_path,
         weights_sha256=file_sha256(weights_path),

@@ -10,18 +10,34 @@ from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import KIND_LABELS, KINDS, ToolboxConfig
 
 
+def _backbone_of(pretrained: Any, make_backbone: Any) -> Any:
+    """The backbone as pretrained: a ViT with its own bands, or Galileo fed every band it knows."""
+    from cegate_cli.backbone.pretrained import PretrainedGalileo
+
+    if not isinstance(pretrained, PretrainedGalileo):
+        from cegate_cli.backbone.vit import Backbone
+
+        return Backbone(pretrained.vit)
+    from cegate_cli.backbone.galileo_backbone import CANONICAL_OF, pretrained_statistics
+    from cegate_cli.data.stats import BandStats
+
+    bands = [CANONICAL_OF[b] for b in pretrained.band_names if b in CANONICAL_OF]
+    mean, std = pretrained_statistics(bands, pretrained.normalization)  # type: ignore[misc]
+    return make_backbone(pretrained, bands, BandStats(tuple(bands), tuple(mean), tuple(std)))[0]
+
+
 def backbone_report(
     spec: str, *, revision: str | None = None, token: str | None = None, offline: bool | None = None, toolbox: ToolboxConfig | None = None
 ) -> dict[str, Any]:
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
     from cegate_cli.backbone.load import load_pretrained_vit
-    from cegate_cli.backbone.vit import Backbone
     from cegate_cli.hub import resolve_backbone
+    from cegate_cli.model import make_backbone
     from cegate_cli.toolbox import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
     pretrained = load_pretrained_vit(source)
-    backbone = Backbone(pretrained.vit)
+    backbone = _backbone_of(pretrained, make_backbone)
     backbone_params = sum(p.numel() for p in backbone.parameters())
     box = attach_toolbox(backbone, toolbox or ToolboxConfig())
     modules = [

@@ -4,10 +4,13 @@
       run.json                  everything needed to rebuild the model and explain it
       adapter.safetensors       trained weights only (best validation step), never the backbone
       adapter_last.safetensors  the same at the last step
-      state/trainer.pt          what --resume needs
+      state/trainer.safetensors what --resume needs: tensors ...
+      state/trainer.json        ... and the rest (cegate_cli.train.state; never a pickle)
+      .cegate.lock              held by the one `adapt` writing the folder (cegate_cli.runlock)
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file under a final name.
+half-written file under a final name. run.json and both adapter files carry the same random
+run id, so weights copied in from another run are refused instead of silently used.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from cegate_cli import __version__
-from cegate_cli.atomic import atomic_path, write_json_atomic
+from cegate_cli import __version__, runlock
+from cegate_cli.atomic import atomic_path, write_json_atomic, writing
 from cegate_cli.bands import BandChoice
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
@@ -31,13 +36,13 @@ from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.fisher import Selection
 from cegate_cli.toolbox import ModuleKey, ToolboxConfig
 from cegate_cli.train.config import TrainConfig
+from cegate_cli.train.state import has_state, refuse_legacy
 
 RUN_FORMAT = "cegate-run/1"
 RUN_JSON = "run.json"
 ADAPTER_BEST = "adapter.safetensors"
 ADAPTER_LAST = "adapter_last.safetensors"
 STATE_DIR = "state"
-TRAIN_STATE = "trainer.pt"
 
 
 @dataclass
@@ -67,6 +72,9 @@ class RunManifest:
     normalisation, pseudo-label statistics over time. Empty for supervised runs."""
     cegate_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run_id: str | None = field(default_factory=lambda: uuid.uuid4().hex)
+    """Random id of this run, also in the metadata of its adapter files: weights copied in from
+    another run do not carry it. None for runs written before the id existed (not checked)."""
 
     @property
     def final_selection(self) -> list[ModuleKey]:
@@ -82,6 +90,7 @@ class RunManifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": RUN_FORMAT,
+            "run_id": self.run_id,
             "cegate_version": self.cegate_version,
             "created": self.created,
             "status": self.status,
@@ -134,39 +143,77 @@ class RunManifest:
             adaptation=data.get("adaptation", {}),
             cegate_version=data.get("cegate_version", "unknown"),
             created=data.get("created", ""),
+            run_id=data.get("run_id"),
         )
 
 
-def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Refuse to clobber an earlier run unless asked; with --resume, require its state."""
+def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Everything about `-o` that can be checked without writing: run before the slow steps
+    (backbone download, statistics) and, above all, before an old run is replaced."""
     out = Path(out)
-    existing = out.exists() and any(out.iterdir())
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} is a file, not a folder; choose another -o/--out for the run folder")
+    runlock.probe(out)
     if resume:
-        if not (out / STATE_DIR / TRAIN_STATE).is_file():
-            raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/{TRAIN_STATE}); start the run without --resume")
-        return out
-    if existing:
+        refuse_legacy(out / STATE_DIR)
+        if not has_state(out / STATE_DIR):
+            raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/); start the run without --resume")
+        return
+    if _holds_files(out):
         if not overwrite:
             raise OutputExistsError(
                 f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue "
                 "an interrupted run, or --overwrite to replace it"
             )
-        if (out / RUN_JSON).exists() or (out / STATE_DIR).exists():
-            for name in (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / STATE_DIR, ignore_errors=True)
-        else:
+        if not ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
             raise OutputExistsError(f"{out} is not empty and is not a cegate run folder; refusing to write into it")
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Lock the run folder for this process and, with --overwrite, empty the old run.
+
+    Called once every option and input has been checked, right before the new run writes its
+    first file: a mistake on the command line never costs the user the run they already have.
+    The lock is held until `release_run_dir` (or the process ends); a second `adapt` into the
+    same folder is refused while it is held.
+    """
+    out = Path(out)
+    check_run_dir(out, overwrite=overwrite, resume=resume)
+    with writing(out, "create the run folder"):
+        out.mkdir(parents=True, exist_ok=True)
+    runlock.hold(out)
+    try:
+        check_run_dir(out, overwrite=overwrite, resume=resume)  # again, now that nobody else can change it
+        if not resume and ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
+            with writing(out, "replace the old run"):
+                for name in (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST):
+                    (out / name).unlink(missing_ok=True)
+                shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+    except BaseException:
+        runlock.release(out)
+        raise
     return out
 
 
-def state_path(run_dir: Path) -> Path:
-    return Path(run_dir) / STATE_DIR / TRAIN_STATE
+def release_run_dir(out: Path) -> None:
+    """Let other processes write the folder again (the end of `adapt`, success or not)."""
+    runlock.release(out)
+
+
+def _holds_files(folder: Path) -> bool:
+    """Anything in `folder` besides the lock file (which every run folder keeps)."""
+    return folder.is_dir() and any(entry.name != runlock.LOCK_NAME for entry in folder.iterdir())
+
+
+def state_dir(run_dir: Path) -> Path:
+    """Where `adapt` keeps its resume state (cegate_cli.train.state)."""
+    return Path(run_dir) / STATE_DIR
 
 
 def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
-    write_json_atomic(Path(run_dir) / RUN_JSON, manifest.to_dict())
+    path = Path(run_dir) / RUN_JSON
+    with writing(path, "write the run record"):
+        write_json_atomic(path, manifest.to_dict())
 
 
 def read_manifest(run_dir: Path) -> RunManifest:
@@ -185,12 +232,35 @@ def read_manifest(run_dir: Path) -> RunManifest:
         raise RunFolderError(f"{path}: incomplete or damaged run.json ({exc!r})") from exc
 
 
-def save_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as temporary:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"format": RUN_FORMAT})
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], run_id: str | None = None) -> None:
+    """Write a run's trained weights atomically, stamped with the run's id (see `load_weights`)."""
+    metadata = {"format": RUN_FORMAT, **({"run_id": run_id} if run_id else {})}
+    then = "the training itself is saved: run the same command with --resume to write the weights"
+    with writing(path, "write the trained weights", then):
+        with atomic_path(path) as temporary:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path, run_id: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of an adapter file; with `run_id`, only if the file belongs to that run."""
     if not path.is_file():
         raise RunFolderError(f"{path} is missing; the run did not finish (resume it with `cegate adapt ... --resume`)")
-    return load_file(str(path))
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            theirs = metadata.get("run_id")
+            if run_id is not None and theirs != run_id:
+                origin = f"run {theirs}" if theirs else "an unknown run"
+                raise RunFolderError(
+                    f"{path}: these weights belong to {origin}, not to this run ({run_id}, from {RUN_JSON}); "
+                    "put this run's own adapter files back, or use the run folder the weights came from"
+                )
+            return {name: handle.get_tensor(name) for name in handle.keys()}
+    except RunFolderError:
+        raise
+    except (SafetensorError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunFolderError(
+            f"{path}: not a complete safetensors file ({reason}); it is damaged or was cut short: "
+            "copy it again from where the run was made, or train again with `cegate adapt`"
+        ) from None

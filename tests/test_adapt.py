@@ -48,7 +48,8 @@ def test_adapt_writes_a_complete_small_run_folder(demo, tmp_path: Path) -> None:
     trained_modules = {tuple(k.split(".")[1:3]) for k in weights if k.startswith("toolbox.")}
     assert trained_modules == {(kind, str(layer)) for kind, layer in manifest.ever_selected}
     assert not any("blocks" in k for k in weights)
-    assert (run / "adapter_last.safetensors").is_file() and (run / "state" / "trainer.pt").is_file()
+    assert (run / "adapter_last.safetensors").is_file() and (run / "state" / "trainer.safetensors").is_file()
+    assert (run / "state" / "trainer.json").is_file() and not (run / "state" / "trainer.pt").exists()
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
     assert result.outcome.completed
 

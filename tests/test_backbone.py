@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
+from cegate_cli.backbone.load import pickle_loading_is_safe, read_weights
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, build_tiny_vit, tiny_vit_args
 from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
 from cegate_cli.errors import InputError
@@ -248,3 +249,15 @@ def test_build_model_is_reproducible_from_its_seed_and_keeps_the_callers_rng() -
 def test_unknown_decoder_is_an_input_error() -> None:
     with pytest.raises(InputError, match="decoder"):
         build_model(build_tiny_vit(), TINY_BANDS, 3, ToolboxConfig(), decoder="fpn")
+
+
+def test_pickled_weights_are_read_only_by_a_torch_whose_restricted_unpickler_is_safe(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(2)}, path)
+    assert torch.equal(read_weights(path)["w"], torch.ones(2))
+    # Before torch 2.6, weights_only=True could be escaped (CVE-2025-32434): no pickle at all then.
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(InputError, match="CVE-2025-32434.*2.6"):
+        read_weights(path)
+    assert pickle_loading_is_safe("2.6.0") and pickle_loading_is_safe("2.14.1+cu130") and pickle_loading_is_safe("3.0")
+    assert not pickle_loading_is_safe("2.5.1") and not pickle_loading_is_safe("1.13.0")

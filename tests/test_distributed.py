@@ -102,7 +102,7 @@ def test_two_rank_adapt_writes_the_run_once_and_both_ranks_select_alike(two_rank
     assert manifest.status == "complete"
     assert manifest.timing["processes"] == 2
     assert (run / "adapter.safetensors").is_file() and (run / "adapter_last.safetensors").is_file()
-    assert (run / "state" / "trainer.pt").is_file()
+    assert (run / "state" / "trainer.safetensors").is_file() and (run / "state" / "trainer.json").is_file()
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
     # Only rank 0 touched the run folder: each of its writes once, rank 1 none.
     writes = [e["call"] for e in _events(log, 0, "on_main")]

@@ -33,7 +33,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> 
     full = _adapt(data.source_dir, tmp_path / "full")
     killed_dir = tmp_path / "killed"
     victim = _adapt(data.source_dir, killed_dir)
-    state = killed_dir / "state" / "trainer.pt"
+    state = killed_dir / "state" / "trainer.json"  # the record is renamed last: the state is complete
     deadline = time.monotonic() + 120
     while not state.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

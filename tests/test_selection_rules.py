@@ -77,3 +77,23 @@ def test_a_full_fine_tuning_run_predicts_with_its_own_backbone(demo, tmp_path: P
     for name, tensor in weights.items():
         if name.startswith("backbone."):
             assert torch.equal(params[name[len("backbone.") :]].detach(), tensor), name
+
+
+def test_fisher_rules_on_a_constructed_score_grid() -> None:
+    """Six blocks whose gradients grow toward the input (the depth bias seen on every backbone)."""
+    from cegate_cli.fisher import select_by_fisher_rule
+
+    scores = {}
+    for layer in range(6):
+        depth_scale = 10.0 ** (5 - layer)  # block 0 has 100,000x the gradient energy of block 5
+        scores[("lora", layer)] = 1.0 * depth_scale
+        scores[("adapter", layer)] = (3.0 if layer == 4 else 2.0) * depth_scale
+        scores[("earth", layer)] = 0.5 * depth_scale
+    assert select_by_fisher_rule("fisher", scores, 3, 6) == [("lora", 0), ("adapter", 0), ("earth", 0)]  # all in block 0
+    # Cost-aware: only the upper half may train, so the backward pass stops at block 3.
+    assert select_by_fisher_rule("fisher-cost", scores, 3, 6) == [("lora", 3), ("adapter", 3), ("earth", 3)]
+    # Within-block ranking: every block's adapter is its best module; block 4's adapter stands out most.
+    picked = select_by_fisher_rule("fisher-block", scores, 2, 6)
+    assert picked[-1] == ("adapter", 4) and all(kind == "adapter" for kind, _ in picked)
+    # More modules than the budget's blocks hold: the cut moves down just enough.
+    assert min(layer for _, layer in select_by_fisher_rule("fisher-cost", scores, 12, 6)) == 2

@@ -185,3 +185,23 @@ def test_strong_view_keeps_labels_aligned_and_invalid_pixels_zero() -> None:
     assert not torch.allclose(out_images, images)
     flat = torch.ones(2, 6, 6)
     torch.testing.assert_close(gaussian_blur(flat, 1.0), flat)  # a blur keeps a constant image
+
+
+def test_prior_alignment_lifts_a_class_the_teacher_under_predicts() -> None:
+    """A teacher that calls 90% of the target class 0 while the source is half and half: aligned to
+    the source prior, the weaker class-1 pixels become class 1, and the shares move to the prior."""
+    from cegate_cli.train.pseudo import align_to_prior, prior_distance, pseudo_label
+
+    # 10 pixels: class-1 probability 0.05, 0.1, ..., 0.5 (ties broken toward class 0 below 0.5)
+    p1 = torch.linspace(0.05, 0.5, 10)
+    logits = torch.stack([torch.log(1 - p1), torch.log(p1)]).view(1, 2, 1, 10)
+    valid = torch.ones(1, 1, 10, dtype=torch.bool)
+    plain = pseudo_label(logits, valid, 0.5, 255)
+    prior = torch.tensor([0.5, 0.5])
+    aligned = pseudo_label(logits, valid, 0.5, 255, prior=prior)
+    assert int((plain.labels == 1).sum()) == 0
+    assert int((aligned.labels == 1).sum()) >= 4  # the most class-1-like pixels flip
+    probabilities = align_to_prior(logits.softmax(dim=1), valid, prior)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(1, 1, 10))
+    assert probabilities[:, 1].mean() > logits.softmax(dim=1)[:, 1].mean()  # moved toward the prior
+    assert prior_distance([1.0, 0.0], prior) == pytest.approx(0.5)

@@ -20,6 +20,7 @@ from cegate_cli.errors import DataError, InputError, RunFolderError
 from cegate_cli.fisher import select_top
 from cegate_cli.run import read_manifest
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train.state import read_state
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
@@ -139,8 +140,8 @@ def test_resume_reproduces_an_uninterrupted_self_training_run(demo, dacs_run: Pa
     assert full.manifest.adaptation["pseudo_labels"] == resumed.manifest.adaptation["pseudo_labels"]
     assert [s.selected for s in full.manifest.selections] == [s.selected for s in resumed.manifest.selections]
     # The teacher is part of the state: a resumed run's teacher equals the uninterrupted one's.
-    ta = torch.load(tmp_path / "full" / "state" / "trainer.pt", weights_only=False)["teacher"]
-    tb = torch.load(tmp_path / "resumed" / "state" / "trainer.pt", weights_only=False)["teacher"]
+    ta = read_state(tmp_path / "full" / "state")["teacher"]
+    tb = read_state(tmp_path / "resumed" / "state")["teacher"]
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 

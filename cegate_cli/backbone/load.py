@@ -7,22 +7,25 @@ Three kinds of source (see `cegate_cli.hub.BackboneSource`):
 - the embedded `tiny` backbone.
 
 Weights are read with safetensors, or `torch.load(weights_only=True)` for pickles, so a
-downloaded file can never run code. A checkpoint that does not fit its architecture is an
+downloaded file can never run code. That restricted unpickler could itself be escaped before
+torch 2.6 (CVE-2025-32434), so older torch versions read safetensors only. A checkpoint that does not fit its architecture is an
 error listing the keys that differ, never a silent partial load.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 import timm
 from timm.layers import resample_abs_pos_embed
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.pretrained import Pretrained, PretrainedGalileo, PretrainedViT
 from cegate_cli.errors import InputError
 from cegate_cli.hub import BackboneSource, read_backbone_config
 
@@ -31,8 +34,10 @@ _BAND_KEYS = ("band_names", "bands")
 _SHOWN_KEYS_PER_GROUP = 4
 
 
-def load_pretrained_vit(source: BackboneSource) -> PretrainedViT:
-    """Build the backbone `source` describes, with its weights loaded."""
+def load_pretrained_vit(source: BackboneSource) -> Pretrained:
+    """Build the backbone `source` describes, with its weights loaded (a timm ViT, or Galileo)."""
+    if source.kind == "galileo":
+        return load_pretrained_galileo(source)
     if source.kind == "embedded":
         from cegate_cli.backbone.tiny import build_tiny_vit
 
@@ -49,6 +54,21 @@ def load_pretrained_vit(source: BackboneSource) -> PretrainedViT:
             str(source.weights_path),
         )
     return load_timm_vit(source.config_path, source.weights_path)
+
+
+def load_pretrained_galileo(source: BackboneSource) -> PretrainedGalileo:
+    """Galileo from its config and weights; the pretraining statistics ship with cegate."""
+    from cegate_cli.backbone.galileo import GALILEO_NANO_CONFIG, PretrainedNormalization, load_galileo
+
+    if source.config_path is None or source.weights_path is None:
+        raise InputError(f"backbone '{source.spec}' has no config or weights file recorded; resolve it again")
+    encoder = load_galileo(source.weights_path, source.config_path)
+    size = GALILEO_SIZES.get((encoder.embed_dim, encoder.depth), f"{encoder.embed_dim}x{encoder.depth}")
+    return PretrainedGalileo(encoder.eval(), PretrainedNormalization.from_json(GALILEO_NANO_CONFIG), f"galileo-{size}")
+
+
+GALILEO_SIZES = {(128, 4): "nano", (192, 12): "tiny", (768, 12): "base"}
+"""(embedding, depth) -> the authors' size name."""
 
 
 def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:
@@ -76,9 +96,9 @@ def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:
             )
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"timm cannot build {architecture!r} with the model_args in '{config_path}': {exc}") from None
-    if not isinstance(vit, VisionTransformer):
+    if not isinstance(vit, (VisionTransformer, Eva)):
         raise InputError(
-            f"'{config_path}' describes a {type(vit).__name__}; cegate adapts timm VisionTransformer models only"
+            f"'{config_path}' describes a {type(vit).__name__}; cegate adapts timm VisionTransformer and Eva models"
         )
     state = _drop_classifier(read_weights(weights_path), pretrained_cfg)
     _fit_pos_embed(state, vit)
@@ -97,6 +117,11 @@ def read_weights(path: Path) -> dict[str, Any]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as exc:
             raise InputError(f"weights file '{path}' is not a readable safetensors file: {exc}") from None
+    if not pickle_loading_is_safe(torch.__version__):
+        raise InputError(
+            f"weights file '{path}' is a pickle, and torch {torch.__version__} cannot read pickles safely "
+            "(CVE-2025-32434); upgrade torch to 2.6 or newer, or use the backbone's .safetensors weights"
+        )
     try:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -112,6 +137,12 @@ def read_weights(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise InputError(f"weights file '{path}' holds a {type(loaded).__name__}, not a dict of tensors")
     return loaded
+
+
+def pickle_loading_is_safe(version: str) -> bool:
+    """True for torch 2.6 and newer, whose `weights_only=True` unpickler cannot be escaped."""
+    match = re.match(r"(\d+)\.(\d+)", str(version))
+    return match is not None and (int(match[1]), int(match[2])) >= (2, 6)
 
 
 def _drop_classifier(state: dict[str, Any], pretrained_cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -139,7 +170,7 @@ def _fit_pos_embed(state: dict[str, torch.Tensor], vit: VisionTransformer) -> No
     )
 
 
-def load_state_strict(vit: VisionTransformer, state: dict[str, torch.Tensor], weights_path: Path | str, architecture: str) -> None:
+def load_state_strict(vit: torch.nn.Module, state: dict[str, torch.Tensor], weights_path: Path | str, architecture: str) -> None:
     """Load all of `state` into `vit` or raise an InputError naming the keys that differ."""
     own = vit.state_dict()
     groups = {

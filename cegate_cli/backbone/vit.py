@@ -1,87 +1,66 @@
-"""The backbone's forward path: a timm ViT run block by block, giving multi-level feature maps.
-
-cegate runs the blocks itself (instead of `vit.forward_features`) for three reasons:
-- the frequency modules sit on a block's output and need the token grid of *this* input;
-- blocks below the lowest trained module run without autograd, so they hold no activations;
-- a segmentation head needs several levels, not just the last one.
-"""
+"""timm Vision Transformers as cegate backbones: `VisionTransformer` (DINOv2, Prithvi, tiny) and
+`Eva` (separate q/k/v projections and rotary positions, the layout of EVA-02 and DINOv3-style
+models). Both embed with a patch-embedding convolution fitted to the user's bands."""
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
+from cegate_cli.backbone.base import BlockBackbone, TokenLayout, evenly_spaced_layers
 from cegate_cli.errors import InputError
 
-
-def evenly_spaced_layers(depth: int, count: int = 4) -> tuple[int, ...]:
-    """Indices of `count` blocks spread over the depth, always ending with the last block."""
-    return tuple(sorted({max(0, round(depth * (i + 1) / count) - 1) for i in range(count)}))
+__all__ = ["Backbone", "evenly_spaced_layers"]
 
 
-class Backbone(nn.Module):
-    """A frozen-by-default timm ViT that returns feature maps (B, D, H/p, W/p) of several blocks.
+class Backbone(BlockBackbone):
+    """A timm ViT (`VisionTransformer` or `Eva`), built with `dynamic_img_size=True`."""
 
-    `frequency` holds the frequency modules keyed by block index (as strings, for ModuleDict);
-    the toolbox fills it. `grad_from_layer` is set by gated training: blocks below it (and the
-    patch embedding) run under `torch.no_grad()` because nothing below them is trained.
-    """
-
-    def __init__(self, vit: VisionTransformer, feature_layers: tuple[int, ...] | None = None) -> None:
-        super().__init__()
+    def __init__(self, vit: VisionTransformer | Eva, feature_layers: tuple[int, ...] | None = None) -> None:
+        if not isinstance(vit, (VisionTransformer, Eva)):
+            raise InputError(f"cegate adapts timm VisionTransformer and Eva models; got {type(vit).__name__}")
         if not getattr(vit, "dynamic_img_size", False):
             raise InputError("the backbone ViT must be built with dynamic_img_size=True so crops of any size work")
+        super().__init__(len(vit.blocks), feature_layers)
         self.vit = vit
         self.patch_size = int(vit.patch_embed.patch_size[0])
         self.embed_dim = int(vit.embed_dim)
-        self.depth = len(vit.blocks)
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
-        self.feature_layers = feature_layers or evenly_spaced_layers(self.depth)
-        self.frequency = nn.ModuleDict()
-        self.grad_from_layer = 0
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.vit.blocks
 
     @property
     def in_chans(self) -> int:
         return int(self.vit.patch_embed.proj.weight.shape[1])
 
-    def check_input_size(self, height: int, width: int) -> None:
-        if height % self.patch_size or width % self.patch_size:
-            raise InputError(
-                f"input size {height}x{width} is not a multiple of the backbone's patch size {self.patch_size}; "
-                f"use a crop/tile size such as {self.patch_size * max(1, height // self.patch_size)}"
-            )
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        batch, _, height, width = images.shape
-        self.check_input_size(height, width)
-        grid = (height // self.patch_size, width // self.patch_size)
-        grad_wanted = torch.is_grad_enabled()
-        features: list[torch.Tensor] = []
-        with _grad_if(grad_wanted and self.grad_from_layer <= 0):
-            tokens = self.vit.patch_embed(images)
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
+        grid = (images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size)
+        tokens = self.vit.patch_embed(images)
+        if isinstance(self.vit, Eva):
+            tokens, rope = self.vit._pos_embed(tokens)
+            kwargs = {"rope": rope}
+        else:
             tokens = self.vit._pos_embed(tokens)
             tokens = self.vit.patch_drop(tokens)
-            tokens = self.vit.norm_pre(tokens)
-        last_needed = max(self.feature_layers)
-        for index, block in enumerate(self.vit.blocks):
-            if index > last_needed:
-                break
-            with _grad_if(grad_wanted and index >= self.grad_from_layer):
-                tokens = block(tokens)
-                frequency = self.frequency[str(index)] if str(index) in self.frequency else None
-                if frequency is not None:
-                    tokens = frequency(tokens, grid)
-            if index in self.feature_layers:
-                features.append(self.tokens_to_map(tokens, grid))
-        return features
+            kwargs = None
+        tokens = self.vit.norm_pre(tokens)
+        return tokens, TokenLayout(grid, self.num_prefix_tokens, block_kwargs=kwargs)
 
-    def tokens_to_map(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        patches = tokens[:, self.num_prefix_tokens :]
-        return patches.transpose(1, 2).reshape(tokens.shape[0], self.embed_dim, grid[0], grid[1])
+    def band_embedding_state(self) -> dict[str, torch.Tensor]:
+        """The band-adapted patch embedding: derived from the Hub weights, saved so runs are self-contained."""
+        proj = self.vit.patch_embed.proj
+        state = {"patch_embed.weight": proj.weight.detach()}
+        if proj.bias is not None:
+            state["patch_embed.bias"] = proj.bias.detach()
+        return state
 
-
-def _grad_if(enabled: bool) -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext() if enabled else torch.no_grad()
+    def load_band_embedding_state(self, state: dict[str, torch.Tensor]) -> None:
+        proj = self.vit.patch_embed.proj
+        with torch.no_grad():
+            proj.weight.copy_(state["patch_embed.weight"])
+            if proj.bias is not None:
+                proj.bias.copy_(state["patch_embed.bias"])

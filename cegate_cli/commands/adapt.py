@@ -18,7 +18,8 @@ from cegate_cli.errors import InputError
 
 
 _BACKBONE_HELP = (
-    "Backbone: hf-hub:ORG/NAME (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, prithvi-eo-2-300m|600m, tiny). "
+    "Backbone: hf-hub:ORG/NAME[/FOLDER] (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
+    "prithvi-eo-2-300m|600m, galileo-nano (embedded)|tiny|base, tiny). "
     "Not with --from."
 )
 
@@ -45,6 +46,10 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option("--class-balance", help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off)."),
         ] = 0.5,
+        prior_alignment: Annotated[
+            bool,
+            typer.Option("--prior-alignment/--no-prior-alignment", help="Align the teacher's class shares to the source labels' (guards against collapse)."),
+        ] = False,
         ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = 0.99,
         target_norm: Annotated[
             str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
@@ -66,6 +71,13 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--selection", help="fisher (the method), or a baseline: random (same count), all, none (head only), full (whole backbone)."),
         ] = "fisher",
+        loss: Annotated[
+            str,
+            typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
+        ] = "ce",
+        rare_crops: Annotated[
+            int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
+        ] = 1,
         fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
         steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
@@ -79,12 +91,22 @@ def register(app: typer.Typer) -> None:
         lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
         augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
         save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = 50,
+        patch_size: Annotated[
+            Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default="8")
+        ] = None,
+        month: Annotated[
+            Optional[int], typer.Option("--month", help="Galileo: month of the imagery, 1-12 (default: from the files' date tags, else 7).", show_default=False)
+        ] = None,
+        normalize: Annotated[
+            str, typer.Option("--normalize", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).")
+        ] = "auto",
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
     ) -> None:
         """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
         folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
         from cegate_cli.adapt import AdaptOptions, adapt
+        from cegate_cli.backbone.galileo_backbone import GalileoOptions
         from cegate_cli.commands.train_progress import RichTrainReporter
         from cegate_cli.distributed import is_main
         from cegate_cli.toolbox import ToolboxConfig, parse_kinds
@@ -106,7 +128,7 @@ def register(app: typer.Typer) -> None:
         train = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
             val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
-            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection,
+            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection, loss=loss, rare_crops=rare_crops,
             save_every=max(1, min(save_every, steps)), warmup_steps=min(25, max(0, steps // 10)),
         )
         options = AdaptOptions(
@@ -114,7 +136,8 @@ def register(app: typer.Typer) -> None:
             bands=bands, classes_file=classes, ignore_index=ignore_index, align=align, kinds=kinds,
             toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
             overwrite=overwrite, resume=resume, target=target, from_run=from_run,
-            self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50)),
+            self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50), prior_alignment=prior_alignment),
+            galileo=GalileoOptions(patch_size=patch_size, month=None if month is None else month - 1, normalize=normalize),
         )
         reporter = RichTrainReporter()
         try:

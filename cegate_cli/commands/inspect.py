@@ -89,8 +89,17 @@ def render_run(report: dict[str, Any]) -> None:
     for line in _backbone_lines(info):
         stdout.print(escape(line))
     mapping = info.get("band_mapping") or []
-    described = [f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-mean" for m in mapping]
+    galileo = info.get("galileo")
+    unmatched = "unused" if galileo else "mean"
+    described = [f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-{unmatched}" for m in mapping]
     stdout.print(f"bands      {', '.join(described) if described else ', '.join(report['bands']['names'])}")
+    if galileo:
+        groups = "; ".join(f"{g['group']} <- {', '.join(g['bands'])}" for g in galileo["groups"])
+        stdout.print(escape(f"groups     {groups}"))
+        stdout.print(
+            f"inputs     patch {galileo['patch_size']} px, {galileo['gsd_m']:.2f} m pixels, month {galileo['month'] + 1}, "
+            f"{galileo['normalize']} normalisation"
+        )
     classes = report["classes"]
     swatches = "  ".join(
         f"[rgb({c['color'][0]},{c['color'][1]},{c['color'][2]})]■[/] {c['id']} {c['name']}" for c in classes["classes"]

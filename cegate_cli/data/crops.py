@@ -164,7 +164,12 @@ class CropSampler:
         crop: int,
         ignore_index: int,
         augment: bool | Augment = True,
+        rare_class_weights: Sequence[float] | None = None,
+        candidates: int = 1,
     ) -> None:
+        """`rare_class_weights` with `candidates` > 1: each crop is the one of `candidates` drawn
+        windows whose labels weigh most (sum of per-class weights over labeled pixels), so crops
+        of rare classes come up `candidates` times more often without repeating the same places."""
         if not sources:
             raise InputError("no scenes to draw crops from")
         if len(band_indexes) != len(sources):
@@ -185,6 +190,8 @@ class CropSampler:
         self.crop = int(crop)
         self.ignore_index = int(ignore_index)
         self.augment: Augment | None = Augment() if augment is True else (augment or None)
+        self.rare_class_weights = None if rare_class_weights is None else np.asarray(rare_class_weights, dtype=np.float64)
+        self.candidates = max(1, int(candidates)) if self.labeled and self.rare_class_weights is not None else 1
         self.sizes = _scene_sizes(self.images)
         area = np.array([max(h, 1) * max(w, 1) for h, w in self.sizes], dtype=np.float64)
         self._weights = area / area.sum()
@@ -214,6 +221,23 @@ class CropSampler:
         return grid_windows(self.sizes, self.crop, count, seed)
 
     def _draw(self, rng: np.random.Generator) -> tuple[CropWindow, np.ndarray, np.ndarray | None, np.ndarray]:
+        if self.candidates == 1:
+            return self._draw_one(rng)
+        assert self.rare_class_weights is not None
+        weights = np.append(self.rare_class_weights, 0.0)  # index K and beyond: ignored pixels weigh nothing
+        best, best_weight = None, -1.0
+        for _ in range(self.candidates):
+            drawn = self._draw_one(rng)
+            labels = drawn[2]
+            assert labels is not None
+            ids = np.where(labels == self.ignore_index, len(weights) - 1, np.minimum(labels, len(weights) - 1))
+            weight = float(weights[ids].sum())
+            if weight > best_weight:
+                best, best_weight = drawn, weight
+        assert best is not None
+        return best
+
+    def _draw_one(self, rng: np.random.Generator) -> tuple[CropWindow, np.ndarray, np.ndarray | None, np.ndarray]:
         best: tuple[int, tuple[CropWindow, np.ndarray, np.ndarray | None, np.ndarray]] | None = None
         for _ in range(RETRIES + 1):
             scene = int(rng.choice(len(self.images), p=self._weights))

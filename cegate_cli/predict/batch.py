@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from rasterio.errors import RasterioError
 
+from cegate_cli.atomic import sweep_stale_temporaries
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.raster import not_a_file_reason, open_quietly
@@ -193,6 +194,8 @@ def predict_many(
     sources = [Path(p) for p in inputs]
     check_unique_stems(sources)
     check_out_dir(out_dir)
+    if Path(out_dir).is_dir():  # temporaries of an earlier run that was killed (kill -9, out of memory)
+        sweep_stale_temporaries(out_dir)
     summary = BatchSummary()
     for index, source in enumerate(sources):
         outputs = output_paths(source, out_dir, vector_format=vectors.fmt, confidence=options.confidence)

@@ -5,9 +5,9 @@ from cegate_cli.toolbox.attach import Toolbox, attach_toolbox
 from cegate_cli.toolbox.base import KIND_LABELS, KINDS, ModuleKey, ToolboxModule, parse_kinds
 from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.toolbox.frequency import EarthAdapter, split_frequencies
-from cegate_cli.toolbox.lora import LoRAQKV
+from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
 
 __all__ = [
-    "KINDS", "KIND_LABELS", "EarthAdapter", "LoRAQKV", "MLPAdapter", "ModuleKey", "Toolbox",
+    "KINDS", "KIND_LABELS", "EarthAdapter", "LoRA", "LoRAQKV", "LoRAQV", "MLPAdapter", "ModuleKey", "Toolbox",
     "ToolboxConfig", "ToolboxModule", "attach_toolbox", "parse_kinds", "split_frequencies",
 ]

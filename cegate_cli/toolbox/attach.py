@@ -1,7 +1,10 @@
 """Insert the toolbox into every block of a backbone, and switch modules on and off.
 
-LoRA and the Adapter wrap the block's own layers (`attn.qkv`, `mlp`) the way peft wraps a base
-layer; the Earth-Adapter sits on the block output, registered in `backbone.frequency`. The
+LoRA and the Adapter wrap the block's own layers (the q and v projections, `mlp`) the way peft
+wraps a base layer; the Earth-Adapter sits on the block output, registered in `backbone.frequency`.
+`attach_lora` is the one place that knows the attention layouts cegate supports (a fused `qkv`
+Linear, or separate q/v Linears under either naming): a new family whose blocks follow one of
+them needs no change here. The
 `Toolbox` object is the one handle training and inference use: which modules exist, which are
 active, which parameters train, merge/unmerge of LoRA for inference.
 """
@@ -12,19 +15,19 @@ from collections.abc import Iterable, Iterator
 
 from torch import nn
 
-from cegate_cli.backbone.vit import Backbone
+from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.adapter import MLPAdapter
 from cegate_cli.toolbox.base import KINDS, ModuleKey, ToolboxModule
 from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.toolbox.frequency import EarthAdapter
-from cegate_cli.toolbox.lora import LoRAQKV
+from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
 
 
 class Toolbox:
     """All candidate modules of one backbone, keyed by (kind, layer)."""
 
-    def __init__(self, backbone: Backbone, modules: dict[ModuleKey, ToolboxModule], config: ToolboxConfig) -> None:
+    def __init__(self, backbone: BlockBackbone, modules: dict[ModuleKey, ToolboxModule], config: ToolboxConfig) -> None:
         self.backbone = backbone
         self.modules = modules
         self.config = config
@@ -47,7 +50,7 @@ class Toolbox:
         if unknown:
             raise InputError(f"no such toolbox modules: {sorted(unknown)}")
         for key, module in self.modules.items():
-            if key not in wanted and isinstance(module, LoRAQKV):
+            if key not in wanted and isinstance(module, LoRA):
                 module.unmerge()  # a bypassed module must not leave its update inside the base weight
             module.active = key in wanted
             for parameter in module.own_parameters():
@@ -68,12 +71,12 @@ class Toolbox:
 
     def merge_lora(self) -> None:
         for module in self.modules.values():
-            if isinstance(module, LoRAQKV):
+            if isinstance(module, LoRA):
                 module.merge()
 
     def unmerge_lora(self) -> None:
         for module in self.modules.values():
-            if isinstance(module, LoRAQKV):
+            if isinstance(module, LoRA):
                 module.unmerge()
 
     def state_dict_of(self, keys: Iterable[ModuleKey]) -> dict[str, object]:
@@ -110,7 +113,7 @@ class Toolbox:
         return sorted(loaded, key=lambda key: (key[1], KINDS.index(key[0])))
 
 
-def attach_toolbox(backbone: Backbone, config: ToolboxConfig | None = None) -> Toolbox:
+def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None) -> Toolbox:
     """Wrap every block's qkv and MLP and add a frequency module to its output.
 
     The backbone's own weights are frozen here: from now on only toolbox modules can train.
@@ -120,14 +123,9 @@ def attach_toolbox(backbone: Backbone, config: ToolboxConfig | None = None) -> T
         parameter.requires_grad_(False)
     modules: dict[ModuleKey, ToolboxModule] = {}
     dim = backbone.embed_dim
-    for layer, block in enumerate(backbone.vit.blocks):
+    for layer, block in enumerate(backbone.blocks):
         if "lora" in config.kinds:
-            qkv = block.attn.qkv
-            if not isinstance(qkv, nn.Linear):
-                raise InputError(
-                    f"block {layer}: LoRA supports a fused nn.Linear attn.qkv (timm ViT); found {type(qkv).__name__}"
-                )
-            block.attn.qkv = modules[("lora", layer)] = LoRAQKV(qkv, layer, config.lora_rank, config.lora_alpha)
+            modules[("lora", layer)] = attach_lora(block.attn, layer, config.lora_rank, config.lora_alpha)
         if "adapter" in config.kinds:
             block.mlp = modules[("adapter", layer)] = MLPAdapter(
                 block.mlp, layer, dim, config.adapter_hidden, config.adapter_scale
@@ -138,3 +136,32 @@ def attach_toolbox(backbone: Backbone, config: ToolboxConfig | None = None) -> T
     toolbox = Toolbox(backbone, modules, config)
     toolbox.activate_all()
     return toolbox
+
+
+SEPARATE_QV_NAMES: tuple[tuple[str, str], ...] = (("q", "v"), ("q_proj", "v_proj"))
+"""Attribute names of separate query/value Linears: Galileo's, and timm EVA's (`qkv_fused=False`)."""
+
+
+def attach_lora(attention: nn.Module, layer: int, rank: int, alpha: float) -> LoRA:
+    """Put LoRA on an attention layer's q and v projections, whichever layout it has."""
+    qkv = getattr(attention, "qkv", None)
+    if isinstance(qkv, nn.Linear):
+        if any(getattr(attention, bias, None) is not None for bias in ("q_bias", "v_bias")):
+            raise InputError(
+                f"block {layer}: this attention adds its own q/v biases to a fused qkv weight, which LoRA "
+                "cannot wrap; build the model with separate q/k/v projections (timm: qkv_fused=False)"
+            )
+        lora: LoRA = LoRAQKV(qkv, layer, rank, alpha)
+        attention.qkv = lora
+        return lora
+    for q_name, v_name in SEPARATE_QV_NAMES:
+        query, value = getattr(attention, q_name, None), getattr(attention, v_name, None)
+        if isinstance(query, nn.Linear) and isinstance(value, nn.Linear):
+            separate = LoRAQV(query, value, layer, rank, alpha)
+            setattr(attention, q_name, separate)
+            setattr(attention, v_name, separate.value_projection)
+            return separate
+    supported = ", ".join(["a fused Linear `qkv`"] + [f"Linears `{q}` and `{v}`" for q, v in SEPARATE_QV_NAMES])
+    raise InputError(
+        f"block {layer}: LoRA supports attention with {supported}; found {type(attention).__name__} without them"
+    )

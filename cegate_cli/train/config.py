@@ -28,8 +28,16 @@ class TrainConfig:
     reselect_every: int = 0
     fisher_samples: int = 16
     augment: bool = True
+    rare_crops: int = 1
+    """Candidate windows per training crop; above 1 the one whose labels weigh most by the
+    balanced class weights is kept (data/crops.py), so rare classes are seen more often."""
+    loss: str = "ce"
+    """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
+    "balanced+dice"."""
     selection: str = "fisher"
-    """Which modules train: "fisher" (the method: top `select` by Fisher score). The others are
+    """Which modules train: "fisher" (the method: top `select` by Fisher score); "fisher-cost" and
+    "fisher-block" (Fisher scores with a backward-cost budget, or ranked within each block; see
+    fisher.select_by_fisher_rule). The others are
     baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
     (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole backbone,
     patch embedding included, trains with the head; its run saves the backbone too)."""
@@ -54,7 +62,7 @@ class TrainConfig:
         from cegate_cli.fisher import parse_select_spec
 
         at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
-                        "validation crops": "val_crops", "--save-every": "save_every"}
+                        "validation crops": "val_crops", "--save-every": "save_every", "--rare-crops": "rare_crops"}
         for flag, name in at_least_one.items():
             if getattr(self, name) < 1:
                 raise InputError(f"{flag} {getattr(self, name)}: must be at least 1 (default {_default(name)})")
@@ -90,6 +98,10 @@ class TrainConfig:
         data.pop("save_every")  # how often state is written never changes the weights
         if data["selection"] == "fisher":
             data.pop("selection")  # the default: states written before the option existed still resume
+        if data["loss"] == "ce":
+            data.pop("loss")  # likewise
+        if data["rare_crops"] == 1:
+            data.pop("rare_crops")  # likewise
         return data
 
 
@@ -98,7 +110,7 @@ def _default(name: str) -> Any:
     return TrainConfig.__dataclass_fields__[name].default
 
 
-SELECTIONS = ("fisher", "random", "all", "none", "full")
+SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "random", "all", "none", "full")
 
 TARGET_NORMS = ("target", "source")
 
@@ -133,6 +145,11 @@ class SelfTrainConfig:
     probability of a Gaussian blur."""
     stats_every: int = 10
     """Record pseudo-label statistics every N steps (run.json, `inspect`)."""
+    prior_alignment: bool = False
+    """Align the teacher's class shares to the source labels' before taking pseudo-labels
+    (train/pseudo.py `align_to_prior`): a guard against collapse onto the majority classes."""
+    drift_warning: float = 0.25
+    """Warn when the pseudo-labels' class shares are this far (total variation) from the source's."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

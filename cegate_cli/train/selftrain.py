@@ -34,10 +34,11 @@ from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import masked_cross_entropy
-from cegate_cli.train.pseudo import PseudoLabels, pseudo_label, pseudo_label_stats
+from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.strong_view import StrongAugment
 from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs
+from cegate_cli.train.state import plain
 from cegate_cli.train.teacher import EMATeacher
 
 TARGET_SEED_OFFSET = 7_919  # target crops: their own stream, so they never repeat the source's draws
@@ -54,6 +55,9 @@ class TargetInputs:
     kept: tuple[ModuleKey, ...] = ()
     """Modules of the run being continued: they stay in the model and keep training, because
     dropping them would throw away what the source taught; Fisher adds the target's choice."""
+    prior: torch.Tensor | None = None
+    """(K,) class shares of the source labels: what pseudo-labels are compared (and, with
+    `prior_alignment`, aligned) to; None when unknown."""
 
     @property
     def mode(self) -> str:
@@ -61,8 +65,8 @@ class TargetInputs:
 
 
 class SelfTrainer(SupervisedTrainer):
-    def __init__(self, inputs: TrainInputs, target: TargetInputs, state_path: Path | None, reporter: TrainReporter | None = None) -> None:
-        super().__init__(inputs, state_path, reporter)
+    def __init__(self, inputs: TrainInputs, target: TargetInputs, state_dir: Path | None, reporter: TrainReporter | None = None) -> None:
+        super().__init__(inputs, state_dir, reporter)
         self.target = target
         self.self_config = target.config
         # A teacher that starts as an untrained head needs the DACS warm-up; one continuing a
@@ -73,6 +77,7 @@ class SelfTrainer(SupervisedTrainer):
             geometry=target.mode == "target", gain=c.strong_gain, offset=c.strong_offset, noise=c.strong_noise, blur_probability=c.strong_blur
         )
         self.pseudo_history: list[dict[str, Any]] = []
+        self._warned_drift = False
         self.ignore = inputs.class_table.ignore_index
         self.num_classes = inputs.class_table.num_classes
 
@@ -96,7 +101,8 @@ class SelfTrainer(SupervisedTrainer):
     def _teacher_labels(self, images: torch.Tensor, valid: torch.Tensor) -> PseudoLabels:
         with self._autocast():
             logits = self.teacher(images)
-        return pseudo_label(logits, valid, self.self_config.confidence, self.ignore, self.self_config.class_balance)
+        prior = self.target.prior if self.self_config.prior_alignment else None
+        return pseudo_label(logits, valid, self.self_config.confidence, self.ignore, self.self_config.class_balance, prior)
 
     def fisher_pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         config, device = self.config, self.inputs.device
@@ -135,7 +141,7 @@ class SelfTrainer(SupervisedTrainer):
                 logits = self.model(images)
             # Confident pixels count, averaged over all valid pixels (FixMatch): a batch the
             # teacher is unsure about moves the student little.
-            return masked_cross_entropy(logits, labels, self.ignore, pixel_weight=weight)
+            return masked_cross_entropy(logits, labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
 
         source = self.target.source.sample(step, config.batch_size, config.seed, self.inputs.rank)
         source_images, source_labels = source.images.to(device), source.masks.to(device)
@@ -148,8 +154,8 @@ class SelfTrainer(SupervisedTrainer):
         with self._autocast():
             logits = self.model(torch.cat((source_images, images)))  # one pass: GroupNorm heads keep samples independent
         batch = source_images.shape[0]
-        source_loss = masked_cross_entropy(logits[:batch], source_labels, self.ignore)
-        return source_loss + masked_cross_entropy(logits[batch:], labels, self.ignore, pixel_weight=weight)
+        source_loss = self.task_loss(logits[:batch], source_labels)
+        return source_loss + masked_cross_entropy(logits[batch:], labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
 
     def after_optimizer_step(self, step: int) -> None:
         self.teacher.update(step)
@@ -157,7 +163,18 @@ class SelfTrainer(SupervisedTrainer):
     def _record(self, step: int, pseudo: PseudoLabels) -> None:
         every = self.self_config.stats_every
         if step % every == 0 or step == self.config.steps - 1:
-            self.pseudo_history.append(pseudo_label_stats(step, pseudo, self.num_classes))
+            stats = pseudo_label_stats(step, pseudo, self.num_classes)
+            prior = self.target.prior
+            if prior is not None:
+                stats["prior_distance"] = round(prior_distance(stats["class_share"], prior), 4)
+                if stats["prior_distance"] > self.self_config.drift_warning and not self._warned_drift:
+                    self._warned_drift = True
+                    shares = ", ".join(f"{c}: {s:.0%} (source {float(p):.0%})" for c, (s, p) in enumerate(zip(stats["class_share"], prior.tolist())))
+                    self.reporter.message(
+                        f"warning: at step {step} the pseudo-labels' class shares are far from the source's ({shares}); "
+                        "self-training may be collapsing onto a few classes. Check the map, or rerun with --prior-alignment"
+                    )
+            self.pseudo_history.append(stats)
 
     # -- resume state --------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
@@ -169,19 +186,19 @@ class SelfTrainer(SupervisedTrainer):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         saved = state.get("self_training")
-        wanted = {"mode": self.target.mode, "config": self.self_config.to_dict(), "kept": [list(k) for k in self.target.kept]}
+        wanted = plain({"mode": self.target.mode, "config": self.self_config.to_dict(), "kept": [list(k) for k in self.target.kept]})
         if saved is None:
-            raise RunFolderError(f"{self.state_path}: the interrupted run was not self-training; resume it without --target")
+            raise RunFolderError(f"{self.state_file}: the interrupted run was not self-training; resume it without --target")
         if saved != wanted:
             changed = sorted(k for k in wanted["config"] if saved["config"].get(k) != wanted["config"][k])
             if saved["mode"] != wanted["mode"] or saved["kept"] != wanted["kept"]:
                 changed.insert(0, "mode/--from")
             raise RunFolderError(
-                f"{self.state_path}: cannot resume with different self-training settings ({', '.join(changed)}); "
+                f"{self.state_file}: cannot resume with different self-training settings ({', '.join(changed)}); "
                 "use the same options as the interrupted run, or start over with --overwrite"
             )
         try:
-            self.teacher.load_state_dict(state["teacher"])
-        except (KeyError, ValueError) as exc:
-            raise RunFolderError(f"{self.state_path}: damaged resume state ({exc}); start over with --overwrite") from exc
+            self.teacher.load_state_dict(dict(state["teacher"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RunFolderError(f"{self.state_file}: damaged resume state ({exc}); start over with --overwrite") from exc
         self.pseudo_history = list(state.get("pseudo_history", []))

@@ -2,13 +2,13 @@
 
 Every batch is a pure function of (seed, step), the model is initialised from the seed, and the
 resume state holds every trained tensor and the optimizer's moments, so a run killed and resumed
-finishes with the same weights as one that was never interrupted (on the same device).
+finishes with the same weights as one that was never interrupted (on the same device). The state
+is data only (safetensors + JSON, `cegate_cli.train.state`): resuming never unpickles anything.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,13 +20,13 @@ import torch
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.distributed import world
-from cegate_cli.fisher import FisherScores, Selection, empirical_fisher, select_top
+from cegate_cli.fisher import FISHER_RULES, FisherScores, Selection, empirical_fisher, select_by_fisher_rule
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.gating import apply_selection
-from cegate_cli.train.losses import masked_cross_entropy
+from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
     build_adamw,
     optimizer_state_by_name,
@@ -35,9 +35,9 @@ from cegate_cli.train.optimizer import (
 )
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.schedule import lr_factor
+from cegate_cli.train.state import plain, read_state, record_path, write_state
 
 FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches
-STATE_FORMAT = "cegate-train-state/1"
 
 
 @dataclass
@@ -52,6 +52,8 @@ class TrainInputs:
     select_count: int
     kinds: tuple[str, ...] = KINDS
     rank: int = 0
+    class_weights: torch.Tensor | None = None
+    """(K,) per-class loss weights for the "balanced" losses (from the labels' class shares)."""
     keep_best: bool = True
     """Keep the weights of the best validation step. Off when validation cannot measure what the
     run is for (self-training: validation is on the source, the run is for the target)."""
@@ -94,9 +96,12 @@ class _Progress:
 
 
 class SupervisedTrainer:
-    def __init__(self, inputs: TrainInputs, state_path: Path | None, reporter: TrainReporter | None = None) -> None:
+    def __init__(self, inputs: TrainInputs, state_dir: Path | None, reporter: TrainReporter | None = None) -> None:
         self.inputs = inputs
-        self.state_path = state_path
+        self.state_dir = state_dir
+        """Where the resume state lives (RUN/state), or None to keep none."""
+        self.saved_step: int | None = None
+        """The step of the newest resume state on disk: what `--resume` continues from."""
         self.reporter = reporter or SilentReporter()
         self.model = inputs.model
         self.toolbox = inputs.toolbox
@@ -105,6 +110,11 @@ class SupervisedTrainer:
         self.optimizer: torch.optim.AdamW | None = None
         self.optimizer_names: list[str] = []
         self.candidates = [key for key in self.toolbox.keys() if key[0] in inputs.kinds]
+
+    @property
+    def state_file(self) -> Path | None:
+        """The file errors about the resume state name (its JSON record)."""
+        return record_path(self.state_dir) if self.state_dir is not None else None
 
     # -- what trains ---------------------------------------------------------------------------
     def trainable_named(self) -> dict[str, torch.nn.Parameter]:
@@ -158,7 +168,7 @@ class SupervisedTrainer:
         """Called after every (re)selection, once the trainable set is in place."""
 
     def select(self, step: int) -> Selection:
-        if self.config.selection != "fisher":
+        if self.config.selection not in FISHER_RULES:
             return self._select_by_rule(step)
         images, masks = self.fisher_pairs(step)
         ignore = self.inputs.class_table.ignore_index
@@ -168,15 +178,16 @@ class SupervisedTrainer:
                 self.model,
                 self.toolbox,
                 zip(images, masks),
-                lambda logits, target: masked_cross_entropy(logits, target, ignore),
+                lambda logits, target: segmentation_loss(logits, target, ignore, self.config.loss, self.inputs.class_weights),
                 keys=self.fisher_keys(),
             )
         scores = self.reduce_scores(scores)
         candidates = set(self.candidates)
         eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
-        chosen = self.active_set(select_top(eligible, self.inputs.select_count))
+        picked = select_by_fisher_rule(self.config.selection, eligible, self.inputs.select_count, self.toolbox.backbone.depth)
+        chosen = self.active_set(picked)
         seconds = time.perf_counter() - started
-        selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds)
+        selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds, rule=self.config.selection)
         self.progress.fisher_seconds += seconds
         return self._install(selection)
 
@@ -283,7 +294,11 @@ class SupervisedTrainer:
         masks = batch.masks.to(self.inputs.device, non_blocking=True)
         with self._autocast():
             logits = self.model(images)
-        return masked_cross_entropy(logits, masks, self.inputs.class_table.ignore_index)
+        return self.task_loss(logits, masks)
+
+    def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The run's loss on labeled pixels (`TrainConfig.loss`), for training and Fisher scoring alike."""
+        return segmentation_loss(logits, target, self.inputs.class_table.ignore_index, self.config.loss, self.inputs.class_weights)
 
     def after_optimizer_step(self, step: int) -> None:
         """Called after every optimizer step (self-training updates its teacher here)."""
@@ -334,11 +349,10 @@ class SupervisedTrainer:
 
     # -- resume state --------------------------------------------------------------------------
     def _save_state(self) -> None:
-        if self.state_path is None or self.inputs.rank != 0:
+        if self.state_dir is None or self.inputs.rank != 0:
             return
         assert self.optimizer is not None
         state = {
-            "format": STATE_FORMAT,
             "config": self.config.resume_fingerprint(),
             "processes": world().size,
             "step": self.progress.step,
@@ -358,29 +372,24 @@ class SupervisedTrainer:
             "cpu_rng": torch.random.get_rng_state(),
             **self.extra_state(),
         }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_path.with_name(f".{self.state_path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(state, temporary)
-            os.replace(temporary, self.state_path)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
+        write_state(self.state_dir, state)  # atomic; on failure the previous state stays
+        self.saved_step = self.progress.step
 
     def _load_state(self) -> None:
         from cegate_cli.errors import RunFolderError
 
-        if self.state_path is None or not self.state_path.is_file():
-            raise RunFolderError(f"nothing to resume: {self.state_path} does not exist; run without --resume")
+        if self.state_dir is None:
+            raise RunFolderError("nothing to resume: this run keeps no resume state; run without --resume")
         if self.config.selection == "full":
             raise RunFolderError("the full fine-tuning baseline (--selection full) keeps no backbone in its resume state; start over")
-        state = torch.load(self.state_path, map_location="cpu", weights_only=False)
-        if state.get("format") != STATE_FORMAT:
-            raise RunFolderError(f"{self.state_path}: unknown resume state format {state.get('format')!r}")
-        if state["config"] != self.config.resume_fingerprint():
-            changed = sorted(k for k in state["config"] if state["config"][k] != self.config.resume_fingerprint().get(k))
+        state = read_state(self.state_dir)  # safetensors + JSON: nothing here can run code
+        where = self.state_file
+        fingerprint = plain(self.config.resume_fingerprint())
+        if state.get("config") != fingerprint:
+            saved = state.get("config") or {}
+            changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
             raise RunFolderError(
-                f"{self.state_path}: cannot resume with different settings ({', '.join(changed)}); "
+                f"{where}: cannot resume with different settings ({', '.join(changed)}); "
                 "use the same options as the interrupted run, or start over with --overwrite"
             )
         processes = int(state.get("processes", 1))
@@ -389,9 +398,18 @@ class SupervisedTrainer:
             # other crops: the resumed run would silently differ from an uninterrupted one.
             launch = "without torchrun" if processes == 1 else f"under torchrun with --nproc-per-node/--nnodes giving {processes} processes"
             raise RunFolderError(
-                f"{self.state_path}: this run was trained by {processes} process(es), now there are {world().size}; "
+                f"{where}: this run was trained by {processes} process(es), now there are {world().size}; "
                 f"resume it {launch}, or start over with --overwrite"
             )
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunFolderError(f"{where}: damaged resume state ({exc!r}); start over with --overwrite") from exc
+        self.saved_step = self.progress.step
+        self.load_extra_state(state)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Put a read state back into the model, optimizer, progress and RNG."""
         self.toolbox.load_state(state["toolbox"])
         self.model.decoder.load_state_dict(state["decoder"])
         progress = self.progress
@@ -400,19 +418,18 @@ class SupervisedTrainer:
         progress.ever_selected = {(k, int(l)) for k, l in state["ever_selected"]}
         progress.best_miou = state["best_miou"]
         progress.best_step = state["best_step"]
-        progress.best_weights = state["best_weights"]
+        progress.best_weights = dict(state["best_weights"])
         progress.best_selection = [(k, int(l)) for k, l in state["best_selection"]]
         progress.val_history = [tuple(v) for v in state["val_history"]]
         progress.loss_history = [tuple(v) for v in state["loss_history"]]
-        progress.fisher_seconds = state["fisher_seconds"]
-        progress.train_seconds = state["train_seconds"]
+        progress.fisher_seconds = float(state["fisher_seconds"])
+        progress.train_seconds = float(state["train_seconds"])
         torch.random.set_rng_state(state["cpu_rng"])
         apply_selection(self.toolbox, progress.selections[-1].selected)
         self.model.to(self.inputs.device)
         self._rebuild_optimizer()
         assert self.optimizer is not None
         restore_optimizer_state(self.optimizer, self.optimizer_names, state["optimizer"])
-        self.load_extra_state(state)
 
     def extra_state(self) -> dict[str, Any]:
         """More for the resume state (self-training: the teacher, pseudo-label history)."""

@@ -1,0 +1,473 @@
+"""Benchmark quality on real imagery: NAIP tiles, in-domain and under a constructed sensor shift.
+
+    python benchmarks/bench_real.py --settings naip naip-shift --seeds 0 1 2 --json real.json --out docs/benchmarks-real.md
+    python benchmarks/bench_real.py --from-json real_a.json real_b.json --out docs/benchmarks-real.md   # merge, no training
+
+docs/benchmarks-real.md says what the data, the shift and every row are. In short, per setting:
+
+  naip        train tiles -> test tiles (both 0.6 m NAIP, one domain)
+  naip-shift  train tiles -> test tiles after a fixed seeded sensor shift (benchmarks/real_shift.py);
+              unlabeled target: the train tiles shifted the same way; reference: trained on those
+              shifted train tiles WITH their labels (the upper bound)
+  synthetic   the demo's generated source -> held-out target scenes (cegate_cli.data.synthetic)
+
+Rows: `majority` (the most frequent training class everywhere), `pixel` (a per-pixel Gaussian
+classifier on band values, benchmarks/pixel_baseline.py), and cegate runs through the library
+(`adapt()` then `evaluate_run()`, the same whole-tile prediction `cegate evaluate` does) for every
+rule of `--rules` (TrainConfig.selection), source-only and, where a setting has an unlabeled target,
+with self-training on it. Every row is scored by cegate's ConfusionMatrix through `evaluate_scene`
+on the same test pixels (labels 255 and nodata excluded). One progress line per run goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch loads OpenMP: busy-waiting threads wreck timings on shared cores
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pixel_baseline import GaussianPixelClassifier  # noqa: E402
+from real_shift import Shift, shift_folder  # noqa: E402
+from real_table import MODE_SUFFIX, render_block  # noqa: E402
+from report_block import cpu_name, replace_block  # noqa: E402
+
+from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
+from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
+from cegate_cli.train.config import SelfTrainConfig  # noqa: E402
+from cegate_cli.train.losses import LOSSES  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ("naip", "naip-shift", "synthetic")
+TARGET_MODES = ("source-only", "self-training")
+BLOCK = "bench_real"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "naip",
+                        help="NAIP folder with train/ and test/ (images/, masks/, classes.yaml); read only")
+    parser.add_argument("--max-tiles", type=int, default=None,
+                        help="use only the first N tiles (by name) of train and of test: smoke runs")
+    parser.add_argument("--rules", nargs="+", choices=SELECTIONS, default=list(SELECTIONS),
+                        help="cegate rows: what trains (fisher = cegate; random, all, none = head only, full = full fine-tuning)")
+    parser.add_argument("--target", nargs="+", dest="target_modes", choices=TARGET_MODES, default=list(TARGET_MODES),
+                        help="settings with an unlabeled target: train on the source only, and/or with self-training on the target")
+    parser.add_argument("--reference-rules", nargs="*", choices=SELECTIONS, default=["fisher"],
+                        help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)")
+    parser.add_argument("--backbone", nargs="+", default=["tiny"], help="backbone spec(s), passed to adapt() as given")
+    parser.add_argument("--decoder", nargs="+", choices=("unet", "linear"), default=["unet"])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="task loss of the cegate rows")
+    parser.add_argument("--rare-crops", type=int, default=defaults.rare_crops, help="candidate windows per training crop")
+    parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
+    parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
+    parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", default="cpu", help="training and prediction device (cpu, cuda, auto)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--pixel-samples", type=int, default=2000, help="training pixels per tile for the pixel classifier")
+    parser.add_argument("--shift-seed", type=int, default=0, help="naip-shift: the seed its per-band radiometry is drawn from")
+    parser.add_argument("--synthetic-size", type=int, default=256, help="synthetic: scene side in pixels")
+    parser.add_argument("--work", type=Path, default=None, help="folder for shifted tiles and runs (default: a temporary one)")
+    parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here (rewritten after each run)")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="render earlier --json files (merged; a later file's run replaces an earlier one's) instead of running")
+    parser.add_argument("--out", type=Path, default=None, help="markdown page whose generated block is replaced")
+    parser.add_argument("--note", default=None, help="a line put first in the generated block (e.g. that it is a smoke run)")
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Domains:
+    """The folders one setting trains and scores on."""
+
+    source: Path
+    """Labeled training folder (images/, masks/, classes.yaml)."""
+    test: Path
+    """Labeled folder every row is scored on."""
+    target: Path | None = None
+    """Unlabeled target-domain images for self-training; None for an in-domain setting."""
+    reference: Path | None = None
+    """Labeled target-domain training folder for the upper-bound rows; None if there is none."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """What the tables say about the data (tile counts, the shift); part of every record."""
+
+
+def first_tiles(folder: Path, max_tiles: int | None) -> list[Path]:
+    images = sorted((folder / "images").glob("*.tif"))
+    return images if max_tiles is None else images[:max_tiles]
+
+
+def view(folder: Path, max_tiles: int | None, dst: Path) -> Path:
+    """`folder` itself, or with --max-tiles a folder of links to its first tiles (nothing is copied)."""
+    if max_tiles is None:
+        return folder
+    for image in first_tiles(folder, max_tiles):
+        for sub in ("images", "masks"):
+            link = dst / sub / image.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to((folder / sub / image.name).resolve())
+    if (folder / "classes.yaml").is_file() and not (dst / "classes.yaml").exists():
+        (dst / "classes.yaml").symlink_to((folder / "classes.yaml").resolve())
+    return dst
+
+
+def prepare(setting: str, seed: int, args: argparse.Namespace, work: Path) -> Domains:
+    """The setting's folders, written under `work` where they must be made (shifted or generated)."""
+    if setting == "synthetic":
+        from cegate_cli.data.synthetic import make_demo_dataset
+
+        demo = make_demo_dataset(work / "synthetic" / f"seed{seed}", size=args.synthetic_size, seed=seed)
+        count = lambda folder: len(first_tiles(folder, None))  # noqa: E731
+        scenes = (f"{count(demo.source_dir)} labeled source, {count(demo.target_dir)} unlabeled target and "
+                  f"{count(demo.target_labels_dir)} held-out target scenes of {args.synthetic_size} px, generated from the run's seed")
+        return Domains(demo.source_dir, demo.target_labels_dir, demo.target_dir, None, {"scenes": scenes})
+    train, test = args.data / "train", args.data / "test"
+    subset = "all" if args.max_tiles is None else f"first{args.max_tiles}"  # one folder per subset: no stale links
+    source = view(train, args.max_tiles, work / "naip" / subset / "train")
+    counts = {"train_tiles": len(first_tiles(train, args.max_tiles)), "test_tiles": len(first_tiles(test, args.max_tiles)),
+              "bands": list(band_names(train))}
+    if setting == "naip":
+        return Domains(source, view(test, args.max_tiles, work / "naip" / subset / "test"), data=counts)
+    shift = Shift.draw(args.shift_seed, len(counts["bands"]))
+    root = work / "naip-shift" / f"shift{shift.seed}-{subset}"
+    masks = lambda folder: {p: folder / "masks" / p.name for p in first_tiles(folder, args.max_tiles)}  # noqa: E731
+    shifted_test = shift_folder(first_tiles(test, args.max_tiles), masks(test), root / "test", shift, test / "classes.yaml")
+    reference = shift_folder(first_tiles(train, args.max_tiles), masks(train), root / "reference", shift, train / "classes.yaml")
+    target = root / "target"  # the reference's images without their labels: what a user of the target sensor has
+    for image in sorted((reference / "images").glob("*.tif")):
+        link = target / "images" / image.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(image.resolve())
+    return Domains(source, shifted_test, target, reference, {**counts, "shift": shift.to_dict()})
+
+
+def band_names(folder: Path) -> tuple[str, ...]:
+    """The bands every row reads (all of them, as `adapt` without --bands), named as on the first tile."""
+    from cegate_cli.bands import resolve_bands
+
+    return resolve_bands(None, first_tiles(folder, 1)[0]).names
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def read_scene(path: Path, indexes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(H*W, C) raw band values and (H, W) valid pixels, read by predict's own SceneReader so a
+    baseline sees exactly the bands and the nodata that cegate's prediction sees."""
+    import rasterio
+
+    from cegate_cli.data.stats import BandStats
+    from cegate_cli.predict.reader import SceneReader
+    from cegate_cli.predict.tiling import Tile
+
+    identity = BandStats(tuple(f"b{i}" for i in indexes), (0.0,) * len(indexes), (1.0,) * len(indexes))
+    with rasterio.open(path) as ds:
+        whole = Tile(0, 0, 0, 0, 0, ds.height, ds.width, ds.height, ds.width, (True, True, True, True))
+        pixels, valid = SceneReader(ds, path, indexes, identity).read(whole)
+    return pixels.reshape(len(indexes), -1).T, valid
+
+
+def read_labels(pair: Any, ignore_index: int) -> np.ndarray:
+    import rasterio
+
+    if pair.warp_mask:
+        raise ValueError(f"{pair.mask}: on another grid than its image; the benchmark reads masks on the image grid only")
+    with rasterio.open(pair.mask) as ds:
+        labels = ds.read(1).astype(np.int64)
+    if pair.mask_nodata is not None:
+        labels[labels == pair.mask_nodata] = ignore_index
+    return labels
+
+
+def fit_pixel(source: Path, seed: int, per_tile: int) -> tuple[GaussianPixelClassifier, int]:
+    """The pixel classifier fitted on up to `per_tile` labeled pixels of every training tile, and the
+    majority class of all training labels."""
+    from cegate_cli.bands import bands_for_images
+    from cegate_cli.data.folder import discover_labeled
+
+    folder = discover_labeled(source)
+    table = folder.class_table
+    _, indexes = bands_for_images(None, list(folder.images))
+    features, labels = [], []
+    for i, (pair, idx) in enumerate(zip(folder.pairs, indexes)):
+        x, valid = read_scene(pair.image, idx)
+        y = read_labels(pair, table.ignore_index).ravel()
+        usable = np.flatnonzero(valid.ravel() & (y != table.ignore_index))
+        take = np.random.default_rng([seed, i]).choice(usable, size=min(per_tile, usable.size), replace=False)
+        features.append(x[take])
+        labels.append(y[take])
+    model = GaussianPixelClassifier.fit(np.concatenate(features), np.concatenate(labels), table.num_classes)
+    counts = {k: n for k, n in folder.label_counts.items() if k != table.ignore_index}
+    return model, max(counts, key=counts.__getitem__)
+
+
+def score_baseline(predict: Callable[[np.ndarray], np.ndarray], test: Path, source: Path, scratch: Path) -> Any:
+    """Map every test tile with `predict` ((n, C) band values -> (n,) class ids), write the map as a
+    mask GeoTIFF like `predict` does (nodata 255), and score it with `evaluate_scene`: the path
+    `evaluate_run` scores cegate's maps with."""
+    import rasterio
+
+    from cegate_cli.bands import bands_for_images, match_bands
+    from cegate_cli.data.folder import discover_labeled
+    from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
+    from cegate_cli.predict.writer import NODATA
+
+    choice, _ = bands_for_images(None, list(discover_labeled(source).images))
+    folder = discover_labeled(test)
+    table = folder.class_table
+    matrix = ConfusionMatrix(table.num_classes, table.ignore_index)
+    scratch.mkdir(parents=True, exist_ok=True)
+    for pair in folder.pairs:
+        x, valid = read_scene(pair.image, match_bands(choice, pair.image))
+        classes = np.where(valid, predict(x).reshape(valid.shape), NODATA).astype(np.uint8)
+        mapped = scratch / f"{pair.image.stem}.mask.tif"
+        with rasterio.open(pair.image) as ds:
+            profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": 1, "dtype": "uint8",
+                       "crs": ds.crs, "transform": ds.transform, "nodata": NODATA}
+        with rasterio.open(mapped, "w", **profile) as out:
+            out.write(classes, 1)
+        evaluate_scene(mapped, pair.mask, num_classes=table.num_classes, ignore_index=table.ignore_index, matrix=matrix)
+    return matrix, table
+
+
+def to_source_units(source: Path, target: Path, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Target band values -> source units, matching each domain's mean and std per band with the
+    library's statistics (what `adapt --target` does for its model with `--target-norm target`)."""
+    from cegate_cli.bands import bands_for_images
+    from cegate_cli.data.folder import discover_labeled
+    from cegate_cli.data.stats import compute_band_stats
+    from cegate_cli.train.target_data import discover_target, target_stats
+
+    images = list(discover_labeled(source).images)
+    choice, indexes = bands_for_images(None, images)
+    src = compute_band_stats(images, list(indexes), choice.names, seed=seed)
+    tgt = target_stats(discover_target(target, choice), choice, seed)
+    scale = np.asarray(src.std) / np.asarray(tgt.std)
+    return lambda x: (x - np.asarray(tgt.mean)) * scale + np.asarray(src.mean)
+
+
+def baseline_records(setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """`majority` and `pixel`; with an unlabeled target also `pixel+target` (each domain standardised
+    with its own statistics); with target labels `pixel-reference` (fitted on them)."""
+    scratch = work / "maps" / setting / f"seed{seed}"
+
+    def scored(row: str, predict: Callable[[np.ndarray], np.ndarray], source: Path, fit_s: float, parameters: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        matrix, table = score_baseline(predict, domains.test, source, scratch / row)
+        return record(setting, row, seed, domains, matrix, table, fit_s, time.perf_counter() - started, parameters, None)
+
+    started = time.perf_counter()
+    model, majority = fit_pixel(domains.source, seed, args.pixel_samples)
+    fit_s = time.perf_counter() - started
+    records = [
+        scored("majority", lambda x: np.full(len(x), majority), domains.source, 0.0, 0),
+        scored("pixel", model.predict, domains.source, fit_s, model.parameter_count),
+    ]
+    if domains.target is not None:
+        started = time.perf_counter()
+        convert = to_source_units(domains.source, domains.target, seed)
+        records.append(scored("pixel+target", lambda x: model.predict(convert(x)), domains.source,
+                              fit_s + time.perf_counter() - started, model.parameter_count))
+    if domains.reference is not None:
+        started = time.perf_counter()
+        reference, _ = fit_pixel(domains.reference, seed, args.pixel_samples)
+        records.append(scored("pixel-reference", reference.predict, domains.reference, time.perf_counter() - started,
+                              reference.parameter_count))
+    return records
+
+
+# --------------------------------------------------------------------------- cegate runs
+
+
+@dataclass(frozen=True)
+class CegateRun:
+    rule: str
+    mode: str
+    """"source-only", "self-training" (with the unlabeled target) or "reference" (trained on target labels)."""
+    backbone: str
+    decoder: str
+
+    @property
+    def row(self) -> str:
+        return self.rule + MODE_SUFFIX[self.mode]  # the names real_table.py labels and pairs by
+
+
+def plan(domains: Domains, args: argparse.Namespace) -> list[CegateRun]:
+    """Every cegate run of one setting and seed, in the order they are run."""
+    modes = ["source-only"] if domains.target is None else list(args.target_modes)
+    runs = [CegateRun(rule, mode, backbone, decoder)
+            for backbone in args.backbone for decoder in args.decoder for mode in modes for rule in args.rules]
+    if domains.reference is not None:
+        runs += [CegateRun(rule, "reference", backbone, decoder)
+                 for backbone in args.backbone for decoder in args.decoder for rule in args.reference_rules]
+    return runs
+
+
+def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -> TrainConfig:
+    """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
+    saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
+    return replace(
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops,
+        device=args.device, decoder=decoder, selection=rule, save_every=args.steps,
+        warmup_steps=min(TrainConfig.warmup_steps, args.steps // 10),
+    )
+
+
+def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from cegate_cli.adapt import AdaptOptions, adapt
+    from cegate_cli.inference import MapOptions, evaluate_run
+
+    run_dir = work / "runs" / setting / run.backbone / run.decoder / f"seed{seed}" / run.row
+    started = time.perf_counter()
+    result = adapt(AdaptOptions(
+        source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
+        train=train_config(args, seed, run.decoder, run.rule), target=domains.target if run.mode == "self-training" else None,
+        overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
+        galileo=GalileoOptions(patch_size=args.patch_size),
+    ))
+    trained = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device))
+    scored = time.perf_counter() - started
+    if evaluation.failed:  # a missing tile would silently score the row on other pixels than the rest
+        raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
+    parameters = result.manifest.parameters
+    count = parameters["decoder"] + (parameters["backbone"] if run.rule == "full" else parameters["modules_trained"])
+    return record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, trained, scored, int(count), run, args)
+
+
+# --------------------------------------------------------------------------- records and the main loop
+
+
+def record(
+    setting: str, row: str, seed: int, domains: Domains, matrix: Any, table: Any, train_s: float, eval_s: float,
+    parameters: int, run: CegateRun | None, args: argparse.Namespace | None = None,
+) -> dict[str, Any]:
+    """One row x seed as JSON: ConfusionMatrix's own summary plus what produced it."""
+    scores = matrix.to_dict(table)
+    entry = {
+        "setting": setting, "row": row, "seed": seed, "data": domains.data,
+        "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
+        "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
+        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
+                   **({"prior_alignment": True} if args.prior_alignment else {}),
+                   **({"patch_size": args.patch_size} if args.patch_size else {})}
+                  if run and args else None),
+        "miou": scores["miou"], "accuracy": scores["overall_accuracy"], "pixels": scores["pixels"],
+        "iou": {c["name"]: c["iou"] for c in scores["classes"]},
+        "train_seconds": round(train_s, 2), "eval_seconds": round(eval_s, 2), "trained_parameters": parameters,
+    }
+    print(f"{setting} {row} seed {seed}" + (f" [{run.backbone}/{run.decoder}]" if run else "")
+          + f": mIoU {entry['miou']:.4f}, accuracy {entry['accuracy']:.4f}, {train_s:.0f} s train + {eval_s:.0f} s eval",
+          file=sys.stderr, flush=True)
+    return entry
+
+
+def machine(args: argparse.Namespace) -> str:
+    return f"{cpu_name()} ({os.cpu_count()} CPUs visible), {args.threads} torch threads, device {args.device}, {platform.system()}"
+
+
+def check_backbones(specs: list[str]) -> None:
+    """Resolve every backbone before the first run, so a misspelt or unreachable spec fails in
+    seconds instead of after the baselines and the runs of the other backbones."""
+    from cegate_cli.errors import InputError
+    from cegate_cli.hub import resolve_backbone
+
+    for spec in specs:
+        try:
+            resolve_backbone(spec)
+        except InputError as exc:
+            raise SystemExit(f"--backbone {spec}: {exc}") from exc
+
+
+def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Run every setting x seed x row; the JSON is rewritten after each run so a cut-off run keeps its numbers."""
+    started, clock = _dt.datetime.now().isoformat(timespec="minutes"), time.perf_counter()
+    saved: dict[str, Any] = {
+        "command": command, "started": started, "machine": machine(args), "threads": args.threads,
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_start": os.getloadavg()[0],
+        "args": {k: str(v) for k, v in vars(args).items()}, "records": [],
+    }
+
+    def save() -> None:
+        saved.update(load_end=os.getloadavg()[0], minutes=(time.perf_counter() - clock) / 60)
+        if args.json is not None:
+            from cegate_cli.atomic import write_text_atomic
+
+            write_text_atomic(args.json, json.dumps(saved, indent=1))
+
+    check_backbones(args.backbone)
+    with tempfile.TemporaryDirectory(prefix="cegate-bench-real-") as scratch:
+        work = args.work or Path(scratch)
+        for setting in args.settings:
+            for seed in args.seeds:
+                domains = prepare(setting, seed, args, work)
+                for entry in baseline_records(setting, seed, domains, args, work):
+                    saved["records"].append(entry)
+                save()
+                for run in plan(domains, args):
+                    saved["records"].append(cegate_record(setting, seed, run, domains, args, work))
+                    save()
+    save()
+    return saved
+
+
+def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All records of several --json files, a later file's row replacing an earlier one's; and the
+    files' headers (command, machine, load averages) for the generated block."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    headers = []
+    for path in paths:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        headers.append({k: v for k, v in saved.items() if k != "records"})
+        for entry in saved["records"]:
+            key = (entry["setting"], entry["row"], entry["seed"], entry["backbone"], entry["decoder"],
+                   json.dumps(entry["data"], sort_keys=True), json.dumps(entry["train"], sort_keys=True))
+            merged[key] = entry
+    return list(merged.values()), headers
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.from_json is not None:
+        records, headers = merge(args.from_json)
+    else:
+        command = "python benchmarks/bench_real.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        saved = measure(args, command)
+        records, headers = saved["records"], [{k: v for k, v in saved.items() if k != "records"}]
+    lines = render_block(records, headers, args.note)
+    print("\n".join(lines))
+    if args.out is not None:
+        replace_block(args.out, BLOCK, lines, "# Benchmarks on real imagery\n\n")
+
+
+if __name__ == "__main__":
+    main()

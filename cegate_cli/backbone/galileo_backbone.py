@@ -1,0 +1,277 @@
+"""Galileo as a cegate backbone: the user's bands into Galileo's channel groups, one token per group.
+
+Galileo (backbone/galileo.py) takes Sentinel-1/2 bands in channel groups and gives each patch one
+token per group it was fed. This module is the bridge from a run's images (B, C, H, W, each band
+normalised with the run's statistics) to those groups:
+- bands are matched by canonical name (`cegate_cli.bands`): Sentinel-2 codes (B2..B12, B8A) and
+  common names (blue, green, red, nir, rededge1-3, nir08, swir16, swir22) and VV/VH; aerial RGB(N)
+  imagery fills the S2 RGB (and 10 m NIR) groups;
+- NDVI is computed when red and nir are present, from the raw values (the run's statistics undo
+  the normalisation), exactly as the authors compute it: (nir - red) / (nir + red);
+- a group with any band missing is left out, as the authors do; none filled is an error that
+  says what each group needs;
+- the authors scale each band so that mean +- 2 std maps to [0, 1]. A run's z-scores z become
+  z / 4 + 1/2, which is exactly the authors' scaling when the run's statistics are theirs
+  (`--normalize pretrained`, Sentinel-2 reflectance) and the same shape of input otherwise;
+- positions are scaled by the ground sample distance, and the month embedding uses the run's month.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cegate_cli.backbone.base import BlockBackbone, TokenLayout
+from cegate_cli.backbone.galileo import GROUPS, SPACE_TIME_BANDS, GalileoEncoder, PretrainedNormalization
+from cegate_cli.errors import InputError
+
+# cegate canonical band name -> Galileo space-time band
+GALILEO_BAND_OF: dict[str, str] = {
+    "vv": "VV", "vh": "VH", "blue": "B2", "green": "B3", "red": "B4", "red_edge_1": "B5", "red_edge_2": "B6",
+    "red_edge_3": "B7", "nir": "B8", "nir_narrow": "B8A", "swir_1": "B11", "swir_2": "B12",
+}
+CANONICAL_OF: dict[str, str] = {galileo: canonical for canonical, galileo in GALILEO_BAND_OF.items()}
+NORMALIZE_CHOICES = ("auto", "pretrained", "data")
+DEFAULT_MONTH = 6
+"""July (months count from 0 = January): mid-growing-season in the northern hemisphere, when most
+aerial surveys (NAIP among them) fly; used when neither `--month` nor the imagery gives one."""
+DEFAULT_PATCH_SIZE = 8
+"""Galileo's largest (pretraining) patch: 16 x 16 tokens per group on a 128-pixel crop, which
+keeps self-attention affordable on a CPU; smaller patches give finer maps at quadratic cost."""
+
+
+@dataclass(frozen=True)
+class GalileoInputs:
+    """How images are fed to Galileo; stored in run.json so `predict` feeds them the same way."""
+
+    patch_size: int = DEFAULT_PATCH_SIZE
+    gsd_m: float = 10.0
+    month: int = DEFAULT_MONTH
+    normalize: str = "data"
+    """'pretrained': the authors' statistics (Sentinel-2 reflectance); 'data': the run's own."""
+
+    def check(self, max_patch_size: int) -> None:
+        if not 1 <= self.patch_size <= max_patch_size:
+            raise InputError(f"--patch-size {self.patch_size}: Galileo takes patch sizes 1 to {max_patch_size}")
+        if not 0 <= self.month <= 11:
+            raise InputError(f"--month {self.month + 1}: give a month from 1 (January) to 12 (December)")
+        if not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            raise InputError(f"ground sample distance {self.gsd_m} m: must be a positive number of metres")
+        if self.normalize not in ("pretrained", "data"):
+            raise InputError(f"--normalize {self.normalize!r}: choose pretrained or data")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GalileoInputs:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """Which Galileo groups a band list fills, and from which of the run's channels."""
+
+    groups: tuple[str, ...]
+    channel_of: dict[str, int]
+    """Galileo band -> index of the run's channel that feeds it (only bands of filled groups)."""
+    ndvi: tuple[int, int] | None
+    """(red channel, nir channel) when NDVI is computed."""
+
+    def describe(self, bands: Sequence[str]) -> list[dict[str, Any]]:
+        """For run.json and `inspect`: each filled group with the user's bands that fill it."""
+        rows = []
+        for group in self.groups:
+            if group == "NDVI":
+                assert self.ndvi is not None
+                rows.append({"group": group, "bands": [f"computed from {bands[self.ndvi[0]]}, {bands[self.ndvi[1]]}"]})
+            else:
+                members = [SPACE_TIME_BANDS[i] for i in GROUPS[group]]
+                rows.append({"group": group, "bands": [bands[self.channel_of[m]] for m in members]})
+        return rows
+
+
+def plan_groups(bands: Sequence[str]) -> GroupPlan:
+    """Fill every group whose bands are all present; an image filling none is an error."""
+    channel_of: dict[str, int] = {}
+    for index, name in enumerate(bands):
+        galileo = GALILEO_BAND_OF.get(name)
+        if galileo is not None and galileo not in channel_of:
+            channel_of[galileo] = index
+    groups: list[str] = []
+    ndvi = None
+    for group, members in GROUPS.items():
+        if group == "NDVI":
+            if "B4" in channel_of and "B8" in channel_of:
+                groups.append(group)
+                ndvi = (channel_of["B4"], channel_of["B8"])
+        elif all(SPACE_TIME_BANDS[i] in channel_of for i in members):
+            groups.append(group)
+    if not groups:
+        needs = "; ".join(
+            f"{group}: {', '.join(CANONICAL_OF.get(SPACE_TIME_BANDS[i], SPACE_TIME_BANDS[i]) for i in members)}"
+            if group != "NDVI" else "NDVI: red and nir"
+            for group, members in GROUPS.items()
+        )
+        raise InputError(
+            f"bands {', '.join(bands)} fill none of Galileo's channel groups; each group needs all of its bands "
+            f"({needs}). Name the bands in the files' descriptions or choose them with --bands"
+        )
+    used = {SPACE_TIME_BANDS[i] for g in groups if g != "NDVI" for i in GROUPS[g]}
+    return GroupPlan(tuple(groups), {b: c for b, c in channel_of.items() if b in used}, ndvi)
+
+
+def pretrained_statistics(bands: Sequence[str], normalization: PretrainedNormalization) -> tuple[list[float], list[float]] | None:
+    """The authors' (mean, std) for each band, or None when a band has no Galileo counterpart."""
+    mean, std = [], []
+    for name in bands:
+        galileo = GALILEO_BAND_OF.get(name)
+        if galileo is None:
+            return None
+        index = normalization.bands.index(galileo)
+        mean.append(normalization.mean[index])
+        std.append(normalization.std[index])
+    return mean, std
+
+
+def looks_like_pretraining_data(bands: Sequence[str], mean: Sequence[float], normalization: PretrainedNormalization) -> bool:
+    """`--normalize auto`: the authors' statistics fit when every band is a Galileo band and its
+    mean lies within a factor of 3 of the pretraining mean (Sentinel-2 L1C/L2A digital numbers,
+    reflectance x 10,000). Aerial 8-bit imagery or 0-1 reflectance is far outside that."""
+    reference = pretrained_statistics(bands, normalization)
+    if reference is None:
+        return False
+    return all(ref > 0 and 1 / 3 <= value / ref <= 3 for value, ref in zip(mean, reference[0]))
+
+
+class GalileoBackbone(BlockBackbone):
+    """Galileo's blocks over one token per (patch, filled group); maps average a patch's groups."""
+
+    num_prefix_tokens = 0
+
+    def __init__(
+        self,
+        encoder: GalileoEncoder,
+        bands: Sequence[str],
+        band_mean: Sequence[float],
+        band_std: Sequence[float],
+        inputs: GalileoInputs,
+        feature_layers: tuple[int, ...] | None = None,
+    ) -> None:
+        inputs.check(encoder.config.max_patch_size)
+        super().__init__(encoder.depth, feature_layers)
+        self.encoder = encoder
+        self.bands = tuple(bands)
+        self.inputs = inputs
+        self.plan = plan_groups(self.bands)
+        self.patch_size = inputs.patch_size
+        self.embed_dim = encoder.embed_dim
+        self.register_buffer("band_mean", torch.tensor(list(band_mean), dtype=torch.float32), persistent=False)
+        self.register_buffer("band_std", torch.tensor(list(band_std), dtype=torch.float32), persistent=False)
+        self._channels = [self.plan.channel_of[b] for b in SPACE_TIME_BANDS if b in self.plan.channel_of]
+        self._slots = [SPACE_TIME_BANDS.index(b) for b in SPACE_TIME_BANDS if b in self.plan.channel_of]
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.encoder.blocks
+
+    @property
+    def in_chans(self) -> int:
+        return len(self.bands)
+
+    def galileo_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) z-scores -> (B, H, W, 1, 13) in the authors' scale (unfed bands stay 0)."""
+        batch, _, height, width = images.shape
+        s_t_x = images.new_zeros(batch, height, width, 1, len(SPACE_TIME_BANDS))
+        s_t_x[..., 0, self._slots] = (images[:, self._channels] / 4 + 0.5).permute(0, 2, 3, 1)
+        if self.plan.ndvi is not None:
+            red_c, nir_c = self.plan.ndvi
+            red = images[:, red_c] * self.band_std[red_c] + self.band_mean[red_c]
+            nir = images[:, nir_c] * self.band_std[nir_c] + self.band_mean[nir_c]
+            total = nir + red
+            ndvi = torch.where(total.abs() > 1e-6, (nir - red) / total.where(total.abs() > 1e-6, torch.ones_like(total)), 0)
+            s_t_x[..., 0, SPACE_TIME_BANDS.index("NDVI")] = ndvi.clamp(-1, 1)
+        return s_t_x
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
+        batch = images.shape[0]
+        months = torch.full((batch, 1), self.inputs.month, dtype=torch.long, device=images.device)
+        tokens = self.encoder.embed(self.galileo_input(images), self.plan.groups, months, self.patch_size, self.inputs.gsd_m)
+        _, rows, cols, _, groups, dim = tokens.shape
+        return tokens.reshape(batch, rows * cols * groups, dim), TokenLayout((rows, cols), 0, groups=groups)
+
+
+@dataclass(frozen=True)
+class GalileoOptions:
+    """What a user may set for Galileo (`--patch-size`, `--month`, `--normalize`); None and
+    "auto" mean: decide from the imagery (see `resolve_galileo_inputs`)."""
+
+    patch_size: int | None = None
+    month: int | None = None
+    """0 = January; the CLI takes 1-12."""
+    normalize: str = "auto"
+
+    def check(self) -> None:
+        if self.normalize not in NORMALIZE_CHOICES:
+            raise InputError(f"--normalize {self.normalize!r}: choose {', '.join(NORMALIZE_CHOICES)}")
+        if self.month is not None and not 0 <= self.month <= 11:
+            raise InputError(f"--month {self.month + 1}: give a month from 1 (January) to 12 (December)")
+        if self.patch_size is not None and self.patch_size < 1:
+            raise InputError(f"--patch-size {self.patch_size}: must be at least 1")
+
+
+def resolve_galileo_inputs(
+    options: GalileoOptions,
+    images: Sequence[Any],
+    stats: Any,
+    normalization: PretrainedNormalization,
+) -> tuple[GalileoInputs, Any, list[str]]:
+    """(inputs, the statistics to normalise with, warnings) for a run on `images` (paths).
+
+    Ground sample distance: the median pixel size of the images, in metres. Month: `options.month`,
+    else the most common acquisition month the images' tags give, else July. Normalisation:
+    the authors' statistics when asked, or (auto) when the data look like their Sentinel-2 data.
+    """
+    import statistics
+    from collections import Counter
+
+    import rasterio
+
+    from cegate_cli.data.raster import acquisition_month, ground_sample_distance
+    from cegate_cli.data.stats import BandStats
+
+    options.check()
+    warnings: list[str] = []
+    sizes, months = [], []
+    for path in list(images)[:64]:
+        with rasterio.open(path) as ds:
+            size, month = ground_sample_distance(ds), acquisition_month(ds)
+        if size is not None:
+            sizes.append(size)
+        if month is not None:
+            months.append(month)
+    if sizes:
+        gsd = float(statistics.median(sizes))
+    else:
+        gsd = 10.0
+        warnings.append("the images carry no georeferencing: Galileo's positions assume 10 m pixels")
+    month = options.month if options.month is not None else (Counter(months).most_common(1)[0][0] if months else DEFAULT_MONTH)
+    normalize = options.normalize
+    if normalize == "auto":
+        normalize = "pretrained" if looks_like_pretraining_data(stats.names, stats.mean, normalization) else "data"
+    if normalize == "pretrained":
+        reference = pretrained_statistics(stats.names, normalization)
+        if reference is None:
+            others = [b for b in stats.names if b not in GALILEO_BAND_OF]
+            raise InputError(
+                f"--normalize pretrained: band(s) {', '.join(others)} have no Galileo pretraining statistics; "
+                "use --normalize data or leave those bands out with --bands"
+            )
+        stats = BandStats(tuple(stats.names), tuple(reference[0]), tuple(reference[1]))
+    inputs = GalileoInputs(options.patch_size or DEFAULT_PATCH_SIZE, gsd, month, normalize)
+    return inputs, stats, warnings
