@@ -33,8 +33,9 @@ from cegate_cli.backbone.galileo_backbone import (
 from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.backbone.pretrained import PretrainedGalileo
 from cegate_cli.bands import bands_for_images
+from cegate_cli.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.crops import Augment, CropSampler
-from cegate_cli.data.folder import ImagePair, discover_labeled
+from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
 from cegate_cli.fisher import parse_select
@@ -109,7 +110,18 @@ class AdaptResult:
 
 
 def check_options(options: AdaptOptions) -> str:
-    """The mode, or a one-line error for a combination that means nothing."""
+    """The mode, or a one-line error for a combination or a value that means nothing.
+
+    Runs first in `adapt`, before any folder is scanned, downloaded or written, so a typo in a
+    flag never leaves a half-made run folder behind.
+    """
+    options.train.check()
+    options.toolbox.check()
+    if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
+        raise InputError(
+            f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
+            "predicted masks are one byte per pixel); mark unlabeled pixels with one such value, or declare the masks' nodata value"
+        )
     if options.from_run is not None:
         if options.source is not None:
             raise InputError(
@@ -154,8 +166,15 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     table = folder.class_table
     choice, per_image = bands_for_images(options.bands, [pair.image for pair in folder.pairs])
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
+    contents = check_image_contents(folder.images, per_image, config.crop, options.source)
+    found = list(contents.warnings)
+    if target is not None:
+        target, target_warnings = _usable_target(target, config.crop)
+        found += target_warnings
+    warnings += found  # shown once the crop size is known to be usable (a refused --crop is the one line then)
     indexes_of = {pair.image: idx for pair, idx in zip(folder.pairs, per_image)}
-    train_pairs, val_pairs = split_validation(folder.pairs, config.val_fraction, config.seed)
+    usable = [pair for pair in folder.pairs if pair.image not in contents.empty]
+    train_pairs, val_pairs = split_validation(usable, config.val_fraction, config.seed)
     if not val_pairs and config.val_fraction > 0:
         warnings.append("only one labeled image: no validation split, the run keeps the last weights as best")
         reporter.message(f"warning: {warnings[-1]}")
@@ -172,6 +191,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     else:
         patch = int(pretrained.vit.patch_embed.patch_size[0])
     _check_crop(config.crop, patch)
+    for warning in found:
+        reporter.message(f"warning: {warning}")
 
     stats = compute_band_stats(
         [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
@@ -319,11 +340,14 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
+    target, warnings = _usable_target(target, config.crop)
     run_dir = Path(options.out)
     recorded = _check_resume_mode_from(run_dir, options)
     loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
+    for warning in warnings:
+        reporter.message(f"warning: {warning}")
     kept = list(toolbox.active_keys)
     candidates = [key for key in toolbox.keys() if key[0] in options.kinds]
     if not candidates:
@@ -344,7 +368,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         kinds=tuple(k for k in KINDS if any(c[0] == k for c in candidates)),
         select_count=select_count,
         mode="target",
-        data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target)},
+        data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target), "warnings": warnings},
     )
     if recorded is not None:
         manifest.run_id = recorded.run_id
@@ -359,7 +383,15 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         outcome = _train(run_dir, options, manifest, trainer, stop_after, model, toolbox, candidates, started, str(device))
     finally:
         target_sampler.close()
-    return AdaptResult(run_dir, manifest, outcome, [])
+    return AdaptResult(run_dir, manifest, outcome, warnings)
+
+
+def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[str]]:
+    """The target folder without images that have no valid pixel, and the warnings about it."""
+    contents = check_image_contents(target.images, target.band_indexes, crop, target.root)
+    kept = [(image, idx) for image, idx in zip(target.images, target.band_indexes) if image not in contents.empty]
+    usable = replace(target, images=tuple(i for i, _ in kept), band_indexes=tuple(b for _, b in kept))
+    return usable, list(contents.warnings)
 
 
 def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rasterio
-from rasterio.errors import RasterioError
 
 from cegate_cli.errors import DataError, InputError
 
@@ -100,10 +98,9 @@ def _names_from_descriptions(descriptions: Sequence[str | None]) -> tuple[str, .
 
 
 def _open(path: Path) -> Any:
-    try:
-        return rasterio.open(path)
-    except (RasterioError, OSError) as exc:
-        raise DataError(f"{path}: cannot read raster ({exc})") from exc
+    from cegate_cli.data.raster import open_raster  # one way to open, one set of messages
+
+    return open_raster(path)
 
 
 def _describe(names: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ import yaml
 from cegate_cli.errors import DataError
 
 DEFAULT_IGNORE_INDEX = 255
+MAX_IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class ClassTable:
     def __post_init__(self) -> None:
         ids = [c.id for c in self.classes]
         if len(set(ids)) != len(ids):
-            raise DataError(f"class ids must be unique, got {ids}")
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise DataError(f"class id(s) {twice} appear more than once (ids {ids}); give every class its own id")
         if self.ignore_index in ids:
             raise DataError(
                 f"class id {self.ignore_index} is also the ignore index; choose another "
@@ -46,6 +48,13 @@ class ClassTable:
         for c in self.classes:
             if not 0 <= c.id <= 254:
                 raise DataError(f"class id {c.id} ({c.name!r}) must be between 0 and 254")
+        if not 0 <= self.ignore_index <= MAX_IGNORE_INDEX:
+            # Class ids are one byte (0-254) and predicted masks are uint8, so a "no label" value
+            # above 255 could only ever match in 16-bit masks, silently ignoring nothing elsewhere.
+            raise DataError(
+                f"ignore index {self.ignore_index} must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254); "
+                "mark unlabeled pixels with one such value, or declare the mask's nodata value"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -96,19 +105,59 @@ def generated_color(index: int, count: int) -> tuple[int, int, int]:
 
 def parse_color(value: Any, where: str) -> tuple[int, int, int]:
     """Accept `[r, g, b]` or `"#rrggbb"`."""
-    if isinstance(value, str) and value.startswith("#") and len(value) == 7:
-        return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
-    if isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in value):
+    if isinstance(value, str) and len(value) == 7 and value.startswith("#"):
+        try:
+            return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
+        except ValueError:
+            pass  # '#zzzzzz': falls through to the one message for every unusable colour
+    if isinstance(value, (list, tuple)) and len(value) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in value):
         return int(value[0]), int(value[1]), int(value[2])
-    raise DataError(f"{where}: colour {value!r} is not [r, g, b] (0-255) or '#rrggbb'")
+    raise DataError(f"{where}: colour {value!r} is not [r, g, b] (0-255) or '#rrggbb'; write e.g. '#1f78b4' or [31, 120, 180]")
+
+
+def _is_int(value: Any) -> bool:
+    """A whole number as YAML gives it; `true` is an int to Python but never a class id."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole_number(value: Any, what: str, low: int, high: int, path: Path, fix: str) -> int:
+    if not _is_int(value) or not low <= value <= high:
+        raise DataError(f"{path}: {what} {value!r} is not a whole number from {low} to {high}; {fix}")
+    return int(value)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file, or one line saying what is wrong with it and where.
+
+    PyYAML's own message spans several lines with a copy of the offending text; the user needs
+    the line and column and the reason, which is what the CLI's one-line errors can carry.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read class table ({exc.strerror or exc})") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DataError(f"{path}: not valid YAML{where} ({reason}); see examples/classes.yaml") from exc
 
 
 def load_class_table(path: Path, ignore_index: int | None = None) -> ClassTable:
-    """Read a classes.yaml; `ignore_index` (from the command line) overrides the file's value."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(f"{path}: cannot read class table ({exc}); see examples/classes.yaml") from exc
+    """Read a classes.yaml; `ignore_index` (from the command line) overrides the file's value.
+
+    Every problem is a DataError naming the file, so the CLI prints one line instead of a traceback.
+    """
+    path = Path(path)
+    data = _read_yaml(path) or {}
     entries = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise DataError(f"{path}: expected a 'classes:' list of {{id, name, colour}}; see examples/classes.yaml")
@@ -116,8 +165,19 @@ def load_class_table(path: Path, ignore_index: int | None = None) -> ClassTable:
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict) or "id" not in entry or "name" not in entry:
             raise DataError(f"{path}: class entry {n + 1} needs at least 'id' and 'name', got {entry!r}")
+        name = entry["name"]
+        if name is None or not str(name).strip():
+            raise DataError(f"{path}: class entry {n + 1} has an empty name; give every class a name")
+        class_id = _whole_number(entry["id"], f"class {name!r}: id", 0, 254, path, "ids are the class values stored in the masks")
         color_value = entry.get("color", entry.get("colour"))
-        color = parse_color(color_value, f"{path}: class {entry['name']!r}") if color_value is not None else generated_color(n, len(entries))
-        classes.append(ClassInfo(int(entry["id"]), str(entry["name"]), color))
-    file_ignore = data.get("ignore_index", DEFAULT_IGNORE_INDEX)
-    return ClassTable(tuple(classes), ignore_index=int(ignore_index if ignore_index is not None else file_ignore))
+        color = parse_color(color_value, f"{path}: class {name!r}") if color_value is not None else generated_color(n, len(entries))
+        classes.append(ClassInfo(class_id, str(name), color))
+    if ignore_index is None:
+        ignore_index = _whole_number(
+            data.get("ignore_index", DEFAULT_IGNORE_INDEX), "ignore_index", 0, MAX_IGNORE_INDEX, path,
+            f"it is the mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}); leave the line out for the default",
+        )
+    try:
+        return ClassTable(tuple(classes), ignore_index=int(ignore_index))
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None

@@ -49,14 +49,26 @@ def demo_train_config(options: DemoOptions) -> TrainConfig:
     )
 
 
+def check_demo_root(root: Path, *, overwrite: bool) -> None:
+    """Refuse a demo folder that is a file, or holds something, unless `overwrite`.
+
+    Called by the CLI before it announces anything, so a second `cegate demo DIR` is refused
+    before a word about generating data (and by `run_demo`, before any data is generated).
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise OutputExistsError(f"{root}: is a file, not a folder; choose a folder for the demo")
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{root} already exists; choose another folder or add --overwrite")
+
+
 def run_demo(
     options: DemoOptions,
     reporter: TrainReporter | None = None,
     progress: BatchProgress | None = None,
 ) -> DemoResult:
     root = Path(options.root)
-    if root.exists() and any(root.iterdir()) and not options.overwrite:
-        raise OutputExistsError(f"{root} already exists; choose another folder or add --overwrite")
+    check_demo_root(root, overwrite=options.overwrite)
     data = make_demo_dataset(root / "data", size=options.scene_size, seed=options.seed)
     adapted = adapt(
         AdaptOptions(

@@ -28,7 +28,7 @@ from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.run import read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
-from cegate_cli.predict.batch import FileOutcome, _check_unique_stems
+from cegate_cli.predict.batch import FileOutcome, _check_unique_stems, check_out_dir
 
 T = TypeVar("T")
 
@@ -79,6 +79,7 @@ def predict_run(
     """Map every input scene; under torchrun this process maps its share and returns the summary of all."""
     if loaded is None:
         read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
+    check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
     _check_unique_stems(sources)  # over all scenes: two processes must never write the same file
     loaded = loaded or load_for_inference(run_dir, options)
@@ -148,6 +149,8 @@ def evaluate_run(
     folder (nothing needs a shared disk); the confusion matrices are summed across processes,
     so every process returns the evaluation of all images.
     """
+    if keep_masks is not None:
+        check_out_dir(Path(keep_masks), "--keep-masks")
     loaded = load_for_inference(run_dir, options)
     table = loaded.manifest.classes
     folder = discover_labeled(Path(labeled_dir), ignore_index=table.ignore_index)

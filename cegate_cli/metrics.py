@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
+from cegate_cli.data.raster import gdal_detail, open_quietly, valid_pixels
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -179,8 +179,14 @@ def evaluate_scene(
                 target = true_ds.read(1, window=window)
                 valid = _valid(pred_ds, pred, window) & _valid(true_ds, target, window)
             except RasterioError as exc:
-                raise DataError(f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({exc})") from exc
-            matrix.update(pred, target, valid)
+                raise DataError(
+                    f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({gdal_detail(exc)}); "
+                    "a file may be truncated or corrupt"
+                ) from exc
+            try:
+                matrix.update(pred, target, valid)
+            except DataError as exc:  # class ids out of range: name the file that holds them
+                raise DataError(f"{mask_true_path if str(exc).startswith('label') else mask_pred_path}: {exc}") from None
     return matrix
 
 
@@ -188,7 +194,7 @@ def _open(path: Path, what: str) -> rasterio.DatasetReader:
     if not path.exists():
         raise DataFileNotFoundError(f"{path}: {what} not found")
     try:
-        return rasterio.open(path)
+        return open_quietly(path)
     except RasterioError as exc:
         raise DataError(f"{path}: {what} cannot be read as a raster ({exc})") from exc
 
@@ -207,12 +213,5 @@ def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: P
 
 
 def _valid(dataset: rasterio.DatasetReader, values: np.ndarray, window: Window) -> np.ndarray:
-    """Pixels that are data in band 1 (nodata value, or an internal/per-dataset mask)."""
-    flags = dataset.mask_flag_enums[0]
-    if MaskFlags.all_valid in flags:
-        return np.ones(values.shape, dtype=bool)
-    if MaskFlags.nodata in flags and dataset.nodata is not None:
-        if math.isnan(dataset.nodata):
-            return ~np.isnan(values)
-        return values != dataset.nodata
-    return dataset.read_masks(1, window=window) != 0
+    """Pixels that are data (nodata value, internal/per-dataset mask): data/raster.py's one rule."""
+    return valid_pixels(dataset, (1,), values[None], window)

@@ -64,7 +64,9 @@ def register(app: typer.Typer) -> None:
         ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Mask value meaning 'no label' (default 255).")] = None,
         align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = False,
         modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
-        select: Annotated[str, typer.Option("--select", help="How many modules to train: a count (6) or a fraction of all candidates (0.25).")] = "0.25",
+        select: Annotated[
+            str, typer.Option("--select", help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, written with a decimal point (0.25; 1.0 = all).")
+        ] = "0.25",
         reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = 0,
         selection: Annotated[
             str,
@@ -84,8 +86,8 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = 1e-3,
         seed: Annotated[int, typer.Option("--seed", help="Seed for the head, crops and augmentation.")] = 0,
         device: DeviceOpt = "auto",
-        val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU.")] = 0.2,
-        val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps.")] = 100,
+        val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = 0.2,
+        val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = 100,
         decoder: Annotated[Optional[str], typer.Option("--decoder", help="Segmentation head: unet or linear.", show_default="unet")] = None,
         lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
         augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
         from cegate_cli.commands.train_progress import RichTrainReporter
         from cegate_cli.distributed import is_main
         from cegate_cli.toolbox import ToolboxConfig, parse_kinds
-        from cegate_cli.train.config import SELECTIONS, SelfTrainConfig, TrainConfig
+        from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
         if from_run is not None:
             fixed = {"--backbone": backbone, "--bands": bands, "--classes": classes, "--ignore-index": ignore_index,
@@ -123,10 +125,7 @@ def register(app: typer.Typer) -> None:
         decoder = decoder or "unet"
         lora_rank = 8 if lora_rank is None else lora_rank
         kinds = parse_kinds(modules)
-        if steps < 1 or batch_size < 1:
-            raise InputError("--steps and --batch-size must be at least 1")
-        if selection not in SELECTIONS:
-            raise InputError(f"--selection {selection!r}: choose {', '.join(SELECTIONS)}")
+        # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt().
         train = TrainConfig(
             steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
             val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,

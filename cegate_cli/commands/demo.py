@@ -26,8 +26,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
         from cegate_cli.commands.train_progress import RichTrainReporter
-        from cegate_cli.demo import DemoOptions, run_demo
+        from cegate_cli.demo import DemoOptions, check_demo_root, run_demo
 
+        check_demo_root(folder, overwrite=overwrite)  # refuse an existing folder before announcing anything
         stderr.print(f"generating a source and a shifted target domain in {folder}/data ...")
         reporter = RichTrainReporter()
         try:

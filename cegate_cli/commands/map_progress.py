@@ -28,15 +28,19 @@ def make_progress() -> Any:
             )
             self.files_task: Any = None
             self.tiles_task: Any = None
+            self.started = False
 
         def __enter__(self) -> RichBatchProgress:
-            self.progress.start()
-            return self
+            return self  # the display starts with the first scene: an early error stays one clean line
 
         def __exit__(self, *exc: Any) -> None:
-            self.progress.stop()
+            if self.started:
+                self.progress.stop()
 
         def file_started(self, source: Path, index: int, total_files: int, tiles: int) -> None:
+            if not self.started:
+                self.progress.start()
+                self.started = True
             if self.files_task is None:
                 self.files_task = self.progress.add_task("scenes", total=total_files)
             if self.tiles_task is not None:

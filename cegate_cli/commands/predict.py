@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
             scene = outcome.scene
             if scene is not None:
                 for warning in getattr(scene, "warnings", ()) or ():
-                    stderr.print(f"warning: {outcome.source.name}: {warning}")
+                    named = warning if warning.startswith(outcome.source.name) else f"{outcome.source.name}: {warning}"
+                    stderr.print(f"warning: {named}")
         stderr.print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
         if summary.failed:
             for outcome in summary.failed:

@@ -9,19 +9,33 @@ Masks are scanned in windows, so a folder of huge scenes is checked without load
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.errors import RasterioError
 
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
-from cegate_cli.data.raster import MaskSource, grid_differences, is_tiff, iter_windows, open_raster
+from cegate_cli.data.raster import (
+    MaskSource,
+    PixelValidity,
+    gdal_detail,
+    grid_differences,
+    is_tiff,
+    is_tiff_name,
+    iter_windows,
+    not_a_file_reason,
+    open_raster,
+)
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 CLASSES_FILE = "classes.yaml"
 SCAN_WINDOW = 2048  # mask scan chunk: 4 Mpx of int64 at most in memory at once
 MAX_PROBLEM_LINES = 60
+VALID_SCAN_WINDOW = 512  # image scan chunk for "is any pixel valid": stops at the first valid one
+FILES_PER_WARNING = 5  # more files with the same problem share one warning line
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,18 @@ class LabeledFolder:
 
 
 def _tiffs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_tiff(p))
+    """Every .tif/.tiff name in `folder`, also those that are not regular files (a folder, a FIFO,
+    a broken or looping symlink), so they are reported for what they are instead of vanishing."""
+    return sorted(p for p in folder.iterdir() if is_tiff_name(p))
+
+
+def _open_problem(path: Path, exc: DataError) -> str:
+    """The reason of an `open_raster` error without the path it starts with (the caller names it)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    if text.startswith(prefix) and exc.__cause__ is None:
+        return text[len(prefix):]
+    return f"cannot read ({exc.__cause__ or exc})"
 
 
 def _by_stem(files: list[Path], root: Path, problems: list[str]) -> dict[str, Path]:
@@ -82,18 +107,24 @@ def _rel(path: Path, root: Path) -> str:
 def discover_images(root: Path) -> tuple[Path, ...]:
     """The GeoTIFFs of an unlabeled folder (`root/*.tif` or `root/images/*.tif`), or one file."""
     root = Path(root)
-    if not root.exists():
-        raise DataFileNotFoundError(f"{root}: no such file or folder")
-    if root.is_file():
+    if not root.is_dir():
+        reason = not_a_file_reason(root)
+        if reason is not None and (reason.startswith("no such file") or not is_tiff_name(root)):
+            raise DataFileNotFoundError(f"{root}: no such file or folder" if reason.startswith("no such file") else f"{root}: {reason}")
+        if reason is not None:
+            raise DataError(f"{root}: {reason}")
         if not is_tiff(root):
             raise DataFileNotFoundError(f"{root}: not a GeoTIFF (.tif or .tiff)")
         return (root,)
     images_dir = root / "images"
-    if images_dir.is_dir() and _tiffs(images_dir):
-        return tuple(_tiffs(images_dir))
-    files = _tiffs(root)
+    files = _tiffs(images_dir) if images_dir.is_dir() else []
+    if not files:
+        files = _tiffs(root)
     if not files:
         raise DataFileNotFoundError(f"{root}: no .tif or .tiff files in it or in {images_dir}")
+    unusable = [f"{path}: {reason}" for path in files if (reason := not_a_file_reason(path)) is not None]
+    if unusable:
+        raise DataError(f"{len(unusable)} of {len(files)} image(s) in {root} are not files:\n" + "\n".join(f"  - {u}" for u in unusable))
     return tuple(files)
 
 
@@ -124,9 +155,11 @@ def discover_labeled(
     if not images:
         raise DataFileNotFoundError(f"{images_dir}: no .tif or .tiff files")
     for stem in sorted(set(images) - set(masks)):
-        problems.append(f"{_rel(images[stem], root)}: no mask (expected masks/{stem}.tif)")
+        reason = not_a_file_reason(images[stem])
+        problems.append(f"{_rel(images[stem], root)}: {reason or f'no mask (expected masks/{stem}.tif)'}")
     for stem in sorted(set(masks) - set(images)):
-        problems.append(f"{_rel(masks[stem], root)}: no image (expected images/{stem}.tif)")
+        reason = not_a_file_reason(masks[stem])
+        problems.append(f"{_rel(masks[stem], root)}: {reason or f'no image (expected images/{stem}.tif)'}")
 
     table_path = Path(classes_file) if classes_file is not None else root / CLASSES_FILE
     if classes_file is not None and not table_path.is_file():
@@ -171,6 +204,8 @@ def discover_labeled(
             f"{len(files)} mask(s) declare nodata={value} ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); "
             f"those pixels are read as unlabeled. If {value} is a class, list it in {CLASSES_FILE}."
         )
+    if len(problems) == 1:  # one problem is one line, naming the file from the folder given
+        raise DataError(f"{root}/{problems[0]}")
     if problems:
         shown = problems[:MAX_PROBLEM_LINES]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
@@ -219,7 +254,7 @@ def _check_pair(
             try:
                 opened.append(open_raster(path))
             except DataError as exc:
-                problems.append(f"{_rel(path, root)}: cannot read ({exc.__cause__ or exc})")
+                problems.append(f"{_rel(path, root)}: {_open_problem(path, exc)}")
         if len(opened) < 2:
             return None
         img, msk = opened
@@ -254,7 +289,7 @@ def _check_pair(
         try:
             counts = _scan_values(msk)
         except Exception as exc:  # a corrupt block shows up only when read
-            problems.append(f"{mask_name}: cannot read pixels ({exc})")
+            problems.append(f"{mask_name}: cannot read pixels ({gdal_detail(exc)}); the file may be truncated or corrupt")
             return None
         return ImagePair(image, mask, warp, mask_nodata), counts
     finally:
@@ -291,3 +326,90 @@ def _scan_values(ds: Any) -> dict[int, int]:
             values, n = np.unique(block, return_counts=True)
             counts.update({int(v): int(c) for v, c in zip(values, n)})
     return dict(counts)
+
+
+@dataclass(frozen=True)
+class ImageContents:
+    """What `check_image_contents` found: warnings for the user, and the images to leave out."""
+
+    warnings: list[str]
+    empty: frozenset[Path]
+    """Images without a single valid pixel: they cannot teach anything, and held out for validation
+    they would make its mIoU NaN, so callers leave them out."""
+
+
+def check_image_contents(
+    images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], crop: int, root: Path
+) -> ImageContents:
+    """Warnings about images that train badly or not at all, each naming its files; a DataError
+    when no image has a single valid pixel (nothing could be trained).
+
+    Caught here, before training, because each of these used to train without a word:
+    - an image with no valid pixel (all NaN, all nodata, fully masked) for the bands the run uses
+      contributes nothing, and if it was the one a user cared about they never learned why;
+    - an image smaller than the crop is padded with unlabeled pixels, most of each crop wasted;
+    - an image stored in another data type than the rest (uint8 among uint16) is most likely on
+      another value scale, yet all are normalised with the same statistics.
+    The valid-pixel scan stops at the first valid pixel, so a good image costs one window read.
+    """
+    empty: list[str] = []
+    empty_paths: set[Path] = set()
+    small: list[str] = []
+    dtypes: dict[Path, str] = {}
+    for path, indexes in zip(images, band_indexes):
+        with open_raster(Path(path)) as ds:
+            dtypes[path] = str(ds.dtypes[indexes[0] - 1])
+            if ds.width < crop or ds.height < crop:
+                small.append(f"{_rel(path, root)} ({ds.width} x {ds.height})")
+            if not _has_valid_pixel(ds, indexes):
+                empty.append(_rel(path, root))
+                empty_paths.add(path)
+    if len(empty) == len(images):
+        raise DataError(
+            f"{root}: no valid pixel in any of the {len(images)} image(s) ({_listed(empty)}): every pixel is nodata, "
+            "NaN or masked in at least one of the bands used; check the files' nodata value, or choose other bands with --bands"
+        )
+    warnings = _grouped(
+        empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation"
+    )
+    warnings += _grouped(
+        small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)"
+    )
+    used = {p: d for p, d in dtypes.items() if p not in empty_paths}  # an image left out has no scale to compare
+    counts = Counter(used.values())
+    if len(counts) > 1:
+        usual, n = counts.most_common(1)[0]
+        for dtype in sorted(set(counts) - {usual}):
+            odd = [_rel(p, root) for p, d in used.items() if d == dtype]
+            warnings += _grouped(
+                odd, f"holds {dtype} values while {n} of {len(used)} images hold {usual}; all are normalised with the same "
+                "statistics, so check it is on the same scale (rescale it or leave it out)"
+            )
+    return ImageContents(warnings, frozenset(empty_paths))
+
+
+def _has_valid_pixel(ds: Any, indexes: tuple[int, ...]) -> bool:
+    validity = PixelValidity(ds, indexes)
+    for window in iter_windows(ds.width, ds.height, VALID_SCAN_WINDOW):
+        try:
+            raw = ds.read(list(indexes), window=window)
+            if validity.of(ds, raw, window).any():
+                return True
+        except RasterioError as exc:
+            raise DataError(
+                f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
+                "the file may be truncated or corrupt"
+            ) from exc
+    return False
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:FILES_PER_WARNING])
+    return shown + (f" and {len(names) - FILES_PER_WARNING} more" if len(names) > FILES_PER_WARNING else "")
+
+
+def _grouped(names: Sequence[str], what: str) -> list[str]:
+    """One warning per file, or one line for many files with the same problem."""
+    if len(names) <= FILES_PER_WARNING:
+        return [f"{name}: {what}" for name in names]
+    return [f"{len(names)} images ({_listed(names)}): each {what}"]

@@ -1,16 +1,21 @@
 """Windowed reads shared by discovery, statistics, crops and evaluation.
 
 Scenes can be far larger than memory, so nothing here reads a whole raster: callers ask for windows.
-One rule for "valid pixel" lives here so that statistics, training crops and prediction agree:
-a pixel is invalid where every chosen band is nodata (or masked by the file's mask/alpha band),
-or where any chosen band is not finite.
+One rule for "valid pixel" lives here (`PixelValidity`) so that statistics, training crops,
+prediction and evaluation agree: a pixel is valid only where EVERY band the run uses is valid,
+i.e. not its band's nodata value, not NaN or infinite, and not masked by the file's internal or
+per-dataset mask or its alpha band. The model cannot classify what one of its bands does not see,
+and a rule that differed between training and predict trained on pixels predict then refused.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import stat
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,12 +24,12 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from cegate_cli.errors import DataError
+from cegate_cli.errors import DataError, DataFileNotFoundError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -34,12 +39,94 @@ def is_tiff(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
 
 
-def open_raster(path: Path) -> Any:
-    """rasterio.open with a message that names the file."""
+def gdal_detail(exc: BaseException) -> str:
+    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
+    cause = exc.__cause__
+    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
+
+
+def is_tiff_name(path: Path) -> bool:
+    """A .tif/.tiff name the user gave (hidden names such as our own temporaries are not), whatever it is on disk."""
+    return path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
+
+
+def not_a_file_reason(path: Path) -> str | None:
+    """Why `path` cannot be a raster file before anything reads it, in the user's words; None for a file.
+
+    Without this a symlink loop, a FIFO or a folder named `x.tif` was simply "not there" (no such
+    file, or a mask with "no image"), and the user looked for a missing file that was right there.
+    """
+    path = Path(path)
     try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "no such file; check the path"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror or exc})"
+    if stat.S_ISLNK(mode):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "is a symbolic link that loops back on itself; point it at the real file"
+            return f"is a symbolic link to {os.readlink(path)}, which does not exist; point it at the real file"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a GeoTIFF file; rename it or move it out of the way"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a GeoTIFF file; copy the data into a regular file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a GeoTIFF file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a GeoTIFF file"
+    return None
+
+
+_DRIVER_WORDS = {"PNG": "a PNG image", "JPEG": "a JPEG image", "GIF": "a GIF image", "BMP": "a BMP image", "WEBP": "a WebP image"}
+READABLE_DRIVERS = ("GTiff", "COG")
+
+
+def check_geotiff(ds: Any, path: Path) -> None:
+    """Refuse a file GDAL reads with another driver: a PNG or JPEG renamed `.tif`.
+
+    Such a file has no georeference, so it used to surface as "grid differs" from its mask or
+    image, which sent the user looking at coordinates instead of at the file format.
+    """
+    if ds.driver in READABLE_DRIVERS:
+        return
+    what = _DRIVER_WORDS.get(ds.driver, f"a {ds.driver} file")
+    raise DataError(
+        f"{path}: is {what} with a .tif name, not a GeoTIFF; convert it "
+        f"(e.g. gdal_translate -of GTiff {Path(path).name} out.tif) or export it as GeoTIFF"
+    )
+
+
+def open_quietly(path: Path) -> Any:
+    """rasterio.open without its Python warnings reaching the user's terminal.
+
+    NotGeoreferencedWarning is about a file without a CRS or transform; where that matters
+    (predicting a scene, pairing a mask) cegate says so in its own words, once per file.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)
+
+
+def open_raster(path: Path) -> Any:
+    """Open a GeoTIFF with a one-line message that names the file and says what is wrong."""
+    reason = not_a_file_reason(path)
+    if reason is not None:
+        error = DataFileNotFoundError if reason.startswith("no such file") else DataError
+        raise error(f"{path}: {reason}")
+    try:
+        ds = open_quietly(path)
     except (RasterioError, OSError) as exc:
         raise DataError(f"{path}: cannot read raster ({exc})") from exc
+    try:
+        check_geotiff(ds, path)
+    except DataError:
+        ds.close()
+        raise
+    return ds
 
 
 def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
@@ -49,21 +136,118 @@ def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
             yield Window(col, row, min(size, width - col), min(size, height - row))
 
 
+class PixelValidity:
+    """Which pixels of one open dataset are valid for the bands a run uses: THE rule, decided once.
+
+    Valid only where every band in `indexes` is valid:
+    - a band with a nodata value: the pixel differs from it (NaN nodata: the pixel is not NaN). An
+      integer band whose nodata value it cannot hold (0.5, or -1 in uint8) masks nothing, as in GDAL;
+    - a per-dataset (internal or .msk) mask or an alpha band: the mask is non-zero. An alpha band
+      counts even where a nodata value is set too (GDAL would let the nodata value shadow it and
+      rasterio would print a NodataShadowWarning; a transparent pixel is no data either way);
+    - floating-point bands: the value is finite in float32, the precision the model sees.
+    Training (`read_image_window`), band statistics, predict (predict/reader.py) and evaluate
+    (metrics.py) all ask this class, so they count the same pixels.
+    """
+
+    def __init__(self, ds: Any, indexes: Sequence[int]) -> None:
+        self.indexes = tuple(int(i) for i in indexes)
+        dtypes = [np.dtype(ds.dtypes[b - 1]) for b in self.indexes]
+        complex_bands = [b for b, dtype in zip(self.indexes, dtypes) if dtype.kind == "c"]
+        if complex_bands:
+            raise DataError(
+                f"{ds.name}: band(s) {complex_bands} hold complex numbers ({ds.dtypes[complex_bands[0] - 1]}); "
+                "cegate reads real-valued bands: convert them (e.g. to their amplitude) first"
+            )
+        self.check_finite = any(dtype.kind == "f" for dtype in dtypes)
+        self.value_tests: list[tuple[int, float]] = []  # (position in `indexes`, nodata value)
+        self.mask_band: int | None = None  # a band whose read_masks() gives the dataset or alpha mask
+        self.alpha_band: int | None = None  # an alpha band read directly (no NodataShadowWarning)
+        alphas = [i for i, ci in enumerate(ds.colorinterp, start=1) if ci == ColorInterp.alpha]
+        for position, (band, dtype) in enumerate(zip(self.indexes, dtypes)):
+            flags = ds.mask_flag_enums[band - 1]
+            if MaskFlags.all_valid in flags:
+                continue
+            if MaskFlags.nodata in flags:
+                nodata = ds.nodatavals[band - 1]
+                if nodata is not None and _representable(nodata, dtype):
+                    self.value_tests.append((position, float(nodata)))
+                if alphas:
+                    self.alpha_band = alphas[0]
+            elif MaskFlags.alpha in flags and alphas:
+                self.alpha_band = alphas[0]
+            elif self.mask_band is None:
+                self.mask_band = band  # per-dataset mask: one read serves every band
+
+    def of(self, ds: Any, raw: np.ndarray, window: Window) -> np.ndarray:
+        """(h, w) bool for `raw` (C, h, w), the bands `indexes` as read from `window` of `ds`."""
+        valid = np.ones(raw.shape[1:], dtype=bool)
+        for position, nodata in self.value_tests:
+            band = raw[position]
+            if math.isnan(nodata):
+                valid &= ~np.isnan(band)
+            else:
+                valid &= band != np.asarray(nodata).astype(band.dtype)
+        if self.alpha_band is not None:
+            valid &= ds.read(self.alpha_band, window=window) != 0
+        if self.mask_band is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NodataShadowWarning)
+                valid &= ds.read_masks(self.mask_band, window=window) != 0
+        if self.check_finite:
+            with np.errstate(over="ignore", invalid="ignore"):
+                valid &= np.isfinite(raw.astype(np.float32, copy=False)).all(axis=0)
+        return valid
+
+
+def _representable(nodata: float, dtype: np.dtype) -> bool:
+    """Whether a band of `dtype` can hold the value `nodata` (if not, no pixel equals it)."""
+    if dtype.kind == "f":
+        return True
+    if math.isnan(nodata) or not float(nodata).is_integer():
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= nodata <= info.max
+
+
+def valid_pixels(ds: Any, indexes: Sequence[int], raw: np.ndarray, window: Window) -> np.ndarray:
+    """The valid-pixel mask (h, w) of `raw`, bands `indexes` read from `window` (see `PixelValidity`)."""
+    return PixelValidity(ds, indexes).of(ds, raw, window)
+
+
 def read_image_window(ds: Any, indexes: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Raw pixels (C, h, w) float32 and the valid-pixel mask (h, w) bool of one window."""
-    pixels = ds.read(list(indexes), window=window).astype(np.float32, copy=False)
-    masks = ds.read_masks(list(indexes), window=window)
-    valid = masks.any(axis=0) & np.isfinite(pixels).all(axis=0)
-    return pixels, valid
+    """Raw pixels (C, h, w) float32 and the valid-pixel mask (h, w) bool of one window.
+
+    A read that fails (a truncated or corrupt file) is a DataError naming the file and the place.
+    """
+    try:
+        raw = ds.read(list(indexes), window=window)
+        valid = valid_pixels(ds, indexes, raw, window)
+    except RasterioError as exc:
+        raise DataError(
+            f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
+            "the file may be truncated or corrupt"
+        ) from exc
+    with np.errstate(over="ignore", invalid="ignore"):
+        return raw.astype(np.float32, copy=False), valid
 
 
 def read_mask_window(ds: Any, window: Window, *, nodata_value: int | None, ignore_index: int) -> np.ndarray:
-    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index."""
-    labels = ds.read(1, window=window).astype(np.int64)
-    if nodata_value is not None:
-        labels[labels == nodata_value] = ignore_index
-    if isinstance(ds, WarpedVRT):
-        labels[ds.read_masks(1, window=window) == 0] = ignore_index
+    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index.
+
+    A read that fails (a truncated or corrupt mask) is a DataError naming the file and the place.
+    """
+    try:
+        labels = ds.read(1, window=window).astype(np.int64)
+        if nodata_value is not None:
+            labels[labels == nodata_value] = ignore_index
+        if isinstance(ds, WarpedVRT):
+            labels[ds.read_masks(1, window=window) == 0] = ignore_index
+    except RasterioError as exc:
+        raise DataError(
+            f"{ds.name}: reading mask values at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
+            "the file may be truncated or corrupt"
+        ) from exc
     return labels
 
 

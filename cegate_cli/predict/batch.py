@@ -13,8 +13,9 @@ The library prints nothing; the CLI passes a `BatchProgress` to draw its bars.
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,8 @@ from rasterio.errors import RasterioError
 from cegate_cli.atomic import sweep_stale_temporaries
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
-from cegate_cli.errors import CegateError, DataFileNotFoundError, InputError
+from cegate_cli.data.raster import not_a_file_reason, open_quietly
+from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
 
@@ -128,25 +130,35 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if path.is_file():
             matches = [path]
         elif path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and _is_scene(p))
+            matches = sorted(p for p in path.iterdir() if _is_scene(p) and not _is_unlisted_dir(p))
             if not matches:
                 raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes")
         elif any(char in str(entry) for char in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if Path(p).is_file() and _is_scene(Path(p)))
+            matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if _is_scene(Path(p)) and not _is_unlisted_dir(Path(p)))
             if not matches:
                 raise DataFileNotFoundError(f"{entry}: pattern matches no .tif/.tiff scenes")
+        elif os.path.lexists(path):
+            # A FIFO, a socket or a broken or looping symlink: say what it is, not "no such file".
+            raise DataError(f"{entry}: {not_a_file_reason(path) or 'cannot be read'}")
         else:
             raise DataFileNotFoundError(f"{entry}: no such file or folder")
         found.extend(matches)
     unique: dict[Path, Path] = {}
     for path in found:
-        unique.setdefault(path.resolve(), path)
+        unique.setdefault(Path(os.path.realpath(path)), path)  # Path.resolve() raises on a symlink loop
     return list(unique.values())
 
 
 def _is_scene(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith(RASTER_SUFFIXES) and not any(name.endswith(m + s) for m in OUTPUT_MARKERS for s in RASTER_SUFFIXES)
+
+
+def _is_unlisted_dir(path: Path) -> bool:
+    """A real sub-folder, or a hidden non-file (our temporaries), found while listing a folder or
+    glob: left out. Other .tif names that are not files (a FIFO, a broken or looping symlink) are
+    kept, so each fails alone saying what it is instead of vanishing from the batch."""
+    return path.is_dir() or (path.name.startswith(".") and not path.is_file())
 
 
 def output_paths(source: Path, out_dir: Path, *, vector_format: str | None, confidence: bool) -> OutputPaths:
@@ -181,6 +193,7 @@ def predict_many(
     progress = progress or BatchProgress()
     sources = [Path(p) for p in inputs]
     check_unique_stems(sources)
+    check_out_dir(out_dir)
     if Path(out_dir).is_dir():  # temporaries of an earlier run that was killed (kill -9, out of memory)
         sweep_stale_temporaries(out_dir)
     summary = BatchSummary()
@@ -208,9 +221,12 @@ def _one_file(
 ) -> FileOutcome:
     need_predict = overwrite or not outputs.mask.exists() or (outputs.confidence is not None and not outputs.confidence.exists())
     need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
+    if need_vector and not need_predict and not _has_crs(outputs.mask):
+        need_vector = False  # the mask of a scene without a CRS never gets polygons: nothing is missing
+        outputs = replace(outputs, vector=None)
     if not need_predict and not need_vector:
         progress.file_started(source, index, total, 0)
-        return FileOutcome(source, "skipped", outputs, message="outputs exist (use overwrite to redo)")
+        return FileOutcome(source, "skipped", outputs, message="outputs exist (use --overwrite to redo)")
     scene = vector = None
     try:
         tiles = count_tiles(source, tile=options.tile, overlap=options.overlap, multiple_of=options.multiple_of) if need_predict else 0
@@ -246,7 +262,33 @@ def _one_file(
     except (CegateError, RasterioError, OSError) as exc:
         return FileOutcome(source, "failed", outputs, scene, vector, message=_message(source, exc))
     note = None if need_predict else "mask existed; polygons made from it"
+    if vector is None:
+        outputs = replace(outputs, vector=None)  # list only what was written (no CRS: no polygons)
     return FileOutcome(source, "done", outputs, scene, vector, message=note)
+
+
+def _has_crs(mask: Path) -> bool:
+    """Whether an existing mask is georeferenced (unreadable: True, so vectorising reports why)."""
+    try:
+        with open_quietly(mask) as dataset:
+            return dataset.crs is not None
+    except (RasterioError, OSError):
+        return True
+
+
+def check_out_dir(out_dir: Path, flag: str = "-o") -> None:
+    """Refuse an output folder that is a file (or lies under one) before any scene is mapped.
+
+    Otherwise every scene failed alone with a raw "[Errno 17] File exists" once its mask was
+    about to be written, after the model had run.
+    """
+    out_dir = Path(out_dir)
+    existing = out_dir
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if os.path.lexists(existing) and not existing.is_dir():
+        where = "is a file" if existing == out_dir else f"lies under {existing}, which is a file"
+        raise InputError(f"{flag} {out_dir}: {where}, not a folder; give a folder for the outputs (it is created if missing)")
 
 
 def check_unique_stems(sources: Sequence[Path]) -> None:

@@ -1,43 +1,45 @@
 """Read model-ready tiles from a scene: chosen bands, normalised, nodata found and zeroed.
 
 A pixel is nodata when any chosen band says so (its nodata value, a per-dataset or alpha mask,
-or a non-finite value): the model cannot classify what one band does not see. Nodata inputs are
+or a non-finite value): the model cannot classify what one band does not see. The rule is
+data/raster.py's `PixelValidity`, the one training used. Nodata inputs are
 set to 0 after normalisation, i.e. the band mean, the least surprising value for the model; the
 blender later turns those pixels into the mask's nodata value whatever the model said.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 
+from cegate_cli.data.raster import PixelValidity, check_geotiff, gdal_detail, not_a_file_reason, open_quietly
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.tiling import Tile, pad_to
 
 
 def open_scene(path: Path) -> rasterio.DatasetReader:
-    """Open a raster with an error message that names the file and says what to check."""
-    if not path.exists():
-        raise DataFileNotFoundError(f"{path}: no such file; check the path")
+    """Open a raster with an error message that names the file and says what to check.
+
+    The checks are data/raster.py's, so training and predict refuse the same files with the same
+    words (a folder or a FIFO named .tif, a looping symlink, a PNG renamed .tif).
+    """
+    reason = not_a_file_reason(path)
+    if reason is not None:
+        raise (DataFileNotFoundError if reason.startswith("no such file") else DataError)(f"{path}: {reason}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+        dataset = open_quietly(path)
     except RasterioError as exc:
         raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
-
-
-def gdal_detail(exc: BaseException) -> str:
-    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
-    cause = exc.__cause__
-    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
+    try:
+        check_geotiff(dataset, path)
+    except DataError:
+        dataset.close()
+        raise
+    return dataset
 
 
 class SceneReader:
@@ -60,25 +62,7 @@ class SceneReader:
         self.path = path
         self.band_indexes = tuple(band_indexes)
         self.stats = stats
-        self._nodata_checks = self._plan_nodata()
-
-    def _plan_nodata(self) -> list[tuple[str, int, float | None]]:
-        """Decide once per scene how each chosen band marks nodata (cheapest test that is exact)."""
-        checks: list[tuple[str, int, float | None]] = []
-        dataset_mask_done = False
-        for position, band in enumerate(self.band_indexes):
-            flags = self.dataset.mask_flag_enums[band - 1]
-            if MaskFlags.all_valid in flags:
-                continue
-            if MaskFlags.nodata in flags:
-                checks.append(("value", position, self.dataset.nodatavals[band - 1]))
-            elif MaskFlags.per_dataset in flags:
-                if not dataset_mask_done:
-                    checks.append(("mask", band, None))
-                    dataset_mask_done = True
-            else:  # alpha band or another per-band mask
-                checks.append(("mask", band, None))
-        return checks
+        self._validity = PixelValidity(dataset, self.band_indexes)  # the rule training used, planned once
 
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         """(C, tile.height, tile.width) float32 normalised pixels and a (h, w) bool valid mask.
@@ -88,25 +72,16 @@ class SceneReader:
         window = tile.window
         try:
             raw = self.dataset.read(list(self.band_indexes), window=window)
-            valid = np.ones(raw.shape[1:], dtype=bool)
-            for kind, where, nodata in self._nodata_checks:
-                if kind == "value":
-                    band = raw[where]
-                    if nodata is not None and math.isnan(nodata):
-                        valid &= ~np.isnan(band)
-                    elif nodata is not None:
-                        valid &= band != np.asarray(nodata).astype(band.dtype)
-                else:
-                    valid &= self.dataset.read_masks(where, window=window) != 0
+            valid = self._validity.of(self.dataset, raw, window)
         except RasterioError as exc:
             raise DataError(
                 f"{self.path}: reading pixels at column {window.col_off}, row {window.row_off} failed "
                 f"({gdal_detail(exc)}); "
                 "the file may be truncated or corrupt"
             ) from exc
-        pixels = self.stats.normalize(raw)
-        if np.issubdtype(raw.dtype, np.floating):
-            valid &= np.isfinite(pixels).all(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            pixels = self.stats.normalize(raw)
+        pixels[~np.isfinite(pixels)] = 0.0  # only values near float32's limit overflow here; never feed inf
         pixels[:, ~valid] = 0.0
         pixels = pad_to(pixels, tile.height, tile.width)
         valid = np.pad(valid, ((0, tile.height - valid.shape[0]), (0, tile.width - valid.shape[1])))

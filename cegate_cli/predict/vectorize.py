@@ -38,6 +38,7 @@ from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
+from cegate_cli.data.raster import open_quietly
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
 from cegate_cli.predict.reader import gdal_detail
@@ -94,7 +95,7 @@ def vectorize_mask(
         raise DataFileNotFoundError(f"{mask_path}: no such mask file")
     started = time.perf_counter()
     try:
-        dataset = rasterio.open(mask_path)
+        dataset = open_quietly(mask_path)  # a mask without CRS is reported below, not as a Python warning
     except RasterioError as exc:
         raise DataError(f"{mask_path}: cannot be read as a raster ({gdal_detail(exc)})") from exc
     with dataset:

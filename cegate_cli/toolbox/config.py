@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,6 +18,28 @@ class ToolboxConfig:
     adapter_scale: float = 1.0
     earth_hidden: int = 16
     earth_low_freq_ratio: float = 0.25
+
+    def check(self) -> None:
+        """Reject sizes no module can be built with, before anything is written or loaded.
+
+        `--lora-rank 0` used to end in a ZeroDivisionError (alpha / rank) and a negative rank in
+        a torch error about tensor shapes.
+        """
+        from cegate_cli.errors import InputError
+
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown or not self.kinds:
+            raise InputError(f"--modules {','.join(self.kinds) or '(none)'}: choose from {', '.join(KINDS)} or all")
+        if self.lora_rank < 1:
+            raise InputError(f"--lora-rank {self.lora_rank}: the LoRA rank must be at least 1 (e.g. 8)")
+        for what, value in (("adapter hidden size", self.adapter_hidden), ("Earth-Adapter hidden size", self.earth_hidden)):
+            if value < 1:
+                raise InputError(f"{what} {value}: must be at least 1")
+        for what, value in (("LoRA alpha", self.lora_alpha), ("adapter scale", self.adapter_scale)):
+            if not math.isfinite(value):
+                raise InputError(f"{what} {value}: must be a finite number")
+        if not 0 < self.earth_low_freq_ratio < 1:
+            raise InputError(f"Earth-Adapter low-frequency ratio {self.earth_low_freq_ratio}: must lie strictly between 0 and 1")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,6 +56,47 @@ class TrainConfig:
         known.setdefault("rare_crops", 1)
         return cls(**known)
 
+    def check(self) -> None:
+        """Reject values a user can type but training cannot use, before anything is written.
+
+        Without this, `--lr -1` failed inside AdamW after run.json was written (a run left
+        "training" forever), `--fisher-samples 0` surfaced as an internal crop-sampler message
+        and `--val-fraction 1.5` was silently capped; every message names the flag.
+        """
+        from cegate_cli.decoder import DECODERS
+        from cegate_cli.errors import InputError
+        from cegate_cli.fisher import parse_select_spec
+
+        at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
+                        "validation crops": "val_crops", "--save-every": "save_every", "--rare-crops": "rare_crops"}
+        for flag, name in at_least_one.items():
+            if getattr(self, name) < 1:
+                raise InputError(f"{flag} {getattr(self, name)}: must be at least 1 (default {_default(name)})")
+        not_negative = {"--seed": "seed", "--val-every": "val_every", "--reselect-every": "reselect_every", "warmup steps": "warmup_steps"}
+        for flag, name in not_negative.items():
+            if getattr(self, name) < 0:
+                raise InputError(f"{flag} {getattr(self, name)}: must be 0 or more (default {_default(name)})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (e.g. 1e-3)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(f"weight decay {self.weight_decay}: must be a number >= 0")
+        if not (math.isfinite(self.poly_power) and self.poly_power >= 0):
+            raise InputError(f"poly decay power {self.poly_power}: must be a number >= 0")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise InputError(f"gradient clip {self.grad_clip}: must be a number >= 0 (0 = off)")
+        if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):
+            raise InputError(
+                f"--val-fraction {self.val_fraction}: the share of images held out for validation lies in [0, 1) "
+                "(e.g. 0.2; 0 = no validation)"
+            )
+        if self.decoder not in DECODERS:
+            raise InputError(f"--decoder {self.decoder!r}: choose {' or '.join(DECODERS)}")
+        if self.selection not in SELECTIONS:
+            raise InputError(f"--selection {self.selection!r}: choose {', '.join(SELECTIONS)}")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
+        parse_select_spec(self.select)
+
     def resume_fingerprint(self) -> dict[str, Any]:
         """Settings that must match for `--resume` to continue the same run (device may change)."""
         data = self.to_dict()
@@ -63,6 +105,11 @@ class TrainConfig:
         if data["selection"] == "fisher":
             data.pop("selection")  # the default: states written before the option existed still resume
         return data
+
+
+def _default(name: str) -> Any:
+    """A TrainConfig field's default, shown in messages as a value that works."""
+    return TrainConfig.__dataclass_fields__[name].default
 
 
 SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "random", "all", "none", "full")

@@ -1,0 +1,160 @@
+"""One rule for which pixels are valid: training, band statistics, predict and evaluate agree.
+
+A pixel is valid only where every band the run uses is valid (its nodata value, NaN, the file's
+internal/per-dataset mask or alpha band). Before, training kept a pixel if ANY band was valid,
+predict dropped it if any band was nodata and evaluate looked at band 1 only, so a 2-band scene
+with nodata in half of band 2 trained on 64 of 64 pixels and predicted 32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from data_rasters import write_tif
+from predict_rasters import ConstantLogits
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+
+from cegate_cli.classes import ClassInfo, ClassTable
+from cegate_cli.data.crops import CropSampler, CropWindow
+from cegate_cli.data.folder import ImagePair
+from cegate_cli.data.raster import read_image_window
+from cegate_cli.data.stats import BandStats, compute_band_stats
+from cegate_cli.metrics import evaluate_scene
+from cegate_cli.predict.engine import predict_scene
+from cegate_cli.predict.reader import SceneReader
+from cegate_cli.predict.tiling import plan_tiles
+
+STATS = BandStats(("a", "b"), (100.0, 100.0), (10.0, 10.0))
+TABLE = ClassTable((ClassInfo(0, "one", (0, 0, 255)), ClassInfo(1, "two", (0, 255, 0))))
+
+
+def _training_valid(path: Path, bands: tuple[int, ...]) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return read_image_window(ds, bands, Window(0, 0, ds.width, ds.height))[1]
+
+
+def _crop_valid(path: Path, mask: Path, bands: tuple[int, ...], size: int) -> tuple[np.ndarray, np.ndarray]:
+    stats = BandStats(tuple(f"b{b}" for b in bands), (100.0,) * len(bands), (10.0,) * len(bands))
+    with CropSampler([ImagePair(path, mask)], [bands], stats, crop=size, ignore_index=255, augment=False) as sampler:
+        batch = sampler.read([CropWindow(0, 0, 0)])
+    return batch.valid[0].numpy(), batch.masks[0].numpy() != 255
+
+
+def _predict_valid(path: Path, bands: tuple[int, ...]) -> np.ndarray:
+    stats = BandStats(tuple(f"b{b}" for b in bands), (100.0,) * len(bands), (10.0,) * len(bands))
+    with rasterio.open(path) as ds:
+        (tile,) = list(plan_tiles(ds.height, ds.width, tile=max(ds.height, ds.width), overlap=0))
+        return SceneReader(ds, path, bands, stats).read(tile)[1][: ds.height, : ds.width]
+
+
+def _evaluate_counted(path: Path, labels: Path, bands: tuple[int, ...], tmp_path: Path) -> tuple[int, np.ndarray]:
+    """Pixels evaluate counts for the scene, and where its predicted mask holds a class."""
+    stats = BandStats(tuple(f"b{b}" for b in bands), (100.0,) * len(bands), (10.0,) * len(bands))
+    mask = tmp_path / "pred.mask.tif"
+    predict_scene(ConstantLogits([2.0, 0.0]), path, mask, band_indexes=bands, stats=stats, class_table=TABLE, tile=16, overlap=0)
+    matrix = evaluate_scene(mask, labels, num_classes=2, ignore_index=255)
+    with rasterio.open(mask) as ds:
+        predicted = ds.read(1) != 255
+    return matrix.total, predicted
+
+
+def test_two_bands_with_nodata_in_half_of_band_two_agree_everywhere(tmp_path: Path) -> None:
+    """The case from issue 13: training, statistics, predict and evaluate see the same 32 pixels."""
+    image = np.full((2, 8, 8), 120, np.uint16)
+    image[1, :, :4] = 0  # band 2 is nodata in its left half; band 1 is data everywhere
+    path = write_tif(tmp_path / "scene.tif", image, nodata=0)
+    labels = write_tif(tmp_path / "labels.tif", np.zeros((8, 8), np.uint8))
+    expected = np.zeros((8, 8), bool)
+    expected[:, 4:] = True
+
+    training = _training_valid(path, (1, 2))
+    crop_valid, crop_labeled = _crop_valid(path, labels, (1, 2), 8)
+    predict = _predict_valid(path, (1, 2))
+    counted, predicted = _evaluate_counted(path, labels, (1, 2), tmp_path)
+
+    assert int(training.sum()) == 32 and np.array_equal(training, expected)
+    assert np.array_equal(crop_valid, expected) and np.array_equal(crop_labeled, expected)  # no label where a band is missing
+    assert np.array_equal(predict, expected)
+    assert counted == 32 and np.array_equal(predicted, expected)
+    # Band statistics use the same pixels: band 1's 32 valid values are all 120, band 2's too.
+    stats = compute_band_stats([path], [(1, 2)], ("a", "b"))
+    assert stats.mean == (120.0, 120.0)
+
+
+def _per_dataset_mask(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    path = tmp_path / "masked.tif"
+    data = np.full((2, 8, 8), 130, np.uint16)
+    expected = np.ones((8, 8), bool)
+    expected[:3] = False
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=2, dtype="uint16") as dst:
+            dst.write(data)
+            dst.write_mask(expected.astype(np.uint8) * 255)
+    return path, expected
+
+
+def _nan_in_one_band(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    data = np.full((2, 8, 8), 1.5, np.float32)
+    data[0, 2, 3] = np.nan
+    data[1, 5, :] = np.inf
+    data[1, 6, 6] = -9999.0
+    expected = np.ones((8, 8), bool)
+    expected[2, 3] = expected[5, :] = expected[6, 6] = False
+    return write_tif(tmp_path / "nan.tif", data, nodata=-9999.0), expected
+
+
+def _nan_nodata(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    data = np.full((2, 8, 8), 2.0, np.float64)
+    data[1, :, 7] = np.nan
+    expected = np.ones((8, 8), bool)
+    expected[:, 7] = False
+    return write_tif(tmp_path / "nannodata.tif", data, nodata=float("nan")), expected
+
+
+def _alpha_band(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    path = tmp_path / "rgba.tif"
+    data = np.full((4, 8, 8), 90, np.uint8)
+    data[3] = 255
+    data[3, 4:, :2] = 0
+    expected = data[3] != 0
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=4, dtype="uint8") as dst:
+        dst.write(data)
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    with rasterio.open(path) as ds:
+        assert ds.mask_flag_enums[0] != [rasterio.enums.MaskFlags.all_valid]  # GDAL reads band 4 as the alpha mask
+    return path, expected
+
+
+@pytest.mark.parametrize("make", [_per_dataset_mask, _nan_in_one_band, _nan_nodata, _alpha_band])
+def test_every_way_of_marking_nodata_gives_the_same_pixels_in_training_and_predict(tmp_path: Path, make) -> None:
+    path, expected = make(tmp_path)
+    labels = write_tif(tmp_path / "labels.tif", np.zeros((8, 8), np.uint8))
+    bands = (1, 2)
+    assert np.array_equal(_training_valid(path, bands), expected)
+    assert np.array_equal(_crop_valid(path, labels, bands, 8)[0], expected)
+    assert np.array_equal(_predict_valid(path, bands), expected)
+    counted, predicted = _evaluate_counted(path, labels, bands, tmp_path)
+    assert counted == int(expected.sum()) and np.array_equal(predicted, expected)
+
+
+def test_nodata_an_integer_band_cannot_hold_masks_nothing(tmp_path: Path) -> None:
+    """GDAL's rule: nodata 0.5 on int16 matches no pixel, so the 0s stay valid (predict used to
+    truncate 0.5 to 0 and drop them)."""
+    data = np.zeros((1, 4, 4), np.int16)
+    path = write_tif(tmp_path / "half.tif", data, nodata=0.5)
+    with rasterio.open(path) as ds:
+        assert ds.read_masks(1).all()  # what GDAL says
+    assert _training_valid(path, (1,)).all() and _predict_valid(path, (1,)).all()
+
+
+def test_complex_bands_are_refused_in_words(tmp_path: Path) -> None:
+    from cegate_cli.data.raster import PixelValidity
+    from cegate_cli.errors import DataError
+
+    path = write_tif(tmp_path / "complex.tif", np.ones((1, 4, 4), np.complex64))
+    with rasterio.open(path) as ds, pytest.raises(DataError, match=r"complex numbers .*convert them"):
+        PixelValidity(ds, (1,))
