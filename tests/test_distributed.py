@@ -157,7 +157,7 @@ supervised.build_adamw = plain_sgd
 data, reference, out, lr = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
 manifest = read_manifest(reference)
 options = AdaptOptions(source=data, out=out, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox,
-                       train=replace(manifest.training, lr=lr))
+                       train=replace(manifest.training, lr=lr, loss="ce"))
 assert adapt(options).outcome.completed
 """
 """Trains like the CLI run but with plain SGD (no momentum, no weight decay): a step is then
@@ -182,7 +182,9 @@ def _sgd_run(script_dir: Path, two_ranks: TwoRankRun, out: Path, *, torchrun: bo
 
 def test_two_ranks_train_what_one_process_trains_on_the_same_global_batch(two_ranks, tmp_path, monkeypatch) -> None:
     """Two ranks under DDP and one process drawing both ranks' crops at every step see the same
-    global batch, so with plain SGD they take the same steps up to float32 rounding: DDP averages
+    global batch, so with plain SGD and plain cross-entropy (a class-weighted mean or a Dice term
+    is normalised per rank's batch, which no averaging of gradients undoes) they take the same
+    steps up to float32 rounding: DDP averages
     the two ranks' mean gradients, one process takes the gradient of one mean over both halves
     (equal in exact arithmetic: equal labeled pixel counts, GroupNorm heads, no dropout), and the
     Fisher sums are pooled in another order. So: identical selections, Fisher scores equal to
@@ -195,7 +197,7 @@ def test_two_ranks_train_what_one_process_trains_on_the_same_global_batch(two_ra
     monkeypatch.setattr("cegate_cli.train.supervised.build_adamw", lambda named, lr, *_: torch.optim.SGD(list(named.values()), lr=lr))
     manifest = read_manifest(two_ranks.run)
     adapt(AdaptOptions(source=two_ranks.data, out=emulated_out, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox,
-                       train=replace(manifest.training, lr=SGD_LR)))
+                       train=replace(manifest.training, lr=SGD_LR, loss="ce")))
     emulated = load_file(str(emulated_out / "adapter_last.safetensors"))
     ddp_run, emulated_run = read_manifest(ddp_out), read_manifest(emulated_out)
     assert ddp_run.timing["processes"] == 2 and emulated_run.timing["processes"] == 1
