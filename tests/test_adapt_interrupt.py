@@ -16,6 +16,8 @@ import pytest
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.train.state import read_state
 
+pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

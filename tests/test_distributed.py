@@ -28,6 +28,8 @@ from cegate_cli.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from data_rasters import write_tif
 
+pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
+
 STEPS, BATCH, FISHER = 6, 2, 3
 RUN_WRITES = sorted(["prepare_run_dir", "write_manifest", "save_weights", "save_weights", "write_manifest"])
 """What rank 0 writes to a run folder, each exactly once: the folder, run.json at the start and the

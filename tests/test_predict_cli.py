@@ -82,6 +82,7 @@ def test_predict_on_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a cegate run folder" in result.output
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", str(tmp_path / "demo"), "--steps", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.output

@@ -20,6 +20,8 @@ from cegate_cli.atomic import _HOST, atomic_path, sweep_stale_temporaries
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.train.config import TrainConfig
 
+pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
                     fisher_samples=2, select="2", seed=0, device="cpu")

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from cegate_cli.data.synthetic import make_demo_dataset
 
+pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
+
 ARGS = ["--backbone", "tiny", "--steps", "60", "--crop", "32", "--batch-size", "2", "--fisher-samples", "2",
         "--select", "4", "--val-every", "20", "--save-every", "2", "--device", "cpu", "--seed", "5"]
 

@@ -52,6 +52,7 @@ def test_overwrite_with_an_invalid_option_leaves_the_run_untouched(demo, complet
 
 
 
+@pytest.mark.slow
 def test_a_second_adapt_into_a_busy_run_folder_is_refused(demo, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -45,6 +45,7 @@ def test_shipped_weights_are_not_the_random_init() -> None:
     assert not torch.allclose(shipped.blocks[3].attn.qkv.weight, random_init.blocks[3].attn.qkv.weight)
 
 
+@pytest.mark.slow
 def test_pretraining_runs_end_to_end_and_is_deterministic(tmp_path, capsys) -> None:  # noqa: ANN001
     threads = torch.get_num_threads()
     first, second, other = tmp_path / "a" / "tiny.safetensors", tmp_path / "b" / "tiny.safetensors", tmp_path / "c" / "tiny.safetensors"
