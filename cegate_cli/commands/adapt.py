@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         target_norm: Annotated[
             str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
         ] = "target",
-        backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default="dinov2-small")] = None,
+        backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default="galileo-nano")] = None,
         revision: RevisionOpt = None,
         token: TokenOpt = None,
         offline: OfflineOpt = False,
@@ -80,10 +80,10 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
         ] = TrainConfig.rare_crops,
         fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
-        steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 500,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = 8,
-        crop: Annotated[int, typer.Option("--crop", help="Crop size in pixels (a multiple of the patch size).")] = 224,
-        lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = 1e-3,
+        steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = TrainConfig.steps,
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = TrainConfig.batch_size,
+        crop: Annotated[int, typer.Option("--crop", help="Crop size in pixels (a multiple of the patch size).")] = TrainConfig.crop,
+        lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = TrainConfig.lr,
         seed: Annotated[int, typer.Option("--seed", help="Seed for the head, crops and augmentation.")] = 0,
         device: DeviceOpt = "auto",
         val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = 0.2,
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError(
                     f"{', '.join(given)}: with --from these come from the earlier run ({from_run}/run.json); leave them out"
                 )
-        backbone = backbone or "dinov2-small"
+        backbone = backbone or AdaptOptions.backbone
         decoder = decoder or "unet"
         lora_rank = 8 if lora_rank is None else lora_rank
         kinds = parse_kinds(modules)

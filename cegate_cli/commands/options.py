@@ -13,7 +13,7 @@ BackboneOpt = Annotated[
         "--backbone",
         "-b",
         help="Backbone: hf-hub:ORG/NAME[@REV], a local folder, or an alias "
-        "(dinov2-small|base|large, prithvi-eo-2-300m|600m, tiny).",
+        "(galileo-nano|tiny|base, dinov2-small|base|large, prithvi-eo-2-300m|600m, tiny).",
     ),
 ]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) to pin.")]
