@@ -4,7 +4,6 @@ folder end to end, and a pull from a stand-in of the Hub laid out as the authors
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from cegate_cli.hub import resolve_backbone
 from cegate_cli.model import build_model
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig
 from data_rasters import write_tif
-from hubserver import HubStandIn, point_hub_client_at
+from hubserver import HubStandIn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "backbones" / "galileo-nano"
 RGBN = ("red", "green", "blue", "nir")
@@ -192,16 +191,6 @@ def test_adapt_inspect_predict_evaluate_with_galileo_nano(tmp_path: Path) -> Non
 
 
 # -- from the Hub, laid out as the authors' repo ---------------------------------------------------
-
-
-@pytest.fixture()
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
-    stand_in = HubStandIn().start()
-    point_hub_client_at(monkeypatch, stand_in.endpoint, str(tmp_path / "hf-home"))
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
 
 
 @pytest.mark.skipif(not (SHARED / "encoder.pt").is_file(), reason="the authors' encoder.pt is not beside the repository")

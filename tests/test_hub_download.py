@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,9 @@ from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.errors import BackboneNotFoundError, HubAuthError, HubConnectionError, OfflineNotCachedError
 from cegate_cli.hub import pull_backbone, resolve_backbone
 from hub_repos import tiny_prithvi_repo, tiny_timm_repo
-from hubserver import HubStandIn, point_hub_client_at
+from hubserver import HubStandIn
 
 REPO = "someorg/tiny-vit"
-
-
-@pytest.fixture()
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
-    stand_in = HubStandIn().start()
-    point_hub_client_at(monkeypatch, stand_in.endpoint, str(tmp_path / "hf-home"))
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
 
 
 def sha256(data: bytes) -> str:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,9 @@ from typer.testing import CliRunner
 
 from cegate_cli.cli import app, main
 from hub_repos import tiny_timm_repo
-from hubserver import HubStandIn, point_hub_client_at
+from hubserver import HubStandIn
 
 REPO = "someorg/tiny-vit"
-
-
-@pytest.fixture()
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]:
-    stand_in = HubStandIn().start()
-    point_hub_client_at(monkeypatch, stand_in.endpoint, str(tmp_path / "hf-home"))
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
 
 
 def parse_rows(text: str) -> dict[str, str]:
