@@ -10,9 +10,10 @@ from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import KIND_LABELS, KINDS, ToolboxConfig
 
 
-def _backbone_of(pretrained: Any, make_backbone: Any) -> Any:
+def _backbone_of(pretrained: Any) -> Any:
     """The backbone as pretrained: a ViT with its own bands, or Galileo fed every band it knows."""
     from cegate_cli.backbone.pretrained import PretrainedGalileo
+    from cegate_cli.model import make_backbone
 
     if not isinstance(pretrained, PretrainedGalileo):
         from cegate_cli.backbone.vit import Backbone
@@ -32,12 +33,11 @@ def backbone_report(
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
     from cegate_cli.backbone.load import load_pretrained_vit
     from cegate_cli.hub import resolve_backbone
-    from cegate_cli.model import make_backbone
     from cegate_cli.toolbox import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
     pretrained = load_pretrained_vit(source)
-    backbone = _backbone_of(pretrained, make_backbone)
+    backbone = _backbone_of(pretrained)
     backbone_params = sum(p.numel() for p in backbone.parameters())
     box = attach_toolbox(backbone, toolbox or ToolboxConfig())
     modules = [
