@@ -50,6 +50,7 @@ from cegate_cli.run import (
     prepare_run_dir,
     read_manifest,
     release_run_dir,
+    settle_replaced_run,
     save_weights,
     state_dir,
     write_manifest,
@@ -297,9 +298,11 @@ def _train(
     started: float,
     device: str,
 ) -> TrainOutcome:
-    """Everything checked: take the run folder (lock; with --overwrite, empty the old run), train,
-    record. The folder is released however this ends."""
+    """Everything checked: take the run folder (lock; with --overwrite, set the old run aside),
+    train, record. The old run is dropped once the new one is complete and put back if it fails;
+    the folder is released however this ends."""
     distributed.on_main(prepare_run_dir, run_dir, overwrite=options.overwrite, resume=options.resume)
+    completed = failed = False
     try:
         if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
             distributed.on_main(write_manifest, run_dir, manifest)
@@ -308,9 +311,19 @@ def _train(
         except KeyboardInterrupt as exc:
             raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
         _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
+        completed = outcome.completed
         return outcome
+    except TrainingInterrupted:
+        raise
+    except BaseException:
+        failed = True
+        raise
     finally:
-        release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+        try:
+            if distributed.is_main():  # rank 0 alone holds the folder; no collective on a failure path
+                settle_replaced_run(run_dir, completed=completed, failed=failed)
+        finally:
+            release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
 
 
 def _interrupted_message(trainer: SupervisedTrainer, options: AdaptOptions) -> str:

@@ -185,19 +185,54 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     try:
         check_run_dir(out, overwrite=overwrite, resume=resume)  # again, now that nobody else can change it
         if not resume and ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
-            with writing(out, "replace the old run"):
-                for name in (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST):
-                    (out / name).unlink(missing_ok=True)
-                shutil.rmtree(out / STATE_DIR, ignore_errors=True)
+            with writing(out, "set the old run aside"):
+                aside = out / REPLACED_DIR
+                shutil.rmtree(aside, ignore_errors=True)  # left by a run that was killed: it had replaced it
+                aside.mkdir()
+                for name in RUN_FILES:
+                    if (out / name).exists():
+                        (out / name).replace(aside / name)
     except BaseException:
         runlock.release(out)
         raise
     return out
 
 
+def settle_replaced_run(out: Path, *, completed: bool, failed: bool) -> bool:
+    """After `adapt --overwrite`: drop the old run once the new one is complete, or put the old run
+    back when the new one failed (an error, a full disk). An interrupted new run (Ctrl-C) stays,
+    resumable, with the old one kept in REPLACED_DIR until the resumed run completes.
+    Returns True when the old run was put back."""
+    out = Path(out)
+    aside = out / REPLACED_DIR
+    if not aside.is_dir():
+        return False
+    if completed:
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
+    if not failed:
+        return False
+    with writing(out, "put the old run back"):
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        for entry in aside.iterdir():
+            entry.replace(out / entry.name)
+        aside.rmdir()
+    return True
+
+
 def release_run_dir(out: Path) -> None:
     """Let other processes write the folder again (the end of `adapt`, success or not)."""
     runlock.release(out)
+
+
+REPLACED_DIR = ".replaced-run"
+"""Where `--overwrite` keeps the old run until the new one is complete."""
+RUN_FILES = (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST, STATE_DIR)
 
 
 def _holds_files(folder: Path) -> bool:

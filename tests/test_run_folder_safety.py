@@ -125,3 +125,28 @@ def test_out_in_a_read_only_folder_for_real(demo, tmp_path: Path) -> None:
         parent.chmod(0o755)
     assert result.exit_code == 2, result.output
     assert str(parent / "run") in error_line(result.output)
+
+
+def test_overwrite_puts_the_old_run_back_when_the_new_one_fails(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old run is set aside, not deleted: a new run that fails mid-training (a full disk, a
+    crash) leaves the old run exactly as it was; one that completes replaces it."""
+    from cegate_cli.train.supervised import SupervisedTrainer
+
+    from dataclasses import replace
+
+    run = tmp_path / "run"
+    adapt(small_options(demo, run))
+    before = snapshot(run)
+
+    def fail_mid_training(self, resume=False, stop_after=None):  # noqa: ANN001
+        (run / "run.json").write_text("{half written by the new run")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SupervisedTrainer, "fit", fail_mid_training)
+        with pytest.raises(OSError):
+            adapt(replace(small_options(demo, run), overwrite=True))
+    assert snapshot(run) == before
+    assert not (run / ".replaced-run").exists()
+    adapt(replace(small_options(demo, run, seed=5), overwrite=True))  # a new run that completes replaces the old
+    assert read_manifest(run).training.seed == 5 and not (run / ".replaced-run").exists()
