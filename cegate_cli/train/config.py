@@ -82,7 +82,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise InputError(f"{flag} {getattr(self, name)}: must be 0 or more (default {_default(name)})")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (e.g. 1e-3)")
+            raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (default {_default('lr')})")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight decay {self.weight_decay}: must be a number >= 0")
         if not (math.isfinite(self.poly_power) and self.poly_power >= 0):
