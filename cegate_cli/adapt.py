@@ -58,7 +58,7 @@ from cegate_cli.run import (
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
-from cegate_cli.train.losses import LOSSES, balanced_class_weights
+from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
@@ -137,8 +137,6 @@ def check_options(options: AdaptOptions) -> str:
         raise InputError("give a labeled SOURCE folder, or --from RUN --target TARGET to continue a run on unlabeled images")
     if options.target is not None:
         options.self_training.check()
-    if options.train.loss not in LOSSES:
-        raise InputError(f"--loss {options.train.loss!r}: choose {', '.join(LOSSES)}")
     return options.mode
 
 
@@ -212,10 +210,11 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     )
     candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
     select_count = parse_select(config.select, len(candidates))
+    weights = balanced_class_weights(folder.label_counts, table.num_classes)  # for the loss and for rare-class crops
+    loss_weights = None if config.loss == "ce" else weights
     sampler = CropSampler(
         train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment,
-        rare_class_weights=balanced_class_weights(folder.label_counts, table.num_classes).tolist() if config.rare_crops > 1 else None,
-        candidates=config.rare_crops,
+        rare_class_weights=weights.tolist() if config.rare_crops > 1 else None, candidates=config.rare_crops,
     )
     validation = []
     if val_pairs:
@@ -254,15 +253,14 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "val_images": [str(p.image) for p in val_pairs],
             "warnings": warnings,
             "label_pixels": {str(k): int(v) for k, v in sorted(folder.label_counts.items())},
-            "class_weights": (None if (weights := _class_weights(config, folder.label_counts, table.num_classes)) is None
-                              else [round(float(w), 4) for w in weights]),
+            "class_weights": None if loss_weights is None else [round(float(w), 4) for w in loss_weights],
         },
     )
     if recorded is not None:
         manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
-        class_weights=_class_weights(config, folder.label_counts, table.num_classes), keep_best=target is None,
+        class_weights=loss_weights, keep_best=target is None,
     )
     target_sampler = None
     if target is None:
@@ -413,13 +411,6 @@ def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor
     """Class shares of the source labels (None when unknown, e.g. runs from older versions)."""
     counts = torch.tensor([float(label_counts.get(c, 0)) for c in range(num_classes)])
     return counts / counts.sum() if float(counts.sum()) > 0 else None
-
-
-def _class_weights(config: TrainConfig, label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:
-    """Per-class loss weights from the labeled folder's class shares, for the balanced losses."""
-    if config.loss == "ce":
-        return None
-    return balanced_class_weights(label_counts, num_classes)
 
 
 def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[str, object]:

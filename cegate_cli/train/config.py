@@ -71,6 +71,7 @@ class TrainConfig:
         from cegate_cli.decoder import DECODERS
         from cegate_cli.errors import InputError
         from cegate_cli.fisher import parse_select_spec
+        from cegate_cli.train.losses import LOSSES
 
         at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
                         "validation crops": "val_crops", "--save-every": "save_every", "--rare-crops": "rare_crops"}
@@ -96,6 +97,8 @@ class TrainConfig:
             )
         if self.decoder not in DECODERS:
             raise InputError(f"--decoder {self.decoder!r}: choose {' or '.join(DECODERS)}")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss {self.loss!r}: choose {', '.join(LOSSES)}")
         if self.selection not in SELECTIONS:
             raise InputError(f"--selection {self.selection!r}: choose {', '.join(SELECTIONS)}")
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
