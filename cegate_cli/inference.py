@@ -3,7 +3,8 @@
 The model is rebuilt from run.json, LoRA is merged into the attention weights (one matmul per
 layer instead of three), and each scene's bands are matched to the run's band choice by name,
 so a scene whose bands are stored in another order still works and one without them fails
-alone with a clear message.
+alone with a clear message. A Galileo backbone is fed each scene's own pixel size and
+acquisition month (its positions and month embedding describe the scene, not the training set).
 
 Under torchrun each process maps every world-size-th scene, each scene whole on one process (a
 scene is the unit a user can check and redo; splitting one across GPUs would need its blended
@@ -14,7 +15,8 @@ all scenes, in input order, and can exit with the same code.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +24,9 @@ from typing import Any, TypeVar
 import torch
 
 from cegate_cli import distributed
+from cegate_cli.backbone.galileo_backbone import GalileoBackbone
 from cegate_cli.bands import match_bands
+from cegate_cli.data.raster import acquisition_month, ground_sample_distance, open_quietly
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
@@ -112,10 +116,25 @@ def _map_scenes(
         vectors=vectors,
         overwrite=overwrite,
         progress=progress,
+        scene_context=scene_conditions(loaded.model.backbone),
     )
     for outcome in summary.outcomes:
         distributed.rank_log("mapped", source=outcome.source, status=outcome.status, outputs=outcome.outputs.all())
     return summary
+
+
+def scene_conditions(backbone: Any) -> Callable[[Path], AbstractContextManager[object]] | None:
+    """For backbones that take a scene's pixel size and month (Galileo): a context per scene
+    that feeds them those of the file being mapped; None for the others."""
+    if not isinstance(backbone, GalileoBackbone):
+        return None
+
+    def conditions(path: Path) -> AbstractContextManager[object]:
+        with open_quietly(path) as dataset:
+            gsd, month = ground_sample_distance(dataset), acquisition_month(dataset)
+        return backbone.scene_conditions(gsd, month)
+
+    return conditions
 
 
 def _in_input_order(shares: list[list[T]]) -> list[T]:

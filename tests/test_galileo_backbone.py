@@ -95,13 +95,50 @@ def test_gsd_month_and_normalisation_come_from_the_imagery(tmp_path: Path) -> No
     pretrained = load_pretrained_vit(resolve_backbone("galileo-nano"))
     inputs, stats, warnings = resolve_galileo_inputs(GalileoOptions(), [path], s2, pretrained.normalization)
     assert (inputs.gsd_m, inputs.month, inputs.normalize, inputs.patch_size) == (20.0, 2, "pretrained", 8) and not warnings
+    assert inputs.month_from == "imagery"
     norm = pretrained.normalization
     assert stats.mean == tuple(norm.mean[norm.bands.index(b)] for b in ("B2", "B3", "B4", "B8"))
     aerial = BandStats(("blue", "green", "red", "nir"), (90.0, 100.0, 80.0, 120.0), (30.0, 30.0, 25.0, 40.0))
     inputs, stats, _ = resolve_galileo_inputs(GalileoOptions(month=10), [path], aerial, norm)
-    assert (inputs.month, inputs.normalize, stats) == (10, "data", aerial)
+    assert (inputs.month, inputs.month_from, inputs.normalize, stats) == (10, "option", "data", aerial)
     with pytest.raises(InputError, match="--normalize pretrained: band\\(s\\) band_5"):
         resolve_galileo_inputs(GalileoOptions(normalize="pretrained"), [path], BandStats(("red", "band_5"), (1.0, 1.0), (1.0, 1.0)), norm)
+
+
+def test_predict_feeds_each_scene_its_own_pixel_size_and_month(tmp_path: Path) -> None:
+    from cegate_cli.inference import scene_conditions
+
+    scene = tmp_path / "march_20m.tif"
+    write_tif(scene, np.full((4, 8, 8), 100, np.uint8), descriptions=RGBN)
+    with rasterio.open(scene, "r+") as ds:
+        ds.transform = from_origin(500000, 4000000, 20.0, 20.0)
+        ds.update_tags(TIFFTAG_DATETIME="2021:03:14 10:00:00")
+    bare = tmp_path / "no_georeferencing.tif"
+    write_tif(bare, np.full((4, 8, 8), 100, np.uint8), descriptions=RGBN, crs=None, transform=None)
+    encoder = load_pretrained_vit(resolve_backbone("galileo-nano")).encoder
+
+    def output(inputs: GalileoInputs, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return GalileoBackbone(encoder, RGBN, STATS.mean, STATS.std, inputs).eval()(x)[-1]
+
+    run_inputs = GalileoInputs(4, 0.6, 6, "data", "imagery")
+    backbone = GalileoBackbone(encoder, RGBN, STATS.mean, STATS.std, run_inputs).eval()
+    x = images()
+    with torch.no_grad():
+        before = backbone(x)[-1]
+        with scene_conditions(backbone)(scene) as fed:
+            as_scene = backbone(x)[-1]
+        with scene_conditions(backbone)(bare) as fed_bare:
+            as_bare = backbone(x)[-1]
+        after = backbone(x)[-1]
+    assert fed == (20.0, 2) and fed_bare == (0.6, 6)
+    assert torch.equal(as_scene, output(GalileoInputs(4, 20.0, 2), x)) and not torch.allclose(as_scene, before, atol=1e-3)
+    assert torch.equal(as_bare, before) and torch.equal(after, before)  # the run's own values come back
+    forced = GalileoBackbone(encoder, RGBN, STATS.mean, STATS.std, GalileoInputs(4, 0.6, 6, "data", "option")).eval()
+    with scene_conditions(forced)(scene) as fed_forced:
+        pass
+    assert fed_forced == (20.0, 6)  # --month at adapt holds for every scene
+    assert scene_conditions(object()) is None  # other backbones take nothing per scene
 
 
 # -- the toolbox on Galileo -------------------------------------------------------------------------

@@ -13,13 +13,15 @@ normalised with the run's statistics) to those groups:
 - the authors scale each band so that mean +- 2 std maps to [0, 1]. A run's z-scores z become
   z / 4 + 1/2, which is exactly the authors' scaling when the run's statistics are theirs
   (`--normalize pretrained`, Sentinel-2 reflectance) and the same shape of input otherwise;
-- positions are scaled by the ground sample distance, and the month embedding uses the run's month.
+- positions are scaled by the ground sample distance, and the month embedding uses the run's month;
+  `predict` feeds each scene its own pixel size and acquisition month (`scene_conditions`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -54,6 +56,9 @@ class GalileoInputs:
     month: int = DEFAULT_MONTH
     normalize: str = "data"
     """'pretrained': the authors' statistics (Sentinel-2 reflectance); 'data': the run's own."""
+    month_from: str = "default"
+    """Where `month` came from: 'option' (`--month`, which then holds for every scene `predict`
+    maps too), 'imagery' (the files' date tags) or 'default' (July)."""
 
     def check(self, max_patch_size: int) -> None:
         if not 1 <= self.patch_size <= max_patch_size:
@@ -64,6 +69,8 @@ class GalileoInputs:
             raise InputError(f"ground sample distance {self.gsd_m} m: must be a positive number of metres")
         if self.normalize not in ("pretrained", "data"):
             raise InputError(f"--normalize {self.normalize!r}: choose pretrained or data")
+        if self.month_from not in ("option", "imagery", "default"):
+            raise InputError(f"month source {self.month_from!r}: expected option, imagery or default")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,6 +182,27 @@ class GalileoBackbone(BlockBackbone):
         self.register_buffer("band_std", torch.tensor(list(band_std), dtype=torch.float32), persistent=False)
         self._channels = [self.plan.channel_of[b] for b in SPACE_TIME_BANDS if b in self.plan.channel_of]
         self._slots = [SPACE_TIME_BANDS.index(b) for b in SPACE_TIME_BANDS if b in self.plan.channel_of]
+        self._gsd_m, self._month = inputs.gsd_m, inputs.month
+
+    @contextlib.contextmanager
+    def scene_conditions(self, gsd_m: float | None, month: int | None) -> Iterator[tuple[float, int]]:
+        """Feed one scene its own pixel size and acquisition month while the block runs.
+
+        Galileo's positions are scaled by the ground sample distance and it embeds the month, so
+        a scene flown at another resolution or season than the training images is described as
+        it is. None keeps the run's value; so does the month when the run's came from `--month`
+        (the user said what the month is). Yields the (gsd in metres, month) in effect.
+        """
+        gsd = self.inputs.gsd_m if gsd_m is None or not (math.isfinite(gsd_m) and gsd_m > 0) else float(gsd_m)
+        chosen = self.inputs.month if month is None or self.inputs.month_from == "option" else int(month)
+        if not 0 <= chosen <= 11:
+            raise InputError(f"month {chosen + 1}: must be 1 (January) to 12 (December)")
+        previous = self._gsd_m, self._month
+        self._gsd_m, self._month = gsd, chosen
+        try:
+            yield gsd, chosen
+        finally:
+            self._gsd_m, self._month = previous
 
     @property
     def blocks(self) -> nn.ModuleList:
@@ -200,8 +228,8 @@ class GalileoBackbone(BlockBackbone):
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
         batch = images.shape[0]
-        months = torch.full((batch, 1), self.inputs.month, dtype=torch.long, device=images.device)
-        tokens = self.encoder.embed(self.galileo_input(images), self.plan.groups, months, self.patch_size, self.inputs.gsd_m)
+        months = torch.full((batch, 1), self._month, dtype=torch.long, device=images.device)
+        tokens = self.encoder.embed(self.galileo_input(images), self.plan.groups, months, self.patch_size, self._gsd_m)
         _, rows, cols, _, groups, dim = tokens.shape
         return tokens.reshape(batch, rows * cols * groups, dim), TokenLayout((rows, cols), 0, groups=groups)
 
@@ -260,7 +288,12 @@ def resolve_galileo_inputs(
     else:
         gsd = 10.0
         warnings.append("the images carry no georeferencing: Galileo's positions assume 10 m pixels")
-    month = options.month if options.month is not None else (Counter(months).most_common(1)[0][0] if months else DEFAULT_MONTH)
+    if options.month is not None:
+        month, month_from = options.month, "option"
+    elif months:
+        month, month_from = Counter(months).most_common(1)[0][0], "imagery"
+    else:
+        month, month_from = DEFAULT_MONTH, "default"
     normalize = options.normalize
     if normalize == "auto":
         normalize = "pretrained" if looks_like_pretraining_data(stats.names, stats.mean, normalization) else "data"
@@ -273,5 +306,5 @@ def resolve_galileo_inputs(
                 "use --normalize data or leave those bands out with --bands"
             )
         stats = BandStats(tuple(stats.names), tuple(reference[0]), tuple(reference[1]))
-    inputs = GalileoInputs(options.patch_size or DEFAULT_PATCH_SIZE, gsd, month, normalize)
+    inputs = GalileoInputs(options.patch_size or DEFAULT_PATCH_SIZE, gsd, month, normalize, month_from)
     return inputs, stats, warnings

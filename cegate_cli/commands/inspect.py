@@ -16,6 +16,10 @@ from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenO
 from cegate_cli.errors import InputError
 KINDS = ("lora", "adapter", "earth")  # same order as cegate_cli.toolbox.KINDS, without importing torch
 
+_MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
+_PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
+                  "default": " and month where its tags give one"}
+
 
 def register(app: typer.Typer) -> None:
     @app.command(name="inspect")
@@ -97,9 +101,10 @@ def render_run(report: dict[str, Any]) -> None:
         groups = "; ".join(f"{g['group']} <- {', '.join(g['bands'])}" for g in galileo["groups"])
         stdout.print(escape(f"groups     {groups}"))
         stdout.print(
-            f"inputs     patch {galileo['patch_size']} px, {galileo['gsd_m']:.2f} m pixels, month {galileo['month'] + 1}, "
-            f"{galileo['normalize']} normalisation"
+            f"inputs     patch {galileo['patch_size']} px, {galileo['gsd_m']:.2f} m pixels, month {galileo['month'] + 1}"
+            f"{_MONTH_FROM.get(galileo.get('month_from', ''), '')}, {galileo['normalize']} normalisation"
         )
+        stdout.print(f"           predict feeds each scene its own pixel size{_PREDICT_MONTH.get(galileo.get('month_from', ''), ' and month')}")
     classes = report["classes"]
     swatches = "  ".join(
         f"[rgb({c['color'][0]},{c['color'][1]},{c['color'][2]})]■[/] {c['id']} {c['name']}" for c in classes["classes"]

@@ -12,9 +12,11 @@ The library prints nothing; the CLI passes a `BatchProgress` to draw its bars.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -184,11 +186,14 @@ def predict_many(
     vectors: VectorOptions = VectorOptions(),
     overwrite: bool = False,
     progress: BatchProgress | None = None,
+    scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> BatchSummary:
     """Predict (and vectorise) every input; failures are collected, not raised.
 
     `bands` is a fixed tuple of 1-based band indexes or a function giving them per file (e.g.
-    `lambda p: match_bands(choice, p)`, whose errors then fail only that file).
+    `lambda p: match_bands(choice, p)`, whose errors then fail only that file). `scene_context`,
+    when given, is entered around each scene's prediction (e.g. to feed a backbone the scene's
+    own pixel size and month); its errors, too, fail only that file.
     """
     progress = progress or BatchProgress()
     sources = [Path(p) for p in inputs]
@@ -199,7 +204,9 @@ def predict_many(
     summary = BatchSummary()
     for index, source in enumerate(sources):
         outputs = output_paths(source, out_dir, vector_format=vectors.fmt, confidence=options.confidence)
-        outcome = _one_file(model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress)
+        outcome = _one_file(
+            model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context
+        )
         summary.outcomes.append(outcome)
         progress.file_finished(outcome)
     return summary
@@ -218,6 +225,7 @@ def _one_file(
     vectors: VectorOptions,
     overwrite: bool,
     progress: BatchProgress,
+    scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> FileOutcome:
     need_predict = overwrite or not outputs.mask.exists() or (outputs.confidence is not None and not outputs.confidence.exists())
     need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
@@ -233,22 +241,23 @@ def _one_file(
         progress.file_started(source, index, total, tiles)
         if need_predict:
             band_indexes = bands(source) if callable(bands) else tuple(bands)
-            scene = predict_scene(
-                model,
-                source,
-                outputs.mask,
-                band_indexes=band_indexes,
-                stats=stats,
-                class_table=class_table,
-                tile=options.tile,
-                overlap=options.overlap,
-                batch_size=options.batch_size,
-                device=options.device,
-                confidence_path=outputs.confidence,
-                autocast_dtype=options.autocast_dtype,
-                progress=progress.tiles_done,
-                multiple_of=options.multiple_of,
-            )
+            with scene_context(source) if scene_context is not None else contextlib.nullcontext():
+                scene = predict_scene(
+                    model,
+                    source,
+                    outputs.mask,
+                    band_indexes=band_indexes,
+                    stats=stats,
+                    class_table=class_table,
+                    tile=options.tile,
+                    overlap=options.overlap,
+                    batch_size=options.batch_size,
+                    device=options.device,
+                    confidence_path=outputs.confidence,
+                    autocast_dtype=options.autocast_dtype,
+                    progress=progress.tiles_done,
+                    multiple_of=options.multiple_of,
+                )
         if need_vector and (scene is None or scene.crs is not None):
             assert outputs.vector is not None and vectors.fmt is not None
             vector = vectorize_mask(
