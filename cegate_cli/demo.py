@@ -31,6 +31,9 @@ class DemoOptions:
     overwrite: bool = False
     device: str = "auto"
     source_only: bool = False
+    backbone: str = "tiny"
+    """The backbone adapted; the scenes are 4-band reflectance (blue, green, red, nir, x 10,000)
+    at 10 m (source) and 15 m (target), so Galileo reads them as it reads Sentinel-2."""
 
 
 @dataclass
@@ -75,7 +78,7 @@ def run_demo(
     data = make_demo_dataset(root / "data", size=options.scene_size, seed=options.seed)
     adapted = adapt(
         AdaptOptions(
-            source=data.source_dir, out=root / "run", backbone="tiny", train=demo_train_config(options), overwrite=True,
+            source=data.source_dir, out=root / "run", backbone=options.backbone, train=demo_train_config(options), overwrite=True,
             target=None if options.source_only else data.target_dir,
         ),
         reporter,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,6 +24,9 @@ def register(app: typer.Typer) -> None:
         source_only: Annotated[
             bool, typer.Option("--source-only", help="Train on the labeled source alone (no adaptation to the target): shows what the shift costs.")
         ] = False,
+        backbone: Annotated[
+            Optional[str], typer.Option("--backbone", help="Backbone to adapt (offline ones: tiny, galileo-nano).", show_default=False)
+        ] = None,
     ) -> None:
         """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
         from cegate_cli.commands.train_progress import RichTrainReporter
@@ -33,7 +37,10 @@ def register(app: typer.Typer) -> None:
         reporter = RichTrainReporter()
         try:
             with make_progress() as progress:
-                result = run_demo(DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only), reporter, progress)
+                options = DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only)
+                if backbone is not None:
+                    options = replace(options, backbone=backbone)
+                result = run_demo(options, reporter, progress)
         finally:
             reporter.finish()
         data, run = result.data, result.adapted
