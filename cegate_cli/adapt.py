@@ -34,6 +34,7 @@ from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.backbone.pretrained import PretrainedGalileo
 from cegate_cli.bands import bands_for_images
 from cegate_cli.classes import MAX_IGNORE_INDEX
+from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
@@ -169,6 +170,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
     contents = check_image_contents(folder.images, per_image, config.crop, options.source)
     found = list(contents.warnings)
+    found += coverage_warnings(class_coverage(table, folder.label_counts, folder.label_images), len(folder.pairs))
     if target is not None:
         target, target_warnings = _usable_target(target, config.crop)
         found += target_warnings
@@ -253,6 +255,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "val_images": [str(p.image) for p in val_pairs],
             "warnings": warnings,
             "label_pixels": {str(k): int(v) for k, v in sorted(folder.label_counts.items())},
+            "label_images": {str(k): int(v) for k, v in sorted(folder.label_images.items())},
             "class_weights": None if loss_weights is None else [round(float(w), 4) for w in loss_weights],
         },
     )

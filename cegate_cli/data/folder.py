@@ -66,6 +66,8 @@ class LabeledFolder:
     """The classes.yaml used; None when classes were taken from the mask values."""
     label_counts: dict[int, int] = field(default_factory=dict)
     """Pixels per mask value over all masks (ignore index included), for class balance reports."""
+    label_images: dict[int, int] = field(default_factory=dict)
+    """How many masks hold each value: a class in one image is a class seen in one place."""
 
     @property
     def images(self) -> tuple[Path, ...]:
@@ -175,6 +177,7 @@ def discover_labeled(
             checked.append(result)
 
     label_counts: Counter[int] = Counter()
+    label_images: Counter[int] = Counter()
     pairs: list[ImagePair] = []
     nodata_dropped: dict[int, list[str]] = {}
     for pair, counts in checked:
@@ -191,6 +194,7 @@ def discover_labeled(
         for value, n in counts.items():
             pair_labels[ignore if value == pair.mask_nodata else value] += n
         label_counts.update(pair_labels)
+        label_images.update(value for value, n in pair_labels.items() if n)
         bad = sorted(v for v in pair_labels if v != ignore and (v not in explicit.ids if explicit else not 0 <= v <= 254))
         if bad:
             expected = f"the classes in {table_path.name} {list(explicit.ids)}" if explicit else "class ids 0-254"
@@ -237,6 +241,7 @@ def discover_labeled(
         warnings=warnings,
         classes_file=table_path if explicit is not None else None,
         label_counts=dict(sorted(label_counts.items())),
+        label_images=dict(sorted(label_images.items())),
     )
 
 
