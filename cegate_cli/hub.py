@@ -41,6 +41,7 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 
+from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS, TINY_WEIGHTS
 from cegate_cli.errors import (
     BackboneNotFoundError,
     CegateError,
@@ -272,8 +273,6 @@ def _offline_mode() -> bool:
 
 
 def _embedded_source() -> BackboneSource:
-    from cegate_cli.backbone.tiny import TINY_WEIGHTS
-
     weights = TINY_WEIGHTS if TINY_WEIGHTS.is_file() else None
     return BackboneSource(
         spec=EMBEDDED_SPEC,
@@ -289,8 +288,6 @@ def _embedded_source() -> BackboneSource:
 
 def _embedded_galileo_source() -> BackboneSource:
     """Galileo-nano as shipped in the package (the authors' weights converted to safetensors)."""
-    from cegate_cli.backbone.galileo import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
-
     return BackboneSource(
         spec=GALILEO_NANO_SPEC,
         kind="galileo",

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.load import pickle_loading_is_safe, read_weights
+from cegate_cli.backbone.weights_io import pickle_loading_is_safe, read_weights
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, build_tiny_vit, tiny_vit_args
 from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
 from cegate_cli.errors import InputError

@@ -13,7 +13,8 @@ import torch
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli.backbone.galileo import GALILEO_NANO_WEIGHTS, SPACE_TIME_BANDS
+from cegate_cli.backbone.galileo import SPACE_TIME_BANDS
+from cegate_cli.embedded import GALILEO_NANO_WEIGHTS
 from cegate_cli.backbone.galileo_backbone import (
     GalileoBackbone,
     GalileoInputs,

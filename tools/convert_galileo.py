@@ -30,7 +30,7 @@ from cegate_cli.backbone.galileo import (
     PretrainedNormalization,
     galileo_state_dict,
 )
-from cegate_cli.backbone.load import load_state_strict
+from cegate_cli.backbone.weights_io import load_state_strict
 
 FORMAT = "cegate-galileo/1"
 SOURCE_REPOSITORY = "https://github.com/nasaharvest/galileo"

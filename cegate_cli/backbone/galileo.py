@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cegate_cli.backbone.weights_io import load_state_strict, read_weights
+from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
 from cegate_cli.errors import InputError
 
 SPACE_TIME_BANDS: tuple[str, ...] = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")
@@ -45,9 +47,6 @@ GROUPS: dict[str, tuple[int, ...]] = {
     "NDVI": (12,),
 }
 BASE_GSD_M = 10.0  # the resolution at which a position step is one patch of one pixel
-_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-GALILEO_NANO_WEIGHTS = _WEIGHTS_DIR / "galileo-nano.safetensors"
-GALILEO_NANO_CONFIG = _WEIGHTS_DIR / "galileo-nano.json"
 
 # Modalities the checkpoints carry but cegate never feeds: group -> input channels.
 _SPACE_GROUPS = {"SRTM": 2, "DW": 9, "WC": 5}
@@ -377,16 +376,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def galileo_state_dict(weights_path: Path | str) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors (safetensors, or a tensors-only pickle), ".backbone" removed from names as the authors do."""
-    from cegate_cli.backbone.load import read_weights
-
     state = read_weights(Path(weights_path))
     return {key.replace(".backbone", ""): value for key, value in state.items()}
 
 
 def load_galileo(weights_path: Path | str = GALILEO_NANO_WEIGHTS, config_path: Path | str = GALILEO_NANO_CONFIG) -> GalileoEncoder:
     """A GalileoEncoder with every tensor of `weights_path`; any key mismatch is an InputError naming the file."""
-    from cegate_cli.backbone.load import load_state_strict
-
     config = GalileoConfig.from_authors_config(_read_json(Path(config_path)), str(config_path))
     encoder = GalileoEncoder(config)
     load_state_strict(encoder, galileo_state_dict(weights_path), weights_path, "galileo")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.load import load_state_strict
+from cegate_cli.backbone.weights_io import load_state_strict
 from cegate_cli.backbone.pretrained import PretrainedViT
 from cegate_cli.errors import InputError
 

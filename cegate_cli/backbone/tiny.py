@@ -13,11 +13,11 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.embedded import TINY_WEIGHTS
 
 TINY_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir")
 TINY_ARCHITECTURE = "cegate_tiny_vit_patch8"
 TINY_INIT_SEED = 20240607
-TINY_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "tiny.safetensors"
 
 
 def tiny_vit_args() -> dict[str, object]:
