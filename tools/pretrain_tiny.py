@@ -1,6 +1,6 @@
 """Pretrain the embedded `tiny` backbone on generated multi-domain scenes.
 
-    python -m cegate_cli.backbone.pretrain_tiny --out cegate_cli/weights/tiny.safetensors --seed 0
+    python tools/pretrain_tiny.py --out cegate_cli/weights/tiny.safetensors --seed 0
 
 Why this exists: `cegate demo`, the tests and the benchmarks must run offline, so the package
 ships a small ViT. With random weights its features say nothing about the image; this script
@@ -517,7 +517,7 @@ def record(config: PretrainConfig, result: PretrainResult, weights: Path, argv: 
         },
         "final_losses": result.losses,
         "loss_history": result.history,
-        "command": "python -m cegate_cli.backbone.pretrain_tiny " + " ".join(argv),
+        "command": "python tools/pretrain_tiny.py " + " ".join(argv),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round(result.seconds, 1),
         "threads": config.threads,
@@ -540,7 +540,7 @@ def _cpu_name() -> str:
 
 def parse_args(argv: Sequence[str]) -> tuple[Path, PretrainConfig, int]:
     defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m cegate_cli.backbone.pretrain_tiny", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python tools/pretrain_tiny.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors); the record goes beside it as .json")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--steps", type=int, default=defaults.steps)
