@@ -10,7 +10,7 @@ Rules the callers follow:
 - rank 0 alone writes shared files (`on_main`), everyone else waits for its result or its error,
   so a user error (an existing output folder) stops every rank with the same message instead of
   leaving the others hanging in a collective;
-- decisions every rank must share (the Fisher selection) are computed from all-reduced numbers
+- decisions every rank must share (e.g. the Fisher selection, pooled in train/ddp.py) are computed from all-reduced numbers
   and then checked (`check_agreement`), because silently diverging ranks would train garbage.
 """
 
@@ -29,7 +29,6 @@ import torch
 import torch.distributed as dist
 
 from cegate_cli.errors import CegateError, InputError
-from cegate_cli.fisher import FisherScores, normalize_within_kind
 
 T = TypeVar("T")
 
@@ -222,26 +221,6 @@ def shard(items: Sequence[T]) -> list[T]:
     """This rank's share of `items`: every world.size-th item starting at its rank (whole items)."""
     current = world()
     return list(items[current.rank :: current.size])
-
-
-# -- Fisher scores ----------------------------------------------------------------------------
-def reduce_fisher(scores: FisherScores) -> FisherScores:
-    """Fisher scores over every rank's samples: the pooled mean, then normalised within kinds.
-
-    Each rank scored its own crops; the raw score is a mean of squared gradients, so the pooled
-    score weights each rank by its sample count (sum of sums / total samples), exactly what one
-    process scoring all those crops would get. The sum runs in float64 in one all-reduce whose
-    result is the same on every rank, so every rank then selects the same modules.
-    """
-    if not world().active:
-        return scores
-    keys = sorted(scores.raw)
-    check_agreement(keys, "the candidate modules")
-    packed = torch.tensor([scores.raw[key] * scores.samples for key in keys] + [float(scores.samples)], dtype=torch.float64)
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    total = float(packed[-1])
-    raw = {key: float(packed[i]) / total for i, key in enumerate(keys)}
-    return FisherScores(raw=raw, normalized=normalize_within_kind(raw), samples=int(total))
 
 
 # -- debugging a multi-process job -----------------------------------------------------------

@@ -32,7 +32,7 @@ from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.run import read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
-from cegate_cli.predict.batch import FileOutcome, _check_unique_stems, check_out_dir
+from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def predict_run(
         read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
     check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
-    _check_unique_stems(sources)  # over all scenes: two processes must never write the same file
+    check_unique_stems(sources)  # over all scenes: two processes must never write the same file
     loaded = loaded or load_for_inference(run_dir, options)
     share = distributed.shard(sources)
     local = _map_scenes(loaded, share, Path(out_dir), options, vectors, overwrite, progress)
@@ -174,7 +174,7 @@ def evaluate_run(
     table = loaded.manifest.classes
     folder = discover_labeled(Path(labeled_dir), ignore_index=table.ignore_index)
     images = [pair.image for pair in folder.pairs]
-    _check_unique_stems(images)
+    check_unique_stems(images)
     masks = {pair.image: pair.mask for pair in folder.pairs}
     with tempfile.TemporaryDirectory(prefix="cegate-eval-") as scratch:
         out_dir = keep_masks if keep_masks is not None else Path(scratch)

@@ -315,6 +315,3 @@ def check_unique_stems(sources: Sequence[Path]) -> None:
 def _message(source: Path, exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if str(source) in text or source.name in text else f"{source}: {text}"
-
-
-_check_unique_stems = check_unique_stems  # the name inference.py imported first

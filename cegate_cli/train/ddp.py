@@ -30,11 +30,12 @@ from itertools import chain
 from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cegate_cli.distributed import check_agreement, local_device, rank_log, reduce_fisher, world
-from cegate_cli.fisher import FisherScores, Selection
+from cegate_cli.distributed import check_agreement, local_device, rank_log, world
+from cegate_cli.fisher import FisherScores, Selection, normalize_within_kind
 from cegate_cli.train.reporter import SilentReporter
 
 TrainerT = TypeVar("TrainerT", bound=type)
@@ -47,6 +48,25 @@ _NO_BUFFER_SYNC = (
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     else {"broadcast_buffers": False}
 )
+
+
+def reduce_fisher(scores: FisherScores) -> FisherScores:
+    """Fisher scores over every rank's samples: the pooled mean, then normalised within kinds.
+
+    Each rank scored its own crops; the raw score is a mean of squared gradients, so the pooled
+    score weights each rank by its sample count (sum of sums / total samples), exactly what one
+    process scoring all those crops would get. The sum runs in float64 in one all-reduce whose
+    result is the same on every rank, so every rank then selects the same modules.
+    """
+    if not world().active:
+        return scores
+    keys = sorted(scores.raw)
+    check_agreement(keys, "the candidate modules")
+    packed = torch.tensor([scores.raw[key] * scores.samples for key in keys] + [float(scores.samples)], dtype=torch.float64)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    total = float(packed[-1])
+    raw = {key: float(packed[i]) / total for i, key in enumerate(keys)}
+    return FisherScores(raw=raw, normalized=normalize_within_kind(raw), samples=int(total))
 
 
 def wrap_trained_parts(model: nn.Module, trained: Iterable[nn.Parameter], device: torch.device) -> DistributedDataParallel:
