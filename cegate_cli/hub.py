@@ -14,47 +14,29 @@ All downloads go through `huggingface_hub.hf_hub_download`, so the cache is the 
 Hub tool shares (HF_HOME / HF_HUB_CACHE), HF_TOKEN and `hf auth login` work, and a file is never
 fetched twice. The result records the commit the files came from and the weights' sha256, so a
 run can say exactly which weights it adapted. Hub errors become one `CegateError` each, with what
-to do next (accept a licence, set a token, `cegate pull` while online).
+to do next (accept a licence, set a token, `cegate pull` while online): see hub_errors.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from huggingface_hub import HfApi, constants, hf_hub_download
-from huggingface_hub.utils import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
 from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS, TINY_WEIGHTS
-from cegate_cli.errors import (
-    BackboneNotFoundError,
-    CegateError,
-    HubAuthError,
-    HubConnectionError,
-    InputError,
-    OfflineNotCachedError,
-)
+from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
+from cegate_cli.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
 
 BackboneKind = Literal["timm", "prithvi", "embedded", "galileo"]
 KINDS_OF_BACKBONE: tuple[str, ...] = ("timm", "prithvi", "embedded", "galileo")
 
-HUB_PREFIX = "hf-hub:"
 EMBEDDED_SPEC = "tiny"
 GALILEO_NANO_SPEC = "galileo-nano"
 GALILEO_REPO = "nasaharvest/galileo"
@@ -102,24 +84,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SUBFOLDER = re.compile(r"^[\w.-]+(/[\w.-]+)*$")
 _TRUE_VALUES = {"1", "on", "yes", "true"}
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Network failures raised by the HTTP library huggingface_hub uses (httpx2/httpx now, requests before)."""
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module_name in ("httpx2", "httpx", "requests"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for attribute in ("TransportError", "ConnectionError", "Timeout"):
-            error_type = getattr(module, attribute, None)
-            if isinstance(error_type, type) and issubclass(error_type, BaseException):
-                found.append(error_type)
-    return tuple(found)
-
-
-_TRANSPORT_ERRORS = _transport_errors()
 
 
 # --------------------------------------------------------------------------------------- result
@@ -188,7 +152,7 @@ def resolve_backbone(
             return _embedded_source() if spec == EMBEDDED_SPEC else _embedded_galileo_source()
         return _local_source(spec, parsed)
     repo_id, repo_revision, alias, subfolder = parsed
-    request = _HubRequest(
+    request = HubRequest(
         spec=spec,
         repo_id=repo_id,
         subfolder=subfolder,
@@ -364,29 +328,7 @@ def _pick_prithvi_checkpoint(candidates: list[str], spec: str, where: str) -> st
 # ----------------------------------------------------------------------------------- Hub repos
 
 
-@dataclass(frozen=True)
-class _HubRequest:
-    spec: str
-    repo_id: str
-    revision: str | None
-    token: str | None
-    subfolder: str | None
-    offline: bool
-    cache_dir: str | None
-
-    def in_repo(self, filename: str) -> str:
-        """A file's path in the repo: inside the model's folder when there is one."""
-        return f"{self.subfolder}/{filename}" if self.subfolder else filename
-
-    @property
-    def shown(self) -> str:
-        """How the backbone is named in messages: the user's spec, plus the repo when it was an alias."""
-        if self.spec.startswith(HUB_PREFIX):
-            return f"'{self.spec}'"
-        return f"'{self.spec}' ({HUB_PREFIX}{self.repo_id})"
-
-
-def _hub_source(request: _HubRequest, alias: HubAlias | None) -> BackboneSource:
+def _hub_source(request: HubRequest, alias: HubAlias | None) -> BackboneSource:
     config_path = _download(request, request.in_repo(CONFIG_NAME), request.revision)
     snapshot = config_path.parent
     for _ in (request.subfolder or "").split("/") if request.subfolder else ():
@@ -412,7 +354,7 @@ def _hub_source(request: _HubRequest, alias: HubAlias | None) -> BackboneSource:
     )
 
 
-def _fetch(request: _HubRequest, filename: str, revision: str | None) -> Path:
+def _fetch(request: HubRequest, filename: str, revision: str | None) -> Path:
     """One file through the Hub cache; raises huggingface_hub's own exceptions."""
     return Path(
         hf_hub_download(
@@ -426,14 +368,14 @@ def _fetch(request: _HubRequest, filename: str, revision: str | None) -> Path:
     )
 
 
-def _download(request: _HubRequest, filename: str, revision: str | None) -> Path:
-    with _hub_errors(request, filename, revision):
+def _download(request: HubRequest, filename: str, revision: str | None) -> Path:
+    with hub_errors(request, filename, revision):
         return _fetch(request, filename, revision)
 
 
-def _download_first(request: _HubRequest, filenames: tuple[str, ...], revision: str | None) -> Path:
+def _download_first(request: HubRequest, filenames: tuple[str, ...], revision: str | None) -> Path:
     """The first of `filenames` the repo has; offline or unreachable, the first one in the cache."""
-    with _hub_errors(request, filenames[0], revision):
+    with hub_errors(request, filenames[0], revision):
         not_cached: LocalEntryNotFoundError | None = None
         for filename in filenames:
             try:
@@ -450,16 +392,16 @@ def _download_first(request: _HubRequest, filenames: tuple[str, ...], revision: 
         )
 
 
-def _prithvi_weight_name(request: _HubRequest, commit: str, snapshot: Path) -> str:
+def _prithvi_weight_name(request: HubRequest, commit: str, snapshot: Path) -> str:
     known = PRITHVI_WEIGHT_FILES.get(request.repo_id)
     if known is not None:
         return known
     if request.offline:
         names = sorted(p.name for p in snapshot.glob(f"*{PRITHVI_WEIGHT_SUFFIX}"))
         if not names:
-            raise _offline_error(request)
+            raise offline_error(request)
     else:
-        with _hub_errors(request, None, commit):
+        with hub_errors(request, None, commit):
             info = HfApi(token=request.token).model_info(request.repo_id, revision=commit, token=request.token)
         names = sorted(
             s.rfilename for s in (info.siblings or []) if "/" not in s.rfilename and s.rfilename.endswith(PRITHVI_WEIGHT_SUFFIX)
@@ -467,101 +409,12 @@ def _prithvi_weight_name(request: _HubRequest, commit: str, snapshot: Path) -> s
     return _pick_prithvi_checkpoint(names, request.spec, f"{HUB_PREFIX}{request.repo_id}@{commit}")
 
 
-def _commit_from_api(request: _HubRequest) -> str | None:
+def _commit_from_api(request: HubRequest) -> str | None:
     """The commit sha when the cache layout did not show it (it always does in the standard cache)."""
     if request.offline:
         return None
-    with _hub_errors(request, None, request.revision):
+    with hub_errors(request, None, request.revision):
         info = HfApi(token=request.token).model_info(request.repo_id, revision=request.revision, token=request.token)
     return info.sha
 
 
-# -------------------------------------------------------------------------------------- errors
-
-
-def _cache_location(request: _HubRequest) -> str:
-    return request.cache_dir or str(getattr(constants, "HF_HUB_CACHE", "the Hugging Face cache"))
-
-
-def _offline_error(request: _HubRequest) -> OfflineNotCachedError:
-    return OfflineNotCachedError(
-        f"backbone {request.shown} is not in the local Hub cache ({_cache_location(request)}) and offline mode is on "
-        f"(HF_HUB_OFFLINE). Run 'cegate pull {request.spec}' once while online, or unset HF_HUB_OFFLINE"
-    )
-
-
-def _auth_error(request: _HubRequest, status: int | None) -> HubAuthError:
-    answer = f"HTTP {status}" if status else "refused"
-    return HubAuthError(
-        f"the Hub refused access to backbone {request.shown} ({answer}): it is gated or private, or the token "
-        "is not valid. "
-        f"Accept its licence on https://huggingface.co/{request.repo_id} while logged in, then set HF_TOKEN "
-        "or run 'hf auth login' (older clients: 'huggingface-cli login'), or pass --token"
-    )
-
-
-def _connection_error(request: _HubRequest, detail: str) -> HubConnectionError:
-    endpoint = str(getattr(constants, "ENDPOINT", "https://huggingface.co"))
-    return HubConnectionError(
-        f"could not reach the Hub at {endpoint} for backbone {request.shown} ({detail}) and it is not in the "
-        f"local cache ({_cache_location(request)}). Check your connection or proxy and try again; "
-        f"'cegate pull {request.spec}' downloads it once for offline use"
-    )
-
-
-def _status_of(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-@contextmanager
-def _hub_errors(request: _HubRequest, filename: str | None, revision: str | None) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions into cegate's, each with the fix in its message."""
-    try:
-        yield
-    except CegateError:
-        raise
-    except GatedRepoError as exc:  # before RepositoryNotFoundError: it is a subclass
-        raise _auth_error(request, _status_of(exc)) from exc
-    except RepositoryNotFoundError as exc:
-        raise BackboneNotFoundError(
-            f"backbone {request.shown} not found on the Hub (check the name; private repos need HF_TOKEN)"
-        ) from exc
-    except RevisionNotFoundError as exc:
-        raise BackboneNotFoundError(
-            f"revision '{revision}' of backbone {request.shown} not found on the Hub; "
-            "give a branch, tag or commit sha that exists"
-        ) from exc
-    except LocalEntryNotFoundError as exc:  # before EntryNotFoundError: a subclass in some versions
-        if request.offline:
-            raise _offline_error(request) from exc
-        for cause in _causes(exc):
-            if isinstance(cause, GatedRepoError) or _status_of(cause) in (401, 403):
-                raise _auth_error(request, _status_of(cause)) from exc
-        detail = next((str(c).splitlines()[0] for c in _causes(exc) if isinstance(c, _TRANSPORT_ERRORS) and str(c)), "no answer")
-        raise _connection_error(request, detail) from exc
-    except EntryNotFoundError as exc:
-        raise BackboneNotFoundError(
-            f"backbone {request.shown} has no file '{filename}' at revision {revision or 'main'}"
-        ) from exc
-    except HFValidationError as exc:
-        raise InputError(f"'{request.repo_id}' is not a valid Hub repo name: {exc}") from exc
-    except HfHubHTTPError as exc:
-        status = _status_of(exc)
-        if status in (401, 403):
-            raise _auth_error(request, status) from exc
-        raise _connection_error(request, f"HTTP {status}" if status else str(exc).splitlines()[0]) from exc
-    except _TRANSPORT_ERRORS as exc:
-        if request.offline:
-            raise _offline_error(request) from exc
-        raise _connection_error(request, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
