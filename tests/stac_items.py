@@ -4,6 +4,7 @@ separate single-band asset, named by eo:bands (STAC 1.0 extension) or `bands` (S
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -75,8 +76,6 @@ class _RangeHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start + 1))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        import io
-
         return io.BytesIO(data[start : end + 1])
 
     def log_message(self, format, *args):  # type: ignore[no-untyped-def]  # quiet test output

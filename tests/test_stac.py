@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,10 @@ from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import DataError, DataFileNotFoundError
 from cegate_cli.run import read_manifest
 from cegate_cli.train.config import TrainConfig
-from stac_items import item_over_bands, serving
 
-pytest.importorskip("pystac")
+pytest.importorskip("pystac")  # a test dependency only: the items are built with it, cegate reads them without
+
+from stac_items import item_over_bands, serving  # noqa: E402
 
 TRAIN = TrainConfig(steps=4, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=4, fisher_samples=2, select="3", seed=0, device="cpu")
 PREDICT = ["--tile", "48", "--overlap", "8", "--device", "cpu"]
