@@ -60,6 +60,8 @@ class ReportOptions:
             raise InputError(f"--max-scenes {self.max_scenes}: must be at least 1")
         if not 32 <= self.preview_size <= 2048:
             raise InputError(f"--preview-size {self.preview_size}: choose 32 to 2048 pixels")
+        if self.masks is not None and not self.scenes:
+            raise InputError(f"--masks {self.masks}: name the scenes they belong to with --scenes")
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,13 @@ def write_report(run_dir: Path, out: Path | None = None, options: ReportOptions 
     """Build the page for `run_dir` and write it to `out` (default RUN/report.html) atomically."""
     options.check()
     out = Path(out) if out is not None else default_report_path(run_dir)
-    read_manifest(run_dir)  # a wrong run folder is named before anything else
+    classes = read_manifest(run_dir).classes  # a wrong run folder is named before anything else
     check_report_path(out, overwrite=overwrite)
-    evaluation = load_evaluation(options.evaluation, read_manifest(run_dir).classes) if options.evaluation else None
+    evaluation = load_evaluation(options.evaluation, classes) if options.evaluation else None
     scenes: list[ScenePreview] = []
-    if options.scenes:
+    if options.scenes:  # the slow part (the model, the scenes) comes after every cheap check
         chosen = choose_scenes(options.scenes, options.max_scenes)
-        scenes = scene_previews(run_dir, chosen, read_manifest(run_dir).classes, size=options.preview_size,
+        scenes = scene_previews(run_dir, chosen, classes, size=options.preview_size,
                                 masks=options.masks, map_options=options.map_options, progress=progress)
     page = build_page(run_dir, evaluation, scenes)
     with writing(out, "write the report"):

@@ -149,6 +149,8 @@ def test_report_refuses_what_it_cannot_use_in_one_line(trained, tmp_path: Path) 
         (["report", str(run), "-o", str(tmp_path / "b.html"), "--evaluation", str(wrong)], "are not this run's"),
         (["report", str(run), "-o", str(tmp_path)], "is a folder"),
         (["report", str(run), "-o", str(tmp_path / "c.html"), "--max-scenes", "0"], "--max-scenes"),
+        (["report", str(run), "-o", str(tmp_path / "d.html"), "--masks", str(tmp_path)], "--scenes"),
+        (["report", str(run), "-o", str(tmp_path / "e.html"), "--scenes", str(data.target_labels_dir), "--masks", str(tmp_path / "no")], "no such folder"),
     ]
     for args, expected in cases:
         result = runner.invoke(app, args)
