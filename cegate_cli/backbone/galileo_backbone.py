@@ -268,16 +268,14 @@ def resolve_galileo_inputs(
     import statistics
     from collections import Counter
 
-    import rasterio
-
-    from cegate_cli.data.raster import acquisition_month, ground_sample_distance
+    from cegate_cli.data.raster import acquisition_month, ground_sample_distance, open_quietly
     from cegate_cli.data.stats import BandStats
 
     options.check()
     warnings: list[str] = []
     sizes, months = [], []
     for path in list(images)[:64]:
-        with rasterio.open(path) as ds:
+        with open_quietly(path) as ds:  # a STAC item opens as its bands (data/stac.py)
             size, month = ground_sample_distance(ds), acquisition_month(ds)
         if size is not None:
             sizes.append(size)

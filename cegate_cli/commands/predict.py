@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
     @app.command(name="predict")
     def predict_command(
         run: RunArg,
-        inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files, folders or glob patterns.", show_default=False)],
+        inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files, STAC item .json files, folders or glob patterns.", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)],
         tile: TileOpt = 512,
         overlap: OverlapOpt = 64,

@@ -29,6 +29,7 @@ from cegate_cli.data.raster import (
     not_a_file_reason,
     open_raster,
 )
+from cegate_cli.data.stac import is_item_name, item_files, looks_like_item, scene_name
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 CLASSES_FILE = "classes.yaml"
@@ -80,6 +81,12 @@ def _tiffs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_tiff_name(p))
 
 
+def _scenes(folder: Path) -> list[Path]:
+    """The images of `folder`: its .tif/.tiff names (see `_tiffs`) and its STAC item .json files
+    (data/stac.py; other JSON files are not images)."""
+    return sorted(_tiffs(folder) + item_files(folder))
+
+
 def _open_problem(path: Path, exc: DataError) -> str:
     """The reason of an `open_raster` error without the path it starts with (the caller names it)."""
     text = str(exc)
@@ -90,12 +97,14 @@ def _open_problem(path: Path, exc: DataError) -> str:
 
 
 def _by_stem(files: list[Path], root: Path, problems: list[str]) -> dict[str, Path]:
+    """Files by the name that pairs them: the stem, or a STAC item's id (masks/<id>.tif)."""
     found: dict[str, Path] = {}
     for path in files:
-        if path.stem in found:
-            problems.append(f"{_rel(path, root)}: same name as {_rel(found[path.stem], root)}; keep one of them")
+        stem = scene_name(path)
+        if stem in found:
+            problems.append(f"{_rel(path, root)}: same name as {_rel(found[stem], root)}; keep one of them")
             continue
-        found[path.stem] = path
+        found[stem] = path
     return found
 
 
@@ -107,8 +116,11 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def discover_images(root: Path) -> tuple[Path, ...]:
-    """The GeoTIFFs of an unlabeled folder (`root/*.tif` or `root/images/*.tif`), or one file."""
+    """The GeoTIFFs and STAC items of an unlabeled folder (`root/*.tif` or `root/images/*.tif`,
+    and *.json items), or one file."""
     root = Path(root)
+    if is_item_name(root) and looks_like_item(root):
+        return (root,)
     if not root.is_dir():
         reason = not_a_file_reason(root)
         if reason is not None and (reason.startswith("no such file") or not is_tiff_name(root)):
@@ -119,11 +131,11 @@ def discover_images(root: Path) -> tuple[Path, ...]:
             raise DataFileNotFoundError(f"{root}: not a GeoTIFF (.tif or .tiff)")
         return (root,)
     images_dir = root / "images"
-    files = _tiffs(images_dir) if images_dir.is_dir() else []
+    files = _scenes(images_dir) if images_dir.is_dir() else []
     if not files:
-        files = _tiffs(root)
+        files = _scenes(root)
     if not files:
-        raise DataFileNotFoundError(f"{root}: no .tif or .tiff files in it or in {images_dir}")
+        raise DataFileNotFoundError(f"{root}: no .tif or .tiff files or STAC item .json files in it or in {images_dir}")
     unusable = [f"{path}: {reason}" for path in files if (reason := not_a_file_reason(path)) is not None]
     if unusable:
         raise DataError(f"{len(unusable)} of {len(files)} image(s) in {root} are not files:\n" + "\n".join(f"  - {u}" for u in unusable))
@@ -152,10 +164,10 @@ def discover_labeled(
                 f"{root}: no {sub.name}/ folder; a labeled folder holds images/ and masks/ with the same file names"
             )
     problems: list[str] = []
-    images = _by_stem(_tiffs(images_dir), root, problems)
+    images = _by_stem(_scenes(images_dir), root, problems)
     masks = _by_stem(_tiffs(masks_dir), root, problems)
     if not images:
-        raise DataFileNotFoundError(f"{images_dir}: no .tif or .tiff files")
+        raise DataFileNotFoundError(f"{images_dir}: no .tif or .tiff files or STAC item .json files")
     for stem in sorted(set(images) - set(masks)):
         reason = not_a_file_reason(images[stem])
         problems.append(f"{_rel(images[stem], root)}: {reason or f'no mask (expected masks/{stem}.tif)'}")

@@ -29,6 +29,7 @@ from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, Raster
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from cegate_cli.data import stac
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -82,7 +83,7 @@ def not_a_file_reason(path: Path) -> str | None:
 
 
 _DRIVER_WORDS = {"PNG": "a PNG image", "JPEG": "a JPEG image", "GIF": "a GIF image", "BMP": "a BMP image", "WEBP": "a WebP image"}
-READABLE_DRIVERS = ("GTiff", "COG")
+READABLE_DRIVERS = ("GTiff", "COG", "VRT")  # VRT: what a STAC item opens as (data/stac.py)
 
 
 def check_geotiff(ds: Any, path: Path) -> None:
@@ -105,7 +106,11 @@ def open_quietly(path: Path) -> Any:
 
     NotGeoreferencedWarning is about a file without a CRS or transform; where that matters
     (predicting a scene, pairing a mask) cegate says so in its own words, once per file.
+    A STAC item JSON opens as the stack of its band assets (data/stac.py), so every reader of
+    scenes takes items as they are.
     """
+    if stac.is_item_name(path):
+        return stac.open_item(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return rasterio.open(path)
@@ -119,6 +124,8 @@ def open_raster(path: Path) -> Any:
         raise error(f"{path}: {reason}")
     try:
         ds = open_quietly(path)
+    except (DataError, DataFileNotFoundError):
+        raise  # a STAC item's own message (data/stac.py) already names the item and the asset
     except (RasterioError, OSError) as exc:
         raise DataError(f"{path}: cannot read raster ({exc})") from exc
     try:

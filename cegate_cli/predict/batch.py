@@ -28,6 +28,7 @@ from cegate_cli.atomic import sweep_stale_temporaries
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.raster import not_a_file_reason, open_quietly
+from cegate_cli.data.stac import looks_like_item, scene_name
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
@@ -119,7 +120,8 @@ class BatchProgress:
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (their *.tif/*.tiff, not recursive) and glob patterns -> sorted unique files.
+    """Files, folders (their *.tif/*.tiff and STAC item *.json, not recursive) and glob patterns
+    -> sorted unique files.
 
     Our own outputs (*.mask.tif, *.confidence.tif) found in folders or globs are left out, so an
     output folder inside the input folder is harmless. A file named explicitly is always kept.
@@ -134,11 +136,11 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         elif path.is_dir():
             matches = sorted(p for p in path.iterdir() if _is_scene(p) and not _is_unlisted_dir(p))
             if not matches:
-                raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes")
+                raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes or STAC item .json files")
         elif any(char in str(entry) for char in "*?["):
             matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if _is_scene(Path(p)) and not _is_unlisted_dir(Path(p)))
             if not matches:
-                raise DataFileNotFoundError(f"{entry}: pattern matches no .tif/.tiff scenes")
+                raise DataFileNotFoundError(f"{entry}: pattern matches no .tif/.tiff scenes or STAC item .json files")
         elif os.path.lexists(path):
             # A FIFO, a socket or a broken or looping symlink: say what it is, not "no such file".
             raise DataError(f"{entry}: {not_a_file_reason(path) or 'cannot be read'}")
@@ -153,6 +155,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 def _is_scene(path: Path) -> bool:
     name = path.name.lower()
+    if looks_like_item(path):
+        return True
     return name.endswith(RASTER_SUFFIXES) and not any(name.endswith(m + s) for m in OUTPUT_MARKERS for s in RASTER_SUFFIXES)
 
 
@@ -164,8 +168,9 @@ def _is_unlisted_dir(path: Path) -> bool:
 
 
 def output_paths(source: Path, out_dir: Path, *, vector_format: str | None, confidence: bool) -> OutputPaths:
-    """OUT/<stem>.mask.tif, OUT/<stem>.geojson|.gpkg, OUT/<stem>.confidence.tif."""
-    stem = Path(source).stem
+    """OUT/<stem>.mask.tif, OUT/<stem>.geojson|.gpkg, OUT/<stem>.confidence.tif; a STAC item's
+    stem is its id."""
+    stem = scene_name(source)
     out_dir = Path(out_dir)
     return OutputPaths(
         mask=out_dir / f"{stem}.mask.tif",
@@ -304,10 +309,11 @@ def check_unique_stems(sources: Sequence[Path]) -> None:
     """Refuse inputs whose outputs would collide (same stem from two folders)."""
     seen: dict[str, Path] = {}
     for source in sources:
-        other = seen.setdefault(source.stem, source)
+        stem = scene_name(source)
+        other = seen.setdefault(stem, source)
         if other != source:
             raise InputError(
-                f"{other} and {source} would both write {source.stem}.mask.tif; "
+                f"{other} and {source} would both write {stem}.mask.tif; "
                 "predict them into different output folders or rename one"
             )
 
