@@ -163,3 +163,27 @@ def write_text_atomic(final: str | os.PathLike[str], text: str) -> None:
 def write_json_atomic(final: str | os.PathLike[str], data: Any) -> None:
     """Write `data` as indented JSON to `final` atomically."""
     write_text_atomic(final, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def scratch_path(beside: str | os.PathLike[str], suffix: str) -> Iterator[Path]:
+    """Yield a temporary path beside `beside` for a file needed only while another is made from it.
+
+    A raster streamed strip by strip, for instance, before GDAL copies it into its final layout.
+    The file (and any GDAL sidecar of it: .aux.xml, .ovr) is removed when the block ends, however
+    it ends. It is named like `atomic_path`'s temporaries, so one left by a killed process is
+    swept the same way, and it lies in the same folder, whose disk the final file needs anyway.
+    """
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temporaries(beside.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{beside.name}.tmp-{os.getpid()}@{_HOST}-", suffix=suffix, dir=beside.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # GDAL creates the file itself
+    try:
+        yield tmp
+    finally:
+        for leftover in (tmp, Path(f"{tmp}.aux.xml"), Path(f"{tmp}.ovr")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()

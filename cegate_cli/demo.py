@@ -86,7 +86,7 @@ def run_demo(
     map_options = MapOptions(tile=256, overlap=32, batch_size=4, device=options.device)
     predictions = predict_run(
         adapted.run_dir, [data.target_dir / "images"], root / "predictions", options=map_options,
-        vectors=VectorOptions(fmt="geojson", min_area_m2=2000.0), overwrite=True, progress=progress,
+        vectors=VectorOptions(fmt="geojson"), overwrite=True, progress=progress,
     )
     evaluation, _ = evaluate_run(adapted.run_dir, data.target_labels_dir, options=map_options)
     return DemoResult(data, adapted, predictions, evaluation)

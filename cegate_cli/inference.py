@@ -44,6 +44,7 @@ class MapOptions:
     batch_size: int = 4
     device: str = "auto"
     confidence: bool = False
+    probabilities: bool = False
     weights: str = "best"
     offline: bool | None = None
     token: str | None = None
@@ -66,6 +67,7 @@ def _predict_options(loaded: LoadedRun, options: MapOptions) -> PredictOptions:
         device=loaded.device,
         autocast_dtype=torch.bfloat16 if loaded.device.type == "cuda" else None,
         confidence=options.confidence,
+        probabilities=options.probabilities,
     )
 
 

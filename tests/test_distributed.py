@@ -300,7 +300,8 @@ def test_two_rank_predict_writes_each_of_four_scenes_once_and_a_failure_fails_ev
     written = [Path(p).name for rank in (0, 1) for e in events[rank] if e["status"] == "done" for p in e["outputs"]]
     expected = [f"scene_{i}{suffix}" for i in range(4) for suffix in (".mask.tif", ".geojson")]
     assert sorted(written) == sorted(expected)  # every output by exactly one rank
-    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    legends = [f"scene_{i}{suffix}" for i in range(4) for suffix in (".mask.qml", ".mask.tif.aux.xml")]  # beside each mask
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + legends)
     # Rank 0 prints the summary of both ranks' scenes, once, in input order.
     lines = [line for line in result.stdout.splitlines() if ".mask.tif" in line]
     assert [Path(line.split()[0]).name for line in lines] == [f"scene_{i}.mask.tif" for i in range(4)]

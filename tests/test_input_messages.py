@@ -207,7 +207,7 @@ def test_predict_without_crs_lists_only_what_it_wrote_and_a_rerun_skips(tmp_path
         again = _predict([plain], tmp_path / "out")
     assert not again.failed and len(again.skipped) == 1
     assert "--overwrite" in again.skipped[0].message
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["plain.mask.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["plain.mask.qml", "plain.mask.tif", "plain.mask.tif.aux.xml"]
 
 
 def test_no_raw_rasterio_warnings_when_training_reads_odd_files(tmp_path: Path) -> None:

@@ -75,7 +75,8 @@ def test_a_corrupt_file_fails_alone_with_a_clear_message(tmp_path):
         assert outcome.source.name in outcome.message
         assert "corrupt" in outcome.message or "cannot be read" in outcome.message
     produced = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert produced == ["a.geojson", "a.mask.tif", "c.geojson", "c.mask.tif"]  # nothing, not even a temp, for b and d
+    expected = [f"{stem}{suffix}" for stem in "ac" for suffix in (".geojson", ".mask.qml", ".mask.tif", ".mask.tif.aux.xml")]
+    assert produced == expected  # nothing, not even a temp, for b and d
     assert len(gpd.read_file(tmp_path / "out" / "a.geojson")) > 0
     assert all(o.scene is not None and o.scene.mask_path.exists() for o in summary.done)
     assert good
@@ -139,7 +140,7 @@ def test_band_lookup_failure_fails_only_that_file_and_progress_is_reported(tmp_p
     assert starts[0][1:4] == ("a.tif", 0, 2) and starts[0][4] == summary.done[0].scene.tiles
     assert sum(e[1] for e in recorder.events if e[0] == "tiles") == summary.done[0].scene.tiles
     assert [e for e in recorder.events if e[0] == "end"] == [("end", "a.tif", "done"), ("end", "b.tif", "failed")]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mask.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mask.qml", "a.mask.tif", "a.mask.tif.aux.xml"]
 
 
 def test_scene_without_crs_gets_a_mask_but_no_polygons(tmp_path):

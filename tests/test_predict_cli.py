@@ -64,6 +64,26 @@ def test_one_bad_scene_fails_alone(trained, tmp_path: Path) -> None:
     assert not (tmp_path / "o" / "broken.mask.tif").exists()
 
 
+def test_predict_probabilities_and_the_documented_min_area_default(trained, tmp_path: Path) -> None:
+    from cegate_cli.vector_options import VectorOptions
+
+    data, run = trained
+    scene = sorted((data.target_dir / "images").glob("*.tif"))[0]
+    out = tmp_path / "o"
+    args = ["predict", str(run), str(scene), "-o", str(out), "--tile", "48", "--overlap", "8", "--vector", "gpkg", "--probabilities"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    probabilities = out / f"{scene.stem}.probabilities.tif"
+    assert str(probabilities) in result.stdout
+    with rasterio.open(probabilities) as bands, rasterio.open(out / f"{scene.stem}.mask.tif") as mask:
+        assert bands.descriptions == ("water", "vegetation", "built-up", "bare soil")
+        assert bands.transform == mask.transform and bands.nodata == 255
+        assert (bands.read()[:, mask.read(1) == 255] == 255).all()
+    assert (out / f"{scene.stem}.mask.qml").is_file() and (out / f"{scene.stem}.mask.tif.aux.xml").is_file()
+    help_text = " ".join(CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert f"[default: {VectorOptions().min_area_m2}]" in help_text
+
+
 def test_evaluate_prints_per_class_iou_and_json(trained) -> None:
     data, run = trained
     runner = CliRunner()
@@ -93,3 +113,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert manifest["mode"] == "source+target"
     assert manifest["adaptation"]["target"] == str((tmp_path / "demo" / "data" / "target").resolve())
     assert "labeled source + unlabeled target" in result.output
+    # The demo's polygons follow predict's default minimum area (one default, VectorOptions).
+    from cegate_cli.predict import VectorOptions, vectorize_mask
+    from cegate_cli.run import read_manifest
+
+    mask = sorted((tmp_path / "demo" / "predictions").glob("*.mask.tif"))[0]
+    shown = json.loads(mask.with_name(mask.name.replace(".mask.tif", ".geojson")).read_text())["features"]
+    classes = read_manifest(tmp_path / "demo" / "run").classes
+    again = vectorize_mask(mask, tmp_path / "again.geojson", class_table=classes, min_area_m2=VectorOptions().min_area_m2)
+    assert len(shown) == again.features

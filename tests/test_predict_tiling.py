@@ -84,7 +84,7 @@ def _run_blender(height: int, width: int) -> tuple[int, np.ndarray]:
     plan = plan_tiles(height, width, tile=64, overlap=16)
     written = np.full((height, width), 77, dtype=np.uint8)
 
-    def sink(row, ids, confidence):
+    def sink(row, ids, confidence, probabilities):
         assert row % 128 == 0
         written[row : row + ids.shape[0]] = ids
 

@@ -201,4 +201,5 @@ def test_item_problems_name_the_file_and_what_to_do(tmp_path: Path, data, run: P
     result = CliRunner().invoke(app, ["predict", str(run), str(folder), str(missing), "-o", str(tmp_path / "out"), *PREDICT, "--vector", "none"])
     assert result.exit_code == 1
     assert "1 done, 0 skipped, 1 failed" in result.output and "missing.json: asset 'red'" in result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{read_item(targets[0]).id}.mask.tif"]
+    stem = read_item(targets[0]).id
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{stem}.mask.qml", f"{stem}.mask.tif", f"{stem}.mask.tif.aux.xml"]

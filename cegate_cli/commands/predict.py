@@ -12,6 +12,7 @@ from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.map_progress import make_progress
 from cegate_cli.commands.options import DeviceOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
+from cegate_cli.vector_options import VectorOptions
 
 TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (rounded up to the patch size).")]
 OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
@@ -37,9 +38,20 @@ def register(app: typer.Typer) -> None:
         overlap: OverlapOpt = 64,
         batch_size: BatchOpt = 4,
         vector: Annotated[str, typer.Option("--vector", help="Polygons: geojson (EPSG:4326), gpkg (native CRS) or none.")] = "geojson",
-        min_area: Annotated[float, typer.Option("--min-area", help="Drop regions smaller than this many square metres.")] = 0.0,
+        min_area: Annotated[
+            float,
+            typer.Option(
+                "--min-area",
+                help="Merge regions smaller than this many square metres into their neighbours before making polygons "
+                "(0 keeps all). The default removes speckle on sub-metre imagery and nothing at 3.2 m pixels or coarser.",
+            ),
+        ] = VectorOptions.min_area_m2,
         simplify: Annotated[float, typer.Option("--simplify", help="Simplify polygon outlines by this many metres.")] = 0.0,
         confidence: Annotated[bool, typer.Option("--confidence", help="Also write <stem>.confidence.tif (max probability).")] = False,
+        probabilities: Annotated[
+            bool,
+            typer.Option("--probabilities", help="Also write <stem>.probabilities.tif: one band per class (named after it), probability in percent."),
+        ] = False,
         weights: WeightsOpt = "best",
         device: DeviceOpt = "auto",
         offline: OfflineOpt = False,
@@ -49,7 +61,6 @@ def register(app: typer.Typer) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
         from cegate_cli.distributed import is_main
         from cegate_cli.inference import MapOptions, predict_run
-        from cegate_cli.predict import VectorOptions
 
         if vector not in ("geojson", "gpkg", "none"):
             raise InputError(f"--vector {vector!r}: choose geojson, gpkg or none")
@@ -58,7 +69,7 @@ def register(app: typer.Typer) -> None:
         if tile < 1 or overlap < 0 or overlap >= tile or batch_size < 1 or min_area < 0 or simplify < 0:
             raise InputError("need --tile > --overlap >= 0, --batch-size >= 1, --min-area >= 0 and --simplify >= 0")
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
-                             weights=weights, offline=offline_flag(offline), token=token)
+                             probabilities=probabilities, weights=weights, offline=offline_flag(offline), token=token)
         vectors = VectorOptions(fmt=None if vector == "none" else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
         with main_progress() as progress:
             summary = predict_run(run, inputs, out, options=options, vectors=vectors, overwrite=overwrite, progress=progress)

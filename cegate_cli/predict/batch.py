@@ -31,10 +31,12 @@ from cegate_cli.data.raster import not_a_file_reason, open_quietly
 from cegate_cli.data.stac import looks_like_item, scene_name
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
+from cegate_cli.predict.legend import legend_paths, write_legend
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
+from cegate_cli.vector_options import VectorOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff")
-OUTPUT_MARKERS = (".mask", ".confidence")  # our own outputs, never inputs when expanding folders
+OUTPUT_MARKERS = (".mask", ".confidence", ".probabilities", ".stream")  # our own outputs (and scratch files), never inputs
 VECTOR_SUFFIXES = {"geojson": ".geojson", "gpkg": ".gpkg"}
 
 Status = Literal["done", "skipped", "failed"]
@@ -51,15 +53,7 @@ class PredictOptions:
     device: torch.device | str = "cpu"
     autocast_dtype: torch.dtype | None = None
     confidence: bool = False
-
-
-@dataclass(frozen=True)
-class VectorOptions:
-    """Which polygons to write next to each mask; `fmt=None` writes none."""
-
-    fmt: Literal["geojson", "gpkg"] | None = "geojson"
-    min_area_m2: float = 0.0
-    simplify_m: float = 0.0
+    probabilities: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,9 +61,14 @@ class OutputPaths:
     mask: Path
     vector: Path | None
     confidence: Path | None
+    probabilities: Path | None = None
 
     def all(self) -> list[Path]:
-        return [p for p in (self.mask, self.vector, self.confidence) if p is not None]
+        return [p for p in (self.mask, self.vector, self.confidence, self.probabilities) if p is not None]
+
+    def legend(self) -> tuple[Path, Path]:
+        """The mask's GDAL .aux.xml and QGIS .qml (written with the mask)."""
+        return legend_paths(self.mask)
 
 
 @dataclass(frozen=True)
@@ -167,15 +166,18 @@ def _is_unlisted_dir(path: Path) -> bool:
     return path.is_dir() or (path.name.startswith(".") and not path.is_file())
 
 
-def output_paths(source: Path, out_dir: Path, *, vector_format: str | None, confidence: bool) -> OutputPaths:
-    """OUT/<stem>.mask.tif, OUT/<stem>.geojson|.gpkg, OUT/<stem>.confidence.tif; a STAC item's
-    stem is its id."""
+def output_paths(
+    source: Path, out_dir: Path, *, vector_format: str | None, confidence: bool, probabilities: bool = False
+) -> OutputPaths:
+    """OUT/<stem>.mask.tif, OUT/<stem>.geojson|.gpkg, OUT/<stem>.confidence.tif, OUT/<stem>.probabilities.tif;
+    a STAC item's stem is its id."""
     stem = scene_name(source)
     out_dir = Path(out_dir)
     return OutputPaths(
         mask=out_dir / f"{stem}.mask.tif",
         vector=out_dir / f"{stem}{VECTOR_SUFFIXES[vector_format]}" if vector_format else None,
         confidence=out_dir / f"{stem}.confidence.tif" if confidence else None,
+        probabilities=out_dir / f"{stem}.probabilities.tif" if probabilities else None,
     )
 
 
@@ -208,7 +210,9 @@ def predict_many(
         sweep_stale_temporaries(out_dir)
     summary = BatchSummary()
     for index, source in enumerate(sources):
-        outputs = output_paths(source, out_dir, vector_format=vectors.fmt, confidence=options.confidence)
+        outputs = output_paths(
+            source, out_dir, vector_format=vectors.fmt, confidence=options.confidence, probabilities=options.probabilities
+        )
         outcome = _one_file(
             model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context
         )
@@ -232,11 +236,17 @@ def _one_file(
     progress: BatchProgress,
     scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> FileOutcome:
-    need_predict = overwrite or not outputs.mask.exists() or (outputs.confidence is not None and not outputs.confidence.exists())
+    need_predict = overwrite or any(not p.exists() for p in (outputs.mask, outputs.confidence, outputs.probabilities) if p is not None)
     need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
     if need_vector and not need_predict and not _has_crs(outputs.mask):
         need_vector = False  # the mask of a scene without a CRS never gets polygons: nothing is missing
         outputs = replace(outputs, vector=None)
+    if not need_predict:
+        try:
+            _restore_legend(outputs, class_table)
+        except OSError as exc:
+            progress.file_started(source, index, total, 0)
+            return FileOutcome(source, "failed", outputs, message=_message(source, exc))
     if not need_predict and not need_vector:
         progress.file_started(source, index, total, 0)
         return FileOutcome(source, "skipped", outputs, message="outputs exist (use --overwrite to redo)")
@@ -259,6 +269,7 @@ def _one_file(
                     batch_size=options.batch_size,
                     device=options.device,
                     confidence_path=outputs.confidence,
+                    probabilities_path=outputs.probabilities,
                     autocast_dtype=options.autocast_dtype,
                     progress=progress.tiles_done,
                     multiple_of=options.multiple_of,
@@ -279,6 +290,12 @@ def _one_file(
     if vector is None:
         outputs = replace(outputs, vector=None)  # list only what was written (no CRS: no polygons)
     return FileOutcome(source, "done", outputs, scene, vector, message=note)
+
+
+def _restore_legend(outputs: OutputPaths, class_table: ClassTable) -> None:
+    """Write the legend sidecars of a kept mask that lacks them (made by an older cegate, or deleted)."""
+    if not all(p.exists() for p in outputs.legend()):
+        write_legend(outputs.mask, class_table)
 
 
 def _has_crs(mask: Path) -> bool:

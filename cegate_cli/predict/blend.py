@@ -14,7 +14,8 @@ reader thread was busy (30 s instead of 2 s for a 2048 x 2048 scene); numpy stay
 calling thread. For the class ids, numpy's argmax over the class axis costs about the same
 per pixel as torch's `max(dim).indices` on one thread. Dividing by the summed weight is not
 needed for the class (the weight is the same for every class of a pixel), only for the
-confidence. Pixels with zero summed weight are nodata: the engine zeroes the weight of nodata
+confidence and the class probabilities (`--probabilities`), which are the same blended
+softmax shares the class is chosen from, in percent. Pixels with zero summed weight are nodata: the engine zeroes the weight of nodata
 inputs, and the blending weight is strictly positive everywhere else.
 """
 
@@ -28,8 +29,9 @@ from cegate_cli.predict.tiling import Tile, TilePlan
 
 NODATA = 255
 
-# called with (first row, class ids (rows, width) uint8, confidence (rows, width) uint8 or None)
-StripSink = Callable[[int, np.ndarray, "np.ndarray | None"], None]
+# called with (first row, class ids (rows, width) uint8, confidence (rows, width) uint8 or None,
+# probabilities (bands, rows, width) uint8 or None)
+StripSink = Callable[[int, np.ndarray, "np.ndarray | None", "np.ndarray | None"], None]
 
 
 class RowAssembler:
@@ -39,17 +41,30 @@ class RowAssembler:
     has to read back and recompress a partly written block.
     """
 
-    def __init__(self, height: int, width: int, *, strip_rows: int, cell: int, with_confidence: bool, sink: StripSink):
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        *,
+        strip_rows: int,
+        cell: int,
+        with_confidence: bool,
+        sink: StripSink,
+        probability_bands: int = 0,
+    ):
         if strip_rows % cell:
             raise ValueError(f"strip height {strip_rows} must be a multiple of the cell size {cell}")
         self.height, self.width = height, width
         self.strip_rows, self.cell = strip_rows, cell
         self.with_confidence = with_confidence
+        self.probability_bands = probability_bands
         self.sink = sink
         self._cells_per_row = -(-width // cell)
-        self._open: dict[int, list] = {}  # strip -> [ids, confidence, cells still missing]
+        self._open: dict[int, list] = {}  # strip -> [ids, confidence, probabilities, cells still missing]
 
-    def add(self, cy: int, cx: int, ids: np.ndarray, confidence: np.ndarray | None) -> None:
+    def add(
+        self, cy: int, cx: int, ids: np.ndarray, confidence: np.ndarray | None, probabilities: np.ndarray | None = None
+    ) -> None:
         y = cy * self.cell
         strip = y // self.strip_rows
         entry = self._open.get(strip)
@@ -57,17 +72,20 @@ class RowAssembler:
             top = strip * self.strip_rows
             rows = min(self.strip_rows, self.height - top)
             conf = np.empty((rows, self.width), np.uint8) if self.with_confidence else None
-            entry = [np.empty((rows, self.width), np.uint8), conf, -(-rows // self.cell) * self._cells_per_row]
+            probs = np.empty((self.probability_bands, rows, self.width), np.uint8) if self.probability_bands else None
+            entry = [np.empty((rows, self.width), np.uint8), conf, probs, -(-rows // self.cell) * self._cells_per_row]
             self._open[strip] = entry
         y0 = y - strip * self.strip_rows
         x0 = cx * self.cell
         entry[0][y0 : y0 + ids.shape[0], x0 : x0 + ids.shape[1]] = ids
         if entry[1] is not None and confidence is not None:
             entry[1][y0 : y0 + ids.shape[0], x0 : x0 + ids.shape[1]] = confidence
-        entry[2] -= 1
-        if entry[2] == 0:
+        if entry[2] is not None and probabilities is not None:
+            entry[2][:, y0 : y0 + ids.shape[0], x0 : x0 + ids.shape[1]] = probabilities
+        entry[3] -= 1
+        if entry[3] == 0:
             del self._open[strip]
-            self.sink(strip * self.strip_rows, entry[0], entry[1])
+            self.sink(strip * self.strip_rows, entry[0], entry[1], entry[2])
 
     @property
     def pending(self) -> int:
@@ -76,10 +94,19 @@ class RowAssembler:
 
 
 class BlendAccumulator:
-    """Weighted probabilities per cell; finished cells go to a `RowAssembler` as class ids."""
+    """Weighted probabilities per cell; finished cells go to a `RowAssembler` as class ids.
 
-    def __init__(self, plan: TilePlan, num_classes: int, *, cell: int, assembler: RowAssembler):
+    `probability_ids` are the classes whose probabilities (percent) are handed on too, one band
+    each, when the assembler collects them.
+    """
+
+    def __init__(
+        self, plan: TilePlan, num_classes: int, *, cell: int, assembler: RowAssembler, probability_ids: tuple[int, ...] = ()
+    ):
+        if len(probability_ids) != assembler.probability_bands:
+            raise ValueError(f"{len(probability_ids)} probability classes for {assembler.probability_bands} bands")
         self.plan = plan
+        self.probability_ids = list(probability_ids)
         self.num_classes = num_classes
         self.cell = cell
         self.assembler = assembler
@@ -126,7 +153,13 @@ class BlendAccumulator:
             percent = np.divide(best, weight, out=np.zeros_like(best), where=~nodata) * 100.0
             confidence = np.clip(np.rint(percent), 0, 100).astype(np.uint8)
             confidence[nodata] = NODATA
-        self.assembler.add(cy, cx, ids, confidence)
+        probabilities = None
+        if self.probability_ids:
+            chosen = scores[self.probability_ids]
+            shares = np.divide(chosen, weight, out=np.zeros_like(chosen), where=~nodata)
+            probabilities = np.clip(np.rint(shares * 100.0), 0, 100).astype(np.uint8)
+            probabilities[:, nodata] = NODATA
+        self.assembler.add(cy, cx, ids, confidence, probabilities)
 
     @property
     def pending(self) -> int:

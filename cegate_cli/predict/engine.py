@@ -51,6 +51,7 @@ class SceneResult:
     seconds: float
     warnings: tuple[str, ...] = field(default_factory=tuple)
     blend_peak_mib: float = 0.0  # most memory the blender's cells held at once
+    probabilities_path: Path | None = None
 
 
 def count_tiles(src: Path, *, tile: int = 512, overlap: int = 64, multiple_of: int = 1) -> int:
@@ -75,19 +76,23 @@ def predict_scene(
     autocast_dtype: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
     multiple_of: int = 1,
+    probabilities_path: Path | None = None,
 ) -> SceneResult:
-    """Write the class mask of `src` to `dst_mask` (and optionally a confidence raster).
+    """Write the class mask of `src` to `dst_mask` (and optionally confidence and class probabilities).
 
     `model` maps normalised float32 (B, C, h, w) on `device` to logits (B, K, h, w), K being
     `class_table.num_classes`; it must already live on `device`. An `nn.Module` is put in eval
     mode for the call and restored afterwards. `progress` is called with the number of tiles
     finished after each batch. `multiple_of` (e.g. the ViT patch size) constrains tile sides.
+    `probabilities_path` gets one band per class of `class_table`: the blended softmax
+    probability the class was chosen from, in percent.
     """
     src, dst_mask = Path(src), Path(dst_mask)
     confidence_path = Path(confidence_path) if confidence_path is not None else None
+    probabilities_path = Path(probabilities_path) if probabilities_path is not None else None
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
-    for output in (dst_mask, confidence_path):
+    for output in (dst_mask, confidence_path, probabilities_path):
         if output is not None and src.exists() and output.exists() and output.resolve() == src.resolve():
             raise InputError(f"{output}: output would overwrite the input scene; choose another output folder")
     num_classes = class_table.num_classes
@@ -102,11 +107,16 @@ def predict_scene(
         plan = plan_tiles(grid.height, grid.width, tile=tile, overlap=overlap, multiple_of=multiple_of)
         counts = np.zeros(256, dtype=np.int64)
 
-        with _bounded_block_cache(dataset, plan), MaskWriter(dst_mask, grid, class_table, confidence_path=confidence_path, source=src) as writer:
+        probability_ids = tuple(sorted(class_table.ids)) if probabilities_path is not None else ()
+        writer = MaskWriter(
+            dst_mask, grid, class_table, confidence_path=confidence_path, probabilities_path=probabilities_path,
+            probability_ids=probability_ids, source=src,
+        )
+        with _bounded_block_cache(dataset, plan), writer:
 
-            def write_strip(row: int, ids: np.ndarray, confidence: np.ndarray | None) -> None:
+            def write_strip(row: int, ids: np.ndarray, confidence: np.ndarray | None, probabilities: np.ndarray | None) -> None:
                 counts[:] += np.bincount(ids.ravel(), minlength=256)
-                writer.write_rows(row, ids, confidence)
+                writer.write_rows(row, ids, confidence, probabilities)
 
             assembler = RowAssembler(
                 grid.height,
@@ -115,8 +125,9 @@ def predict_scene(
                 cell=CELL,
                 with_confidence=confidence_path is not None,
                 sink=write_strip,
+                probability_bands=len(probability_ids),
             )
-            blender = BlendAccumulator(plan, num_classes, cell=CELL, assembler=assembler)
+            blender = BlendAccumulator(plan, num_classes, cell=CELL, assembler=assembler, probability_ids=probability_ids)
             with _eval_mode(model), torch.inference_mode():
                 for tiles, pixels, weights in _prefetched_batches(reader, plan, batch_size):
                     logits = _run_model(model, pixels, device, autocast_dtype, num_classes)
@@ -143,6 +154,7 @@ def predict_scene(
         seconds=time.perf_counter() - started,
         warnings=_grid_warnings(src, grid),
         blend_peak_mib=blender.peak_cells * (num_classes + 1) * CELL * CELL * 4 / 2**20,
+        probabilities_path=probabilities_path,
     )
 
 

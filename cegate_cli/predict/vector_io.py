@@ -7,6 +7,12 @@ GeoJSON follows RFC 7946: EPSG:4326 longitude/latitude with no `crs` member, ext
 counter-clockwise and holes clockwise (right-hand rule), coordinates rounded to 1e-7 degrees
 (about 1 cm). GeoJSON is written by hand, one feature per line, because GDAL's GeoJSON driver
 cannot append to a file. GeoPackage keeps the mask's own CRS and is appended to with pyogrio.
+
+GeoPackage files are created as version 1.2 (`GPKG_VERSION`). Recent GDAL (3.12, in pyogrio's
+wheels) writes 1.4 by default, which GDAL 3.6 (QGIS 3.22, Debian 12) opens with the warning
+"user_version ... may only be partially supported"; 1.2 and 1.3 both open there without a word
+(checked with Debian's ogrinfo 3.6.2), and 1.2 is the one older readers know as well. Nothing
+cegate writes needs 1.3 or 1.4.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from rasterio.crs import CRS
 from cegate_cli.atomic import atomic_path
 
 GEOJSON_DECIMALS = 7
+GPKG_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,8 @@ class GeoPackageSink:
             crs=self.crs,
         )
         pyogrio.write_dataframe(
-            frame, self._tmp, layer=self.layer, driver="GPKG", geometry_type="Polygon", append=self._created
+            frame, self._tmp, layer=self.layer, driver="GPKG", geometry_type="Polygon", append=self._created,
+            dataset_options=None if self._created else {"VERSION": GPKG_VERSION},
         )
         self._created = True
 

@@ -1,0 +1,35 @@
+"""Which polygons `predict` (and `demo`) write beside each mask, and the one default minimum area.
+
+Kept apart from `cegate_cli.predict` (which loads torch) so the command line can show the
+library's defaults in `--help` without loading the model stack.
+
+Why 10 m² by default: a map's smallest region should be smaller than anything it is meant to
+show and larger than per-pixel noise. 10 m² is a garden shed. On sub-metre imagery it removes
+the speckle that otherwise becomes most of the polygons: on the 43 NAIP test tiles (0.6 m) a
+per-pixel classifier's masks give 12,723 polygons unfiltered and 1,805 at 10 m² (building area
+-9 %), and the labels themselves 847 and 509 (building area unchanged), where 100 m² would drop
+30 % of the predicted building area and 2,000 m² (what the demo used before) every building.
+On imagery with pixels of 3.2 m or coarser (Sentinel-2, Landsat, HLS) one pixel already covers
+10 m², so nothing is removed there and a single pixel stays a polygon. `--min-area` changes it
+(0 keeps every region). Measured with benchmarks/min_area.py; see docs/README.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_MIN_AREA_M2 = 10.0
+
+
+@dataclass(frozen=True)
+class VectorOptions:
+    """Which polygons to write next to each mask; `fmt=None` writes none.
+
+    Regions smaller than `min_area_m2` are merged into their neighbours before polygons are
+    made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines).
+    """
+
+    fmt: Literal["geojson", "gpkg"] | None = "geojson"
+    min_area_m2: float = DEFAULT_MIN_AREA_M2
+    simplify_m: float = 0.0
