@@ -43,6 +43,7 @@ from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.module_key import keys_to_json
 from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
@@ -463,7 +464,7 @@ def _adaptation_section(
         "target": str(target.root.resolve()),
         "target_images": len(target.images),
         "from_run": str(Path(from_run).resolve()) if from_run is not None else None,
-        "kept_modules": [{"kind": k, "layer": l} for k, l in kept],
+        "kept_modules": keys_to_json(kept),
         "normalization": config.target_norm,
         "source_normalization": source_stats,
         "self_training": config.to_dict(),

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
+from cegate_cli.module_key import ModuleKey, in_order, keys_from_json, keys_to_json
+from cegate_cli.toolbox import Toolbox
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -33,15 +34,15 @@ class FisherScores:
         return {
             "samples": self.samples,
             "scores": [
-                {"kind": kind, "layer": layer, "raw": self.raw[(kind, layer)], "normalized": self.normalized[(kind, layer)]}
-                for kind, layer in sorted(self.raw, key=lambda key: (key[1], KINDS.index(key[0])))
+                {**key.to_json(), "raw": self.raw[key], "normalized": self.normalized[key]}
+                for key in in_order(self.raw)
             ],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FisherScores:
-        raw = {(s["kind"], int(s["layer"])): float(s["raw"]) for s in data["scores"]}
-        normalized = {(s["kind"], int(s["layer"])): float(s["normalized"]) for s in data["scores"]}
+        raw = {ModuleKey.from_json(s): float(s["raw"]) for s in data["scores"]}
+        normalized = {ModuleKey.from_json(s): float(s["normalized"]) for s in data["scores"]}
         return cls(raw, normalized, int(data["samples"]))
 
 
@@ -60,7 +61,7 @@ class Selection:
             "step": self.step,
             "rule": self.rule,
             "seconds": round(self.seconds, 3),
-            "selected": [{"kind": kind, "layer": layer} for kind, layer in self.selected],
+            "selected": keys_to_json(self.selected),
             **self.scores.to_dict(),
         }
 
@@ -68,7 +69,7 @@ class Selection:
     def from_dict(cls, data: dict[str, Any]) -> Selection:
         return cls(
             step=int(data["step"]),
-            selected=[(s["kind"], int(s["layer"])) for s in data["selected"]],
+            selected=keys_from_json(data["selected"]),
             scores=FisherScores.from_dict(data),
             seconds=float(data.get("seconds", 0.0)),
             rule=str(data.get("rule", "fisher")),
@@ -134,8 +135,8 @@ def normalize_within_kind(raw: dict[ModuleKey, float]) -> dict[ModuleKey, float]
 
 def select_top(scores: dict[ModuleKey, float], k: int) -> list[ModuleKey]:
     """The k highest scores; ties go to the lower layer, then kind order (deterministic)."""
-    ranked = sorted(scores, key=lambda key: (-scores[key], key[1], KINDS.index(key[0])))
-    return sorted(ranked[:k], key=lambda key: (key[1], KINDS.index(key[0])))
+    ranked = sorted(in_order(scores), key=lambda key: -scores[key])  # stable: ties keep block, then kind order
+    return in_order(ranked[:k])
 
 
 FISHER_RULES = ("fisher", "fisher-cost", "fisher-block")

@@ -7,7 +7,8 @@ from typing import Any
 
 from cegate_cli.fisher import select_top
 from cegate_cli.run import read_manifest
-from cegate_cli.toolbox import KIND_LABELS, KINDS, ToolboxConfig
+from cegate_cli.module_key import KIND_LABELS, KINDS, in_order, keys_from_json
+from cegate_cli.toolbox import ToolboxConfig
 
 
 def _backbone_of(pretrained: Any) -> Any:
@@ -41,13 +42,8 @@ def backbone_report(
     backbone_params = sum(p.numel() for p in backbone.parameters())
     box = attach_toolbox(backbone, toolbox or ToolboxConfig())
     modules = [
-        {
-            "kind": kind,
-            "layer": layer,
-            "parameters": box.parameter_count((kind, layer)),
-            "share_of_backbone": box.parameter_count((kind, layer)) / backbone_params,
-        }
-        for kind, layer in box.keys()
+        {**key.to_json(), "parameters": box.parameter_count(key), "share_of_backbone": box.parameter_count(key) / backbone_params}
+        for key in box.keys()
     ]
     total = sum(m["parameters"] for m in modules)
     return {
@@ -72,23 +68,22 @@ def run_report(run_dir: Path) -> dict[str, Any]:
     """Everything a person asks about a run: what was chosen, where, why, and how it went."""
     manifest = read_manifest(run_dir)
     final = manifest.selections[-1] if manifest.selections else None
-    kept = {(m["kind"], int(m["layer"])) for m in manifest.adaptation.get("kept_modules", [])}
+    kept = set(keys_from_json(manifest.adaptation.get("kept_modules", [])))
     grid = []
     if final is not None:
         selected = set(final.selected)
         # With --from, the selection is the kept modules plus the target's top k; tell them apart.
         eligible = {key: v for key, v in final.scores.normalized.items() if key[0] in manifest.kinds}
         chosen = set(select_top(eligible, manifest.select_count)) if kept else selected
-        for (kind, layer), value in sorted(final.scores.normalized.items(), key=lambda item: (item[0][1], KINDS.index(item[0][0]))):
+        for key in in_order(final.scores.normalized):
             grid.append(
                 {
-                    "kind": kind,
-                    "layer": layer,
-                    "score": value,
-                    "raw": final.scores.raw[(kind, layer)],
-                    "selected": (kind, layer) in selected,
-                    "chosen": (kind, layer) in chosen,
-                    "kept": (kind, layer) in kept,
+                    **key.to_json(),
+                    "score": final.scores.normalized[key],
+                    "raw": final.scores.raw[key],
+                    "selected": key in selected,
+                    "chosen": key in chosen,
+                    "kept": key in kept,
                 }
             )
     history = []

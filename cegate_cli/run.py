@@ -34,7 +34,8 @@ from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.fisher import Selection
-from cegate_cli.toolbox import ModuleKey, ToolboxConfig
+from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
+from cegate_cli.toolbox import ToolboxConfig
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.state import has_state, refuse_legacy
 
@@ -105,9 +106,9 @@ class RunManifest:
                 "count": self.select_count,
                 "reselect_every": self.training.reselect_every,
                 "fisher_samples": self.training.fisher_samples,
-                "final": [{"kind": k, "layer": l} for k, l in self.final_selection],
-                "ever_selected": [{"kind": k, "layer": l} for k, l in self.ever_selected],
-                "best": [{"kind": k, "layer": l} for k, l in self.best_selection],
+                "final": keys_to_json(self.final_selection),
+                "ever_selected": keys_to_json(self.ever_selected),
+                "best": keys_to_json(self.best_selection),
                 "history": [s.to_dict() for s in self.selections],
             },
             "training": self.training.to_dict(),
@@ -134,8 +135,8 @@ class RunManifest:
             mode=data.get("mode", "supervised"),
             status=data.get("status", "complete"),
             selections=[Selection.from_dict(s) for s in selection.get("history", [])],
-            ever_selected=[(s["kind"], int(s["layer"])) for s in selection.get("ever_selected", [])],
-            best_selection=[(s["kind"], int(s["layer"])) for s in selection.get("best", [])],
+            ever_selected=keys_from_json(selection.get("ever_selected", [])),
+            best_selection=keys_from_json(selection.get("best", [])),
             data=data.get("data", {}),
             parameters=data.get("parameters", {}),
             metrics=data.get("metrics", {}),

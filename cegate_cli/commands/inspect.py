@@ -14,7 +14,7 @@ from rich.table import Table
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
-KINDS = ("lora", "adapter", "earth")  # same order as cegate_cli.toolbox.KINDS, without importing torch
+from cegate_cli.module_key import KINDS
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
 _PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",

@@ -18,7 +18,8 @@ from torch import nn
 from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.adapter import MLPAdapter
-from cegate_cli.toolbox.base import KINDS, ModuleKey, ToolboxModule
+from cegate_cli.module_key import ModuleKey, in_order
+from cegate_cli.toolbox.base import ToolboxModule
 from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.toolbox.frequency import EarthAdapter
 from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
@@ -37,7 +38,7 @@ class Toolbox:
 
     def keys(self) -> list[ModuleKey]:
         """Ordered by layer, then kind in KINDS order: the order of every table and tie-break."""
-        return sorted(self.modules, key=lambda key: (key[1], KINDS.index(key[0])))
+        return in_order(self.modules)
 
     @property
     def active_keys(self) -> list[ModuleKey]:
@@ -97,7 +98,7 @@ class Toolbox:
                 continue
             try:
                 _, kind, layer_text, name = full_name.split(".", 3)
-                key = (kind, int(layer_text))
+                key = ModuleKey(kind, int(layer_text))
             except ValueError:
                 raise InputError(f"unexpected weight name {full_name!r}") from None
             if key not in self.modules:
@@ -110,7 +111,7 @@ class Toolbox:
                 )
             parameter.data.copy_(tensor)  # type: ignore[arg-type]
             loaded.add(key)
-        return sorted(loaded, key=lambda key: (key[1], KINDS.index(key[0])))
+        return in_order(loaded)
 
 
 def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None) -> Toolbox:

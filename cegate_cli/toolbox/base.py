@@ -10,14 +10,7 @@ from typing import ClassVar
 
 from torch import nn
 
-KINDS: tuple[str, ...] = ("lora", "adapter", "earth")
-KIND_LABELS: dict[str, str] = {
-    "lora": "spatial (LoRA on q, v)",
-    "adapter": "semantic (bottleneck Adapter on the MLP)",
-    "earth": "frequency (Earth-Adapter on the block output)",
-}
-
-ModuleKey = tuple[str, int]  # (kind, layer)
+from cegate_cli.module_key import KIND_LABELS, KINDS, ModuleKey  # noqa: F401 (the toolbox's names for them)
 
 
 class ToolboxModule(nn.Module):
@@ -32,7 +25,7 @@ class ToolboxModule(nn.Module):
 
     @property
     def key(self) -> ModuleKey:
-        return (self.kind, self.layer)
+        return ModuleKey(self.kind, self.layer)
 
     def own_parameters(self) -> list[nn.Parameter]:
         """The module's trainable parameters, never those of a wrapped base layer."""

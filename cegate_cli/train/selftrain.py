@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from cegate_cli.errors import InputError, RunFolderError
-from cegate_cli.toolbox import KINDS, ModuleKey
+from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
@@ -83,7 +83,7 @@ class SelfTrainer(SupervisedTrainer):
 
     # -- selection -----------------------------------------------------------------------------
     def _order(self, keys: set[ModuleKey]) -> list[ModuleKey]:
-        return sorted(keys, key=lambda k: (k[1], KINDS.index(k[0])))
+        return in_order(keys)
 
     def fisher_keys(self) -> list[ModuleKey]:
         return self._order(set(self.candidates) | set(self.target.kept))

@@ -23,7 +23,8 @@ from cegate_cli.distributed import world
 from cegate_cli.fisher import FISHER_RULES, FisherScores, Selection, empirical_fisher, select_by_fisher_rule
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
-from cegate_cli.toolbox import KINDS, ModuleKey, Toolbox
+from cegate_cli.module_key import KINDS, ModuleKey, in_order
+from cegate_cli.toolbox import Toolbox
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
@@ -135,7 +136,7 @@ class SupervisedTrainer:
 
     def trained_weights(self, keys: list[ModuleKey] | None = None) -> dict[str, torch.Tensor]:
         """What adapter.safetensors holds: modules (ever selected by default), head, patch embedding."""
-        keys = keys if keys is not None else sorted(self.progress.ever_selected, key=lambda k: (k[1], KINDS.index(k[0])))
+        keys = keys if keys is not None else in_order(self.progress.ever_selected)
         state = {name: t.detach().cpu().clone() for name, t in self.toolbox.state_dict_of(keys).items()}
         state.update({f"decoder.{n}": t.detach().cpu().clone() for n, t in self.model.decoder.state_dict().items()})
         state.update({n: t.detach().cpu().clone() for n, t in self.model.patch_embed_state().items()})
@@ -210,7 +211,7 @@ class SupervisedTrainer:
         if rule == "random":
             rng = np.random.default_rng([self.config.seed, step, 7])
             picked = rng.choice(len(self.candidates), size=self.inputs.select_count, replace=False)
-            chosen = sorted((self.candidates[int(i)] for i in picked), key=lambda k: (k[1], KINDS.index(k[0])))
+            chosen = in_order(self.candidates[int(i)] for i in picked)
         elif rule == "all":
             chosen = list(self.candidates)
         elif rule in ("none", "full"):
@@ -266,7 +267,7 @@ class SupervisedTrainer:
             completed=completed,
             step=step,
             selections=list(self.progress.selections),
-            ever_selected=sorted(self.progress.ever_selected, key=lambda k: (k[1], KINDS.index(k[0]))),
+            ever_selected=in_order(self.progress.ever_selected),
             best_miou=self.progress.best_miou,
             best_step=self.progress.best_step,
             val_history=list(self.progress.val_history),
