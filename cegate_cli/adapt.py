@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.progress import phase
 from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
@@ -54,6 +56,7 @@ from cegate_cli.run import (
     save_weights,
     state_dir,
     write_manifest,
+    write_run_config,
 )
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
@@ -96,6 +99,9 @@ class AdaptOptions:
     self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     galileo: GalileoOptions = field(default_factory=GalileoOptions)
     """How Galileo backbones are fed (patch size, month, normalisation); ignored by ViTs."""
+    saved_config: dict[str, Any] | None = None
+    """The command line's options (name -> value, defaults included), written to RUN/config.yaml
+    when the run starts, so `cegate adapt --config RUN/config.yaml` re-makes it; None: no file."""
 
     @property
     def mode(self) -> str:
@@ -182,8 +188,9 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
 
     run_dir = Path(options.out)  # prepared (locked, emptied for --overwrite) only once everything is checked
     recorded = _check_resumed_mode(run_dir, options, mode)
-    source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
-    pretrained = load_pretrained_vit(source)
+    with phase(reporter, f"loading the backbone {options.backbone}"):
+        source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
+        pretrained = load_pretrained_vit(source)
     is_galileo = isinstance(pretrained, PretrainedGalileo)
     if is_galileo:
         options.galileo.check()
@@ -195,9 +202,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     for warning in found:
         reporter.message(f"warning: {warning}")
 
-    stats = compute_band_stats(
-        [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
-    )
+    with phase(reporter, f"band statistics of {_count(len(train_pairs), 'image')}"):
+        stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
     galileo_inputs = None
     if is_galileo:
         galileo_inputs, stats, galileo_warnings = resolve_galileo_inputs(options.galileo, [p.image for p in train_pairs], stats, pretrained.normalization)
@@ -268,7 +274,11 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     else:
         self_config = options.self_training
         own_stats = self_config.target_norm == "target" and (galileo_inputs is None or galileo_inputs.normalize == "data")
-        tstats = target_stats(target, choice, config.seed) if own_stats else stats
+        if own_stats:
+            with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+                tstats = target_stats(target, choice, config.seed)
+        else:
+            tstats = stats
         manifest.normalization = tstats  # predict maps target scenes: it must normalise them as training did
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
@@ -304,6 +314,8 @@ def _train(
     try:
         if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
             distributed.on_main(write_manifest, run_dir, manifest)
+            if options.saved_config is not None:
+                distributed.on_main(write_run_config, run_dir, options.saved_config)
         try:
             outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
         except KeyboardInterrupt as exc:
@@ -356,7 +368,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target, warnings = _usable_target(target, config.crop)
     run_dir = Path(options.out)
     recorded = _check_resume_mode_from(run_dir, options)
-    loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
+    with phase(reporter, f"loading the run {options.from_run}"):
+        loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
     for warning in warnings:
@@ -370,7 +383,10 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         )
     select_count = parse_select(config.select, len(candidates))
     table = earlier.classes
-    tstats = target_stats(target, earlier.bands, config.seed) if self_config.target_norm == "target" else earlier.normalization
+    tstats = earlier.normalization
+    if self_config.target_norm == "target":
+        with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+            tstats = target_stats(target, earlier.bands, config.seed)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
         bands=earlier.bands,
@@ -418,6 +434,10 @@ def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[st
     backbone = model.backbone
     assert isinstance(backbone, GalileoBackbone)
     return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_crop(crop: int, patch: int) -> None:
