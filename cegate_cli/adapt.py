@@ -43,17 +43,15 @@ from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.adapt_record import backbone_parameters, record_outcome
 from cegate_cli.progress import phase
 from cegate_cli.run import (
-    ADAPTER_BEST,
-    ADAPTER_LAST,
     RunManifest,
     check_run_dir,
     prepare_run_dir,
     read_manifest,
     release_run_dir,
     settle_replaced_run,
-    save_weights,
     state_dir,
     write_manifest,
     write_run_config,
@@ -229,7 +227,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
 
-    backbone_params = _backbone_parameters(built.model)
+    backbone_params = backbone_parameters(built.model)
     manifest = RunManifest(
         backbone={
             "source": source.to_dict(),
@@ -320,7 +318,7 @@ def _train(
             outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
         except KeyboardInterrupt as exc:
             raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
-        _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
+        record_outcome(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
         completed = outcome.completed
         return outcome
     except TrainingInterrupted:
@@ -487,64 +485,3 @@ def _adaptation_section(
         "weights": "last step: without target labels no step can be judged best",
         "pseudo_labels": [],
     }
-
-
-def _backbone_parameters(model: SegmentationModel) -> int:
-    return sum(
-        p.numel()
-        for name, p in model.backbone.named_parameters()
-        if ".lora_" not in name and "bottleneck" not in name and not name.startswith("frequency.")
-    )
-
-
-def _finish(
-    run_dir: Path,
-    manifest: RunManifest,
-    trainer: SupervisedTrainer,
-    outcome: TrainOutcome,
-    model: SegmentationModel,
-    toolbox: Toolbox,
-    candidates: list,
-    started: float,
-    device: str,
-) -> None:
-    """Record what happened in run.json; write the weights when the run completed."""
-    manifest.selections = outcome.selections
-    manifest.ever_selected = outcome.ever_selected
-    manifest.best_selection = outcome.best_selection
-    backbone_params = _backbone_parameters(model)
-    modules_trained = sum(toolbox.parameter_count(k) for k in outcome.ever_selected)
-    modules_final = sum(toolbox.parameter_count(k) for k in outcome.final_selection)
-    decoder_params = sum(p.numel() for p in model.decoder.parameters())
-    manifest.parameters = {
-        "backbone": backbone_params,
-        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
-        "modules_trained": modules_trained,
-        "modules_final": modules_final,
-        "decoder": decoder_params,
-        "trainable_share": (modules_trained + decoder_params) / backbone_params,
-    }
-    manifest.metrics = {
-        "best_val_miou": outcome.best_miou,
-        "best_step": outcome.best_step,
-        "last_val_miou": outcome.val_history[-1][1] if outcome.val_history else None,
-        "val_history": outcome.val_history,
-        "final_loss": outcome.loss_history[-1][1] if outcome.loss_history else None,
-        "loss_history": outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)],
-    }
-    if isinstance(trainer, SelfTrainer):
-        manifest.metrics["validation"] = "source images" if outcome.val_history else None
-        manifest.adaptation["pseudo_labels"] = list(trainer.pseudo_history)
-        manifest.adaptation["teacher_bytes"] = trainer.teacher.nbytes()
-    manifest.timing = {
-        "fisher_seconds": round(outcome.fisher_seconds, 3),
-        "train_seconds": round(outcome.train_seconds, 3),
-        "total_seconds": round(time.perf_counter() - started, 3),
-        "device": device,
-        "processes": distributed.world().size,
-    }
-    if outcome.completed:
-        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights, manifest.run_id)
-        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights, manifest.run_id)
-        manifest.status = "complete"
-    distributed.on_main(write_manifest, run_dir, manifest)
