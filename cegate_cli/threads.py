@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 PASSIVE = "PASSIVE"
+_late = False  # whether torch was already imported when prefer_passive_waiting ran
 
 
 def prefer_passive_waiting(environ: MutableMapping[str, str] = os.environ) -> str:
@@ -33,6 +35,8 @@ def prefer_passive_waiting(environ: MutableMapping[str, str] = os.environ) -> st
     Only takes effect if torch (and so libgomp) has not been imported yet in this process; child
     processes (torchrun workers, benchmark subprocesses) inherit it either way.
     """
+    global _late
+    _late = "torch" in sys.modules
     return environ.setdefault(WAIT_POLICY_ENV, PASSIVE)
 
 
@@ -66,6 +70,8 @@ class ThreadChoice:
     def describe(self) -> str:
         load = "unknown" if self.load is None else f"{self.load:.2f}"
         policy = os.environ.get(WAIT_POLICY_ENV, "(unset)")
+        if _late:
+            policy += ", set after torch was imported: OpenMP keeps its default"
         return (
             f"threads: {self.threads} ({self.reason}; {self.cores} usable cores, 1-minute load {load}; "
             f"{WAIT_POLICY_ENV}={policy})"
