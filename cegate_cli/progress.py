@@ -28,14 +28,21 @@ def phase(listener: object | None, name: str) -> Iterator[None]:
 
     Any object with `phase_started(name)` / `phase_finished(name, seconds)` listens; others (a
     reporter written before phases existed, or None) are left alone. A phase that raises is not
-    reported as finished: the error says what happened.
+    reported as finished (the error says what happened); `phase_abandoned(name)`, if the listener
+    has it, lets it drop what it had pending for that phase.
     """
     started_hook = getattr(listener, "phase_started", None)
-    finished_hook = getattr(listener, "phase_finished", None)
     if started_hook is not None:
         started_hook(name)
     started = time.perf_counter()
-    yield
+    try:
+        yield
+    except BaseException:
+        abandoned_hook = getattr(listener, "phase_abandoned", None)
+        if abandoned_hook is not None:
+            abandoned_hook(name)
+        raise
+    finished_hook = getattr(listener, "phase_finished", None)
     if finished_hook is not None:
         finished_hook(name, time.perf_counter() - started)
 
@@ -49,6 +56,9 @@ class BatchProgress:
 
     def phase_finished(self, name: str, seconds: float) -> None:
         """That step ended after `seconds`."""
+
+    def phase_abandoned(self, name: str) -> None:
+        """That step raised; the error reaches the user on its own."""
 
     def file_started(self, source: Path, index: int, total_files: int, tiles: int) -> None:
         """A scene starts; `tiles` model tiles will follow (0 when only vectorising)."""

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["-b", "tiny", "--steps", "4", "--batch-size", "2", "--crop", "32", "--val-every", "2", "--fisher-samples", "2",
         "--select", "3", "--device", "cpu"]
 MAP = ["--tile", "48", "--overlap", "8", "--device", "cpu"]
+EVERY_LINE = {"CEGATE_PROGRESS_SECONDS": "0"}
+"""Every phase and every step gets its lines: tiny runs are quicker than the default 2 s / 15 s."""
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def run(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_adapt_in_a_log_names_every_long_phase_and_prints_progress_lines(data, tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["adapt", str(data.source_dir), "-o", str(tmp_path / "run"), *TINY])
+    result = CliRunner().invoke(app, ["adapt", str(data.source_dir), "-o", str(tmp_path / "run"), *TINY], env=EVERY_LINE)
     assert result.exit_code == 0, result.output
     log = result.stderr
     for started, ended in [
@@ -49,13 +51,44 @@ def test_adapt_in_a_log_names_every_long_phase_and_prints_progress_lines(data, t
     ]:
         assert started in log and ended in log, log
         assert log.index(started) < log.index(ended)
-    # The first and the last step always get a line, with the loss, elapsed time and ETA.
-    assert "adapt step 1/4 (25%)  loss " in log and "adapt step 4/4 (100%)" in log
+    assert "adapt step 1/4 (25%)  loss " in log and "adapt step 2/4 (50%)" in log and "adapt step 4/4 (100%)" in log
     last = next(line for line in log.splitlines() if line.startswith("adapt step 4/4 (100%)"))
     assert "elapsed " in last and "ETA " in last
     assert "validation mIoU" in log
     # The result goes to stdout, the log does not.
     assert "run folder:" in result.stdout and "adapt step" not in result.stdout
+
+
+def test_a_phase_is_named_while_it_runs_once_it_takes_long_and_a_quick_one_not_at_all() -> None:
+    import threading
+    import time
+
+    from cegate_cli.progress import phase
+
+    lines: list[str] = []
+
+    class Console:
+        def print(self, text: str, **_: object) -> None:
+            lines.append(text)
+
+    reporter = PlainTrainReporter(Console(), interval=15.0)  # type: ignore[arg-type]
+    reporter.phase_delay = 0.05
+    with phase(reporter, "quick"):
+        pass
+    assert lines == []  # nothing to say about a step that took no time
+    seen = threading.Event()
+    with phase(reporter, "loading the backbone"):
+        deadline = time.monotonic() + 30
+        while "loading the backbone ..." not in lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.set()
+    assert seen.is_set() and lines[0] == "loading the backbone ..."  # printed while the phase ran
+    assert lines[1].startswith("loading the backbone: done in ")
+    with pytest.raises(RuntimeError):
+        with phase(reporter, "failing"):
+            raise RuntimeError("boom")
+    time.sleep(0.2)
+    assert len(lines) == 2  # a phase that failed quickly leaves the error alone
 
 
 def test_plain_training_lines_come_at_a_steady_interval() -> None:
@@ -78,6 +111,27 @@ def test_plain_training_lines_come_at_a_steady_interval() -> None:
     assert len(steps) == 11  # step 1, 31, 61, ..., 271, and 300
     assert "ETA 59.0 s" in next(line for line in steps if line.startswith("adapt step 241/300"))
     assert lines[-1] == "training: done in 0:05:00"
+
+
+def test_training_stopped_early_is_not_reported_as_done() -> None:
+    """Ctrl-C or an error: the log says where training stopped, not that it was done."""
+    lines: list[str] = []
+
+    class Console:
+        def print(self, text: str, **_: object) -> None:
+            lines.append(text)
+
+    now = [0.0]
+    reporter = PlainTrainReporter(Console(), interval=15.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    reporter.start(300, 100)  # resumed at step 100
+    for step in range(101, 108):
+        now[0] += 2.0
+        reporter.step(step, loss=0.5, lr=1e-3)
+    reporter.finish()
+    reporter.finish()  # the command's own clean-up calls it again: one line only
+    assert lines[0] == "training: 300 steps, resuming at step 100 ..."
+    assert lines[-1] == "training: stopped at step 107 of 300 after 14.0 s"
+    assert sum(line.startswith("training: stopped") for line in lines) == 1
 
 
 def test_plain_scene_lines_show_tiles_and_eta_at_the_interval(tmp_path: Path) -> None:
@@ -112,6 +166,7 @@ def test_quiet_leaves_the_result_alone_and_verbose_says_more(data, tmp_path: Pat
     assert verbose.exit_code == 0, verbose.output
     assert "threads: " in verbose.stderr and "OMP_WAIT_POLICY=" in verbose.stderr
     assert "top Fisher scores: " in verbose.stderr
+    assert "loading the backbone tiny ..." in verbose.stderr  # every phase, however short
     both = runner.invoke(app, ["adapt", str(data.source_dir), "-o", str(tmp_path / "b"), *TINY, "-q", "-v"])
     assert both.exit_code == 2 and both.output.strip() == "Error: --quiet and --verbose: choose one"
 
@@ -132,7 +187,7 @@ def test_adapt_json_is_the_result_on_stdout(data, tmp_path: Path) -> None:
 
 def test_predict_json_lists_every_scene_and_its_outputs(run: Path, data, tmp_path: Path) -> None:
     out = tmp_path / "maps"
-    result = CliRunner().invoke(app, ["predict", str(run), str(data.target_dir / "images"), "-o", str(out), *MAP, "--json"])
+    result = CliRunner().invoke(app, ["predict", str(run), str(data.target_dir / "images"), "-o", str(out), *MAP, "--json"], env=EVERY_LINE)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 0) and report["seconds"] > 0
@@ -166,7 +221,8 @@ def test_evaluate_table_shows_the_confusion_matrix(run: Path, data) -> None:
 
 @pytest.mark.slow
 def test_adapt_with_stderr_to_a_file_writes_progress_while_it_runs(data, tmp_path: Path) -> None:
-    """The real thing: a separate process whose stderr is a file, as under nohup or a scheduler."""
+    """The real thing, with the default settings: a separate process whose stderr is a file, as
+    under nohup or a scheduler."""
     log = tmp_path / "adapt.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     with open(log, "w") as handle:
@@ -177,15 +233,14 @@ def test_adapt_with_stderr_to_a_file_writes_progress_while_it_runs(data, tmp_pat
     text = log.read_text()
     assert done.returncode == 0, text
     assert "\x1b[" not in text  # no terminal control sequences in a log file
-    for line in ("loading the backbone tiny: done in", "Fisher scoring of 18 modules on 2 crops: done in",
-                 "adapt step 4/4 (100%)", "training: done in"):
+    for line in ("training: 4 steps ...", "adapt step 1/4 (25%)", "adapt step 4/4 (100%)", "training: done in"):
         assert line in text
     assert "run folder:" in done.stdout
 
 
 @pytest.mark.slow
 def test_demo_json_and_its_phases_in_a_log(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["demo", str(tmp_path / "demo"), "--steps", "3", "--device", "cpu", "--json"])
+    result = CliRunner().invoke(app, ["demo", str(tmp_path / "demo"), "--steps", "3", "--device", "cpu", "--json"], env=EVERY_LINE)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["run"]["status"] == "complete" and report["run"]["mode"] == "source+target"

@@ -231,7 +231,7 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
     c = dict(config)
     path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731
     steps = int(c["steps"])
-    lora_rank = int(c.get("lora-rank") or ToolboxConfig.lora_rank)
+    lora_rank = ToolboxConfig.lora_rank if c.get("lora-rank") is None else int(c["lora-rank"])  # 0 is refused by check(), not replaced
     kinds = parse_kinds(c["modules"])
     month = c.get("month")
     # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt().

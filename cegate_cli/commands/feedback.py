@@ -3,8 +3,10 @@
 - On a terminal: live progress bars (rich), with a line for each long phase above them.
 - Anywhere else (a log file, a pipe, a CI job): plain lines at a steady interval
   (plain_progress.py); a live display would draw nothing there until it ends.
+- Phases (loading a backbone, band statistics, Fisher scoring, ...) that last 2 s or more get a
+  line when they start (printed while they run) and one with their duration when they end.
 - `--quiet`: errors, warnings and the result only. `--verbose`: also the thread and device
-  choices, the top Fisher scores, and progress lines more often.
+  choices, the top Fisher scores, every phase however short, and progress lines more often.
 
 The result itself (tables, paths, `--json`) goes to stdout whatever the level.
 Also here: `--threads`, applied before the command computes anything (cegate_cli/threads.py).
@@ -38,7 +40,7 @@ class Level(IntEnum):
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors, warnings and the result: no progress.")]
 VerboseOpt = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Also thread and device choices, Fisher scores, and progress lines every 5 s.")
+    bool, typer.Option("--verbose", "-v", help="Also thread and device choices, Fisher scores, every phase, and progress lines every 5 s.")
 ]
 ThreadsOpt = Annotated[
     Optional[int],
@@ -49,6 +51,16 @@ ThreadsOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+def phase_delay(level: Level, environ: Any = os.environ) -> float:
+    """How long a phase runs before it gets its lines: 2 s; none with --verbose, and at most
+    CEGATE_PROGRESS_SECONDS when that is set (0: every phase, at once)."""
+    from cegate_cli.commands.plain_progress import PHASE_DELAY_SECONDS
+
+    if environ.get(PROGRESS_SECONDS_ENV, "").strip():
+        return min(PHASE_DELAY_SECONDS, progress_interval(level, environ))
+    return 0.0 if level >= Level.VERBOSE else PHASE_DELAY_SECONDS
 
 
 def progress_interval(level: Level, environ: Any = os.environ) -> float:
@@ -103,9 +115,12 @@ class Feedback:
         verbose = self.level >= Level.VERBOSE
         if self.level == Level.QUIET:
             return QuietTrainReporter(self.console)
-        if self.live:
-            return RichTrainReporter(self.console, verbose=verbose)
-        return PlainTrainReporter(self.console, progress_interval(self.level), verbose=verbose)
+        reporter: Any = (
+            RichTrainReporter(self.console, verbose=verbose) if self.live
+            else PlainTrainReporter(self.console, progress_interval(self.level), verbose=verbose)
+        )
+        reporter.phase_delay = phase_delay(self.level)
+        return reporter
 
     def batch_progress(self) -> Any:
         """A `cegate_cli.progress.BatchProgress` (also a context manager) for this level and stderr."""
@@ -114,9 +129,9 @@ class Feedback:
 
         if self.level == Level.QUIET:
             return QuietBatchProgress()
-        if self.live:
-            return RichBatchProgress(self.console)
-        return PlainBatchProgress(self.console, progress_interval(self.level))
+        progress: Any = RichBatchProgress(self.console) if self.live else PlainBatchProgress(self.console, progress_interval(self.level))
+        progress.phase_delay = phase_delay(self.level)
+        return progress
 
     def threads(self, requested: int | None) -> None:
         """Compute with `requested` threads, or the cores free now; --verbose says which and why."""

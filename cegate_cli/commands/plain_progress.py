@@ -11,6 +11,7 @@ Also here: the phase lines the live displays share, and the quiet reporter (`--q
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 TOP_SCORES = 8
 """How many Fisher scores `--verbose` lists after each selection."""
+PHASE_DELAY_SECONDS = 2.0
+"""A phase gets its lines only once it has run this long: the long ones are named while they run,
+and the quick ones (and an error right after them) stay free of lines that say nothing."""
 
 
 def duration(seconds: float) -> str:
@@ -75,16 +79,59 @@ def top_scores_line(selection: Selection, count: int = TOP_SCORES) -> str | None
 
 
 class PhaseLines:
-    """`phase_started` / `phase_finished` as two lines: "NAME ..." and "NAME: done in 3.2 s"."""
+    """Phases as two lines, "NAME ..." and "NAME: done in 3.2 s", for those that last at least
+    `phase_delay` seconds (0: every phase, at once). The start line is printed by a timer once
+    the phase has lasted that long, so it appears while the phase is still running."""
+
+    phase_delay: float = PHASE_DELAY_SECONDS
 
     def say(self, text: str) -> None:
         raise NotImplementedError
 
+    def _pending(self) -> tuple[threading.Lock, dict[str, Any]]:
+        """name -> the timer of a phase not yet announced, or True once it was (created lazily:
+        the classes using this mixin have their own constructors)."""
+        if "_phase_lock" not in self.__dict__:
+            self.__dict__["_phase_lock"] = threading.Lock()
+            self.__dict__["_phases"] = {}
+        return self.__dict__["_phase_lock"], self.__dict__["_phases"]
+
+    def _announce(self, name: str) -> None:
+        lock, phases = self._pending()
+        with lock:
+            if name not in phases or phases[name] is True:
+                return  # finished or abandoned meanwhile
+            phases[name] = True
+            self.say(f"{name} ...")
+
     def phase_started(self, name: str) -> None:
-        self.say(f"{name} ...")
+        lock, phases = self._pending()
+        if self.phase_delay <= 0:
+            with lock:
+                phases[name] = True
+            self.say(f"{name} ...")
+            return
+        timer = threading.Timer(self.phase_delay, self._announce, args=(name,))
+        timer.daemon = True
+        with lock:
+            phases[name] = timer
+        timer.start()
+
+    def _settle(self, name: str) -> bool:
+        """Stop waiting on `name`; whether its start line was printed."""
+        lock, phases = self._pending()
+        with lock:
+            state = phases.pop(name, None)
+        if isinstance(state, threading.Timer):
+            state.cancel()
+        return state is True
 
     def phase_finished(self, name: str, seconds: float) -> None:
-        self.say(f"{name}: done in {duration(seconds)}")
+        if self._settle(name) or seconds >= self.phase_delay:
+            self.say(f"{name}: done in {duration(seconds)}")
+
+    def phase_abandoned(self, name: str) -> None:
+        self._settle(name)
 
 
 class PlainTrainReporter(PhaseLines):
@@ -97,13 +144,14 @@ class PlainTrainReporter(PhaseLines):
         self.ticker = Ticker(interval, clock)
         self.total = 0
         self.first = 0
+        self.last = 0
         self.started: float | None = None
 
     def say(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False)
 
     def start(self, total_steps: int, first_step: int) -> None:
-        self.total, self.first = total_steps, first_step
+        self.total, self.first, self.last = total_steps, first_step, first_step
         self.started = self.clock()
         resumed = f", resuming at step {first_step}" if first_step else ""
         self.say(f"training: {total_steps} steps{resumed} ...")
@@ -112,6 +160,7 @@ class PlainTrainReporter(PhaseLines):
         self.say(text)
 
     def step(self, step: int, loss: float, lr: float) -> None:
+        self.last = step
         if self.started is None or not (self.ticker.due() or step >= self.total):
             return
         elapsed = self.clock() - self.started
@@ -133,9 +182,14 @@ class PlainTrainReporter(PhaseLines):
                 self.say(line)
 
     def finish(self) -> None:
+        """The end of training: done, or (Ctrl-C, an error, a stop) where it stopped."""
         if self.started is None:
             return
-        self.say(f"training: done in {duration(self.clock() - self.started)}")
+        took = duration(self.clock() - self.started)
+        if self.last >= self.total:
+            self.say(f"training: done in {took}")
+        else:
+            self.say(f"training: stopped at step {self.last} of {self.total} after {took}")
         self.started = None
 
 
