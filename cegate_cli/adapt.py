@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,19 +44,19 @@ from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.adapt_record import backbone_parameters, record_outcome
+from cegate_cli.progress import phase
 from cegate_cli.module_key import keys_to_json
 from cegate_cli.run import (
-    ADAPTER_BEST,
-    ADAPTER_LAST,
     RunManifest,
     check_run_dir,
     prepare_run_dir,
     read_manifest,
     release_run_dir,
     settle_replaced_run,
-    save_weights,
     state_dir,
     write_manifest,
+    write_run_config,
 )
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
@@ -98,6 +99,9 @@ class AdaptOptions:
     self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     galileo: GalileoOptions = field(default_factory=GalileoOptions)
     """How Galileo backbones are fed (patch size, month, normalisation); ignored by ViTs."""
+    saved_config: dict[str, Any] | None = None
+    """The command line's options (name -> value, defaults included), written to RUN/config.yaml
+    when the run starts, so `cegate adapt --config RUN/config.yaml` re-makes it; None: no file."""
 
     @property
     def mode(self) -> str:
@@ -185,8 +189,9 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
 
     run_dir = Path(options.out)  # prepared (locked, emptied for --overwrite) only once everything is checked
     recorded = _check_resumed_mode(run_dir, options, mode)
-    source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
-    pretrained = load_pretrained_vit(source)
+    with phase(reporter, f"loading the backbone {options.backbone}"):
+        source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
+        pretrained = load_pretrained_vit(source)
     is_galileo = isinstance(pretrained, PretrainedGalileo)
     if is_galileo:
         options.galileo.check()
@@ -198,9 +203,8 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     for warning in found:
         reporter.message(f"warning: {warning}")
 
-    stats = compute_band_stats(
-        [p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed
-    )
+    with phase(reporter, f"band statistics of {_count(len(train_pairs), 'image')}"):
+        stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
     galileo_inputs = None
     if is_galileo:
         galileo_inputs, stats, galileo_warnings = resolve_galileo_inputs(options.galileo, [p.image for p in train_pairs], stats, pretrained.normalization)
@@ -226,7 +230,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
 
-    backbone_params = _backbone_parameters(built.model)
+    backbone_params = backbone_parameters(built.model)
     manifest = RunManifest(
         backbone={
             "source": source.to_dict(),
@@ -272,7 +276,11 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     else:
         self_config = options.self_training
         own_stats = self_config.target_norm == "target" and (galileo_inputs is None or galileo_inputs.normalize == "data")
-        tstats = target_stats(target, choice, config.seed) if own_stats else stats
+        if own_stats:
+            with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+                tstats = target_stats(target, choice, config.seed)
+        else:
+            tstats = stats
         manifest.normalization = tstats  # predict maps target scenes: it must normalise them as training did
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
@@ -308,11 +316,13 @@ def _train(
     try:
         if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
             distributed.on_main(write_manifest, run_dir, manifest)
+            if options.saved_config is not None:
+                distributed.on_main(write_run_config, run_dir, options.saved_config)
         try:
             outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
         except KeyboardInterrupt as exc:
             raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
-        _finish(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
+        record_outcome(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
         completed = outcome.completed
         return outcome
     except TrainingInterrupted:
@@ -360,7 +370,8 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     target, warnings = _usable_target(target, config.crop)
     run_dir = Path(options.out)
     recorded = _check_resume_mode_from(run_dir, options)
-    loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
+    with phase(reporter, f"loading the run {options.from_run}"):
+        loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
     for warning in warnings:
@@ -374,7 +385,10 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
         )
     select_count = parse_select(config.select, len(candidates))
     table = earlier.classes
-    tstats = target_stats(target, earlier.bands, config.seed) if self_config.target_norm == "target" else earlier.normalization
+    tstats = earlier.normalization
+    if self_config.target_norm == "target":
+        with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+            tstats = target_stats(target, earlier.bands, config.seed)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
         bands=earlier.bands,
@@ -424,6 +438,10 @@ def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[st
     return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _check_crop(crop: int, patch: int) -> None:
     if crop % patch:
         raise InputError(f"--crop {crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, crop // patch * patch)}")
@@ -471,64 +489,3 @@ def _adaptation_section(
         "weights": "last step: without target labels no step can be judged best",
         "pseudo_labels": [],
     }
-
-
-def _backbone_parameters(model: SegmentationModel) -> int:
-    return sum(
-        p.numel()
-        for name, p in model.backbone.named_parameters()
-        if ".lora_" not in name and "bottleneck" not in name and not name.startswith("frequency.")
-    )
-
-
-def _finish(
-    run_dir: Path,
-    manifest: RunManifest,
-    trainer: SupervisedTrainer,
-    outcome: TrainOutcome,
-    model: SegmentationModel,
-    toolbox: Toolbox,
-    candidates: list,
-    started: float,
-    device: str,
-) -> None:
-    """Record what happened in run.json; write the weights when the run completed."""
-    manifest.selections = outcome.selections
-    manifest.ever_selected = outcome.ever_selected
-    manifest.best_selection = outcome.best_selection
-    backbone_params = _backbone_parameters(model)
-    modules_trained = sum(toolbox.parameter_count(k) for k in outcome.ever_selected)
-    modules_final = sum(toolbox.parameter_count(k) for k in outcome.final_selection)
-    decoder_params = sum(p.numel() for p in model.decoder.parameters())
-    manifest.parameters = {
-        "backbone": backbone_params,
-        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
-        "modules_trained": modules_trained,
-        "modules_final": modules_final,
-        "decoder": decoder_params,
-        "trainable_share": (modules_trained + decoder_params) / backbone_params,
-    }
-    manifest.metrics = {
-        "best_val_miou": outcome.best_miou,
-        "best_step": outcome.best_step,
-        "last_val_miou": outcome.val_history[-1][1] if outcome.val_history else None,
-        "val_history": outcome.val_history,
-        "final_loss": outcome.loss_history[-1][1] if outcome.loss_history else None,
-        "loss_history": outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)],
-    }
-    if isinstance(trainer, SelfTrainer):
-        manifest.metrics["validation"] = "source images" if outcome.val_history else None
-        manifest.adaptation["pseudo_labels"] = list(trainer.pseudo_history)
-        manifest.adaptation["teacher_bytes"] = trainer.teacher.nbytes()
-    manifest.timing = {
-        "fisher_seconds": round(outcome.fisher_seconds, 3),
-        "train_seconds": round(outcome.train_seconds, 3),
-        "total_seconds": round(time.perf_counter() - started, 3),
-        "device": device,
-        "processes": distributed.world().size,
-    }
-    if outcome.completed:
-        distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights, manifest.run_id)
-        distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights, manifest.run_id)
-        manifest.status = "complete"
-    distributed.on_main(write_manifest, run_dir, manifest)

@@ -3,27 +3,55 @@
 Library errors (`CegateError`) become one line on stderr and exit code 2. That mapping lives in
 the command group itself, so `cegate`, `python -m cegate_cli`, `torchrun -m cegate_cli` and
 tests driving the app all behave the same. Set CEGATE_DEBUG=1 to get the traceback instead.
+
+OMP_WAIT_POLICY=PASSIVE is set (unless the user set it) before anything else is imported: PyTorch's
+OpenMP runtime reads it once, when torch is first imported, and with it idle threads sleep instead
+of spinning against other programs for the same cores (see cegate_cli/threads.py). Every way in
+(`cegate`, `python -m cegate_cli`, `torchrun -m cegate_cli`) imports this module first.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import Any
+from cegate_cli.threads import prefer_passive_waiting
 
-import click
-import typer
-from typer.core import TyperGroup
+prefer_passive_waiting()  # before torch is imported anywhere in this process
 
-from cegate_cli import __version__
-from cegate_cli.commands import register_commands
-from cegate_cli.errors import CegateError, TrainingInterrupted
+import os  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from cegate_cli import __version__  # noqa: E402
+from cegate_cli.commands import register_commands  # noqa: E402
+from cegate_cli.errors import CegateError, TrainingInterrupted  # noqa: E402
 
 INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), what shells and Typer use."""
 
 
+def show_flags_as_switches(params: list[Any]) -> list[Any]:
+    """On/off options read as switches in --help (`--overwrite`, `--augment / --no-augment`)
+    instead of Typer's `--overwrite <bool>`, which suggests they take a value. Duck-typed:
+    recent Typer releases carry their own copy of click, whose classes are not `click.Option`."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""  # Typer's help shows the metavar in place of the type when it is set
+    return params
+
+
 class CegateGroup(TyperGroup):
+    def get_params(self, ctx: click.Context) -> list[Any]:
+        return show_flags_as_switches(super().get_params(ctx))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            show_flags_as_switches(command.get_params(ctx))
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -10,7 +10,8 @@ defaults on this machine).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cegate_cli.adapt import AdaptOptions, AdaptResult, adapt
@@ -18,6 +19,7 @@ from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
 from cegate_cli.errors import OutputExistsError
 from cegate_cli.inference import Evaluation, MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import BatchProgress, BatchSummary, VectorOptions
+from cegate_cli.progress import phase
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.reporter import TrainReporter
 
@@ -42,6 +44,10 @@ class DemoResult:
     adapted: AdaptResult
     predictions: BatchSummary
     evaluation: Evaluation
+    predictions_dir: Path
+    """Where the masks and polygons of the target scenes are."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each part: data, adapt, predict, evaluate, and the total."""
 
 
 def demo_train_config(options: DemoOptions) -> TrainConfig:
@@ -75,7 +81,10 @@ def run_demo(
 ) -> DemoResult:
     root = Path(options.root)
     check_demo_root(root, overwrite=options.overwrite)
-    data = make_demo_dataset(root / "data", size=options.scene_size, seed=options.seed)
+    clock = _Clock()
+    with phase(reporter, f"generating a labeled source and a shifted target domain in {root / 'data'}"):
+        data = make_demo_dataset(root / "data", size=options.scene_size, seed=options.seed)
+    clock.lap("data")
     adapted = adapt(
         AdaptOptions(
             source=data.source_dir, out=root / "run", backbone=options.backbone, train=demo_train_config(options), overwrite=True,
@@ -83,10 +92,31 @@ def run_demo(
         ),
         reporter,
     )
+    clock.lap("adapt")
     map_options = MapOptions(tile=256, overlap=32, batch_size=4, device=options.device)
+    predictions_dir = root / "predictions"
     predictions = predict_run(
-        adapted.run_dir, [data.target_dir / "images"], root / "predictions", options=map_options,
+        adapted.run_dir, [data.target_dir / "images"], predictions_dir, options=map_options,
         vectors=VectorOptions(fmt="geojson"), overwrite=True, progress=progress,
     )
-    evaluation, _ = evaluate_run(adapted.run_dir, data.target_labels_dir, options=map_options)
-    return DemoResult(data, adapted, predictions, evaluation)
+    clock.lap("predict")
+    with phase(reporter, "scoring the target maps against the held-out labels"):
+        evaluation, _ = evaluate_run(adapted.run_dir, data.target_labels_dir, options=map_options)
+    clock.lap("evaluate")
+    return DemoResult(data, adapted, predictions, evaluation, predictions_dir, clock.seconds())
+
+
+class _Clock:
+    """Seconds between laps, for DemoResult.seconds."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.last, 3)
+        self.last = now
+
+    def seconds(self) -> dict[str, float]:
+        return {**self.laps, "total": round(self.last - self.started, 3)}

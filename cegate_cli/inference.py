@@ -30,6 +30,7 @@ from cegate_cli.data.raster import acquisition_month, ground_sample_distance, op
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
+from cegate_cli.progress import phase
 from cegate_cli.run import read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
 from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
@@ -88,7 +89,9 @@ def predict_run(
     check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
     check_unique_stems(sources)  # over all scenes: two processes must never write the same file
-    loaded = loaded or load_for_inference(run_dir, options)
+    if loaded is None:
+        with phase(progress, f"loading the run {run_dir}"):
+            loaded = load_for_inference(run_dir, options)
     share = distributed.shard(sources)
     local = _map_scenes(loaded, share, Path(out_dir), options, vectors, overwrite, progress)
     summary = BatchSummary(_in_input_order(distributed.gather_objects(local.outcomes)))
@@ -172,7 +175,8 @@ def evaluate_run(
     """
     if keep_masks is not None:
         check_out_dir(Path(keep_masks), "--keep-masks")
-    loaded = load_for_inference(run_dir, options)
+    with phase(progress, f"loading the run {run_dir}"):
+        loaded = load_for_inference(run_dir, options)
     table = loaded.manifest.classes
     folder = discover_labeled(Path(labeled_dir), ignore_index=table.ignore_index)
     images = [pair.image for pair in folder.pairs]

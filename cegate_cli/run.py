@@ -2,6 +2,7 @@
 
     run/
       run.json                  everything needed to rebuild the model and explain it
+      config.yaml               the options of `cegate adapt` that made it (`--config` re-makes the run)
       adapter.safetensors       trained weights only (best validation step), never the backbone
       adapter_last.safetensors  the same at the last step
       state/trainer.safetensors what --resume needs: tensors ...
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cegate_cli import __version__, runlock
-from cegate_cli.atomic import atomic_path, write_json_atomic, writing
+from cegate_cli.atomic import atomic_path, write_json_atomic, write_text_atomic, writing
 from cegate_cli.bands import BandChoice
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
@@ -44,6 +46,7 @@ RUN_JSON = "run.json"
 ADAPTER_BEST = "adapter.safetensors"
 ADAPTER_LAST = "adapter_last.safetensors"
 STATE_DIR = "state"
+CONFIG_YAML = "config.yaml"
 
 
 @dataclass
@@ -233,7 +236,7 @@ def release_run_dir(out: Path) -> None:
 
 REPLACED_DIR = ".replaced-run"
 """Where `--overwrite` keeps the old run until the new one is complete."""
-RUN_FILES = (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST, STATE_DIR)
+RUN_FILES = (RUN_JSON, ADAPTER_BEST, ADAPTER_LAST, STATE_DIR, CONFIG_YAML)
 
 
 def _holds_files(folder: Path) -> bool:
@@ -250,6 +253,20 @@ def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
     path = Path(run_dir) / RUN_JSON
     with writing(path, "write the run record"):
         write_json_atomic(path, manifest.to_dict())
+
+
+CONFIG_HEADER = (
+    "# The options of `cegate adapt` that made this run, defaults included.\n"
+    "# Re-make it with: cegate adapt --config {path} -o NEW_RUN_FOLDER\n"
+)
+
+
+def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """RUN/config.yaml: `config` (option name -> value, as `cegate adapt --config` reads it), atomically."""
+    path = Path(run_dir) / CONFIG_YAML
+    text = CONFIG_HEADER.format(path=path) + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    with writing(path, "write the run's configuration"):
+        write_text_atomic(path, text)
 
 
 def read_manifest(run_dir: Path) -> RunManifest:

@@ -31,9 +31,9 @@ from data_rasters import write_tif
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 
 STEPS, BATCH, FISHER = 6, 2, 3
-RUN_WRITES = sorted(["prepare_run_dir", "write_manifest", "save_weights", "save_weights", "write_manifest"])
+RUN_WRITES = sorted(["prepare_run_dir", "write_manifest", "write_run_config", "save_weights", "save_weights", "write_manifest"])
 """What rank 0 writes to a run folder, each exactly once: the folder, run.json at the start and the
-end, best and last weights."""
+end, config.yaml (the command line's options) at the start, best and last weights."""
 ADAPT_FLAGS = [
     "--backbone", "tiny", "--steps", str(STEPS), "--batch-size", str(BATCH), "--crop", "32", "--fisher-samples", str(FISHER),
     "--select", "4", "--reselect-every", "3", "--val-every", "3", "--lr", "2e-3", "--seed", "3", "--device", "cpu",

@@ -3,19 +3,23 @@
     cegate adapt SOURCE -o RUN                        labeled source only
     cegate adapt SOURCE --target TARGET -o RUN        + unlabeled target (DACS self-training)
     cegate adapt --from RUN --target TARGET -o RUN2   continue RUN on the unlabeled target only
+    cegate adapt --config adapt.yaml                  options from YAML (flags win); RUN/config.yaml re-makes a run
 """
 
 from __future__ import annotations
 
+import json
+import typing
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from cegate_cli.commands.console import stderr, stdout
-from cegate_cli.commands.options import DeviceOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
-from cegate_cli.errors import InputError
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.commands import adapt_config
+from cegate_cli.commands.console import stdout
+from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
+from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
+from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
 
 _BACKBONE_HELP = (
@@ -25,145 +29,160 @@ _BACKBONE_HELP = (
 )
 
 
-def register(app: typer.Typer) -> None:
-    @app.command(name="adapt")
-    def adapt_command(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.", show_default=False)],
-        source: Annotated[
-            Optional[Path],
-            typer.Argument(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml). Not with --from.", show_default=False),
-        ] = None,
-        target: Annotated[
-            Optional[Path], typer.Option("--target", help="Unlabeled target folder (images only): self-train on it.", show_default=False)
-        ] = None,
-        from_run: Annotated[
-            Optional[Path],
-            typer.Option("--from", help="Continue this finished run on --target without any labels (no SOURCE).", show_default=False),
-        ] = None,
-        confidence: Annotated[
-            float, typer.Option("--confidence", help="Teacher probability above which a target pixel's pseudo-label counts.")
-        ] = 0.968,
-        class_balance: Annotated[
-            float,
-            typer.Option("--class-balance", help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off)."),
-        ] = 0.5,
-        prior_alignment: Annotated[
-            bool,
-            typer.Option("--prior-alignment/--no-prior-alignment", help="Align the teacher's class shares to the source labels' (guards against collapse)."),
-        ] = False,
-        ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = 0.99,
-        target_norm: Annotated[
-            str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
-        ] = "target",
-        backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default="galileo-nano")] = None,
-        revision: RevisionOpt = None,
-        token: TokenOpt = None,
-        offline: OfflineOpt = False,
-        bands: Annotated[Optional[str], typer.Option("--bands", help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).")] = None,
-        classes: Annotated[Optional[Path], typer.Option("--classes", help="classes.yaml (default: SOURCE/classes.yaml if present).")] = None,
-        ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Mask value meaning 'no label' (default 255).")] = None,
-        align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = False,
-        modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
-        select: Annotated[
-            str, typer.Option("--select", help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, written with a decimal point (0.25; 1.0 = all).")
-        ] = "0.25",
-        reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = 0,
-        selection: Annotated[
-            str,
-            typer.Option("--selection", help="fisher (the method), or a baseline: random (same count), all, none (head only), full (whole backbone)."),
-        ] = "fisher",
-        loss: Annotated[
-            str,
-            typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
-        ] = TrainConfig.loss,
-        rare_crops: Annotated[
-            int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
-        ] = TrainConfig.rare_crops,
-        fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = 16,
-        steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = TrainConfig.steps,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = TrainConfig.batch_size,
-        crop: Annotated[int, typer.Option("--crop", help="Crop size in pixels (a multiple of the patch size).")] = TrainConfig.crop,
-        lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = TrainConfig.lr,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for the head, crops and augmentation.")] = 0,
-        device: DeviceOpt = "auto",
-        val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = 0.2,
-        val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = 100,
-        decoder: Annotated[Optional[str], typer.Option("--decoder", help="Segmentation head: unet or linear.", show_default="unet")] = None,
-        lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
-        augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = True,
-        save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = 50,
-        patch_size: Annotated[
-            Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default="8")
-        ] = None,
-        month: Annotated[
-            Optional[int], typer.Option("--month", help="Galileo: month of the imagery, 1-12 (default: from the files' date tags, else 7).", show_default=False)
-        ] = None,
-        normalize: Annotated[
-            str, typer.Option("--normalize", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).")
-        ] = "auto",
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
-    ) -> None:
-        """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
-        folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
-        from cegate_cli.adapt import AdaptOptions, adapt
-        from cegate_cli.backbone.galileo_backbone import GalileoOptions
-        from cegate_cli.commands.train_progress import RichTrainReporter
-        from cegate_cli.distributed import is_main
-        from cegate_cli.toolbox import ToolboxConfig, parse_kinds
-        from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """--config: the file's options become this command's defaults (adapt_config.py)."""
+    return adapt_config.load_config_callback(lambda: typing.get_type_hints(adapt_command, include_extras=True))(ctx, param, value)
 
-        if from_run is not None:
-            fixed = {"--backbone": backbone, "--bands": bands, "--classes": classes, "--ignore-index": ignore_index,
-                     "--decoder": decoder, "--lora-rank": lora_rank, "--align": align or None}
-            given = [flag for flag, value in fixed.items() if value is not None]
-            if given:
-                raise InputError(
-                    f"{', '.join(given)}: with --from these come from the earlier run ({from_run}/run.json); leave them out"
-                )
-        backbone = backbone or AdaptOptions.backbone
-        decoder = decoder or "unet"
-        lora_rank = 8 if lora_rank is None else lora_rank
-        kinds = parse_kinds(modules)
-        # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt().
-        train = TrainConfig(
-            steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed, device=device,
-            val_fraction=val_fraction, val_every=val_every, decoder=decoder, select=select,
-            reselect_every=reselect_every, fisher_samples=fisher_samples, augment=augment, selection=selection, loss=loss, rare_crops=rare_crops,
-            save_every=max(1, min(save_every, steps)), warmup_steps=min(25, max(0, steps // 10)),
-        )
-        options = AdaptOptions(
-            source=source, out=out, backbone=backbone, revision=revision, token=token, offline=offline_flag(offline),
-            bands=bands, classes_file=classes, ignore_index=ignore_index, align=align, kinds=kinds,
-            toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
-            overwrite=overwrite, resume=resume, target=target, from_run=from_run,
-            self_training=SelfTrainConfig(confidence=confidence, class_balance=class_balance, ema=ema, target_norm=target_norm, stats_every=max(1, steps // 50), prior_alignment=prior_alignment),
-            galileo=GalileoOptions(patch_size=patch_size, month=None if month is None else month - 1, normalize=normalize),
-        )
-        reporter = RichTrainReporter()
-        try:
-            result = adapt(options, reporter)
-        finally:
-            reporter.finish()
-        if not is_main():
-            return  # under torchrun the summary is printed once, by rank 0
-        manifest = result.manifest
-        share = manifest.parameters.get("trainable_share", 0.0)
-        best = manifest.metrics.get("best_val_miou")
-        stdout.print(f"run folder: {result.run_dir}  ({manifest.mode})")
-        stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
-        stdout.print(f"trained parameters: {share:.2%} of the backbone")
-        if best is not None:
-            stdout.print(f"best validation mIoU: {best:.3f} (step {manifest.metrics.get('best_step')})")
-        if manifest.adaptation:
-            last_val = manifest.metrics.get("last_val_miou")
-            if last_val is not None:
-                stdout.print(f"source validation mIoU at the last step: {last_val:.3f} (the target has no labels to validate on)")
-            history = manifest.adaptation.get("pseudo_labels") or []
-            if history:
-                end = history[-1]
-                stdout.print(
-                    f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident "
-                    f"(> {manifest.adaptation['self_training']['confidence']}); the run keeps the last step's weights"
-                )
-        stderr.print(f"next: cegate inspect {result.run_dir}   |   cegate predict {result.run_dir} SCENES -o OUT")
+
+def _print_config(ctx: typer.Context, param: typer.CallbackParam, value: bool) -> None:
+    """--print-config: the commented template on stdout, then exit."""
+    if value and not ctx.resilient_parsing:
+        stdout.print(adapt_config.template(ctx.command), markup=False, highlight=False)
+        raise typer.Exit()
+
+
+def adapt_command(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.", show_default=False)],
+    source: Annotated[
+        Optional[Path],
+        typer.Argument(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml). Not with --from.", show_default=False),
+    ] = None,
+    target: Annotated[
+        Optional[Path], typer.Option("--target", help="Unlabeled target folder (images only): self-train on it.", show_default=False)
+    ] = None,
+    from_run: Annotated[
+        Optional[Path],
+        typer.Option("--from", help="Continue this finished run on --target without any labels (no SOURCE).", show_default=False),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option("--confidence", help="Teacher probability above which a target pixel's pseudo-label counts.")
+    ] = SelfTrainConfig.confidence,
+    class_balance: Annotated[
+        float,
+        typer.Option("--class-balance", help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off)."),
+    ] = SelfTrainConfig.class_balance,
+    prior_alignment: Annotated[
+        bool,
+        typer.Option("--prior-alignment/--no-prior-alignment", help="Align the teacher's class shares to the source labels' (guards against collapse)."),
+    ] = SelfTrainConfig.prior_alignment,
+    ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = SelfTrainConfig.ema,
+    target_norm: Annotated[
+        str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
+    ] = SelfTrainConfig.target_norm,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default="galileo-nano")] = None,
+    revision: RevisionOpt = None,
+    token: TokenOpt = None,
+    offline: OfflineOpt = False,
+    bands: Annotated[Optional[str], typer.Option("--bands", help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).")] = None,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="classes.yaml (default: SOURCE/classes.yaml if present).")] = None,
+    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Mask value meaning 'no label' (default 255).")] = None,
+    align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = False,
+    modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
+    select: Annotated[
+        str, typer.Option("--select", help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, written with a decimal point (0.25; 1.0 = all).")
+    ] = TrainConfig.select,
+    reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = TrainConfig.reselect_every,
+    selection: Annotated[
+        str,
+        typer.Option("--selection", help="fisher (the method), or a baseline: random (same count), all, none (head only), full (whole backbone)."),
+    ] = TrainConfig.selection,
+    loss: Annotated[
+        str,
+        typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
+    ] = TrainConfig.loss,
+    rare_crops: Annotated[
+        int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
+    ] = TrainConfig.rare_crops,
+    fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = TrainConfig.fisher_samples,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = TrainConfig.steps,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = TrainConfig.batch_size,
+    crop: Annotated[int, typer.Option("--crop", help="Crop size in pixels (a multiple of the patch size).")] = TrainConfig.crop,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = TrainConfig.lr,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the head, crops and augmentation.")] = TrainConfig.seed,
+    device: DeviceOpt = TrainConfig.device,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = TrainConfig.val_fraction,
+    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = TrainConfig.val_every,
+    decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: unet or linear. Not with --from.")] = TrainConfig.decoder,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = TrainConfig.augment,
+    save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = TrainConfig.save_every,
+    patch_size: Annotated[
+        Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default="8")
+    ] = None,
+    month: Annotated[
+        Optional[int], typer.Option("--month", help="Galileo: month of the imagery, 1-12 (default: from the files' date tags, else 7).", show_default=False)
+    ] = None,
+    normalize: Annotated[
+        str, typer.Option("--normalize", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).")
+    ] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config",
+            help="YAML file of option: value lines, for any option of this command (flags on the command line win). "
+            "RUN/config.yaml of an earlier run re-makes it.",
+            is_eager=True,
+            callback=_load_config,
+            show_default=False,
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print a YAML template with every option and its default, and exit.", is_eager=True, callback=_print_config),
+    ] = False,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
+    folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
+    from cegate_cli.adapt import adapt
+    from cegate_cli.distributed import is_main
+    from cegate_cli.results import adapt_result
+
+    feedback = Feedback.from_flags(quiet, verbose)
+    adapt_config.check_from_run(ctx)
+    options = adapt_config.adapt_options(adapt_config.resolved_config(ctx), token=token, offline=offline, overwrite=overwrite, resume=resume)
+    feedback.threads(threads)
+    reporter = feedback.train_reporter()
+    try:
+        result = adapt(options, reporter)
+    finally:
+        reporter.finish()
+    if not is_main():
+        return  # under torchrun the summary is printed once, by rank 0
+    if as_json:
+        stdout.print_json(json.dumps(adapt_result(result)))
+    else:
+        _print_summary(result)
+    feedback.say(f"next: cegate inspect {result.run_dir}   |   cegate predict {result.run_dir} SCENES -o OUT")
+
+
+def _print_summary(result: Any) -> None:
+    manifest = result.manifest
+    share = manifest.parameters.get("trainable_share", 0.0)
+    best = manifest.metrics.get("best_val_miou")
+    stdout.print(f"run folder: {result.run_dir}  ({manifest.mode})")
+    stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
+    stdout.print(f"trained parameters: {share:.2%} of the backbone")
+    if best is not None:
+        stdout.print(f"best validation mIoU: {best:.3f} (step {manifest.metrics.get('best_step')})")
+    if manifest.adaptation:
+        last_val = manifest.metrics.get("last_val_miou")
+        if last_val is not None:
+            stdout.print(f"source validation mIoU at the last step: {last_val:.3f} (the target has no labels to validate on)")
+        history = manifest.adaptation.get("pseudo_labels") or []
+        if history:
+            end = history[-1]
+            stdout.print(
+                f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident "
+                f"(> {manifest.adaptation['self_training']['confidence']}); the run keeps the last step's weights"
+            )
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="adapt")(adapt_command)

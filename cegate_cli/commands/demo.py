@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from cegate_cli.commands.console import stderr, stdout
-from cegate_cli.commands.map_progress import make_progress
-from cegate_cli.commands.options import DeviceOpt
+from cegate_cli.commands.console import stdout
+from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
+from cegate_cli.commands.options import DeviceOpt, JsonOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -27,22 +28,30 @@ def register(app: typer.Typer) -> None:
         backbone: Annotated[
             Optional[str], typer.Option("--backbone", help="Backbone to adapt (offline ones: tiny, galileo-nano).", show_default=False)
         ] = None,
+        threads: ThreadsOpt = None,
+        as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
+        verbose: VerboseOpt = False,
     ) -> None:
         """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
-        from cegate_cli.commands.train_progress import RichTrainReporter
         from cegate_cli.demo import DemoOptions, check_demo_root, run_demo
+        from cegate_cli.results import demo_result
 
+        feedback = Feedback.from_flags(quiet, verbose)
         check_demo_root(folder, overwrite=overwrite)  # refuse an existing folder before announcing anything
-        stderr.print(f"generating a source and a shifted target domain in {folder}/data ...")
-        reporter = RichTrainReporter()
+        feedback.threads(threads)
+        reporter = feedback.train_reporter()
         try:
-            with make_progress() as progress:
+            with feedback.batch_progress() as progress:
                 options = DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only)
                 if backbone is not None:
                     options = replace(options, backbone=backbone)
                 result = run_demo(options, reporter, progress)
         finally:
             reporter.finish()
+        if as_json:
+            stdout.print_json(json.dumps(demo_result(result)))
+            return
         data, run = result.data, result.adapted
         report = result.evaluation.matrix
         stdout.print("cegate demo made:")
@@ -50,7 +59,7 @@ def register(app: typer.Typer) -> None:
         stdout.print(f"  unlabeled target scenes {data.target_dir}  (another sensor look, 15 m pixels)")
         stdout.print(f"  held-out target labels  {data.target_labels_dir}")
         stdout.print(f"  run folder              {run.run_dir}  (run.json, adapter.safetensors: {_size(run.run_dir / 'adapter.safetensors')})")
-        stdout.print(f"  masks and polygons      {folder / 'predictions'}  ({len(result.predictions.done)} scenes: *.mask.tif, *.geojson)")
+        stdout.print(f"  masks and polygons      {result.predictions_dir}  ({len(result.predictions.done)} scenes: *.mask.tif, *.geojson)")
         selected = ", ".join(f"{k}@{l}" for k, l in run.manifest.final_selection)
         stdout.print(f"modules selected by Fisher score: {selected}")
         source_val = run.manifest.saved_val_miou
@@ -60,7 +69,13 @@ def register(app: typer.Typer) -> None:
         stdout.print(f"source validation mIoU {source_val:.3f}; {scores}" if source_val is not None else scores)
         if source_only:
             stdout.print("without --source-only the demo also adapts to the unlabeled target scenes (adapt --target)")
-        stdout.print(f"next: cegate inspect {run.run_dir}   (open the masks in QGIS: {folder / 'predictions'})")
+        stdout.print(f"took {_clock(result.seconds['total'])} (adapt {_clock(result.seconds['adapt'])})")
+        stdout.print(f"next: cegate inspect {run.run_dir}   (open the masks in QGIS: {result.predictions_dir})")
+
+
+def _clock(seconds: float) -> str:
+    whole = int(round(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def _size(path: Path) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from cegate_cli.commands.console import stderr, stdout
-from cegate_cli.commands.map_progress import make_progress
-from cegate_cli.commands.options import DeviceOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
+from cegate_cli.commands.console import stdout
+from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
+from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.vector_options import VectorOptions
 
@@ -20,12 +22,12 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward p
 WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
 
 
-def main_progress() -> Any:
+def main_progress(feedback: Feedback | None = None) -> Any:
     """The progress display on rank 0 (the only process without torchrun); nothing on the others,
     whose bars would overwrite each other on one terminal."""
     from cegate_cli.distributed import is_main
 
-    return make_progress() if is_main() else contextlib.nullcontext(None)
+    return (feedback or Feedback()).batch_progress() if is_main() else contextlib.nullcontext(None)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,10 +59,18 @@ def register(app: typer.Typer) -> None:
         offline: OfflineOpt = False,
         token: TokenOpt = None,
         overwrite: OverwriteOpt = False,
+        threads: ThreadsOpt = None,
+        as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
+        verbose: VerboseOpt = False,
     ) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
         from cegate_cli.distributed import is_main
         from cegate_cli.inference import MapOptions, predict_run
+        from cegate_cli.results import batch_result
+        from cegate_cli.run import read_manifest
+
+        feedback = Feedback.from_flags(quiet, verbose)
 
         if vector not in ("geojson", "gpkg", "none"):
             raise InputError(f"--vector {vector!r}: choose geojson, gpkg or none")
@@ -71,21 +81,27 @@ def register(app: typer.Typer) -> None:
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
                              probabilities=probabilities, weights=weights, offline=offline_flag(offline), token=token)
         vectors = VectorOptions(fmt=None if vector == "none" else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
-        with main_progress() as progress:
+        feedback.threads(threads)
+        started = time.perf_counter()
+        with main_progress(feedback) as progress:
             summary = predict_run(run, inputs, out, options=options, vectors=vectors, overwrite=overwrite, progress=progress)
         if not is_main():  # under torchrun rank 0 prints the summary of all scenes; all exit alike
             if not summary.ok:
                 raise typer.Exit(code=1)
             return
+        if as_json:
+            result = {"run": str(run), "out_dir": str(out), **batch_result(summary, read_manifest(run).classes, time.perf_counter() - started)}
+            stdout.print_json(json.dumps(result))
         for outcome in summary.done:
-            stdout.print(" ".join(str(p) for p in outcome.outputs.all()))
+            if not as_json:
+                stdout.print(" ".join(str(p) for p in outcome.outputs.all()), markup=False)
             scene = outcome.scene
             if scene is not None:
                 for warning in getattr(scene, "warnings", ()) or ():
                     named = warning if warning.startswith(outcome.source.name) else f"{outcome.source.name}: {warning}"
-                    stderr.print(f"warning: {named}")
-        stderr.print(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
+                    feedback.warn(f"warning: {named}")
+        feedback.say(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
         if summary.failed:
             for outcome in summary.failed:
-                stderr.print(f"Error: {outcome.message}")  # the message names the file
+                feedback.warn(f"Error: {outcome.message}")  # the message names the file
             raise typer.Exit(code=1)

@@ -1,4 +1,5 @@
-"""A rich progress display for training: step, loss, learning rate, it/s, ETA, validation mIoU."""
+"""A rich progress display for training on a terminal: step, loss, learning rate, it/s, ETA,
+validation mIoU, with the long phases before it as lines above (plain_progress.py: in a log file)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cegate_cli.commands.console import stderr
+from cegate_cli.commands.plain_progress import PhaseLines, selection_line, top_scores_line
 
 if TYPE_CHECKING:
     from cegate_cli.fisher import Selection
 
 
-class RichTrainReporter:
+class RichTrainReporter(PhaseLines):
     WIDE = 110
     """Below this many columns (80 when stderr is a file or a CI log) the bar and the learning rate
     are left out, so that the numbers that matter are never cut to "…"."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
         console = console or stderr
+        self.verbose = verbose
         wide = console.width >= self.WIDE
         columns = [
             TextColumn("[bold]adapt"),
@@ -47,6 +50,9 @@ class RichTrainReporter:
     def message(self, text: str) -> None:
         self.progress.console.print(text)
 
+    def say(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
     def step(self, step: int, loss: float, lr: float) -> None:
         if self.task is None:
             return
@@ -59,8 +65,10 @@ class RichTrainReporter:
             self.progress.update(self.task, miou=f"{miou:.3f}")
 
     def selection(self, selection: Selection) -> None:
-        chosen = ", ".join(f"{kind}@{layer}" for kind, layer in selection.selected)
-        self.message(f"step {selection.step}: Fisher selection ({selection.scores.samples} samples, {selection.seconds:.1f}s): {chosen}")
+        self.say(selection_line(selection))
+        line = top_scores_line(selection) if self.verbose else None
+        if line:
+            self.say(line)
 
     def finish(self) -> None:
         if self.started:

@@ -33,6 +33,7 @@ from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, Inp
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
 from cegate_cli.predict.legend import legend_paths, write_legend
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
+from cegate_cli.progress import BatchProgress  # the base class lives where displays can import it without torch
 from cegate_cli.vector_options import VectorOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -103,19 +104,6 @@ class BatchSummary:
     def ok(self) -> bool:
         """False if any file failed: the CLI exits non-zero."""
         return not self.failed
-
-
-class BatchProgress:
-    """Hooks for a progress display; every method is a no-op here, override what you draw."""
-
-    def file_started(self, source: Path, index: int, total_files: int, tiles: int) -> None:
-        """A scene starts; `tiles` model tiles will follow (0 when only vectorising)."""
-
-    def tiles_done(self, count: int) -> None:
-        """`count` more tiles of the current scene are finished."""
-
-    def file_finished(self, outcome: FileOutcome) -> None:
-        """A scene is done, skipped or failed."""
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:

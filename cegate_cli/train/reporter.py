@@ -1,7 +1,8 @@
 """How training tells the outside world what it is doing, without printing itself.
 
-The library stays quiet; the CLI passes a reporter that draws a rich progress display, tests
-pass none (or one that records).
+The library stays quiet; the CLI passes a reporter that draws a rich progress display (or, in
+a log file, plain lines), tests pass none (or one that records). Long steps outside the training
+loop are announced as phases (`cegate_cli.progress.phase`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from cegate_cli.fisher import Selection
 
 
 class TrainReporter(Protocol):
+    def phase_started(self, name: str) -> None: ...
+    def phase_finished(self, name: str, seconds: float) -> None: ...
     def start(self, total_steps: int, first_step: int) -> None: ...
     def message(self, text: str) -> None: ...
     def step(self, step: int, loss: float, lr: float) -> None: ...
@@ -21,6 +24,12 @@ class TrainReporter(Protocol):
 
 
 class SilentReporter:
+    def phase_started(self, name: str) -> None:
+        pass
+
+    def phase_finished(self, name: str, seconds: float) -> None:
+        pass
+
     def start(self, total_steps: int, first_step: int) -> None:
         pass
 

@@ -24,6 +24,7 @@ from cegate_cli.fisher import FISHER_RULES, FisherScores, Selection, empirical_f
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.module_key import KINDS, ModuleKey, in_order
+from cegate_cli.progress import phase
 from cegate_cli.toolbox import Toolbox
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.gating import apply_selection
@@ -171,6 +172,19 @@ class SupervisedTrainer:
     def select(self, step: int) -> Selection:
         if self.config.selection not in FISHER_RULES:
             return self._select_by_rule(step)
+        keys = self.fisher_keys()
+        with phase(self.reporter, f"Fisher scoring of {len(keys)} modules on {self.config.fisher_samples} crops"):
+            scores, seconds = self._fisher_scores(step, keys)
+        candidates = set(self.candidates)
+        eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
+        picked = select_by_fisher_rule(self.config.selection, eligible, self.inputs.select_count, self.toolbox.backbone.depth)
+        selection = Selection(step=step, selected=self.active_set(picked), scores=scores, seconds=seconds, rule=self.config.selection)
+        self.progress.fisher_seconds += seconds
+        return self._install(selection)
+
+    def _fisher_scores(self, step: int, keys: list[ModuleKey]) -> tuple[FisherScores, float]:
+        """The Fisher scores of `keys` at `step` (pooled over processes) and the seconds the scoring
+        took (drawing the crops not included, as recorded since the first runs)."""
         images, masks = self.fisher_pairs(step)
         ignore = self.inputs.class_table.ignore_index
         started = time.perf_counter()
@@ -180,17 +194,10 @@ class SupervisedTrainer:
                 self.toolbox,
                 zip(images, masks),
                 lambda logits, target: segmentation_loss(logits, target, ignore, self.config.loss, self.inputs.class_weights),
-                keys=self.fisher_keys(),
+                keys=keys,
             )
         scores = self.reduce_scores(scores)
-        candidates = set(self.candidates)
-        eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
-        picked = select_by_fisher_rule(self.config.selection, eligible, self.inputs.select_count, self.toolbox.backbone.depth)
-        chosen = self.active_set(picked)
-        seconds = time.perf_counter() - started
-        selection = Selection(step=step, selected=chosen, scores=scores, seconds=seconds, rule=self.config.selection)
-        self.progress.fisher_seconds += seconds
-        return self._install(selection)
+        return scores, time.perf_counter() - started
 
     def _install(self, selection: Selection) -> Selection:
         self.progress.selections.append(selection)

@@ -1,0 +1,290 @@
+"""`cegate adapt --config FILE`, `--print-config`, and RUN/config.yaml: adapt's options as YAML.
+
+The habit of LightningCLI and TerraTorch users, and what makes a run reproducible: every option
+of `cegate adapt` can come from a YAML file of `option: value` lines (the flag's name without
+`--`; `batch_size` and `batch-size` both work), flags given on the command line win, and the
+resolved options are saved as RUN/config.yaml when the run starts, so
+
+    cegate adapt --config RUN/config.yaml -o RUN2
+
+trains the same thing again. This module is the one owner of that format: which keys exist
+(the command's own options, read from the command itself, so a new flag is a new key), how YAML
+values become option values (relative paths are taken from the file's folder), the commented
+template `--print-config` prints, and the mapping from the options to the library's
+`AdaptOptions`. Defaults come from the library's configuration classes, through the command's
+declarations or, for the few that would import torch at start-up, filled in here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cegate_cli.errors import DataFileNotFoundError, InputError
+
+NOT_IN_FILE = ("config", "print-config", "help", "token")
+"""Options a config file cannot set: the file itself, and the Hub token (a secret: HF_TOKEN)."""
+RUNTIME = ("overwrite", "resume", "offline", "threads", "json", "quiet", "verbose")
+"""Options about this invocation, not about what trains: accepted in a file, never saved."""
+FROM_RUN = ("backbone", "bands", "classes", "ignore-index", "decoder", "lora-rank", "align")
+"""What a run continued with --from takes from the earlier run (its run.json)."""
+TEMPLATE_WIDTH = 96
+
+
+def option_key(param: Any) -> str:
+    """The YAML key of a command parameter: its long flag without `--`, or an argument's name."""
+    for opt in param.opts:
+        if opt.startswith("--"):
+            return opt[2:]
+    return str(param.name)
+
+
+def config_params(command: Any) -> dict[str, Any]:
+    """Key -> parameter for every option a config file may set, in the command's order."""
+    params = {option_key(p): p for p in command.params}
+    return {key: p for key, p in params.items() if key not in NOT_IN_FILE}
+
+
+# -- reading ------------------------------------------------------------------------------------
+def read_yaml_mapping(path: Path) -> dict[Any, Any]:
+    """The top-level mapping of a YAML file, or one line saying what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileNotFoundError(f"--config {path}: no such file; `cegate adapt --print-config > adapt.yaml` writes a template")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML{where}; write one `option: value` per line (see `cegate adapt --print-config`)") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected `option: value` lines (a YAML mapping), found a {type(data).__name__}")
+    return data
+
+
+def file_defaults(path: Path, command: Any, hints: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter name -> value for every key of the config file at `path`, checked and converted.
+
+    `hints` are the command function's annotations (parameter name -> type). Unknown keys, keys
+    given twice and values of the wrong type are one line naming the file and the key.
+    """
+    params = config_params(command)
+    values: dict[str, Any] = {}
+    for raw_key, raw_value in read_yaml_mapping(path).items():
+        key = str(raw_key).strip().replace("_", "-")
+        if key == "token":
+            raise InputError(f"{path}: 'token' does not belong in a file; set HF_TOKEN or pass --token")
+        param = params.get(key)
+        if param is None:
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"{path}: unknown option {raw_key!r}{hint}; `cegate adapt --print-config` lists every option")
+        if param.name in values:
+            raise InputError(f"{path}: option {key!r} is given twice")
+        values[param.name] = convert(raw_value, hints[param.name], key=key, path=path)
+    return values
+
+
+def convert(value: Any, annotation: Any, *, key: str, path: Path) -> Any:
+    """A YAML value as the option's type (see `_base_type`); relative paths from `path`'s folder."""
+    base, optional = _base_type(annotation)
+    where = f"{path}: {key}: "
+    if value is None:
+        if optional:
+            return None
+        raise InputError(f"{where}needs a value (leave the line out for the default)")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{where}{value!r} is not true or false")
+        return value
+    if isinstance(value, bool):
+        raise InputError(f"{where}{value!r} is a yes/no value; this option takes {_type_name(base)}")
+    if base is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise InputError(f"{where}{value!r} is not a whole number")
+        return value
+    if base is float:
+        if not isinstance(value, (int, float)):
+            raise InputError(f"{where}{value!r} is not a number")
+        return float(value)
+    if base is Path:
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{where}{value!r} is not a path")
+        given = Path(value).expanduser()
+        return given if given.is_absolute() else (Path(path).parent / given)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        return ",".join(str(v) for v in value)  # bands: [red, green, blue] as --bands red,green,blue
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise InputError(f"{where}expected {_type_name(base)}, found a {type(value).__name__}")
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type under Annotated/Optional, whether None is allowed)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    optional = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        annotation = args[0] if len(args) == 1 else str
+    return annotation, optional
+
+
+def _type_name(base: Any) -> str:
+    return {int: "a whole number", float: "a number", Path: "a path", bool: "true or false"}.get(base, "text")
+
+
+def load_config_callback(hints: Callable[[], Mapping[str, Any]]) -> Callable[[Any, Any, Path | None], Path | None]:
+    """The eager `--config` callback: the file's values become the command's defaults (click's
+    `default_map`), so flags on the command line still win and every value is converted and
+    checked as if it had been typed."""
+
+    def callback(ctx: Any, param: Any, value: Path | None) -> Path | None:
+        if value is None or getattr(ctx, "resilient_parsing", False):
+            return value
+        ctx.default_map = {**(ctx.default_map or {}), **file_defaults(Path(value), ctx.command, hints())}
+        return value
+
+    return callback
+
+
+# -- what the command then works with -----------------------------------------------------------
+def given(ctx: Any, name: str) -> bool:
+    """Whether a parameter was set on the command line, by a config file or an environment
+    variable (not its declared default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def check_from_run(ctx: Any) -> None:
+    """With --from, the backbone, bands, classes and head come from the earlier run: refuse them."""
+    if ctx.params.get("from_run") is None:
+        return
+    params = config_params(ctx.command)
+    named = [key for key in FROM_RUN if given(ctx, params[key].name) and ctx.params[params[key].name] not in (None, False)]
+    if named:
+        config = ctx.params.get("config")
+        where = f" (set in {config})" if config is not None and any(ctx.get_parameter_source(params[k].name).name == "DEFAULT_MAP" for k in named) else ""
+        raise InputError(
+            f"{', '.join('--' + k for k in named)}{where}: with --from these come from the earlier run "
+            f"({ctx.params['from_run']}/run.json); leave them out"
+        )
+
+
+def library_defaults() -> dict[str, Any]:
+    """Defaults the command declares as None because their owners import torch (keeping
+    `cegate --help` fast): taken from the library here, when a run or a template needs them."""
+    from cegate_cli.adapt import AdaptOptions
+    from cegate_cli.toolbox.config import ToolboxConfig
+
+    return {"backbone": AdaptOptions.backbone, "lora-rank": ToolboxConfig.lora_rank}
+
+
+def resolved_config(ctx: Any) -> dict[str, Any]:
+    """The options this run trains with (key -> plain YAML value), defaults filled in, paths
+    absolute: what RUN/config.yaml records. Options about this invocation (RUNTIME) are left
+    out, and with --from what comes from the earlier run."""
+    continued = ctx.params.get("from_run") is not None
+    filled = library_defaults()
+    config: dict[str, Any] = {}
+    for key, param in config_params(ctx.command).items():
+        if key in RUNTIME or (continued and key in FROM_RUN):
+            continue
+        value = ctx.params[param.name]
+        if value is None and key in filled:
+            value = filled[key]
+        config[key] = _plain(value)
+    return config
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value.expanduser().resolve())
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool, overwrite: bool, resume: bool) -> Any:
+    """`AdaptOptions` from a resolved configuration (`resolved_config`): one mapping for a run
+    started from flags and one re-made from its config.yaml, so both train the same thing."""
+    from cegate_cli.adapt import AdaptOptions
+    from cegate_cli.backbone.galileo_backbone import GalileoOptions
+    from cegate_cli.commands.options import offline_flag
+    from cegate_cli.toolbox import ToolboxConfig, parse_kinds
+    from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+
+    c = dict(config)
+    path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731
+    steps = int(c["steps"])
+    lora_rank = ToolboxConfig.lora_rank if c.get("lora-rank") is None else int(c["lora-rank"])  # 0 is refused by check(), not replaced
+    kinds = parse_kinds(c["modules"])
+    month = c.get("month")
+    # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt().
+    train = TrainConfig(
+        steps=steps, batch_size=c["batch-size"], crop=c["crop"], lr=c["lr"], seed=c["seed"], device=c["device"],
+        val_fraction=c["val-fraction"], val_every=c["val-every"], decoder=c.get("decoder") or TrainConfig.decoder,
+        select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"],
+        selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"],
+        save_every=max(1, min(c["save-every"], steps)), warmup_steps=min(TrainConfig.warmup_steps, max(0, steps // 10)),
+    )
+    self_training = SelfTrainConfig(
+        confidence=c["confidence"], class_balance=c["class-balance"], ema=c["ema"], target_norm=c["target-norm"],
+        stats_every=max(1, steps // 50), prior_alignment=c["prior-alignment"],
+    )
+    return AdaptOptions(
+        source=path("source"), out=Path(c["out"]), backbone=c.get("backbone") or AdaptOptions.backbone, revision=c.get("revision"),
+        token=token, offline=offline_flag(offline), bands=c.get("bands"), classes_file=path("classes"),
+        ignore_index=c.get("ignore-index"), align=bool(c.get("align")), kinds=kinds,
+        toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
+        overwrite=overwrite, resume=resume, target=path("target"), from_run=path("from"), self_training=self_training,
+        galileo=GalileoOptions(patch_size=c.get("patch-size"), month=None if month is None else month - 1, normalize=c["normalize"]),
+        saved_config=c,
+    )
+
+
+# -- the template -------------------------------------------------------------------------------
+def template(command: Any) -> str:
+    """Every option a config file may set, each with its help as a comment and its default."""
+    filled = library_defaults()
+    lines = [
+        "# cegate adapt configuration: every option of `cegate adapt`, set to its default.",
+        "# Use it with:  cegate adapt --config adapt.yaml   (options given on the command line win).",
+        "# Keys are the flags without `--`; relative paths are taken from this file's folder.",
+        "# The Hub token is not read from here: set HF_TOKEN (or pass --token).",
+        "",
+    ]
+    params = config_params(command)
+    trained = [key for key in params if key not in RUNTIME]
+    runtime = [key for key in params if key in RUNTIME]
+    for key in trained + runtime:
+        if runtime and key == runtime[0]:
+            lines += ["# -- about this invocation only (never saved in RUN/config.yaml) --", ""]
+        param = params[key]
+        help_text = " ".join(str(getattr(param, "help", "") or "").split())
+        if getattr(param, "required", False):
+            help_text += " (required: here or on the command line)"
+        default = param.default
+        if default is None and key in filled:
+            default = filled[key]
+        shown = getattr(param, "show_default", None)
+        if default is None and isinstance(shown, str) and shown:
+            help_text += f" (null: {shown})"
+        lines += textwrap.wrap(help_text, TEMPLATE_WIDTH, initial_indent="# ", subsequent_indent="# ")
+        lines.append(yaml.safe_dump({key: str(default) if isinstance(default, Path) else default}, sort_keys=False).rstrip())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Every command's --help, as a user reads it: on/off options read as switches."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cegate_cli.cli import app
+from cegate_cli.commands import COMMAND_MODULES
+
+
+@pytest.mark.parametrize("command", ["", *COMMAND_MODULES])
+def test_on_off_options_read_as_switches(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"] if command else ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+    assert "--help" in result.output
+
+
+def test_switches_show_bare_and_default_on_switches_show_their_negation() -> None:
+    text = CliRunner().invoke(app, ["adapt", "--help"], env={"COLUMNS": "200"}).output
+    lines = {line.split()[1]: line for line in text.splitlines() if line.startswith("│") and len(line.split()) > 1}
+    assert "--no-augment" in lines["--augment"]  # on by default: the way to turn it off is shown
+    for switch in ("--overwrite", "--resume", "--align", "--json", "--quiet", "--print-config"):
+        after = lines[switch].split()[2]  # the word after the switch: its help (or short form), never a value
+        assert not after.startswith("<"), lines[switch]
+    assert lines["--steps"].split()[2] == "<int>"  # options that take a value still say which
