@@ -23,7 +23,7 @@ from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
 from cegate_cli.png import png_bytes
-from cegate_cli.report import run_report
+from cegate_cli.report import describe_compute, run_report
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
 from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
@@ -286,6 +286,9 @@ def _selection(report: dict[str, Any]) -> str:
             f"● = selected ({report['select_count']} of {len(scores)}), darker = more of the task's gradient.")
     if any(s.get("kept") for s in scores):
         note += " k = kept from the earlier run."
+    compute = report.get("compute")
+    if compute and compute.get("depth"):
+        note += f" Compute: {describe_compute(compute)}."
     return _section("Selection", f"<div class='selection'><div>{grid}</div><div>{_history(report['history'])}</div></div>", note)
 
 

@@ -115,6 +115,7 @@ def run_report(run_dir: Path) -> dict[str, Any]:
         "classes": manifest.classes.to_dict(),
         "kinds": list(manifest.kinds),
         "select_count": manifest.select_count,
+        "compute": selection_compute(manifest),
         "scores": grid,
         "score_step": final.step if final else None,
         "history": history,
@@ -125,6 +126,55 @@ def run_report(run_dir: Path) -> dict[str, Any]:
         "adaptation": adaptation_report(manifest.adaptation, [c.name for c in manifest.classes.classes]),
         "extra": {k: v for k, v in manifest.to_dict().items() if k in ("adaptation",)},
     }
+
+
+def selection_compute(manifest: Any) -> dict[str, Any]:
+    """The rule, its budget and the compute it saved, for people who have not read the paper.
+
+    Blocks below the lowest trained module run without autograd (backbone/base.py), so the
+    backward pass covers only blocks lowest..depth-1: selecting high blocks is what saves
+    compute, selecting block 0 saves almost none. Over rescorings, the lowest block any
+    selection used is what the run paid for.
+    """
+    rule = manifest.training.selection
+    depth = int(manifest.backbone.get("depth") or 0)
+    candidates = len(manifest.selections[-1].scores.raw) if manifest.selections else None
+    layers = [layer for selection in manifest.selections for _, layer in selection.selected]
+    layers += [layer for _, layer in manifest.ever_selected]
+    if rule == "full":
+        lowest: int | None = 0
+    elif rule == "none" or not layers:
+        lowest = None
+    else:
+        lowest = min(layers)
+    backward = 0 if lowest is None else depth - lowest
+    return {
+        "rule": rule,
+        "selected": manifest.select_count,
+        "candidates": candidates,
+        "depth": depth,
+        "lowest_block": lowest,
+        "backward_blocks": backward,
+        "backward_share": backward / depth if depth else None,
+    }
+
+
+def describe_compute(compute: dict[str, Any]) -> str:
+    """One line on what the selection saved: autograd stops at the lowest trained block (inspect, report)."""
+    depth, lowest = compute["depth"], compute["lowest_block"]
+    budget = f"{compute['selected']} of {compute['candidates']} modules" if compute.get("candidates") else f"{compute['selected']} modules"
+    if compute["rule"] == "full":
+        return f"full fine-tuning: the backward pass runs through all {depth} blocks"
+    if lowest is None:
+        return f"rule {compute['rule']}: head only, no backward pass through the backbone's {depth} blocks"
+    if lowest == 0:
+        saved = "nothing of the backbone's backward pass is skipped (a module sits in block 0)"
+    else:
+        saved = f"blocks 0-{lowest - 1} run forward only, {lowest / depth:.0%} of the backbone's backward pass skipped"
+    return (
+        f"rule {compute['rule']}, {budget}; autograd runs through blocks {lowest}-{depth - 1} "
+        f"({compute['backward_blocks']} of {depth}): {saved}"
+    )
 
 
 def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[str, Any]:

@@ -110,6 +110,10 @@ def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:
     chosen = [(s["kind"], s["layer"]) for s in report["scores"] if s["selected"]]
     assert len(chosen) == 3 and {k for k, _ in chosen} <= {"lora", "earth"}
     assert report["status"] == "complete"
+    lowest = min(layer for _, layer in chosen)  # one selection (no rescoring): its lowest block bounds autograd
+    assert report["compute"] == {"rule": "fisher", "selected": 3, "candidates": 12, "depth": 6, "lowest_block": lowest,
+                                 "backward_blocks": 6 - lowest, "backward_share": (6 - lowest) / 6}
+    assert f"autograd runs through blocks {lowest}-5 ({6 - lowest} of 6)" in shown.output
     again = runner.invoke(app, ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny"])
     assert again.exit_code == 2 and "--overwrite" in again.output
 
@@ -132,3 +136,17 @@ def test_every_command_help_renders(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
+
+
+def test_compute_line_says_what_the_selection_skipped() -> None:
+    from cegate_cli.report import describe_compute
+
+    base = {"rule": "fisher", "selected": 18, "candidates": 72, "depth": 24}
+    assert describe_compute({**base, "lowest_block": 0, "backward_blocks": 24}).endswith(
+        "nothing of the backbone's backward pass is skipped (a module sits in block 0)"
+    )
+    assert describe_compute({**base, "lowest_block": 12, "backward_blocks": 12}).endswith(
+        "autograd runs through blocks 12-23 (12 of 24): blocks 0-11 run forward only, 50% of the backbone's backward pass skipped"
+    )
+    assert "head only" in describe_compute({**base, "rule": "none", "lowest_block": None, "backward_blocks": 0})
+    assert "all 24 blocks" in describe_compute({**base, "rule": "full", "lowest_block": 0, "backward_blocks": 24})

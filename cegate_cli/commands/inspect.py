@@ -15,6 +15,7 @@ from cegate_cli.commands.console import stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.module_key import KINDS
+from cegate_cli.report import describe_compute
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
 _PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
@@ -148,6 +149,9 @@ def render_run(report: dict[str, Any]) -> None:
             f"parameters trained {trained:,} (modules {params.get('modules_trained', 0):,} + head {params.get('decoder', 0):,}) "
             f"vs backbone {params.get('backbone', 0):,}: {params.get('trainable_share', 0):.2%}"
         )
+    compute = report.get("compute")
+    if compute and compute.get("depth"):
+        stdout.print(escape(f"compute    {describe_compute(compute)}"))
     if len(report["history"]) > 1:
         stdout.print("selection over time:")
         for event in report["history"]:
