@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cegate_cli.cli import app
 from cegate_cli.errors import InputError
-from cegate_cli.threads import choose_threads, free_cores
+from cegate_cli.threads import busy_between, busy_cores_now, choose_threads, cpu_times, free_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +35,32 @@ def test_threads_flag_then_omp_num_threads_then_free_cores() -> None:
     assert "1-minute load 1.00" in chosen.describe()
     with pytest.raises(InputError, match="--threads 0: must be at least 1"):
         choose_threads(0, cores=2, load=0.0, environ={})
+
+
+def test_busy_cores_come_from_the_kernels_per_core_counters() -> None:
+    before = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\ncpu2 0 0 0 100 0 0 0 0\n"
+    after = "cpu  x\ncpu0 105 0 5 40 0 0 0 0 0 0\ncpu1 10 0 5 130 5 0 0 0 0 0\ncpu2 0 0 0 200 0 0 0 0\n"
+    mine = {0, 1}  # cpu2 is outside this process's affinity: not counted
+    first, second = cpu_times(before, mine), cpu_times(after, mine)
+    assert first == {0: (40, 50), 1: (40, 50)} and second == {0: (40, 150), 1: (135, 150)}
+    assert busy_between(first, second) == pytest.approx(1.0 + 0.05)  # cpu0 fully busy, cpu1 5% busy
+    assert busy_between(first, first) is None  # no time passed: no answer rather than a wrong one
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="needs Linux's /proc/stat")
+def test_a_busy_loop_on_another_core_is_seen_now_not_a_minute_later() -> None:
+    idle = busy_cores_now(0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        busy = busy_cores_now(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert idle is not None and busy is not None
+    assert busy >= 0.8 and busy - idle >= 0.5  # the loop holds about one core the moment it runs
 
 
 def _import_cli(env_policy: str | None) -> list[str]:

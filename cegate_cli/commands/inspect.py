@@ -15,7 +15,6 @@ from cegate_cli.commands.console import stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.module_key import KINDS
-from cegate_cli.report import describe_compute
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
 _PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
@@ -151,6 +150,8 @@ def render_run(report: dict[str, Any]) -> None:
         )
     compute = report.get("compute")
     if compute and compute.get("depth"):
+        from cegate_cli.report import describe_compute  # report.py loads torch: not at CLI start-up
+
         stdout.print(escape(f"compute    {describe_compute(compute)}"))
     if len(report["history"]) > 1:
         stdout.print("selection over time:")
