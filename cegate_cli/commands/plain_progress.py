@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from cegate_cli.progress import BatchProgress
+from cegate_cli.train.reporter import SilentReporter
 
 if TYPE_CHECKING:
     from cegate_cli.fisher import Selection
@@ -193,36 +194,15 @@ class PlainTrainReporter(PhaseLines):
         self.started = None
 
 
-class QuietTrainReporter:
+class QuietTrainReporter(SilentReporter):
     """`--quiet`: nothing but warnings (the library's messages that start with "warning:")."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    def phase_started(self, name: str) -> None:
-        pass
-
-    def phase_finished(self, name: str, seconds: float) -> None:
-        pass
-
-    def start(self, total_steps: int, first_step: int) -> None:
-        pass
-
     def message(self, text: str) -> None:
         if text.startswith("warning:"):
             self.console.print(text, markup=False, highlight=False)
-
-    def step(self, step: int, loss: float, lr: float) -> None:
-        pass
-
-    def validation(self, step: int, miou: float) -> None:
-        pass
-
-    def selection(self, selection: Selection) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 def scene_finished_line(outcome: FileOutcome, index: int, total: int, seconds: float) -> str:

@@ -7,9 +7,10 @@ loop are announced as phases (`cegate_cli.progress.phase`).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cegate_cli.fisher import Selection
+if TYPE_CHECKING:  # the CLI's displays subclass SilentReporter before torch is loaded
+    from cegate_cli.fisher import Selection
 
 
 class TrainReporter(Protocol):
