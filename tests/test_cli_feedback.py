@@ -250,7 +250,7 @@ def test_demo_json_and_its_phases_in_a_log(tmp_path: Path) -> None:
     assert set(seconds) == {"data", "adapt", "predict", "evaluate", "total"}
     assert seconds["total"] >= seconds["adapt"] > 0
     log = result.stderr
-    for phase in ("generating a labeled source and a shifted target domain", "loading the backbone tiny", "band statistics of",
+    for phase in ("generating a labeled source and a shifted target domain", "loading the backbone galileo-nano", "band statistics of",
                   "Fisher scoring of", "scoring the target maps against the held-out labels"):
         assert f"{phase}" in log and ": done in" in log[log.index(phase):], phase
     assert "training: done in" in log and "scene 1/" in log
