@@ -184,5 +184,8 @@ def render_block(records: list[dict[str, Any]], headers: list[dict[str, Any]], n
         title = SETTING_TITLES.get(first["setting"], first["setting"])
         if first["backbone"] is not None:
             title += f": `{first['backbone']}` backbone, {first['decoder']} head"
+        trained = [r for r in rows if r.get("train")]
+        if trained and all(r["train"].get("prior_alignment") for r in trained):
+            title += ", self-training with `--prior-alignment`"
         lines += [f"### {title}", "", *describe(first, rows), "", *table(rows), ""]
     return lines
