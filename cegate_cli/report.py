@@ -170,7 +170,8 @@ def describe_compute(compute: dict[str, Any]) -> str:
     if lowest == 0:
         saved = "nothing of the backbone's backward pass is skipped (a module sits in block 0)"
     else:
-        saved = f"blocks 0-{lowest - 1} run forward only, {lowest / depth:.0%} of the backbone's backward pass skipped"
+        below = "block 0 runs" if lowest == 1 else f"blocks 0-{lowest - 1} run"
+        saved = f"{below} forward only, {lowest / depth:.0%} of the backbone's backward pass skipped"
     return (
         f"rule {compute['rule']}, {budget}; autograd runs through blocks {lowest}-{depth - 1} "
         f"({compute['backward_blocks']} of {depth}): {saved}"

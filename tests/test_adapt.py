@@ -148,5 +148,6 @@ def test_compute_line_says_what_the_selection_skipped() -> None:
     assert describe_compute({**base, "lowest_block": 12, "backward_blocks": 12}).endswith(
         "autograd runs through blocks 12-23 (12 of 24): blocks 0-11 run forward only, 50% of the backbone's backward pass skipped"
     )
+    assert describe_compute({**base, "lowest_block": 1, "backward_blocks": 23}).endswith("block 0 runs forward only, 4% of the backbone's backward pass skipped")
     assert "head only" in describe_compute({**base, "rule": "none", "lowest_block": None, "backward_blocks": 0})
     assert "all 24 blocks" in describe_compute({**base, "rule": "full", "lowest_block": 0, "backward_blocks": 24})

@@ -89,11 +89,14 @@ class PhaseLines:
     def say(self, text: str) -> None:
         raise NotImplementedError
 
-    def _pending(self) -> tuple[threading.Lock, dict[str, Any]]:
+    def _pending(self) -> tuple[threading.RLock, dict[str, Any]]:
         """name -> the timer of a phase not yet announced, or True once it was (created lazily:
         the classes using this mixin have their own constructors)."""
         if "_phase_lock" not in self.__dict__:
-            self.__dict__["_phase_lock"] = threading.Lock()
+            # Re-entrant: a Ctrl-C can land between a `with lock:`'s acquire and its cleanup
+            # (with-statements are not signal-safe), and the interrupted main thread then settles
+            # its phases under the same lock; a plain Lock would wait on itself forever.
+            self.__dict__["_phase_lock"] = threading.RLock()
             self.__dict__["_phases"] = {}
         return self.__dict__["_phase_lock"], self.__dict__["_phases"]
 
