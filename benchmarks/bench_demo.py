@@ -19,7 +19,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from report_block import cpu_name, measured_header, replace_block
@@ -30,7 +29,7 @@ from cegate_cli.demo import DemoOptions, run_demo  # noqa: E402
 
 
 def measure(backbone: str, seed: int, source_only: bool, steps: int, root: Path) -> dict[str, object]:
-    options = replace(DemoOptions(root=root, steps=steps, seed=seed, overwrite=True, device="cpu", source_only=source_only), backbone=backbone)
+    options = DemoOptions(root=root, steps=steps, seed=seed, overwrite=True, device="cpu", source_only=source_only, backbone=backbone)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = run_demo(options)
