@@ -248,3 +248,18 @@ def test_selection_round_trips_through_json() -> None:
     assert again.scores.raw == raw and again.scores.samples == 8
     assert again.scores.normalized == pytest.approx(selection.scores.normalized)
     assert math.isclose(again.seconds, 1.235)
+
+
+def test_the_papers_sum_normalisation_selects_the_same_modules() -> None:
+    """The paper divides each score by its kind's sum over layers; cegate divides by the mean. Every
+    kind has one module per block, so the two differ by the same factor (the depth) for every kind and
+    every top-k is the same: the variant needs no rule of its own (issue 12, item 2)."""
+    generator = torch.Generator().manual_seed(0)
+    kinds, depth = ("lora", "adapter", "earth"), 12
+    for trial in range(50):
+        scale = {kind: 10.0 ** int(torch.randint(-6, 6, (1,), generator=generator)) for kind in kinds}
+        raw = {(kind, layer): scale[kind] * float(torch.rand((), generator=generator)) for kind in kinds for layer in range(depth)}
+        by_mean = normalize_within_kind(raw)
+        by_sum = {key: raw[key] / sum(v for k, v in raw.items() if k[0] == key[0]) for key in raw}
+        for k in (1, 5, 9, 18, 36):
+            assert select_top(by_sum, k) == select_top(by_mean, k), (trial, k)
