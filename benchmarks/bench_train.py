@@ -45,7 +45,8 @@ from pathlib import Path
 
 from report_block import cpu_name
 
-CONFIGS = ("full", "all", "fisher", "top-half")
+CONFIGS = ("full", "all", "fisher", "fisher-cost", "fisher-block", "top-half", "none")
+FISHER_CONFIGS = ("fisher", "fisher-cost", "fisher-block")
 MODELS = ("tiny", "vit-small")
 REPO = Path(__file__).resolve().parent.parent
 
@@ -154,8 +155,10 @@ def _configure(built, job: Job) -> None:
     elif job.config == "top-half":
         half = toolbox.backbone.depth // 2
         apply_selection(toolbox, [key for key in toolbox.keys() if key[1] >= half])
-    elif job.config == "fisher":
+    elif job.config in FISHER_CONFIGS:
         apply_selection(toolbox, [(kind, int(layer)) for kind, layer in job.selected])
+    elif job.config == "none":
+        apply_selection(toolbox, [])
     else:
         raise ValueError(f"unknown configuration {job.config!r}")
 
@@ -186,7 +189,7 @@ def _peak() -> int:
 
 
 def worker_select(job: Job) -> dict:
-    from cegate_cli.fisher import empirical_fisher, parse_select, select_top
+    from cegate_cli.fisher import empirical_fisher, parse_select, select_by_fisher_rule
     from cegate_cli.train.losses import masked_cross_entropy
 
     built = _build(job)
@@ -196,9 +199,16 @@ def worker_select(job: Job) -> dict:
     scores = empirical_fisher(
         built.model, built.toolbox, zip(batch.images, batch.masks), lambda logits, target: masked_cross_entropy(logits, target, 255), keys
     )
-    chosen = select_top(scores.normalized, parse_select(job.select, len(keys)))
+    count = parse_select(job.select, len(keys))
+    by_rule = {rule: select_by_fisher_rule(rule, scores.normalized, count, built.toolbox.backbone.depth) for rule in FISHER_CONFIGS}
     seconds = time.perf_counter() - started
-    return {"selected": [list(key) for key in chosen], "seconds": seconds, "samples": scores.samples, "candidates": len(keys)}
+    return {
+        "selected": [list(key) for key in by_rule["fisher"]],
+        "by_rule": {rule: [list(key) for key in keys] for rule, keys in by_rule.items()},
+        "seconds": seconds,
+        "samples": scores.samples,
+        "candidates": len(keys),
+    }
 
 
 def worker_train(job: Job) -> dict:
@@ -379,7 +389,9 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
         "",
         "Configurations: **full** = every backbone weight + head trainable, no module; **all** = every toolbox "
         "module active, backbone frozen; **fisher** = top "
-        f"{args.select} of modules by empirical Fisher on {args.fisher_samples} real crops; **top-half** = every "
+        f"{args.select} of modules by empirical Fisher on {args.fisher_samples} real crops; **fisher-cost** = the same count, "
+        "Fisher's top among the upper half of the blocks (fisher.select_by_fisher_rule); **fisher-block** = the same count, "
+        "scores ranked within each block; **none** = frozen backbone, head only; **top-half** = every "
         "module in the upper half of the blocks (the lower half runs under no_grad). Trainable share = trainable "
         "parameters (modules + head, or backbone + head for full) / backbone parameters. Peak memory = peak RSS "
         "while training minus RSS before the first step (CUDA: peak allocated minus allocated).",
@@ -396,6 +408,8 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in CONFIGS:
+            if name not in res["train"]:
+                continue
             r = res["train"][name]
             lines.append(
                 f"| {name} | {r['active']} | {r['lowest_grad_layer']} | {r['trainable']:,} | {r['trainable'] / r['backbone']:.2%} | "
@@ -450,10 +464,11 @@ def measure(model: str, decoder: str, args: argparse.Namespace, common: dict) ->
     print(f"[{name}] Fisher selection", file=sys.stderr, flush=True)
     select = run_job(Job("select", model, decoder=decoder, select=args.select, fisher_samples=args.fisher_samples, **common))
     res: dict = {"model": model, "decoder": decoder, "select": select, "candidates": select["candidates"], "train": {}}
-    for config in CONFIGS:
+    for config in args.configs:
         print(f"[{name}] training: {config}", file=sys.stderr, flush=True)
+        selected = select.get("by_rule", {}).get(config, select["selected"])
         res["train"][config] = run_job(
-            Job("train", model, decoder=decoder, config=config, selected=select["selected"], steps=args.steps, warmup=args.warmup, **common)
+            Job("train", model, decoder=decoder, config=config, selected=selected, steps=args.steps, warmup=args.warmup, **common)
         )
         r = res["train"][config]
         print(f"    {r['step_seconds']:.3f} s/step, {mib(r['peak_bytes'])}, {r['trainable']:,} trainable", file=sys.stderr)
@@ -471,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--decoders", nargs="+", choices=("unet", "linear"), default=["unet", "linear"],
                         help="segmentation heads: unet is what adapt uses; linear shows the backbone's own cost")
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS),
+                        help="training configurations to time (full is always included: every ratio is against it)")
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
@@ -490,6 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.configs = ["full"] + [c for c in CONFIGS if c in args.configs and c != "full"]
     if args.worker:
         worker_main(args.worker)
         return 0
