@@ -49,6 +49,7 @@ from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
 from cegate_cli.train.config import SelfTrainConfig  # noqa: E402
 from cegate_cli.train.losses import LOSSES  # noqa: E402
+from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("naip", "naip-shift", "synthetic")
@@ -64,11 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="NAIP folder with train/ and test/ (images/, masks/, classes.yaml); read only")
     parser.add_argument("--max-tiles", type=int, default=None,
                         help="use only the first N tiles (by name) of train and of test: smoke runs")
-    parser.add_argument("--rules", nargs="+", choices=SELECTIONS, default=list(SELECTIONS),
-                        help="cegate rows: what trains (fisher = cegate; random, all, none = head only, full = full fine-tuning)")
+    parser.add_argument("--rules", nargs="+", choices=[*SELECTIONS, *VARIANTS], default=list(SELECTIONS),
+                        help="cegate rows: what trains (fisher = cegate; random, all, none = head only, full = full fine-tuning; "
+                             f"{', '.join(VARIANTS)}: Fisher variants, see VARIANTS)")
     parser.add_argument("--target", nargs="+", dest="target_modes", choices=TARGET_MODES, default=list(TARGET_MODES),
                         help="settings with an unlabeled target: train on the source only, and/or with self-training on the target")
-    parser.add_argument("--reference-rules", nargs="*", choices=SELECTIONS, default=["fisher"],
+    parser.add_argument("--reference-rules", nargs="*", choices=[*SELECTIONS, *VARIANTS], default=["fisher"],
                         help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)")
     parser.add_argument("--backbone", nargs="+", default=["tiny"], help="backbone spec(s), passed to adapt() as given")
     parser.add_argument("--decoder", nargs="+", choices=("unet", "linear"), default=["unet"])
@@ -328,14 +330,29 @@ def plan(domains: Domains, args: argparse.Namespace) -> list[CegateRun]:
     return runs
 
 
+VARIANTS = ("fisher-warmup", "fisher-kaiming", "fisher-rescore")
+"""Rows that are the fisher rule with one library option changed (issue 12): head_warmup = steps/10,
+ToolboxConfig.earth_init = "kaiming", reselect_every = 100 (the paper rescored every 100 iterations
+in domain generalisation, every 50 in adaptation)."""
+
+
 def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -> TrainConfig:
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
-    return replace(
+    config = replace(
         TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops,
-        device=args.device, decoder=decoder, selection=rule, save_every=args.steps,
+        device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
         warmup_steps=min(TrainConfig.warmup_steps, args.steps // 10),
     )
+    if rule == "fisher-warmup":
+        config = replace(config, head_warmup=max(1, args.steps // 10))
+    if rule == "fisher-rescore":
+        config = replace(config, reselect_every=100)
+    return config
+
+
+def toolbox_config(rule: str) -> ToolboxConfig:
+    return ToolboxConfig(earth_init="kaiming") if rule == "fisher-kaiming" else ToolboxConfig()
 
 
 def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -346,7 +363,8 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     started = time.perf_counter()
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
-        train=train_config(args, seed, run.decoder, run.rule), target=domains.target if run.mode == "self-training" else None,
+        train=train_config(args, seed, run.decoder, run.rule), toolbox=toolbox_config(run.rule),
+        target=domains.target if run.mode == "self-training" else None,
         overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
         galileo=GalileoOptions(patch_size=args.patch_size),
     ))

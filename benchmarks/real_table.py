@@ -18,13 +18,22 @@ from typing import Any
 from real_shift import Shift
 from report_block import measured_header
 
-RULE_ORDER = ("none", "full", "all", "random", "fisher")
+RULE_ORDER = (
+    "none", "full", "all", "random", "fisher",
+    "fisher-cost", "fisher-block", "fisher-agree", "fisher-warmup", "fisher-kaiming", "fisher-rescore",
+)
 RULE_LABELS = {
     "none": "frozen backbone + head",
     "full": "full fine-tuning",
     "all": "all modules, no selection",
     "random": "random selection, same k",
     "fisher": "Fisher selection (cegate)",
+    "fisher-cost": "Fisher, upper half of the blocks only (fisher-cost)",
+    "fisher-block": "Fisher, ranked within each block (fisher-block)",
+    "fisher-agree": "squared mean gradient (fisher-agree)",
+    "fisher-warmup": "Fisher after head-only warm-up (steps/10)",
+    "fisher-kaiming": "Fisher, Earth-Adapter with its authors' Kaiming init",
+    "fisher-rescore": "Fisher, rescored every 100 steps (the paper's schedule)",
 }
 MODE_SUFFIX = {"source-only": "", "self-training": "+target", "reference": "-reference"}
 BASELINE_LABELS = {

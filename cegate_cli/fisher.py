@@ -82,13 +82,21 @@ def empirical_fisher(
     samples: Iterable[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: LossFn,
     keys: Sequence[ModuleKey] | None = None,
+    statistic: str = "fisher",
 ) -> FisherScores:
     """Per-sample squared gradients of `loss_fn(model(image), target)`, averaged, per module.
 
     Every scored module is switched on for the measurement (a module at its identity
     initialisation changes nothing, so this measures the model being trained) and the previous
     active set is restored afterwards. Samples are single images with their targets.
+
+    `statistic="agreement"` scores the squared mean gradient instead, from the same per-sample
+    gradients: the Fisher minus the gradients' variance over samples, large only where the samples
+    pull a module the same way. Scored on source crops and target pseudo-labels together (as
+    self-training does), it favours modules whose source and target gradients agree.
     """
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown score statistic {statistic!r}; choose {', '.join(STATISTICS)}")
     keys = list(keys) if keys is not None else toolbox.keys()
     previously_active = toolbox.active_keys
     previous_grad_from = toolbox.backbone.grad_from_layer
@@ -98,6 +106,7 @@ def empirical_fisher(
     parameters = {key: toolbox.modules[key].own_parameters() for key in keys}
     flat = [p for key in keys for p in parameters[key]]
     totals = {key: 0.0 for key in keys}
+    sums: dict[ModuleKey, list[torch.Tensor | None]] = {key: [None] * len(parameters[key]) for key in keys}
     count = 0
     model.eval()  # no dropout noise in the measurement; the heads use GroupNorm, so no batch statistics
     try:
@@ -109,7 +118,13 @@ def empirical_fisher(
             offset = 0
             for key in keys:
                 n = len(parameters[key])
-                totals[key] += float(sum(g.detach().float().pow(2).sum() for g in gradients[offset : offset + n] if g is not None))
+                own = gradients[offset : offset + n]
+                totals[key] += float(sum(g.detach().float().pow(2).sum() for g in own if g is not None))
+                if statistic == "agreement":
+                    for i, g in enumerate(own):
+                        if g is not None:
+                            previous = sums[key][i]
+                            sums[key][i] = g.detach().float() if previous is None else previous + g.detach().float()
                 offset += n
             count += 1
     finally:
@@ -118,7 +133,10 @@ def empirical_fisher(
         model.train(was_training)
     if count == 0:
         raise InputError("no training crop had a usable label to score modules on; check the masks and nodata")
-    raw = {key: value / count for key, value in totals.items()}
+    if statistic == "agreement":
+        raw = {key: float(sum((g / count).pow(2).sum() for g in sums[key] if g is not None)) for key in keys}
+    else:
+        raw = {key: value / count for key, value in totals.items()}
     return FisherScores(raw=raw, normalized=normalize_within_kind(raw), samples=count)
 
 
@@ -139,8 +157,17 @@ def select_top(scores: dict[ModuleKey, float], k: int) -> list[ModuleKey]:
     return in_order(ranked[:k])
 
 
-FISHER_RULES = ("fisher", "fisher-cost", "fisher-block")
+FISHER_RULES = ("fisher", "fisher-cost", "fisher-block", "fisher-agree")
 """Rules that score modules by Fisher information (the others are baselines without scores)."""
+HEAD_WARMUP = "head-warmup"
+"""The rule recorded for the selection of no module while the head trains alone (TrainConfig.head_warmup)."""
+STATISTICS = ("fisher", "agreement")
+"""What `empirical_fisher` measures: the mean squared gradient, or the squared mean gradient."""
+
+
+def score_statistic(rule: str) -> str:
+    """The statistic a Fisher rule ranks by: "fisher-agree" the squared mean gradient, the others the Fisher."""
+    return "agreement" if rule == "fisher-agree" else "fisher"
 COST_BUDGET = 0.5
 """fisher-cost: the share of the blocks whose backward pass the selection may need."""
 
@@ -155,8 +182,10 @@ def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, dep
       the whole backward pass; this rule buys the no-autograd saving for the lower blocks.
     - "fisher-block": scores divided by their block's total before the top k, so every block
       competes on which of its modules matters, not on how large its gradients are (depth bias).
+    - "fisher-agree": the global top k of scores measured as the squared mean gradient
+      (`score_statistic`): modules the samples agree on, not those with the noisiest gradients.
     """
-    if rule == "fisher":
+    if rule in ("fisher", "fisher-agree"):
         return select_top(scores, k)
     if rule == "fisher-cost":
         cut = depth - max(1, math.floor(depth * COST_BUDGET))

@@ -263,3 +263,28 @@ def test_the_papers_sum_normalisation_selects_the_same_modules() -> None:
         by_sum = {key: raw[key] / sum(v for k, v in raw.items() if k[0] == key[0]) for key in raw}
         for k in (1, 5, 9, 18, 36):
             assert select_top(by_sum, k) == select_top(by_mean, k), (trial, k)
+
+
+def test_agreement_scores_the_squared_mean_gradient_and_favours_modules_samples_agree_on() -> None:
+    """fisher-agree (issue 12, transfer-aware): per sample, d loss / d w_m = target * x_m in the toy,
+    so the statistic is |mean over samples of target * x_m|^2. A module whose gradients flip sign from
+    sample to sample has the larger Fisher but the smaller agreement score."""
+    from cegate_cli.fisher import score_statistic, select_by_fisher_rule
+
+    model, toolbox, slices = toy()
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(12, generator=generator) * 0.1 for _ in range(4)]
+    for i, x in enumerate(inputs):
+        x[slices[("lora", 1)]] = 5.0 * (-1) ** i  # loud but contradictory: the signs cancel
+        x[slices[("lora", 3)]] = 1.0  # quiet but every sample pulls the same way
+    targets = [torch.tensor(1.0)] * 4
+    fisher = empirical_fisher(model, toolbox, zip(inputs, targets), product_loss)
+    agree = empirical_fisher(model, toolbox, zip(inputs, targets), product_loss, statistic="agreement")
+    for key, part in slices.items():
+        mean = sum(float(t) * x[part] for x, t in zip(inputs, targets)) / 4
+        assert agree.raw[key] == pytest.approx(float(mean.square().sum()), rel=1e-5, abs=1e-9), key
+    assert select_top(fisher.normalized, 1) == [("lora", 1)]
+    assert select_by_fisher_rule("fisher-agree", agree.normalized, 1, 4) == [("lora", 3)]
+    assert score_statistic("fisher-agree") == "agreement" and score_statistic("fisher-cost") == "fisher"
+    with pytest.raises(ValueError, match="unknown score statistic"):
+        empirical_fisher(model, toolbox, zip(inputs, targets), product_loss, statistic="variance")

@@ -97,3 +97,22 @@ def test_fisher_rules_on_a_constructed_score_grid() -> None:
     assert picked[-1] == ("adapter", 4) and all(kind == "adapter" for kind, _ in picked)
     # More modules than the budget's blocks hold: the cut moves down just enough.
     assert min(layer for _, layer in select_by_fisher_rule("fisher-cost", scores, 12, 6)) == 2
+
+
+def test_head_warmup_trains_the_head_alone_then_scores_and_trains_the_chosen_modules(demo, tmp_path: Path) -> None:
+    """head_warmup (issue 12, beyond the paper): steps 0..N-1 train no module (the backbone and every
+    module stay as initialised), the Fisher scoring happens at step N, and the chosen modules train after."""
+    result = _run(demo, tmp_path / "w", steps=6, head_warmup=3, reselect_every=0, selection="fisher")
+    events = [(s.step, s.rule, len(s.selected)) for s in result.outcome.selections]
+    assert events == [(0, "head-warmup", 0), (3, "fisher", 4)]
+    assert result.outcome.selections[1].scores.samples > 0
+    assert read_manifest(tmp_path / "w").training.head_warmup == 3
+
+
+def test_head_warmup_must_end_before_the_last_step_and_old_states_still_resume() -> None:
+    from cegate_cli.errors import InputError
+
+    with pytest.raises(InputError, match="head_warmup 4"):
+        replace(SMALL, head_warmup=4).check()
+    assert "head_warmup" not in SMALL.resume_fingerprint()
+    assert replace(SMALL, head_warmup=2).resume_fingerprint()["head_warmup"] == 2

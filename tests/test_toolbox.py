@@ -464,3 +464,41 @@ def test_load_state_rejects_weights_for_a_module_the_toolbox_lacks() -> None:
     lora_only = tiny_model(kinds=("lora",))
     with pytest.raises(InputError, match="block 3"):
         lora_only.toolbox.load_state(state)
+
+
+def test_earth_adapter_kaiming_init_gives_every_parameter_gradient_at_once() -> None:
+    """Issue 12: the Earth-Adapter authors' init (Kaiming ReLU experts, scale 0.1) against cegate's
+    identity init, where only the up projections (and nothing upstream of them) get gradient."""
+    grid, dim = (4, 5), 12
+    generator = torch.Generator().manual_seed(2)
+    tokens = torch.randn(2, 1 + grid[0] * grid[1], dim, generator=generator)
+
+    def gradients(init: str) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        earth = EarthAdapter(layer=0, dim=dim, hidden=4, num_prefix_tokens=1, init=init)
+        earth(tokens, grid).pow(2).sum().backward()
+        return {name: p.grad for name, p in earth.named_parameters()}
+
+    kaiming = gradients("kaiming")
+    assert all(g is not None and g.abs().sum() > 0 for name, g in kaiming.items() if not name.endswith("bias")), kaiming.keys()
+    identity = gradients("identity")
+    silent = sorted(name for name, g in identity.items() if g is None or g.abs().sum() == 0)
+    assert silent and all(".down." in name or name.startswith("router") or name == "scale" for name in silent), silent
+
+    earth = EarthAdapter(layer=0, dim=dim, hidden=4, init="kaiming")
+    assert earth.scale.item() == pytest.approx(0.1)
+    assert all(isinstance(expert.act, torch.nn.ReLU) for expert in earth.experts)
+    with torch.no_grad():
+        assert not torch.equal(earth(tokens, grid), tokens)  # not an identity: the price of the authors' init
+    with pytest.raises(ValueError, match="choose identity or kaiming"):
+        EarthAdapter(layer=0, dim=dim, init="zeros")
+
+
+def test_toolbox_config_rejects_an_unknown_earth_init_and_round_trips_it() -> None:
+    from cegate_cli.errors import InputError
+
+    with pytest.raises(InputError, match="Earth-Adapter init 'xavier'"):
+        ToolboxConfig(earth_init="xavier").check()
+    config = ToolboxConfig(earth_init="kaiming")
+    assert ToolboxConfig.from_dict(config.to_dict()) == config
+    assert ToolboxConfig.from_dict({k: v for k, v in ToolboxConfig().to_dict().items() if k != "earth_init"}).earth_init == "identity"

@@ -14,15 +14,25 @@ from cegate_cli.toolbox.base import ToolboxModule
 
 
 class Bottleneck(nn.Module):
-    """down -> GELU -> up, with the up projection zero-initialised."""
+    """down -> GELU -> up, with the up projection zero-initialised (an exact identity until trained).
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    `kaiming=True` is the Earth-Adapter authors' expert: ReLU, both projections Kaiming-initialised,
+    zero biases. It is not an identity at initialisation, but every weight gets gradient at once,
+    where the zero-initialised form gives gradient only to `up` at the first Fisher scoring.
+    """
+
+    def __init__(self, dim: int, hidden: int, kaiming: bool = False) -> None:
         super().__init__()
         self.down = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act: nn.Module = nn.ReLU() if kaiming else nn.GELU()
         self.up = nn.Linear(hidden, dim)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        if kaiming:
+            for linear in (self.down, self.up):
+                nn.init.kaiming_uniform_(linear.weight, nonlinearity="relu")
+                nn.init.zeros_(linear.bias)
+        else:
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.act(self.down(x)))

@@ -132,7 +132,9 @@ def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None)
                 block.mlp, layer, dim, config.adapter_hidden, config.adapter_scale
             )
         if "earth" in config.kinds:
-            earth = EarthAdapter(layer, dim, config.earth_hidden, config.earth_low_freq_ratio, backbone.num_prefix_tokens)
+            earth = EarthAdapter(
+                layer, dim, config.earth_hidden, config.earth_low_freq_ratio, backbone.num_prefix_tokens, init=config.earth_init
+            )
             backbone.frequency[str(layer)] = modules[("earth", layer)] = earth
     toolbox = Toolbox(backbone, modules, config)
     toolbox.activate_all()

@@ -18,6 +18,9 @@ class ToolboxConfig:
     adapter_scale: float = 1.0
     earth_hidden: int = 16
     earth_low_freq_ratio: float = 0.25
+    earth_init: str = "identity"
+    """Earth-Adapter initialisation (toolbox/frequency.py): "identity" (zero up projections, so
+    the toolbox starts as an exact identity) or "kaiming" (the Earth-Adapter authors' init)."""
 
     def check(self) -> None:
         """Reject sizes no module can be built with, before anything is written or loaded.
@@ -38,6 +41,10 @@ class ToolboxConfig:
         for what, value in (("LoRA alpha", self.lora_alpha), ("adapter scale", self.adapter_scale)):
             if not math.isfinite(value):
                 raise InputError(f"{what} {value}: must be a finite number")
+        from cegate_cli.toolbox.frequency import EARTH_INITS
+
+        if self.earth_init not in EARTH_INITS:
+            raise InputError(f"Earth-Adapter init {self.earth_init!r}: choose {' or '.join(EARTH_INITS)}")
         if not 0 < self.earth_low_freq_ratio < 1:
             raise InputError(f"Earth-Adapter low-frequency ratio {self.earth_low_freq_ratio}: must lie strictly between 0 and 1")
 

@@ -5,7 +5,10 @@ bands. The patch tokens are put back on their grid (taken from the actual input,
 or tile size works), split with an orthonormal 2-D FFT into a low-frequency part (a centred box
 after fftshift) and the high-frequency remainder, and three bottleneck experts (raw, low, high)
 are mixed per token by a softmax router. The experts' up projections start at zero, so the
-module is an exact identity until trained. Prefix tokens (class, registers) pass unchanged.
+module is an exact identity until trained (init "identity", the default). Init "kaiming" is the
+Earth-Adapter authors': Kaiming-initialised ReLU experts and a learnable scale starting at 0.1,
+so every part of the module has gradient at the first Fisher scoring. Prefix tokens (class,
+registers) pass unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from torch import nn
 
 from cegate_cli.toolbox.adapter import Bottleneck
 from cegate_cli.toolbox.base import ToolboxModule
+
+
+EARTH_INITS = ("identity", "kaiming")
 
 
 def low_pass_mask(height: int, width: int, ratio: float, device: torch.device) -> torch.Tensor:
@@ -39,13 +45,18 @@ def split_frequencies(grid: torch.Tensor, ratio: float) -> tuple[torch.Tensor, t
 class EarthAdapter(ToolboxModule):
     kind = "earth"
 
-    def __init__(self, layer: int, dim: int, hidden: int = 16, low_freq_ratio: float = 0.25, num_prefix_tokens: int = 1) -> None:
+    def __init__(
+        self, layer: int, dim: int, hidden: int = 16, low_freq_ratio: float = 0.25, num_prefix_tokens: int = 1, init: str = "identity"
+    ) -> None:
         super().__init__(layer)
+        if init not in EARTH_INITS:
+            raise ValueError(f"Earth-Adapter init {init!r}: choose {' or '.join(EARTH_INITS)}")
         self.low_freq_ratio = low_freq_ratio
         self.num_prefix_tokens = num_prefix_tokens
-        self.experts = nn.ModuleList([Bottleneck(dim, hidden) for _ in range(3)])  # raw, low, high
+        kaiming = init == "kaiming"
+        self.experts = nn.ModuleList([Bottleneck(dim, hidden, kaiming=kaiming) for _ in range(3)])  # raw, low, high
         self.router = nn.Linear(dim, 3)
-        self.scale = nn.Parameter(torch.ones(()))
+        self.scale = nn.Parameter(torch.full((), 0.1 if kaiming else 1.0))
 
     def forward(self, tokens: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
         if not self.active:

@@ -45,10 +45,14 @@ class TrainConfig:
     """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice". Default balanced+dice: real labels are imbalanced and mIoU weighs every class
     alike; on the NAIP tiles plain ce left building and water near 0 IoU (docs/benchmarks-real.md)."""
+    head_warmup: int = 0
+    """Fisher rules: steps the head trains alone (frozen backbone, no module) before the first
+    scoring, so the scores measure gradients through a head that has learnt something instead of
+    a random one (issue 12, beyond the paper). 0: score at step 0, as the paper does."""
     selection: str = "fisher"
-    """Which modules train: "fisher" (the method: top `select` by Fisher score); "fisher-cost" and
-    "fisher-block" (Fisher scores with a backward-cost budget, or ranked within each block; see
-    fisher.select_by_fisher_rule). The others are
+    """Which modules train: "fisher" (the method: top `select` by Fisher score); "fisher-cost",
+    "fisher-block" and "fisher-agree" (Fisher scores with a backward-cost budget, ranked within
+    each block, or the squared mean gradient; see fisher.select_by_fisher_rule). The others are
     baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
     (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole backbone,
     patch embedding included, trains with the head; its run saves the backbone too)."""
@@ -81,7 +85,8 @@ class TrainConfig:
         for flag, name in at_least_one.items():
             if getattr(self, name) < 1:
                 raise InputError(f"{flag} {getattr(self, name)}: must be at least 1 (default {_default(name)})")
-        not_negative = {"--seed": "seed", "--val-every": "val_every", "--reselect-every": "reselect_every", "warmup steps": "warmup_steps"}
+        not_negative = {"--seed": "seed", "--val-every": "val_every", "--reselect-every": "reselect_every", "warmup steps": "warmup_steps",
+                        "head_warmup": "head_warmup"}
         for flag, name in not_negative.items():
             if getattr(self, name) < 0:
                 raise InputError(f"{flag} {getattr(self, name)}: must be 0 or more (default {_default(name)})")
@@ -107,6 +112,8 @@ class TrainConfig:
         if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
             raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
         parse_select_spec(self.select)
+        if self.head_warmup >= self.steps:
+            raise InputError(f"head_warmup {self.head_warmup}: the head-only steps must end before the last step ({self.steps})")
 
     def resume_fingerprint(self) -> dict[str, Any]:
         """Settings that must match for `--resume` to continue the same run (device may change)."""
@@ -115,6 +122,8 @@ class TrainConfig:
         data.pop("save_every")  # how often state is written never changes the weights
         if data["selection"] == "fisher":
             data.pop("selection")  # the default: states written before the option existed still resume
+        if data["head_warmup"] == 0:
+            data.pop("head_warmup")  # likewise
         return data
 
 
@@ -123,7 +132,7 @@ def _default(name: str) -> Any:
     return TrainConfig.__dataclass_fields__[name].default
 
 
-SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "random", "all", "none", "full")
+SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "fisher-agree", "random", "all", "none", "full")
 
 TARGET_NORMS = ("target", "source")
 

@@ -20,7 +20,7 @@ import torch
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.distributed import world
-from cegate_cli.fisher import FISHER_RULES, FisherScores, Selection, empirical_fisher, select_by_fisher_rule
+from cegate_cli.fisher import FISHER_RULES, HEAD_WARMUP, FisherScores, Selection, empirical_fisher, score_statistic, select_by_fisher_rule
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.module_key import KINDS, ModuleKey, in_order
@@ -172,6 +172,9 @@ class SupervisedTrainer:
     def select(self, step: int) -> Selection:
         if self.config.selection not in FISHER_RULES:
             return self._select_by_rule(step)
+        if step < self.config.head_warmup:  # the head learns alone first; scoring comes at head_warmup
+            empty = FisherScores({}, {}, 0)
+            return self._install(Selection(step=step, selected=self.active_set([]), scores=empty, rule=HEAD_WARMUP))
         keys = self.fisher_keys()
         with phase(self.reporter, f"Fisher scoring of {len(keys)} modules on {self.config.fisher_samples} crops"):
             scores, seconds = self._fisher_scores(step, keys)
@@ -195,6 +198,7 @@ class SupervisedTrainer:
                 zip(images, masks),
                 lambda logits, target: segmentation_loss(logits, target, ignore, self.config.loss, self.inputs.class_weights),
                 keys=keys,
+                statistic=score_statistic(self.config.selection),
             )
         scores = self.reduce_scores(scores)
         return scores, time.perf_counter() - started
@@ -230,6 +234,14 @@ class SupervisedTrainer:
         empty = FisherScores({}, {}, 0)
         return self._install(Selection(step=step, selected=self.active_set(chosen), scores=empty, rule=rule))
 
+    def _selects_at(self, step: int) -> bool:
+        """Steps after 0 with a (re)selection: every `reselect_every`, and the end of the head warm-up."""
+        config = self.config
+        if step == 0:
+            return False
+        rescoring = bool(config.reselect_every) and step % config.reselect_every == 0
+        return rescoring or (step == config.head_warmup and config.selection in FISHER_RULES)
+
     def reduce_scores(self, scores: Any) -> Any:
         """Hook for distributed training (all-reduce of the scores); identity on one process."""
         return scores
@@ -249,9 +261,7 @@ class SupervisedTrainer:
         completed = True
         step = self.progress.step
         while step < config.steps:
-            if config.reselect_every and step > 0 and step % config.reselect_every == 0 and (
-                not self.progress.selections or self.progress.selections[-1].step != step
-            ):
+            if self._selects_at(step) and (not self.progress.selections or self.progress.selections[-1].step != step):
                 self.select(step)
             loss = self._train_step(step)
             step += 1
