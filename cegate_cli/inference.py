@@ -26,7 +26,8 @@ import torch
 from cegate_cli import distributed
 from cegate_cli.backbone.galileo_backbone import GalileoBackbone
 from cegate_cli.bands import match_bands
-from cegate_cli.data.raster import acquisition_month, ground_sample_distance, open_quietly
+from cegate_cli.data.raster import open_quietly
+from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene

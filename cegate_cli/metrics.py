@@ -23,7 +23,8 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import gdal_detail, open_quietly, valid_pixels
+from cegate_cli.data.gdal import gdal_detail
+from cegate_cli.data.raster import open_quietly, valid_pixels
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor

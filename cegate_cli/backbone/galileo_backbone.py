@@ -268,7 +268,8 @@ def resolve_galileo_inputs(
     import statistics
     from collections import Counter
 
-    from cegate_cli.data.raster import acquisition_month, ground_sample_distance, open_quietly
+    from cegate_cli.data.raster import open_quietly
+    from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
     from cegate_cli.data.stats import BandStats
 
     options.check()

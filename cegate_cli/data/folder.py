@@ -18,18 +18,11 @@ import numpy as np
 from rasterio.errors import RasterioError
 
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
-from cegate_cli.data.raster import (
-    MaskSource,
-    PixelValidity,
-    gdal_detail,
-    grid_differences,
-    is_tiff,
-    is_tiff_name,
-    iter_windows,
-    not_a_file_reason,
-    open_raster,
-)
+from cegate_cli.data.gdal import gdal_detail
+from cegate_cli.data.raster import PixelValidity, grid_differences, is_tiff, is_tiff_name, not_a_file_reason, open_raster
+from cegate_cli.data.raster_cache import MaskSource
 from cegate_cli.data.stac import is_item_name, item_files, looks_like_item, scene_name
+from cegate_cli.data.windows import iter_windows
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 CLASSES_FILE = "classes.yaml"

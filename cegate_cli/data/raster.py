@@ -1,11 +1,16 @@
-"""Windowed reads shared by discovery, statistics, crops and evaluation.
+"""Input rasters: how cegate opens them, which pixels are valid, and whether two share a grid.
 
-Scenes can be far larger than memory, so nothing here reads a whole raster: callers ask for windows.
-One rule for "valid pixel" lives here (`PixelValidity`) so that statistics, training crops,
-prediction and evaluation agree: a pixel is valid only where EVERY band the run uses is valid,
-i.e. not its band's nodata value, not NaN or infinite, and not masked by the file's internal or
-per-dataset mask or its alpha band. The model cannot classify what one of its bands does not see,
-and a rule that differed between training and predict trained on pixels predict then refused.
+Opening (`open_raster`), the valid-pixel rule (`PixelValidity`) and grid comparison
+(`grid_differences`) live here, so that training, statistics, predict and evaluate agree.
+
+One rule for "valid pixel" (`PixelValidity`): a pixel is valid only where EVERY band the run
+uses is valid, i.e. not its band's nodata value, not NaN or infinite, and not masked by the
+file's internal or per-dataset mask or its alpha band. The model cannot classify what one of its
+bands does not see, and a rule that differed between training and predict trained on pixels
+predict then refused.
+
+Reading windows (data/windows.py), keeping handles open (data/raster_cache.py) and a scene's
+pixel size and date (data/scene_info.py) build on this module.
 """
 
 from __future__ import annotations
@@ -13,23 +18,19 @@ from __future__ import annotations
 import errno
 import math
 import os
-import re
 import stat
 import warnings
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
-from rasterio.vrt import WarpedVRT
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.data import stac
+from cegate_cli.data.gdal import quiet_open
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -38,12 +39,6 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 def is_tiff(path: Path) -> bool:
     """A GeoTIFF the user put there (hidden files such as our own temporary files are skipped)."""
     return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
-
-
-def gdal_detail(exc: BaseException) -> str:
-    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
-    cause = exc.__cause__
-    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
 
 
 def is_tiff_name(path: Path) -> bool:
@@ -111,9 +106,7 @@ def open_quietly(path: Path) -> Any:
     """
     if stac.is_item_name(path):
         return stac.open_item(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+    return quiet_open(path)
 
 
 def open_raster(path: Path) -> Any:
@@ -136,13 +129,6 @@ def open_raster(path: Path) -> Any:
     return ds
 
 
-def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
-    """Non-overlapping windows of at most size x size covering the raster, row by row."""
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Window(col, row, min(size, width - col), min(size, height - row))
-
-
 class PixelValidity:
     """Which pixels of one open dataset are valid for the bands a run uses: THE rule, decided once.
 
@@ -153,8 +139,8 @@ class PixelValidity:
       counts even where a nodata value is set too (GDAL would let the nodata value shadow it and
       rasterio would print a NodataShadowWarning; a transparent pixel is no data either way);
     - floating-point bands: the value is finite in float32, the precision the model sees.
-    Training (`read_image_window`), band statistics, predict (predict/reader.py) and evaluate
-    (metrics.py) all ask this class, so they count the same pixels.
+    Training and band statistics (data/windows.py), the image checks (data/folder.py), predict
+    (predict/reader.py) and evaluate (metrics.py) all ask this class, so they count the same pixels.
     """
 
     def __init__(self, ds: Any, indexes: Sequence[int]) -> None:
@@ -222,57 +208,6 @@ def valid_pixels(ds: Any, indexes: Sequence[int], raw: np.ndarray, window: Windo
     return PixelValidity(ds, indexes).of(ds, raw, window)
 
 
-def read_image_window(ds: Any, indexes: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Raw pixels (C, h, w) float32 and the valid-pixel mask (h, w) bool of one window.
-
-    A read that fails (a truncated or corrupt file) is a DataError naming the file and the place.
-    """
-    try:
-        raw = ds.read(list(indexes), window=window)
-        valid = valid_pixels(ds, indexes, raw, window)
-    except RasterioError as exc:
-        raise DataError(
-            f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
-            "the file may be truncated or corrupt"
-        ) from exc
-    with np.errstate(over="ignore", invalid="ignore"):
-        return raw.astype(np.float32, copy=False), valid
-
-
-def read_mask_window(ds: Any, window: Window, *, nodata_value: int | None, ignore_index: int) -> np.ndarray:
-    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index.
-
-    A read that fails (a truncated or corrupt mask) is a DataError naming the file and the place.
-    """
-    try:
-        labels = ds.read(1, window=window).astype(np.int64)
-        if nodata_value is not None:
-            labels[labels == nodata_value] = ignore_index
-        if isinstance(ds, WarpedVRT):
-            labels[ds.read_masks(1, window=window) == 0] = ignore_index
-    except RasterioError as exc:
-        raise DataError(
-            f"{ds.name}: reading mask values at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
-            "the file may be truncated or corrupt"
-        ) from exc
-    return labels
-
-
-def warped_mask(mask_ds: Any, image_ds: Any) -> WarpedVRT:
-    """The mask as seen on the image's grid: nearest neighbour, so class ids are never blended."""
-    dtype = np.dtype(mask_ds.dtypes[0])
-    fill = mask_ds.nodata if mask_ds.nodata is not None else np.iinfo(dtype).max
-    return WarpedVRT(
-        mask_ds,
-        crs=image_ds.crs,
-        transform=image_ds.transform,
-        width=image_ds.width,
-        height=image_ds.height,
-        resampling=Resampling.nearest,
-        nodata=fill,
-    )
-
-
 def grid_differences(a: Any, b: Any) -> list[str]:
     """How the grid of `b` (a mask) differs from `a` (its image); [] when the same.
 
@@ -294,115 +229,3 @@ def grid_differences(a: Any, b: Any) -> list[str]:
     if not (scale_ok and offset_ok):
         problems.append(f"transform {tuple(round(v, 6) for v in tb[:6])}, image {tuple(round(v, 6) for v in ta[:6])}")
     return problems
-
-
-@dataclass(frozen=True)
-class MaskSource:
-    """How to read one mask: the file, whether it is warped onto its image's grid, its nodata value."""
-
-    path: Path
-    warp_to: Path | None = None
-    nodata_value: int | None = None
-
-
-class _WarpedMask:
-    """A warped view of a mask together with the handles it reads from, closed as one."""
-
-    def __init__(self, source: MaskSource) -> None:
-        assert source.warp_to is not None
-        self._raw = open_raster(source.path)
-        try:
-            with open_raster(source.warp_to) as image:
-                self.vrt = warped_mask(self._raw, image)
-        except BaseException:
-            self._raw.close()
-            raise
-
-    def close(self) -> None:
-        self.vrt.close()
-        self._raw.close()
-
-
-class RasterCache:
-    """Open datasets kept per process, opened on first use, at most `max_open` at a time.
-
-    GDAL handles must not cross a fork, so a cache that finds itself in another process (a
-    DataLoader worker) starts empty; pickling drops the handles for the same reason.
-    Not thread-safe: rasterio datasets are not.
-    """
-
-    def __init__(self, max_open: int = 64) -> None:
-        self.max_open = max_open
-        self._open: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._pid = os.getpid()
-
-    def image(self, path: Path) -> Any:
-        return self._get(("image", str(path)), lambda: open_raster(path))
-
-    def mask(self, source: MaskSource) -> Any:
-        """An open dataset (or warped view) to read `source` on its image's grid."""
-        if source.warp_to is None:
-            return self._get(("mask", str(source.path)), lambda: open_raster(source.path))
-        return self._get(("warped", str(source.path)), lambda: _WarpedMask(source)).vrt
-
-    def _get(self, key: tuple[str, str], opener: Any) -> Any:
-        if self._pid != os.getpid():
-            self._open = OrderedDict()  # inherited handles belong to the parent; never close them here
-            self._pid = os.getpid()
-        if key in self._open:
-            self._open.move_to_end(key)
-            return self._open[key]
-        handle = opener()
-        self._open[key] = handle
-        while len(self._open) > self.max_open:
-            self._open.popitem(last=False)[1].close()
-        return handle
-
-    def close(self) -> None:
-        """Close every handle; the cache stays usable and reopens on the next read."""
-        while self._open:
-            self._open.popitem(last=False)[1].close()
-
-    def __enter__(self) -> RasterCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"max_open": self.max_open}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["max_open"])  # type: ignore[misc]
-
-
-_METRES_PER_DEGREE = 111_320.0  # along a meridian, and along the equator; parallels shrink by cos(latitude)
-_DATE_TAGS = ("ACQUISITIONDATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATETIME", "TIFFTAG_DATETIME")
-_DATE = re.compile(r"(\d{4})[-:/]?(\d{2})[-:/]?(\d{2})")
-
-
-def ground_sample_distance(ds: Any) -> float | None:
-    """The pixel size in metres (the mean of x and y), converted at the scene's centre for a
-    geographic CRS; None without georeferencing."""
-    if ds.crs is None or ds.transform.is_identity:
-        return None
-    x_size, y_size = abs(ds.transform.a), abs(ds.transform.e)
-    if ds.crs.is_geographic:
-        latitude = (ds.bounds.top + ds.bounds.bottom) / 2
-        x_size *= _METRES_PER_DEGREE * math.cos(math.radians(latitude))
-        y_size *= _METRES_PER_DEGREE
-    else:
-        x_size *= ds.crs.linear_units_factor[1]
-        y_size *= ds.crs.linear_units_factor[1]
-    return (x_size + y_size) / 2
-
-
-def acquisition_month(ds: Any) -> int | None:
-    """The month (0 = January) of the scene's acquisition date when a tag gives one: GDAL's
-    TIFFTAG_DATETIME or a common product tag (ACQUISITIONDATETIME, DATE_ACQUIRED, ...)."""
-    tags = {key.upper(): value for key, value in ds.tags().items()}
-    for key in _DATE_TAGS:
-        match = _DATE.search(tags.get(key, ""))
-        if match and 1 <= int(match.group(2)) <= 12:
-            return int(match.group(2)) - 1
-    return None

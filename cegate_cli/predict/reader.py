@@ -15,7 +15,8 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 
-from cegate_cli.data.raster import PixelValidity, check_geotiff, gdal_detail, not_a_file_reason, open_quietly
+from cegate_cli.data.gdal import gdal_detail
+from cegate_cli.data.raster import PixelValidity, check_geotiff, not_a_file_reason, open_quietly
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.tiling import Tile, pad_to

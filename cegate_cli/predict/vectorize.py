@@ -38,10 +38,10 @@ from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
+from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import open_quietly
 from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
-from cegate_cli.predict.reader import gdal_detail
 from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink, GeoJSONSink, GeoPackageSink
 
 VectorFormat = Literal["geojson", "gpkg"]
