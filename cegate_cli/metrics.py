@@ -24,8 +24,8 @@ from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
-from cegate_cli.data.raster import open_quietly, valid_pixels
-from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
+from cegate_cli.data.raster import open_raster, valid_pixels
+from cegate_cli.errors import DataError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
 STRIP_ROWS = 512
@@ -169,9 +169,7 @@ def evaluate_scene(
     matrix = matrix if matrix is not None else ConfusionMatrix(num_classes, ignore_index)
     if matrix.num_classes != num_classes:
         raise InputError(f"matrix has {matrix.num_classes} classes, expected {num_classes}")
-    pred_ds = _open(Path(mask_pred_path), "predicted mask")
-    true_ds = _open(Path(mask_true_path), "label mask")
-    with pred_ds, true_ds:
+    with open_raster(Path(mask_pred_path)) as pred_ds, open_raster(Path(mask_true_path)) as true_ds:
         _check_same_grid(pred_ds, true_ds, Path(mask_pred_path), Path(mask_true_path))
         for row in range(0, pred_ds.height, STRIP_ROWS):
             window = Window(0, row, pred_ds.width, min(STRIP_ROWS, pred_ds.height - row))
@@ -189,15 +187,6 @@ def evaluate_scene(
             except DataError as exc:  # class ids out of range: name the file that holds them
                 raise DataError(f"{mask_true_path if str(exc).startswith('label') else mask_pred_path}: {exc}") from None
     return matrix
-
-
-def _open(path: Path, what: str) -> rasterio.DatasetReader:
-    if not path.exists():
-        raise DataFileNotFoundError(f"{path}: {what} not found")
-    try:
-        return open_quietly(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: {what} cannot be read as a raster ({exc})") from exc
 
 
 def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: Path, pb: Path) -> None:

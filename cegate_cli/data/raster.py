@@ -30,8 +30,8 @@ from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.data import stac
-from cegate_cli.data.gdal import quiet_open
-from cegate_cli.errors import DataError, DataFileNotFoundError
+from cegate_cli.data.gdal import gdal_detail, quiet_open
+from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -96,31 +96,26 @@ def check_geotiff(ds: Any, path: Path) -> None:
     )
 
 
-def open_quietly(path: Path) -> Any:
-    """rasterio.open without its Python warnings reaching the user's terminal.
-
-    NotGeoreferencedWarning is about a file without a CRS or transform; where that matters
-    (predicting a scene, pairing a mask) cegate says so in its own words, once per file.
-    A STAC item JSON opens as the stack of its band assets (data/stac.py), so every reader of
-    scenes takes items as they are.
-    """
-    if stac.is_item_name(path):
-        return stac.open_item(path)
-    return quiet_open(path)
-
-
 def open_raster(path: Path) -> Any:
-    """Open a GeoTIFF with a one-line message that names the file and says what is wrong."""
+    """Open an input raster (GeoTIFF, or STAC item JSON) for reading; the one way cegate does it.
+
+    Every failure is a one-line DataError (DataFileNotFoundError for a missing file) that names the
+    file and says what to do, so `adapt`, `predict`, `evaluate` and the report refuse a file in the
+    same words: a folder, FIFO or looping symlink named .tif, a PNG renamed .tif, a truncated or
+    corrupt file. rasterio's NotGeoreferencedWarning is kept off the terminal (data/gdal.py); a
+    STAC item opens as the stack of its band assets (data/stac.py), with the item's own messages.
+    """
+    path = Path(path)
     reason = not_a_file_reason(path)
     if reason is not None:
         error = DataFileNotFoundError if reason.startswith("no such file") else DataError
         raise error(f"{path}: {reason}")
     try:
-        ds = open_quietly(path)
-    except (DataError, DataFileNotFoundError):
+        ds = stac.open_item(path) if stac.is_item_name(path) else quiet_open(path)
+    except CegateError:
         raise  # a STAC item's own message (data/stac.py) already names the item and the asset
     except (RasterioError, OSError) as exc:
-        raise DataError(f"{path}: cannot read raster ({exc})") from exc
+        raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
     try:
         check_geotiff(ds, path)
     except DataError:

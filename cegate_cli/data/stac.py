@@ -39,7 +39,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
-from cegate_cli.data.gdal import quiet_open
+from cegate_cli.data.gdal import gdal_detail, quiet_open
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 ITEM_SUFFIX = ".json"
@@ -246,9 +246,9 @@ def _probe(item: StacItem, band: ItemBand) -> _Grid:
         with quiet_open(band.href) as ds:
             return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
                          tuple(tuple(shape) for shape in ds.block_shapes))
-    except RasterioError as exc:
+    except (RasterioError, OSError) as exc:  # the errors data/raster.py's open_raster catches
         hint = "check the URL and the connection" if band.href.startswith("/vsi") else "is it a complete GeoTIFF?"
-        raise DataError(f"{where}: cannot be read as a raster ({exc}); {hint}") from None
+        raise DataError(f"{where}: cannot be read as a raster ({gdal_detail(exc)}); {hint}") from None
 
 
 def item_vrt(item: StacItem) -> str:

@@ -16,31 +16,10 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from cegate_cli.data.gdal import gdal_detail
-from cegate_cli.data.raster import PixelValidity, check_geotiff, not_a_file_reason, open_quietly
+from cegate_cli.data.raster import PixelValidity
 from cegate_cli.data.stats import BandStats
-from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
+from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict.tiling import Tile, pad_to
-
-
-def open_scene(path: Path) -> rasterio.DatasetReader:
-    """Open a raster with an error message that names the file and says what to check.
-
-    The checks are data/raster.py's, so training and predict refuse the same files with the same
-    words (a folder or a FIFO named .tif, a looping symlink, a PNG renamed .tif).
-    """
-    reason = not_a_file_reason(path)
-    if reason is not None:
-        raise (DataFileNotFoundError if reason.startswith("no such file") else DataError)(f"{path}: {reason}")
-    try:
-        dataset = open_quietly(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
-    try:
-        check_geotiff(dataset, path)
-    except DataError:
-        dataset.close()
-        raise
-    return dataset
 
 
 class SceneReader:
