@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
-from cegate_cli.data.raster import open_raster, valid_pixels
+from cegate_cli.data.raster import PixelValidity, open_raster
 from cegate_cli.errors import DataError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -171,12 +171,14 @@ def evaluate_scene(
         raise InputError(f"matrix has {matrix.num_classes} classes, expected {num_classes}")
     with open_raster(Path(mask_pred_path)) as pred_ds, open_raster(Path(mask_true_path)) as true_ds:
         _check_same_grid(pred_ds, true_ds, Path(mask_pred_path), Path(mask_true_path))
+        # data/raster.py's one rule (nodata value, internal/per-dataset mask), planned once per file
+        pred_validity, true_validity = PixelValidity(pred_ds, (1,)), PixelValidity(true_ds, (1,))
         for row in range(0, pred_ds.height, STRIP_ROWS):
             window = Window(0, row, pred_ds.width, min(STRIP_ROWS, pred_ds.height - row))
             try:
                 pred = pred_ds.read(1, window=window)
                 target = true_ds.read(1, window=window)
-                valid = _valid(pred_ds, pred, window) & _valid(true_ds, target, window)
+                valid = pred_validity.of(pred_ds, pred[None], window) & true_validity.of(true_ds, target[None], window)
             except RasterioError as exc:
                 raise DataError(
                     f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({gdal_detail(exc)}); "
@@ -200,8 +202,3 @@ def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: P
             raise DataError(f"{pa} is in {a.crs} but {pb} in {b.crs}; labels must be on the scene's own pixel grid")
         if not a.transform.almost_equals(b.transform, precision=1e-6 * max(abs(a.transform.a), 1e-12)):
             raise DataError(f"{pa} and {pb} have different geotransforms; labels must be on the scene's own pixel grid")
-
-
-def _valid(dataset: rasterio.DatasetReader, values: np.ndarray, window: Window) -> np.ndarray:
-    """Pixels that are data (nodata value, internal/per-dataset mask): data/raster.py's one rule."""
-    return valid_pixels(dataset, (1,), values[None], window)

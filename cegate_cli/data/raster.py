@@ -198,11 +198,6 @@ def _representable(nodata: float, dtype: np.dtype) -> bool:
     return info.min <= nodata <= info.max
 
 
-def valid_pixels(ds: Any, indexes: Sequence[int], raw: np.ndarray, window: Window) -> np.ndarray:
-    """The valid-pixel mask (h, w) of `raw`, bands `indexes` read from `window` (see `PixelValidity`)."""
-    return PixelValidity(ds, indexes).of(ds, raw, window)
-
-
 def grid_differences(a: Any, b: Any) -> list[str]:
     """How the grid of `b` (a mask) differs from `a` (its image); [] when the same.
 

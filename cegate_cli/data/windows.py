@@ -29,20 +29,22 @@ def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
 
 
 def read_pixels(
-    ds: Any, indexes: Sequence[int], window: Window, *, validity: PixelValidity | None = None
+    ds: Any, indexes: Sequence[int], window: Window, *, validity: PixelValidity | None = None, name: object = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw pixels (C, h, w) of bands `indexes` in the file's data type, and their valid-pixel mask (h, w) bool.
 
     A caller reading one dataset many times passes `validity` (`PixelValidity(ds, indexes)`,
-    planned once) so the rule is not re-derived for every tile.
+    planned once) so the rule is not re-derived for every tile. `name` is the file an error
+    names (default: the dataset's; a STAC item's is its in-memory VRT, so predict passes the item).
     """
     try:
         validity = validity if validity is not None else PixelValidity(ds, indexes)
         raw = ds.read(list(indexes), window=window)
         return raw, validity.of(ds, raw, window)
     except RasterioError as exc:
+        where = ds.name if name is None else name
         raise DataError(
-            f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
+            f"{where}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
             "the file may be truncated or corrupt"
         ) from exc
 
