@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
-from cegate_cli.data.raster import PixelValidity, open_raster
+from cegate_cli.data.raster import PixelValidity, grid_mismatches, open_raster
 from cegate_cli.errors import DataError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -192,13 +192,15 @@ def evaluate_scene(
 
 
 def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: Path, pb: Path) -> None:
-    if (a.width, a.height) != (b.width, b.height):
+    """data/raster.py's grid rule (a hundredth of a pixel of tolerance), with CRS and transform
+    compared only where both files have a CRS: a prediction of a scene without georeference has none."""
+    parts = grid_mismatches(a, b, one_sided_crs_differs=False)
+    if "size" in parts:
         raise DataError(
             f"{pa} is {a.width} x {a.height} pixels but {pb} is {b.width} x {b.height}; "
             "labels must be on the scene's own pixel grid"
         )
-    if a.crs is not None and b.crs is not None:
-        if a.crs != b.crs:
-            raise DataError(f"{pa} is in {a.crs} but {pb} in {b.crs}; labels must be on the scene's own pixel grid")
-        if not a.transform.almost_equals(b.transform, precision=1e-6 * max(abs(a.transform.a), 1e-12)):
-            raise DataError(f"{pa} and {pb} have different geotransforms; labels must be on the scene's own pixel grid")
+    if "crs" in parts:
+        raise DataError(f"{pa} is in {a.crs} but {pb} in {b.crs}; labels must be on the scene's own pixel grid")
+    if "transform" in parts:
+        raise DataError(f"{pa} and {pb} have different geotransforms; labels must be on the scene's own pixel grid")

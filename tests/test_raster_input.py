@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from predict_rasters import class_table, write_scene
+from predict_rasters import UTM_TRANSFORM, class_table, write_scene
+from rasterio.transform import from_origin
 
 from cegate_cli.bands import band_names_of
+from cegate_cli.data.folder import discover_labeled
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError, DataFileNotFoundError
 from cegate_cli.metrics import evaluate_scene
@@ -79,3 +81,41 @@ def test_every_reader_says_what_an_odd_file_really_is_before_opening_it(tmp_path
         with pytest.raises(DataFileNotFoundError) as missing:
             read(tmp_path / "missing.tif")
         assert str(missing.value) == f"{tmp_path / 'missing.tif'}: no such file; check the path", name
+
+
+def _scene_and_labels(root: Path, labels_transform: Any, labels_crs: str | None = "EPSG:32633") -> tuple[Path, Path]:
+    """A labeled folder of one 16 x 16 scene on UTM_TRANSFORM, whose mask has `labels_transform`."""
+    scene = write_scene(root / "images" / "a.tif", np.full((1, 16, 16), 100, np.uint16))
+    labels = write_scene(
+        root / "masks" / "a.tif", np.tile(np.array([0, 1], np.uint8), (16, 8)), crs=labels_crs, transform=labels_transform
+    )
+    return scene, labels
+
+
+@pytest.mark.parametrize("shift_pixels, same", [(0.001, True), (0.5, False)])
+def test_evaluate_and_the_labeled_folder_forgive_the_same_georeference_rounding(
+    tmp_path: Path, shift_pixels: float, same: bool
+) -> None:
+    """One tolerance, a hundredth of a pixel: evaluate used to refuse any shift above 1e-6 pixel
+    that the labeled folder (and so `adapt` and `evaluate` on a folder) had accepted."""
+    shifted = from_origin(500000.0 + 10.0 * shift_pixels, 5000000.0, 10.0, 10.0)
+    _, labels = _scene_and_labels(tmp_path, shifted)
+    prediction = write_scene(tmp_path / "pred.tif", np.zeros((16, 16), np.uint8), transform=UTM_TRANSFORM)
+    if same:
+        assert discover_labeled(tmp_path).pairs[0].mask == labels
+        assert evaluate_scene(prediction, labels, num_classes=2).total == 16 * 16
+    else:
+        with pytest.raises(DataError, match=r"masks/a.tif: grid differs from images/a.tif \(transform"):
+            discover_labeled(tmp_path)
+        with pytest.raises(DataError, match="different geotransforms"):
+            evaluate_scene(prediction, labels, num_classes=2)
+
+
+def test_a_crs_on_one_side_only_differs_in_a_labeled_folder_but_not_in_evaluate(tmp_path: Path) -> None:
+    """The one rule that still differs (tests/test_valid_pixels.py evaluates a prediction without a
+    CRS against labels with one): the folder refuses the pair, evaluate_scene compares sizes only."""
+    _, labels = _scene_and_labels(tmp_path, None, labels_crs=None)
+    with pytest.raises(DataError, match=r"masks/a.tif: grid differs from images/a.tif \(CRS none, image EPSG:32633"):
+        discover_labeled(tmp_path)
+    prediction = write_scene(tmp_path / "pred.tif", np.zeros((16, 16), np.uint8), transform=UTM_TRANSFORM)
+    assert evaluate_scene(prediction, labels, num_classes=2).total == 16 * 16

@@ -1,7 +1,10 @@
 """Input rasters: how cegate opens them, which pixels are valid, and whether two share a grid.
 
-Opening (`open_raster`), the valid-pixel rule (`PixelValidity`) and grid comparison
-(`grid_differences`) live here, so that training, statistics, predict and evaluate agree.
+Every module that reads a scene, a training image or a mask opens it with `open_raster`, asks
+`PixelValidity` which pixels hold data and compares grids with `grid_mismatches`, so a file is
+refused with the same words everywhere and training, statistics, predict and evaluate count the
+same pixels. Before, four copies of these rules disagreed (which errors were caught, what a
+nodata value the band cannot hold meant, how close two transforms had to be).
 
 One rule for "valid pixel" (`PixelValidity`): a pixel is valid only where EVERY band the run
 uses is valid, i.e. not its band's nodata value, not NaN or infinite, and not masked by the
@@ -22,7 +25,7 @@ import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from rasterio.enums import ColorInterp, MaskFlags
@@ -198,17 +201,30 @@ def _representable(nodata: float, dtype: np.dtype) -> bool:
     return info.min <= nodata <= info.max
 
 
-def grid_differences(a: Any, b: Any) -> list[str]:
-    """How the grid of `b` (a mask) differs from `a` (its image); [] when the same.
+GridPart = Literal["crs", "size", "transform"]
+
+
+def grid_mismatches(image: Any, other: Any, *, one_sided_crs_differs: bool = True) -> tuple[GridPart, ...]:
+    """Which parts of `other`'s pixel grid differ from `image`'s, in the order CRS, size, transform; () when the same.
 
     The transform tolerance is a hundredth of a pixel at the far edge, so rounding in how a
-    tool wrote the georeference is forgiven but a half-pixel shift is not.
+    tool wrote the georeference is forgiven but a half-pixel shift is not. A CRS on one side
+    only is a difference (`one_sided_crs_differs`, the labeled folder's rule); evaluate_scene
+    compares CRS and transform only where both files have a CRS (see metrics.py).
     """
-    problems = []
-    if a.crs != b.crs:
-        problems.append(f"CRS {b.crs or 'none'}, image {a.crs or 'none'}")
-    if (a.width, a.height) != (b.width, b.height):
-        problems.append(f"size {b.width}x{b.height}, image {a.width}x{a.height}")
+    parts: list[GridPart] = []
+    both_referenced = image.crs is not None and other.crs is not None
+    compare_georeference = one_sided_crs_differs or both_referenced
+    if compare_georeference and image.crs != other.crs:
+        parts.append("crs")
+    if (image.width, image.height) != (other.width, other.height):
+        parts.append("size")
+    if compare_georeference and not _same_transform(image, other):
+        parts.append("transform")
+    return tuple(parts)
+
+
+def _same_transform(a: Any, b: Any) -> bool:
     ta, tb = a.transform, b.transform
     pixel = max(abs(ta.a), abs(ta.e), 1e-12)
     extent = max(a.width, a.height, 1)
@@ -216,6 +232,14 @@ def grid_differences(a: Any, b: Any) -> list[str]:
     offset_tol = 0.01 * pixel
     scale_ok = all(abs(x - y) <= scale_tol for x, y in ((ta.a, tb.a), (ta.b, tb.b), (ta.d, tb.d), (ta.e, tb.e)))
     offset_ok = abs(ta.c - tb.c) <= offset_tol and abs(ta.f - tb.f) <= offset_tol
-    if not (scale_ok and offset_ok):
-        problems.append(f"transform {tuple(round(v, 6) for v in tb[:6])}, image {tuple(round(v, 6) for v in ta[:6])}")
-    return problems
+    return scale_ok and offset_ok
+
+
+def grid_differences(a: Any, b: Any) -> list[str]:
+    """How the grid of `b` (a mask) differs from `a` (its image), one phrase per part; [] when the same."""
+    texts = {
+        "crs": f"CRS {b.crs or 'none'}, image {a.crs or 'none'}",
+        "size": f"size {b.width}x{b.height}, image {a.width}x{a.height}",
+        "transform": f"transform {tuple(round(v, 6) for v in b.transform[:6])}, image {tuple(round(v, 6) for v in a.transform[:6])}",
+    }
+    return [texts[part] for part in grid_mismatches(a, b)]
