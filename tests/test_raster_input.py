@@ -119,3 +119,17 @@ def test_a_crs_on_one_side_only_differs_in_a_labeled_folder_but_not_in_evaluate(
         discover_labeled(tmp_path)
     prediction = write_scene(tmp_path / "pred.tif", np.zeros((16, 16), np.uint8), transform=UTM_TRANSFORM)
     assert evaluate_scene(prediction, labels, num_classes=2).total == 16 * 16
+
+
+def test_a_mask_nodata_value_the_band_cannot_hold_marks_nothing_anywhere(tmp_path: Path) -> None:
+    """nodata 0.5 on a uint8 mask matches no pixel (GDAL's rule, `PixelValidity`'s for images):
+    the labeled folder and evaluate already read it so; vectorize truncated it to 0 and dropped
+    every class-0 region."""
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:, 8:] = 1
+    mask = write_scene(tmp_path / "masks" / "a.tif", labels, nodata=0.5)
+    write_scene(tmp_path / "images" / "a.tif", np.full((1, 16, 16), 100, np.uint16))
+    assert discover_labeled(tmp_path).pairs[0].mask_nodata is None
+    assert evaluate_scene(mask, mask, num_classes=2).total == 16 * 16
+    result = vectorize_mask(mask, tmp_path / "a.gpkg", class_table=class_table(2), fmt="gpkg")
+    assert result.class_features == {0: 1, 1: 1}

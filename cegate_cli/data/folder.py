@@ -18,7 +18,15 @@ import numpy as np
 
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
 from cegate_cli.data.gdal import gdal_detail
-from cegate_cli.data.raster import PixelValidity, grid_differences, is_tiff, is_tiff_name, not_a_file_reason, open_raster
+from cegate_cli.data.raster import (
+    PixelValidity,
+    grid_differences,
+    is_tiff,
+    is_tiff_name,
+    mask_nodata,
+    not_a_file_reason,
+    open_raster,
+)
 from cegate_cli.data.raster_cache import MaskSource
 from cegate_cli.data.stac import is_item_name, item_files, looks_like_item, scene_name
 from cegate_cli.data.windows import iter_windows, read_pixels
@@ -293,14 +301,12 @@ def _check_pair(
                 warnings.append(f"{mask_name}: warped onto the grid of {_rel(image, root)} (nearest neighbour)")
         if not usable:
             return None
-        nodata = msk.nodata
-        mask_nodata = int(nodata) if nodata is not None and float(nodata).is_integer() else None
         try:
             counts = _scan_values(msk)
         except Exception as exc:  # a corrupt block shows up only when read
             problems.append(f"{mask_name}: cannot read pixels ({gdal_detail(exc)}); the file may be truncated or corrupt")
             return None
-        return ImagePair(image, mask, warp, mask_nodata), counts
+        return ImagePair(image, mask, warp, mask_nodata(msk)), counts
     finally:
         for ds in opened:
             ds.close()

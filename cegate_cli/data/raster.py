@@ -201,6 +201,18 @@ def _representable(nodata: float, dtype: np.dtype) -> bool:
     return info.min <= nodata <= info.max
 
 
+def mask_nodata(ds: Any) -> int | None:
+    """The value a class mask's nodata means, as a class id; None when none is set or band 1 cannot hold it.
+
+    The same rule as `PixelValidity` for image bands (GDAL's): a nodata value the band cannot
+    hold (0.5, or 300 in uint8) matches no pixel, so it marks nothing and no class is dropped.
+    """
+    nodata = ds.nodatavals[0]
+    if nodata is None or not float(nodata).is_integer():  # NaN is no integer either
+        return None
+    return int(nodata) if _representable(nodata, np.dtype(ds.dtypes[0])) else None
+
+
 GridPart = Literal["crs", "size", "transform"]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from cegate_cli.data.raster import open_raster
+from cegate_cli.data.raster import mask_nodata, open_raster
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ class RasterCache:
 def warped_mask(mask_ds: Any, image_ds: Any) -> WarpedVRT:
     """The mask as seen on the image's grid: nearest neighbour, so class ids are never blended."""
     dtype = np.dtype(mask_ds.dtypes[0])
-    fill = mask_ds.nodata if mask_ds.nodata is not None else np.iinfo(dtype).max
+    nodata = mask_nodata(mask_ds)  # the same reading of the mask's nodata as read_mask_window's
+    fill = nodata if nodata is not None else np.iinfo(dtype).max
     return WarpedVRT(
         mask_ds,
         crs=image_ds.crs,

@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
-from cegate_cli.data.raster import open_raster
+from cegate_cli.data.raster import mask_nodata, open_raster
 from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
 from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink, GeoJSONSink, GeoPackageSink
@@ -105,7 +105,8 @@ def vectorize_mask(
                 f"{mask_path}: its CRS cannot be converted to longitude/latitude, which GeoJSON requires; use gpkg"
             )
         warnings = () if scale.geodetic else (f"{mask_path.name}: CRS not tied to the Earth; areas are planar",)
-        nodata = int(dataset.nodata) if dataset.nodata is not None else class_table.ignore_index
+        nodata = mask_nodata(dataset)  # a nodata value the mask cannot hold marks nothing (data/raster.py)
+        nodata = class_table.ignore_index if nodata is None else nodata
         block_rows = dataset.block_shapes[0][0]
         chunk = max(block_rows, -(-chunk_rows // block_rows) * block_rows)
         sink: FeatureSink = GeoJSONSink(out_path) if fmt == "geojson" else GeoPackageSink(out_path, dataset.crs)
