@@ -26,7 +26,8 @@ import torch
 from cegate_cli import distributed
 from cegate_cli.backbone.galileo_backbone import GalileoBackbone
 from cegate_cli.bands import match_bands
-from cegate_cli.data.raster import acquisition_month, ground_sample_distance, open_quietly
+from cegate_cli.data.raster import open_raster
+from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
@@ -135,7 +136,7 @@ def scene_conditions(backbone: Any) -> Callable[[Path], AbstractContextManager[o
         return None
 
     def conditions(path: Path) -> AbstractContextManager[object]:
-        with open_quietly(path) as dataset:
+        with open_raster(path) as dataset:
             gsd, month = ground_sample_distance(dataset), acquisition_month(dataset)
         return backbone.scene_conditions(gsd, month)
 

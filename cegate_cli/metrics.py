@@ -23,8 +23,9 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import gdal_detail, open_quietly, valid_pixels
-from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
+from cegate_cli.data.gdal import gdal_detail
+from cegate_cli.data.raster import PixelValidity, grid_mismatches, open_raster
+from cegate_cli.errors import DataError, InputError
 
 ArrayLike = np.ndarray | torch.Tensor
 STRIP_ROWS = 512
@@ -168,16 +169,16 @@ def evaluate_scene(
     matrix = matrix if matrix is not None else ConfusionMatrix(num_classes, ignore_index)
     if matrix.num_classes != num_classes:
         raise InputError(f"matrix has {matrix.num_classes} classes, expected {num_classes}")
-    pred_ds = _open(Path(mask_pred_path), "predicted mask")
-    true_ds = _open(Path(mask_true_path), "label mask")
-    with pred_ds, true_ds:
+    with open_raster(Path(mask_pred_path)) as pred_ds, open_raster(Path(mask_true_path)) as true_ds:
         _check_same_grid(pred_ds, true_ds, Path(mask_pred_path), Path(mask_true_path))
+        # data/raster.py's one rule (nodata value, internal/per-dataset mask), planned once per file
+        pred_validity, true_validity = PixelValidity(pred_ds, (1,)), PixelValidity(true_ds, (1,))
         for row in range(0, pred_ds.height, STRIP_ROWS):
             window = Window(0, row, pred_ds.width, min(STRIP_ROWS, pred_ds.height - row))
             try:
                 pred = pred_ds.read(1, window=window)
                 target = true_ds.read(1, window=window)
-                valid = _valid(pred_ds, pred, window) & _valid(true_ds, target, window)
+                valid = pred_validity.of(pred_ds, pred[None], window) & true_validity.of(true_ds, target[None], window)
             except RasterioError as exc:
                 raise DataError(
                     f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({gdal_detail(exc)}); "
@@ -190,28 +191,16 @@ def evaluate_scene(
     return matrix
 
 
-def _open(path: Path, what: str) -> rasterio.DatasetReader:
-    if not path.exists():
-        raise DataFileNotFoundError(f"{path}: {what} not found")
-    try:
-        return open_quietly(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: {what} cannot be read as a raster ({exc})") from exc
-
-
 def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: Path, pb: Path) -> None:
-    if (a.width, a.height) != (b.width, b.height):
+    """data/raster.py's grid rule (a hundredth of a pixel of tolerance), with CRS and transform
+    compared only where both files have a CRS: a prediction of a scene without georeference has none."""
+    parts = grid_mismatches(a, b, one_sided_crs_differs=False)
+    if "size" in parts:
         raise DataError(
             f"{pa} is {a.width} x {a.height} pixels but {pb} is {b.width} x {b.height}; "
             "labels must be on the scene's own pixel grid"
         )
-    if a.crs is not None and b.crs is not None:
-        if a.crs != b.crs:
-            raise DataError(f"{pa} is in {a.crs} but {pb} in {b.crs}; labels must be on the scene's own pixel grid")
-        if not a.transform.almost_equals(b.transform, precision=1e-6 * max(abs(a.transform.a), 1e-12)):
-            raise DataError(f"{pa} and {pb} have different geotransforms; labels must be on the scene's own pixel grid")
-
-
-def _valid(dataset: rasterio.DatasetReader, values: np.ndarray, window: Window) -> np.ndarray:
-    """Pixels that are data (nodata value, internal/per-dataset mask): data/raster.py's one rule."""
-    return valid_pixels(dataset, (1,), values[None], window)
+    if "crs" in parts:
+        raise DataError(f"{pa} is in {a.crs} but {pb} in {b.crs}; labels must be on the scene's own pixel grid")
+    if "transform" in parts:
+        raise DataError(f"{pa} and {pb} have different geotransforms; labels must be on the scene's own pixel grid")

@@ -19,7 +19,8 @@ from rasterio.errors import RasterioError
 
 from cegate_cli.bands import band_names_of
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import gdal_detail, open_raster
+from cegate_cli.data.gdal import gdal_detail
+from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError
 
 RGB_NAMES = ("red", "green", "blue")

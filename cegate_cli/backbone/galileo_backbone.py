@@ -268,14 +268,15 @@ def resolve_galileo_inputs(
     import statistics
     from collections import Counter
 
-    from cegate_cli.data.raster import acquisition_month, ground_sample_distance, open_quietly
+    from cegate_cli.data.raster import open_raster
+    from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
     from cegate_cli.data.stats import BandStats
 
     options.check()
     warnings: list[str] = []
     sizes, months = [], []
     for path in list(images)[:64]:
-        with open_quietly(path) as ds:  # a STAC item opens as its bands (data/stac.py)
+        with open_raster(path) as ds:  # a STAC item opens as its bands (data/stac.py)
             size, month = ground_sample_distance(ds), acquisition_month(ds)
         if size is not None:
             sizes.append(size)

@@ -18,7 +18,9 @@ import torch
 from rasterio.windows import Window
 
 from cegate_cli.data.folder import ImagePair
-from cegate_cli.data.raster import RasterCache, open_raster, read_image_window, read_mask_window
+from cegate_cli.data.raster import open_raster
+from cegate_cli.data.raster_cache import RasterCache
+from cegate_cli.data.windows import read_image_window, read_mask_window
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError
 

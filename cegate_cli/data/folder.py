@@ -15,21 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.errors import RasterioError
 
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
+from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import (
-    MaskSource,
     PixelValidity,
-    gdal_detail,
     grid_differences,
     is_tiff,
     is_tiff_name,
-    iter_windows,
+    mask_nodata,
     not_a_file_reason,
     open_raster,
 )
+from cegate_cli.data.raster_cache import MaskSource
 from cegate_cli.data.stac import is_item_name, item_files, looks_like_item, scene_name
+from cegate_cli.data.windows import iter_windows, read_pixels
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 CLASSES_FILE = "classes.yaml"
@@ -301,14 +301,12 @@ def _check_pair(
                 warnings.append(f"{mask_name}: warped onto the grid of {_rel(image, root)} (nearest neighbour)")
         if not usable:
             return None
-        nodata = msk.nodata
-        mask_nodata = int(nodata) if nodata is not None and float(nodata).is_integer() else None
         try:
             counts = _scan_values(msk)
         except Exception as exc:  # a corrupt block shows up only when read
             problems.append(f"{mask_name}: cannot read pixels ({gdal_detail(exc)}); the file may be truncated or corrupt")
             return None
-        return ImagePair(image, mask, warp, mask_nodata), counts
+        return ImagePair(image, mask, warp, mask_nodata(msk)), counts
     finally:
         for ds in opened:
             ds.close()
@@ -408,15 +406,8 @@ def check_image_contents(
 def _has_valid_pixel(ds: Any, indexes: tuple[int, ...]) -> bool:
     validity = PixelValidity(ds, indexes)
     for window in iter_windows(ds.width, ds.height, VALID_SCAN_WINDOW):
-        try:
-            raw = ds.read(list(indexes), window=window)
-            if validity.of(ds, raw, window).any():
-                return True
-        except RasterioError as exc:
-            raise DataError(
-                f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
-                "the file may be truncated or corrupt"
-            ) from exc
+        if read_pixels(ds, indexes, window, validity=validity)[1].any():
+            return True
     return False
 
 

@@ -1,11 +1,19 @@
-"""Windowed reads shared by discovery, statistics, crops and evaluation.
+"""Input rasters: how cegate opens them, which pixels are valid, and whether two share a grid.
 
-Scenes can be far larger than memory, so nothing here reads a whole raster: callers ask for windows.
-One rule for "valid pixel" lives here (`PixelValidity`) so that statistics, training crops,
-prediction and evaluation agree: a pixel is valid only where EVERY band the run uses is valid,
-i.e. not its band's nodata value, not NaN or infinite, and not masked by the file's internal or
-per-dataset mask or its alpha band. The model cannot classify what one of its bands does not see,
-and a rule that differed between training and predict trained on pixels predict then refused.
+Every module that reads a scene, a training image or a mask opens it with `open_raster`, asks
+`PixelValidity` which pixels hold data and compares grids with `grid_mismatches`, so a file is
+refused with the same words everywhere and training, statistics, predict and evaluate count the
+same pixels. Before, four copies of these rules disagreed (which errors were caught, what a
+nodata value the band cannot hold meant, how close two transforms had to be).
+
+One rule for "valid pixel" (`PixelValidity`): a pixel is valid only where EVERY band the run
+uses is valid, i.e. not its band's nodata value, not NaN or infinite, and not masked by the
+file's internal or per-dataset mask or its alpha band. The model cannot classify what one of its
+bands does not see, and a rule that differed between training and predict trained on pixels
+predict then refused.
+
+Reading windows (data/windows.py), keeping handles open (data/raster_cache.py) and a scene's
+pixel size and date (data/scene_info.py) build on this module.
 """
 
 from __future__ import annotations
@@ -13,24 +21,20 @@ from __future__ import annotations
 import errno
 import math
 import os
-import re
 import stat
 import warnings
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import rasterio
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
-from rasterio.vrt import WarpedVRT
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.data import stac
-from cegate_cli.errors import DataError, DataFileNotFoundError
+from cegate_cli.data.gdal import gdal_detail, quiet_open
+from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -38,12 +42,6 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 def is_tiff(path: Path) -> bool:
     """A GeoTIFF the user put there (hidden files such as our own temporary files are skipped)."""
     return path.is_file() and path.suffix.lower() in TIFF_SUFFIXES and not path.name.startswith(".")
-
-
-def gdal_detail(exc: BaseException) -> str:
-    """rasterio's read errors say "see previous exception"; the GDAL reason is in the cause."""
-    cause = exc.__cause__
-    return f"{exc} {cause}" if cause is not None and str(cause) not in str(exc) else str(exc)
 
 
 def is_tiff_name(path: Path) -> bool:
@@ -101,46 +99,32 @@ def check_geotiff(ds: Any, path: Path) -> None:
     )
 
 
-def open_quietly(path: Path) -> Any:
-    """rasterio.open without its Python warnings reaching the user's terminal.
-
-    NotGeoreferencedWarning is about a file without a CRS or transform; where that matters
-    (predicting a scene, pairing a mask) cegate says so in its own words, once per file.
-    A STAC item JSON opens as the stack of its band assets (data/stac.py), so every reader of
-    scenes takes items as they are.
-    """
-    if stac.is_item_name(path):
-        return stac.open_item(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
-
-
 def open_raster(path: Path) -> Any:
-    """Open a GeoTIFF with a one-line message that names the file and says what is wrong."""
+    """Open an input raster (GeoTIFF, or STAC item JSON) for reading; the one way cegate does it.
+
+    Every failure is a one-line DataError (DataFileNotFoundError for a missing file) that names the
+    file and says what to do, so `adapt`, `predict`, `evaluate` and the report refuse a file in the
+    same words: a folder, FIFO or looping symlink named .tif, a PNG renamed .tif, a truncated or
+    corrupt file. rasterio's NotGeoreferencedWarning is kept off the terminal (data/gdal.py); a
+    STAC item opens as the stack of its band assets (data/stac.py), with the item's own messages.
+    """
+    path = Path(path)
     reason = not_a_file_reason(path)
     if reason is not None:
         error = DataFileNotFoundError if reason.startswith("no such file") else DataError
         raise error(f"{path}: {reason}")
     try:
-        ds = open_quietly(path)
-    except (DataError, DataFileNotFoundError):
+        ds = stac.open_item(path) if stac.is_item_name(path) else quiet_open(path)
+    except CegateError:
         raise  # a STAC item's own message (data/stac.py) already names the item and the asset
     except (RasterioError, OSError) as exc:
-        raise DataError(f"{path}: cannot read raster ({exc})") from exc
+        raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
     try:
         check_geotiff(ds, path)
     except DataError:
         ds.close()
         raise
     return ds
-
-
-def iter_windows(width: int, height: int, size: int) -> Iterator[Window]:
-    """Non-overlapping windows of at most size x size covering the raster, row by row."""
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Window(col, row, min(size, width - col), min(size, height - row))
 
 
 class PixelValidity:
@@ -153,8 +137,8 @@ class PixelValidity:
       counts even where a nodata value is set too (GDAL would let the nodata value shadow it and
       rasterio would print a NodataShadowWarning; a transparent pixel is no data either way);
     - floating-point bands: the value is finite in float32, the precision the model sees.
-    Training (`read_image_window`), band statistics, predict (predict/reader.py) and evaluate
-    (metrics.py) all ask this class, so they count the same pixels.
+    Training and band statistics (data/windows.py), the image checks (data/folder.py), predict
+    (predict/reader.py) and evaluate (metrics.py) all ask this class, so they count the same pixels.
     """
 
     def __init__(self, ds: Any, indexes: Sequence[int]) -> None:
@@ -217,73 +201,42 @@ def _representable(nodata: float, dtype: np.dtype) -> bool:
     return info.min <= nodata <= info.max
 
 
-def valid_pixels(ds: Any, indexes: Sequence[int], raw: np.ndarray, window: Window) -> np.ndarray:
-    """The valid-pixel mask (h, w) of `raw`, bands `indexes` read from `window` (see `PixelValidity`)."""
-    return PixelValidity(ds, indexes).of(ds, raw, window)
+def mask_nodata(ds: Any) -> int | None:
+    """The value a class mask's nodata means, as a class id; None when none is set or band 1 cannot hold it.
 
-
-def read_image_window(ds: Any, indexes: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """Raw pixels (C, h, w) float32 and the valid-pixel mask (h, w) bool of one window.
-
-    A read that fails (a truncated or corrupt file) is a DataError naming the file and the place.
+    The same rule as `PixelValidity` for image bands (GDAL's): a nodata value the band cannot
+    hold (0.5, or 300 in uint8) matches no pixel, so it marks nothing and no class is dropped.
     """
-    try:
-        raw = ds.read(list(indexes), window=window)
-        valid = valid_pixels(ds, indexes, raw, window)
-    except RasterioError as exc:
-        raise DataError(
-            f"{ds.name}: reading pixels at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
-            "the file may be truncated or corrupt"
-        ) from exc
-    with np.errstate(over="ignore", invalid="ignore"):
-        return raw.astype(np.float32, copy=False), valid
+    nodata = ds.nodatavals[0]
+    if nodata is None or not float(nodata).is_integer():  # NaN is no integer either
+        return None
+    return int(nodata) if _representable(nodata, np.dtype(ds.dtypes[0])) else None
 
 
-def read_mask_window(ds: Any, window: Window, *, nodata_value: int | None, ignore_index: int) -> np.ndarray:
-    """Labels (h, w) int64 of one window; the mask's nodata and pixels outside it become ignore_index.
-
-    A read that fails (a truncated or corrupt mask) is a DataError naming the file and the place.
-    """
-    try:
-        labels = ds.read(1, window=window).astype(np.int64)
-        if nodata_value is not None:
-            labels[labels == nodata_value] = ignore_index
-        if isinstance(ds, WarpedVRT):
-            labels[ds.read_masks(1, window=window) == 0] = ignore_index
-    except RasterioError as exc:
-        raise DataError(
-            f"{ds.name}: reading mask values at column {int(window.col_off)}, row {int(window.row_off)} failed ({gdal_detail(exc)}); "
-            "the file may be truncated or corrupt"
-        ) from exc
-    return labels
+GridPart = Literal["crs", "size", "transform"]
 
 
-def warped_mask(mask_ds: Any, image_ds: Any) -> WarpedVRT:
-    """The mask as seen on the image's grid: nearest neighbour, so class ids are never blended."""
-    dtype = np.dtype(mask_ds.dtypes[0])
-    fill = mask_ds.nodata if mask_ds.nodata is not None else np.iinfo(dtype).max
-    return WarpedVRT(
-        mask_ds,
-        crs=image_ds.crs,
-        transform=image_ds.transform,
-        width=image_ds.width,
-        height=image_ds.height,
-        resampling=Resampling.nearest,
-        nodata=fill,
-    )
-
-
-def grid_differences(a: Any, b: Any) -> list[str]:
-    """How the grid of `b` (a mask) differs from `a` (its image); [] when the same.
+def grid_mismatches(image: Any, other: Any, *, one_sided_crs_differs: bool = True) -> tuple[GridPart, ...]:
+    """Which parts of `other`'s pixel grid differ from `image`'s, in the order CRS, size, transform; () when the same.
 
     The transform tolerance is a hundredth of a pixel at the far edge, so rounding in how a
-    tool wrote the georeference is forgiven but a half-pixel shift is not.
+    tool wrote the georeference is forgiven but a half-pixel shift is not. A CRS on one side
+    only is a difference (`one_sided_crs_differs`, the labeled folder's rule); evaluate_scene
+    compares CRS and transform only where both files have a CRS (see metrics.py).
     """
-    problems = []
-    if a.crs != b.crs:
-        problems.append(f"CRS {b.crs or 'none'}, image {a.crs or 'none'}")
-    if (a.width, a.height) != (b.width, b.height):
-        problems.append(f"size {b.width}x{b.height}, image {a.width}x{a.height}")
+    parts: list[GridPart] = []
+    both_referenced = image.crs is not None and other.crs is not None
+    compare_georeference = one_sided_crs_differs or both_referenced
+    if compare_georeference and image.crs != other.crs:
+        parts.append("crs")
+    if (image.width, image.height) != (other.width, other.height):
+        parts.append("size")
+    if compare_georeference and not _same_transform(image, other):
+        parts.append("transform")
+    return tuple(parts)
+
+
+def _same_transform(a: Any, b: Any) -> bool:
     ta, tb = a.transform, b.transform
     pixel = max(abs(ta.a), abs(ta.e), 1e-12)
     extent = max(a.width, a.height, 1)
@@ -291,118 +244,14 @@ def grid_differences(a: Any, b: Any) -> list[str]:
     offset_tol = 0.01 * pixel
     scale_ok = all(abs(x - y) <= scale_tol for x, y in ((ta.a, tb.a), (ta.b, tb.b), (ta.d, tb.d), (ta.e, tb.e)))
     offset_ok = abs(ta.c - tb.c) <= offset_tol and abs(ta.f - tb.f) <= offset_tol
-    if not (scale_ok and offset_ok):
-        problems.append(f"transform {tuple(round(v, 6) for v in tb[:6])}, image {tuple(round(v, 6) for v in ta[:6])}")
-    return problems
+    return scale_ok and offset_ok
 
 
-@dataclass(frozen=True)
-class MaskSource:
-    """How to read one mask: the file, whether it is warped onto its image's grid, its nodata value."""
-
-    path: Path
-    warp_to: Path | None = None
-    nodata_value: int | None = None
-
-
-class _WarpedMask:
-    """A warped view of a mask together with the handles it reads from, closed as one."""
-
-    def __init__(self, source: MaskSource) -> None:
-        assert source.warp_to is not None
-        self._raw = open_raster(source.path)
-        try:
-            with open_raster(source.warp_to) as image:
-                self.vrt = warped_mask(self._raw, image)
-        except BaseException:
-            self._raw.close()
-            raise
-
-    def close(self) -> None:
-        self.vrt.close()
-        self._raw.close()
-
-
-class RasterCache:
-    """Open datasets kept per process, opened on first use, at most `max_open` at a time.
-
-    GDAL handles must not cross a fork, so a cache that finds itself in another process (a
-    DataLoader worker) starts empty; pickling drops the handles for the same reason.
-    Not thread-safe: rasterio datasets are not.
-    """
-
-    def __init__(self, max_open: int = 64) -> None:
-        self.max_open = max_open
-        self._open: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._pid = os.getpid()
-
-    def image(self, path: Path) -> Any:
-        return self._get(("image", str(path)), lambda: open_raster(path))
-
-    def mask(self, source: MaskSource) -> Any:
-        """An open dataset (or warped view) to read `source` on its image's grid."""
-        if source.warp_to is None:
-            return self._get(("mask", str(source.path)), lambda: open_raster(source.path))
-        return self._get(("warped", str(source.path)), lambda: _WarpedMask(source)).vrt
-
-    def _get(self, key: tuple[str, str], opener: Any) -> Any:
-        if self._pid != os.getpid():
-            self._open = OrderedDict()  # inherited handles belong to the parent; never close them here
-            self._pid = os.getpid()
-        if key in self._open:
-            self._open.move_to_end(key)
-            return self._open[key]
-        handle = opener()
-        self._open[key] = handle
-        while len(self._open) > self.max_open:
-            self._open.popitem(last=False)[1].close()
-        return handle
-
-    def close(self) -> None:
-        """Close every handle; the cache stays usable and reopens on the next read."""
-        while self._open:
-            self._open.popitem(last=False)[1].close()
-
-    def __enter__(self) -> RasterCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"max_open": self.max_open}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["max_open"])  # type: ignore[misc]
-
-
-_METRES_PER_DEGREE = 111_320.0  # along a meridian, and along the equator; parallels shrink by cos(latitude)
-_DATE_TAGS = ("ACQUISITIONDATETIME", "ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATETIME", "TIFFTAG_DATETIME")
-_DATE = re.compile(r"(\d{4})[-:/]?(\d{2})[-:/]?(\d{2})")
-
-
-def ground_sample_distance(ds: Any) -> float | None:
-    """The pixel size in metres (the mean of x and y), converted at the scene's centre for a
-    geographic CRS; None without georeferencing."""
-    if ds.crs is None or ds.transform.is_identity:
-        return None
-    x_size, y_size = abs(ds.transform.a), abs(ds.transform.e)
-    if ds.crs.is_geographic:
-        latitude = (ds.bounds.top + ds.bounds.bottom) / 2
-        x_size *= _METRES_PER_DEGREE * math.cos(math.radians(latitude))
-        y_size *= _METRES_PER_DEGREE
-    else:
-        x_size *= ds.crs.linear_units_factor[1]
-        y_size *= ds.crs.linear_units_factor[1]
-    return (x_size + y_size) / 2
-
-
-def acquisition_month(ds: Any) -> int | None:
-    """The month (0 = January) of the scene's acquisition date when a tag gives one: GDAL's
-    TIFFTAG_DATETIME or a common product tag (ACQUISITIONDATETIME, DATE_ACQUIRED, ...)."""
-    tags = {key.upper(): value for key, value in ds.tags().items()}
-    for key in _DATE_TAGS:
-        match = _DATE.search(tags.get(key, ""))
-        if match and 1 <= int(match.group(2)) <= 12:
-            return int(match.group(2)) - 1
-    return None
+def grid_differences(a: Any, b: Any) -> list[str]:
+    """How the grid of `b` (a mask) differs from `a` (its image), one phrase per part; [] when the same."""
+    texts = {
+        "crs": f"CRS {b.crs or 'none'}, image {a.crs or 'none'}",
+        "size": f"size {b.width}x{b.height}, image {a.width}x{a.height}",
+        "transform": f"transform {tuple(round(v, 6) for v in b.transform[:6])}, image {tuple(round(v, 6) for v in a.transform[:6])}",
+    }
+    return [texts[part] for part in grid_mismatches(a, b)]

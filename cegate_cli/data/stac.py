@@ -4,7 +4,7 @@ Users keep imagery as STAC items (a JSON file whose assets point at one GeoTIFF 
 or on a server), not as stacked GeoTIFFs. Rather than teach every reader about items, an item
 is turned into a GDAL VRT held in memory: one band per band name, described with the canonical
 name (bands.py), read windowed straight from the asset hrefs. Everything that opens a scene
-(`data.raster.open_quietly`) then works unchanged: bands are matched by name, pixels are read
+(`data.raster.open_raster`) then works unchanged: bands are matched by name, pixels are read
 in windows, masks are compared with the item's grid.
 
 Which assets: every asset that names its bands (STAC 1.0 `eo:bands`, or the `bands` field of
@@ -28,7 +28,6 @@ import math
 import os
 import re
 import threading
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,11 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
+from cegate_cli.data.gdal import gdal_detail, quiet_open
 from cegate_cli.errors import DataError, DataFileNotFoundError
 
 ITEM_SUFFIX = ".json"
@@ -244,14 +243,12 @@ def _probe(item: StacItem, band: ItemBand) -> _Grid:
     if not band.href.startswith("/vsi") and not os.path.isfile(band.href):
         raise DataFileNotFoundError(f"{where}: no such file; fix the href or put the file there")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(band.href) as ds:
-                return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
-                             tuple(tuple(shape) for shape in ds.block_shapes))
-    except RasterioError as exc:
+        with quiet_open(band.href) as ds:
+            return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
+                         tuple(tuple(shape) for shape in ds.block_shapes))
+    except (RasterioError, OSError) as exc:  # the errors data/raster.py's open_raster catches
         hint = "check the URL and the connection" if band.href.startswith("/vsi") else "is it a complete GeoTIFF?"
-        raise DataError(f"{where}: cannot be read as a raster ({exc}); {hint}") from None
+        raise DataError(f"{where}: cannot be read as a raster ({gdal_detail(exc)}); {hint}") from None
 
 
 def item_vrt(item: StacItem) -> str:
@@ -361,6 +358,4 @@ def open_item(path: str | os.PathLike[str]) -> Any:
         memory = MemoryFile(xml.encode("utf-8"), dirname=f"cegate-stac-{digest}", filename=f"{_safe_name(item.id)}.vrt")
         with _VRTS_LOCK:
             memory = _VRTS.setdefault(key, memory)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(memory.name)
+    return quiet_open(memory.name)

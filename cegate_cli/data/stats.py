@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-from cegate_cli.data.raster import RasterCache, open_raster, read_image_window
+from cegate_cli.data.raster import open_raster
+from cegate_cli.data.raster_cache import RasterCache
+from cegate_cli.data.windows import read_image_window
 from cegate_cli.errors import DataError
 
 

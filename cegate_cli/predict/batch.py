@@ -27,7 +27,7 @@ from rasterio.errors import RasterioError
 from cegate_cli.atomic import sweep_stale_temporaries
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
-from cegate_cli.data.raster import not_a_file_reason, open_quietly
+from cegate_cli.data.raster import not_a_file_reason, open_raster
 from cegate_cli.data.stac import looks_like_item, scene_name
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
@@ -289,9 +289,9 @@ def _restore_legend(outputs: OutputPaths, class_table: ClassTable) -> None:
 def _has_crs(mask: Path) -> bool:
     """Whether an existing mask is georeferenced (unreadable: True, so vectorising reports why)."""
     try:
-        with open_quietly(mask) as dataset:
+        with open_raster(mask) as dataset:
             return dataset.crs is not None
-    except (RasterioError, OSError):
+    except CegateError:
         return True
 
 

@@ -23,10 +23,11 @@ import rasterio
 import torch
 
 from cegate_cli.classes import ClassTable
+from cegate_cli.data.raster import open_raster
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError
 from cegate_cli.predict.blend import BlendAccumulator, RowAssembler
-from cegate_cli.predict.reader import SceneReader, open_scene
+from cegate_cli.predict.reader import SceneReader
 from cegate_cli.predict.tiling import Tile, TilePlan, plan_tiles
 from cegate_cli.predict.writer import NODATA, MaskWriter, RasterGrid
 
@@ -56,7 +57,7 @@ class SceneResult:
 
 def count_tiles(src: Path, *, tile: int = 512, overlap: int = 64, multiple_of: int = 1) -> int:
     """How many tiles `predict_scene` will run on `src` (for a progress bar's total)."""
-    with open_scene(Path(src)) as dataset:
+    with open_raster(Path(src)) as dataset:
         return len(plan_tiles(dataset.height, dataset.width, tile=tile, overlap=overlap, multiple_of=multiple_of))
 
 
@@ -101,7 +102,7 @@ def predict_scene(
     device = torch.device(device)
     started = time.perf_counter()
 
-    with open_scene(src) as dataset:
+    with open_raster(src) as dataset:
         reader = SceneReader(dataset, src, tuple(band_indexes), stats)
         grid = RasterGrid.of(dataset)
         plan = plan_tiles(grid.height, grid.width, tile=tile, overlap=overlap, multiple_of=multiple_of)

@@ -2,7 +2,7 @@
 
 A pixel is nodata when any chosen band says so (its nodata value, a per-dataset or alpha mask,
 or a non-finite value): the model cannot classify what one band does not see. The rule is
-data/raster.py's `PixelValidity`, the one training used. Nodata inputs are
+data/raster.py's `PixelValidity`, read through data/windows.py as training reads it. Nodata inputs are
 set to 0 after normalisation, i.e. the band mean, the least surprising value for the model; the
 blender later turns those pixels into the mask's nodata value whatever the model said.
 """
@@ -13,33 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
 
-from cegate_cli.data.raster import PixelValidity, check_geotiff, gdal_detail, not_a_file_reason, open_quietly
+from cegate_cli.data.raster import PixelValidity
 from cegate_cli.data.stats import BandStats
-from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
+from cegate_cli.data.windows import read_pixels
+from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict.tiling import Tile, pad_to
-
-
-def open_scene(path: Path) -> rasterio.DatasetReader:
-    """Open a raster with an error message that names the file and says what to check.
-
-    The checks are data/raster.py's, so training and predict refuse the same files with the same
-    words (a folder or a FIFO named .tif, a looping symlink, a PNG renamed .tif).
-    """
-    reason = not_a_file_reason(path)
-    if reason is not None:
-        raise (DataFileNotFoundError if reason.startswith("no such file") else DataError)(f"{path}: {reason}")
-    try:
-        dataset = open_quietly(path)
-    except RasterioError as exc:
-        raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
-    try:
-        check_geotiff(dataset, path)
-    except DataError:
-        dataset.close()
-        raise
-    return dataset
 
 
 class SceneReader:
@@ -69,16 +48,7 @@ class SceneReader:
 
         Padding added for a scene smaller than the tile is marked invalid so it never counts.
         """
-        window = tile.window
-        try:
-            raw = self.dataset.read(list(self.band_indexes), window=window)
-            valid = self._validity.of(self.dataset, raw, window)
-        except RasterioError as exc:
-            raise DataError(
-                f"{self.path}: reading pixels at column {window.col_off}, row {window.row_off} failed "
-                f"({gdal_detail(exc)}); "
-                "the file may be truncated or corrupt"
-            ) from exc
+        raw, valid = read_pixels(self.dataset, self.band_indexes, tile.window, validity=self._validity, name=self.path)
         with np.errstate(over="ignore", invalid="ignore"):
             pixels = self.stats.normalize(raw)
         pixels[~np.isfinite(pixels)] = 0.0  # only values near float32's limit overflow here; never feed inf

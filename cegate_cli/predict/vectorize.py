@@ -38,10 +38,10 @@ from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import open_quietly
-from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
+from cegate_cli.data.gdal import gdal_detail
+from cegate_cli.data.raster import mask_nodata, open_raster
+from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
-from cegate_cli.predict.reader import gdal_detail
 from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink, GeoJSONSink, GeoPackageSink
 
 VectorFormat = Literal["geojson", "gpkg"]
@@ -91,14 +91,8 @@ def vectorize_mask(
         raise InputError(f"vector format {fmt!r} is not supported; use 'geojson' or 'gpkg'")
     if min_area_m2 < 0 or simplify_m < 0:
         raise InputError(f"min_area_m2 ({min_area_m2}) and simplify_m ({simplify_m}) must not be negative")
-    if not mask_path.exists():
-        raise DataFileNotFoundError(f"{mask_path}: no such mask file")
     started = time.perf_counter()
-    try:
-        dataset = open_quietly(mask_path)  # a mask without CRS is reported below, not as a Python warning
-    except RasterioError as exc:
-        raise DataError(f"{mask_path}: cannot be read as a raster ({gdal_detail(exc)})") from exc
-    with dataset:
+    with open_raster(mask_path) as dataset:  # a mask without CRS is reported below, not as a Python warning
         if dataset.crs is None:
             raise DataError(
                 f"{mask_path}: has no CRS, and polygons need one to mean anything on a map; "
@@ -111,7 +105,8 @@ def vectorize_mask(
                 f"{mask_path}: its CRS cannot be converted to longitude/latitude, which GeoJSON requires; use gpkg"
             )
         warnings = () if scale.geodetic else (f"{mask_path.name}: CRS not tied to the Earth; areas are planar",)
-        nodata = int(dataset.nodata) if dataset.nodata is not None else class_table.ignore_index
+        nodata = mask_nodata(dataset)  # a nodata value the mask cannot hold marks nothing (data/raster.py)
+        nodata = class_table.ignore_index if nodata is None else nodata
         block_rows = dataset.block_shapes[0][0]
         chunk = max(block_rows, -(-chunk_rows // block_rows) * block_rows)
         sink: FeatureSink = GeoJSONSink(out_path) if fmt == "geojson" else GeoPackageSink(out_path, dataset.crs)
