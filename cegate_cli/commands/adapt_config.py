@@ -189,7 +189,7 @@ def library_defaults() -> dict[str, Any]:
     """Defaults the command declares as None because their owners import torch (keeping
     `cegate --help` fast): taken from the library here, when a run or a template needs them."""
     from cegate_cli.adapt import AdaptOptions
-    from cegate_cli.toolbox.config import ToolboxConfig
+    from cegate_cli.toolbox_config import ToolboxConfig
 
     return {"backbone": AdaptOptions.backbone, "lora-rank": ToolboxConfig.lora_rank}
 

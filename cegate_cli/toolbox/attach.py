@@ -20,7 +20,7 @@ from cegate_cli.errors import InputError
 from cegate_cli.toolbox.adapter import MLPAdapter
 from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.toolbox.base import ToolboxModule
-from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox_config import ToolboxConfig
 from cegate_cli.toolbox.frequency import EarthAdapter
 from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
 

@@ -1,4 +1,8 @@
-"""Sizes of the toolbox modules; stored in run.json so a run rebuilds the same modules."""
+"""Sizes of the toolbox modules; stored in run.json so a run rebuilds the same modules.
+
+Outside the `toolbox` package (which loads torch) so the command line can show these defaults
+in `--help` without loading the model stack, as `module_key` does for the modules' names.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cegate_cli.toolbox.base import KINDS
+from cegate_cli.module_key import KINDS
 
 
 @dataclass(frozen=True)
