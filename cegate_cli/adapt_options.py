@@ -48,6 +48,12 @@ class AdaptOptions:
     """The command line's options (name -> value, defaults included), written to RUN/config.yaml
     when the run starts, so `cegate adapt --config RUN/config.yaml` re-makes it; None: no file."""
 
+    def __post_init__(self) -> None:
+        # The one default that depends on another part of the options (the run's length) is
+        # filled in here, so run.json records the value the run used. `dataclasses.replace`
+        # keeps it; give self_training with stats_every=None to derive it for a new length.
+        object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
+
     @property
     def mode(self) -> str:
         if self.from_run is not None:

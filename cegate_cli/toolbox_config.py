@@ -17,11 +17,18 @@ from cegate_cli.module_key import KINDS
 class ToolboxConfig:
     kinds: tuple[str, ...] = KINDS
     lora_rank: int = 8
-    lora_alpha: float = 16.0
+    lora_alpha: float | None = None
+    """The LoRA update is B @ A * (alpha / rank). None: twice the rank, made so when the config is
+    made, so the update's scale stays 2 at any rank; `dataclasses.replace` keeps a derived alpha,
+    so pass `lora_alpha=None` with a new rank to derive it again."""
     adapter_hidden: int = 32
     adapter_scale: float = 1.0
     earth_hidden: int = 16
     earth_low_freq_ratio: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            object.__setattr__(self, "lora_alpha", 2.0 * self.lora_rank)
 
     def check(self) -> None:
         """Reject sizes no module can be built with, before anything is written or loaded.

@@ -68,7 +68,7 @@ class SelfTrainer(SupervisedTrainer):
     def __init__(self, inputs: TrainInputs, target: TargetInputs, state_dir: Path | None, reporter: TrainReporter | None = None) -> None:
         super().__init__(inputs, state_dir, reporter)
         self.target = target
-        self.self_config = target.config
+        self.self_config = target.config.for_steps(inputs.config.steps)
         # A teacher that starts as an untrained head needs the DACS warm-up; one continuing a
         # trained run is already the better model and averages at full strength from step 0.
         self.teacher = EMATeacher(self.model, target.config.ema, warmup=target.mode == "source+target")
