@@ -124,6 +124,7 @@ def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None)
         parameter.requires_grad_(False)
     modules: dict[ModuleKey, ToolboxModule] = {}
     dim = backbone.embed_dim
+    assert config.lora_alpha is not None  # ToolboxConfig works it out when it is made
     for layer, block in enumerate(backbone.blocks):
         if "lora" in config.kinds:
             modules[("lora", layer)] = attach_lora(block.attn, layer, config.lora_rank, config.lora_alpha)

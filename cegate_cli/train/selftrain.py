@@ -162,6 +162,7 @@ class SelfTrainer(SupervisedTrainer):
 
     def _record(self, step: int, pseudo: PseudoLabels) -> None:
         every = self.self_config.stats_every
+        assert every is not None  # filled in by for_steps() in __init__
         if step % every == 0 or step == self.config.steps - 1:
             stats = pseudo_label_stats(step, pseudo, self.num_classes)
             prior = self.target.prior

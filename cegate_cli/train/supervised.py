@@ -320,6 +320,7 @@ class SupervisedTrainer:
     def _train_step(self, step: int) -> float:
         config = self.config
         assert self.optimizer is not None
+        assert config.warmup_steps is not None  # TrainConfig works it out when it is made
         factor = lr_factor(step, config.steps, config.warmup_steps, config.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * factor
