@@ -342,7 +342,7 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -
     config = replace(
         TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops,
         device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
-        warmup_steps=min(TrainConfig.warmup_steps, args.steps // 10),
+        warmup_steps=None,  # derived again for these steps (a tenth, at most 25), as `adapt --steps` does
     )
     if rule == "fisher-warmup":
         config = replace(config, head_warmup=max(1, args.steps // 10))

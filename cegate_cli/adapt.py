@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +26,6 @@ from cegate_cli.backbone.galileo_backbone import (
     DEFAULT_PATCH_SIZE,
     GalileoBackbone,
     GalileoInputs,
-    GalileoOptions,
     plan_groups,
     resolve_galileo_inputs,
 )
@@ -44,6 +42,7 @@ from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.adapt_record import backbone_parameters, record_outcome
 from cegate_cli.progress import phase
 from cegate_cli.module_key import keys_to_json
@@ -58,8 +57,8 @@ from cegate_cli.run import (
     write_manifest,
     write_run_config,
 )
-from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.toolbox import KINDS, Toolbox
+from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
@@ -70,44 +69,6 @@ from cegate_cli.train.target_data import TargetFolder, discover_target, target_s
 MODES = ("supervised", "source+target", "target")
 # The teacher labels a weak view: geometry only, no radiometric jitter (the strong view has that).
 WEAK_VIEW = Augment(flips=True, rotations=True, gain=0.0, offset=0.0)
-
-
-@dataclass(frozen=True)
-class AdaptOptions:
-    source: Path | None
-    """Labeled folder; None when continuing an earlier run (`from_run`) on the target only."""
-    out: Path
-    backbone: str = "galileo-nano"
-    """Embedded, so it runs offline; on the NAIP tiles it beat the tiny ViT by 0.06 mIoU with the
-    same settings (docs/benchmarks-real.md). DINOv2 and Prithvi need the Hub."""
-    revision: str | None = None
-    token: str | None = None
-    offline: bool | None = None
-    bands: str | None = None
-    classes_file: Path | None = None
-    ignore_index: int | None = None
-    align: bool = False
-    kinds: tuple[str, ...] = KINDS
-    toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    overwrite: bool = False
-    resume: bool = False
-    target: Path | None = None
-    """Unlabeled target folder: self-training (with `source`: DACS; with `from_run`: target only)."""
-    from_run: Path | None = None
-    """A finished run to continue on `target` (backbone, bands, classes, toolbox come from it)."""
-    self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
-    galileo: GalileoOptions = field(default_factory=GalileoOptions)
-    """How Galileo backbones are fed (patch size, month, normalisation); ignored by ViTs."""
-    saved_config: dict[str, Any] | None = None
-    """The command line's options (name -> value, defaults included), written to RUN/config.yaml
-    when the run starts, so `cegate adapt --config RUN/config.yaml` re-makes it; None: no file."""
-
-    @property
-    def mode(self) -> str:
-        if self.from_run is not None:
-            return "target"
-        return "supervised" if self.target is None else "source+target"
 
 
 @dataclass

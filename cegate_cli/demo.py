@@ -18,27 +18,13 @@ from pathlib import Path
 
 from cegate_cli.adapt import AdaptOptions, AdaptResult, adapt
 from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
+from cegate_cli.demo_options import DemoOptions
 from cegate_cli.errors import OutputExistsError
 from cegate_cli.inference import Evaluation, MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import BatchProgress, BatchSummary, VectorOptions
 from cegate_cli.progress import phase
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.reporter import TrainReporter
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    root: Path = Path("cegate-demo")
-    steps: int = 300
-    seed: int = 0
-    scene_size: int = 256
-    overwrite: bool = False
-    device: str = "auto"
-    source_only: bool = False
-    backbone: str = "galileo-nano"
-    """The backbone adapted: `adapt`'s default. The scenes are 4-band reflectance (blue, green,
-    red, nir, x 10,000) at 10 m (source) and 15 m (target), so Galileo reads them as it reads
-    Sentinel-2 (its RGB and 10 m NIR groups and NDVI, the authors' normalisation)."""
 
 
 @dataclass

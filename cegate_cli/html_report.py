@@ -14,22 +14,20 @@ import base64
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
 from cegate_cli.png import png_bytes
 from cegate_cli.report import describe_compute, run_report
+from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
 from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
-
-if TYPE_CHECKING:
-    from cegate_cli.inference import MapOptions
 
 REPORT_NAME = "report.html"
 KIND_COLORS = {"lora": "#1f77b4", "adapter": "#e8710a", "earth": "#2ca02c"}
@@ -37,31 +35,6 @@ KIND_TITLES = {"lora": "LoRA (spatial)", "adapter": "Adapter (semantic)", "earth
 MAX_HISTORY_COLUMNS = 24
 DISPLAY_SIDE = 340
 """Longer side of each scene picture on the page, in CSS pixels (three fit side by side)."""
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """What goes into the page besides the run folder itself."""
-
-    scenes: tuple[str | Path, ...] = ()
-    """Scenes to preview, as `predict` takes them, or a labeled folder (images/ + masks/)."""
-    masks: Path | None = None
-    """Masks made by `cegate predict` for those scenes (<name>.mask.tif); missing ones are predicted."""
-    evaluation: Path | None = None
-    """The output of `cegate evaluate --json` for this run: per-class IoU and the confusion matrix."""
-    max_scenes: int = 3
-    preview_size: int = 360
-    """Longer side of each preview picture, in pixels."""
-    map_options: MapOptions | None = field(default=None)
-    """How scenes without a given mask are predicted (None: `predict`'s defaults)."""
-
-    def check(self) -> None:
-        if self.max_scenes < 1:
-            raise InputError(f"--max-scenes {self.max_scenes}: must be at least 1")
-        if not 32 <= self.preview_size <= 2048:
-            raise InputError(f"--preview-size {self.preview_size}: choose 32 to 2048 pixels")
-        if self.masks is not None and not self.scenes:
-            raise InputError(f"--masks {self.masks}: name the scenes they belong to with --scenes")
 
 
 @dataclass(frozen=True)

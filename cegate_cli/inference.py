@@ -30,6 +30,7 @@ from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.loaded_run import LoadedRun, load_run
+from cegate_cli.map_options import MapOptions
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.progress import phase
 from cegate_cli.run import read_manifest
@@ -37,19 +38,6 @@ from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, Vect
 from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class MapOptions:
-    tile: int = 512
-    overlap: int = 64
-    batch_size: int = 4
-    device: str = "auto"
-    confidence: bool = False
-    probabilities: bool = False
-    weights: str = "best"
-    offline: bool | None = None
-    token: str | None = None
 
 
 def load_for_inference(run_dir: Path, options: MapOptions) -> LoadedRun:

@@ -30,6 +30,7 @@ from torch import nn
 
 from cegate_cli.backbone.base import BlockBackbone, TokenLayout
 from cegate_cli.backbone.galileo import GROUPS, SPACE_TIME_BANDS, GalileoEncoder, PretrainedNormalization
+from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZE, GalileoOptions
 from cegate_cli.errors import InputError
 
 # cegate canonical band name -> Galileo space-time band
@@ -38,13 +39,6 @@ GALILEO_BAND_OF: dict[str, str] = {
     "red_edge_3": "B7", "nir": "B8", "nir_narrow": "B8A", "swir_1": "B11", "swir_2": "B12",
 }
 CANONICAL_OF: dict[str, str] = {galileo: canonical for canonical, galileo in GALILEO_BAND_OF.items()}
-NORMALIZE_CHOICES = ("auto", "pretrained", "data")
-DEFAULT_MONTH = 6
-"""July (months count from 0 = January): mid-growing-season in the northern hemisphere, when most
-aerial surveys (NAIP among them) fly; used when neither `--month` nor the imagery gives one."""
-DEFAULT_PATCH_SIZE = 8
-"""Galileo's largest (pretraining) patch: 16 x 16 tokens per group on a 128-pixel crop, which
-keeps self-attention affordable on a CPU; smaller patches give finer maps at quadratic cost."""
 
 
 @dataclass(frozen=True)
@@ -232,25 +226,6 @@ class GalileoBackbone(BlockBackbone):
         tokens = self.encoder.embed(self.galileo_input(images), self.plan.groups, months, self.patch_size, self._gsd_m)
         _, rows, cols, _, groups, dim = tokens.shape
         return tokens.reshape(batch, rows * cols * groups, dim), TokenLayout((rows, cols), 0, groups=groups)
-
-
-@dataclass(frozen=True)
-class GalileoOptions:
-    """What a user may set for Galileo (`--patch-size`, `--month`, `--normalize`); None and
-    "auto" mean: decide from the imagery (see `resolve_galileo_inputs`)."""
-
-    patch_size: int | None = None
-    month: int | None = None
-    """0 = January; the CLI takes 1-12."""
-    normalize: str = "auto"
-
-    def check(self) -> None:
-        if self.normalize not in NORMALIZE_CHOICES:
-            raise InputError(f"--normalize {self.normalize!r}: choose {', '.join(NORMALIZE_CHOICES)}")
-        if self.month is not None and not 0 <= self.month <= 11:
-            raise InputError(f"--month {self.month + 1}: give a month from 1 (January) to 12 (December)")
-        if self.patch_size is not None and self.patch_size < 1:
-            raise InputError(f"--patch-size {self.patch_size}: must be at least 1")
 
 
 def resolve_galileo_inputs(

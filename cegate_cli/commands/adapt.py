@@ -18,7 +18,11 @@ import typer
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
+from cegate_cli.adapt_options import AdaptOptions
+from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZE, GalileoOptions
+from cegate_cli.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
+from cegate_cli.toolbox_config import ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
 
@@ -70,14 +74,14 @@ def adapt_command(
     target_norm: Annotated[
         str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
     ] = SelfTrainConfig.target_norm,
-    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default="galileo-nano")] = None,
+    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default=AdaptOptions.backbone)] = None,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
     offline: OfflineOpt = False,
     bands: Annotated[Optional[str], typer.Option("--bands", help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).")] = None,
     classes: Annotated[Optional[Path], typer.Option("--classes", help="classes.yaml (default: SOURCE/classes.yaml if present).")] = None,
-    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help="Mask value meaning 'no label' (default 255).")] = None,
-    align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = False,
+    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help=f"Mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}).")] = None,
+    align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = AdaptOptions.align,
     modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
     select: Annotated[
         str, typer.Option("--select", help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, written with a decimal point (0.25; 1.0 = all).")
@@ -104,20 +108,20 @@ def adapt_command(
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = TrainConfig.val_fraction,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = TrainConfig.val_every,
     decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: unet or linear. Not with --from.")] = TrainConfig.decoder,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default="8")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default=str(ToolboxConfig.lora_rank))] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = TrainConfig.augment,
     save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = TrainConfig.save_every,
     patch_size: Annotated[
-        Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default="8")
+        Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default=str(DEFAULT_PATCH_SIZE))
     ] = None,
     month: Annotated[
-        Optional[int], typer.Option("--month", help="Galileo: month of the imagery, 1-12 (default: from the files' date tags, else 7).", show_default=False)
+        Optional[int], typer.Option("--month", help=f"Galileo: month of the imagery, 1-12 (default: from the files' date tags, else {DEFAULT_MONTH + 1}).", show_default=False)
     ] = None,
     normalize: Annotated[
         str, typer.Option("--normalize", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).")
-    ] = "auto",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = False,
+    ] = GalileoOptions.normalize,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = AdaptOptions.overwrite,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = AdaptOptions.resume,
     config: Annotated[
         Optional[Path],
         typer.Option(

@@ -12,7 +12,8 @@ trains the same thing again. This module is the one owner of that format: which 
 values become option values (relative paths are taken from the file's folder), the commented
 template `--print-config` prints, and the mapping from the options to the library's
 `AdaptOptions`. Defaults come from the library's configuration classes, through the command's
-declarations or, for the few that would import torch at start-up, filled in here.
+declarations or, for the two it declares as None, filled in here (`library_defaults`); defaults
+derived from other values (warm-up, LoRA alpha, ...) are left to those classes.
 """
 
 from __future__ import annotations
@@ -186,10 +187,11 @@ def check_from_run(ctx: Any) -> None:
 
 
 def library_defaults() -> dict[str, Any]:
-    """Defaults the command declares as None because their owners import torch (keeping
-    `cegate --help` fast): taken from the library here, when a run or a template needs them."""
-    from cegate_cli.adapt import AdaptOptions
-    from cegate_cli.toolbox.config import ToolboxConfig
+    """The library's values of the options the command declares as None (`--help` shows them):
+    there None, on the command line or as `null` in a config file, means the library's default,
+    and RUN/config.yaml and the template record the value itself."""
+    from cegate_cli.adapt_options import AdaptOptions
+    from cegate_cli.toolbox_config import ToolboxConfig
 
     return {"backbone": AdaptOptions.backbone, "lora-rank": ToolboxConfig.lora_rank}
 
@@ -222,35 +224,37 @@ def _plain(value: Any) -> Any:
 def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool, overwrite: bool, resume: bool) -> Any:
     """`AdaptOptions` from a resolved configuration (`resolved_config`): one mapping for a run
     started from flags and one re-made from its config.yaml, so both train the same thing."""
-    from cegate_cli.adapt import AdaptOptions
-    from cegate_cli.backbone.galileo_backbone import GalileoOptions
+    from cegate_cli.adapt_options import AdaptOptions
+    from cegate_cli.backbone.galileo_options import GalileoOptions
     from cegate_cli.commands.options import offline_flag
-    from cegate_cli.toolbox import ToolboxConfig, parse_kinds
+    from cegate_cli.toolbox import parse_kinds
+    from cegate_cli.toolbox_config import ToolboxConfig
     from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
     c = dict(config)
     path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731
-    steps = int(c["steps"])
     lora_rank = ToolboxConfig.lora_rank if c.get("lora-rank") is None else int(c["lora-rank"])  # 0 is refused by check(), not replaced
     kinds = parse_kinds(c["modules"])
     month = c.get("month")
-    # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt().
+    # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt(); the
+    # defaults derived from others (warm-up, save interval, LoRA alpha, statistics interval) are
+    # the library's, so a Python caller gets the same run from the same values.
     train = TrainConfig(
-        steps=steps, batch_size=c["batch-size"], crop=c["crop"], lr=c["lr"], seed=c["seed"], device=c["device"],
+        steps=int(c["steps"]), batch_size=c["batch-size"], crop=c["crop"], lr=c["lr"], seed=c["seed"], device=c["device"],
         val_fraction=c["val-fraction"], val_every=c["val-every"], decoder=c.get("decoder") or TrainConfig.decoder,
         select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"],
         selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"],
-        save_every=max(1, min(c["save-every"], steps)), warmup_steps=min(TrainConfig.warmup_steps, max(0, steps // 10)),
+        save_every=c["save-every"],
     )
     self_training = SelfTrainConfig(
         confidence=c["confidence"], class_balance=c["class-balance"], ema=c["ema"], target_norm=c["target-norm"],
-        stats_every=max(1, steps // 50), prior_alignment=c["prior-alignment"],
+        prior_alignment=c["prior-alignment"],
     )
     return AdaptOptions(
         source=path("source"), out=Path(c["out"]), backbone=c.get("backbone") or AdaptOptions.backbone, revision=c.get("revision"),
         token=token, offline=offline_flag(offline), bands=c.get("bands"), classes_file=path("classes"),
         ignore_index=c.get("ignore-index"), align=bool(c.get("align")), kinds=kinds,
-        toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank, lora_alpha=2.0 * lora_rank), train=train,
+        toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank), train=train,
         overwrite=overwrite, resume=resume, target=path("target"), from_run=path("from"), self_training=self_training,
         galileo=GalileoOptions(patch_size=c.get("patch-size"), month=None if month is None else month - 1, normalize=c["normalize"]),
         saved_config=c,

@@ -3,38 +3,38 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
 from cegate_cli.commands.options import DeviceOpt, JsonOpt
+from cegate_cli.demo_options import DemoOptions
 
 
 def register(app: typer.Typer) -> None:
     @app.command(name="demo")
     def demo_command(
-        folder: Annotated[Path, typer.Argument(help="Where to write the demo data, run and maps.")] = Path("cegate-demo"),
-        steps: Annotated[int, typer.Option("--steps", help="Training steps (fewer = faster, worse).")] = 300,
-        seed: Annotated[int, typer.Option("--seed", help="Seed for the scenes and training.")] = 0,
-        device: DeviceOpt = "auto",
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing demo folder.")] = False,
+        folder: Annotated[Path, typer.Argument(help="Where to write the demo data, run and maps.")] = DemoOptions.root,
+        steps: Annotated[int, typer.Option("--steps", help="Training steps (fewer = faster, worse).")] = DemoOptions.steps,
+        seed: Annotated[int, typer.Option("--seed", help="Seed for the scenes and training.")] = DemoOptions.seed,
+        device: DeviceOpt = DemoOptions.device,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing demo folder.")] = DemoOptions.overwrite,
         source_only: Annotated[
             bool, typer.Option("--source-only", help="Train on the labeled source alone (no adaptation to the target): shows what the shift costs.")
-        ] = False,
+        ] = DemoOptions.source_only,
         backbone: Annotated[
-            Optional[str], typer.Option("--backbone", help="Backbone to adapt (offline ones: tiny, galileo-nano).", show_default=False)
-        ] = None,
+            str, typer.Option("--backbone", help="Backbone to adapt (offline ones: tiny, galileo-nano).", show_default=False)
+        ] = DemoOptions.backbone,
         threads: ThreadsOpt = None,
         as_json: JsonOpt = False,
         quiet: QuietOpt = False,
         verbose: VerboseOpt = False,
     ) -> None:
         """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
-        from cegate_cli.demo import DemoOptions, check_demo_root, run_demo
+        from cegate_cli.demo import check_demo_root, run_demo
         from cegate_cli.results import demo_result
 
         feedback = Feedback.from_flags(quiet, verbose)
@@ -43,9 +43,9 @@ def register(app: typer.Typer) -> None:
         reporter = feedback.train_reporter()
         try:
             with feedback.batch_progress() as progress:
-                options = DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only)
-                if backbone is not None:
-                    options = replace(options, backbone=backbone)
+                options = DemoOptions(
+                    root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only, backbone=backbone
+                )
                 result = run_demo(options, reporter, progress)
         finally:
             reporter.finish()

@@ -16,6 +16,7 @@ from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.commands.predict import BatchOpt, OverlapOpt, TileOpt, WeightsOpt, main_progress
+from cegate_cli.map_options import MapOptions
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -40,11 +41,11 @@ def register(app: typer.Typer) -> None:
     def evaluate_command(
         run: RunArg,
         labeled: Annotated[Path, typer.Argument(help="Labeled folder: images/ and masks/ with matching names.", show_default=False)],
-        tile: TileOpt = 512,
-        overlap: OverlapOpt = 64,
-        batch_size: BatchOpt = 4,
-        weights: WeightsOpt = "best",
-        device: DeviceOpt = "auto",
+        tile: TileOpt = MapOptions.tile,
+        overlap: OverlapOpt = MapOptions.overlap,
+        batch_size: BatchOpt = MapOptions.batch_size,
+        weights: WeightsOpt = MapOptions.weights,
+        device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,
         token: TokenOpt = None,
         keep_masks: Annotated[Optional[Path], typer.Option("--keep-masks", help="Also keep the predicted masks in this folder.")] = None,
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-class IoU, mIoU, overall accuracy and F1 of a run on a labeled folder, and its confusion matrix."""
         from cegate_cli.distributed import is_main
-        from cegate_cli.inference import MapOptions, evaluate_run
+        from cegate_cli.inference import evaluate_run
 
         feedback = Feedback.from_flags(quiet, verbose)
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights,

@@ -14,12 +14,15 @@ from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
+from cegate_cli.map_options import MapOptions
 from cegate_cli.vector_options import VectorOptions
 
 TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (rounded up to the patch size).")]
 OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
 WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
+NO_VECTOR = "none"
+"""--vector's word for VectorOptions(fmt=None): no polygons."""
 
 
 def main_progress(feedback: Feedback | None = None) -> Any:
@@ -36,10 +39,12 @@ def register(app: typer.Typer) -> None:
         run: RunArg,
         inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files, STAC item .json files, folders or glob patterns.", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)],
-        tile: TileOpt = 512,
-        overlap: OverlapOpt = 64,
-        batch_size: BatchOpt = 4,
-        vector: Annotated[str, typer.Option("--vector", help="Polygons: geojson (EPSG:4326), gpkg (native CRS) or none.")] = "geojson",
+        tile: TileOpt = MapOptions.tile,
+        overlap: OverlapOpt = MapOptions.overlap,
+        batch_size: BatchOpt = MapOptions.batch_size,
+        vector: Annotated[
+            str, typer.Option("--vector", help="Polygons: geojson (EPSG:4326), gpkg (native CRS) or none.")
+        ] = VectorOptions.fmt or NO_VECTOR,
         min_area: Annotated[
             float,
             typer.Option(
@@ -48,14 +53,16 @@ def register(app: typer.Typer) -> None:
                 "(0 keeps all). The default removes speckle on sub-metre imagery and nothing at 3.2 m pixels or coarser.",
             ),
         ] = VectorOptions.min_area_m2,
-        simplify: Annotated[float, typer.Option("--simplify", help="Simplify polygon outlines by this many metres.")] = 0.0,
-        confidence: Annotated[bool, typer.Option("--confidence", help="Also write <stem>.confidence.tif (max probability).")] = False,
+        simplify: Annotated[float, typer.Option("--simplify", help="Simplify polygon outlines by this many metres.")] = VectorOptions.simplify_m,
+        confidence: Annotated[
+            bool, typer.Option("--confidence", help="Also write <stem>.confidence.tif (max probability).")
+        ] = MapOptions.confidence,
         probabilities: Annotated[
             bool,
             typer.Option("--probabilities", help="Also write <stem>.probabilities.tif: one band per class (named after it), probability in percent."),
-        ] = False,
-        weights: WeightsOpt = "best",
-        device: DeviceOpt = "auto",
+        ] = MapOptions.probabilities,
+        weights: WeightsOpt = MapOptions.weights,
+        device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,
         token: TokenOpt = None,
         overwrite: OverwriteOpt = False,
@@ -66,13 +73,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
         from cegate_cli.distributed import is_main
-        from cegate_cli.inference import MapOptions, predict_run
+        from cegate_cli.inference import predict_run
         from cegate_cli.results import batch_result
         from cegate_cli.run import read_manifest
 
         feedback = Feedback.from_flags(quiet, verbose)
 
-        if vector not in ("geojson", "gpkg", "none"):
+        if vector not in ("geojson", "gpkg", NO_VECTOR):
             raise InputError(f"--vector {vector!r}: choose geojson, gpkg or none")
         if weights not in ("best", "last"):
             raise InputError(f"--weights {weights!r}: choose best or last")
@@ -80,7 +87,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("need --tile > --overlap >= 0, --batch-size >= 1, --min-area >= 0 and --simplify >= 0")
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
                              probabilities=probabilities, weights=weights, offline=offline_flag(offline), token=token)
-        vectors = VectorOptions(fmt=None if vector == "none" else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
+        vectors = VectorOptions(fmt=None if vector == NO_VECTOR else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
         feedback.threads(threads)
         started = time.perf_counter()
         with main_progress(feedback) as progress:

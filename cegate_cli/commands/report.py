@@ -10,6 +10,8 @@ import typer
 from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import DeviceOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.commands.predict import WeightsOpt, main_progress
+from cegate_cli.map_options import MapOptions
+from cegate_cli.report_options import ReportOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -24,21 +26,19 @@ def register(app: typer.Typer) -> None:
                                                       "(its -o folder); scenes without one are predicted.", show_default=False)] = None,
         evaluation: Annotated[Optional[Path], typer.Option("--evaluation", help="Per-class IoU from `cegate evaluate RUN FOLDER --json > FILE`.",
                                                            show_default=False)] = None,
-        max_scenes: Annotated[int, typer.Option("--max-scenes", help="Preview at most this many scenes.")] = 3,
-        preview_size: Annotated[int, typer.Option("--preview-size", help="Longer side of each preview, in pixels.")] = 360,
-        weights: WeightsOpt = "best",
-        device: DeviceOpt = "auto",
+        max_scenes: Annotated[int, typer.Option("--max-scenes", help="Preview at most this many scenes.")] = ReportOptions.max_scenes,
+        preview_size: Annotated[int, typer.Option("--preview-size", help="Longer side of each preview, in pixels.")] = ReportOptions.preview_size,
+        weights: WeightsOpt = MapOptions.weights,
+        device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,
         token: TokenOpt = None,
         overwrite: OverwriteOpt = False,
     ) -> None:
         """Write a run as one HTML page that opens offline: curves, module selection, IoU, class legend, scene previews."""
-        from cegate_cli.html_report import ReportOptions, write_report
+        from cegate_cli.html_report import write_report
 
         map_options = None
         if scenes:
-            from cegate_cli.inference import MapOptions
-
             map_options = MapOptions(weights=weights, device=device, offline=offline_flag(offline), token=token)
         options = ReportOptions(scenes=tuple(scenes or ()), masks=masks, evaluation=evaluation, max_scenes=max_scenes,
                                 preview_size=preview_size, map_options=map_options)

@@ -3,7 +3,7 @@
 from cegate_cli.toolbox.adapter import MLPAdapter
 from cegate_cli.toolbox.attach import Toolbox, attach_toolbox
 from cegate_cli.toolbox.base import KIND_LABELS, KINDS, ModuleKey, ToolboxModule, parse_kinds
-from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox_config import ToolboxConfig
 from cegate_cli.toolbox.frequency import EarthAdapter, split_frequencies
 from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
 

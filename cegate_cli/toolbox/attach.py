@@ -20,7 +20,7 @@ from cegate_cli.errors import InputError
 from cegate_cli.toolbox.adapter import MLPAdapter
 from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.toolbox.base import ToolboxModule
-from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox_config import ToolboxConfig
 from cegate_cli.toolbox.frequency import EarthAdapter
 from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
 
@@ -124,6 +124,7 @@ def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None)
         parameter.requires_grad_(False)
     modules: dict[ModuleKey, ToolboxModule] = {}
     dim = backbone.embed_dim
+    assert config.lora_alpha is not None  # ToolboxConfig works it out when it is made
     for layer, block in enumerate(backbone.blocks):
         if "lora" in config.kinds:
             modules[("lora", layer)] = attach_lora(block.attn, layer, config.lora_rank, config.lora_alpha)

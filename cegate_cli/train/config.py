@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+MAX_DEFAULT_WARMUP_STEPS = 25
+"""The derived warm-up (a tenth of the steps) never exceeds this."""
 
 
 @dataclass(frozen=True)
@@ -12,14 +15,23 @@ class TrainConfig:
     """How a run trains. The defaults are the settings measured on real imagery (the NAIP tiles,
     docs/benchmarks-real.md): 300 steps of 4 crops of 128 px fit a CPU in minutes, and the head,
     which starts from nothing, needs a higher learning rate than the 1e-3 a fine-tuned backbone
-    would take to learn in that budget."""
+    would take to learn in that budget.
+
+    What depends on the run's length (the warm-up, the cap on the save interval) is worked out
+    here when the config is made, so a Python caller trains exactly as `cegate adapt` with the
+    same values does. The results are ordinary values: `dataclasses.replace(config, steps=...)`
+    keeps them, so pass `warmup_steps=None` (and the save interval meant) to work them out again
+    for the new length.
+    """
 
     steps: int = 300
     batch_size: int = 4
     crop: int = 128
     lr: float = 5e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 25
+    warmup_steps: int | None = None
+    """Steps of linear learning-rate warm-up. None: a tenth of the steps, at most
+    `MAX_DEFAULT_WARMUP_STEPS` (25 for the default 300 steps)."""
     poly_power: float = 0.9
     grad_clip: float = 1.0
     seed: int = 0
@@ -28,6 +40,8 @@ class TrainConfig:
     val_every: int = 100
     val_crops: int = 16
     save_every: int = 50
+    """Write the resume state every N steps (and always at the last step). Taken as at least 1 and
+    at most `steps`: an interval longer than the run means "at the end", and is recorded so."""
     decoder: str = "linear"
     """Segmentation head (decoder.py DECODERS). Default linear: on the NAIP tiles (3 seeds, 300
     steps) it matched the unet head with galileo-nano (mIoU 0.609 vs 0.607) at less time and a
@@ -56,6 +70,11 @@ class TrainConfig:
     baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
     (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole backbone,
     patch embedding included, trains with the head; its run saves the backbone too)."""
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps is None:
+            object.__setattr__(self, "warmup_steps", min(MAX_DEFAULT_WARMUP_STEPS, max(0, self.steps // 10)))
+        object.__setattr__(self, "save_every", max(1, min(self.save_every, self.steps)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,8 +147,9 @@ class TrainConfig:
 
 
 def _default(name: str) -> Any:
-    """A TrainConfig field's default, shown in messages as a value that works."""
-    return TrainConfig.__dataclass_fields__[name].default
+    """A TrainConfig field's default (derived ones for the default length), shown in messages as a
+    value that works."""
+    return getattr(TrainConfig(), name)
 
 
 SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "fisher-agree", "random", "all", "none", "full")
@@ -165,13 +185,24 @@ class SelfTrainConfig:
     strong_blur: float = 0.5
     """Student's strong view: per-band gain/offset jitter, Gaussian noise (normalised units) and the
     probability of a Gaussian blur."""
-    stats_every: int = 10
-    """Record pseudo-label statistics every N steps (run.json, `inspect`)."""
+    stats_every: int | None = None
+    """Record pseudo-label statistics every N steps (run.json, `inspect`). None: a fiftieth of the
+    run's steps, at least 1 (about 50 records whatever the length), filled in by `for_steps`."""
     prior_alignment: bool = False
     """Align the teacher's class shares to the source labels' before taking pseudo-labels
     (train/pseudo.py `align_to_prior`): a guard against collapse onto the majority classes."""
     drift_warning: float = 0.25
     """Warn when the pseudo-labels' class shares are this far (total variation) from the source's."""
+
+    def for_steps(self, steps: int) -> SelfTrainConfig:
+        """This configuration for a run of `steps` steps: what it leaves to the run's length filled in.
+
+        Called where the length is known (`AdaptOptions`, `SelfTrainer`), because it lives in the
+        run's `TrainConfig`, not here.
+        """
+        if self.stats_every is not None:
+            return self
+        return replace(self, stats_every=max(1, steps // 50))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,7 +224,7 @@ class SelfTrainConfig:
             raise InputError(f"--ema {self.ema}: must be at least 0 and below 1 (e.g. 0.99)")
         if self.target_norm not in TARGET_NORMS:
             raise InputError(f"--target-norm {self.target_norm!r}: choose {' or '.join(TARGET_NORMS)}")
-        if self.stats_every < 1:
+        if self.stats_every is not None and self.stats_every < 1:
             raise InputError(f"pseudo-label statistics interval must be at least 1 step, got {self.stats_every}")
         if min(self.strong_gain, self.strong_offset, self.strong_noise) < 0 or not 0.0 <= self.strong_blur <= 1.0:
             raise InputError("strong augmentation strengths must be >= 0 and the blur probability within [0, 1]")

@@ -8,26 +8,26 @@ in front, which changes four things:
   batch is world size x `batch_size`;
 - Fisher scores are pooled over all ranks' samples before the selection, and the ranks check
   that they train the same parameters before every (re)wrap;
-- the training forward pass runs through a DistributedDataParallel wrapper whose reducer knows
-  only the trained tensors (active modules + head): gradients of those are averaged during the
-  backward pass, and the frozen backbone is never broadcast or all-reduced (DDP's constructor
-  would otherwise broadcast every parameter from rank 0, the whole backbone, at every wrap);
+- the trainer's `forward_model`, which the training forward pass runs through, becomes a
+  DistributedDataParallel wrapper of `model` whose reducer knows only the trained tensors
+  (active modules + head): gradients of those are averaged during the backward pass, and the
+  frozen backbone is never broadcast or all-reduced (DDP's constructor would otherwise
+  broadcast every parameter from rank 0, the whole backbone, at every wrap);
 - the wrapper is rebuilt whenever the trained set changes (reselection, resume), because a DDP
   reducer is fixed to the parameters it was built with.
 
-Fisher scoring and the self-training teacher use the plain model: per-sample Fisher gradients
-must not be averaged across ranks (the mean of squares is not the square of the mean), and the
-teacher never trains.
+`model` itself stays the plain model throughout: Fisher scoring and the self-training teacher use
+it, because per-sample Fisher gradients must not be averaged across ranks (the mean of squares is
+not the square of the mean) and the teacher never trains.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import inspect
 from collections.abc import Iterable
 from itertools import chain
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -37,13 +37,14 @@ from torch.nn.parallel import DistributedDataParallel
 from cegate_cli.distributed import check_agreement, local_device, rank_log, world
 from cegate_cli.fisher import FisherScores, Selection, normalize_within_kind
 from cegate_cli.train.reporter import SilentReporter
+from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs
 
-TrainerT = TypeVar("TrainerT", bound=type)
+TrainerT = TypeVar("TrainerT", bound=SupervisedTrainer)
 
 
 # GroupNorm heads keep no running statistics, so no buffer needs syncing before each forward
 # (every buffer is on the ignore list anyway). torch 2.14 renamed the flag.
-_NO_BUFFER_SYNC = (
+_NO_BUFFER_SYNC: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     else {"broadcast_buffers": False}
@@ -91,24 +92,25 @@ def wrap_trained_parts(model: nn.Module, trained: Iterable[nn.Parameter], device
     )
 
 
-class DistributedTraining:
-    """Mixin for a `SupervisedTrainer` subclass; goes first in the bases (see `for_world`)."""
+class DistributedTraining(SupervisedTrainer):
+    """A trainer under torchrun. `for_world` puts it in front of a trainer class's bases, so
+    `DistributedTraining` -> `SelfTrainer` -> `SupervisedTrainer` is the order methods resolve in."""
 
-    def __init__(self, inputs: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, inputs: TrainInputs, *args: Any, **kwargs: Any) -> None:
         current = world()
         inputs.rank = current.rank
         inputs.device = torch.device(local_device(inputs.device))
-        super().__init__(inputs, *args, **kwargs)  # type: ignore[call-arg]
+        super().__init__(inputs, *args, **kwargs)
         if not current.is_main:
             self.reporter = SilentReporter()  # one progress display for the job, drawn by rank 0
-        self._wrapper: DistributedDataParallel | None = None
-        self._wrapped: tuple[int, ...] = ()
+        self._wrapped: tuple[int, ...] | None = None
+        """Identities of the trained tensors `forward_model` wraps now; None before the first wrap."""
 
     def reduce_scores(self, scores: FisherScores) -> FisherScores:
-        return reduce_fisher(super().reduce_scores(scores))  # type: ignore[misc]
+        return reduce_fisher(super().reduce_scores(scores))
 
     def select(self, step: int) -> Selection:
-        selection = super().select(step)  # type: ignore[misc]
+        selection = super().select(step)
         rank_log(
             "selection",
             step=step,
@@ -119,40 +121,45 @@ class DistributedTraining:
         return selection
 
     def compute_loss(self, step: int) -> torch.Tensor:
-        """The trainer's own loss, with `self.model` answering through the DDP wrapper.
+        """The trainer's own loss, its forward pass through a DDP wrapper of what trains now.
 
-        Swapping the attribute for the duration of the call keeps the trainers' forward code
-        (supervised, self-training) unchanged; everything outside this call sees the plain model.
+        The wrapper is (re)built here, at the first step after the trained set changed, rather
+        than at the selection itself: every rank reaches this point in the same order, and a
+        reselection that keeps the same tensors keeps the wrapper.
         """
-        wrapper = self._ddp_wrapper()
-        plain = self.model  # type: ignore[has-type]
-        self.model = wrapper
-        try:
-            return super().compute_loss(step)  # type: ignore[misc]
-        finally:
-            self.model = plain
+        self._wrap_trained_parts()
+        return super().compute_loss(step)
 
-    def _ddp_wrapper(self) -> DistributedDataParallel:
-        named = self.trainable_named()  # type: ignore[attr-defined]
+    def _wrap_trained_parts(self) -> None:
+        """Point `forward_model` at a DDP wrapper of exactly the tensors that train now."""
+        named = self.trainable_named()
         ids = tuple(id(p) for p in named.values())
-        if self._wrapper is None or ids != self._wrapped:
-            check_agreement(sorted(named), "the trained parameters")
-            self._wrapper = None
-            gc.collect()  # release the old reducer (and its gradient hooks) before a new one registers
-            self._wrapper = wrap_trained_parts(self.model, named.values(), self.inputs.device)  # type: ignore[attr-defined]
-            self._wrapped = ids
-            synced = [p for name, p in self.model.named_parameters() if name not in self._wrapper.parameters_to_ignore]  # type: ignore[has-type]
-            rank_log("ddp_wrap", step=self.progress.step, tensors=len(synced), numel=sum(p.numel() for p in synced))  # type: ignore[attr-defined]
-        return self._wrapper
+        if ids == self._wrapped:
+            return
+        check_agreement(sorted(named), "the trained parameters")
+        self.forward_model = self.model
+        gc.collect()  # release the old reducer (and its gradient hooks) before a new one registers
+        wrapper = wrap_trained_parts(self.model, named.values(), self.inputs.device)
+        self.forward_model = wrapper
+        self._wrapped = ids
+        synced = [p for name, p in self.model.named_parameters() if name not in wrapper.parameters_to_ignore]
+        rank_log("ddp_wrap", step=self.progress.step, tensors=len(synced), numel=sum(p.numel() for p in synced))
 
 
-@functools.cache
-def _distributed_variant(trainer_class: type) -> type:
-    return type(f"Distributed{trainer_class.__name__}", (DistributedTraining, trainer_class), {"__doc__": trainer_class.__doc__})
+_VARIANTS: dict[type[SupervisedTrainer], type[SupervisedTrainer]] = {}
+"""One distributed variant per trainer class, made once, so `for_world(cls)` is always the same class."""
 
 
-def for_world(trainer_class: TrainerT) -> TrainerT:
-    """`trainer_class` on one process; under torchrun, its DistributedDataParallel variant."""
+def _distributed_variant(trainer_class: type[SupervisedTrainer]) -> type[SupervisedTrainer]:
+    if trainer_class not in _VARIANTS:
+        bases = (DistributedTraining, trainer_class)
+        _VARIANTS[trainer_class] = type(f"Distributed{trainer_class.__name__}", bases, {"__doc__": trainer_class.__doc__})
+    return _VARIANTS[trainer_class]
+
+
+def for_world(trainer_class: type[TrainerT]) -> type[TrainerT]:
+    """`trainer_class` on one process; under torchrun, its DistributedDataParallel variant (a
+    subclass of it, so it is still a `trainer_class` to every caller)."""
     if not world().active:
         return trainer_class
-    return _distributed_variant(trainer_class)  # type: ignore[return-value]
+    return cast("type[TrainerT]", _distributed_variant(trainer_class))

@@ -68,7 +68,7 @@ class SelfTrainer(SupervisedTrainer):
     def __init__(self, inputs: TrainInputs, target: TargetInputs, state_dir: Path | None, reporter: TrainReporter | None = None) -> None:
         super().__init__(inputs, state_dir, reporter)
         self.target = target
-        self.self_config = target.config
+        self.self_config = target.config.for_steps(inputs.config.steps)
         # A teacher that starts as an untrained head needs the DACS warm-up; one continuing a
         # trained run is already the better model and averages at full strength from step 0.
         self.teacher = EMATeacher(self.model, target.config.ema, warmup=target.mode == "source+target")
@@ -138,7 +138,7 @@ class SelfTrainer(SupervisedTrainer):
         if self.target.source is None:
             images, labels, weight, _ = self.strong(target_images, pseudo.labels, pseudo.confident.float(), target_valid, rng)
             with self._autocast():
-                logits = self.model(images)
+                logits = self.forward_model(images)
             # Confident pixels count, averaged over all valid pixels (FixMatch): a batch the
             # teacher is unsure about moves the student little.
             return masked_cross_entropy(logits, labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
@@ -152,7 +152,7 @@ class SelfTrainer(SupervisedTrainer):
         mixed = mix(source_images, source_labels, target_images, pseudo.labels, pseudo.confident.float(), target_valid, paste)
         images, labels, weight, _ = self.strong(mixed.images, mixed.labels, mixed.pixel_weight, mixed.valid, rng)
         with self._autocast():
-            logits = self.model(torch.cat((source_images, images)))  # one pass: GroupNorm heads keep samples independent
+            logits = self.forward_model(torch.cat((source_images, images)))  # one pass: GroupNorm heads keep samples independent
         batch = source_images.shape[0]
         source_loss = self.task_loss(logits[:batch], source_labels)
         return source_loss + masked_cross_entropy(logits[batch:], labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
@@ -162,6 +162,7 @@ class SelfTrainer(SupervisedTrainer):
 
     def _record(self, step: int, pseudo: PseudoLabels) -> None:
         every = self.self_config.stats_every
+        assert every is not None  # filled in by for_steps() in __init__
         if step % every == 0 or step == self.config.steps - 1:
             stats = pseudo_label_stats(step, pseudo, self.num_classes)
             prior = self.target.prior

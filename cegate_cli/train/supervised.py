@@ -106,6 +106,12 @@ class SupervisedTrainer:
         """The step of the newest resume state on disk: what `--resume` continues from."""
         self.reporter = reporter or SilentReporter()
         self.model = inputs.model
+        """The model itself, always: Fisher scoring, validation, the teacher and the saved weights read it."""
+        self.forward_model: torch.nn.Module = inputs.model
+        """What the training forward pass (`compute_loss`) runs through: `model` itself on one process;
+        under torchrun its DistributedDataParallel wrapper (train/ddp.py), whose backward pass averages
+        the trained tensors' gradients over the processes. Nothing else may go through the wrapper:
+        Fisher gradients and validation must stay per process."""
         self.toolbox = inputs.toolbox
         self.config = inputs.config
         self.progress = _Progress()
@@ -311,7 +317,7 @@ class SupervisedTrainer:
         images = batch.images.to(self.inputs.device, non_blocking=True)
         masks = batch.masks.to(self.inputs.device, non_blocking=True)
         with self._autocast():
-            logits = self.model(images)
+            logits = self.forward_model(images)
         return self.task_loss(logits, masks)
 
     def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -324,6 +330,7 @@ class SupervisedTrainer:
     def _train_step(self, step: int) -> float:
         config = self.config
         assert self.optimizer is not None
+        assert config.warmup_steps is not None  # TrainConfig works it out when it is made
         factor = lr_factor(step, config.steps, config.warmup_steps, config.poly_power)
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * factor

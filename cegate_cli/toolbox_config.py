@@ -1,4 +1,8 @@
-"""Sizes of the toolbox modules; stored in run.json so a run rebuilds the same modules."""
+"""Sizes of the toolbox modules; stored in run.json so a run rebuilds the same modules.
+
+Outside the `toolbox` package (which loads torch) so the command line can show these defaults
+in `--help` without loading the model stack, as `module_key` does for the modules' names.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from cegate_cli.toolbox.base import KINDS
+from cegate_cli.module_key import KINDS
 
 
 @dataclass(frozen=True)
 class ToolboxConfig:
     kinds: tuple[str, ...] = KINDS
     lora_rank: int = 8
-    lora_alpha: float = 16.0
+    lora_alpha: float | None = None
+    """The LoRA update is B @ A * (alpha / rank). None: twice the rank, made so when the config is
+    made, so the update's scale stays 2 at any rank; `dataclasses.replace` keeps a derived alpha,
+    so pass `lora_alpha=None` with a new rank to derive it again."""
     adapter_hidden: int = 32
     adapter_scale: float = 1.0
     earth_hidden: int = 16
@@ -21,6 +28,10 @@ class ToolboxConfig:
     earth_init: str = "identity"
     """Earth-Adapter initialisation (toolbox/frequency.py): "identity" (zero up projections, so
     the toolbox starts as an exact identity) or "kaiming" (the Earth-Adapter authors' init)."""
+
+    def __post_init__(self) -> None:
+        if self.lora_alpha is None:
+            object.__setattr__(self, "lora_alpha", 2.0 * self.lora_rank)
 
     def check(self) -> None:
         """Reject sizes no module can be built with, before anything is written or loaded.

@@ -1,0 +1,61 @@
+"""Everything `adapt` may be told, with the library's defaults: what `cegate adapt` fills from its flags.
+
+Kept apart from `cegate_cli.adapt` (which loads torch) so the command line can show these
+defaults in `--help` without loading the model stack; the training, toolbox, self-training and
+Galileo settings it holds are torch-free for the same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cegate_cli.backbone.galileo_options import GalileoOptions
+from cegate_cli.module_key import KINDS
+from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    source: Path | None
+    """Labeled folder; None when continuing an earlier run (`from_run`) on the target only."""
+    out: Path
+    backbone: str = "galileo-nano"
+    """Embedded, so it runs offline; on the NAIP tiles it beat the tiny ViT by 0.06 mIoU with the
+    same settings (docs/benchmarks-real.md). DINOv2 and Prithvi need the Hub."""
+    revision: str | None = None
+    token: str | None = None
+    offline: bool | None = None
+    bands: str | None = None
+    classes_file: Path | None = None
+    ignore_index: int | None = None
+    align: bool = False
+    kinds: tuple[str, ...] = KINDS
+    toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    overwrite: bool = False
+    resume: bool = False
+    target: Path | None = None
+    """Unlabeled target folder: self-training (with `source`: DACS; with `from_run`: target only)."""
+    from_run: Path | None = None
+    """A finished run to continue on `target` (backbone, bands, classes, toolbox come from it)."""
+    self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
+    galileo: GalileoOptions = field(default_factory=GalileoOptions)
+    """How Galileo backbones are fed (patch size, month, normalisation); ignored by ViTs."""
+    saved_config: dict[str, Any] | None = None
+    """The command line's options (name -> value, defaults included), written to RUN/config.yaml
+    when the run starts, so `cegate adapt --config RUN/config.yaml` re-makes it; None: no file."""
+
+    def __post_init__(self) -> None:
+        # The one default that depends on another part of the options (the run's length) is
+        # filled in here, so run.json records the value the run used. `dataclasses.replace`
+        # keeps it; give self_training with stats_every=None to derive it for a new length.
+        object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
+
+    @property
+    def mode(self) -> str:
+        if self.from_run is not None:
+            return "target"
+        return "supervised" if self.target is None else "source+target"
