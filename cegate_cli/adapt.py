@@ -42,7 +42,6 @@ from cegate_cli.data.stats import compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
-from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
 from cegate_cli.adapt_record import backbone_parameters, record_outcome
 from cegate_cli.progress import phase
@@ -50,9 +49,11 @@ from cegate_cli.module_key import keys_to_json
 from cegate_cli.run import (
     RunManifest,
     check_run_dir,
+    load_run,
     prepare_run_dir,
     read_manifest,
     release_run_dir,
+    resolve_device,
     settle_replaced_run,
     state_dir,
     write_manifest,
@@ -354,8 +355,6 @@ def _interrupted_message(trainer: SupervisedTrainer, options: AdaptOptions) -> s
 
 def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None, device: torch.device) -> AdaptResult:
     """Mode "target": the earlier run's model, teacher-student self-training on the target only."""
-    from cegate_cli.loaded_run import load_run
-
     started = time.perf_counter()
     assert options.from_run is not None and options.target is not None
     earlier = read_manifest(options.from_run)
