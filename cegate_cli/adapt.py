@@ -43,11 +43,12 @@ from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.model import SegmentationModel, build_model
-from cegate_cli.adapt_record import backbone_parameters, record_outcome
+from cegate_cli.adapt_record import record_outcome
 from cegate_cli.progress import phase
 from cegate_cli.module_key import keys_to_json
 from cegate_cli.run import (
     RunManifest,
+    backbone_parameter_count,
     check_run_dir,
     load_run,
     prepare_run_dir,
@@ -231,7 +232,6 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
 
-    backbone_params = backbone_parameters(built.model)
     manifest = RunManifest(
         backbone={
             "source": source.to_dict(),
@@ -244,7 +244,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "patch_size": patch,
             "embed_dim": built.model.backbone.embed_dim,
             "depth": built.model.backbone.depth,
-            "parameters": backbone_params,
+            "parameters": backbone_parameter_count(built.toolbox),
             **({"galileo": _galileo_section(built.model, galileo_inputs)} if galileo_inputs is not None else {}),
         },
         bands=choice,

@@ -11,19 +11,10 @@ from pathlib import Path
 
 from cegate_cli import distributed
 from cegate_cli.model import SegmentationModel
-from cegate_cli.run import ADAPTER_BEST, ADAPTER_LAST, RunManifest, save_weights, write_manifest
+from cegate_cli.run import ADAPTER_BEST, ADAPTER_LAST, RunManifest, parameter_summary, save_weights, write_manifest
 from cegate_cli.toolbox import Toolbox
 from cegate_cli.train.selftrain import SelfTrainer
 from cegate_cli.train.supervised import SupervisedTrainer, TrainOutcome
-
-
-def backbone_parameters(model: SegmentationModel) -> int:
-    """Parameters of the backbone itself, toolbox modules left out (the base of "trainable share")."""
-    return sum(
-        p.numel()
-        for name, p in model.backbone.named_parameters()
-        if ".lora_" not in name and "bottleneck" not in name and not name.startswith("frequency.")
-    )
 
 
 def record_outcome(
@@ -41,18 +32,7 @@ def record_outcome(
     manifest.selections = outcome.selections
     manifest.ever_selected = outcome.ever_selected
     manifest.best_selection = outcome.best_selection
-    backbone_params = backbone_parameters(model)
-    modules_trained = sum(toolbox.parameter_count(k) for k in outcome.ever_selected)
-    modules_final = sum(toolbox.parameter_count(k) for k in outcome.final_selection)
-    decoder_params = sum(p.numel() for p in model.decoder.parameters())
-    manifest.parameters = {
-        "backbone": backbone_params,
-        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
-        "modules_trained": modules_trained,
-        "modules_final": modules_final,
-        "decoder": decoder_params,
-        "trainable_share": (modules_trained + decoder_params) / backbone_params,
-    }
+    manifest.parameters = parameter_summary(model, toolbox, candidates, outcome.ever_selected, outcome.final_selection)
     manifest.metrics = {
         "best_val_miou": outcome.best_miou,
         "best_step": outcome.best_step,

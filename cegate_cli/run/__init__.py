@@ -3,7 +3,7 @@
     layout.py    the names in the folder (run.json, config.yaml, adapter files, state/, lock)
     manifest.py  run.json (`RunManifest`) and config.yaml, written and read
     folder.py    the folder as a place: checked, locked for one writer, the old run set aside
-    weights.py   the trained weights: written, read back, checked and applied
+    weights.py   which tensors a run holds and under which names: written, read back, applied
     load.py      a trained model rebuilt from a run (predict, evaluate, inspect, adapt --from)
 
 Callers import from here: `from cegate_cli.run import read_manifest, load_run`.
@@ -28,7 +28,15 @@ from cegate_cli.run.layout import (
     STATE_DIR,
 )
 from cegate_cli.run.manifest import CONFIG_HEADER, RunManifest, read_manifest, write_manifest, write_run_config
-from cegate_cli.run.weights import load_weights, restore_weights, save_weights, weights_path
+from cegate_cli.run.weights import (
+    backbone_parameter_count,
+    load_weights,
+    parameter_summary,
+    restore_weights,
+    run_tensors,
+    save_weights,
+    weights_path,
+)
 
 if TYPE_CHECKING:
     from cegate_cli.run.load import LoadedRun, load_run, resolve_device, source_for_run
@@ -37,9 +45,9 @@ _FROM_LOAD = ("LoadedRun", "load_run", "resolve_device", "source_for_run")
 
 __all__ = [
     "ADAPTER_BEST", "ADAPTER_LAST", "CONFIG_HEADER", "CONFIG_YAML", "REPLACED_DIR", "RUN_FILES", "RUN_FORMAT", "RUN_JSON",
-    "STATE_DIR", "RunManifest", "check_run_dir", "load_weights", "prepare_run_dir", "read_manifest", "release_run_dir",
-    "restore_weights", "save_weights", "settle_replaced_run", "state_dir", "weights_path", "write_manifest",
-    "write_run_config", *_FROM_LOAD,
+    "STATE_DIR", "RunManifest", "backbone_parameter_count", "check_run_dir", "load_weights", "parameter_summary",
+    "prepare_run_dir", "read_manifest", "release_run_dir", "restore_weights", "run_tensors", "save_weights",
+    "settle_replaced_run", "state_dir", "weights_path", "write_manifest", "write_run_config", *_FROM_LOAD,
 ]
 
 

@@ -1,11 +1,29 @@
-"""The run's trained weights (adapter.safetensors, adapter_last.safetensors), written and read
-back as one matching pair: `save_weights`, and `restore_weights` (`load_weights` + checks) that
-puts them into a model rebuilt from run.json."""
+"""The run's trained weights (adapter.safetensors, adapter_last.safetensors): which tensors a run
+holds, under which names, written and read back as one matching pair.
+
+    run_tensors + save_weights       what a trained model leaves in a run (the trainer snapshots
+                                     `run_tensors` at its best and last step; `adapt` writes them)
+    restore_weights (load_weights)   the same tensors read back, checked and put into a model
+                                     rebuilt from run.json
+
+A run holds, under these names:
+
+    toolbox.<kind>.<layer>.<param>   every module ever selected (names from `Toolbox.state_dict_of`,
+                                     which the resume state shares)
+    decoder.<param>                  the head
+    patch_embed.*                    the embedding fitted to the run's bands (the backbone's
+                                     `band_embedding_state`; empty for families that fit none)
+    backbone.<param>                 only for the full fine-tuning baseline: the whole backbone
+
+Changing what a run holds is a change to this file alone; the parameter counts in run.json are
+asked of it too, so they always describe what the run actually trained.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -25,7 +43,21 @@ DECODER_PREFIX = "decoder."
 BACKBONE_PREFIX = "backbone."
 
 
-# -- writing ---------------------------------------------------------------------------------------
+# -- writing: what a trained model leaves in its run ----------------------------------------------
+def run_tensors(
+    model: SegmentationModel, toolbox: Toolbox, keys: Iterable[ModuleKey], *, whole_backbone: bool = False
+) -> dict[str, torch.Tensor]:
+    """CPU copies of what a run's adapter file holds: the modules `keys` (the run's ever selected),
+    the head and the band-fitted embedding; with `whole_backbone` (the full fine-tuning baseline, not
+    a product mode) the backbone's own weights too. Copies, so later training steps leave them be."""
+    state = {name: t.detach().cpu().clone() for name, t in toolbox.state_dict_of(keys).items()}
+    state.update({f"{DECODER_PREFIX}{n}": t.detach().cpu().clone() for n, t in model.decoder.state_dict().items()})
+    state.update({n: t.detach().cpu().clone() for n, t in model.patch_embed_state().items()})
+    if whole_backbone:
+        state.update({f"{BACKBONE_PREFIX}{n}": p.detach().cpu().clone() for n, p in toolbox.backbone_own_named().items()})
+    return state
+
+
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], run_id: str | None = None) -> None:
     """Write a run's trained weights atomically, stamped with the run's id (see `load_weights`)."""
     metadata = {"format": RUN_FORMAT, **({"run_id": run_id} if run_id else {})}
@@ -123,3 +155,30 @@ def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     """The tensors named `prefix...`, without the prefix."""
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
+
+# -- counting: run.json's "parameters" ------------------------------------------------------------
+def backbone_parameter_count(toolbox: Toolbox) -> int:
+    """Parameters of the backbone itself, toolbox modules left out (the base of "trainable share")."""
+    return sum(p.numel() for p in toolbox.backbone_own_named().values())
+
+
+def parameter_summary(
+    model: SegmentationModel,
+    toolbox: Toolbox,
+    candidates: Iterable[ModuleKey],
+    ever_selected: Iterable[ModuleKey],
+    final_selection: Iterable[ModuleKey],
+) -> dict[str, Any]:
+    """run.json's "parameters": the backbone, the candidate modules, those the run trained (what its
+    adapter files hold) and those switched on at the end, the head, and the share that trained."""
+    backbone = backbone_parameter_count(toolbox)
+    modules_trained = sum(toolbox.parameter_count(k) for k in ever_selected)
+    decoder = sum(p.numel() for p in model.decoder.parameters())
+    return {
+        "backbone": backbone,
+        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
+        "modules_trained": modules_trained,
+        "modules_final": sum(toolbox.parameter_count(k) for k in final_selection),
+        "decoder": decoder,
+        "trainable_share": (modules_trained + decoder) / backbone,
+    }
