@@ -47,7 +47,8 @@ __all__ = [
     "ADAPTER_BEST", "ADAPTER_LAST", "CONFIG_HEADER", "CONFIG_YAML", "REPLACED_DIR", "RUN_FILES", "RUN_FORMAT", "RUN_JSON",
     "STATE_DIR", "RunManifest", "backbone_parameter_count", "check_run_dir", "load_weights", "parameter_summary",
     "prepare_run_dir", "read_manifest", "release_run_dir", "restore_weights", "run_tensors", "save_weights",
-    "settle_replaced_run", "state_dir", "weights_path", "write_manifest", "write_run_config", *_FROM_LOAD,
+    "settle_replaced_run", "state_dir", "weights_path", "write_manifest", "write_run_config",
+    "LoadedRun", "load_run", "resolve_device", "source_for_run",  # _FROM_LOAD
 ]
 
 
