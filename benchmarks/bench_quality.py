@@ -107,8 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
     """Target mIoU of a finished run. A "full" run also carries the backbone (backbone.* tensors),
     which `load_run` does not read, so it is loaded here on top."""
-    from cegate_cli.loaded_run import load_run
-    from cegate_cli.run import ADAPTER_BEST, load_weights
+    from cegate_cli.run import ADAPTER_BEST, load_run, load_weights
 
     loaded = load_run(run_dir, device="cpu")
     manifest = loaded.manifest

@@ -37,27 +37,24 @@ from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import compute_band_stats
-from cegate_cli.errors import InputError, RunFolderError, TrainingInterrupted
+from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
-from cegate_cli.loaded_run import resolve_device
 from cegate_cli.model import SegmentationModel, build_model
 from cegate_cli.adapt_options import AdaptOptions
-from cegate_cli.adapt_record import backbone_parameters, record_outcome
+from cegate_cli.adapt_record import Fitting, fit_and_record
 from cegate_cli.progress import phase
 from cegate_cli.module_key import keys_to_json
 from cegate_cli.run import (
     RunManifest,
+    backbone_parameter_count,
     check_run_dir,
-    prepare_run_dir,
+    load_run,
     read_manifest,
-    release_run_dir,
-    settle_replaced_run,
+    resolve_device,
     state_dir,
-    write_manifest,
-    write_run_config,
 )
-from cegate_cli.toolbox import KINDS, Toolbox
+from cegate_cli.toolbox import KINDS
 from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
@@ -122,10 +119,21 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     mode = check_options(options)
     device = resolve_device(options.train.device)
     distributed.check_on_main(check_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
-    if mode == "target":
-        return _adapt_from_run(options, reporter, stop_after, device)
-    config = options.train
     started = time.perf_counter()
+    if mode == "target":
+        fitting = _fitting_from_run(options, reporter, device)
+    else:
+        fitting = _fitting_from_source(options, reporter, device, mode)
+    outcome = fit_and_record(
+        options.out, fitting, overwrite=options.overwrite, resume=options.resume, saved_config=options.saved_config,
+        stop_after=stop_after, started=started,
+    )
+    return AdaptResult(Path(options.out), fitting.manifest, outcome, fitting.warnings)
+
+
+def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device: torch.device, mode: str) -> Fitting:
+    """Modes "supervised" and "source+target": a model built on a labeled source folder."""
+    config = options.train
     assert options.source is not None
     folder = discover_labeled(options.source, classes_file=options.classes_file, ignore_index=options.ignore_index, align=options.align)
     warnings = list(folder.warnings)
@@ -191,7 +199,6 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         validation = [val_sampler.read(windows[i : i + config.batch_size]) for i in range(0, len(windows), config.batch_size)]
         val_sampler.close()
 
-    backbone_params = backbone_parameters(built.model)
     manifest = RunManifest(
         backbone={
             "source": source.to_dict(),
@@ -204,7 +211,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
             "patch_size": patch,
             "embed_dim": built.model.backbone.embed_dim,
             "depth": built.model.backbone.depth,
-            "parameters": backbone_params,
+            "parameters": backbone_parameter_count(built.toolbox),
             **({"galileo": _galileo_section(built.model, galileo_inputs)} if galileo_inputs is not None else {}),
         },
         bands=choice,
@@ -248,76 +255,11 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
         prior = _class_prior(folder.label_counts, table.num_classes)
         trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=prior), state_dir(run_dir), reporter)
-    try:
-        outcome = _train(run_dir, options, manifest, trainer, stop_after, built.model, built.toolbox, candidates, started, str(device))
-    finally:
-        sampler.close()
-        if target_sampler is not None:
-            target_sampler.close()
-    return AdaptResult(run_dir, manifest, outcome, warnings)
+    return Fitting(trainer, manifest, candidates, warnings, [sampler] + ([target_sampler] if target_sampler is not None else []))
 
 
-def _train(
-    run_dir: Path,
-    options: AdaptOptions,
-    manifest: RunManifest,
-    trainer: SupervisedTrainer,
-    stop_after: int | None,
-    model: SegmentationModel,
-    toolbox: Toolbox,
-    candidates: list,
-    started: float,
-    device: str,
-) -> TrainOutcome:
-    """Everything checked: take the run folder (lock; with --overwrite, set the old run aside),
-    train, record. The old run is dropped once the new one is complete and put back if it fails;
-    the folder is released however this ends."""
-    distributed.on_main(prepare_run_dir, run_dir, overwrite=options.overwrite, resume=options.resume)
-    completed = failed = False
-    try:
-        if not options.resume:  # a resume keeps the interrupted run's record until it has a newer one
-            distributed.on_main(write_manifest, run_dir, manifest)
-            if options.saved_config is not None:
-                distributed.on_main(write_run_config, run_dir, options.saved_config)
-        try:
-            outcome = trainer.fit(resume=options.resume, stop_after=stop_after)
-        except KeyboardInterrupt as exc:
-            raise TrainingInterrupted(_interrupted_message(trainer, options)) from exc
-        record_outcome(run_dir, manifest, trainer, outcome, model, toolbox, candidates, started, device)
-        completed = outcome.completed
-        return outcome
-    except TrainingInterrupted:
-        raise
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        try:
-            if distributed.is_main():  # rank 0 alone holds the folder; no collective on a failure path
-                settle_replaced_run(run_dir, completed=completed, failed=failed)
-        finally:
-            release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
-
-
-def _interrupted_message(trainer: SupervisedTrainer, options: AdaptOptions) -> str:
-    """Where Ctrl-C stopped training and what the user types next."""
-    stopped = f"stopped at step {trainer.progress.step} of {trainer.config.steps}"
-    if trainer.saved_step is None:
-        return (
-            f"Interrupted: {options.out}: {stopped}, before the first resume state was written; "
-            "run the same command with --overwrite to start again"
-        )
-    return (
-        f"Interrupted: {options.out}: {stopped}; the resume state holds step {trainer.saved_step}: "
-        "run the same command with --resume to continue from there"
-    )
-
-
-def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: int | None, device: torch.device) -> AdaptResult:
+def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: torch.device) -> Fitting:
     """Mode "target": the earlier run's model, teacher-student self-training on the target only."""
-    from cegate_cli.loaded_run import load_run
-
-    started = time.perf_counter()
     assert options.from_run is not None and options.target is not None
     earlier = read_manifest(options.from_run)
     if earlier.status != "complete":
@@ -371,11 +313,7 @@ def _adapt_from_run(options: AdaptOptions, reporter: TrainReporter, stop_after: 
     inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
     prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
-    try:
-        outcome = _train(run_dir, options, manifest, trainer, stop_after, model, toolbox, candidates, started, str(device))
-    finally:
-        target_sampler.close()
-    return AdaptResult(run_dir, manifest, outcome, warnings)
+    return Fitting(trainer, manifest, candidates, warnings, [target_sampler])
 
 
 def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[str]]:

@@ -1,58 +1,134 @@
-"""What `adapt` records about a finished (or stopped) training in run.json, and its weights.
+"""The step both pipelines of `adapt` end with: take the run folder, fit, record what happened.
 
-Split from adapt.py, which decides what to train; this module only writes down what happened:
-selections, parameter counts, metrics, timing, and, for a completed run, the adapter files.
+adapt.py decides what to train (labeled source, or `--from` an earlier run) and hands over a
+`Fitting`; from there one path takes the folder (lock; with --overwrite, the old run set aside),
+writes run.json and config.yaml, trains, turns Ctrl-C into the message that says how to go on,
+and records selections, parameter counts, metrics, timing and, for a completed run, the adapter
+files in run.json. Both modes therefore resume, fail and record alike.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cegate_cli import distributed
-from cegate_cli.model import SegmentationModel
-from cegate_cli.run import ADAPTER_BEST, ADAPTER_LAST, RunManifest, save_weights, write_manifest
-from cegate_cli.toolbox import Toolbox
+from cegate_cli.data.crops import CropSampler
+from cegate_cli.errors import TrainingInterrupted
+from cegate_cli.module_key import ModuleKey
+from cegate_cli.run import (
+    ADAPTER_BEST,
+    ADAPTER_LAST,
+    RunManifest,
+    parameter_summary,
+    prepare_run_dir,
+    release_run_dir,
+    save_weights,
+    settle_replaced_run,
+    write_manifest,
+    write_run_config,
+)
 from cegate_cli.train.selftrain import SelfTrainer
 from cegate_cli.train.supervised import SupervisedTrainer, TrainOutcome
 
 
-def backbone_parameters(model: SegmentationModel) -> int:
-    """Parameters of the backbone itself, toolbox modules left out (the base of "trainable share")."""
-    return sum(
-        p.numel()
-        for name, p in model.backbone.named_parameters()
-        if ".lora_" not in name and "bottleneck" not in name and not name.startswith("frequency.")
+@dataclass
+class Fitting:
+    """A run ready to train, as either pipeline of `adapt` leaves it."""
+
+    trainer: SupervisedTrainer
+    manifest: RunManifest
+    """Written when the run starts, completed by `record_outcome` when it ends."""
+    candidates: list[ModuleKey]
+    """The modules selection may choose from (run.json counts their parameters)."""
+    warnings: list[str]
+    samplers: list[CropSampler]
+    """Closed once training ends, however it ends."""
+
+
+def fit_and_record(
+    out: Path,
+    fitting: Fitting,
+    *,
+    overwrite: bool,
+    resume: bool,
+    saved_config: dict[str, Any] | None,
+    stop_after: int | None,
+    started: float,
+) -> TrainOutcome:
+    """Train `fitting` into the run folder `out` and record the outcome there (see the module
+    docstring); its samplers are closed however this ends."""
+    try:
+        return _fit_in_folder(out, fitting, overwrite, resume, saved_config, stop_after, started)
+    finally:
+        for sampler in fitting.samplers:
+            sampler.close()
+
+
+def _fit_in_folder(
+    out: Path,
+    fitting: Fitting,
+    overwrite: bool,
+    resume: bool,
+    saved_config: dict[str, Any] | None,
+    stop_after: int | None,
+    started: float,
+) -> TrainOutcome:
+    """Everything checked: take the run folder (lock; with --overwrite, set the old run aside),
+    train, record. The old run is dropped once the new one is complete and put back if it fails;
+    the folder is released however this ends."""
+    run_dir = Path(out)
+    trainer = fitting.trainer
+    distributed.on_main(prepare_run_dir, run_dir, overwrite=overwrite, resume=resume)
+    completed = failed = False
+    try:
+        if not resume:  # a resume keeps the interrupted run's record until it has a newer one
+            distributed.on_main(write_manifest, run_dir, fitting.manifest)
+            if saved_config is not None:
+                distributed.on_main(write_run_config, run_dir, saved_config)
+        try:
+            outcome = trainer.fit(resume=resume, stop_after=stop_after)
+        except KeyboardInterrupt as exc:
+            raise TrainingInterrupted(_interrupted_message(trainer, out)) from exc
+        record_outcome(run_dir, fitting, outcome, started)
+        completed = outcome.completed
+        return outcome
+    except TrainingInterrupted:
+        raise
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        try:
+            if distributed.is_main():  # rank 0 alone holds the folder; no collective on a failure path
+                settle_replaced_run(run_dir, completed=completed, failed=failed)
+        finally:
+            release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+
+
+def _interrupted_message(trainer: SupervisedTrainer, out: Path) -> str:
+    """Where Ctrl-C stopped training and what the user types next."""
+    stopped = f"stopped at step {trainer.progress.step} of {trainer.config.steps}"
+    if trainer.saved_step is None:
+        return (
+            f"Interrupted: {out}: {stopped}, before the first resume state was written; "
+            "run the same command with --overwrite to start again"
+        )
+    return (
+        f"Interrupted: {out}: {stopped}; the resume state holds step {trainer.saved_step}: "
+        "run the same command with --resume to continue from there"
     )
 
 
-def record_outcome(
-    run_dir: Path,
-    manifest: RunManifest,
-    trainer: SupervisedTrainer,
-    outcome: TrainOutcome,
-    model: SegmentationModel,
-    toolbox: Toolbox,
-    candidates: list,
-    started: float,
-    device: str,
-) -> None:
+def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, started: float) -> None:
     """Record what happened in run.json; write the weights when the run completed."""
+    manifest, trainer, inputs = fitting.manifest, fitting.trainer, fitting.trainer.inputs
     manifest.selections = outcome.selections
     manifest.ever_selected = outcome.ever_selected
     manifest.best_selection = outcome.best_selection
-    backbone_params = backbone_parameters(model)
-    modules_trained = sum(toolbox.parameter_count(k) for k in outcome.ever_selected)
-    modules_final = sum(toolbox.parameter_count(k) for k in outcome.final_selection)
-    decoder_params = sum(p.numel() for p in model.decoder.parameters())
-    manifest.parameters = {
-        "backbone": backbone_params,
-        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
-        "modules_trained": modules_trained,
-        "modules_final": modules_final,
-        "decoder": decoder_params,
-        "trainable_share": (modules_trained + decoder_params) / backbone_params,
-    }
+    manifest.parameters = parameter_summary(inputs.model, inputs.toolbox, fitting.candidates, outcome.ever_selected, outcome.final_selection)
     manifest.metrics = {
         "best_val_miou": outcome.best_miou,
         "best_step": outcome.best_step,
@@ -69,7 +145,7 @@ def record_outcome(
         "fisher_seconds": round(outcome.fisher_seconds, 3),
         "train_seconds": round(outcome.train_seconds, 3),
         "total_seconds": round(time.perf_counter() - started, 3),
-        "device": device,
+        "device": str(inputs.device),
         "processes": distributed.world().size,
     }
     if outcome.completed:

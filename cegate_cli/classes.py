@@ -7,7 +7,7 @@ The same table is stored in run.json and written into every predicted mask (colo
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

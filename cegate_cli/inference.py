@@ -29,11 +29,10 @@ from cegate_cli.bands import match_bands
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
 from cegate_cli.data.folder import discover_labeled
-from cegate_cli.loaded_run import LoadedRun, load_run
 from cegate_cli.map_options import MapOptions
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.progress import phase
-from cegate_cli.run import read_manifest
+from cegate_cli.run import LoadedRun, load_run, read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
 from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
 

@@ -7,7 +7,7 @@ in `--help` without loading the model stack, as `module_key` does for the module
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from cegate_cli.module_key import KINDS

@@ -68,7 +68,7 @@ def test_default_rule_keeps_the_resume_fingerprint_of_older_runs() -> None:
 
 
 def test_a_full_fine_tuning_run_predicts_with_its_own_backbone(demo, tmp_path: Path) -> None:
-    from cegate_cli.loaded_run import load_run
+    from cegate_cli.run import load_run
 
     _run(demo, tmp_path / "full", selection="full", reselect_every=0)
     weights = load_file(str(tmp_path / "full" / "adapter.safetensors"))

@@ -46,7 +46,7 @@ def test_disk_full_while_saving_the_state_keeps_the_previous_one(demo, tmp_path:
 
 
 def test_a_failing_weights_write_is_one_line(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cegate_cli.run as run_module
+    import cegate_cli.run.weights as run_module
 
     def broken(*args, **kwargs):  # what torch and safetensors say when the disk fills mid-file
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4416 vs 4304")

@@ -70,6 +70,13 @@ class Toolbox:
     def parameter_count(self, key: ModuleKey) -> int:
         return self.modules[key].num_own_parameters()
 
+    def backbone_own_named(self) -> dict[str, nn.Parameter]:
+        """The backbone's own weights by name (patch embedding and wrapped base layers included,
+        every toolbox module's parameters left out), told apart by identity, not by name: what
+        the "full" baseline trains and what run.json counts as the backbone."""
+        own = {id(p) for module in self.modules.values() for p in module.own_parameters()}
+        return {name: p for name, p in self.backbone.named_parameters() if id(p) not in own}
+
     def merge_lora(self) -> None:
         for module in self.modules.values():
             if isinstance(module, LoRA):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
+from cegate_cli.run.weights import run_tensors
 from cegate_cli.toolbox import Toolbox
 from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.gating import apply_selection
@@ -138,18 +138,13 @@ class SupervisedTrainer:
     def full_backbone_named(self) -> dict[str, torch.nn.Parameter]:
         """The backbone's own weights (patch embedding included, toolbox modules excluded): what the
         "full" fine-tuning baseline trains on top of the head."""
-        own = {id(p) for module in self.toolbox.modules.values() for p in module.own_parameters()}
-        return {name: p for name, p in self.model.backbone.named_parameters() if id(p) not in own}
+        return self.toolbox.backbone_own_named()
 
     def trained_weights(self, keys: list[ModuleKey] | None = None) -> dict[str, torch.Tensor]:
-        """What adapter.safetensors holds: modules (ever selected by default), head, patch embedding."""
+        """What the run's adapter files hold (`cegate_cli.run.weights` decides), for the modules ever
+        selected by default; the "full" baseline's run holds the whole backbone too."""
         keys = keys if keys is not None else in_order(self.progress.ever_selected)
-        state = {name: t.detach().cpu().clone() for name, t in self.toolbox.state_dict_of(keys).items()}
-        state.update({f"decoder.{n}": t.detach().cpu().clone() for n, t in self.model.decoder.state_dict().items()})
-        state.update({n: t.detach().cpu().clone() for n, t in self.model.patch_embed_state().items()})
-        if self.config.selection == "full":  # a baseline, not a product mode: its run holds the whole backbone
-            state.update({f"backbone.{n}": p.detach().cpu().clone() for n, p in self.full_backbone_named().items()})
-        return state
+        return run_tensors(self.model, self.toolbox, keys, whole_backbone=self.config.selection == "full")
 
     def _rebuild_optimizer(self) -> None:
         named = self.trainable_named()

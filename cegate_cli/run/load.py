@@ -1,5 +1,6 @@
-"""Rebuild a trained model from a run folder: the backbone from the Hub cache at the recorded
-revision, the toolbox and head from run.json, the trained weights from adapter.safetensors."""
+"""Rebuild a trained model from a run folder, for `predict`, `evaluate`, `inspect` and `adapt --from`:
+the backbone from the Hub cache at the recorded revision, the toolbox and head from run.json, the
+trained weights from adapter.safetensors (`cegate_cli.run.weights`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from cegate_cli.backbone.load import load_pretrained_vit
 from cegate_cli.errors import RunFolderError
 from cegate_cli.hub import BackboneSource, resolve_backbone
 from cegate_cli.model import SegmentationModel, build_model
-from cegate_cli.run import ADAPTER_BEST, ADAPTER_LAST, RunManifest, load_weights, read_manifest
-from cegate_cli.toolbox import ModuleKey, Toolbox
+from cegate_cli.run.manifest import RunManifest, read_manifest
+from cegate_cli.run.weights import restore_weights
+from cegate_cli.toolbox import Toolbox
 
 
 @dataclass
@@ -77,50 +79,9 @@ def load_run(
         normalization=manifest.normalization,
         galileo=GalileoInputs.from_dict(manifest.backbone["galileo"]) if "galileo" in manifest.backbone else None,
     )
-    weights_path = run_dir / (ADAPTER_BEST if weights == "best" else ADAPTER_LAST)
-    state = load_weights(weights_path, manifest.run_id)
-    active = manifest.best_selection if (weights == "best" and manifest.best_selection) else manifest.final_selection
-    _check_modules_present(built.toolbox, active, state, weights_path)
-    apply_trained_weights(built.model, built.toolbox, state, run_dir)
-    built.toolbox.set_active(active)
+    restore_weights(run_dir, manifest, built.model, built.toolbox, weights)
     built.model.eval()
     target = resolve_device(device)
     built.model.to(target)
     return LoadedRun(run_dir, manifest, built.model, built.toolbox, target)
 
-
-def _check_modules_present(toolbox: Toolbox, active: list[ModuleKey], state: dict[str, torch.Tensor], path: Path) -> None:
-    """Every module run.json switches on must have all its trained tensors in the file.
-
-    Without this check a module whose tensors are missing would run with its untrained
-    (identity) initial values: a silently different model, not the one that was validated.
-    """
-    missing = []
-    for key in active:
-        if key not in toolbox.modules:
-            continue  # apply_trained_weights / set_active report a toolbox that does not fit
-        if any(name not in state for name in toolbox.state_dict_of([key])):
-            missing.append(f"{key[0]}@{key[1]}")
-    if missing:
-        raise RunFolderError(
-            f"{path}: no trained weights for module(s) {', '.join(missing)} that run.json selects; "
-            "this file is not the run's own: put the run's adapter files back, or train again with `cegate adapt`"
-        )
-
-
-def apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dict[str, torch.Tensor], where: Path) -> None:
-    try:
-        model.backbone.load_band_embedding_state(state)
-        model.decoder.load_state_dict({k[len("decoder.") :]: v for k, v in state.items() if k.startswith("decoder.")})
-        toolbox.load_state(state)
-        backbone_state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-        if backbone_state:  # the full fine-tuning baseline saves the whole backbone with the run
-            params = dict(model.backbone.named_parameters())
-            missing = sorted(set(backbone_state) - set(params))
-            if missing:
-                raise KeyError(f"backbone weights {missing[:3]} have no place in the model")
-            with torch.no_grad():
-                for name, tensor in backbone_state.items():
-                    params[name].copy_(tensor)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({exc})") from exc

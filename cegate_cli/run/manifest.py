@@ -1,0 +1,167 @@
+"""run.json and config.yaml: the record of a run (`RunManifest`) and the options that made it.
+
+run.json is everything needed to rebuild the model and explain it; its keys are read back by
+`predict`, `evaluate`, `inspect` and `adapt --resume`/`--from`, so they change only with
+RUN_FORMAT. Both files are written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cegate_cli import __version__
+from cegate_cli.atomic import write_json_atomic, write_text_atomic, writing
+from cegate_cli.bands import BandChoice
+from cegate_cli.classes import ClassTable
+from cegate_cli.data.stats import BandStats
+from cegate_cli.errors import RunFolderError
+from cegate_cli.fisher import Selection
+from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
+from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
+from cegate_cli.toolbox import ToolboxConfig
+from cegate_cli.train.config import TrainConfig
+
+
+@dataclass
+class RunManifest:
+    """The contents of run.json. Nested sections that only report (metrics, timing) stay plain dicts."""
+
+    backbone: dict[str, Any]
+    bands: BandChoice
+    normalization: BandStats
+    classes: ClassTable
+    toolbox: ToolboxConfig
+    training: TrainConfig
+    kinds: tuple[str, ...]
+    select_count: int
+    mode: str = "supervised"
+    """One of "supervised", "source+target" (labeled source + unlabeled target), "target" (--from RUN)."""
+    status: str = "training"
+    selections: list[Selection] = field(default_factory=list)
+    ever_selected: list[ModuleKey] = field(default_factory=list)
+    best_selection: list[ModuleKey] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    """Self-training runs: target folder, run continued (--from), kept modules, settings, source
+    normalisation, pseudo-label statistics over time. Empty for supervised runs."""
+    cegate_version: str = __version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run_id: str | None = field(default_factory=lambda: uuid.uuid4().hex)
+    """Random id of this run, also in the metadata of its adapter files: weights copied in from
+    another run do not carry it. None for runs written before the id existed (not checked)."""
+
+    @property
+    def final_selection(self) -> list[ModuleKey]:
+        return self.selections[-1].selected if self.selections else []
+
+    @property
+    def saved_val_miou(self) -> float | None:
+        """Validation mIoU of the weights in adapter.safetensors: the best step's, or the last
+        step's where the run keeps its last step (self-training has no best step)."""
+        best = self.metrics.get("best_val_miou")
+        return best if best is not None else self.metrics.get("last_val_miou")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "run_id": self.run_id,
+            "cegate_version": self.cegate_version,
+            "created": self.created,
+            "status": self.status,
+            "mode": self.mode,
+            "backbone": self.backbone,
+            "bands": self.bands.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "classes": self.classes.to_dict(),
+            "toolbox": self.toolbox.to_dict(),
+            "selection": {
+                "kinds": list(self.kinds),
+                "count": self.select_count,
+                "reselect_every": self.training.reselect_every,
+                "fisher_samples": self.training.fisher_samples,
+                "final": keys_to_json(self.final_selection),
+                "ever_selected": keys_to_json(self.ever_selected),
+                "best": keys_to_json(self.best_selection),
+                "history": [s.to_dict() for s in self.selections],
+            },
+            "training": self.training.to_dict(),
+            "data": self.data,
+            "parameters": self.parameters,
+            "metrics": self.metrics,
+            "timing": self.timing,
+            "adaptation": self.adaptation,
+            "weights": {"best": ADAPTER_BEST, "last": ADAPTER_LAST},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunManifest:
+        selection = data["selection"]
+        return cls(
+            backbone=data["backbone"],
+            bands=BandChoice.from_dict(data["bands"]),
+            normalization=BandStats.from_dict(data["normalization"]),
+            classes=ClassTable.from_dict(data["classes"]),
+            toolbox=ToolboxConfig.from_dict(data["toolbox"]),
+            training=TrainConfig.from_dict(data["training"]),
+            kinds=tuple(selection["kinds"]),
+            select_count=int(selection["count"]),
+            mode=data.get("mode", "supervised"),
+            status=data.get("status", "complete"),
+            selections=[Selection.from_dict(s) for s in selection.get("history", [])],
+            ever_selected=keys_from_json(selection.get("ever_selected", [])),
+            best_selection=keys_from_json(selection.get("best", [])),
+            data=data.get("data", {}),
+            parameters=data.get("parameters", {}),
+            metrics=data.get("metrics", {}),
+            timing=data.get("timing", {}),
+            adaptation=data.get("adaptation", {}),
+            cegate_version=data.get("cegate_version", "unknown"),
+            created=data.get("created", ""),
+            run_id=data.get("run_id"),
+        )
+
+
+def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
+    path = Path(run_dir) / RUN_JSON
+    with writing(path, "write the run record"):
+        write_json_atomic(path, manifest.to_dict())
+
+
+CONFIG_HEADER = (
+    "# The options of `cegate adapt` that made this run, defaults included.\n"
+    "# Re-make it with: cegate adapt --config {path} -o NEW_RUN_FOLDER\n"
+)
+
+
+def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """RUN/config.yaml: `config` (option name -> value, as `cegate adapt --config` reads it), atomically."""
+    path = Path(run_dir) / CONFIG_YAML
+    text = CONFIG_HEADER.format(path=path) + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    with writing(path, "write the run's configuration"):
+        write_text_atomic(path, text)
+
+
+def read_manifest(run_dir: Path) -> RunManifest:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path}: cannot read ({exc})") from exc
+    if data.get("format") != RUN_FORMAT:
+        raise RunFolderError(f"{path}: format {data.get('format')!r} is not {RUN_FORMAT!r}; was it written by cegate?")
+    try:
+        return RunManifest.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunFolderError(f"{path}: incomplete or damaged run.json ({exc!r})") from exc
