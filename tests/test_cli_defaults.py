@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from cegate_cli.errors import InputError
 from typer.testing import CliRunner
 
 from cegate_cli.adapt_options import AdaptOptions
@@ -82,9 +84,10 @@ def test_adapt_and_the_library_derive_the_same_defaults_from_the_same_values(mon
     assert options == library
     assert (options.train.warmup_steps, options.train.save_every) == (10, 100)
     assert options.toolbox.lora_alpha == 8.0 and options.self_training.stats_every == 2
-    # Given values win over derived ones; below 1 the save interval counts as 1.
+    # Given values win over derived ones; a save interval below 1 is kept, for check() to refuse by name.
     assert TrainConfig(steps=100, warmup_steps=3, save_every=0).warmup_steps == 3
-    assert TrainConfig(steps=100, save_every=0).save_every == 1
+    with pytest.raises(InputError, match="--save-every 0: must be at least 1"):
+        TrainConfig(steps=100, save_every=0).check()
     assert ToolboxConfig(lora_rank=4, lora_alpha=4.0).lora_alpha == 4.0
     assert SelfTrainConfig(stats_every=7).for_steps(100).stats_every == 7
 
