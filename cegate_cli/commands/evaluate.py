@@ -15,7 +15,8 @@ from rich.table import Table
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
-from cegate_cli.commands.predict import BatchOpt, OverlapOpt, TileOpt, WeightsOpt, main_progress
+from cegate_cli.commands.options import BatchOpt, OverlapOpt, TileOpt, WeightsOpt
+from cegate_cli.commands.feedback import main_progress
 from cegate_cli.map_options import MapOptions
 
 

@@ -14,6 +14,7 @@ Also here: `--threads`, applied before the command computes anything (cegate_cli
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -140,3 +141,11 @@ class Feedback:
         choice = choose_threads(requested)
         apply_threads(choice)
         self.detail(choice.describe())
+
+
+def main_progress(feedback: Feedback | None = None) -> Any:
+    """The progress display on rank 0 (the only process without torchrun); nothing on the others,
+    whose bars would overwrite each other on one terminal."""
+    from cegate_cli.distributed import is_main
+
+    return (feedback or Feedback()).batch_progress() if is_main() else contextlib.nullcontext(None)

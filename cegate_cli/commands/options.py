@@ -7,15 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-BackboneOpt = Annotated[
-    str,
-    typer.Option(
-        "--backbone",
-        "-b",
-        help="Backbone: hf-hub:ORG/NAME[@REV], a local folder, or an alias "
-        "(galileo-nano|tiny|base, dinov2-small|base|large, prithvi-eo-2-300m|600m, tiny).",
-    ),
-]
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub revision (branch, tag or commit) to pin.")]
 TokenOpt = Annotated[
     Optional[str], typer.Option("--token", envvar="HF_TOKEN", show_envvar=False, help="Hub token for gated or private repos (default: HF_TOKEN).")
@@ -26,6 +17,10 @@ OfflineOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (rounded up to the patch size).")]
+OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `cegate adapt`.", show_default=False)]
 
 

@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cegate_cli.commands.console import stdout
-from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
-from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
+from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt, main_progress
+from cegate_cli.commands.options import (
+    BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, OverwriteOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag,
+)
 from cegate_cli.errors import InputError
 from cegate_cli.map_options import MapOptions
 from cegate_cli.vector_options import VectorOptions
 
-TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (rounded up to the patch size).")]
-OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
-WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
 NO_VECTOR = "none"
 """--vector's word for VectorOptions(fmt=None): no polygons."""
-
-
-def main_progress(feedback: Feedback | None = None) -> Any:
-    """The progress display on rank 0 (the only process without torchrun); nothing on the others,
-    whose bars would overwrite each other on one terminal."""
-    from cegate_cli.distributed import is_main
-
-    return (feedback or Feedback()).batch_progress() if is_main() else contextlib.nullcontext(None)
 
 
 def register(app: typer.Typer) -> None:
