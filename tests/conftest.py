@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
 from hubserver import HubStandIn, point_hub_client_at
 
 
@@ -20,3 +22,20 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStandIn]
         yield stand_in
     finally:
         stand_in.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., DemoDataset]:
+    """Generated demo scenes, made once per set of arguments for the whole session.
+
+    Test files that train on the demo scenes ask for their sizes here instead of each generating its
+    own copy; files that ask for the same sizes share one (the tests only read it)."""
+    made: dict[tuple[tuple[str, Any], ...], DemoDataset] = {}
+
+    def make(**kwargs: Any) -> DemoDataset:
+        key = tuple(sorted(kwargs.items()))
+        if key not in made:
+            made[key] = make_demo_dataset(tmp_path_factory.mktemp("demo"), **kwargs)
+        return made[key]
+
+    return make

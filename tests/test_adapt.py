@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.run import read_manifest
 from cegate_cli.train.config import TrainConfig
@@ -25,8 +24,8 @@ SMALL = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=80, seed=1)
+def demo(demo_dataset):
+    return demo_dataset(n_source=3, n_target=1, size=80, seed=1)
 
 
 def _options(demo, out: Path, **train_changes) -> AdaptOptions:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.train.state import read_state
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
@@ -30,8 +29,8 @@ def _default_ctrl_c() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=2, n_target=1, size=64, seed=3)
+def demo(demo_dataset):
+    return demo_dataset(n_source=2, n_target=1, size=64, seed=3)
 
 
 def test_ctrl_c_during_adapt_says_where_it_stopped_and_how_to_resume(demo, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
 from cegate_cli.errors import InputError
 from cegate_cli.model import build_model
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig, attach_toolbox
+from small_models import small_vit as shared_small_vit
 
 
 def perturb(toolbox: Toolbox, seed: int = 0, std: float = 0.05) -> None:
@@ -29,13 +30,7 @@ def images(batch: int = 2, channels: int = 4, size: tuple[int, int] = (32, 48), 
 
 
 def small_vit(**overrides: object) -> VisionTransformer:
-    torch.manual_seed(3)
-    args: dict[str, object] = dict(
-        img_size=32, patch_size=8, in_chans=3, num_classes=0, embed_dim=32, depth=4, num_heads=2,
-        dynamic_img_size=True, global_pool="",
-    )
-    args.update(overrides)
-    return VisionTransformer(**args)  # type: ignore[arg-type]
+    return shared_small_vit(**{"depth": 4, **overrides})  # type: ignore[arg-type]
 
 
 def tiny_backbone_with_toolbox() -> tuple[Backbone, Toolbox]:

@@ -17,7 +17,6 @@ import rasterio
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.atomic import _HOST, atomic_path, sweep_stale_temporaries
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.train.config import TrainConfig
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
@@ -28,8 +27,8 @@ TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2,
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=2, n_target=1, size=64, seed=3)
+def demo(demo_dataset):
+    return demo_dataset(n_source=2, n_target=1, size=64, seed=3)
 
 
 def _temporaries(folder: Path) -> list[Path]:

@@ -15,15 +15,14 @@ from typer.testing import CliRunner
 
 from cegate_cli.adapt import adapt
 from cegate_cli.cli import app
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import RunFolderError
 from cegate_cli.train.state import read_state, write_state
 from run_folder_helpers import CLI_TRAIN, error_line, small_options
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=72, seed=1)
+def demo(demo_dataset):
+    return demo_dataset(n_source=3, n_target=1, size=72, seed=1)
 
 
 class _Payload:

@@ -13,14 +13,13 @@ from typer.testing import CliRunner
 
 from cegate_cli.adapt import adapt
 from cegate_cli.cli import app
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.run import read_manifest
 from run_folder_helpers import error_line, small_options
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=72, seed=1)
+def demo(demo_dataset):
+    return demo_dataset(n_source=3, n_target=1, size=72, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from cegate_cli.adapt import AdaptOptions, adapt
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.run import read_manifest
 from cegate_cli.train.config import TrainConfig
 
@@ -21,8 +20,8 @@ SMALL = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=80, seed=1)
+def demo(demo_dataset):
+    return demo_dataset(n_source=3, n_target=1, size=80, seed=1)
 
 
 def _run(demo, out: Path, **changes):

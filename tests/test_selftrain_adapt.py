@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import DataError, InputError, RunFolderError
 from cegate_cli.fisher import select_top
 from cegate_cli.run import read_manifest
@@ -31,8 +30,8 @@ LOW = SelfTrainConfig(confidence=0.3, stats_every=2)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=2, size=80, seed=2, n_target_eval=1)
+def demo(demo_dataset):
+    return demo_dataset(n_source=3, n_target=2, size=80, seed=2, n_target_eval=1)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from cegate_cli.toolbox import (
     parse_kinds,
     split_frequencies,
 )
+from small_models import small_vit as shared_small_vit
 
 CROP = (32, 48)  # 4 x 6 tokens with the tiny backbone's patch 8: small and not square
 
@@ -48,13 +49,7 @@ def images(batch: int = 2, channels: int = 4, size: tuple[int, int] = CROP, seed
 
 
 def small_vit(**overrides: object) -> VisionTransformer:
-    torch.manual_seed(3)
-    args: dict[str, object] = dict(
-        img_size=32, patch_size=8, in_chans=3, num_classes=0, embed_dim=32, depth=3, num_heads=2,
-        dynamic_img_size=True, global_pool="",
-    )
-    args.update(overrides)
-    return VisionTransformer(**args)  # type: ignore[arg-type]
+    return shared_small_vit(**{"depth": 3, **overrides})  # type: ignore[arg-type]
 
 
 def tiny_model(kinds: tuple[str, ...] = KINDS, seed: int = 0, decoder: str = "unet"):

@@ -11,14 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
-from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.train.state import read_state
 from run_folder_helpers import CLI_TRAIN, error_line
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), n_source=3, n_target=1, size=72, seed=1)
+def demo(demo_dataset):
+    return demo_dataset(n_source=3, n_target=1, size=72, seed=1)
 
 
 def test_disk_full_while_saving_the_state_keeps_the_previous_one(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
