@@ -89,7 +89,12 @@ def adapt_command(
     reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = TrainConfig.reselect_every,
     selection: Annotated[
         str,
-        typer.Option("--selection", help="fisher (the method), or a baseline: random (same count), all, none (head only), full (whole backbone)."),
+        typer.Option(
+            "--selection",
+            help="fisher (the method); fisher-cost (upper half of the blocks only: a shorter backward pass), fisher-block "
+            "(ranked within each block), fisher-agree (squared mean gradient); or a baseline: random (same count), all, "
+            "none (head only), full (whole backbone).",
+        ),
     ] = TrainConfig.selection,
     loss: Annotated[
         str,
