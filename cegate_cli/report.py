@@ -93,6 +93,7 @@ def run_report(run_dir: Path) -> dict[str, Any]:
         history.append(
             {
                 "step": selection.step,
+                "rule": selection.rule,
                 "selected": [f"{k}@{l}" for k, l in selection.selected],
                 "added": sorted(f"{k}@{l}" for k, l in current - previous) if previous else [],
                 "removed": sorted(f"{k}@{l}" for k, l in previous - current),

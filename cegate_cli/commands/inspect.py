@@ -121,7 +121,8 @@ def render_run(report: dict[str, Any]) -> None:
         legend = f"* = selected, {report['select_count']} of {len(scores)}"
         if kept:
             legend = f"* = chosen on the target, {report['select_count']} of {len(scores)}; k = kept from the earlier run"
-        table = Table(title=f"Fisher scores at step {report['score_step']} (normalised per kind; {legend})", box=box.SIMPLE_HEAD)
+        what = "Scores (squared mean gradient)" if report["compute"]["rule"] == "fisher-agree" else "Fisher scores"
+        table = Table(title=f"{what} at step {report['score_step']} (normalised per kind; {legend})", box=box.SIMPLE_HEAD)
         table.add_column("layer", justify="right")
         for kind in kinds:
             table.add_column(kind, justify="right")
@@ -159,7 +160,10 @@ def render_run(report: dict[str, Any]) -> None:
             change = ""
             if event["added"] or event["removed"]:
                 change = f"  (+{', '.join(event['added']) or '-'}  -{', '.join(event['removed']) or '-'})"
-            stdout.print(f"  step {event['step']:>6}: {', '.join(event['selected'])}{change}")
+            chosen = ", ".join(event["selected"]) or (
+                "no module: the head trains alone before the first scoring" if event.get("rule") == "head-warmup" else "no module (head only)"
+            )
+            stdout.print(f"  step {event['step']:>6}: {chosen}{change}")
     if adaptation.get("pseudo_labels"):
         render_pseudo_labels(adaptation)
     metrics = report["metrics"]
