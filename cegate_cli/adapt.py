@@ -44,7 +44,7 @@ from cegate_cli.model import SegmentationModel, build_model
 from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.adapt_record import Fitting, fit_and_record
 from cegate_cli.progress import phase
-from cegate_cli.module_key import keys_to_json
+from cegate_cli.module_key import ModuleKey, keys_to_json
 from cegate_cli.run import (
     RunManifest,
     backbone_parameter_count,
@@ -184,7 +184,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
         normalization=stats, galileo=galileo_inputs,
     )
-    candidates = [key for key in built.toolbox.keys() if key[0] in options.kinds]
+    candidates = _candidates(built.toolbox.keys(), options)
     select_count = parse_select(config.select, len(candidates))
     weights = balanced_class_weights(folder.label_counts, table.num_classes)  # for the loss and for rare-class crops
     loss_weights = None if config.loss == "ce" else weights
@@ -236,7 +236,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
-        class_weights=loss_weights, keep_best=target is None,
+        class_weights=loss_weights, keep_best=target is None, only_modules=options.only_modules,
     )
     target_sampler = None
     if target is None:
@@ -280,7 +280,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     for warning in warnings:
         reporter.message(f"warning: {warning}")
     kept = list(toolbox.active_keys)
-    candidates = [key for key in toolbox.keys() if key[0] in options.kinds]
+    candidates = _candidates(toolbox.keys(), options)
     if not candidates:
         raise InputError(
             f"--modules {','.join(options.kinds)}: the run {options.from_run} has no such modules "
@@ -310,10 +310,26 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
         "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
     )
     target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
-    inputs = TrainInputs(model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False)
+    inputs = TrainInputs(
+        model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False,
+        only_modules=options.only_modules,
+    )
     prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
     return Fitting(trainer, manifest, candidates, warnings, [target_sampler])
+
+
+def _candidates(keys: list[ModuleKey], options: AdaptOptions) -> list[ModuleKey]:
+    """The modules a selection may choose from; every module `only_modules` names must exist."""
+    if options.only_modules is not None:
+        missing = sorted({tuple(key) for key in options.only_modules} - {tuple(key) for key in keys})
+        if missing:
+            layers = sorted({layer for _, layer in keys})
+            raise InputError(
+                f"modules {', '.join(f'{k}@{l}' for k, l in missing)} do not exist in this toolbox "
+                f"(blocks {layers[0]}-{layers[-1]}, kinds {', '.join(sorted({k for k, _ in keys}))})"
+            )
+    return [key for key in keys if options.is_candidate(key)]
 
 
 def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.backbone.galileo_options import GalileoOptions
-from cegate_cli.module_key import KINDS
+from cegate_cli.module_key import KINDS, ModuleKey
 from cegate_cli.toolbox_config import ToolboxConfig
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
@@ -23,8 +23,10 @@ class AdaptOptions:
     """Labeled folder; None when continuing an earlier run (`from_run`) on the target only."""
     out: Path
     backbone: str = "galileo-nano"
-    """Embedded, so it runs offline; on the NAIP tiles it beat the tiny ViT by 0.06 mIoU with the
-    same settings (docs/benchmarks-real.md). DINOv2 and Prithvi need the Hub."""
+    """Embedded, so it runs offline, and the only real foundation model shipped (Sentinel-2 bands,
+    SAR, NDVI, pixel size and month by design). On the NAIP aerial tiles the embedded tiny ViT did
+    better (mIoU 0.653 vs 0.609 with the linear head, 3 seeds; docs/benchmarks-real.md), so the
+    README points aerial RGB(N) users to `--backbone tiny`. DINOv2 and Prithvi need the Hub."""
     revision: str | None = None
     token: str | None = None
     offline: bool | None = None
@@ -33,6 +35,10 @@ class AdaptOptions:
     ignore_index: int | None = None
     align: bool = False
     kinds: tuple[str, ...] = KINDS
+    only_modules: tuple[ModuleKey, ...] | None = None
+    """Restrict the candidates to these (kind, block) modules (None: every kind of `kinds` in every
+    block). With `train.selection="all"` exactly these train: the single-module runs of the
+    oracle study (benchmarks/bench_oracle.py)."""
     toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     overwrite: bool = False
@@ -53,6 +59,10 @@ class AdaptOptions:
         # filled in here, so run.json records the value the run used. `dataclasses.replace`
         # keeps it; give self_training with stats_every=None to derive it for a new length.
         object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
+
+    def is_candidate(self, key: ModuleKey) -> bool:
+        """Whether the module `key` may be selected: its kind is allowed and `only_modules` lists it."""
+        return key[0] in self.kinds and (self.only_modules is None or tuple(key) in {tuple(k) for k in self.only_modules})
 
     @property
     def mode(self) -> str:

@@ -115,3 +115,17 @@ def test_head_warmup_must_end_before_the_last_step_and_old_states_still_resume()
         replace(SMALL, head_warmup=4).check()
     assert "head_warmup" not in SMALL.resume_fingerprint()
     assert replace(SMALL, head_warmup=2).resume_fingerprint()["head_warmup"] == 2
+
+
+def test_only_modules_restricts_the_candidates_so_all_trains_exactly_them(demo, tmp_path: Path) -> None:
+    """The oracle study's single-module runs (benchmarks/bench_oracle.py): `only_modules` with rule all."""
+    from cegate_cli.errors import InputError
+
+    options = AdaptOptions(source=demo.source_dir, out=tmp_path / "one", backbone="tiny", only_modules=(("earth", 2),),
+                           train=replace(SMALL, selection="all", select="1", reselect_every=0))
+    result = adapt(options)
+    assert [s.selected for s in result.outcome.selections] == [[("earth", 2)]]
+    assert {tuple(k) for k in read_manifest(tmp_path / "one").ever_selected} == {("earth", 2)}
+    with pytest.raises(InputError, match="modules lora@9 do not exist in this toolbox"):
+        adapt(replace(options, out=tmp_path / "none", only_modules=(("lora", 9),)))
+    assert not (tmp_path / "none").exists()

@@ -59,6 +59,8 @@ class TrainInputs:
     keep_best: bool = True
     """Keep the weights of the best validation step. Off when validation cannot measure what the
     run is for (self-training: validation is on the source, the run is for the target)."""
+    only_modules: tuple[ModuleKey, ...] | None = None
+    """Candidates limited to these modules (AdaptOptions.only_modules); None: every module of `kinds`."""
 
 
 @dataclass
@@ -117,7 +119,8 @@ class SupervisedTrainer:
         self.progress = _Progress()
         self.optimizer: torch.optim.AdamW | None = None
         self.optimizer_names: list[str] = []
-        self.candidates = [key for key in self.toolbox.keys() if key[0] in inputs.kinds]
+        allowed = None if inputs.only_modules is None else {tuple(key) for key in inputs.only_modules}
+        self.candidates = [key for key in self.toolbox.keys() if key[0] in inputs.kinds and (allowed is None or tuple(key) in allowed)]
 
     @property
     def state_file(self) -> Path | None:
