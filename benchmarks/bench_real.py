@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rare-crops", type=int, default=defaults.rare_crops, help="candidate windows per training crop")
     parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
     parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also train the head with each single module, then the oracle's set (the top single-module "
+                             "gains, as many as --select gives): the selection study's upper bound (slow: one run per module)")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu", help="training and prediction device (cpu, cuda, auto)")
@@ -313,10 +316,32 @@ class CegateRun:
     """"source-only", "self-training" (with the unlabeled target) or "reference" (trained on target labels)."""
     backbone: str
     decoder: str
+    modules: tuple[tuple[str, int], ...] = ()
+    """The oracle study's runs: only these modules are candidates (rule all trains them all)."""
+    label: str = ""
+    """The oracle study's row names ("only lora@3", "oracle"); empty: the rule's own row."""
 
     @property
     def row(self) -> str:
-        return self.rule + MODE_SUFFIX[self.mode]  # the names real_table.py labels and pairs by
+        return (self.label or self.rule) + MODE_SUFFIX[self.mode]  # the names real_table.py labels and pairs by
+
+
+def oracle_singles(depth: int, backbone: str, decoder: str) -> list[CegateRun]:
+    """The oracle study's runs of one seed: the head with each single module (issue 12)."""
+    from cegate_cli.module_key import KINDS
+
+    return [CegateRun("all", "source-only", backbone, decoder, ((kind, layer),), f"only {kind}@{layer}")
+            for layer in range(depth) for kind in KINDS]
+
+
+def oracle_set(records: list[dict[str, Any]], count: int, backbone: str, decoder: str) -> CegateRun:
+    """The oracle's set of `count` modules: the largest single-module gains over the head alone,
+    measured on the test tiles of this seed (what no rule can see: the upper bound of selection)."""
+    head = next(r["miou"] for r in records if r["row"] == "none" and r["backbone"] == backbone and r["decoder"] == decoder)
+    gains = {tuple(r["modules"][0]): r["miou"] - head for r in records
+             if r["row"].startswith("only ") and r["backbone"] == backbone and r["decoder"] == decoder}
+    best = sorted(gains, key=lambda key: -gains[key])[:count]
+    return CegateRun("all", "source-only", backbone, decoder, tuple(sorted(best, key=lambda k: (k[1], k[0]))), "oracle")
 
 
 def plan(domains: Domains, args: argparse.Namespace) -> list[CegateRun]:
@@ -363,7 +388,7 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     started = time.perf_counter()
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
-        train=train_config(args, seed, run.decoder, run.rule), toolbox=toolbox_config(run.rule),
+        train=train_config(args, seed, run.decoder, run.rule), toolbox=toolbox_config(run.rule), only_modules=run.modules or None,
         target=domains.target if run.mode == "self-training" else None,
         overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
         galileo=GalileoOptions(patch_size=args.patch_size),
@@ -376,7 +401,16 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
     parameters = result.manifest.parameters
     count = parameters["decoder"] + (parameters["backbone"] if run.rule == "full" else parameters["modules_trained"])
-    return record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, trained, scored, int(count), run, args)
+    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, trained, scored, int(count), run, args)
+    last = result.outcome.selections[-1]
+    entry["selected"] = [f"{kind}@{layer}" for kind, layer in last.selected]
+    entry["select_count"] = result.manifest.select_count
+    entry["depth"] = int(result.manifest.backbone.get("depth") or 0)
+    if last.scores.normalized:  # the scores the oracle study correlates with the single-module gains
+        entry["scores"] = {f"{kind}@{layer}": value for (kind, layer), value in last.scores.normalized.items()}
+    if run.modules:
+        entry["modules"] = [list(key) for key in run.modules]
+    return entry
 
 
 # --------------------------------------------------------------------------- records and the main loop
@@ -448,11 +482,37 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 for entry in baseline_records(setting, seed, domains, args, work):
                     saved["records"].append(entry)
                 save()
-                for run in plan(domains, args):
+                runs = plan(domains, args)
+                for run in runs:
                     saved["records"].append(cegate_record(setting, seed, run, domains, args, work))
                     save()
+                if args.oracle:
+                    oracle_runs(setting, seed, domains, args, work, runs, saved, save)
     save()
     return saved
+
+
+def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path,
+                done: list[CegateRun], saved: dict[str, Any], save: Callable[[], None]) -> None:
+    """--oracle: the head alone (unless a row ran it), each single module, then the oracle's set."""
+    for backbone in args.backbone:
+        for decoder in args.decoder:
+            here = [r for r in saved["records"] if r["seed"] == seed and r["setting"] == setting and r["backbone"] == backbone
+                    and r["decoder"] == decoder]
+            if not any(r["row"] == "none" for r in here):
+                here.append(cegate_record(setting, seed, CegateRun("none", "source-only", backbone, decoder), domains, args, work))
+                saved["records"].append(here[-1])
+                save()
+            for run in oracle_singles(here[-1]["depth"], backbone, decoder):
+                here.append(cegate_record(setting, seed, run, domains, args, work))
+                saved["records"].append(here[-1])
+                save()
+            from cegate_cli.fisher import parse_select
+            from cegate_cli.module_key import KINDS
+
+            count = parse_select(args.select, here[-1]["depth"] * len(KINDS))  # what fisher and random select
+            saved["records"].append(cegate_record(setting, seed, oracle_set(here, count, backbone, decoder), domains, args, work))
+            save()
 
 
 def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

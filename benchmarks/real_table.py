@@ -20,7 +20,7 @@ from report_block import measured_header
 
 RULE_ORDER = (
     "none", "full", "all", "random", "fisher",
-    "fisher-cost", "fisher-block", "fisher-agree", "fisher-warmup", "fisher-kaiming", "fisher-rescore",
+    "fisher-cost", "fisher-block", "fisher-agree", "fisher-warmup", "fisher-kaiming", "fisher-rescore", "oracle",
 )
 RULE_LABELS = {
     "none": "frozen backbone + head",
@@ -34,6 +34,7 @@ RULE_LABELS = {
     "fisher-warmup": "Fisher after head-only warm-up (steps/10)",
     "fisher-kaiming": "Fisher, Earth-Adapter with its authors' Kaiming init",
     "fisher-rescore": "Fisher, rescored every 100 steps (the paper's schedule)",
+    "oracle": "oracle: the largest single-module gains on the test tiles, trained together",
 }
 MODE_SUFFIX = {"source-only": "", "self-training": "+target", "reference": "-reference"}
 BASELINE_LABELS = {

@@ -52,14 +52,78 @@ def paired(by_rule: dict[str, dict[int, float]], rule: str, partner: str, seeds:
     return f"{statistics.mean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation (average ranks for ties): does a rule order the modules as the oracle does?"""
+    import numpy as np
+
+    def ranks(values: list[float]) -> np.ndarray:
+        order = np.argsort(values, kind="stable")
+        result = np.empty(len(values))
+        sorted_values = np.asarray(values)[order]
+        i = 0
+        while i < len(values):
+            j = i
+            while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+                j += 1
+            result[order[i : j + 1]] = (i + j) / 2
+            i = j + 1
+        return result
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int]) -> list[str]:
+    """Regret against the oracle's set and rank correlation of each rule's scores with the gains."""
+    by = {(r["row"], r["seed"]): r for r in rows}
+    oracle_seeds = [s for s in seeds if ("oracle", s) in by and ("none", s) in by]
+    if not oracle_seeds:
+        return []
+    lines = [
+        "",
+        f"Oracle study on {len(oracle_seeds)} seed(s) ({' '.join(map(str, oracle_seeds))}): the head trained with each single "
+        "module; gain = its mIoU minus the head alone's; the oracle's set = the largest gains, as many modules as the rules "
+        "select, trained together. Regret = oracle's set minus the rule (paired; lower is better); rank correlation = "
+        "Spearman between the rule's scores and the single-module gains (rules that score).",
+        "",
+        "| rule | regret, paired (rule behind the oracle on) | rank correlation with the gains, mean (per seed) | "
+        "selected modules in the oracle's set, mean |",
+        "|---|---|---|---|",
+    ]
+    for rule in rules:
+        regrets, correlations, overlaps = [], [], []
+        for seed in oracle_seeds:
+            if (rule, seed) not in by:
+                continue
+            run, oracle, head = by[(rule, seed)], by[("oracle", seed)], by[("none", seed)]
+            regrets.append(oracle["miou"] - run["miou"])
+            gains = {r["row"][len("only "):]: r["miou"] - head["miou"] for (row, s), r in by.items() if s == seed and row.startswith("only ")}
+            if run.get("scores") and gains:
+                keys = sorted(set(gains) & set(run["scores"]))
+                correlations.append(spearman([run["scores"][k] for k in keys], [gains[k] for k in keys]))
+            if run.get("selected"):
+                overlaps.append(len(set(run["selected"]) & set(oracle["selected"])) / max(1, len(oracle["selected"])))
+        if not regrets:
+            continue
+        spread = f" ± {statistics.stdev(regrets):.3f}" if len(regrets) > 1 else ""
+        corr = (f"{statistics.mean(correlations):+.2f} (" + ", ".join(f"{c:+.2f}" for c in correlations) + ")") if correlations else "–"
+        overlap = f"{statistics.mean(overlaps):.0%}" if overlaps else "–"
+        lines.append(f"| {row_label(rule)} | {statistics.mean(regrets):+.3f}{spread} ({sum(r > 0 for r in regrets)}/{len(regrets)}) | {corr} | {overlap} |")
+    return lines
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
+    oracle_rows = [r for r in rows if r["row"].startswith("only ") or r["row"] == "oracle"]
+    rows = [r for r in rows if r not in oracle_rows] + [r for r in oracle_rows if r["row"] == "oracle"]
     by_rule: dict[str, dict[int, float]] = {}
     parameters: dict[str, set[int]] = {}
     seconds: dict[str, list[float]] = {}
     for r in rows:
-        by_rule.setdefault(r["rule"], {})[r["seed"]] = r["miou"]
-        parameters.setdefault(r["rule"], set()).add(int(r["trained_parameters"]))
-        seconds.setdefault(r["rule"], []).append(r["train_seconds"])
+        by_rule.setdefault(r["row"], {})[r["seed"]] = r["miou"]
+        parameters.setdefault(r["row"], set()).add(int(r["trained_parameters"]))
+        seconds.setdefault(r["row"], []).append(r["train_seconds"])
     seeds = sorted(set.intersection(*(set(s) for s in by_rule.values())))
     order = sorted(by_rule, key=lambda rule: RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER))
     first = rows[0]
@@ -84,6 +148,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {row_label(rule)} | {mean} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in PARTNERS)
             + f" | {count} | {statistics.mean(seconds[rule]):.0f} |"
         )
+    shared = [rule for rule in order if rule not in ("oracle", "none")]
+    lines += oracle_lines(rows + oracle_rows, shared, sorted({r["seed"] for r in rows}))
     return [*lines, ""]
 
 
