@@ -51,7 +51,7 @@ def test_busy_cores_come_from_the_kernels_per_core_counters() -> None:
 def test_a_busy_loop_on_another_core_is_seen_now_not_a_minute_later() -> None:
     idle = busy_cores_now(0.3)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if idle is not None and idle > usable - 0.8:
+    if idle is not None and idle > usable - 0.6:  # the loop must be able to add the 0.5 core asserted below
         # Every core is already busy (another job on a shared machine): one more loop cannot show as
         # a new busy core, so there is nothing this test could measure now.
         pytest.skip(f"all {usable} cores already busy ({idle:.1f} busy) before the loop started")
