@@ -19,7 +19,7 @@ from real_shift import Shift
 from report_block import measured_header
 
 RULE_ORDER = (
-    "none", "full", "all", "random", "fisher",
+    "none", "full", "all", "random", "random-cost", "fisher",
     "fisher-cost", "fisher-block", "fisher-agree", "fisher-warmup", "fisher-kaiming", "fisher-rescore", "oracle",
 )
 RULE_LABELS = {
@@ -27,6 +27,7 @@ RULE_LABELS = {
     "full": "full fine-tuning",
     "all": "all modules, no selection",
     "random": "random selection, same k",
+    "random-cost": "random selection among fisher-cost's blocks, same k",
     "fisher": "Fisher selection (cegate)",
     "fisher-cost": "Fisher, upper half of the blocks only (fisher-cost)",
     "fisher-block": "Fisher, ranked within each block (fisher-block)",

@@ -168,8 +168,24 @@ STATISTICS = ("fisher", "agreement")
 def score_statistic(rule: str) -> str:
     """The statistic a Fisher rule ranks by: "fisher-agree" the squared mean gradient, the others the Fisher."""
     return "agreement" if rule == "fisher-agree" else "fisher"
+
+
 COST_BUDGET = 0.5
 """fisher-cost: the share of the blocks whose backward pass the selection may need."""
+
+
+def within_cost_budget(keys: list[ModuleKey], k: int, depth: int) -> list[ModuleKey]:
+    """The modules fisher-cost (and its random control, random-cost) may pick: those in blocks at or
+    above the cut that keeps the backward pass within COST_BUDGET of the blocks, the cut lowered just
+    enough when fewer than k modules lie above it."""
+    cut = depth - max(1, math.floor(depth * COST_BUDGET))
+    allowed = [key for key in keys if key[1] >= cut]
+    if len(allowed) < k:
+        for layer in sorted({key[1] for key in keys}, reverse=True):
+            allowed = [key for key in keys if key[1] >= layer]
+            if len(allowed) >= k:
+                break
+    return allowed
 
 
 def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, depth: int) -> list[ModuleKey]:
@@ -188,15 +204,8 @@ def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, dep
     if rule in ("fisher", "fisher-agree"):
         return select_top(scores, k)
     if rule == "fisher-cost":
-        cut = depth - max(1, math.floor(depth * COST_BUDGET))
-        allowed = {key: value for key, value in scores.items() if key[1] >= cut}
-        if len(allowed) < k:  # too few modules above the cut: lower it just enough
-            ranked_layers = sorted({key[1] for key in scores}, reverse=True)
-            for layer in ranked_layers:
-                allowed = {key: value for key, value in scores.items() if key[1] >= layer}
-                if len(allowed) >= k:
-                    break
-        return select_top(allowed, k)
+        allowed = within_cost_budget(list(scores), k, depth)
+        return select_top({key: scores[key] for key in allowed}, k)
     if rule == "fisher-block":
         totals: dict[int, float] = {}
         for (kind, layer), value in scores.items():

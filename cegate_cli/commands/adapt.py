@@ -92,7 +92,8 @@ def adapt_command(
         typer.Option(
             "--selection",
             help="fisher (the method); fisher-cost (upper half of the blocks only: a shorter backward pass), fisher-block "
-            "(ranked within each block), fisher-agree (squared mean gradient); or a baseline: random (same count), all, "
+            "(ranked within each block), fisher-agree (squared mean gradient); or a baseline: random (same count), random-cost "
+            "(same count, fisher-cost's blocks), all, "
             "none (head only), full (whole backbone).",
         ),
     ] = TrainConfig.selection,

@@ -67,7 +67,8 @@ class TrainConfig:
     """Which modules train: "fisher" (the method: top `select` by Fisher score); "fisher-cost",
     "fisher-block" and "fisher-agree" (Fisher scores with a backward-cost budget, ranked within
     each block, or the squared mean gradient; see fisher.select_by_fisher_rule). The others are
-    baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random), "all"
+    baselines for benchmarks/bench_quality.py: "random" (`select` modules drawn at random; "random-cost":
+    drawn from the blocks fisher-cost may use), "all"
     (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole backbone,
     patch embedding included, trains with the head; its run saves the backbone too)."""
 
@@ -153,7 +154,7 @@ def _default(name: str) -> Any:
     return getattr(TrainConfig(), name)
 
 
-SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "fisher-agree", "random", "all", "none", "full")
+SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "fisher-agree", "random", "random-cost", "all", "none", "full")
 
 TARGET_NORMS = ("target", "source")
 

@@ -19,14 +19,23 @@ import torch
 
 from cegate_cli.classes import ClassTable
 from cegate_cli.distributed import world
-from cegate_cli.fisher import FISHER_RULES, HEAD_WARMUP, FisherScores, Selection, empirical_fisher, score_statistic, select_by_fisher_rule
+from cegate_cli.fisher import (
+    FISHER_RULES,
+    HEAD_WARMUP,
+    FisherScores,
+    Selection,
+    empirical_fisher,
+    score_statistic,
+    select_by_fisher_rule,
+    within_cost_budget,
+)
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors
 from cegate_cli.toolbox import Toolbox
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train.config import SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
@@ -223,10 +232,13 @@ class SupervisedTrainer:
     def _select_by_rule(self, step: int) -> Selection:
         """The baselines' selections (no Fisher scoring): random k, every candidate, or none."""
         rule = self.config.selection
-        if rule == "random":
+        if rule in ("random", "random-cost"):
+            pool = self.candidates
+            if rule == "random-cost":  # fisher-cost's blocks, drawn at random: is it the scores or the blocks?
+                pool = within_cost_budget(self.candidates, self.inputs.select_count, self.toolbox.backbone.depth)
             rng = np.random.default_rng([self.config.seed, step, 7])
-            picked = rng.choice(len(self.candidates), size=self.inputs.select_count, replace=False)
-            chosen = in_order(self.candidates[int(i)] for i in picked)
+            picked = rng.choice(len(pool), size=self.inputs.select_count, replace=False)
+            chosen = in_order(pool[int(i)] for i in picked)
         elif rule == "all":
             chosen = list(self.candidates)
         elif rule in ("none", "full"):
@@ -234,7 +246,7 @@ class SupervisedTrainer:
         else:
             from cegate_cli.errors import InputError
 
-            raise InputError(f"selection rule {rule!r}: choose fisher, random, all, none or full")
+            raise InputError(f"selection rule {rule!r}: choose one of {', '.join(SELECTIONS)}")
         empty = FisherScores({}, {}, 0)
         return self._install(Selection(step=step, selected=self.active_set(chosen), scores=empty, rule=rule))
 
