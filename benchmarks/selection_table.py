@@ -22,8 +22,11 @@ from typing import Any
 from real_table import RULE_ORDER, SETTING_TITLES, row_label
 from report_block import measured_header, replace_block
 
-PARTNERS = ("random", "all", "none")
-"""The baselines every rule is paired with: the same count drawn at random, every module, the head alone."""
+BASELINES = {"pixel": "per-pixel Gaussian classifier (bands only)", "majority": "majority class"}
+"""Rows without training that each table names beside the rules, on the same test pixels."""
+PARTNERS = {"random": "random", "random-cost": "random among fisher-cost's blocks", "all": "all modules", "none": "head only"}
+"""The baselines every rule is paired with (those the runs have): the same count drawn at random (from
+every block, or from fisher-cost's), every module, the head alone."""
 
 
 def load(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -32,13 +35,15 @@ def load(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
         headers.append(data)
-        records += [r for r in data["records"] if r.get("rule") and r.get("mode") == "source-only"]
+        records += [r for r in data["records"] if (r.get("rule") and r.get("mode") == "source-only") or r["row"] in BASELINES]
     return records, headers
 
 
 def groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in records:
+        if r["row"] in BASELINES:
+            continue
         key = json.dumps([r["setting"], r["backbone"], r["decoder"], r["train"]], sort_keys=True)
         by.setdefault(key, []).append(r)
     return by
@@ -126,6 +131,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         seconds.setdefault(r["row"], []).append(r["train_seconds"])
     seeds = sorted(set.intersection(*(set(s) for s in by_rule.values())))
     order = sorted(by_rule, key=lambda rule: RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER))
+    partners = [p for p in PARTNERS if p in by_rule]
     first = rows[0]
     t = first["train"]
     title = SETTING_TITLES.get(first["setting"], first["setting"])
@@ -135,9 +141,9 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}, select {t['select']}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}).",
         "",
-        "| rule | mIoU, mean ± std | minus random, paired (ahead) | minus all modules, paired (ahead) | minus head only, paired (ahead) "
-        "| trained parameters | train s per run |",
-        "|---|---|---|---|---|---|---|",
+        "| rule | mIoU, mean ± std | " + " | ".join(f"minus {PARTNERS[p]}, paired (ahead)" for p in partners)
+        + " | trained parameters | train s per run |",
+        "|---|---|" + "---|" * len(partners) + "---|---|",
     ]
     for rule in order:
         values = [by_rule[rule][s] for s in seeds]
@@ -145,12 +151,24 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         counts = sorted(parameters[rule])
         count = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
         lines.append(
-            f"| {row_label(rule)} | {mean} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in PARTNERS)
+            f"| {row_label(rule)} | {mean} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in partners)
             + f" | {count} | {statistics.mean(seconds[rule]):.0f} |"
         )
     shared = [rule for rule in order if rule not in ("oracle", "none")]
     lines += oracle_lines(rows + oracle_rows, shared, sorted({r["seed"] for r in rows}))
     return [*lines, ""]
+
+
+def baseline_line(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """The untrained baselines of the same setting and seeds, for scale."""
+    seeds = {r["seed"] for r in rows}
+    parts = []
+    for row, label in BASELINES.items():
+        values = {r["seed"]: r["miou"] for r in records if r["row"] == row and r["setting"] == rows[0]["setting"] and r["seed"] in seeds}
+        if values:
+            v = list(values.values())
+            parts.append(f"{label} {statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else ""))
+    return [f"Baselines on the same test pixels and seeds: {'; '.join(parts)}.", ""] if parts else []
 
 
 def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list[str]:
@@ -166,6 +184,7 @@ def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list
                   "(the machine was shared; mIoU does not depend on load, seconds do).", ""]
     for rows in groups(records).values():
         lines += table(rows)
+        lines += baseline_line(records, rows)
     return lines
 
 
