@@ -62,8 +62,12 @@ def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
 
 
 def test_default_rule_keeps_the_resume_fingerprint_of_older_runs() -> None:
-    assert "selection" not in TrainConfig().resume_fingerprint()
+    # States written before the option existed (the plain Fisher rule, then the default) still resume.
+    assert "selection" not in TrainConfig(selection="fisher").resume_fingerprint()
+    assert TrainConfig().resume_fingerprint()["selection"] == "fisher-cost"
     assert TrainConfig(selection="random").resume_fingerprint()["selection"] == "random"
+    # Runs recorded before the option existed trained with the plain Fisher rule.
+    assert TrainConfig.from_dict({"steps": 5}).selection == "fisher"
 
 
 def test_a_full_fine_tuning_run_predicts_with_its_own_backbone(demo, tmp_path: Path) -> None:

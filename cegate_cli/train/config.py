@@ -63,7 +63,7 @@ class TrainConfig:
     """Fisher rules: steps the head trains alone (frozen backbone, no module) before the first
     scoring, so the scores measure gradients through a head that has learnt something instead of
     a random one (issue 12, beyond the paper). 0: score at step 0, as the paper does."""
-    selection: str = "fisher"
+    selection: str = "fisher-cost"
     """Which modules train: "fisher" (the method: top `select` by Fisher score); "fisher-cost",
     "fisher-block" and "fisher-agree" (Fisher scores with a backward-cost budget, ranked within
     each block, or the squared mean gradient; see fisher.select_by_fisher_rule). The others are
@@ -87,6 +87,7 @@ class TrainConfig:
         # Runs recorded before these options existed trained with plain ce and random crops.
         known.setdefault("loss", "ce")
         known.setdefault("rare_crops", 1)
+        known.setdefault("selection", "fisher")  # and the plain Fisher rule, the default until fisher-cost
         return cls(**known)
 
     def check(self) -> None:
