@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -174,8 +175,10 @@ def baseline_line(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
 def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list[str]:
     machines = sorted({h.get("machine", "?") for h in headers})
     minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
-    commands = sorted({h.get("command", "?").replace(f"--seeds {h['args']['seeds'][0]}", "--seeds S") if len(h.get("args", {}).get("seeds", [])) == 1
-                       else h.get("command", "?") for h in headers})
+    seeds = sorted({r["seed"] for r in records})
+    # One line per command that was run once per seed: the seed written as S (each file named by it).
+    commands = sorted({re.sub(r"_s\d+\.json", "_sS.json", re.sub(r"--seeds \d+ ", "--seeds S ", h.get("command", "?"))) for h in headers})
+    commands.append(f"# for S in {' '.join(map(str, seeds))}; rendered by: python benchmarks/selection_table.py <those --json files> --out docs/benchmarks.md")
     lines = measured_header("; ".join(machines), minutes, "\n".join(commands))
     loads = [h.get("load_start") for h in headers] + [h.get("load_end") for h in headers]
     loads = [float(x) for x in loads if x is not None]
