@@ -194,7 +194,8 @@ def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
-    parser.add_argument("--out", type=Path, help="page whose selection_study block is replaced (default: print)")
+    parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
+    parser.add_argument("--block", default="selection_study", help="name of that block (<!-- NAME:begin --> ... <!-- NAME:end -->)")
     args = parser.parse_args(argv)
     records, headers = load(args.json)
     if not records:
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines = render(records, headers)
     if args.out:
-        replace_block(args.out, "selection_study", lines, "# Selection study\n\n")
+        replace_block(args.out, args.block, lines, "# Selection study\n\n")
     else:
         print("\n".join(lines))
     return 0
