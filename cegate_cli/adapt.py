@@ -236,7 +236,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
-        class_weights=loss_weights, keep_best=target is None, only_modules=options.only_modules,
+        class_weights=loss_weights, keep_best=target is None, candidates=candidates,
     )
     target_sampler = None
     if target is None:
@@ -312,7 +312,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(
         model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False,
-        only_modules=options.only_modules,
+        candidates=candidates,
     )
     prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
@@ -329,7 +329,8 @@ def _candidates(keys: list[ModuleKey], options: AdaptOptions) -> list[ModuleKey]
                 f"modules {', '.join(f'{k}@{l}' for k, l in missing)} do not exist in this toolbox "
                 f"(blocks {layers[0]}-{layers[-1]}, kinds {', '.join(sorted({k for k, _ in keys}))})"
             )
-    return [key for key in keys if options.is_candidate(key)]
+    listed = None if options.only_modules is None else {tuple(key) for key in options.only_modules}
+    return [key for key in keys if key[0] in options.kinds and (listed is None or tuple(key) in listed)]
 
 
 def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[str]]:

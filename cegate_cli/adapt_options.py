@@ -38,7 +38,7 @@ class AdaptOptions:
     only_modules: tuple[ModuleKey, ...] | None = None
     """Restrict the candidates to these (kind, block) modules (None: every kind of `kinds` in every
     block). With `train.selection="all"` exactly these train: the single-module runs of the
-    oracle study (benchmarks/bench_oracle.py)."""
+    oracle study (`benchmarks/bench_real.py --oracle`)."""
     toolbox: ToolboxConfig = field(default_factory=ToolboxConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     overwrite: bool = False
@@ -59,10 +59,6 @@ class AdaptOptions:
         # filled in here, so run.json records the value the run used. `dataclasses.replace`
         # keeps it; give self_training with stats_every=None to derive it for a new length.
         object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
-
-    def is_candidate(self, key: ModuleKey) -> bool:
-        """Whether the module `key` may be selected: its kind is allowed and `only_modules` lists it."""
-        return key[0] in self.kinds and (self.only_modules is None or tuple(key) in {tuple(k) for k in self.only_modules})
 
     @property
     def mode(self) -> str:

@@ -68,8 +68,9 @@ class TrainInputs:
     keep_best: bool = True
     """Keep the weights of the best validation step. Off when validation cannot measure what the
     run is for (self-training: validation is on the source, the run is for the target)."""
-    only_modules: tuple[ModuleKey, ...] | None = None
-    """Candidates limited to these modules (AdaptOptions.only_modules); None: every module of `kinds`."""
+    candidates: list[ModuleKey] | None = None
+    """The modules selection may choose from, as `adapt` decided them (its kinds and
+    `AdaptOptions.only_modules`); None: every module of `kinds`."""
 
 
 @dataclass
@@ -128,8 +129,9 @@ class SupervisedTrainer:
         self.progress = _Progress()
         self.optimizer: torch.optim.AdamW | None = None
         self.optimizer_names: list[str] = []
-        allowed = None if inputs.only_modules is None else {tuple(key) for key in inputs.only_modules}
-        self.candidates = [key for key in self.toolbox.keys() if key[0] in inputs.kinds and (allowed is None or tuple(key) in allowed)]
+        self.candidates = (
+            list(inputs.candidates) if inputs.candidates is not None else [key for key in self.toolbox.keys() if key[0] in inputs.kinds]
+        )
 
     @property
     def state_file(self) -> Path | None:
