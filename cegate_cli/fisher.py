@@ -119,12 +119,13 @@ def empirical_fisher(
             for key in keys:
                 n = len(parameters[key])
                 own = gradients[offset : offset + n]
-                totals[key] += float(sum(g.detach().float().pow(2).sum() for g in own if g is not None))
-                if statistic == "agreement":
+                if statistic == "agreement":  # summed per parameter; squared once, after the last sample
                     for i, g in enumerate(own):
                         if g is not None:
                             previous = sums[key][i]
                             sums[key][i] = g.detach().float() if previous is None else previous + g.detach().float()
+                else:
+                    totals[key] += float(sum(g.detach().float().pow(2).sum() for g in own if g is not None))
                 offset += n
             count += 1
     finally:
