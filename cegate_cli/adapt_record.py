@@ -9,6 +9,7 @@ files in run.json. Both modes therefore resume, fail and record alike.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,54 +59,40 @@ def fit_and_record(
     stop_after: int | None,
     started: float,
 ) -> TrainOutcome:
-    """Train `fitting` into the run folder `out` and record the outcome there (see the module
-    docstring); its samplers are closed however this ends."""
-    try:
-        return _fit_in_folder(out, fitting, overwrite, resume, saved_config, stop_after, started)
-    finally:
+    """Everything checked: take the run folder `out` (lock; with --overwrite, set the old run
+    aside), train `fitting`, record the outcome there (see the module docstring). The old run is
+    dropped once the new one is complete and put back if it fails; the folder is released and
+    the samplers are closed however this ends."""
+    with contextlib.ExitStack() as closing:
         for sampler in fitting.samplers:
-            sampler.close()
-
-
-def _fit_in_folder(
-    out: Path,
-    fitting: Fitting,
-    overwrite: bool,
-    resume: bool,
-    saved_config: dict[str, Any] | None,
-    stop_after: int | None,
-    started: float,
-) -> TrainOutcome:
-    """Everything checked: take the run folder (lock; with --overwrite, set the old run aside),
-    train, record. The old run is dropped once the new one is complete and put back if it fails;
-    the folder is released however this ends."""
-    run_dir = Path(out)
-    trainer = fitting.trainer
-    distributed.on_main(prepare_run_dir, run_dir, overwrite=overwrite, resume=resume)
-    completed = failed = False
-    try:
-        if not resume:  # a resume keeps the interrupted run's record until it has a newer one
-            distributed.on_main(write_manifest, run_dir, fitting.manifest)
-            if saved_config is not None:
-                distributed.on_main(write_run_config, run_dir, saved_config)
+            closing.callback(sampler.close)
+        run_dir = Path(out)
+        trainer = fitting.trainer
+        distributed.on_main(prepare_run_dir, run_dir, overwrite=overwrite, resume=resume)
+        completed = failed = False
         try:
-            outcome = trainer.fit(resume=resume, stop_after=stop_after)
-        except KeyboardInterrupt as exc:
-            raise TrainingInterrupted(_interrupted_message(trainer, out)) from exc
-        record_outcome(run_dir, fitting, outcome, started)
-        completed = outcome.completed
-        return outcome
-    except TrainingInterrupted:
-        raise
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        try:
-            if distributed.is_main():  # rank 0 alone holds the folder; no collective on a failure path
-                settle_replaced_run(run_dir, completed=completed, failed=failed)
+            if not resume:  # a resume keeps the interrupted run's record until it has a newer one
+                distributed.on_main(write_manifest, run_dir, fitting.manifest)
+                if saved_config is not None:
+                    distributed.on_main(write_run_config, run_dir, saved_config)
+            try:
+                outcome = trainer.fit(resume=resume, stop_after=stop_after)
+            except KeyboardInterrupt as exc:
+                raise TrainingInterrupted(_interrupted_message(trainer, out)) from exc
+            record_outcome(run_dir, fitting, outcome, started)
+            completed = outcome.completed
+            return outcome
+        except TrainingInterrupted:
+            raise
+        except BaseException:
+            failed = True
+            raise
         finally:
-            release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
+            try:
+                if distributed.is_main():  # rank 0 alone holds the folder; no collective on a failure path
+                    settle_replaced_run(run_dir, completed=completed, failed=failed)
+            finally:
+                release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
 
 
 def _interrupted_message(trainer: SupervisedTrainer, out: Path) -> str:
