@@ -495,6 +495,9 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
 def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path,
                 done: list[CegateRun], saved: dict[str, Any], save: Callable[[], None]) -> None:
     """--oracle: the head alone (unless a row ran it), each single module, then the oracle's set."""
+    from cegate_cli.fisher import parse_select
+    from cegate_cli.module_key import KINDS
+
     for backbone in args.backbone:
         for decoder in args.decoder:
             here = [r for r in saved["records"] if r["seed"] == seed and r["setting"] == setting and r["backbone"] == backbone
@@ -507,9 +510,6 @@ def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namesp
                 here.append(cegate_record(setting, seed, run, domains, args, work))
                 saved["records"].append(here[-1])
                 save()
-            from cegate_cli.fisher import parse_select
-            from cegate_cli.module_key import KINDS
-
             count = parse_select(args.select, here[-1]["depth"] * len(KINDS))  # what fisher and random select
             saved["records"].append(cegate_record(setting, seed, oracle_set(here, count, backbone, decoder), domains, args, work))
             save()
