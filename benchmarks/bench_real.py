@@ -45,6 +45,7 @@ from real_shift import Shift, shift_folder  # noqa: E402
 from real_table import MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
+from cegate_cli.decoder import DECODERS  # noqa: E402
 from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
 from cegate_cli.train.config import SelfTrainConfig  # noqa: E402
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference-rules", nargs="*", choices=[*SELECTIONS, *VARIANTS], default=["fisher"],
                         help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)")
     parser.add_argument("--backbone", nargs="+", default=["tiny"], help="backbone spec(s), passed to adapt() as given")
-    parser.add_argument("--decoder", nargs="+", choices=("unet", "linear"), default=["unet"])
+    parser.add_argument("--decoder", nargs="+", choices=DECODERS, default=["unet"])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128)

@@ -4,6 +4,9 @@ A ViT gives every level at the same coarse resolution (1/patch). The UNet-style 
 into a pyramid (deepest level coarsest), upsamples step by step fusing the shallower levels, and
 adds a small full-resolution stem on the image itself so class boundaries are not limited to the
 patch grid. `linear` is the light alternative: normalise, concatenate, 1x1 classify, upsample.
+`linear-pixel` is `linear` plus a per-pixel path: a few convolutions on the image's bands at full
+resolution whose class scores add to the upsampled ones, so a pixel's own spectrum and its
+immediate edges reach the map, which the patch grid alone blurs (thin roads, field borders).
 GroupNorm rather than BatchNorm: training batches are small and must behave the same on one
 process and under DistributedDataParallel.
 """
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DECODERS = ("unet", "linear")
+DECODERS = ("unet", "linear", "linear-pixel")
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -75,11 +78,36 @@ class LinearDecoder(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+class LinearPixelDecoder(LinearDecoder):
+    """The linear head plus class scores from each pixel's bands and its 3x3 neighbourhood.
+
+    The pixel path's last layer starts at zero, so at initialisation this head is the linear head
+    exactly and the per-pixel evidence is learnt as a correction to the feature scores.
+    """
+
+    def __init__(self, embed_dim: int, num_levels: int, in_chans: int, num_classes: int, width: int = 16) -> None:
+        super().__init__(embed_dim, num_levels, num_classes)
+        self.pixel = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 1),
+            nn.GELU(),
+            nn.Conv2d(width, num_classes, 1),
+        )
+        nn.init.zeros_(self.pixel[-1].weight)
+        nn.init.zeros_(self.pixel[-1].bias)
+
+    def forward(self, features: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        return super().forward(features, images) + self.pixel(images)
+
+
 def build_decoder(name: str, embed_dim: int, num_levels: int, in_chans: int, num_classes: int) -> nn.Module:
     if name == "unet":
         return UNetDecoder(embed_dim, num_levels, in_chans, num_classes)
     if name == "linear":
         return LinearDecoder(embed_dim, num_levels, num_classes)
+    if name == "linear-pixel":
+        return LinearPixelDecoder(embed_dim, num_levels, in_chans, num_classes)
     from cegate_cli.errors import InputError
 
     raise InputError(f"unknown decoder {name!r}; choose from {', '.join(DECODERS)}")
