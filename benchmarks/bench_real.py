@@ -54,7 +54,7 @@ from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("naip", "naip-shift", "synthetic")
-TARGET_MODES = ("source-only", "self-training")
+TARGET_MODES = ("source-only", "target-stats", "self-training")
 BLOCK = "bench_real"
 
 
@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cegate rows: what trains (fisher = cegate; random, all, none = head only, full = full fine-tuning; "
                              f"{', '.join(VARIANTS)}: Fisher variants, see VARIANTS)")
     parser.add_argument("--target", nargs="+", dest="target_modes", choices=TARGET_MODES, default=list(TARGET_MODES),
-                        help="settings with an unlabeled target: train on the source only, and/or with self-training on the target")
+                        help="settings with an unlabeled target: train on the source only; target-stats: that run with the target "
+                             "read under the target folder's statistics (normalisation alone, no self-training); self-training")
     parser.add_argument("--reference-rules", nargs="*", choices=[*SELECTIONS, *VARIANTS], default=["fisher"],
                         help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)")
     parser.add_argument("--backbone", nargs="+", default=["tiny"], help="backbone spec(s), passed to adapt() as given")
@@ -99,7 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="render earlier --json files (merged; a later file's run replaces an earlier one's) instead of running")
     parser.add_argument("--out", type=Path, default=None, help="markdown page whose generated block is replaced")
     parser.add_argument("--note", default=None, help="a line put first in the generated block (e.g. that it is a smoke run)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "target-stats" in args.target_modes and "source-only" not in args.target_modes:
+        parser.error("--target target-stats scores the source-only run: give source-only too")
+    return args
 
 
 # --------------------------------------------------------------------------- data
@@ -346,8 +350,9 @@ def oracle_set(records: list[dict[str, Any]], count: int, backbone: str, decoder
 
 
 def plan(domains: Domains, args: argparse.Namespace) -> list[CegateRun]:
-    """Every cegate run of one setting and seed, in the order they are run."""
-    modes = ["source-only"] if domains.target is None else list(args.target_modes)
+    """Every cegate run of one setting and seed, in the order they are run (a target-stats row is
+    scored from its source-only run, right after it: see `target_stats_record`)."""
+    modes = ["source-only"] if domains.target is None else [m for m in args.target_modes if m != "target-stats"]
     runs = [CegateRun(rule, mode, backbone, decoder)
             for backbone in args.backbone for decoder in args.decoder for mode in modes for rule in args.rules]
     if domains.reference is not None:
@@ -412,6 +417,41 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     if run.modules:
         entry["modules"] = [list(key) for key in run.modules]
     return entry
+
+
+def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The source-only run, its target read with the target folder's own band statistics: a copy
+    of the run whose run.json holds the statistics `adapt --target` would store, scored as
+    `evaluate` scores it. It separates what renormalisation alone gives from what self-training
+    adds (the `+target` row has both). Galileo under its authors' normalisation does not use the
+    data's statistics, so there this row equals source-only."""
+    import shutil
+
+    from cegate_cli.inference import MapOptions, evaluate_run
+    from cegate_cli.run.manifest import read_manifest, write_manifest
+    from cegate_cli.train.target_data import discover_target, target_stats
+
+    assert domains.target is not None
+    source_dir = work / "runs" / setting / run.backbone / run.decoder / f"seed{seed}" / run.row
+    run_dir = source_dir.with_name(run.row + "+tstats")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.copytree(source_dir, run_dir)
+    started = time.perf_counter()
+    manifest = read_manifest(run_dir)
+    galileo = manifest.backbone.get("galileo")
+    if galileo is None or galileo.get("normalize") == "data":
+        manifest.normalization = target_stats(discover_target(domains.target, manifest.bands), manifest.bands, seed)
+        write_manifest(run_dir, manifest)
+    restat_s = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device))
+    if evaluation.failed:
+        raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
+    parameters = loaded.manifest.parameters
+    count = parameters["decoder"] + (parameters["backbone"] if run.rule == "full" else parameters["modules_trained"])
+    stats_run = replace(run, mode="target-stats")
+    return record(setting, stats_run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, restat_s,
+                  time.perf_counter() - started, int(count), stats_run, args)
 
 
 # --------------------------------------------------------------------------- records and the main loop
@@ -487,6 +527,9 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 for run in runs:
                     saved["records"].append(cegate_record(setting, seed, run, domains, args, work))
                     save()
+                    if run.mode == "source-only" and domains.target is not None and "target-stats" in args.target_modes:
+                        saved["records"].append(target_stats_record(setting, seed, run, domains, args, work))
+                        save()
                 if args.oracle:
                     oracle_runs(setting, seed, domains, args, work, runs, saved, save)
     save()

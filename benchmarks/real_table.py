@@ -37,7 +37,7 @@ RULE_LABELS = {
     "fisher-rescore": "Fisher, rescored every 100 steps (the paper's schedule)",
     "oracle": "oracle: the largest single-module gains on the test tiles, trained together",
 }
-MODE_SUFFIX = {"source-only": "", "self-training": "+target", "reference": "-reference"}
+MODE_SUFFIX = {"source-only": "", "target-stats": "+tstats", "self-training": "+target", "reference": "-reference"}
 BASELINE_LABELS = {
     "majority": "majority class everywhere",
     "pixel": "per-pixel Gaussian classifier (bands only)",
@@ -55,6 +55,7 @@ ROWS = {rule + suffix: (rule, mode) for mode, suffix in MODE_SUFFIX.items() for 
 """Row name -> (rule, training mode) for every cegate row bench_real.py can produce."""
 MODE_LABELS = {
     "source-only": "{}",
+    "target-stats": "{}, source-only, target read with its own statistics",
     "self-training": "{}, + self-training on the unlabeled target",
     "reference": "reference: {}, trained on target labels",
 }

@@ -10,6 +10,7 @@ from timm.models.vision_transformer import VisionTransformer
 from cegate_cli.backbone.weights_io import pickle_loading_is_safe, read_weights
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, build_tiny_vit, tiny_vit_args
 from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
+from cegate_cli.decoder import DECODERS
 from cegate_cli.errors import InputError
 from cegate_cli.model import build_model
 from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig, attach_toolbox
@@ -217,7 +218,7 @@ def test_tiny_backbone_loads_given_weights(tmp_path) -> None:  # noqa: ANN001
 # -- model assembly -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("decoder", ["unet", "linear"])
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_build_model_gives_full_resolution_logits(decoder: str) -> None:
     built = build_model(build_tiny_vit(), ("red", "green", "blue"), 5, ToolboxConfig(lora_rank=2), decoder, seed=0)
     assert built.band_mapping.source_channel == (2, 1, 0)
@@ -227,6 +228,29 @@ def test_build_model_gives_full_resolution_logits(decoder: str) -> None:
         logits = built.model(images(2, channels=3, size=(40, 24)))
     assert logits.shape == (2, 5, 40, 24)
     assert set(built.model.patch_embed_state()) == {"patch_embed.weight", "patch_embed.bias"}
+
+
+def test_linear_pixel_head_starts_as_the_linear_head_and_learns_per_pixel_scores() -> None:
+    """Its pixel path adds nothing at initialisation (same seed, same logits as `linear`); once
+    trained, a change to one pixel's bands moves the scores of that pixel and its 3x3
+    neighbourhood only, at full resolution, which the patch-grid head alone cannot."""
+    linear = build_model(build_tiny_vit(), TINY_BANDS, 3, ToolboxConfig(), "linear", seed=1).model.eval()
+    pixel = build_model(build_tiny_vit(), TINY_BANDS, 3, ToolboxConfig(), "linear-pixel", seed=1).model.eval()
+    batch = images(2, channels=len(TINY_BANDS), size=(32, 32))
+    with torch.no_grad():
+        assert torch.equal(linear(batch), pixel(batch))
+    head = pixel.decoder
+    features = [f.detach() for f in pixel.backbone(batch)]
+    head(features, batch)[:, 0].mean().backward()
+    with torch.no_grad():
+        for parameter in head.pixel.parameters():
+            parameter -= 0.5 * parameter.grad
+        poked = batch.clone()
+        poked[0, :, 16, 16] += 3.0
+        moved = (head(features, poked) - head(features, batch))[0].abs().sum(0) > 0
+    assert moved[15:18, 15:18].all()
+    assert moved.sum() == 9
+    assert not (linear.decoder(features, poked) - linear.decoder(features, batch)).any()
 
 
 def test_build_model_is_reproducible_from_its_seed_and_keeps_the_callers_rng() -> None:

@@ -113,7 +113,7 @@ def adapt_command(
     device: DeviceOpt = TrainConfig.device,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = TrainConfig.val_fraction,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = TrainConfig.val_every,
-    decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: unet or linear. Not with --from.")] = TrainConfig.decoder,
+    decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: linear, linear-pixel (linear plus a full-resolution per-pixel path) or unet. Not with --from.")] = TrainConfig.decoder,
     lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default=str(ToolboxConfig.lora_rank))] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = TrainConfig.augment,
     save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = TrainConfig.save_every,
