@@ -23,7 +23,7 @@ from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
 from cegate_cli.png import png_bytes
-from cegate_cli.report import describe_compute, run_report
+from cegate_cli.report import describe_compute, describe_rule, run_report
 from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
@@ -261,7 +261,7 @@ def _selection(report: dict[str, Any]) -> str:
         note += " k = kept from the earlier run."
     compute = report.get("compute")
     if compute and compute.get("depth"):
-        note += f" Compute: {describe_compute(compute)}."
+        note += f" Rule {compute['rule']}: {describe_rule(compute['rule'])}. Compute: {describe_compute(compute)}."
     return _section("Selection", f"<div class='selection'><div>{grid}</div><div>{_history(report['history'])}</div></div>", note)
 
 

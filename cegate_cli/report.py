@@ -160,6 +160,29 @@ def selection_compute(manifest: Any) -> dict[str, Any]:
     }
 
 
+RULE_MEANINGS = {
+    "fisher-cost": (
+        "the modules whose gradient carries most of the task (Fisher score) among the upper half of the "
+        "blocks, so the lower half runs without a backward pass. On the NAIP benchmark (docs/benchmarks.md) "
+        "about half of its gain over a random choice of as many modules came from using the upper blocks at "
+        "all (a random choice there recovers it) and half from the scores' ranking"
+    ),
+    "fisher": "the modules with the highest Fisher scores over all blocks (the paper's rule); low blocks usually win, so little backward pass is skipped",
+    "fisher-block": "the modules with the highest Fisher scores, each block's scores ranked against the same block's other kinds",
+    "fisher-agree": "the modules whose per-sample gradients agree most (squared mean gradient), not the largest gradients",
+    "random": "modules drawn at random (a baseline for the benchmarks)",
+    "random-cost": "modules drawn at random among fisher-cost's blocks (a baseline: is it the scores or the blocks?)",
+    "all": "every module of the toolbox",
+    "none": "no module: the backbone stays frozen and only the head trains",
+    "full": "no module: the whole backbone trains with the head (full fine-tuning)",
+}
+"""What each selection rule chose, in a sentence for someone who has not read the paper (inspect, report)."""
+
+
+def describe_rule(rule: str) -> str:
+    return RULE_MEANINGS.get(rule, rule)
+
+
 def describe_compute(compute: dict[str, Any]) -> str:
     """One line on what the selection saved: autograd stops at the lowest trained block (inspect, report)."""
     depth, lowest = compute["depth"], compute["lowest_block"]

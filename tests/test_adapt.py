@@ -114,6 +114,7 @@ def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:
     assert report["compute"] == {"rule": "fisher-cost", "selected": 3, "candidates": 12, "depth": 6, "lowest_block": lowest,
                                  "backward_blocks": 6 - lowest, "backward_share": (6 - lowest) / 6}
     assert f"autograd runs through blocks {lowest}-5 ({6 - lowest} of 6)" in shown.output
+    assert "rule       fisher-cost: the modules whose gradient" in shown.output  # the rule in words, not only its name
     again = runner.invoke(app, ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny"])
     assert again.exit_code == 2 and "--overwrite" in again.output
 
@@ -151,3 +152,12 @@ def test_compute_line_says_what_the_selection_skipped() -> None:
     assert describe_compute({**base, "lowest_block": 1, "backward_blocks": 23}).endswith("block 0 runs forward only, 4% of the backbone's backward pass skipped")
     assert "head only" in describe_compute({**base, "rule": "none", "lowest_block": None, "backward_blocks": 0})
     assert "all 24 blocks" in describe_compute({**base, "rule": "full", "lowest_block": 0, "backward_blocks": 24})
+
+
+def test_every_selection_rule_is_explained_in_words() -> None:
+    """inspect and report say what a rule chose; a rule added without a sentence would print its bare name."""
+    from cegate_cli.report import RULE_MEANINGS, describe_rule
+    from cegate_cli.train.config import SELECTIONS
+
+    assert set(RULE_MEANINGS) == set(SELECTIONS)
+    assert "upper half of the blocks" in describe_rule("fisher-cost") and "random" in describe_rule("fisher-cost")

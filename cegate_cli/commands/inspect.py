@@ -151,8 +151,9 @@ def render_run(report: dict[str, Any]) -> None:
         )
     compute = report.get("compute")
     if compute and compute.get("depth"):
-        from cegate_cli.report import describe_compute  # report.py loads torch: not at CLI start-up
+        from cegate_cli.report import describe_compute, describe_rule  # report.py loads torch: not at CLI start-up
 
+        stdout.print(escape(f"rule       {compute['rule']}: {describe_rule(compute['rule'])}"))
         stdout.print(escape(f"compute    {describe_compute(compute)}"))
     if len(report["history"]) > 1:
         stdout.print("selection over time:")
