@@ -1,0 +1,115 @@
+"""Paired comparison of segmentation heads from bench_real.py runs (issue 16: the head's inputs).
+
+    python benchmarks/head_table.py /tmp/lin_s*.json /tmp/lp_s*.json --out docs/benchmarks-real.md
+
+For every (setting, backbone, rule, training settings) group that ran with more than one head
+(`--decoder`), a table per head: mIoU over the seeds every head shares, the paired difference to
+the first head of `--reference` that ran (seed by seed: same crops, same selection draw), how many
+seeds it is ahead on, and the IoU of each class beside the per-pixel classifier's on the same seeds.
+A class where a head is below the per-pixel classifier is marked, because that is the issue's bar.
+Rendered into the `head_study` block of the page given by --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from report_block import measured_header, replace_block
+from selection_table import load
+
+
+def groups(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """(setting, backbone, rule, train) -> head -> records, for cegate rows only."""
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for r in records:
+        if r.get("rule") is None:
+            continue
+        key = json.dumps([r["setting"], r["backbone"], r["row"], r["train"]], sort_keys=True)
+        by.setdefault(key, {}).setdefault(r["decoder"], []).append(r)
+    return {k: v for k, v in by.items() if len(v) > 1}
+
+
+def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]], reference: list[str]) -> list[str]:
+    by_head = {head: {r["seed"]: r for r in rows} for head, rows in heads.items()}
+    seeds = sorted(set.intersection(*(set(s) for s in by_head.values())))
+    if not seeds:
+        return []
+    first = next(iter(heads.values()))[0]
+    base = next((h for h in reference if h in by_head), next(iter(by_head)))
+    pixel = {r["seed"]: r for r in records if r["row"] == "pixel" and r["setting"] == first["setting"] and r["seed"] in seeds}
+    classes = list(first["iou"])
+    t = first["train"]
+    lines = [
+        f"### {first['setting']}: {first['backbone']}, rule {first['row']}, heads compared",
+        "",
+        f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
+        f"rare crops {t.get('rare_crops', 1)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}). "
+        "Bold: a class where the head is below the per-pixel classifier.",
+        "",
+        f"| head | mIoU, mean ± std | minus {base}, paired (ahead) | "
+        + " | ".join(f"IoU {c}" for c in classes) + " | trained parameters | train s per run |",
+        "|---|---|---|" + "---|" * len(classes) + "---|---|",
+    ]
+
+    def mean_std(values: list[float]) -> str:
+        return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+
+    pixel_iou = {c: statistics.mean(pixel[s]["iou"][c] for s in seeds) for c in classes} if len(pixel) == len(seeds) else {}
+    if pixel_iou:
+        lines.append(f"| per-pixel Gaussian classifier | {mean_std([pixel[s]['miou'] for s in seeds])} | – | "
+                     + " | ".join(f"{pixel_iou[c]:.3f}" for c in classes) + " | – | – |")
+    for head, runs in by_head.items():
+        values = [runs[s]["miou"] for s in seeds]
+        if head == base:
+            paired = "–"
+        else:
+            diffs = [runs[s]["miou"] - by_head[base][s]["miou"] for s in seeds]
+            spread = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
+            paired = f"{statistics.mean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
+        cells = []
+        for c in classes:
+            iou = statistics.mean(runs[s]["iou"][c] for s in seeds)
+            cells.append(f"**{iou:.3f}**" if pixel_iou and iou < pixel_iou[c] else f"{iou:.3f}")
+        counts = sorted({int(runs[s]["trained_parameters"]) for s in seeds})
+        count = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
+        seconds = statistics.mean(runs[s]["train_seconds"] for s in seeds)
+        lines.append(f"| {head} | {mean_std(values)} | {paired} | " + " | ".join(cells) + f" | {count} | {seconds:.0f} |")
+    return [*lines, ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
+    parser.add_argument("--reference", nargs="+", default=["linear", "unet"], help="the head others are paired with (first that ran)")
+    parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
+    parser.add_argument("--block", default="head_study", help="name of that block")
+    args = parser.parse_args(argv)
+    records, headers = load(args.json)
+    found = groups(records)
+    if not found:
+        print("no group of runs with more than one head in those files", file=sys.stderr)
+        return 2
+    machines = "; ".join(sorted({h.get("machine", "?") for h in headers}))
+    minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
+    commands = sorted({h.get("command", "?") for h in headers})
+    lines = measured_header(machines, minutes, "\n".join(commands))
+    loads = [float(x) for h in headers for x in (h.get("load_start"), h.get("load_end")) if x is not None]
+    if loads:
+        lines += [f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "
+                  "(mIoU does not depend on load, seconds do).", ""]
+    for heads in found.values():
+        lines += table(heads, records, args.reference)
+    if args.out:
+        replace_block(args.out, args.block, lines, "# Heads\n\n")
+    else:
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
