@@ -105,7 +105,7 @@ def test_cli_bad_class_table_is_one_error_line_and_writes_nothing(labeled: Path,
         (["--select", "5.0"], "--select '5.0': a count must be a whole number written without a decimal point"),
         (["--seed", "-1"], "--seed -1: must be 0 or more"),
         (["--reselect-every", "-2"], "--reselect-every -2: must be 0 or more"),
-        (["--decoder", "foo"], "--decoder 'foo': choose unet or linear"),
+        (["--decoder", "foo"], "--decoder 'foo': choose one of unet, linear, linear-pixel"),
         (["--steps", "0"], "--steps 0: must be at least 1"),
     ],
 )

@@ -130,7 +130,7 @@ class TrainConfig:
                 "(e.g. 0.2; 0 = no validation)"
             )
         if self.decoder not in DECODERS:
-            raise InputError(f"--decoder {self.decoder!r}: choose {' or '.join(DECODERS)}")
+            raise InputError(f"--decoder {self.decoder!r}: choose one of {', '.join(DECODERS)}")
         if self.loss not in LOSSES:
             raise InputError(f"--loss {self.loss!r}: choose {', '.join(LOSSES)}")
         if self.selection not in SELECTIONS:
