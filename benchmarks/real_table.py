@@ -79,6 +79,20 @@ def fisher_partner(row: str) -> str | None:
     return "fisher" + MODE_SUFFIX[ROWS[row][1]] if row in ROWS else None
 
 
+def added_to(row: str, rows: Iterable[str]) -> str | None:
+    """The row a target row adds one thing to: target statistics add to the source-only run of the
+    same rule; self-training adds to target statistics where that row was measured, else to the
+    source-only run. None for source-only rows, references and baselines."""
+    if row not in ROWS:
+        return None
+    rule, mode = ROWS[row]
+    if mode == "target-stats":
+        return rule
+    if mode == "self-training":
+        return rule + MODE_SUFFIX["target-stats"] if rule + MODE_SUFFIX["target-stats"] in rows else rule
+    return None
+
+
 def _key(entry: dict[str, Any], *names: str) -> str:
     return json.dumps([entry[n] for n in names], sort_keys=True)
 
@@ -140,10 +154,12 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     for entry in rows:
         by_row.setdefault(entry["row"], {})[entry["seed"]] = entry
     classes = list(rows[0]["iou"])
+    targets = any(added_to(row, by_row) for row in by_row)
     lines = [
         "| row | mIoU, mean ± std | " + " | ".join(f"IoU {c}" for c in classes)
-        + " | accuracy | s per run (train + eval) | trained parameters | minus pixel, paired (ahead) | minus Fisher, paired (ahead) |",
-        "|---|---|" + "---|" * len(classes) + "---|---|---|---|---|",
+        + " | accuracy | s per run (train + eval) | trained parameters | minus pixel, paired (ahead) | minus Fisher, paired (ahead) |"
+        + (" minus the row it adds to, paired (ahead) |" if targets else ""),
+        "|---|---|" + "---|" * len(classes) + "---|---|---|---|---|" + ("---|" if targets else ""),
     ]
     known = row_order()
     for row in sorted(by_row, key=lambda r: known.index(r) if r in known else len(known)):
@@ -155,6 +171,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             + f" | {statistics.mean(_finite(e['accuracy'] for e in entries)):.3f}"
             + f" | {statistics.mean(e['train_seconds'] for e in entries):.0f} + {statistics.mean(e['eval_seconds'] for e in entries):.0f}"
             + f" | {_parameters(entries)} | {paired(by_row, row, 'pixel')} | {paired(by_row, row, fisher_partner(row))} |"
+            + (f" {paired(by_row, row, added_to(row, by_row))} |" if targets else "")
         )
     return lines
 
