@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference-rules", nargs="*", choices=[*SELECTIONS, *VARIANTS], default=["fisher"],
                         help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)")
     parser.add_argument("--backbone", nargs="+", default=["tiny"], help="backbone spec(s), passed to adapt() as given")
-    parser.add_argument("--decoder", nargs="+", choices=DECODERS, default=["unet"])
+    parser.add_argument("--decoder", nargs="+", choices=DECODERS, default=[TrainConfig.decoder])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128)

@@ -42,10 +42,12 @@ class TrainConfig:
     save_every: int = 50
     """Write the resume state every N steps (and always at the last step). Taken as at most `steps`:
     an interval longer than the run means "at the end", and is recorded so; below 1 is refused."""
-    decoder: str = "linear"
-    """Segmentation head (decoder.py DECODERS). Default linear: on the NAIP tiles (3 seeds, 300
-    steps) it matched the unet head with galileo-nano (mIoU 0.609 vs 0.607) at less time and a
-    third of the head's parameters, and beat it with tiny (0.653 vs 0.588); docs/benchmarks-real.md."""
+    decoder: str = "linear-pixel"
+    """Segmentation head (decoder.py DECODERS). Default linear-pixel, the linear head plus a
+    full-resolution per-pixel path: on the NAIP tiles (fisher-cost, 300 steps) it beat the linear
+    head on 10 of 10 paired seeds with tiny (+0.014 mIoU, roads 0.525 -> 0.567) and on galileo-nano
+    (docs/benchmarks-real.md, block head_study); the linear head had matched the unet head with
+    galileo-nano (0.609 vs 0.607, 3 seeds) at less time and beaten it with tiny (0.653 vs 0.588)."""
     select: str = "0.25"
     reselect_every: int = 0
     fisher_samples: int = 16
