@@ -102,6 +102,10 @@ def test_gsd_month_and_normalisation_come_from_the_imagery(tmp_path: Path) -> No
     aerial = BandStats(("blue", "green", "red", "nir"), (90.0, 100.0, 80.0, 120.0), (30.0, 30.0, 25.0, 40.0))
     inputs, stats, _ = resolve_galileo_inputs(GalileoOptions(month=10), [path], aerial, norm)
     assert (inputs.month, inputs.month_from, inputs.normalize, stats) == (10, "option", "data", aerial)
+    with rasterio.open(path, "r+") as ds:
+        ds.transform = from_origin(500000, 4000000, 0.6, 0.6)
+    _, _, warnings = resolve_galileo_inputs(GalileoOptions(), [path], aerial, norm)
+    assert len(warnings) == 1 and "0.6 m pixels" in warnings[0] and "--backbone tiny" in warnings[0]  # aerial: says what did better
     with pytest.raises(InputError, match="--normalize pretrained: band\\(s\\) band_5"):
         resolve_galileo_inputs(GalileoOptions(normalize="pretrained"), [path], BandStats(("red", "band_5"), (1.0, 1.0), (1.0, 1.0)), norm)
 

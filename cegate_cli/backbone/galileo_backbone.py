@@ -228,6 +228,11 @@ class GalileoBackbone(BlockBackbone):
         return tokens.reshape(batch, rows * cols * groups, dim), TokenLayout((rows, cols), 0, groups=groups)
 
 
+FINE_PIXELS_M = 2.0
+"""Pixels finer than this are aerial or drone imagery, far from Galileo's 10 m pretraining: adapt
+says that another backbone may map them better (measured on NAIP at 0.6 m, docs/benchmarks-real.md)."""
+
+
 def resolve_galileo_inputs(
     options: GalileoOptions,
     images: Sequence[Any],
@@ -259,6 +264,12 @@ def resolve_galileo_inputs(
             months.append(month)
     if sizes:
         gsd = float(statistics.median(sizes))
+        if gsd < FINE_PIXELS_M:
+            warnings.append(
+                f"the images have {gsd:.2g} m pixels; Galileo was pretrained on 10 m Sentinel-1/2 imagery, and on the aerial "
+                "benchmark cegate measured (NAIP, 0.6 m) `--backbone tiny` made better maps in less time: try it too "
+                "(docs/benchmarks-real.md)"
+            )
     else:
         gsd = 10.0
         warnings.append("the images carry no georeferencing: Galileo's positions assume 10 m pixels")
