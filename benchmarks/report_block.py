@@ -48,3 +48,14 @@ def replace_block(path: Path, name: str, lines: list[str], new_page_heading: str
     else:
         new = (old.rstrip() + "\n\n" if old else new_page_heading) + block + "\n"
     write_text_atomic(path, new)
+
+
+def per_seed_commands(headers: list[dict], seeds: list[int], rendered_by: str) -> str:
+    """The commands of runs made once per seed, each written once with the seed as S (files named
+    by it), then the loop and the command that rendered them: a block of 30 runs stays readable."""
+    import re
+
+    commands = sorted({re.sub(r"_s\d+\.json", "_sS.json", re.sub(r"--seeds \d+ ", "--seeds S ", h.get("command", "?"))) for h in headers})
+    commands.append(f"# for S in {' '.join(map(str, seeds))}; rendered by: {rendered_by}")
+    return "\n".join(commands)
+

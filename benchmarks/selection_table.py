@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 from real_table import RULE_ORDER, SETTING_TITLES, row_label
-from report_block import measured_header, replace_block
+from report_block import measured_header, per_seed_commands, replace_block
 
 BASELINES = {"pixel": "per-pixel Gaussian classifier (bands only)", "majority": "majority class"}
 """Rows without training that each table names beside the rules, on the same test pixels."""
@@ -176,10 +175,8 @@ def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list
     machines = sorted({h.get("machine", "?") for h in headers})
     minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
     seeds = sorted({r["seed"] for r in records})
-    # One line per command that was run once per seed: the seed written as S (each file named by it).
-    commands = sorted({re.sub(r"_s\d+\.json", "_sS.json", re.sub(r"--seeds \d+ ", "--seeds S ", h.get("command", "?"))) for h in headers})
-    commands.append(f"# for S in {' '.join(map(str, seeds))}; rendered by: python benchmarks/selection_table.py <those --json files> --out docs/benchmarks.md")
-    lines = measured_header("; ".join(machines), minutes, "\n".join(commands))
+    commands = per_seed_commands(headers, seeds, "python benchmarks/selection_table.py <those --json files> --out docs/benchmarks.md")
+    lines = measured_header("; ".join(machines), minutes, commands)
     loads = [h.get("load_start") for h in headers] + [h.get("load_end") for h in headers]
     loads = [float(x) for x in loads if x is not None]
     if loads:
