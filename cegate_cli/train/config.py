@@ -45,8 +45,9 @@ class TrainConfig:
     decoder: str = "linear-pixel"
     """Segmentation head (decoder.py DECODERS). Default linear-pixel, the linear head plus a
     full-resolution per-pixel path: on the NAIP tiles (fisher-cost, 300 steps) it beat the linear
-    head on 10 of 10 paired seeds with tiny (+0.014 mIoU, roads 0.525 -> 0.567) and on galileo-nano
-    (docs/benchmarks-real.md, block head_study); the linear head had matched the unet head with
+    head on 10 of 10 paired seeds with tiny (+0.014 mIoU, roads 0.525 -> 0.567) and tied it with
+    galileo-nano (+0.000 ± 0.030, ahead on 3 of 4; docs/benchmarks-real.md, block head_study), at
+    under a thousand more parameters. The linear head had matched the unet head with
     galileo-nano (0.609 vs 0.607, 3 seeds) at less time and beaten it with tiny (0.653 vs 0.588)."""
     select: str = "0.25"
     reselect_every: int = 0
