@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from report_block import measured_header, per_seed_commands, replace_block
+from report_block import study_header, write_or_print
 from selection_table import load
 
 
@@ -94,21 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         print("no group of runs with more than one head in those files", file=sys.stderr)
         return 2
-    machines = "; ".join(sorted({h.get("machine", "?") for h in headers}))
-    minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
     seeds = sorted({r["seed"] for r in records if r.get("rule")})
-    commands = per_seed_commands(headers, seeds, "python benchmarks/head_table.py <those --json files> --out docs/benchmarks-real.md")
-    lines = measured_header(machines, minutes, commands)
-    loads = [float(x) for h in headers for x in (h.get("load_start"), h.get("load_end")) if x is not None]
-    if loads:
-        lines += [f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "
-                  "(mIoU does not depend on load, seconds do).", ""]
+    lines = study_header(headers, seeds, "python benchmarks/head_table.py <those --json files> --out docs/benchmarks-real.md")
     for heads in found.values():
         lines += table(heads, records, args.reference)
-    if args.out:
-        replace_block(args.out, args.block, lines, "# Heads\n\n")
-    else:
-        print("\n".join(lines))
+    write_or_print(args.out, args.block, lines, "# Heads\n\n")
     return 0
 
 

@@ -59,3 +59,23 @@ def per_seed_commands(headers: list[dict], seeds: list[int], rendered_by: str) -
     commands.append(f"# for S in {' '.join(map(str, seeds))}; rendered by: {rendered_by}")
     return "\n".join(commands)
 
+
+def study_header(headers: list[dict], seeds: list[int], rendered_by: str) -> list[str]:
+    """The start of a block rendered from bench_real.py --json files run once per seed: date,
+    machines, minutes, the commands, and the range of load averages the runs met."""
+    machines = "; ".join(sorted({h.get("machine", "?") for h in headers}))
+    minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
+    lines = measured_header(machines, minutes, per_seed_commands(headers, seeds, rendered_by))
+    loads = [float(x) for h in headers for x in (h.get("load_start"), h.get("load_end")) if x is not None]
+    if loads:
+        lines += [f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "
+                  "(the machine was shared; mIoU does not depend on load, seconds do).", ""]
+    return lines
+
+
+def write_or_print(path: Path | None, name: str, lines: list[str], new_page_heading: str) -> None:
+    """The block into the page at `path` (see replace_block), or to stdout without one."""
+    if path is not None:
+        replace_block(path, name, lines, new_page_heading)
+    else:
+        print("\n".join(lines))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from real_table import RULE_ORDER, SETTING_TITLES, row_label
-from report_block import measured_header, per_seed_commands, replace_block
+from report_block import study_header, write_or_print
 
 BASELINES = {"pixel": "per-pixel Gaussian classifier (bands only)", "majority": "majority class"}
 """Rows without training that each table names beside the rules, on the same test pixels."""
@@ -172,16 +172,8 @@ def baseline_line(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
 
 
 def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list[str]:
-    machines = sorted({h.get("machine", "?") for h in headers})
-    minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
     seeds = sorted({r["seed"] for r in records})
-    commands = per_seed_commands(headers, seeds, "python benchmarks/selection_table.py <those --json files> --out docs/benchmarks.md")
-    lines = measured_header("; ".join(machines), minutes, commands)
-    loads = [h.get("load_start") for h in headers] + [h.get("load_end") for h in headers]
-    loads = [float(x) for x in loads if x is not None]
-    if loads:
-        lines += [f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "
-                  "(the machine was shared; mIoU does not depend on load, seconds do).", ""]
+    lines = study_header(headers, seeds, "python benchmarks/selection_table.py <those --json files> --out docs/benchmarks.md")
     for rows in groups(records).values():
         lines += table(rows)
         lines += baseline_line(records, rows)
@@ -198,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("no cegate source-only records in those files", file=sys.stderr)
         return 2
-    lines = render(records, headers)
-    if args.out:
-        replace_block(args.out, args.block, lines, "# Selection study\n\n")
-    else:
-        print("\n".join(lines))
+    write_or_print(args.out, args.block, render(records, headers), "# Selection study\n\n")
     return 0
 
 
