@@ -184,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
     parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
+    parser.add_argument("--decoder", default=None, help="only the runs with this head (files may hold runs of several)")
     parser.add_argument("--block", default="selection_study", help="name of that block (<!-- NAME:begin --> ... <!-- NAME:end -->)")
     args = parser.parse_args(argv)
     records, headers = load(args.json)
+    if args.decoder:
+        records = [r for r in records if r.get("rule") is None or r["decoder"] == args.decoder]
     if not records:
         print("no cegate source-only records in those files", file=sys.stderr)
         return 2
