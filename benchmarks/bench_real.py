@@ -386,11 +386,31 @@ def toolbox_config(rule: str) -> ToolboxConfig:
     return ToolboxConfig(earth_init="kaiming") if rule == "fisher-kaiming" else ToolboxConfig()
 
 
-def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from cegate_cli.adapt import AdaptOptions, adapt
+def run_folder(work: Path, setting: str, seed: int, run: CegateRun) -> Path:
+    return work / "runs" / setting / run.backbone / run.decoder / f"seed{seed}" / run.row
+
+
+def evaluated(run_dir: Path, domains: Domains, args: argparse.Namespace) -> tuple[Any, Any, float]:
+    """`evaluate_run` on the test tiles: (evaluation, loaded run, seconds). A failed tile stops
+    the benchmark: it would silently score the row on other pixels than the rest."""
     from cegate_cli.inference import MapOptions, evaluate_run
 
-    run_dir = work / "runs" / setting / run.backbone / run.decoder / f"seed{seed}" / run.row
+    started = time.perf_counter()
+    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device))
+    if evaluation.failed:
+        raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
+    return evaluation, loaded, time.perf_counter() - started
+
+
+def trained_parameters(parameters: dict[str, int], rule: str) -> int:
+    """What a run trained: the head and its modules (full fine-tuning: the head and the backbone)."""
+    return int(parameters["decoder"] + (parameters["backbone"] if rule == "full" else parameters["modules_trained"]))
+
+
+def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from cegate_cli.adapt import AdaptOptions, adapt
+
+    run_dir = run_folder(work, setting, seed, run)
     started = time.perf_counter()
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
@@ -400,14 +420,9 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         galileo=GalileoOptions(patch_size=args.patch_size),
     ))
     trained = time.perf_counter() - started
-    started = time.perf_counter()
-    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device))
-    scored = time.perf_counter() - started
-    if evaluation.failed:  # a missing tile would silently score the row on other pixels than the rest
-        raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
-    parameters = result.manifest.parameters
-    count = parameters["decoder"] + (parameters["backbone"] if run.rule == "full" else parameters["modules_trained"])
-    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, trained, scored, int(count), run, args)
+    evaluation, loaded, scored = evaluated(run_dir, domains, args)
+    count = trained_parameters(result.manifest.parameters, run.rule)
+    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, trained, scored, count, run, args)
     last = result.outcome.selections[-1]
     entry["selected"] = [f"{kind}@{layer}" for kind, layer in last.selected]
     entry["select_count"] = result.manifest.select_count
@@ -427,31 +442,25 @@ def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domain
     data's statistics, so there this row equals source-only."""
     import shutil
 
-    from cegate_cli.inference import MapOptions, evaluate_run
+    from cegate_cli.backbone.galileo_backbone import GalileoInputs, normalizes_with_own_statistics
     from cegate_cli.run.manifest import read_manifest, write_manifest
     from cegate_cli.train.target_data import discover_target, target_stats
 
     assert domains.target is not None
-    source_dir = work / "runs" / setting / run.backbone / run.decoder / f"seed{seed}" / run.row
-    run_dir = source_dir.with_name(run.row + "+tstats")
+    stats_run = replace(run, mode="target-stats")
+    run_dir = run_folder(work, setting, seed, stats_run)
     shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(source_dir, run_dir)
+    shutil.copytree(run_folder(work, setting, seed, run), run_dir)
     started = time.perf_counter()
     manifest = read_manifest(run_dir)
     galileo = manifest.backbone.get("galileo")
-    if galileo is None or galileo.get("normalize") == "data":
+    if normalizes_with_own_statistics(None if galileo is None else GalileoInputs.from_dict(galileo)):
         manifest.normalization = target_stats(discover_target(domains.target, manifest.bands), manifest.bands, seed)
         write_manifest(run_dir, manifest)
     restat_s = time.perf_counter() - started
-    started = time.perf_counter()
-    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device))
-    if evaluation.failed:
-        raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
-    parameters = loaded.manifest.parameters
-    count = parameters["decoder"] + (parameters["backbone"] if run.rule == "full" else parameters["modules_trained"])
-    stats_run = replace(run, mode="target-stats")
-    return record(setting, stats_run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, restat_s,
-                  time.perf_counter() - started, int(count), stats_run, args)
+    evaluation, loaded, scored = evaluated(run_dir, domains, args)
+    return record(setting, stats_run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, restat_s, scored,
+                  trained_parameters(loaded.manifest.parameters, run.rule), stats_run, args)
 
 
 # --------------------------------------------------------------------------- records and the main loop

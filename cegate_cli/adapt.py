@@ -26,6 +26,7 @@ from cegate_cli.backbone.galileo_backbone import (
     DEFAULT_PATCH_SIZE,
     GalileoBackbone,
     GalileoInputs,
+    normalizes_with_own_statistics,
     plan_groups,
     resolve_galileo_inputs,
 )
@@ -243,7 +244,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
-        own_stats = self_config.target_norm == "target" and (galileo_inputs is None or galileo_inputs.normalize == "data")
+        own_stats = self_config.target_norm == "target" and normalizes_with_own_statistics(galileo_inputs)
         if own_stats:
             with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
                 tstats = target_stats(target, choice, config.seed)

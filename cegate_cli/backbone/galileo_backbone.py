@@ -74,6 +74,13 @@ class GalileoInputs:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
+def normalizes_with_own_statistics(inputs: GalileoInputs | None) -> bool:
+    """Whether a run's own band statistics normalise its inputs, so that another folder's
+    statistics (a target's) can take their place: every ViT run, and Galileo with `--normalize
+    data`; Galileo under its authors' statistics keeps those whatever the imagery."""
+    return inputs is None or inputs.normalize == "data"
+
+
 @dataclass(frozen=True)
 class GroupPlan:
     """Which Galileo groups a band list fills, and from which of the run's channels."""
