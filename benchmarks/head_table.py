@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from real_table import mean_std, paired, parameter_range
 from report_block import study_header, write_or_print
 from selection_table import load
 
@@ -35,13 +36,14 @@ def groups(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, 
 
 
 def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]], reference: list[str]) -> list[str]:
-    by_head = {head: {r["seed"]: r for r in rows} for head, rows in heads.items()}
-    seeds = sorted(set.intersection(*(set(s) for s in by_head.values())))
+    shared = set.intersection(*({r["seed"] for r in rows} for rows in heads.values()))
+    seeds = sorted(shared)
     if not seeds:
         return []
+    by_head = {head: {r["seed"]: r for r in rows if r["seed"] in shared} for head, rows in heads.items()}
     first = next(iter(heads.values()))[0]
     base = next((h for h in reference if h in by_head), next(iter(by_head)))
-    pixel = {r["seed"]: r for r in records if r["row"] == "pixel" and r["setting"] == first["setting"] and r["seed"] in seeds}
+    pixel = {r["seed"]: r for r in records if r["row"] == "pixel" and r["setting"] == first["setting"] and r["seed"] in shared}
     classes = list(first["iou"])
     t = first["train"]
     lines = [
@@ -55,30 +57,19 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
         + " | ".join(f"IoU {c}" for c in classes) + " | trained parameters | train s per run |",
         "|---|---|---|" + "---|" * len(classes) + "---|---|",
     ]
-
-    def mean_std(values: list[float]) -> str:
-        return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
-
     pixel_iou = {c: statistics.mean(pixel[s]["iou"][c] for s in seeds) for c in classes} if len(pixel) == len(seeds) else {}
     if pixel_iou:
         lines.append(f"| per-pixel Gaussian classifier | {mean_std([pixel[s]['miou'] for s in seeds])} | – | "
                      + " | ".join(f"{pixel_iou[c]:.3f}" for c in classes) + " | – | – |")
     for head, runs in by_head.items():
-        values = [runs[s]["miou"] for s in seeds]
-        if head == base:
-            paired = "–"
-        else:
-            diffs = [runs[s]["miou"] - by_head[base][s]["miou"] for s in seeds]
-            spread = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
-            paired = f"{statistics.mean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
+        entries = [runs[s] for s in seeds]
         cells = []
         for c in classes:
-            iou = statistics.mean(runs[s]["iou"][c] for s in seeds)
+            iou = statistics.mean(e["iou"][c] for e in entries)
             cells.append(f"**{iou:.3f}**" if pixel_iou and iou < pixel_iou[c] else f"{iou:.3f}")
-        counts = sorted({int(runs[s]["trained_parameters"]) for s in seeds})
-        count = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
-        seconds = statistics.mean(runs[s]["train_seconds"] for s in seeds)
-        lines.append(f"| {head} | {mean_std(values)} | {paired} | " + " | ".join(cells) + f" | {count} | {seconds:.0f} |")
+        seconds = statistics.mean(e["train_seconds"] for e in entries)
+        lines.append(f"| {head} | {mean_std([e['miou'] for e in entries])} | {paired(by_head, head, base)} | " + " | ".join(cells)
+                     + f" | {parameter_range(entries)} | {seconds:.0f} |")
     return [*lines, ""]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from real_shift import Shift
-from report_block import measured_header
+from report_block import measured_header, run_dates
 
 RULE_ORDER = (
     "none", "full", "all", "random", "random-cost", "fisher",
@@ -118,7 +118,7 @@ def group(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict
     return sorted(out, key=lambda item: (order.get(item[0]["setting"], 99), str(item[0]["backbone"]), str(item[0]["decoder"])))
 
 
-def _mean_std(values: list[float], digits: int = 3) -> str:
+def mean_std(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
     if len(values) == 1:
@@ -143,7 +143,8 @@ def paired(by_row: dict[str, dict[int, dict[str, Any]]], row: str, partner: str 
     return f"{statistics.mean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
 
 
-def _parameters(entries: list[dict[str, Any]]) -> str:
+def parameter_range(entries: list[dict[str, Any]]) -> str:
+    """The trained parameter count of some runs, or its range when they differ (seeds choose different modules)."""
     counts = sorted({int(e["trained_parameters"]) for e in entries})
     return f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
 
@@ -166,11 +167,11 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         entries = [by_row[row][s] for s in sorted(by_row[row])]
         ious = [_finite(e["iou"][c] for e in entries) for c in classes]
         lines.append(
-            f"| {row_label(row)} | {_mean_std(_finite(e['miou'] for e in entries))} | "
+            f"| {row_label(row)} | {mean_std(_finite(e['miou'] for e in entries))} | "
             + " | ".join(f"{statistics.mean(v):.3f}" if v else "–" for v in ious)
             + f" | {statistics.mean(_finite(e['accuracy'] for e in entries)):.3f}"
             + f" | {statistics.mean(e['train_seconds'] for e in entries):.0f} + {statistics.mean(e['eval_seconds'] for e in entries):.0f}"
-            + f" | {_parameters(entries)} | {paired(by_row, row, 'pixel')} | {paired(by_row, row, fisher_partner(row))} |"
+            + f" | {parameter_range(entries)} | {paired(by_row, row, 'pixel')} | {paired(by_row, row, fisher_partner(row))} |"
             + (f" {paired(by_row, row, added_to(row, by_row))} |" if targets else "")
         )
     return lines
@@ -197,7 +198,7 @@ def header(headers: list[dict[str, Any]], note: str | None) -> list[str]:
     machines = sorted({h.get("machine", "?") for h in headers})
     minutes = sum(float(h.get("minutes", float("nan"))) for h in headers)
     lines = [f"**{note}**", ""] if note else []
-    lines += measured_header("; ".join(machines), minutes, "\n".join(h.get("command", "?") for h in headers))
+    lines += measured_header("; ".join(machines), minutes, "\n".join(h.get("command", "?") for h in headers), run_dates(headers))
     for h in headers:
         lines.append(
             f"- run started {h.get('started', '?')}: 1-minute load average {h.get('load_start', float('nan')):.2f} at start, "

@@ -24,10 +24,11 @@ def cpu_name() -> str:
     return name
 
 
-def measured_header(machine: str, minutes: float, command: str) -> list[str]:
-    """The lines every generated block starts with: date, machine, duration, the exact command."""
+def measured_header(machine: str, minutes: float, command: str, date: str | None = None) -> list[str]:
+    """The lines every generated block starts with: date, machine, duration, the exact command.
+    `date` is when the runs were made (a block rendered later from their --json files); None: today."""
     return [
-        f"Measured {_dt.date.today().isoformat()} on {machine}; {minutes:.0f} minutes in all.",
+        f"Measured {date or _dt.date.today().isoformat()} on {machine}; {minutes:.0f} minutes in all.",
         "",
         "```",
         command,
@@ -50,6 +51,14 @@ def replace_block(path: Path, name: str, lines: list[str], new_page_heading: str
     write_text_atomic(path, new)
 
 
+def run_dates(headers: list[dict]) -> str | None:
+    """The day, or first and last day, the runs of some bench_real.py --json files started on."""
+    days = sorted({str(h["started"])[:10] for h in headers if h.get("started")})
+    if not days:
+        return None
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
 def per_seed_commands(headers: list[dict], seeds: list[int], rendered_by: str) -> str:
     """The commands of runs made once per seed, each written once with the seed as S (files named
     by it), then the loop and the command that rendered them: a block of 30 runs stays readable."""
@@ -65,7 +74,7 @@ def study_header(headers: list[dict], seeds: list[int], rendered_by: str) -> lis
     machines, minutes, the commands, and the range of load averages the runs met."""
     machines = "; ".join(sorted({h.get("machine", "?") for h in headers}))
     minutes = sum(float(h.get("minutes", 0.0)) for h in headers)
-    lines = measured_header(machines, minutes, per_seed_commands(headers, seeds, rendered_by))
+    lines = measured_header(machines, minutes, per_seed_commands(headers, seeds, rendered_by), run_dates(headers))
     loads = [float(x) for h in headers for x in (h.get("load_start"), h.get("load_end")) if x is not None]
     if loads:
         lines += [f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from real_table import RULE_ORDER, SETTING_TITLES, row_label
+from real_table import RULE_ORDER, SETTING_TITLES, mean_std, parameter_range, row_label
 from report_block import study_header, write_or_print
 
 BASELINES = {"pixel": "per-pixel Gaussian classifier (bands only)", "majority": "majority class"}
@@ -123,12 +123,10 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     oracle_rows = [r for r in rows if r["row"].startswith("only ") or r["row"] == "oracle"]
     rows = [r for r in rows if r not in oracle_rows] + [r for r in oracle_rows if r["row"] == "oracle"]
     by_rule: dict[str, dict[int, float]] = {}
-    parameters: dict[str, set[int]] = {}
-    seconds: dict[str, list[float]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_rule.setdefault(r["row"], {})[r["seed"]] = r["miou"]
-        parameters.setdefault(r["row"], set()).add(int(r["trained_parameters"]))
-        seconds.setdefault(r["row"], []).append(r["train_seconds"])
+        runs.setdefault(r["row"], []).append(r)
     seeds = sorted(set.intersection(*(set(s) for s in by_rule.values())))
     order = sorted(by_rule, key=lambda rule: RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER))
     partners = [p for p in PARTNERS if p in by_rule]
@@ -146,13 +144,9 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|" + "---|" * len(partners) + "---|---|",
     ]
     for rule in order:
-        values = [by_rule[rule][s] for s in seeds]
-        mean = f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
-        counts = sorted(parameters[rule])
-        count = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
         lines.append(
-            f"| {row_label(rule)} | {mean} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in partners)
-            + f" | {count} | {statistics.mean(seconds[rule]):.0f} |"
+            f"| {row_label(rule)} | {mean_std([by_rule[rule][s] for s in seeds])} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in partners)
+            + f" | {parameter_range(runs[rule])} | {statistics.mean(r['train_seconds'] for r in runs[rule]):.0f} |"
         )
     shared = [rule for rule in order if rule not in ("oracle", "none")]
     lines += oracle_lines(rows + oracle_rows, shared, sorted({r["seed"] for r in rows}))
