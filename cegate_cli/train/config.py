@@ -150,7 +150,7 @@ class TrainConfig:
         data.pop("device")
         data.pop("save_every")  # how often state is written never changes the weights
         if data["selection"] == "fisher":
-            data.pop("selection")  # the default: states written before the option existed still resume
+            data.pop("selection")  # the rule of every state written before the option existed: those still resume
         if data["head_warmup"] == 0:
             data.pop("head_warmup")  # likewise
         return data
