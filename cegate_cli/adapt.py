@@ -187,7 +187,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     )
     candidates = _candidates(built.toolbox.keys(), options)
     select_count = parse_select(config.select, len(candidates))
-    weights = balanced_class_weights(folder.label_counts, table.num_classes)  # for the loss and for rare-class crops
+    weights = balanced_class_weights(folder.label_counts, table.num_classes, power=config.class_weight_power)  # loss and rare-class crops
     loss_weights = None if config.loss == "ce" else weights
     sampler = CropSampler(
         train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment,

@@ -62,6 +62,11 @@ class TrainConfig:
     """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice". Default balanced+dice: real labels are imbalanced and mIoU weighs every class
     alike; on the NAIP tiles plain ce left building and water near 0 IoU (docs/benchmarks-real.md)."""
+    class_weight_power: float = 0.5
+    """Exponent of the balanced class weights (median share / class share) ** power, used by the
+    "balanced" losses and by the rare-class crop choice (train/losses.py). 0: every class alike;
+    1: full inverse frequency. Higher values trade a majority class's precision for rare classes'
+    recall."""
     head_warmup: int = 0
     """Fisher rules: steps the head trains alone (frozen backbone, no module) before the first
     scoring, so the scores measure gradients through a head that has learnt something instead of
@@ -123,6 +128,10 @@ class TrainConfig:
             raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (default {_default('lr')})")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight decay {self.weight_decay}: must be a number >= 0")
+        if not (math.isfinite(self.class_weight_power) and 0 <= self.class_weight_power <= 2):
+            raise InputError(
+                f"--class-weight-power {self.class_weight_power}: must lie in [0, 2] (default {_default('class_weight_power')})"
+            )
         if not (math.isfinite(self.poly_power) and self.poly_power >= 0):
             raise InputError(f"poly decay power {self.poly_power}: must be a number >= 0")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
@@ -153,6 +162,8 @@ class TrainConfig:
             data.pop("selection")  # the rule of every state written before the option existed: those still resume
         if data["head_warmup"] == 0:
             data.pop("head_warmup")  # likewise
+        if data["class_weight_power"] == 0.5:
+            data.pop("class_weight_power")  # likewise (states before the option weighted with the square root)
         return data
 
 
