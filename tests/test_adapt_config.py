@@ -39,6 +39,7 @@ def test_print_config_is_a_template_of_every_option_with_the_library_defaults() 
     values = yaml.safe_load(text)
     assert values["steps"] == TrainConfig.steps and values["lr"] == TrainConfig.lr and values["loss"] == TrainConfig.loss
     assert values["rare-crops"] == TrainConfig.rare_crops and values["select"] == TrainConfig.select
+    assert values["class-weight-power"] == TrainConfig.class_weight_power
     assert values["confidence"] == SelfTrainConfig.confidence and values["ema"] == SelfTrainConfig.ema
     assert values["backbone"] == AdaptOptions.backbone and values["lora-rank"] == ToolboxConfig.lora_rank
     assert values["normalize"] == GalileoOptions.normalize

@@ -107,6 +107,7 @@ def test_cli_bad_class_table_is_one_error_line_and_writes_nothing(labeled: Path,
         (["--reselect-every", "-2"], "--reselect-every -2: must be 0 or more"),
         (["--decoder", "foo"], "--decoder 'foo': choose one of unet, linear, linear-pixel"),
         (["--steps", "0"], "--steps 0: must be at least 1"),
+        (["--class-weight-power", "-0.5"], "--class-weight-power -0.5: must lie in [0, 2]"),
     ],
 )
 def test_cli_bad_adapt_values_are_refused_before_anything_is_written(labeled: Path, tmp_path: Path, flags: list[str], expected: str) -> None:

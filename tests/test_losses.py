@@ -59,6 +59,15 @@ def test_balanced_weights_favour_rare_classes_and_average_one() -> None:
     assert weights[3].item() == 1.0  # absent from the labels: never weighed
 
 
+def test_class_weight_power_sets_how_far_rare_classes_are_favoured() -> None:
+    from cegate_cli.train.losses import balanced_class_weights
+
+    counts = {0: 5000, 1: 100, 2: 400, 4: 500}
+    assert balanced_class_weights(counts, num_classes=5, power=0.0).tolist() == [1.0] * 5  # every class alike
+    quarter = balanced_class_weights(counts, num_classes=5, power=0.25)
+    assert quarter[1] / quarter[0] == pytest.approx((5000 / 100) ** 0.25, rel=1e-5)
+
+
 def test_class_weighted_cross_entropy_is_torchs_weighted_mean_over_labeled_pixels() -> None:
     from cegate_cli.train.losses import masked_cross_entropy
 

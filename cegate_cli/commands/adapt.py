@@ -104,6 +104,14 @@ def adapt_command(
     rare_crops: Annotated[
         int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
     ] = TrainConfig.rare_crops,
+    class_weight_power: Annotated[
+        float,
+        typer.Option(
+            "--class-weight-power",
+            help="Exponent of the balanced class weights, (median share / class share) ** power: 0 weighs every class alike, "
+            "higher favours rare classes' recall over a common class's precision.",
+        ),
+    ] = TrainConfig.class_weight_power,
     fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = TrainConfig.fisher_samples,
     steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = TrainConfig.steps,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = TrainConfig.batch_size,

@@ -243,7 +243,7 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
         steps=int(c["steps"]), batch_size=c["batch-size"], crop=c["crop"], lr=c["lr"], seed=c["seed"], device=c["device"],
         val_fraction=c["val-fraction"], val_every=c["val-every"], decoder=c.get("decoder") or TrainConfig.decoder,
         select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"],
-        selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"],
+        selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"], class_weight_power=c["class-weight-power"],
         save_every=c["save-every"],
     )
     self_training = SelfTrainConfig(
