@@ -369,6 +369,11 @@ ToolboxConfig.earth_init = "kaiming", reselect_every = 100 (the paper rescored e
 in domain generalisation, every 50 in adaptation)."""
 
 
+SQRT_WEIGHTS = 0.5
+"""The class-weight power of every record written before it was a setting: records leave it out
+when it is this, so they group with those."""
+
+
 def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -> TrainConfig:
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
@@ -478,7 +483,8 @@ def record(
         "setting": setting, "row": row, "seed": seed, "data": domains.data,
         "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
         "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
-        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops, "class_weight_power": args.class_weight_power,
+        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
+                   **({"class_weight_power": args.class_weight_power} if args.class_weight_power != SQRT_WEIGHTS else {}),
                    **({"prior_alignment": True} if args.prior_alignment else {}),
                    **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),
