@@ -1,13 +1,16 @@
-"""Paired comparison of segmentation heads from bench_real.py runs (issue 16: the head's inputs).
+"""Paired comparison of one setting's values from bench_real.py runs (issue 16): heads, class weights.
 
     python benchmarks/head_table.py /tmp/lin_s*.json /tmp/lp_s*.json --out docs/benchmarks-real.md
+    python benchmarks/head_table.py /tmp/lp_s*.json /tmp/p25_s*.json --vary class_weight_power \
+        --reference 0.5 --block weights_study --out docs/benchmarks-real.md
 
-For every (setting, backbone, rule, training settings) group that ran with more than one head
-(`--decoder`), a table per head: mIoU over the seeds every head shares, the paired difference to
-the first head of `--reference` that ran (seed by seed: same crops, same selection draw), how many
-seeds it is ahead on, and the IoU of each class beside the per-pixel classifier's on the same seeds.
-A class where a head is below the per-pixel classifier is marked, because that is the issue's bar.
-Rendered into the `head_study` block of the page given by --out.
+For every (setting, backbone, rule, other training settings) group that ran with more than one value
+of the compared setting (`--vary`: the head, `--decoder`, by default; or a training setting such as
+`class_weight_power`), a table per value: mIoU over the seeds every value shares, the paired
+difference to the first value of `--reference` that ran (seed by seed: same crops, same selection
+draw), how many seeds it is ahead on, and the IoU of each class beside the per-pixel classifier's on
+the same seeds. A class below the per-pixel classifier is marked, because that is the issue's bar.
+Rendered into the `head_study` block (or `--block`) of the page given by --out.
 """
 
 from __future__ import annotations
@@ -24,18 +27,32 @@ from report_block import study_header, write_or_print
 from selection_table import load
 
 
-def groups(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """(setting, backbone, rule, train) -> head -> records, for cegate rows only."""
+UNRECORDED = {"class_weight_power": 0.5}
+"""A training setting's value in records written before bench_real recorded it (or when it has
+this value: bench_real leaves it out then)."""
+
+
+def value_of(record: dict[str, Any], vary: str) -> str:
+    """The compared setting's value in a record, as its row is named."""
+    if vary == "decoder":
+        return str(record["decoder"])
+    return str(record["train"].get(vary, UNRECORDED.get(vary)))
+
+
+def groups(records: list[dict[str, Any]], vary: str = "decoder") -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """(setting, backbone, rule, head, the other training settings) -> value of `vary` -> records,
+    for cegate rows only; only groups where more than one value ran."""
     by: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for r in records:
         if r.get("rule") is None:
             continue
-        key = json.dumps([r["setting"], r["backbone"], r["row"], r["train"]], sort_keys=True)
-        by.setdefault(key, {}).setdefault(r["decoder"], []).append(r)
+        train = {k: v for k, v in r["train"].items() if k != vary}
+        key = json.dumps([r["setting"], r["backbone"], r["row"], None if vary == "decoder" else r["decoder"], train], sort_keys=True)
+        by.setdefault(key, {}).setdefault(value_of(r, vary), []).append(r)
     return {k: v for k, v in by.items() if len(v) > 1}
 
 
-def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]], reference: list[str]) -> list[str]:
+def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]], reference: list[str], vary: str = "decoder") -> list[str]:
     shared = set.intersection(*({r["seed"] for r in rows} for rows in heads.values()))
     seeds = sorted(shared)
     if not seeds:
@@ -47,13 +64,14 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
     classes = list(first["iou"])
     t = first["train"]
     lines = [
-        f"### {first['setting']}: {first['backbone']}, rule {first['row']}, heads compared",
+        f"### {first['setting']}: {first['backbone']}, rule {first['row']}, heads compared" if vary == "decoder" else
+        f"### {first['setting']}: {first['backbone']}, {first['decoder']} head, rule {first['row']}, {vary} compared",
         "",
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}). "
         "Bold: a class where the head is below the per-pixel classifier.",
         "",
-        f"| head | mIoU, mean ± std | minus {base}, paired (ahead) | "
+        f"| {'head' if vary == 'decoder' else vary} | mIoU, mean ± std | minus {base}, paired (ahead) | "
         + " | ".join(f"IoU {c}" for c in classes) + " | trained parameters | train s per run |",
         "|---|---|---|" + "---|" * len(classes) + "---|---|",
     ]
@@ -76,19 +94,20 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
-    parser.add_argument("--reference", nargs="+", default=["linear", "unet"], help="the head others are paired with (first that ran)")
+    parser.add_argument("--vary", default="decoder", help="the setting compared: decoder, or a training setting (class_weight_power)")
+    parser.add_argument("--reference", nargs="+", default=["linear", "unet"], help="the value others are paired with (first that ran)")
     parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
     parser.add_argument("--block", default="head_study", help="name of that block")
     args = parser.parse_args(argv)
     records, headers = load(args.json)
-    found = groups(records)
+    found = groups(records, args.vary)
     if not found:
-        print("no group of runs with more than one head in those files", file=sys.stderr)
+        print(f"no group of runs with more than one value of {args.vary} in those files", file=sys.stderr)
         return 2
     seeds = sorted({r["seed"] for r in records if r.get("rule")})
     lines = study_header(headers, seeds, "python benchmarks/head_table.py <those --json files> --out docs/benchmarks-real.md")
     for heads in found.values():
-        lines += table(heads, records, args.reference)
+        lines += table(heads, records, args.reference, args.vary)
     write_or_print(args.out, args.block, lines, "# Heads\n\n")
     return 0
 
