@@ -172,7 +172,7 @@ def table(per_seed: dict[int, dict], mode: str, keys: list[str]) -> str:
     seeds = sorted(per_seed)
     lines = [
         "| method | target mIoU, mean ± std | " + " | ".join(f"seed {s}" for s in seeds)
-        + f" | minus Fisher once, paired | source val mIoU (mean) | trained parameters | s per run |",
+        + " | minus Fisher once, paired | source val mIoU (mean) | trained parameters | s per run |",
         "|---|---|" + "---|" * len(seeds) + "---|---|---|---|",
     ]
     for row in ROWS:
