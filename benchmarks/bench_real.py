@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="task loss of the cegate rows")
     parser.add_argument("--rare-crops", type=int, default=defaults.rare_crops, help="candidate windows per training crop")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=defaults.calibrate,
+                        help="fit class-score offsets on validation after training (adapt --calibrate)")
     parser.add_argument("--class-weight-power", type=float, default=defaults.class_weight_power,
                         help="exponent of the balanced class weights (0: every class alike)")
     parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
@@ -378,7 +380,7 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
     config = replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power,
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, calibrate=args.calibrate,
         device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
         warmup_steps=None,  # derived again for these steps (a tenth, at most 25), as `adapt --steps` does
     )
@@ -485,6 +487,7 @@ def record(
         "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
         "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
                    **({"class_weight_power": args.class_weight_power} if args.class_weight_power != SQRT_WEIGHTS else {}),
+                   **({"calibrate": True} if args.calibrate else {}),  # records before it existed were not calibrated
                    **({"prior_alignment": True} if args.prior_alignment else {}),
                    **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),

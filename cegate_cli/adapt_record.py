@@ -124,6 +124,8 @@ def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, start
         "final_loss": outcome.loss_history[-1][1] if outcome.loss_history else None,
         "loss_history": outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)],
     }
+    if outcome.calibration is not None:
+        manifest.metrics["calibration"] = outcome.calibration.to_dict()
     if isinstance(trainer, SelfTrainer):
         manifest.metrics["validation"] = "source images" if outcome.val_history else None
         manifest.adaptation["pseudo_labels"] = list(trainer.pseudo_history)

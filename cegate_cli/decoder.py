@@ -19,6 +19,11 @@ from torch import nn
 
 DECODERS = ("unet", "linear", "linear-pixel")
 
+CLASS_BIAS = "classifier.bias"
+"""Every head's class scores end in the 1x1 conv `classifier`: adding to its bias shifts a class's
+score at every pixel (bilinear upsampling keeps a constant), which is how calibration offsets are
+stored (run/weights.py `with_class_offsets`)."""
+
 
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, channels), channels)

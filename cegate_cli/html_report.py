@@ -23,7 +23,7 @@ from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
 from cegate_cli.png import png_bytes
-from cegate_cli.report import describe_compute, describe_rule, run_report
+from cegate_cli.report import describe_calibration, describe_compute, describe_rule, run_report
 from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
@@ -168,6 +168,8 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
     if metrics.get("final_loss") is not None:
         result.append(f"final loss {metrics['final_loss']:.3f}")
     rows.append(("result", "; ".join(result) or "no validation recorded"))
+    if metrics.get("calibration"):
+        rows.append(("calibrated", describe_calibration(metrics["calibration"], report["classes"])))
     if timing.get("total_seconds"):
         rows.append(("time", f"{timing['total_seconds']:.1f} s in all, Fisher scoring {timing.get('fisher_seconds', 0):.1f} s "
                              f"({timing.get('fisher_share', 0):.0%}), on {timing.get('device')}"))

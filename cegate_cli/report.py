@@ -202,6 +202,16 @@ def describe_compute(compute: dict[str, Any]) -> str:
     )
 
 
+def describe_calibration(calibration: dict[str, Any], classes: dict[str, Any]) -> str:
+    """One line on the class-score offsets fitted on validation after training (inspect, report)."""
+    names = {int(c["id"]): c["name"] for c in classes["classes"]}
+    moved = [f"{names.get(i, f'class_{i}')} {offset:+.2f}" for i, offset in enumerate(calibration["offsets"]) if offset]
+    before, after, pixels = calibration["val_miou_before"], calibration["val_miou_after"], calibration["pixels"]
+    if not moved:
+        return f"no class score moved: no offset raised validation mIoU ({before:.3f}, {pixels:,} pixels)"
+    return f"class scores {', '.join(moved)}: validation mIoU {before:.3f} -> {after:.3f} ({pixels:,} pixels)"
+
+
 def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
     """Self-training at a glance: where it adapted to, from what, and how the pseudo-labels went.
 

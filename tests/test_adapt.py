@@ -80,6 +80,11 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path: Path) -> None:
         assert torch.equal(a[name], b[name]), name
     assert [s.selected for s in full.manifest.selections] == [s.selected for s in resumed.manifest.selections]
     assert full.manifest.metrics["val_history"] == resumed.manifest.metrics["val_history"]
+    # The best weights carry the calibration fitted at the best step: the same after a resume.
+    assert full.manifest.metrics["calibration"] == resumed.manifest.metrics["calibration"]
+    a = load_file(str(tmp_path / "full" / "adapter.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
 def test_resume_with_other_settings_is_refused(demo, tmp_path: Path) -> None:

@@ -112,6 +112,14 @@ def adapt_command(
             "higher favours rare classes' recall over a common class's precision.",
         ),
     ] = TrainConfig.class_weight_power,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="After training, fit one offset per class on the validation images so no class is overpredicted "
+            "(stored in the head's weights).",
+        ),
+    ] = TrainConfig.calibrate,
     fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = TrainConfig.fisher_samples,
     steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = TrainConfig.steps,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = TrainConfig.batch_size,

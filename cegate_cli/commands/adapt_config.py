@@ -244,6 +244,7 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
         val_fraction=c["val-fraction"], val_every=c["val-every"], decoder=c.get("decoder") or TrainConfig.decoder,
         select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"],
         selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"], class_weight_power=c["class-weight-power"],
+        calibrate=c["calibrate"],
         save_every=c["save-every"],
     )
     self_training = SelfTrainConfig(

@@ -180,6 +180,10 @@ def render_run(report: dict[str, Any]) -> None:
         if loss is not None:
             parts.append(f"final loss {loss:.3f}")
         stdout.print(f"metrics    {'; '.join(parts) if parts else 'no validation'}")
+        if metrics.get("calibration"):
+            from cegate_cli.report import describe_calibration
+
+            stdout.print(escape(f"calibrated {describe_calibration(metrics['calibration'], report['classes'])}"))
     timing = report["timing"]
     if timing.get("total_seconds"):
         stdout.print(

@@ -21,7 +21,7 @@ asked of it too, so they always describe what the run actually trained.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cegate_cli.atomic import atomic_path, writing
+from cegate_cli.decoder import CLASS_BIAS
 from cegate_cli.errors import RunFolderError
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
@@ -56,6 +57,16 @@ def run_tensors(
     if whole_backbone:
         state.update({f"{BACKBONE_PREFIX}{n}": p.detach().cpu().clone() for n, p in toolbox.backbone_own_named().items()})
     return state
+
+
+def with_class_offsets(tensors: dict[str, torch.Tensor], offsets: Sequence[float]) -> dict[str, torch.Tensor]:
+    """A run's tensors with `offsets` added to the head's class bias (every head ends in a 1x1
+    `classifier` conv, whose bias shifts each class's scores at every pixel): how a calibration
+    fitted on validation (train/calibrate.py) reaches predict without a new tensor."""
+    name = f"{DECODER_PREFIX}{CLASS_BIAS}"
+    shifted = dict(tensors)
+    shifted[name] = tensors[name] + torch.tensor(offsets, dtype=tensors[name].dtype)
+    return shifted
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], run_id: str | None = None) -> None:

@@ -67,6 +67,11 @@ class TrainConfig:
     "balanced" losses and by the rare-class crop choice (train/losses.py). 0: every class alike;
     1: full inverse frequency. Higher values trade a majority class's precision for rare classes'
     recall."""
+    calibrate: bool = True
+    """After training, fit one offset per class on the validation crops and add it to the head's
+    class scores (train/calibrate.py), so the rare-class pressure of the loss and crops does not
+    overpredict a class (on the NAIP tiles: background mapped as bare land). Needs validation
+    images; self-training runs are not calibrated (their validation is on the source)."""
     head_warmup: int = 0
     """Fisher rules: steps the head trains alone (frozen backbone, no module) before the first
     scoring, so the scores measure gradients through a head that has learnt something instead of
@@ -162,6 +167,8 @@ class TrainConfig:
             data.pop("selection")  # the rule of every state written before the option existed: those still resume
         if data["head_warmup"] == 0:
             data.pop("head_warmup")  # likewise
+        if data["calibrate"]:
+            data.pop("calibrate")  # states from before calibration resume (calibrated only if a later step is best)
         if data["class_weight_power"] == 0.5:
             data.pop("class_weight_power")  # likewise (states before the option weighted with the square root)
         return data

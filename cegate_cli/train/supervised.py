@@ -33,9 +33,10 @@ from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
 from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
-from cegate_cli.run.weights import run_tensors
+from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox import Toolbox
 from cegate_cli.train.config import SELECTIONS, TrainConfig
+from cegate_cli.train.calibrate import Calibration, fit_class_offsets
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
@@ -88,6 +89,9 @@ class TrainOutcome:
     last_weights: dict[str, torch.Tensor]
     fisher_seconds: float
     train_seconds: float
+    calibration: Calibration | None = None
+    """The class-score offsets fitted on validation at the best step, already added to
+    `best_weights` (None: not calibrated)."""
 
     @property
     def final_selection(self) -> list[ModuleKey]:
@@ -103,6 +107,7 @@ class _Progress:
     best_step: int | None = None
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     best_selection: list[ModuleKey] = field(default_factory=list)
+    best_calibration: Calibration | None = None
     val_history: list[tuple[int, float]] = field(default_factory=list)
     loss_history: list[tuple[int, float]] = field(default_factory=list)
     fisher_seconds: float = 0.0
@@ -298,6 +303,9 @@ class SupervisedTrainer:
         self.reporter.finish()
         last = self.trained_weights()
         best = self.progress.best_weights or last
+        calibration = self.progress.best_calibration if self.progress.best_weights else None
+        if calibration is not None and calibration.changed:
+            best = with_class_offsets(best, calibration.offsets)
         return TrainOutcome(
             completed=completed,
             step=step,
@@ -312,6 +320,7 @@ class SupervisedTrainer:
             last_weights=last,
             fisher_seconds=self.progress.fisher_seconds,
             train_seconds=self.progress.train_seconds - self.progress.fisher_seconds,
+            calibration=calibration,
         )
 
     def before_first_selection(self) -> None:
@@ -367,6 +376,8 @@ class SupervisedTrainer:
     def _validate(self, step: int) -> float:
         table = self.inputs.class_table
         matrix = ConfusionMatrix(table.num_classes, table.ignore_index)
+        calibrating = self.inputs.keep_best and self.config.calibrate
+        scores, labels = [], []  # the labeled pixels' class scores, for the calibration of a new best
         self.model.eval()
         for batch in self.inputs.validation:
             images = batch.images.to(self.inputs.device)
@@ -374,6 +385,10 @@ class SupervisedTrainer:
                 logits = self.model(images)
             prediction = logits.float().max(dim=1).indices.cpu()
             matrix.update(prediction, batch.masks, batch.valid)
+            if calibrating:
+                labeled = batch.valid & (batch.masks != table.ignore_index)
+                scores.append(logits.float().permute(0, 2, 3, 1)[labeled.to(logits.device)].cpu())
+                labels.append(batch.masks[labeled])
         miou = float(matrix.miou())
         self.progress.val_history.append((step, miou))
         if self.inputs.keep_best and (self.progress.best_miou is None or miou > self.progress.best_miou):
@@ -381,6 +396,9 @@ class SupervisedTrainer:
             self.progress.best_step = step
             self.progress.best_weights = self.trained_weights()
             self.progress.best_selection = list(self.toolbox.active_keys)
+            self.progress.best_calibration = (
+                fit_class_offsets(torch.cat(scores), torch.cat(labels), table.num_classes) if calibrating else None
+            )
         self.reporter.validation(step, miou)
         return miou
 
@@ -399,6 +417,8 @@ class SupervisedTrainer:
             "best_step": self.progress.best_step,
             "best_weights": self.progress.best_weights,
             "best_selection": [list(k) for k in self.progress.best_selection],
+            **({"best_calibration": self.progress.best_calibration.to_dict()}
+               if self.progress.best_calibration is not None else {}),
             "val_history": self.progress.val_history,
             "loss_history": self.progress.loss_history,
             "fisher_seconds": self.progress.fisher_seconds,
@@ -457,6 +477,8 @@ class SupervisedTrainer:
         progress.best_step = state["best_step"]
         progress.best_weights = dict(state["best_weights"])
         progress.best_selection = [(k, int(l)) for k, l in state["best_selection"]]
+        calibration = state.get("best_calibration")  # absent: not calibrated, or a state from before calibration
+        progress.best_calibration = None if calibration is None else Calibration.from_dict(calibration)
         progress.val_history = [tuple(v) for v in state["val_history"]]
         progress.loss_history = [tuple(v) for v in state["loss_history"]]
         progress.fisher_seconds = float(state["fisher_seconds"])
