@@ -69,7 +69,7 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
         "",
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}). "
-        "Bold: a class where the head is below the per-pixel classifier.",
+        "Bold: a class below the per-pixel classifier.",
         "",
         f"| {'head' if vary == 'decoder' else vary} | mIoU, mean ± std | minus {base}, paired (ahead) | "
         + " | ".join(f"IoU {c}" for c in classes) + " | trained parameters | train s per run |",
