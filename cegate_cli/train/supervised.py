@@ -35,8 +35,8 @@ from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox import Toolbox
-from cegate_cli.train.config import SELECTIONS, TrainConfig
 from cegate_cli.train.calibrate import Calibration, fit_class_offsets
+from cegate_cli.train.config import SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
