@@ -84,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rare-crops", type=int, default=defaults.rare_crops, help="candidate windows per training crop")
     parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=defaults.calibrate,
                         help="fit class-score offsets on validation after training (adapt --calibrate)")
+    parser.add_argument("--val-crops", type=int, default=defaults.val_crops,
+                        help="validation crops (best step, calibration)")
     parser.add_argument("--class-weight-power", type=float, default=defaults.class_weight_power,
                         help="exponent of the balanced class weights (0: every class alike)")
     parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
@@ -374,13 +376,15 @@ in domain generalisation, every 50 in adaptation)."""
 SQRT_WEIGHTS = 0.5
 """The class-weight power of every record written before it was a setting: records leave it out
 when it is this, so they group with those."""
+EARLIER_VAL_CROPS = 16
+"""Likewise the validation crops of every record written before they were a setting."""
 
 
 def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -> TrainConfig:
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
     config = replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, calibrate=args.calibrate,
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, calibrate=args.calibrate, val_crops=args.val_crops,
         device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
         warmup_steps=None,  # derived again for these steps (a tenth, at most 25), as `adapt --steps` does
     )
@@ -488,6 +492,7 @@ def record(
         "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
                    **({"class_weight_power": args.class_weight_power} if args.class_weight_power != SQRT_WEIGHTS else {}),
                    **({"calibrate": True} if args.calibrate else {}),  # records before it existed were not calibrated
+                   **({"val_crops": args.val_crops} if args.val_crops != EARLIER_VAL_CROPS else {}),
                    **({"prior_alignment": True} if args.prior_alignment else {}),
                    **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),

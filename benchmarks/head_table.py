@@ -27,7 +27,7 @@ from report_block import study_header, write_or_print
 from selection_table import load
 
 
-UNRECORDED = {"class_weight_power": 0.5, "calibrate": False}
+UNRECORDED = {"class_weight_power": 0.5, "calibrate": False, "val_crops": 16}
 """A training setting's value in records written before bench_real recorded it (or when it has
 this value: bench_real leaves it out then)."""
 
