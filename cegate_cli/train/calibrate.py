@@ -8,10 +8,13 @@ moves that trade between a class's recall and the others' precision; the offsets
 best mIoU on the held-out validation pixels are added to the head's class bias
 (`run.weights.with_class_offsets`), so a run's weights carry them and predict needs nothing new.
 
-The search is coordinate ascent over a fixed grid, one class at a time, from zero. A class with
-too few validation pixels keeps offset 0 (its IoU there says little), and a move must raise the
-validation mIoU by more than a few pixels' worth of noise (`required_gain`), so a small validation
-set moves nothing it cannot tell.
+The search is coordinate ascent over a fixed grid, one class at a time, from zero: each class
+takes the grid value with the best validation mIoU (the one nearest its current offset among
+equals) if that beats the current mIoU by more than a few pixels' worth of noise
+(`required_gain`), so a small validation set moves nothing it cannot tell. A class with too few
+validation pixels keeps offset 0 (its IoU there says little). The mIoU searched is the mean over
+the classes the validation labels hold: a class absent from them must not be pushed out of the
+map to lift the mean (the mean the validation reports also counts classes only predicted).
 """
 
 from __future__ import annotations
@@ -82,11 +85,13 @@ class _Scorer:
     whose best class leads the runner-up by more than any two offsets can differ keeps its class
     whatever the offsets, so those pixels are counted once and only the rest are re-decided."""
 
-    def __init__(self, scores: np.ndarray, truth: np.ndarray, num_classes: int) -> None:
+    def __init__(self, scores: np.ndarray, truth: np.ndarray, num_classes: int, ignore_index: int) -> None:
         self.num_classes = num_classes
+        self.labeled = np.bincount(truth, minlength=num_classes) > 0
+        self.ignore_index = ignore_index  # a prediction of it (an unused id below num_classes) counts for nothing, as in validation
         top2 = np.partition(scores, -2, axis=1)[:, -2:] if num_classes > 1 else np.zeros((len(truth), 2), np.float32)
         undecided = (top2[:, 1] - top2[:, 0]) <= 2 * max(abs(v) for v in OFFSET_GRID)
-        settled = ConfusionMatrix(num_classes, ignore_index=-1)
+        settled = ConfusionMatrix(num_classes, ignore_index)
         settled.update(scores[~undecided].argmax(axis=1), truth[~undecided])
         self.settled = settled.matrix
         self.scores, self.truth = scores[undecided], truth[undecided] * num_classes
@@ -112,20 +117,23 @@ class _Scorer:
 
     def _miou_of(self, prediction: np.ndarray) -> float:
         k = self.num_classes
-        matrix = ConfusionMatrix(k, ignore_index=-1)
-        matrix.matrix = self.settled + np.bincount(self.truth + prediction, minlength=k * k).reshape(k, k)
-        return matrix.miou()
+        counted = prediction != self.ignore_index
+        matrix = ConfusionMatrix(k, self.ignore_index)
+        matrix.matrix = self.settled + np.bincount(self.truth[counted] + prediction[counted], minlength=k * k).reshape(k, k)
+        return float(matrix.iou()[self.labeled].mean())
 
 
-def fit_class_offsets(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Calibration:
-    """Offsets for the (N, K) class scores of N labeled validation pixels that maximise their mIoU.
+def fit_class_offsets(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = -1) -> Calibration:
+    """Offsets for the (N, K) class scores of N labeled validation pixels that maximise their mIoU
+    over the classes they hold.
 
-    `labels` holds class ids only (ignored and invalid pixels already left out)."""
+    `labels` holds class ids only (ignored and invalid pixels already left out); `ignore_index`
+    is the class table's, so a prediction of it is left out as validation leaves it out."""
     scores, labels = subsample(scores, labels)
     values = scores.detach().float().cpu().numpy()
     truth = labels.detach().cpu().numpy().astype(np.int64)
     offsets = np.zeros(num_classes, dtype=np.float32)
-    scorer = _Scorer(values, truth, num_classes)
+    scorer = _Scorer(values, truth, num_classes, ignore_index)
     before = scorer.miou(offsets) if len(truth) else float("nan")
     counts = np.bincount(truth, minlength=num_classes)
     fitted = [c for c in range(num_classes) if counts[c] >= MIN_CLASS_PIXELS]
@@ -133,10 +141,12 @@ def fit_class_offsets(scores: torch.Tensor, labels: torch.Tensor, num_classes: i
     for _ in range(PASSES if len(fitted) > 1 else 0):  # one class alone: every offset predicts it everywhere
         moved = False
         for c in fitted:
-            for value, miou in zip(OFFSET_GRID, scorer.sweep(offsets, c)):
-                if miou >= best + gain:
-                    best, moved = miou, True
-                    offsets[c] = value
+            results = scorer.sweep(offsets, c)
+            top = max(results)
+            choice = min((i for i, miou in enumerate(results) if miou == top), key=lambda i: abs(OFFSET_GRID[i] - offsets[c]))
+            if top >= best + gain:
+                best, moved = top, True
+                offsets[c] = OFFSET_GRID[choice]
         if not moved:
             break
     return Calibration(tuple(float(o) for o in offsets), before, best, int(len(truth)))

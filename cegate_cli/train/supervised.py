@@ -35,7 +35,7 @@ from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox import Toolbox
-from cegate_cli.train.calibrate import Calibration, fit_class_offsets
+from cegate_cli.train.calibrate import MAX_PIXELS, Calibration, fit_class_offsets
 from cegate_cli.train.config import SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
@@ -378,6 +378,8 @@ class SupervisedTrainer:
         matrix = ConfusionMatrix(table.num_classes, table.ignore_index)
         calibrating = self.inputs.keep_best and self.config.calibrate
         scores, labels = [], []  # the labeled pixels' class scores, for the calibration of a new best
+        most = len(self.inputs.validation) * self.config.batch_size * self.config.crop**2
+        stride = -(-most // MAX_PIXELS)  # every n-th pixel: memory stays bounded however many crops validate
         self.model.eval()
         for batch in self.inputs.validation:
             images = batch.images.to(self.inputs.device)
@@ -387,8 +389,8 @@ class SupervisedTrainer:
             matrix.update(prediction, batch.masks, batch.valid)
             if calibrating:
                 labeled = batch.valid & (batch.masks != table.ignore_index)
-                scores.append(logits.float().permute(0, 2, 3, 1)[labeled.to(logits.device)].cpu())
-                labels.append(batch.masks[labeled])
+                scores.append(logits.float().permute(0, 2, 3, 1)[labeled.to(logits.device)][::stride].cpu())
+                labels.append(batch.masks[labeled][::stride])
         miou = float(matrix.miou())
         self.progress.val_history.append((step, miou))
         if self.inputs.keep_best and (self.progress.best_miou is None or miou > self.progress.best_miou):
@@ -397,7 +399,7 @@ class SupervisedTrainer:
             self.progress.best_weights = self.trained_weights()
             self.progress.best_selection = list(self.toolbox.active_keys)
             self.progress.best_calibration = (
-                fit_class_offsets(torch.cat(scores), torch.cat(labels), table.num_classes) if calibrating else None
+                fit_class_offsets(torch.cat(scores), torch.cat(labels), table.num_classes, table.ignore_index) if calibrating else None
             )
         self.reporter.validation(step, miou)
         return miou
