@@ -61,6 +61,14 @@ def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
     assert changed, "full fine-tuning left the block weights untouched"
 
 
+def test_validation_crops_do_not_have_to_match_on_resume() -> None:
+    # They never change the trained weights, and states from before 64 became the default hold 16.
+    from cegate_cli.train.config import NOT_FINGERPRINTED
+
+    assert TrainConfig(val_crops=16).resume_fingerprint() == TrainConfig().resume_fingerprint()
+    assert "val_crops" in NOT_FINGERPRINTED  # what _load_state drops from a saved fingerprint
+
+
 def test_default_rule_keeps_the_resume_fingerprint_of_older_runs() -> None:
     # States written before the option existed (the plain Fisher rule, then the default) still resume.
     assert "selection" not in TrainConfig(selection="fisher").resume_fingerprint()

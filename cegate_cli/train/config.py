@@ -6,6 +6,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+NOT_FINGERPRINTED = ("val_crops",)
+"""Settings older resume states recorded that no longer have to match (see `resume_fingerprint`)."""
+
 MAX_DEFAULT_WARMUP_STEPS = 25
 """The derived warm-up (a tenth of the steps) never exceeds this."""
 
@@ -170,6 +173,7 @@ class TrainConfig:
         data = self.to_dict()
         data.pop("device")
         data.pop("save_every")  # how often state is written never changes the weights
+        data.pop("val_crops")  # nor how many crops validate (states before 64 became the default hold 16)
         if data["selection"] == "fisher":
             data.pop("selection")  # the rule of every state written before the option existed: those still resume
         if data["head_warmup"] == 0:

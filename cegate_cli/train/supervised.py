@@ -36,7 +36,7 @@ from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox import Toolbox
 from cegate_cli.train.calibrate import MAX_PIXELS, Calibration, fit_class_offsets
-from cegate_cli.train.config import SELECTIONS, TrainConfig
+from cegate_cli.train.config import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
@@ -444,8 +444,8 @@ class SupervisedTrainer:
         state = read_state(self.state_dir)  # safetensors + JSON: nothing here can run code
         where = self.state_file
         fingerprint = plain(self.config.resume_fingerprint())
-        if state.get("config") != fingerprint:
-            saved = state.get("config") or {}
+        saved = {k: v for k, v in (state.get("config") or {}).items() if k not in NOT_FINGERPRINTED}
+        if saved != fingerprint:
             changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
             raise RunFolderError(
                 f"{where}: cannot resume with different settings ({', '.join(changed)}); "
