@@ -33,10 +33,13 @@ this value: bench_real leaves it out then)."""
 
 
 def value_of(record: dict[str, Any], vary: str) -> str:
-    """The compared setting's value in a record, as its row is named."""
+    """The compared setting's value in a record, as its row is named; for several settings
+    (`--vary calibrate,val_crops`) each one's name and value."""
     if vary == "decoder":
         return str(record["decoder"])
-    return str(record["train"].get(vary, UNRECORDED.get(vary)))
+    names = vary.split(",")
+    values = [str(record["train"].get(name, UNRECORDED.get(name))) for name in names]
+    return values[0] if len(names) == 1 else ", ".join(f"{n} {v}" for n, v in zip(names, values))
 
 
 def groups(records: list[dict[str, Any]], vary: str = "decoder") -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -46,7 +49,7 @@ def groups(records: list[dict[str, Any]], vary: str = "decoder") -> dict[str, di
     for r in records:
         if r.get("rule") is None:
             continue
-        train = {k: v for k, v in r["train"].items() if k != vary}
+        train = {k: v for k, v in r["train"].items() if k not in vary.split(",")}
         key = json.dumps([r["setting"], r["backbone"], r["row"], None if vary == "decoder" else r["decoder"], train], sort_keys=True)
         by.setdefault(key, {}).setdefault(value_of(r, vary), []).append(r)
     return {k: v for k, v in by.items() if len(v) > 1}
@@ -94,7 +97,7 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
-    parser.add_argument("--vary", default="decoder", help="the setting compared: decoder, or a training setting (class_weight_power)")
+    parser.add_argument("--vary", default="decoder", help="the setting compared: decoder, or training settings (class_weight_power; several: calibrate,val_crops)")
     parser.add_argument("--reference", nargs="+", default=["linear", "unet"], help="the value others are paired with (first that ran)")
     parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
     parser.add_argument("--block", default="head_study", help="name of that block")
