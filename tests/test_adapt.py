@@ -1,4 +1,4 @@
-"""End-to-end `adapt` on tiny generated data: the run folder, resume equality, inspect."""
+"""End-to-end `adapt` on tiny generated data: the run folder, resume equality, calibration, inspect."""
 
 from __future__ import annotations
 
@@ -166,3 +166,31 @@ def test_every_selection_rule_is_explained_in_words() -> None:
 
     assert set(RULE_MEANINGS) == set(SELECTIONS)
     assert "upper half of the blocks" in describe_rule("fisher-cost") and "random" in describe_rule("fisher-cost")
+
+
+def test_a_run_keeps_its_calibration_in_the_best_weights_and_run_json(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cegate_cli.train import supervised
+    from cegate_cli.train.calibrate import Calibration
+
+    # Known offsets, so the test sees them travel whatever the small run's own search finds.
+    monkeypatch.setattr(supervised, "fit_class_offsets",
+                        lambda scores, labels, num_classes, ignore_index: Calibration((0.5, -0.25, 0.0, 1.0)[:num_classes], 0.4, 0.5, len(labels)))
+    options = AdaptOptions(source=demo.source_dir, out=tmp_path / "on", backbone="tiny", train=SMALL)
+    adapt(options)
+    adapt(replace(options, out=tmp_path / "off", train=replace(SMALL, calibrate=False)))
+    on, off = read_manifest(tmp_path / "on"), read_manifest(tmp_path / "off")
+    assert "calibration" not in off.metrics
+    calibration = on.metrics["calibration"]
+    assert calibration["offsets"] == [0.5, -0.25, 0.0, 1.0] and on.classes.num_classes == 4
+    best_on = load_file(str(tmp_path / "on" / "adapter.safetensors"))
+    best_off = load_file(str(tmp_path / "off" / "adapter.safetensors"))
+    # Training is the same; only the best weights' class bias differs, by the offsets.
+    for name in best_on:
+        if name != "decoder.classifier.bias":
+            assert torch.equal(best_on[name], best_off[name]), name
+    assert torch.allclose(best_on["decoder.classifier.bias"] - best_off["decoder.classifier.bias"], torch.tensor(calibration["offsets"]))
+    last_on = load_file(str(tmp_path / "on" / "adapter_last.safetensors"))
+    assert torch.equal(last_on["decoder.classifier.bias"], load_file(str(tmp_path / "off" / "adapter_last.safetensors"))["decoder.classifier.bias"])
+    shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "on")])
+    assert shown.exit_code == 0, shown.output
+    assert "calibrated class scores water +0.50, vegetation -0.25, bare soil +1.00: validation mIoU 0.400 -> 0.500" in shown.output
