@@ -65,11 +65,15 @@ class Calibration:
                    int(data["pixels"]))
 
 
+def pixel_stride(pixels: int, limit: int = MAX_PIXELS) -> int:
+    """Keep every n-th of `pixels` so at most about `limit` remain (deterministic, so a resumed run
+    fits the same offsets); the trainer strides its validation pixels with it as it collects them."""
+    return max(1, -(-pixels // limit))
+
+
 def subsample(scores: torch.Tensor, labels: torch.Tensor, limit: int = MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most `limit` pixels, every n-th (deterministic, so a resumed run fits the same offsets)."""
-    if len(labels) <= limit:
-        return scores, labels
-    stride = -(-len(labels) // limit)
+    """At most `limit` pixels, every n-th."""
+    stride = pixel_stride(len(labels), limit)
     return scores[::stride], labels[::stride]
 
 
@@ -87,7 +91,8 @@ class _Scorer:
 
     def __init__(self, scores: np.ndarray, truth: np.ndarray, num_classes: int, ignore_index: int) -> None:
         self.num_classes = num_classes
-        self.labeled = np.bincount(truth, minlength=num_classes) > 0
+        self.counts = np.bincount(truth, minlength=num_classes)
+        self.labeled = self.counts > 0
         self.ignore_index = ignore_index  # a prediction of it (an unused id below num_classes) counts for nothing, as in validation
         top2 = np.partition(scores, -2, axis=1)[:, -2:] if num_classes > 1 else np.zeros((len(truth), 2), np.float32)
         undecided = (top2[:, 1] - top2[:, 0]) <= 2 * max(abs(v) for v in OFFSET_GRID)
@@ -135,8 +140,7 @@ def fit_class_offsets(scores: torch.Tensor, labels: torch.Tensor, num_classes: i
     offsets = np.zeros(num_classes, dtype=np.float32)
     scorer = _Scorer(values, truth, num_classes, ignore_index)
     before = scorer.miou(offsets) if len(truth) else float("nan")
-    counts = np.bincount(truth, minlength=num_classes)
-    fitted = [c for c in range(num_classes) if counts[c] >= MIN_CLASS_PIXELS]
+    fitted = [c for c in range(num_classes) if scorer.counts[c] >= MIN_CLASS_PIXELS]
     best, gain = before, required_gain(len(truth))
     for _ in range(PASSES if len(fitted) > 1 else 0):  # one class alone: every offset predicts it everywhere
         moved = False

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 NOT_FINGERPRINTED = ("val_crops",)
-"""Settings older resume states recorded that no longer have to match (see `resume_fingerprint`)."""
+"""Settings that need not match on resume although older resume states recorded them: left out of
+`resume_fingerprint`, and dropped from a saved one before the two are compared. How many crops
+validate never changes the trained weights (states before 64 became the default hold 16)."""
 
 MAX_DEFAULT_WARMUP_STEPS = 25
 """The derived warm-up (a tenth of the steps) never exceeds this."""
@@ -175,7 +177,8 @@ class TrainConfig:
         data = self.to_dict()
         data.pop("device")
         data.pop("save_every")  # how often state is written never changes the weights
-        data.pop("val_crops")  # nor how many crops validate (states before 64 became the default hold 16)
+        for name in NOT_FINGERPRINTED:
+            data.pop(name)
         if data["selection"] == "fisher":
             data.pop("selection")  # the rule of every state written before the option existed: those still resume
         if data["head_warmup"] == 0:

@@ -35,7 +35,7 @@ from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox import Toolbox
-from cegate_cli.train.calibrate import MAX_PIXELS, Calibration, fit_class_offsets
+from cegate_cli.train.calibrate import Calibration, fit_class_offsets, pixel_stride
 from cegate_cli.train.config import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
@@ -303,7 +303,7 @@ class SupervisedTrainer:
         self.reporter.finish()
         last = self.trained_weights()
         best = self.progress.best_weights or last
-        calibration = self.progress.best_calibration if self.progress.best_weights else None
+        calibration = self.progress.best_calibration  # fitted with the best weights, so None without them
         if calibration is not None and calibration.changed:
             best = with_class_offsets(best, calibration.offsets)
         return TrainOutcome(
@@ -378,8 +378,8 @@ class SupervisedTrainer:
         matrix = ConfusionMatrix(table.num_classes, table.ignore_index)
         calibrating = self.inputs.keep_best and self.config.calibrate
         scores, labels = [], []  # the labeled pixels' class scores, for the calibration of a new best
-        most = len(self.inputs.validation) * self.config.batch_size * self.config.crop**2
-        stride = -(-most // MAX_PIXELS)  # every n-th pixel: memory stays bounded however many crops validate
+        # every n-th pixel: memory stays bounded however many crops validate
+        stride = pixel_stride(len(self.inputs.validation) * self.config.batch_size * self.config.crop**2)
         self.model.eval()
         for batch in self.inputs.validation:
             images = batch.images.to(self.inputs.device)
