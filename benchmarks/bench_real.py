@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pixel_baseline import GaussianPixelClassifier  # noqa: E402
 from real_shift import Shift, shift_folder  # noqa: E402
-from real_table import MODE_SUFFIX, render_block  # noqa: E402
+from real_table import EARLIER_TRAIN, MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
 from cegate_cli.decoder import DECODERS  # noqa: E402
@@ -373,13 +373,6 @@ ToolboxConfig.earth_init = "kaiming", reselect_every = 100 (the paper rescored e
 in domain generalisation, every 50 in adaptation)."""
 
 
-SQRT_WEIGHTS = 0.5
-"""The class-weight power of every record written before it was a setting: records leave it out
-when it is this, so they group with those."""
-EARLIER_VAL_CROPS = 16
-"""Likewise the validation crops of every record written before they were a setting."""
-
-
 def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -> TrainConfig:
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
     saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
@@ -490,9 +483,7 @@ def record(
         "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
         "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
         "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
-                   **({"class_weight_power": args.class_weight_power} if args.class_weight_power != SQRT_WEIGHTS else {}),
-                   **({"calibrate": True} if args.calibrate else {}),  # records before it existed were not calibrated
-                   **({"val_crops": args.val_crops} if args.val_crops != EARLIER_VAL_CROPS else {}),
+                   **{name: getattr(args, name) for name in EARLIER_TRAIN if getattr(args, name) != EARLIER_TRAIN[name]},
                    **({"prior_alignment": True} if args.prior_alignment else {}),
                    **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),

@@ -22,14 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from real_table import mean_std, paired, parameter_range
+from real_table import EARLIER_TRAIN, mean_std, paired, parameter_range
 from report_block import study_header, write_or_print
 from selection_table import load
-
-
-UNRECORDED = {"class_weight_power": 0.5, "calibrate": False, "val_crops": 16}
-"""A training setting's value in records written before bench_real recorded it (or when it has
-this value: bench_real leaves it out then)."""
 
 
 def value_of(record: dict[str, Any], vary: str) -> str:
@@ -38,7 +33,7 @@ def value_of(record: dict[str, Any], vary: str) -> str:
     if vary == "decoder":
         return str(record["decoder"])
     names = vary.split(",")
-    values = [str(record["train"].get(name, UNRECORDED.get(name))) for name in names]
+    values = [str(record["train"].get(name, EARLIER_TRAIN.get(name))) for name in names]
     return values[0] if len(names) == 1 else ", ".join(f"{n} {v}" for n, v in zip(names, values))
 
 
