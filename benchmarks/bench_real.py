@@ -17,6 +17,8 @@ classifier on band values, benchmarks/pixel_baseline.py), and cegate runs throug
 rule of `--rules` (TrainConfig.selection), source-only and, where a setting has an unlabeled target,
 with self-training on it. Every row is scored by cegate's ConfusionMatrix through `evaluate_scene`
 on the same test pixels (labels 255 and nodata excluded). One progress line per run goes to stderr.
+A source-only run another setting already trained on the same source and seed in this process is
+scored again, not retrained (`TrainedRuns`): `--settings naip naip-shift` trains each rule once.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
     parser.add_argument("--oracle", action="store_true",
                         help="also train the head with each single module, then the oracle's set (the top single-module "
-                             "gains, as many as --select gives): the selection study's upper bound (slow: one run per module)")
+                             "gains, as many as --select gives): the selection study's upper bound (slow: one run per module); "
+                             "in-domain settings only (naip)")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu", help="training and prediction device (cpu, cuda, auto)")
@@ -413,9 +416,46 @@ def trained_parameters(parameters: dict[str, int], rule: str) -> int:
     return int(parameters["decoder"] + (parameters["backbone"] if rule == "full" else parameters["modules_trained"]))
 
 
-def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+class TrainedRuns:
+    """The source-only runs trained in this process, by labeled source folder, seed and run.
+
+    naip-shift trains on the very train tiles naip does, with the same settings; training is
+    deterministic on a seed, so a source-only run it asks for is the run naip already trained,
+    scored again on its own (shifted) test tiles: the same weights for seconds instead of
+    minutes, and the two settings' rows pair on identical models."""
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, int, CegateRun], tuple[Path, dict[str, Any]]] = {}
+
+    @staticmethod
+    def _key(domains: Domains, seed: int, run: CegateRun) -> tuple[str, int, CegateRun]:
+        return str(domains.source.resolve()), seed, run
+
+    def find(self, domains: Domains, seed: int, run: CegateRun) -> tuple[Path, dict[str, Any]] | None:
+        """(run folder, its first record), or None where this run must be trained."""
+        return self._runs.get(self._key(domains, seed, run)) if run.mode == "source-only" else None
+
+    def add(self, domains: Domains, seed: int, run: CegateRun, run_dir: Path, entry: dict[str, Any]) -> None:
+        if run.mode == "source-only":
+            self._runs[self._key(domains, seed, run)] = (run_dir, entry)
+
+    def folder(self, work: Path, setting: str, seed: int, run: CegateRun, domains: Domains) -> Path:
+        """Where `run` of this setting and seed lies: its own folder, or the one it was scored from."""
+        found = self.find(domains, seed, run)
+        return found[0] if found else run_folder(work, setting, seed, run)
+
+
+TRAINED_FIELDS = ("selected", "select_count", "depth", "scores", "modules")
+"""What a record says of how its run trained: a rescored record copies them from the first."""
+
+
+def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
+                  trained: TrainedRuns) -> dict[str, Any]:
     from cegate_cli.adapt import AdaptOptions, adapt
 
+    found = trained.find(domains, seed, run)
+    if found is not None:
+        return rescored_record(setting, seed, run, domains, args, *found)
     run_dir = run_folder(work, setting, seed, run)
     started = time.perf_counter()
     result = adapt(AdaptOptions(
@@ -425,10 +465,10 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
         galileo=GalileoOptions(patch_size=args.patch_size),
     ))
-    trained = time.perf_counter() - started
+    train_s = time.perf_counter() - started
     evaluation, loaded, scored = evaluated(run_dir, domains, args)
     count = trained_parameters(result.manifest.parameters, run.rule)
-    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, trained, scored, count, run, args)
+    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, train_s, scored, count, run, args)
     last = result.outcome.selections[-1]
     entry["selected"] = [f"{kind}@{layer}" for kind, layer in last.selected]
     entry["select_count"] = result.manifest.select_count
@@ -437,10 +477,25 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         entry["scores"] = {f"{kind}@{layer}": value for (kind, layer), value in last.scores.normalized.items()}
     if run.modules:
         entry["modules"] = [list(key) for key in run.modules]
+    trained.add(domains, seed, run, run_dir, entry)
     return entry
 
 
-def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def rescored_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace,
+                    run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
+    """A run another setting trained on the same source (see TrainedRuns), scored on this
+    setting's test tiles; its training seconds and parameters are the first record's, and
+    `trained_in` names the setting that trained it."""
+    evaluation, loaded, scored = evaluated(run_dir, domains, args)
+    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, first["train_seconds"], scored,
+                   first["trained_parameters"], run, args)
+    entry.update({name: first[name] for name in TRAINED_FIELDS if name in first})
+    entry["trained_in"] = first.get("trained_in", first["setting"])
+    return entry
+
+
+def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
+                        trained: TrainedRuns) -> dict[str, Any]:
     """The source-only run, its target read with the target folder's own band statistics: a copy
     of the run whose run.json holds the statistics `adapt --target` would store, scored as
     `evaluate` scores it. It separates what renormalisation alone gives from what self-training
@@ -456,7 +511,7 @@ def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domain
     stats_run = replace(run, mode="target-stats")
     run_dir = run_folder(work, setting, seed, stats_run)
     shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.copytree(run_folder(work, setting, seed, run), run_dir)
+    shutil.copytree(trained.folder(work, setting, seed, run, domains), run_dir)
     started = time.perf_counter()
     manifest = read_manifest(run_dir)
     galileo = manifest.backbone.get("galileo")
@@ -531,6 +586,7 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
             write_text_atomic(args.json, json.dumps(saved, indent=1))
 
     check_backbones(args.backbone)
+    trained = TrainedRuns()
     with tempfile.TemporaryDirectory(prefix="cegate-bench-real-") as scratch:
         work = args.work or Path(scratch)
         for setting in args.settings:
@@ -541,19 +597,19 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 save()
                 runs = plan(domains, args)
                 for run in runs:
-                    saved["records"].append(cegate_record(setting, seed, run, domains, args, work))
+                    saved["records"].append(cegate_record(setting, seed, run, domains, args, work, trained))
                     save()
                     if run.mode == "source-only" and domains.target is not None and "target-stats" in args.target_modes:
-                        saved["records"].append(target_stats_record(setting, seed, run, domains, args, work))
+                        saved["records"].append(target_stats_record(setting, seed, run, domains, args, work, trained))
                         save()
-                if args.oracle:
-                    oracle_runs(setting, seed, domains, args, work, runs, saved, save)
+                if args.oracle and domains.target is None:
+                    oracle_runs(setting, seed, domains, args, work, saved, save, trained)
     save()
     return saved
 
 
 def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path,
-                done: list[CegateRun], saved: dict[str, Any], save: Callable[[], None]) -> None:
+                saved: dict[str, Any], save: Callable[[], None], trained: TrainedRuns) -> None:
     """--oracle: the head alone (unless a row ran it), each single module, then the oracle's set."""
     from cegate_cli.fisher import parse_select
     from cegate_cli.module_key import KINDS
@@ -563,15 +619,15 @@ def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namesp
             here = [r for r in saved["records"] if r["seed"] == seed and r["setting"] == setting and r["backbone"] == backbone
                     and r["decoder"] == decoder]
             if not any(r["row"] == "none" for r in here):
-                here.append(cegate_record(setting, seed, CegateRun("none", "source-only", backbone, decoder), domains, args, work))
+                here.append(cegate_record(setting, seed, CegateRun("none", "source-only", backbone, decoder), domains, args, work, trained))
                 saved["records"].append(here[-1])
                 save()
             for run in oracle_singles(here[-1]["depth"], backbone, decoder):
-                here.append(cegate_record(setting, seed, run, domains, args, work))
+                here.append(cegate_record(setting, seed, run, domains, args, work, trained))
                 saved["records"].append(here[-1])
                 save()
             count = parse_select(args.select, here[-1]["depth"] * len(KINDS))  # what fisher and random select
-            saved["records"].append(cegate_record(setting, seed, oracle_set(here, count, backbone, decoder), domains, args, work))
+            saved["records"].append(cegate_record(setting, seed, oracle_set(here, count, backbone, decoder), domains, args, work, trained))
             save()
 
 

@@ -19,24 +19,44 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from real_table import RULE_ORDER, SETTING_TITLES, mean_std, parameter_range, row_label
+from real_table import MODE_LABELS, MODE_SUFFIX, RULE_ORDER, SETTING_TITLES, mean_std, parameter_range, row_label
 from report_block import study_header, write_or_print
 
-BASELINES = {"pixel": "per-pixel Gaussian classifier (bands only)", "majority": "majority class"}
-"""Rows without training that each table names beside the rules, on the same test pixels."""
+BASELINES = {
+    "pixel": "per-pixel Gaussian classifier (bands only)",
+    "pixel+target": "the same, each domain standardised with its own statistics",
+    "pixel-reference": "the same fitted on target labels",
+    "majority": "majority class",
+}
+"""Rows without training that each table names beside the rules, on the same test pixels (the
+last two only where the setting has a target domain)."""
 PARTNERS = {"random": "random", "random-cost": "random among fisher-cost's blocks", "all": "all modules", "none": "head only"}
 """The baselines every rule is paired with (those the runs have): the same count drawn at random (from
 every block, or from fisher-cost's), every module, the head alone."""
 
 
-def load(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The cegate source-only records and the run headers of bench_real.py --json files."""
+def load(paths: list[Path], mode: str = "source-only") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The run headers of bench_real.py --json files and their records the tables compare: the
+    cegate runs of `mode`, named by their rule (so "fisher+tstats" pairs with "none+tstats" as
+    "fisher" with "none"), the reference runs trained on target labels (the headroom), and the
+    baselines."""
     records, headers = [], []
     for path in paths:
         data = json.loads(path.read_text(encoding="utf-8"))
         headers.append(data)
-        records += [r for r in data["records"] if (r.get("rule") and r.get("mode") == "source-only") or r["row"] in BASELINES]
+        trained_s = {run_key(r): r["train_seconds"] for r in data["records"] if r.get("mode") == "source-only"}
+        for r in data["records"]:
+            if r.get("rule") and r.get("mode") == mode:
+                row = r["row"].removesuffix(MODE_SUFFIX[mode])
+                seconds = trained_s.get(run_key({**r, "row": row}), r["train_seconds"]) if mode == "target-stats" else r["train_seconds"]
+                records.append({**r, "row": row, "train_seconds": seconds})  # target-stats: the source-only run it rescores
+            elif (r.get("rule") and r.get("mode") == "reference") or r["row"] in BASELINES:
+                records.append(r)
     return records, headers
+
+
+def run_key(r: dict[str, Any]) -> str:
+    return json.dumps([r["setting"], r["row"], r["seed"], r["backbone"], r["decoder"], r["train"]], sort_keys=True)
 
 
 def groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -152,8 +172,10 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     first = rows[0]
     t = first["train"]
     title = SETTING_TITLES.get(first["setting"], first["setting"])
+    mode = next(r["mode"] for r in rows if r["mode"] != "reference")
+    scored_as = "" if mode == "source-only" else f" ({MODE_LABELS[mode].format('each rule')})"
     lines = [
-        f"### {title}: {first['backbone']}, {first['decoder']} head",
+        f"### {title}: {first['backbone']}, {first['decoder']} head{scored_as}",
         "",
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}, select {t['select']}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}).",
@@ -167,7 +189,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {row_label(rule)} | {mean_std([by_rule[rule][s] for s in seeds])} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in partners)
             + f" | {parameter_range(runs[rule])} | {statistics.mean(r['train_seconds'] for r in runs[rule]):.0f} |"
         )
-    shared = [rule for rule in order if rule not in ("oracle", "none")]
+    shared = [rule for rule in order if rule not in ("oracle", "none") and not rule.endswith(MODE_SUFFIX["reference"])]
     lines += oracle_lines(rows + oracle_rows, shared, seeds)
     return [*lines, ""]
 
@@ -184,9 +206,9 @@ def baseline_line(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
     return [f"Baselines on the same test pixels and seeds: {'; '.join(parts)}.", ""] if parts else []
 
 
-def render(records: list[dict[str, Any]], headers: list[dict[str, Any]]) -> list[str]:
+def render(records: list[dict[str, Any]], headers: list[dict[str, Any]], options: str = "") -> list[str]:
     seeds = sorted({r["seed"] for r in records})
-    lines = study_header(headers, seeds, "python benchmarks/selection_table.py <those --json files> --out docs/benchmarks.md")
+    lines = study_header(headers, seeds, f"python benchmarks/selection_table.py <those --json files>{options} --out docs/benchmarks.md")
     for rows in groups(records).values():
         lines += table(rows)
         lines += baseline_line(records, rows)
@@ -198,15 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
     parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
     parser.add_argument("--decoder", default=None, help="only the runs with this head (files may hold runs of several)")
+    parser.add_argument("--settings", nargs="+", default=None, help="only these settings (files may hold several)")
+    parser.add_argument("--mode", choices=[m for m in MODE_SUFFIX if m != "reference"], default="source-only",
+                        help="the runs compared: source-only; target-stats (source-only, the target read with its own "
+                             "statistics); self-training. Reference runs (trained on target labels) join as the headroom")
     parser.add_argument("--block", default="selection_study", help="name of that block (<!-- NAME:begin --> ... <!-- NAME:end -->)")
     args = parser.parse_args(argv)
-    records, headers = load(args.json)
+    records, headers = load(args.json, args.mode)
     if args.decoder:
         records = [r for r in records if r.get("rule") is None or r["decoder"] == args.decoder]
-    if not records:
-        print("no cegate source-only records in those files", file=sys.stderr)
+    if args.settings:
+        records = [r for r in records if r["setting"] in args.settings]
+    if not any(r.get("rule") and r["mode"] == args.mode for r in records):
+        print(f"no cegate {args.mode} records in those files", file=sys.stderr)
         return 2
-    write_or_print(args.out, args.block, render(records, headers), "# Selection study\n\n")
+    options = "".join([f" --decoder {args.decoder}" if args.decoder else "", f" --settings {' '.join(args.settings)}" if args.settings else "",
+                       f" --mode {args.mode}" if args.mode != "source-only" else "", f" --block {args.block}" if args.block != "selection_study" else ""])
+    write_or_print(args.out, args.block, render(records, headers, options), "# Selection study\n\n")
     return 0
 
 
