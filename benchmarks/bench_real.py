@@ -432,7 +432,7 @@ class TrainedRuns:
         return str(domains.source.resolve()), seed, run
 
     def find(self, domains: Domains, seed: int, run: CegateRun) -> tuple[Path, dict[str, Any]] | None:
-        """(run folder, its first record), or None where this run must be trained."""
+        """(run folder, how it trained: see cegate_record), or None where this run must be trained."""
         return self._runs.get(self._key(domains, seed, run)) if run.mode == "source-only" else None
 
     def add(self, domains: Domains, seed: int, run: CegateRun, run_dir: Path, entry: dict[str, Any]) -> None:
@@ -443,10 +443,6 @@ class TrainedRuns:
         """Where `run` of this setting and seed lies: its own folder, or the one it was scored from."""
         found = self.find(domains, seed, run)
         return found[0] if found else run_folder(work, setting, seed, run)
-
-
-TRAINED_FIELDS = ("selected", "select_count", "depth", "scores", "modules")
-"""What a record says of how its run trained: a rescored record copies them from the first."""
 
 
 def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
@@ -470,28 +466,30 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     count = trained_parameters(result.manifest.parameters, run.rule)
     entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, train_s, scored, count, run, args)
     last = result.outcome.selections[-1]
-    entry["selected"] = [f"{kind}@{layer}" for kind, layer in last.selected]
-    entry["select_count"] = result.manifest.select_count
-    entry["depth"] = int(result.manifest.backbone.get("depth") or 0)
+    how = {  # how the run trained: a record that rescores it elsewhere carries the same
+        "selected": [f"{kind}@{layer}" for kind, layer in last.selected],
+        "select_count": result.manifest.select_count,
+        "depth": int(result.manifest.backbone.get("depth") or 0),
+    }
     if last.scores.normalized:  # the scores the oracle study correlates with the single-module gains
-        entry["scores"] = {f"{kind}@{layer}": value for (kind, layer), value in last.scores.normalized.items()}
+        how["scores"] = {f"{kind}@{layer}": value for (kind, layer), value in last.scores.normalized.items()}
     if run.modules:
-        entry["modules"] = [list(key) for key in run.modules]
-    trained.add(domains, seed, run, run_dir, entry)
+        how["modules"] = [list(key) for key in run.modules]
+    entry.update(how)
+    trained.add(domains, seed, run, run_dir, {**how, "train_seconds": entry["train_seconds"],
+                                               "trained_parameters": count, "trained_in": setting})
     return entry
 
 
 def rescored_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace,
-                    run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
+                    run_dir: Path, how: dict[str, Any]) -> dict[str, Any]:
     """A run another setting trained on the same source (see TrainedRuns), scored on this
-    setting's test tiles; its training seconds and parameters are the first record's, and
-    `trained_in` names the setting that trained it."""
+    setting's test tiles: `how` it trained (its selection, training seconds and parameters, and
+    `trained_in`, the setting that trained it) as cegate_record stored it."""
     evaluation, loaded, scored = evaluated(run_dir, domains, args)
-    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, first["train_seconds"], scored,
-                   first["trained_parameters"], run, args)
-    entry.update({name: first[name] for name in TRAINED_FIELDS if name in first})
-    entry["trained_in"] = first.get("trained_in", first["setting"])
-    return entry
+    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, how["train_seconds"], scored,
+                   how["trained_parameters"], run, args)
+    return {**entry, **how}
 
 
 def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
