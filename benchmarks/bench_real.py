@@ -376,11 +376,13 @@ ToolboxConfig.earth_init = "kaiming", reselect_every = 100 (the paper rescored e
 in domain generalisation, every 50 in adaptation)."""
 
 
-def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str) -> TrainConfig:
+def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str, fixed_set: bool = False) -> TrainConfig:
     """TrainConfig's defaults (what `adapt` users get) except what the benchmark varies; state is
-    saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs."""
+    saved only at the end (a benchmark run is never resumed) and warm-up fits short smoke runs.
+    `fixed_set`: an oracle run, whose candidates are exactly the modules it trains, so it selects
+    them all ("1.0"); `--select 6` would ask for 6 of its 1 candidate and be refused."""
     config = replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select=args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, calibrate=args.calibrate, val_crops=args.val_crops,
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select="1.0" if fixed_set else args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, calibrate=args.calibrate, val_crops=args.val_crops,
         device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
         warmup_steps=None,  # derived again for these steps (a tenth, at most 25), as `adapt --steps` does
     )
@@ -456,7 +458,7 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     started = time.perf_counter()
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
-        train=train_config(args, seed, run.decoder, run.rule), toolbox=toolbox_config(run.rule), only_modules=run.modules or None,
+        train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)), toolbox=toolbox_config(run.rule), only_modules=run.modules or None,
         target=domains.target if run.mode == "self-training" else None,
         overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
         galileo=GalileoOptions(patch_size=args.patch_size),

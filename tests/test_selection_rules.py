@@ -130,7 +130,7 @@ def test_head_warmup_must_end_before_the_last_step_and_old_states_still_resume()
 
 
 def test_only_modules_restricts_the_candidates_so_all_trains_exactly_them(demo, tmp_path: Path) -> None:
-    """The oracle study's single-module runs (benchmarks/bench_oracle.py): `only_modules` with rule all."""
+    """The oracle study's single-module runs (benchmarks/bench_real.py --oracle): `only_modules` with rule all."""
     from cegate_cli.errors import InputError
 
     options = AdaptOptions(source=demo.source_dir, out=tmp_path / "one", backbone="tiny", only_modules=(("earth", 2),),
