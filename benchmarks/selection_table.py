@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from real_table import MODE_LABELS, MODE_SUFFIX, RULE_ORDER, SETTING_TITLES, mean_std, parameter_range, row_label
+from real_table import EARLIER_TRAIN, MODE_LABELS, MODE_SUFFIX, RULE_ORDER, SETTING_TITLES, mean_std, parameter_range, row_label
 from report_block import study_header, write_or_print
 
 BASELINES = {
@@ -154,6 +154,17 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
     return lines
 
 
+def later_options(train: dict[str, Any]) -> str:
+    """", uncalibrated, 16 validation crops" (how the first studies trained) or ", calibrated, 64
+    validation crops" (today's defaults): options bench_real records only where they differ from
+    real_table.EARLIER_TRAIN, named in the header so a reader can tell the two apart."""
+    options = {**EARLIER_TRAIN, **train}
+    words = ["calibrated" if options["calibrate"] else "uncalibrated", f"{options['val_crops']} validation crops"]
+    if options["class_weight_power"] != EARLIER_TRAIN["class_weight_power"]:
+        words.append(f"class-weight power {options['class_weight_power']}")
+    return "".join(f", {w}" for w in words)
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     oracle_rows = [r for r in rows if r["row"].startswith("only ") or r["row"] == "oracle"]
     first_runs: dict[tuple[str, int], dict[str, Any]] = {}
@@ -178,7 +189,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         f"### {title}: {first['backbone']}, {first['decoder']} head{scored_as}",
         "",
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
-        f"rare crops {t.get('rare_crops', 1)}, select {t['select']}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}).",
+        f"rare crops {t.get('rare_crops', 1)}, select {t['select']}{later_options(t)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}).",
         "",
         "| rule | mIoU, mean ± std | " + " | ".join(f"minus {PARTNERS[p]}, paired (ahead)" for p in partners)
         + " | trained parameters | train s per run |",
