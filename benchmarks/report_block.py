@@ -64,7 +64,12 @@ def per_seed_commands(headers: list[dict], seeds: list[int], rendered_by: str) -
     by it), then the loop and the command that rendered them: a block of 30 runs stays readable."""
     import re
 
-    commands = sorted({re.sub(r"_s\d+\.json", "_sS.json", re.sub(r"--seeds \d+ ", "--seeds S ", h.get("command", "?"))) for h in headers})
+    def per_seed(command: str) -> str:  # a command that ran several seeds at once is kept as it ran
+        if not re.search(r"--seeds \d+ (?!\d)", command + " "):
+            return command
+        return re.sub(r"_s\d+\.json", "_sS.json", re.sub(r"--seeds \d+ ", "--seeds S ", command + " ")).rstrip()
+
+    commands = sorted({per_seed(h.get("command", "?")) for h in headers})
     commands.append(f"# for S in {' '.join(map(str, seeds))}; rendered by: {rendered_by}")
     return "\n".join(commands)
 
