@@ -56,7 +56,7 @@ from cegate_cli.run import (
     state_dir,
 )
 from cegate_cli.toolbox import KINDS
-from cegate_cli.train.config import SelfTrainConfig
+from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
@@ -186,7 +186,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         normalization=stats, galileo=galileo_inputs,
     )
     candidates = _candidates(built.toolbox.keys(), options)
-    select_count = parse_select(config.select, len(candidates))
+    select_count = _select_count(config, candidates)
     weights = balanced_class_weights(folder.label_counts, table.num_classes, power=config.class_weight_power)  # loss and rare-class crops
     loss_weights = None if config.loss == "ce" else weights
     sampler = CropSampler(
@@ -287,7 +287,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
             f"--modules {','.join(options.kinds)}: the run {options.from_run} has no such modules "
             f"(its toolbox holds {', '.join(earlier.toolbox.kinds)})"
         )
-    select_count = parse_select(config.select, len(candidates))
+    select_count = _select_count(config, candidates)
     table = earlier.classes
     tstats = earlier.normalization
     if self_config.target_norm == "target":
@@ -318,6 +318,14 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
     return Fitting(trainer, manifest, candidates, warnings, [target_sampler])
+
+
+def _select_count(config: TrainConfig, candidates: list[ModuleKey]) -> int:
+    """How many modules the run selects, as run.json and `inspect` report it: `--select` of the
+    candidates (refused where it asks for more than exist), except that rule all trains every
+    candidate whatever `--select` says, so its count is theirs (it read "5 modules" for 18)."""
+    count = parse_select(config.select, len(candidates))
+    return len(candidates) if config.selection == "all" else count
 
 
 def _candidates(keys: list[ModuleKey], options: AdaptOptions) -> list[ModuleKey]:
