@@ -163,9 +163,9 @@ def selection_compute(manifest: Any) -> dict[str, Any]:
 RULE_MEANINGS = {
     "fisher-cost": (
         "the modules whose gradient carries most of the task (Fisher score) among the upper half of the "
-        "blocks, so the lower half runs without a backward pass. On the NAIP benchmark (docs/benchmarks.md) "
-        "about half of its gain over a random choice of as many modules came from using the upper blocks at "
-        "all (a random choice there recovers it) and half from the scores' ranking"
+        "blocks, so the lower half runs without a backward pass. On the NAIP benchmark at the defaults "
+        "(docs/benchmarks.md) it beat the frozen backbone with the head alone but only tied a random choice "
+        "of as many modules and training every module: what it buys is the same map for less compute"
     ),
     "fisher": "the modules with the highest Fisher scores over all blocks (the paper's rule); low blocks usually win, so little backward pass is skipped",
     "fisher-block": "the modules with the highest Fisher scores, each block's scores ranked against the same block's other kinds",

@@ -99,9 +99,12 @@ class TrainConfig:
     "all" (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole
     backbone, patch embedding included, trains with the head; its run saves the backbone too).
 
-    Default fisher-cost: on the NAIP tiles (tiny, linear head, 10 paired seeds) it beat random
-    selection of as many modules on 9 of 10 seeds (+0.023 mIoU) and all modules on 7 of 10 (+0.016),
-    where the paper's rule tied random (4 of 10); docs/benchmarks.md."""
+    Default fisher-cost, the cheapest of the rules that make the best maps: on the NAIP tiles at
+    these defaults (tiny, 10 paired seeds) it beat the head alone on every seed (+0.020 mIoU) and
+    tied random selection of as many modules (+0.002, 6 of 10) and all modules (+0.005, 7 of 10),
+    at half the backward pass; with galileo-nano every rule tied (4 seeds). With the linear head
+    and no calibration it had beaten random on 9 of 10 seeds (+0.023) where the paper's rule tied
+    it (4 of 10); docs/benchmarks.md."""
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None:
