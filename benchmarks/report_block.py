@@ -65,9 +65,12 @@ def per_seed_commands(headers: list[dict], seeds: list[int], rendered_by: str) -
     import re
 
     def per_seed(command: str) -> str:  # a command that ran several seeds at once is kept as it ran
-        if not re.search(r"--seeds \d+ (?!\d)", command + " "):
+        one_seed = re.search(r"--seeds (\d+) (?!\d)", command + " ")
+        if one_seed is None:
             return command
-        return re.sub(r"_s\d+\.json", "_sS.json", re.sub(r"--seeds \d+ ", "--seeds S ", command + " ")).rstrip()
+        seed = one_seed.group(1)  # "_s3" names seed 3 in any path: the json, and a --work folder like w_tdef_s3
+        named = re.sub(rf"_s{seed}(?=[./\s]|$)", "_sS", command + " ")
+        return re.sub(r"--seeds \d+ ", "--seeds S ", named).rstrip()
 
     commands = sorted({per_seed(h.get("command", "?")) for h in headers})
     commands.append(f"# for S in {' '.join(map(str, seeds))}; rendered by: {rendered_by}")
