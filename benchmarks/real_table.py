@@ -28,7 +28,7 @@ RULE_LABELS = {
     "all": "all modules, no selection",
     "random": "random selection, same k",
     "random-cost": "random selection among fisher-cost's blocks, same k",
-    "fisher": "Fisher selection (cegate)",
+    "fisher": "Fisher, global top k (the paper's rule, fisher)",
     "fisher-cost": "Fisher, upper half of the blocks only (fisher-cost)",
     "fisher-block": "Fisher, ranked within each block (fisher-block)",
     "fisher-agree": "squared mean gradient (fisher-agree)",

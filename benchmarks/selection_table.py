@@ -33,6 +33,9 @@ last two only where the setting has a target domain)."""
 PARTNERS = {"random": "random", "random-cost": "random among fisher-cost's blocks", "all": "all modules", "none": "head only"}
 """The baselines every rule is paired with (those the runs have): the same count drawn at random (from
 every block, or from fisher-cost's), every module, the head alone."""
+VARIANT_PARTNERS = {"fisher": "the paper's rule"}
+"""Where a table holds none of PARTNERS (fisher and its variants run alone, e.g. rescoring under
+self-training), each rule is paired with the rule the variants change."""
 
 
 def load(paths: list[Path], mode: str = "source-only") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -179,7 +182,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         runs.setdefault(r["row"], []).append(r)
     seeds = sorted(set.intersection(*(set(s) for s in by_rule.values())))
     order = sorted(by_rule, key=lambda rule: RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER))
-    partners = [p for p in PARTNERS if p in by_rule]
+    partners = [p for p in PARTNERS if p in by_rule] or [p for p in VARIANT_PARTNERS if p in by_rule]
+    partner_labels = {**PARTNERS, **VARIANT_PARTNERS}
     first = rows[0]
     t = first["train"]
     title = SETTING_TITLES.get(first["setting"], first["setting"])
@@ -191,15 +195,14 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}, select {t['select']}{later_options(t)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}).",
         "",
-        "| rule | mIoU, mean ± std | " + " | ".join(f"minus {PARTNERS[p]}, paired (ahead)" for p in partners)
-        + " | trained parameters | train s per run |",
-        "|---|---|" + "---|" * len(partners) + "---|---|",
+        "| " + " | ".join(["rule", "mIoU, mean ± std", *(f"minus {partner_labels[p]}, paired (ahead)" for p in partners),
+                            "trained parameters", "train s per run"]) + " |",
+        "|" + "---|" * (4 + len(partners)),
     ]
     for rule in order:
-        lines.append(
-            f"| {row_label(rule)} | {mean_std([by_rule[rule][s] for s in seeds])} | " + " | ".join(paired(by_rule, rule, p, seeds) for p in partners)
-            + f" | {parameter_range(runs[rule])} | {statistics.mean(r['train_seconds'] for r in runs[rule]):.0f} |"
-        )
+        cells = [row_label(rule), mean_std([by_rule[rule][s] for s in seeds]), *(paired(by_rule, rule, p, seeds) for p in partners),
+                 parameter_range(runs[rule]), f"{statistics.mean(r['train_seconds'] for r in runs[rule]):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     shared = [rule for rule in order if rule not in ("oracle", "none") and not rule.endswith(MODE_SUFFIX["reference"])]
     lines += oracle_lines(rows + oracle_rows, shared, seeds)
     return [*lines, ""]
