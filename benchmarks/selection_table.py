@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,37 @@ def mean_and_seeds(values: list[float]) -> str:
     return (f"{statistics.mean(values):+.2f} (" + ", ".join(f"{v:+.2f}" for v in values) + ")") if values else "–"
 
 
+def single_gains(by: dict[tuple[str, int], dict[str, Any]], seed: int) -> dict[str, float]:
+    """One seed's oracle gains: each single module's mIoU minus the head alone's, by module name."""
+    head = by[("none", seed)]["miou"]
+    return {row[len("only "):]: r["miou"] - head for (row, s), r in by.items() if s == seed and row.startswith("only ")}
+
+
+def gain_consistency(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]) -> str:
+    """How well one seed's single-module gains predict another's: the mean Spearman over every pair of
+    seeds, over every module and over fisher-cost's blocks. It measures how noisy the gains are: a
+    score that ordered the modules by their true mean gain would correlate with one seed's gains at
+    about the square root of this (two seeds share the true order, each with its own noise), which
+    is the ceiling the rank-correlation column is read against."""
+    if len(seeds) < 2:
+        return ""
+    gains = {seed: single_gains(by, seed) for seed in seeds}
+    modules = sorted(set.intersection(*(set(g) for g in gains.values())))
+    cost_run = next((by[("fisher-cost", s)] for s in seeds if ("fisher-cost", s) in by), None)
+    groups = [("every module", modules)] + ([("fisher-cost's blocks", candidates(cost_run, modules))] if cost_run else [])
+    parts = []
+    for label, keys in groups:
+        pairs = [spearman([gains[a][k] for k in keys], [gains[b][k] for k in keys]) for a, b in combinations(seeds, 2)]
+        mean = statistics.mean(pairs)
+        ceiling = f"; ceiling about {math.sqrt(mean):+.2f}" if mean > 0 else ""
+        parts.append(f"{mean:+.2f} over {label} (pairs from {min(pairs):+.2f} to {max(pairs):+.2f}{ceiling})")
+    return (
+        f"How well one seed's single-module gains predict another seed's (Spearman, mean over the {len(seeds) * (len(seeds) - 1) // 2} "
+        f"pairs of seeds): {'; '.join(parts)}. The gains are this noisy; a score that ordered the modules by their true mean "
+        "gain would correlate with one seed's gains at about the square root (the ceiling named) of this."
+    )
+
+
 def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int]) -> list[str]:
     """Regret against the oracle's set and rank correlation of each rule's scores with the gains."""
     by = {(r["row"], r["seed"]): r for r in rows}
@@ -163,6 +196,7 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
         "",
         *[oracle_summary(by, seed) for seed in oracle_seeds],
         "",
+        *([consistency, ""] if (consistency := gain_consistency(by, oracle_seeds)) else []),
         "| rule | regret, paired (rule behind the oracle on) | rank correlation with the gains, mean (per seed) | "
         "the same among the modules the rule may pick | selected modules in the oracle's set, mean |",
         "|---|---|---|---|---|",
@@ -172,9 +206,9 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
         for seed in oracle_seeds:
             if (rule, seed) not in by:
                 continue
-            run, oracle, head = by[(rule, seed)], by[("oracle", seed)], by[("none", seed)]
+            run, oracle = by[(rule, seed)], by[("oracle", seed)]
             regrets.append(oracle["miou"] - run["miou"])
-            gains = {r["row"][len("only "):]: r["miou"] - head["miou"] for (row, s), r in by.items() if s == seed and row.startswith("only ")}
+            gains = single_gains(by, seed)
             both = rank_correlations(run, gains)
             if both:
                 correlations.append(both[0])

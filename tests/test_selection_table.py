@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import rank_correlations  # noqa: E402
+from selection_table import gain_consistency, rank_correlations  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -46,3 +46,22 @@ def test_the_papers_rule_may_pick_every_module() -> None:
 def test_a_rule_without_scores_has_no_correlation() -> None:
     run, gains = constructed_run("random-cost")
     assert rank_correlations({**run, "scores": {}}, gains) is None
+
+
+def oracle_rows(seed: int, gains: dict[str, float]) -> dict[tuple[str, int], dict]:
+    """One seed of an oracle study as selection_table indexes it: the head alone and each single module."""
+    rows = {("none", seed): {"miou": 0.6}}
+    rows.update({(f"only {name}", seed): {"miou": 0.6 + gain} for name, gain in gains.items()})
+    return rows
+
+
+def test_seeds_that_agree_on_the_gains_give_a_ceiling_of_one() -> None:
+    """Two seeds with the same order of gains: +1.00 over every module and +1.00 as the ceiling; a
+    third seed with the order reversed pulls the mean of the three pairs down to -0.33."""
+    _, gains = constructed_run("fisher")
+    by = {**oracle_rows(0, gains), **oracle_rows(1, {k: 2 * v for k, v in gains.items()})}
+    assert "+1.00 over every module (pairs from +1.00 to +1.00; ceiling about +1.00)" in gain_consistency(by, [0, 1])
+    by.update(oracle_rows(2, {k: -v for k, v in gains.items()}))
+    line = gain_consistency(by, [0, 1, 2])
+    assert "-0.33 over every module (pairs from -1.00 to +1.00)" in line and "ceiling about" not in line
+    assert gain_consistency(by, [0]) == ""
