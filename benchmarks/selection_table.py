@@ -180,6 +180,20 @@ def gain_consistency(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]
     )
 
 
+def gain_means(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]) -> str:
+    """The single-module gains averaged by kind and by block over the seeds: where the modules that
+    help sit, which is what a rule has to find (and what fisher-cost's cut assumes)."""
+    gains = [(name.split("@")[0], int(name.split("@")[1]), gain) for seed in seeds for name, gain in single_gains(by, seed).items()]
+    kinds = list(dict.fromkeys(kind for kind, _, _ in gains))
+    blocks = sorted({layer for _, layer, _ in gains})
+    by_kind = []
+    for kind in kinds:
+        values = [g for k, _, g in gains if k == kind]
+        by_kind.append(f"{kind} {statistics.mean(values):+.3f} (above the head in {sum(v > 0 for v in values)} of {len(values)} runs)")
+    by_block = " ".join(f"{statistics.mean([g for _, layer, g in gains if layer == block]):+.3f}" for block in blocks)
+    return f"Mean single-module gain by kind: {', '.join(by_kind)}; by block {blocks[0]}-{blocks[-1]}: {by_block}."
+
+
 def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int]) -> list[str]:
     """Regret against the oracle's set and rank correlation of each rule's scores with the gains."""
     by = {(r["row"], r["seed"]): r for r in rows}
@@ -195,6 +209,8 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
         "the modules the rule may pick (fisher-cost: the upper half of the blocks).",
         "",
         *[oracle_summary(by, seed) for seed in oracle_seeds],
+        "",
+        gain_means(by, oracle_seeds),
         "",
         *([consistency, ""] if (consistency := gain_consistency(by, oracle_seeds)) else []),
         "| rule | regret, paired (rule behind the oracle on) | rank correlation with the gains, mean (per seed) | "

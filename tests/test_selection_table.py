@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import gain_consistency, rank_correlations  # noqa: E402
+from selection_table import gain_consistency, gain_means, rank_correlations  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -65,3 +65,12 @@ def test_seeds_that_agree_on_the_gains_give_a_ceiling_of_one() -> None:
     line = gain_consistency(by, [0, 1, 2])
     assert "-0.33 over every module (pairs from -1.00 to +1.00)" in line and "ceiling about" not in line
     assert gain_consistency(by, [0]) == ""
+
+
+def test_gains_are_averaged_by_kind_and_by_block() -> None:
+    """Gains of +0.01 in block 0 and +0.03 in block 1 for every kind, over two seeds."""
+    gains = {f"{kind}@{layer}": 0.01 + 0.02 * layer for kind in KINDS for layer in (0, 1)}
+    by = {**oracle_rows(0, gains), **oracle_rows(1, gains)}
+    line = gain_means(by, [0, 1])
+    assert "lora +0.020 (above the head in 4 of 4 runs), adapter +0.020" in line
+    assert line.endswith("by block 0-1: +0.010 +0.030.")
