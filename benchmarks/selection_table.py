@@ -124,10 +124,10 @@ def candidates(run: dict[str, Any], modules: list[str]) -> list[str]:
     if run["rule"] not in ("fisher-cost", "random-cost"):
         return modules
     from cegate_cli.fisher import within_cost_budget
+    from cegate_cli.module_key import ModuleKey
 
-    keys = [(name.split("@")[0], int(name.split("@")[1])) for name in modules]
-    allowed = within_cost_budget(keys, int(run["select_count"]), int(run["depth"]))
-    return [f"{kind}@{layer}" for kind, layer in allowed]
+    allowed = within_cost_budget([ModuleKey.parse(name) for name in modules], int(run["select_count"]), int(run["depth"]))
+    return [str(key) for key in allowed]
 
 
 def rank_correlations(run: dict[str, Any], gains: dict[str, float]) -> tuple[float, float] | None:
@@ -155,17 +155,17 @@ def single_gains(by: dict[tuple[str, int], dict[str, Any]], seed: int) -> dict[s
     return {row[len("only "):]: r["miou"] - head for (row, s), r in by.items() if s == seed and row.startswith("only ")}
 
 
-def gain_consistency(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]) -> str:
+def gain_consistency(gains: dict[int, dict[str, float]], cost_run: dict[str, Any] | None) -> str:
     """How well one seed's single-module gains predict another's: the mean Spearman over every pair of
-    seeds, over every module and over fisher-cost's blocks. It measures how noisy the gains are: a
+    seeds (`gains`: each seed's `single_gains`), over every module and over fisher-cost's blocks
+    (those `cost_run`, a fisher-cost run, may pick). It measures how noisy the gains are: a
     score that ordered the modules by their true mean gain would correlate with one seed's gains at
     about the square root of this (two seeds share the true order, each with its own noise), which
     is the ceiling the rank-correlation column is read against."""
+    seeds = sorted(gains)
     if len(seeds) < 2:
         return ""
-    gains = {seed: single_gains(by, seed) for seed in seeds}
     modules = sorted(set.intersection(*(set(g) for g in gains.values())))
-    cost_run = next((by[("fisher-cost", s)] for s in seeds if ("fisher-cost", s) in by), None)
     groups = [("every module", modules)] + ([("fisher-cost's blocks", candidates(cost_run, modules))] if cost_run else [])
     parts = []
     for label, keys in groups:
@@ -180,10 +180,13 @@ def gain_consistency(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]
     )
 
 
-def gain_means(by: dict[tuple[str, int], dict[str, Any]], seeds: list[int]) -> str:
-    """The single-module gains averaged by kind and by block over the seeds: where the modules that
-    help sit, which is what a rule has to find (and what fisher-cost's cut assumes)."""
-    gains = [(name.split("@")[0], int(name.split("@")[1]), gain) for seed in seeds for name, gain in single_gains(by, seed).items()]
+def gain_means(gains_by_seed: dict[int, dict[str, float]]) -> str:
+    """The single-module gains (each seed's `single_gains`) averaged by kind and by block over the
+    seeds: where the modules that help sit, which is what a rule has to find (and what fisher-cost's
+    cut assumes)."""
+    from cegate_cli.module_key import ModuleKey
+
+    gains = [(*ModuleKey.parse(name), gain) for seed_gains in gains_by_seed.values() for name, gain in seed_gains.items()]
     kinds = list(dict.fromkeys(kind for kind, _, _ in gains))
     blocks = sorted({layer for _, layer, _ in gains})
     by_kind = []
@@ -200,6 +203,8 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
     oracle_seeds = [s for s in seeds if ("oracle", s) in by and ("none", s) in by]
     if not oracle_seeds:
         return []
+    gains = {seed: single_gains(by, seed) for seed in oracle_seeds}
+    cost_run = next((by[("fisher-cost", s)] for s in oracle_seeds if ("fisher-cost", s) in by), None)
     lines = [
         "",
         f"Oracle study on {len(oracle_seeds)} seed(s) ({' '.join(map(str, oracle_seeds))}): the head trained with each single "
@@ -210,9 +215,9 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
         "",
         *[oracle_summary(by, seed) for seed in oracle_seeds],
         "",
-        gain_means(by, oracle_seeds),
+        gain_means(gains),
         "",
-        *([consistency, ""] if (consistency := gain_consistency(by, oracle_seeds)) else []),
+        *([consistency, ""] if (consistency := gain_consistency(gains, cost_run)) else []),
         "| rule | regret, paired (rule behind the oracle on) | rank correlation with the gains, mean (per seed) | "
         "the same among the modules the rule may pick | selected modules in the oracle's set, mean |",
         "|---|---|---|---|---|",
@@ -224,8 +229,7 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
                 continue
             run, oracle = by[(rule, seed)], by[("oracle", seed)]
             regrets.append(oracle["miou"] - run["miou"])
-            gains = single_gains(by, seed)
-            both = rank_correlations(run, gains)
+            both = rank_correlations(run, gains[seed])
             if both:
                 correlations.append(both[0])
                 allowed_correlations.append(both[1])

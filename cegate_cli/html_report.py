@@ -22,6 +22,7 @@ from typing import Any
 from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
+from cegate_cli.module_key import ModuleKey
 from cegate_cli.png import png_bytes
 from cegate_cli.report import describe_calibration, describe_compute, describe_rule, run_report
 from cegate_cli.report_options import ReportOptions
@@ -275,12 +276,11 @@ def _history(history: list[dict[str, Any]]) -> str:
         picks = sorted({round(i * (len(history) - 1) / (MAX_HISTORY_COLUMNS - 1)) for i in range(MAX_HISTORY_COLUMNS)})
         shown = [history[i] for i in picks]
     ever = {name for event in history for name in event["selected"]}
-    order = sorted(ever, key=lambda n: (int(n.split("@")[1]), list(KIND_COLORS).index(n.split("@")[0]) if n.split("@")[0] in KIND_COLORS else 9))
+    order = sorted(ever, key=lambda name: ModuleKey.parse(name).order)
     head = "<tr><th>module</th>" + "".join(f"<th>{event['step']}</th>" for event in shown) + "</tr>"
     rows = []
     for name in order:
-        kind = name.split("@")[0]
-        color = KIND_COLORS.get(kind, "#555")
+        color = KIND_COLORS.get(ModuleKey.parse(name).kind, "#555")
         cells = "".join(
             f"<td><span class='dot' style='background:{color}'></span></td>" if name in event["selected"] else "<td></td>"
             for event in shown

@@ -39,6 +39,12 @@ class ModuleKey(NamedTuple):
     def from_json(cls, data: Mapping[str, Any]) -> ModuleKey:
         return cls(str(data["kind"]), int(data["layer"]))
 
+    @classmethod
+    def parse(cls, text: str) -> ModuleKey:
+        """The key `str(key)` wrote ("lora@3"), as run.json's selection history and the benchmarks' JSON name it."""
+        kind, layer = text.rsplit("@", 1)
+        return cls(kind, int(layer))
+
     def __str__(self) -> str:
         return f"{self.kind}@{self.layer}"
 

@@ -24,6 +24,12 @@ def test_json_form_round_trips_in_the_order_given() -> None:
     assert keys_from_json(json.loads(text)) == keys
 
 
+def test_the_written_name_parses_back_to_the_key() -> None:
+    """"earth@11", as run.json's selection history and the benchmarks' JSON write a module, is the key again."""
+    for key in (ModuleKey("lora", 0), ModuleKey("earth", 11)):
+        assert ModuleKey.parse(str(key)) == key and isinstance(ModuleKey.parse(str(key)).layer, int)
+
+
 def test_reading_keys_needs_no_torch() -> None:
     code = "import sys, cegate_cli.module_key; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import gain_consistency, gain_means, rank_correlations  # noqa: E402
+from selection_table import gain_consistency, gain_means, rank_correlations, single_gains  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -55,22 +55,28 @@ def oracle_rows(seed: int, gains: dict[str, float]) -> dict[tuple[str, int], dic
     return rows
 
 
+def seed_gains(*per_seed: dict[str, float]) -> dict[int, dict[str, float]]:
+    """Each seed's gains as selection_table.single_gains reads them back from that seed's oracle rows."""
+    by: dict[tuple[str, int], dict] = {}
+    for seed, gains in enumerate(per_seed):
+        by.update(oracle_rows(seed, gains))
+    return {seed: single_gains(by, seed) for seed in range(len(per_seed))}
+
+
 def test_seeds_that_agree_on_the_gains_give_a_ceiling_of_one() -> None:
     """Two seeds with the same order of gains: +1.00 over every module and +1.00 as the ceiling; a
     third seed with the order reversed pulls the mean of the three pairs down to -0.33."""
     _, gains = constructed_run("fisher")
-    by = {**oracle_rows(0, gains), **oracle_rows(1, {k: 2 * v for k, v in gains.items()})}
-    assert "+1.00 over every module (pairs from +1.00 to +1.00; ceiling about +1.00)" in gain_consistency(by, [0, 1])
-    by.update(oracle_rows(2, {k: -v for k, v in gains.items()}))
-    line = gain_consistency(by, [0, 1, 2])
+    twice, reversed_ = {k: 2 * v for k, v in gains.items()}, {k: -v for k, v in gains.items()}
+    assert "+1.00 over every module (pairs from +1.00 to +1.00; ceiling about +1.00)" in gain_consistency(seed_gains(gains, twice), None)
+    line = gain_consistency(seed_gains(gains, twice, reversed_), None)
     assert "-0.33 over every module (pairs from -1.00 to +1.00)" in line and "ceiling about" not in line
-    assert gain_consistency(by, [0]) == ""
+    assert gain_consistency(seed_gains(gains), None) == ""
 
 
 def test_gains_are_averaged_by_kind_and_by_block() -> None:
     """Gains of +0.01 in block 0 and +0.03 in block 1 for every kind, over two seeds."""
     gains = {f"{kind}@{layer}": 0.01 + 0.02 * layer for kind in KINDS for layer in (0, 1)}
-    by = {**oracle_rows(0, gains), **oracle_rows(1, gains)}
-    line = gain_means(by, [0, 1])
+    line = gain_means(seed_gains(gains, gains))
     assert "lora +0.020 (above the head in 4 of 4 runs), adapter +0.020" in line
     assert line.endswith("by block 0-1: +0.010 +0.030.")
