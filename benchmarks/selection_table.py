@@ -64,13 +64,33 @@ def run_key(r: dict[str, Any]) -> str:
     return json.dumps([r["setting"], r["row"], r["seed"], r["backbone"], r["decoder"], r["train"]], sort_keys=True)
 
 
+SELECT_FREE = ("none", "all")
+"""Rules whose training ignores --select (the head alone; every module): their runs at one select
+pair with the rules run at another, so a study of a larger select need not rerun them."""
+
+
+def group_key(r: dict[str, Any], select: bool = True) -> str:
+    train = r["train"] if select else {k: v for k, v in r["train"].items() if k != "select"}
+    return json.dumps([r["setting"], r["backbone"], r["decoder"], train], sort_keys=True)
+
+
 def groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The tables: runs grouped by setting, backbone, head and training settings. The head-alone and
+    all-modules runs join every group they differ from only in --select (after its own runs, so a
+    table's header names the select its rules were run at)."""
     by: dict[str, list[dict[str, Any]]] = {}
+    select_free = []
     for r in records:
         if r["row"] in BASELINES:
             continue
-        key = json.dumps([r["setting"], r["backbone"], r["decoder"], r["train"]], sort_keys=True)
-        by.setdefault(key, []).append(r)
+        if r["row"] in SELECT_FREE:
+            select_free.append(r)
+            continue
+        by.setdefault(group_key(r), []).append(r)
+    for r in select_free:
+        homes = [key for key, rows in by.items() if group_key(rows[0], select=False) == group_key(r, select=False)]
+        for key in homes or [group_key(r)]:
+            by.setdefault(key, []).append(r)
     return by
 
 

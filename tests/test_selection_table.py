@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import gain_consistency, gain_means, rank_correlations, single_gains  # noqa: E402
+from selection_table import gain_consistency, gain_means, groups, rank_correlations, single_gains  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -80,3 +80,25 @@ def test_gains_are_averaged_by_kind_and_by_block() -> None:
     line = gain_means(seed_gains(gains, gains))
     assert "lora +0.020 (above the head in 4 of 4 runs), adapter +0.020" in line
     assert line.endswith("by block 0-1: +0.010 +0.030.")
+
+
+def study_run(row: str, seed: int, select: str, steps: int = 300) -> dict:
+    """One source-only run record of bench_real.py as selection_table.load hands it on."""
+    return {"row": row, "seed": seed, "setting": "naip", "backbone": "galileo-nano", "decoder": "linear-pixel",
+            "mode": "source-only", "train": {"steps": steps, "select": select}}
+
+
+def test_the_head_alone_and_all_modules_pair_with_rules_run_at_another_select() -> None:
+    """A study of select 0.5 runs only the rules select changes: the head-alone and all-modules runs of
+    the select-0.25 study join its table, and that table is still headed by its own select."""
+    quarter = [study_run(row, 0, "0.25") for row in ("none", "all", "random", "fisher-cost")]
+    half = [study_run(row, 0, "0.5") for row in ("random", "fisher-cost")]
+    tables = list(groups(quarter + half).values())
+    assert [sorted(r["row"] for r in rows) for rows in tables] == [["all", "fisher-cost", "none", "random"]] * 2
+    assert [rows[0]["train"]["select"] for rows in tables] == ["0.25", "0.5"]
+
+
+def test_runs_that_differ_in_more_than_select_stay_apart() -> None:
+    """A different number of steps changes the head-alone and all-modules runs too: no pairing."""
+    tables = list(groups([study_run("none", 0, "0.25", steps=100), study_run("fisher-cost", 0, "0.5")]).values())
+    assert [[r["row"] for r in rows] for rows in tables] == [["fisher-cost"], ["none"]]
