@@ -141,9 +141,10 @@ def oracle_summary(by: dict[tuple[str, int], dict[str, Any]], seed: int) -> str:
 def candidates(run: dict[str, Any], modules: list[str]) -> list[str]:
     """The modules `run`'s rule may pick: fisher-cost and random-cost draw only from the upper blocks
     (cegate_cli.fisher.within_cost_budget, the one owner of that cut); every other rule from all."""
-    if run["rule"] not in ("fisher-cost", "random-cost"):
+    from cegate_cli.fisher import COST_BUDGET_RULES, within_cost_budget
+
+    if run["rule"] not in COST_BUDGET_RULES:
         return modules
-    from cegate_cli.fisher import within_cost_budget
     from cegate_cli.module_key import ModuleKey
 
     allowed = within_cost_budget([ModuleKey.parse(name) for name in modules], int(run["select_count"]), int(run["depth"]))

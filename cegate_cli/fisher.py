@@ -173,6 +173,8 @@ def score_statistic(rule: str) -> str:
 
 COST_BUDGET = 0.5
 """fisher-cost: the share of the blocks whose backward pass the selection may need."""
+COST_BUDGET_RULES = ("fisher-cost", "random-cost")
+"""The rules that pick only among `within_cost_budget`'s modules: by score, and at random (its control)."""
 
 
 def within_cost_budget(keys: list[ModuleKey], k: int, depth: int) -> list[ModuleKey]:
