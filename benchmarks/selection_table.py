@@ -267,6 +267,37 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
     return lines
 
 
+DEFAULT_TEST_PARTNERS = ("random", "all")
+"""Issue 12's test for the default rule: ahead of random selection of the same size and of every
+module, each on more than half of the paired seeds."""
+
+
+def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str | None:
+    """The line that says which rules pass the test for a default (`DEFAULT_TEST_PARTNERS`), with the
+    seeds each is ahead on (the count decides, not the mean); when none passes, the rule closest to
+    passing (most seeds ahead of its harder partner). None when the table lacks a partner."""
+    if not seeds or any(p not in by_rule for p in DEFAULT_TEST_PARTNERS):
+        return None
+    ahead = {
+        rule: [sum(values[s] > by_rule[p][s] for s in seeds) for p in DEFAULT_TEST_PARTNERS]
+        for rule, values in by_rule.items()
+        if rule not in (*DEFAULT_TEST_PARTNERS, "oracle") and not rule.endswith(MODE_SUFFIX["reference"])
+    }
+    if not ahead:
+        return None
+    passed = [rule for rule, counts in ahead.items() if all(2 * c > len(seeds) for c in counts)]
+    closest = max(ahead, key=lambda rule: (min(ahead[rule]), sum(ahead[rule])))
+
+    def named(rule: str) -> str:
+        random_seeds, all_seeds = ahead[rule]
+        return f"{row_label(rule)} (ahead of random selection on {random_seeds} of {len(seeds)} seeds, of all modules on {all_seeds})"
+
+    head = "Test for a default (ahead of random selection of the same size and of all modules, each on more than half the seeds): "
+    if passed:
+        return head + f"passed by {'; '.join(named(r) for r in passed)}."
+    return head + f"passed by no rule; closest: {named(closest)}."
+
+
 def later_options(train: dict[str, Any]) -> str:
     """", uncalibrated, 16 validation crops" (how the first studies trained) or ", calibrated, 64
     validation crops" (today's defaults): options bench_real records only where they differ from
@@ -313,6 +344,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         cells = [row_label(rule), mean_std([by_rule[rule][s] for s in seeds]), *(paired(by_rule, rule, p, seeds) for p in partners),
                  parameter_range(runs[rule]), f"{statistics.mean(r['train_seconds'] for r in runs[rule]):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if verdict := default_test(by_rule, seeds):
+        lines += ["", verdict]
     shared = [rule for rule in order if rule not in ("oracle", "none") and not rule.endswith(MODE_SUFFIX["reference"])]
     lines += oracle_lines(rows + oracle_rows, shared, seeds)
     return [*lines, ""]

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import gain_consistency, gain_means, groups, rank_correlations, single_gains  # noqa: E402
+from selection_table import default_test, gain_consistency, gain_means, groups, rank_correlations, single_gains  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -102,3 +102,24 @@ def test_runs_that_differ_in_more_than_select_stay_apart() -> None:
     """A different number of steps changes the head-alone and all-modules runs too: no pairing."""
     tables = list(groups([study_run("none", 0, "0.25", steps=100), study_run("fisher-cost", 0, "0.5")]).values())
     assert [[r["row"] for r in rows] for rows in tables] == [["fisher-cost"], ["none"]]
+
+
+def test_the_default_test_counts_seeds_ahead_of_both_partners() -> None:
+    """fisher-cost is ahead of random and of all modules on 2 of 3 seeds: it passes. The paper's rule
+    has the larger mean (one big seed) but is ahead of all modules on 1 of 3: it does not."""
+    by_rule = {
+        "random": {0: 0.60, 1: 0.60, 2: 0.60},
+        "all": {0: 0.61, 1: 0.61, 2: 0.61},
+        "fisher-cost": {0: 0.62, 1: 0.62, 2: 0.59},
+        "fisher": {0: 0.90, 1: 0.605, 2: 0.605},
+    }
+    line = default_test(by_rule, [0, 1, 2])
+    assert "passed by Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 3 seeds, of all modules on 2)." in line
+    assert "global top k" not in line
+
+
+def test_the_default_test_names_the_closest_rule_when_none_passes() -> None:
+    by_rule = {"random": {0: 0.6, 1: 0.6}, "all": {0: 0.7, 1: 0.7}, "fisher-cost": {0: 0.65, 1: 0.71}, "none": {0: 0.5, 1: 0.5}}
+    assert default_test(by_rule, [0, 1]).endswith(
+        "passed by no rule; closest: Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 2 seeds, of all modules on 1).")
+    assert default_test({k: v for k, v in by_rule.items() if k != "all"}, [0, 1]) is None
