@@ -267,6 +267,20 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
     return lines
 
 
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+"""Student's t, two-sided 95%, for 1..30 degrees of freedom (beyond: 1.96); a table, so the
+benchmarks need no statistics package."""
+
+
+def within_noise(diffs: list[float]) -> bool:
+    """True when a paired difference over seeds is a tie: its 95% t-interval contains zero."""
+    if len(diffs) < 2:
+        return True
+    t = T_975[len(diffs) - 2] if len(diffs) - 1 <= len(T_975) else 1.960
+    return abs(statistics.mean(diffs)) <= t * statistics.stdev(diffs) / math.sqrt(len(diffs))
+
+
 DEFAULT_TEST_PARTNERS = ("random", "all")
 """Issue 12's test for the default rule: ahead of random selection of the same size and of every
 module, each on more than half of the paired seeds."""
@@ -286,16 +300,23 @@ def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str 
     if not ahead:
         return None
     passed = [rule for rule, counts in ahead.items() if all(2 * c > len(seeds) for c in counts)]
-    closest = max(ahead, key=lambda rule: (min(ahead[rule]), sum(ahead[rule])))
+    closest = max(ahead, key=lambda rule: (min(ahead[rule]), sum(ahead[rule]), statistics.mean(by_rule[rule][s] for s in seeds)))
 
     def named(rule: str) -> str:
         random_seeds, all_seeds = ahead[rule]
         return f"{row_label(rule)} (ahead of random selection on {random_seeds} of {len(seeds)} seeds, of all modules on {all_seeds})"
 
     head = "Test for a default (ahead of random selection of the same size and of all modules, each on more than half the seeds): "
-    if passed:
-        return head + f"passed by {'; '.join(named(r) for r in passed)}."
-    return head + f"passed by no rule; closest: {named(closest)}."
+    verdict = f"passed by {'; '.join(named(r) for r in passed)}." if passed else f"passed by no rule; closest: {named(closest)}."
+    to_all = {r: [by_rule[r][s] - by_rule["all"][s] for s in seeds] for r in ahead}
+    tied = [r for r in ahead if within_noise(to_all[r])]
+    parts = [f" Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): {'; '.join(row_label(r) for r in tied) or 'no rule'}."]
+    for word, sign in (("ahead of", 1), ("behind", -1)):
+        beyond = [r for r in ahead if r not in tied and sign * statistics.mean(to_all[r]) > 0]
+        if beyond:
+            parts.append(f" {word.capitalize()} it beyond that noise: {'; '.join(row_label(r) for r in beyond)}.")
+    noise = "".join(parts)
+    return head + verdict + noise
 
 
 def later_options(train: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import default_test, gain_consistency, gain_means, groups, rank_correlations, single_gains  # noqa: E402
+from selection_table import T_975, default_test, within_noise, gain_consistency, gain_means, groups, rank_correlations, single_gains  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -115,11 +115,33 @@ def test_the_default_test_counts_seeds_ahead_of_both_partners() -> None:
     }
     line = default_test(by_rule, [0, 1, 2])
     assert "passed by Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 3 seeds, of all modules on 2)." in line
-    assert "global top k" not in line
+    assert "global top k" not in line.split("Within")[0]
 
 
 def test_the_default_test_names_the_closest_rule_when_none_passes() -> None:
     by_rule = {"random": {0: 0.6, 1: 0.6}, "all": {0: 0.7, 1: 0.7}, "fisher-cost": {0: 0.65, 1: 0.71}, "none": {0: 0.5, 1: 0.5}}
-    assert default_test(by_rule, [0, 1]).endswith(
-        "passed by no rule; closest: Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 2 seeds, of all modules on 1).")
+    line = default_test(by_rule, [0, 1])
+    assert "passed by no rule; closest: Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 2 seeds, of all modules on 1)." in line
+    assert line.endswith("Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): "
+                         "Fisher, upper half of the blocks only (fisher-cost). Behind it beyond that noise: frozen backbone + head.")
     assert default_test({k: v for k, v in by_rule.items() if k != "all"}, [0, 1]) is None
+
+
+def test_the_t_table_matches_students_t() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    assert [round(float(stats.t.ppf(0.975, df)), 3) for df in range(1, 31)] == list(T_975)
+
+
+def test_a_tie_is_a_paired_difference_whose_interval_contains_zero() -> None:
+    """Mean -0.007, sd 0.013 over 10 seeds: half-width 2.262 * 0.013 / sqrt(10) = 0.0093, a tie; the
+    same mean with sd 0.005 (half-width 0.0036) is not."""
+    noisy = [-0.007 + 0.013 * z for z in (1.5, -1.5, 1, -1, 0.5, -0.5, 0.8, -0.8, 0, 0)]
+    steady = [-0.007 + 0.005 * z for z in (1.5, -1.5, 1, -1, 0.5, -0.5, 0.8, -0.8, 0, 0)]
+    assert within_noise(noisy) and not within_noise(steady)
+    assert within_noise([0.1])  # one seed says nothing
+
+
+def test_a_rule_clearly_above_all_modules_is_named_ahead_not_behind() -> None:
+    by_rule = {"random": {0: 0.6, 1: 0.6, 2: 0.6}, "all": {0: 0.6, 1: 0.6, 2: 0.6}, "fisher-cost": {0: 0.70, 1: 0.71, 2: 0.70}}
+    assert default_test(by_rule, [0, 1, 2]).endswith("Within the seeds' noise of all modules (the paired difference's 95% interval "
+                                                     "contains zero): no rule. Ahead of it beyond that noise: Fisher, upper half of the blocks only (fisher-cost).")
