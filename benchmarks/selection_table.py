@@ -308,11 +308,12 @@ def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str 
 
     head = "Test for a default (ahead of random selection of the same size and of all modules, each on more than half the seeds): "
     verdict = f"passed by {'; '.join(named(r) for r in passed)}." if passed else f"passed by no rule; closest: {named(closest)}."
-    to_all = {r: [by_rule[r][s] - by_rule["all"][s] for s in seeds] for r in ahead}
-    tied = [r for r in ahead if within_noise(to_all[r])]
+    compared = [r for r in by_rule if r not in ("all", "oracle") and not r.endswith(MODE_SUFFIX["reference"])]
+    to_all = {r: [by_rule[r][s] - by_rule["all"][s] for s in seeds] for r in compared}
+    tied = [r for r in compared if within_noise(to_all[r])]
     parts = [f" Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): {'; '.join(row_label(r) for r in tied) or 'no rule'}."]
     for word, sign in (("ahead of", 1), ("behind", -1)):
-        beyond = [r for r in ahead if r not in tied and sign * statistics.mean(to_all[r]) > 0]
+        beyond = [r for r in compared if r not in tied and sign * statistics.mean(to_all[r]) > 0]
         if beyond:
             parts.append(f" {word.capitalize()} it beyond that noise: {'; '.join(row_label(r) for r in beyond)}.")
     noise = "".join(parts)

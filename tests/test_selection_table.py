@@ -123,7 +123,7 @@ def test_the_default_test_names_the_closest_rule_when_none_passes() -> None:
     line = default_test(by_rule, [0, 1])
     assert "passed by no rule; closest: Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 2 seeds, of all modules on 1)." in line
     assert line.endswith("Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): "
-                         "Fisher, upper half of the blocks only (fisher-cost). Behind it beyond that noise: frozen backbone + head.")
+                         "Fisher, upper half of the blocks only (fisher-cost). Behind it beyond that noise: random selection, same k; frozen backbone + head.")
     assert default_test({k: v for k, v in by_rule.items() if k != "all"}, [0, 1]) is None
 
 
@@ -144,4 +144,4 @@ def test_a_tie_is_a_paired_difference_whose_interval_contains_zero() -> None:
 def test_a_rule_clearly_above_all_modules_is_named_ahead_not_behind() -> None:
     by_rule = {"random": {0: 0.6, 1: 0.6, 2: 0.6}, "all": {0: 0.6, 1: 0.6, 2: 0.6}, "fisher-cost": {0: 0.70, 1: 0.71, 2: 0.70}}
     assert default_test(by_rule, [0, 1, 2]).endswith("Within the seeds' noise of all modules (the paired difference's 95% interval "
-                                                     "contains zero): no rule. Ahead of it beyond that noise: Fisher, upper half of the blocks only (fisher-cost).")
+                                                     "contains zero): random selection, same k. Ahead of it beyond that noise: Fisher, upper half of the blocks only (fisher-cost).")
