@@ -402,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=None, help="only these settings (files may hold several)")
     parser.add_argument("--rules", nargs="+", default=None,
                         help="only these rules (e.g. the pair run on more seeds than the rest; the table uses the seeds every rule shares)")
+    parser.add_argument("--select", default=None,
+                        help="only the runs at this --select (e.g. 0.5), with the head-alone and all-modules runs, which ignore it")
     parser.add_argument("--mode", choices=[m for m in MODE_SUFFIX if m != "reference"], default="source-only",
                         help="the runs compared: source-only; target-stats (source-only, the target read with its own "
                              "statistics); self-training. Reference runs (trained on target labels) join as the headroom")
@@ -414,11 +416,13 @@ def main(argv: list[str] | None = None) -> int:
         records = [r for r in records if r["setting"] in args.settings]
     if args.rules:
         records = [r for r in records if r.get("rule") is None or r["row"] in args.rules]
+    if args.select:
+        records = [r for r in records if r.get("rule") is None or r["row"] in SELECT_FREE or str(r["train"]["select"]) == args.select]
     if not any(r.get("rule") and r["mode"] == args.mode for r in records):
         print(f"no cegate {args.mode} records in those files", file=sys.stderr)
         return 2
     options = "".join([f" --decoder {args.decoder}" if args.decoder else "", f" --settings {' '.join(args.settings)}" if args.settings else "",
-                       f" --rules {' '.join(args.rules)}" if args.rules else "",
+                       f" --rules {' '.join(args.rules)}" if args.rules else "", f" --select {args.select}" if args.select else "",
                        f" --mode {args.mode}" if args.mode != "source-only" else "", f" --block {args.block}" if args.block != "selection_study" else ""])
     write_or_print(args.out, args.block, render(records, headers, options), "# Selection study\n\n")
     return 0
