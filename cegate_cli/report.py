@@ -164,9 +164,10 @@ RULE_MEANINGS = {
     "fisher-cost": (
         "the modules whose gradient carries most of the task (Fisher score) among the upper half of the "
         "blocks, so the lower half runs without a backward pass. On the NAIP benchmark at the defaults "
-        "(docs/benchmarks.md) it beat the frozen backbone with the head alone and tied a random choice of as "
-        "many modules; training every module tied it with tiny and made slightly better maps with galileo-nano "
-        "(+0.007 mIoU) for 1.6x the step time: what it buys is a map as good or nearly for less compute"
+        "(docs/benchmarks.md, 10 seeds) it was ahead of a random choice of as many modules and of every module "
+        "on most seeds with tiny (by 0.002 and 0.005 mIoU); with galileo-nano no rule was, and training every "
+        "module made a slightly better map (+0.007, within the seeds' noise) for 1.6x the step time: what it "
+        "buys is a map as good or nearly for less compute"
     ),
     "fisher": "the modules with the highest Fisher scores over all blocks (the paper's rule); low blocks usually win, so little backward pass is skipped",
     "fisher-block": "the modules with the highest Fisher scores, each block's scores ranked against the same block's other kinds",
