@@ -94,10 +94,15 @@ def groups(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return by
 
 
+def differences(by_rule: dict[str, dict[int, float]], rule: str, partner: str, seeds: list[int]) -> list[float]:
+    """`rule`'s mIoU minus `partner`'s, seed by seed: the paired difference every comparison reads."""
+    return [by_rule[rule][s] - by_rule[partner][s] for s in seeds]
+
+
 def paired(by_rule: dict[str, dict[int, float]], rule: str, partner: str, seeds: list[int]) -> str:
     if partner not in by_rule or partner == rule:
         return "–"
-    diffs = [by_rule[rule][s] - by_rule[partner][s] for s in seeds]
+    diffs = differences(by_rule, rule, partner, seeds)
     spread = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
     return f"{statistics.mean(diffs):+.3f}{spread} ({sum(d > 0 for d in diffs)}/{len(diffs)})"
 
@@ -275,9 +280,10 @@ benchmarks need no statistics package."""
 
 def within_noise(diffs: list[float]) -> bool:
     """True when a paired difference over seeds is a tie: its 95% t-interval contains zero."""
-    if len(diffs) < 2:
+    freedom = len(diffs) - 1
+    if freedom < 1:
         return True
-    t = T_975[len(diffs) - 2] if len(diffs) - 1 <= len(T_975) else 1.960
+    t = T_975[freedom - 1] if freedom <= len(T_975) else 1.960
     return abs(statistics.mean(diffs)) <= t * statistics.stdev(diffs) / math.sqrt(len(diffs))
 
 
@@ -292,10 +298,12 @@ def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str 
     passing (most seeds ahead of its harder partner). None when the table lacks a partner."""
     if not seeds or any(p not in by_rule for p in DEFAULT_TEST_PARTNERS):
         return None
+    compared = [r for r in by_rule if r != "all" and not r.endswith(MODE_SUFFIX["reference"])]
+    to_all = {r: differences(by_rule, r, "all", seeds) for r in compared}
     ahead = {
-        rule: [sum(values[s] > by_rule[p][s] for s in seeds) for p in DEFAULT_TEST_PARTNERS]
-        for rule, values in by_rule.items()
-        if rule not in (*DEFAULT_TEST_PARTNERS, "oracle") and not rule.endswith(MODE_SUFFIX["reference"])
+        rule: [sum(d > 0 for d in differences(by_rule, rule, p, seeds)) for p in DEFAULT_TEST_PARTNERS]
+        for rule in compared
+        if rule not in DEFAULT_TEST_PARTNERS
     }
     if not ahead:
         return None
@@ -308,8 +316,6 @@ def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str 
 
     head = "Test for a default (ahead of random selection of the same size and of all modules, each on more than half the seeds): "
     verdict = f"passed by {'; '.join(named(r) for r in passed)}." if passed else f"passed by no rule; closest: {named(closest)}."
-    compared = [r for r in by_rule if r not in ("all", "oracle") and not r.endswith(MODE_SUFFIX["reference"])]
-    to_all = {r: [by_rule[r][s] - by_rule["all"][s] for s in seeds] for r in compared}
     tied = [r for r in compared if within_noise(to_all[r])]
     parts = [f" Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): {'; '.join(row_label(r) for r in tied) or 'no rule'}."]
     for word, sign in (("ahead of", 1), ("behind", -1)):
