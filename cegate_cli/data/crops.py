@@ -75,6 +75,10 @@ class Augment:
     rotations: bool = True
     gain: float = 0.1
     offset: float = 0.1
+    illumination: float = 0.0
+    """Strength of a jitter shared by all bands (another sun, exposure or haze): an offset drawn
+    from [-s, s] and a contrast gain from [1 / (1 + s), 1 + s] (log-uniform), in normalised units.
+    0 draws nothing, so the other draws stay what they were."""
 
     def apply(
         self, image: np.ndarray, labels: np.ndarray | None, valid: np.ndarray, rng: np.random.Generator
@@ -85,6 +89,9 @@ class Augment:
         channels = image.shape[0]
         gain = rng.uniform(1 - self.gain, 1 + self.gain, size=channels).astype(np.float32)
         offset = rng.uniform(-self.offset, self.offset, size=channels).astype(np.float32)
+        if self.illumination > 0:
+            shared_gain = np.float32(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(self.illumination)))
+            gain, offset = gain * shared_gain, offset + np.float32(rng.uniform(-self.illumination, self.illumination))
 
         def geometry(a: np.ndarray) -> np.ndarray:
             a = np.rot90(a, k, axes=(-2, -1))
