@@ -190,7 +190,8 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     weights = balanced_class_weights(folder.label_counts, table.num_classes, power=config.class_weight_power)  # loss and rare-class crops
     loss_weights = None if config.loss == "ce" else weights
     sampler = CropSampler(
-        train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index, augment=config.augment,
+        train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index,
+        augment=Augment(illumination=config.illumination) if config.augment else False,
         rare_class_weights=weights.tolist() if config.rare_crops > 1 else None, candidates=config.rare_crops,
     )
     validation = []

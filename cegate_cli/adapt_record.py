@@ -17,6 +17,7 @@ from typing import Any
 
 from cegate_cli import distributed
 from cegate_cli.data.crops import CropSampler
+from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import TrainingInterrupted
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.run import (
@@ -97,7 +98,7 @@ def fit_and_record(
 
 def _interrupted_message(trainer: SupervisedTrainer, out: Path) -> str:
     """Where Ctrl-C stopped training and what the user types next."""
-    stopped = f"stopped at step {trainer.progress.step} of {trainer.config.steps}"
+    stopped = f"stopped at step {trainer.progress.step} of {trainer.total_steps}"
     if trainer.saved_step is None:
         return (
             f"Interrupted: {out}: {stopped}, before the first resume state was written; "
@@ -130,6 +131,14 @@ def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, start
         manifest.metrics["validation"] = "source images" if outcome.val_history else None
         manifest.adaptation["pseudo_labels"] = list(trainer.pseudo_history)
         manifest.adaptation["teacher_bytes"] = trainer.teacher.nbytes()
+        if trainer.source_steps:
+            manifest.adaptation["source_steps"] = trainer.source_steps
+            manifest.adaptation["adapt_steps"] = trainer.adapt_steps
+        if trainer.verdict is not None:
+            manifest.adaptation["guard"] = trainer.verdict.to_dict()
+            manifest.adaptation["weights"] = trainer.verdict.sentence()
+            if outcome.best_weights is not outcome.last_weights:  # the source model: read as the source run reads
+                manifest.normalization = BandStats.from_dict(manifest.adaptation["source_normalization"])
     manifest.timing = {
         "fisher_seconds": round(outcome.fisher_seconds, 3),
         "train_seconds": round(outcome.train_seconds, 3),

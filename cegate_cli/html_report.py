@@ -177,6 +177,8 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
     adaptation = report.get("adaptation") or {}
     if adaptation:
         rows.append(("adapted to", f"{adaptation.get('target')} ({adaptation.get('target_images')} unlabeled images, {adaptation.get('mode')})"))
+        if adaptation.get("guard"):
+            rows.append(("adaptation", str(adaptation.get("weights"))))
     body = "<table class='facts'>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
     return _section("Run", body)
 

@@ -243,5 +243,6 @@ def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[s
         "settings": section.get("self_training", {}),
         "teacher_bytes": section.get("teacher_bytes"),
         "weights": section.get("weights"),
+        "guard": section.get("guard"),
         "pseudo_labels": history,
     }

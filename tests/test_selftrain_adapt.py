@@ -26,7 +26,7 @@ SMALL = TrainConfig(
     fisher_samples=4, select="3", seed=5,
 )
 # A low threshold so the few-step teacher of a test has confident pixels to learn from.
-LOW = SelfTrainConfig(confidence=0.3, stats_every=2)
+LOW = SelfTrainConfig(confidence=0.3, stats_every=2, schedule="joint")  # DACS from step 0; source-first: test_source_first.py
 
 
 @pytest.fixture(scope="module")

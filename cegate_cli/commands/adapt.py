@@ -74,6 +74,21 @@ def adapt_command(
     target_norm: Annotated[
         str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
     ] = SelfTrainConfig.target_norm,
+    adapt_schedule: Annotated[
+        str,
+        typer.Option("--adapt-schedule", help="source-first: train the source-only run, then adapt it and keep it only if the "
+                     "guard finds nothing wrong; joint: DACS self-training from step 0."),
+    ] = SelfTrainConfig.schedule,
+    adapt_steps: Annotated[
+        Optional[int],
+        typer.Option("--adapt-steps", help="source-first: self-training steps after the source run (default: a quarter of --steps).",
+                     show_default=False),
+    ] = None,
+    guard: Annotated[
+        bool,
+        typer.Option("--guard/--no-guard", help="source-first: keep the source model when adaptation makes a class vanish from "
+                     "the target map or the source validation fall."),
+    ] = SelfTrainConfig.guard,
     backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default=AdaptOptions.backbone)] = None,
     revision: RevisionOpt = None,
     token: TokenOpt = None,
@@ -132,6 +147,9 @@ def adapt_command(
     decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: linear, linear-pixel (linear plus a full-resolution per-pixel path) or unet. Not with --from.")] = TrainConfig.decoder,
     lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default=str(ToolboxConfig.lora_rank))] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = TrainConfig.augment,
+    illumination: Annotated[
+        float, typer.Option("--illumination", help="Brightness and contrast jitter shared by all bands of a source crop (0 = off).")
+    ] = TrainConfig.illumination,
     save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = TrainConfig.save_every,
     patch_size: Annotated[
         Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default=str(DEFAULT_PATCH_SIZE))

@@ -242,14 +242,14 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
     train = TrainConfig(
         steps=int(c["steps"]), batch_size=c["batch-size"], crop=c["crop"], lr=c["lr"], seed=c["seed"], device=c["device"],
         val_fraction=c["val-fraction"], val_every=c["val-every"], decoder=c.get("decoder") or TrainConfig.decoder,
-        select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"],
+        select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"], illumination=c["illumination"],
         selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"], class_weight_power=c["class-weight-power"],
         calibrate=c["calibrate"],
         save_every=c["save-every"],
     )
     self_training = SelfTrainConfig(
         confidence=c["confidence"], class_balance=c["class-balance"], ema=c["ema"], target_norm=c["target-norm"],
-        prior_alignment=c["prior-alignment"],
+        prior_alignment=c["prior-alignment"], schedule=c["adapt-schedule"], adapt_steps=c.get("adapt-steps"), guard=c["guard"],
     )
     return AdaptOptions(
         source=path("source"), out=Path(c["out"]), backbone=c.get("backbone") or AdaptOptions.backbone, revision=c.get("revision"),

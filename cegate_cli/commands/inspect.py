@@ -206,6 +206,8 @@ def render_adaptation_header(adaptation: dict[str, Any]) -> None:
         f"self-train {adaptation['mode']}: EMA {settings.get('ema')}, confidence > {settings.get('confidence')}, "
         f"target normalised with {adaptation.get('normalization')} statistics{teacher_text}"
     )
+    if adaptation.get("guard"):
+        stdout.print(escape(f"guard      {adaptation.get('weights')}"))
 
 
 def render_pseudo_labels(adaptation: dict[str, Any], max_rows: int = 12) -> None:

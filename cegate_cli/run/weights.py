@@ -144,6 +144,12 @@ def _check_modules_present(toolbox: Toolbox, active: list[ModuleKey], state: dic
         )
 
 
+def apply_run_tensors(model: SegmentationModel, toolbox: Toolbox, tensors: dict[str, torch.Tensor]) -> None:
+    """Put tensors named as `run_tensors` names them back into the model (training continues
+    from a kept model: self-training after its source phase)."""
+    _apply_trained_weights(model, toolbox, tensors, Path("the trained tensors"))
+
+
 def _apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dict[str, torch.Tensor], where: Path) -> None:
     try:
         model.backbone.load_band_embedding_state(state)

@@ -64,6 +64,9 @@ class TrainConfig:
     reselect_every: int = 0
     fisher_samples: int = 16
     augment: bool = True
+    illumination: float = 0.0
+    """With `augment`: strength of a brightness and contrast jitter shared by every band of a
+    source crop (data/crops.py Augment), so the model does not learn the source's exposure."""
     rare_crops: int = 4
     """Candidate windows per training crop; above 1 the one whose labels weigh most by the
     balanced class weights is kept (data/crops.py), so rare classes are seen more often (1 =
@@ -154,6 +157,8 @@ class TrainConfig:
             raise InputError(
                 f"--class-weight-power {self.class_weight_power}: must lie in [0, 2] (default {_default('class_weight_power')})"
             )
+        if not (math.isfinite(self.illumination) and 0 <= self.illumination <= 2):
+            raise InputError(f"--illumination {self.illumination}: must lie in [0, 2] (default {_default('illumination')})")
         if not (math.isfinite(self.poly_power) and self.poly_power >= 0):
             raise InputError(f"poly decay power {self.poly_power}: must be a number >= 0")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
@@ -188,6 +193,8 @@ class TrainConfig:
             data.pop("head_warmup")  # likewise
         if data["calibrate"]:
             data.pop("calibrate")  # states from before calibration resume (calibrated only if a later step is best)
+        if data["illumination"] == 0.0:
+            data.pop("illumination")  # states from before the option resume
         if data["class_weight_power"] == 0.5:
             data.pop("class_weight_power")  # likewise (states before the option weighted with the square root)
         return data
@@ -202,6 +209,11 @@ def _default(name: str) -> Any:
 SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "fisher-agree", "random", "random-cost", "all", "none", "full")
 
 TARGET_NORMS = ("target", "source")
+
+SCHEDULES = ("source-first", "joint")
+"""How a run with a labeled source uses the target: "source-first" trains exactly the source-only
+run, then adapts it for `adapt_steps` more steps and keeps the adapted model only if the guard
+finds nothing wrong; "joint" is DACS from step 0 (the teacher starts untrained)."""
 
 
 @dataclass(frozen=True)
@@ -239,7 +251,19 @@ class SelfTrainConfig:
     """Align the teacher's class shares to the source labels' before taking pseudo-labels
     (train/pseudo.py `align_to_prior`): a guard against collapse onto the majority classes."""
     drift_warning: float = 0.25
-    """Warn when the pseudo-labels' class shares are this far (total variation) from the source's."""
+    """Warn when the trained teacher's pseudo-label class shares move this far (total variation)
+    from its own shares when self-training began."""
+    schedule: str = "source-first"
+    """With a labeled source: "source-first" or "joint" (see SCHEDULES)."""
+    adapt_steps: int | None = None
+    """source-first: self-training steps after the source run. None: a quarter of the steps (at
+    least 1), filled in by `for_steps`, which keeps a run within 1.5x the time of source only."""
+    source_batch: bool = True
+    """source+target: the student also learns a plain batch of source crops every step (DACS); off,
+    only the source pixels ClassMix pastes into target crops carry source labels."""
+    guard: bool = True
+    """source-first: keep the source model when the adapted one looks worse on what can be seen
+    without target labels (a class vanishing from the target map, source validation falling)."""
 
     def for_steps(self, steps: int) -> SelfTrainConfig:
         """This configuration for a run of `steps` steps: what it leaves to the run's length filled in.
@@ -247,9 +271,12 @@ class SelfTrainConfig:
         Called where the length is known (`AdaptOptions`, `SelfTrainer`), because it lives in the
         run's `TrainConfig`, not here.
         """
-        if self.stats_every is not None:
-            return self
-        return replace(self, stats_every=max(1, steps // 50))
+        filled = self
+        if filled.adapt_steps is None:
+            filled = replace(filled, adapt_steps=max(1, steps // 4))
+        if filled.stats_every is None:
+            filled = replace(filled, stats_every=max(1, steps // 50))
+        return filled
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,6 +284,9 @@ class SelfTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelfTrainConfig:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        known.setdefault("schedule", "joint")  # runs recorded before the option trained jointly, without a guard
+        known.setdefault("guard", False)
+        known.setdefault("source_batch", True)
         return cls(**known)
 
     def check(self) -> None:
@@ -269,6 +299,10 @@ class SelfTrainConfig:
             raise InputError(f"--class-balance {self.class_balance}: a share between 0 and 1 (0 = fixed threshold only)")
         if not 0.0 <= self.ema < 1.0:
             raise InputError(f"--ema {self.ema}: must be at least 0 and below 1 (e.g. 0.99)")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"--adapt-schedule {self.schedule!r}: choose {' or '.join(SCHEDULES)}")
+        if self.adapt_steps is not None and self.adapt_steps < 1:
+            raise InputError(f"--adapt-steps {self.adapt_steps}: must be at least 1 (default: a quarter of --steps)")
         if self.target_norm not in TARGET_NORMS:
             raise InputError(f"--target-norm {self.target_norm!r}: choose {' or '.join(TARGET_NORMS)}")
         if self.stats_every is not None and self.stats_every < 1:

@@ -21,7 +21,7 @@ a resumed run ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,20 @@ from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
+from cegate_cli.train.guard import GuardVerdict, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
 from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.strong_view import StrongAugment
-from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs
+from cegate_cli.train.schedule import lr_factor
+from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs, TrainOutcome
 from cegate_cli.train.state import plain
 from cegate_cli.train.teacher import EMATeacher
 
 TARGET_SEED_OFFSET = 7_919  # target crops: their own stream, so they never repeat the source's draws
 MIX_STREAM = 2  # numpy stream index for ClassMix and the strong view (crops use 0, augmentation 1)
+GUARD_CROPS = 32  # fixed target crops the guard compares the two models on
+GUARD_SEED_OFFSET = 104_729
 
 
 @dataclass
@@ -69,9 +73,16 @@ class SelfTrainer(SupervisedTrainer):
         super().__init__(inputs, state_dir, reporter)
         self.target = target
         self.self_config = target.config.for_steps(inputs.config.steps)
+        self.source_steps = 0
+        """source-first: steps [0, source_steps) are exactly the source-only run; self-training follows."""
+        if target.mode == "source+target" and self.self_config.schedule == "source-first":
+            self.source_steps = inputs.config.steps
+        self.adapt_steps = int(self.self_config.adapt_steps or 0) if self.source_steps else inputs.config.steps
         # A teacher that starts as an untrained head needs the DACS warm-up; one continuing a
-        # trained run is already the better model and averages at full strength from step 0.
-        self.teacher = EMATeacher(self.model, target.config.ema, warmup=target.mode == "source+target")
+        # trained model (an earlier run, or the source phase) averages at full strength at once.
+        self.teacher = EMATeacher(self.model, target.config.ema, warmup=target.mode == "source+target" and not self.source_steps)
+        self.verdict: GuardVerdict | None = None
+        self._start_shares: list[float] | None = None
         c = target.config
         self.strong = StrongAugment(
             geometry=target.mode == "target", gain=c.strong_gain, offset=c.strong_offset, noise=c.strong_noise, blur_probability=c.strong_blur
@@ -98,6 +109,92 @@ class SelfTrainer(SupervisedTrainer):
     def on_selection(self) -> None:
         self.teacher.sync()
 
+    # -- the two phases of source-first --------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.source_steps + self.adapt_steps
+
+    def adapting(self, step: int) -> bool:
+        """Whether step `step` self-trains (every step but the source phase's)."""
+        return step >= self.source_steps
+
+    def validates_at(self, step: int) -> bool:
+        return super().validates_at(step) or step == self.total_steps
+
+    def keeps_best(self, step: int) -> bool:
+        """The source phase keeps its best step, as the source-only run does; nothing after it can
+        be judged on source images."""
+        return bool(self.source_steps) and step <= self.source_steps
+
+    def lr_factor_at(self, step: int) -> float:
+        if not self.source_steps:
+            return super().lr_factor_at(step)
+        if step < self.source_steps:
+            return super().lr_factor_at(step)  # exactly the source-only run's schedule
+        warmup = min(self.config.warmup_steps or 0, self.adapt_steps // 10)
+        return lr_factor(step - self.source_steps, self.adapt_steps, warmup, self.config.poly_power)
+
+    def before_step(self, step: int) -> None:
+        """At the end of the source phase: continue from its best (calibrated) weights, with a
+        teacher that starts as that model and a fresh optimizer."""
+        if not self.source_steps or step != self.source_steps:
+            return
+        self._load(self.source_model())
+        self.optimizer = None
+        self._rebuild_optimizer()
+        self.teacher.restart()
+
+    def source_model(self) -> dict[str, torch.Tensor]:
+        """What the source phase would have saved: its best weights with the calibration applied."""
+        from cegate_cli.run.weights import with_class_offsets
+
+        best = self.progress.best_weights or self.trained_weights()
+        calibration = self.progress.best_calibration
+        return with_class_offsets(best, calibration.offsets) if calibration is not None and calibration.changed else best
+
+    def _load(self, tensors: dict[str, torch.Tensor]) -> None:
+        from cegate_cli.run.weights import apply_run_tensors
+
+        apply_run_tensors(self.model, self.toolbox, {k: v.to(self.inputs.device) for k, v in tensors.items()})
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainOutcome:
+        outcome = super().fit(resume=resume, stop_after=stop_after)
+        if not self.source_steps or not outcome.completed:
+            return outcome
+        verdict = self._judge(outcome)
+        if not self.self_config.guard:
+            verdict = replace(verdict, kept="adapted")
+        self.verdict = verdict
+        self.reporter.message(f"adaptation: {verdict.sentence()}")
+        if verdict.kept == "adapted":
+            return replace(outcome, best_weights=outcome.last_weights, best_selection=list(self.toolbox.active_keys))
+        return outcome
+
+    @torch.no_grad()
+    def _judge(self, outcome: TrainOutcome) -> GuardVerdict:
+        """The source model (outcome.best_weights) against the adapted one (last_weights) on fixed
+        target crops and the source's validation images."""
+        sampler, batch_size = self.target.target, self.config.batch_size
+        windows = sampler.fixed_windows(GUARD_CROPS, self.config.seed + GUARD_SEED_OFFSET)
+        batches = [sampler.read(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
+        predictions = {}
+        for which, tensors in (("source", outcome.best_weights), ("adapted", outcome.last_weights)):
+            self._load(tensors)
+            self.model.eval()
+            maps = []
+            for batch in batches:
+                with self._autocast():
+                    maps.append(self.model(batch.images.to(self.inputs.device)).float().max(dim=1).indices.cpu())
+            predictions[which] = torch.cat(maps)
+        valid = torch.cat([batch.valid for batch in batches]).bool()
+        self._load(outcome.last_weights)  # the model ends as training left it
+        k = self.num_classes
+        agree = float((predictions["source"] == predictions["adapted"])[valid].float().mean()) if bool(valid.any()) else 1.0
+        adapted_val = next((miou for step, miou in reversed(outcome.val_history) if step > self.source_steps), None)
+        names = [c.name for c in self.inputs.class_table.classes]
+        return judge(class_shares(predictions["source"], valid, k), class_shares(predictions["adapted"], valid, k), agree,
+                     outcome.best_miou, adapted_val, names)
+
     def _teacher_labels(self, images: torch.Tensor, valid: torch.Tensor) -> PseudoLabels:
         with self._autocast():
             logits = self.teacher(images)
@@ -105,6 +202,8 @@ class SelfTrainer(SupervisedTrainer):
         return pseudo_label(logits, valid, self.self_config.confidence, self.ignore, self.self_config.class_balance, prior)
 
     def fisher_pairs(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.adapting(step):
+            return super().fisher_pairs(step)  # the source phase scores as the source-only run does
         config, device = self.config, self.inputs.device
         count = config.fisher_samples
         from_source = (count + 1) // 2 if self.target.source is not None else 0
@@ -129,6 +228,8 @@ class SelfTrainer(SupervisedTrainer):
 
     # -- one step ------------------------------------------------------------------------------
     def compute_loss(self, step: int) -> torch.Tensor:
+        if not self.adapting(step):
+            return super().compute_loss(step)
         config, device = self.config, self.inputs.device
         target = self.target.target.sample(step, config.batch_size, config.seed + TARGET_SEED_OFFSET, self.inputs.rank)
         target_images, target_valid = target.images.to(device), target.valid.to(device)
@@ -151,6 +252,10 @@ class SelfTrainer(SupervisedTrainer):
             paste = torch.zeros_like(target_valid)
         mixed = mix(source_images, source_labels, target_images, pseudo.labels, pseudo.confident.float(), target_valid, paste)
         images, labels, weight, _ = self.strong(mixed.images, mixed.labels, mixed.pixel_weight, mixed.valid, rng)
+        if not self.self_config.source_batch:  # the pasted source pixels are the source's only say
+            with self._autocast():
+                logits = self.forward_model(images)
+            return masked_cross_entropy(logits, labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
         with self._autocast():
             logits = self.forward_model(torch.cat((source_images, images)))  # one pass: GroupNorm heads keep samples independent
         batch = source_images.shape[0]
@@ -158,24 +263,37 @@ class SelfTrainer(SupervisedTrainer):
         return source_loss + masked_cross_entropy(logits[batch:], labels, self.ignore, pixel_weight=weight, class_weight=self.inputs.class_weights)
 
     def after_optimizer_step(self, step: int) -> None:
-        self.teacher.update(step)
+        if self.adapting(step):
+            self.teacher.update(step - self.source_steps)
 
     def _record(self, step: int, pseudo: PseudoLabels) -> None:
         every = self.self_config.stats_every
         assert every is not None  # filled in by for_steps() in __init__
-        if step % every == 0 or step == self.config.steps - 1:
-            stats = pseudo_label_stats(step, pseudo, self.num_classes)
-            prior = self.target.prior
-            if prior is not None:
-                stats["prior_distance"] = round(prior_distance(stats["class_share"], prior), 4)
-                if stats["prior_distance"] > self.self_config.drift_warning and not self._warned_drift:
-                    self._warned_drift = True
-                    shares = ", ".join(f"{c}: {s:.0%} (source {float(p):.0%})" for c, (s, p) in enumerate(zip(stats["class_share"], prior.tolist())))
-                    self.reporter.message(
-                        f"warning: at step {step} the pseudo-labels' class shares are far from the source's ({shares}); "
-                        "self-training may be collapsing onto a few classes. Check the map, or rerun with --prior-alignment"
-                    )
-            self.pseudo_history.append(stats)
+        if (step - self.source_steps) % every != 0 and step != self.total_steps - 1:
+            return
+        stats = pseudo_label_stats(step, pseudo, self.num_classes)
+        if self.target.prior is not None:
+            stats["prior_distance"] = round(prior_distance(stats["class_share"], self.target.prior), 4)
+        start = next((h for h in self.pseudo_history if h["step"] >= self._teacher_trained_from()), None)
+        if start is not None:
+            stats["drift"] = round(prior_distance(stats["class_share"], torch.tensor(start["class_share"])), 4)
+            if stats["drift"] > self.self_config.drift_warning and not self._warned_drift:
+                self._warned_drift = True
+                shares = ", ".join(f"{c.name} {s:.0%} (was {p:.0%})" for c, s, p in
+                                   zip(self.inputs.class_table.classes, stats["class_share"], start["class_share"]))
+                self.reporter.message(
+                    f"warning: at step {step} the pseudo-labels' class shares moved far from the teacher's own at step "
+                    f"{start['step']} ({shares}); self-training may be collapsing onto a few classes"
+                )
+        self.pseudo_history.append(stats)
+
+    def _teacher_trained_from(self) -> int:
+        """The first step whose teacher has learnt something: the drift warning compares later
+        pseudo-labels with that step's. A joint run's teacher starts untrained (its early labels
+        are noise), so it is judged from a quarter of the run on."""
+        if self.source_steps or self.target.mode == "target":
+            return self.source_steps
+        return max(1, self.config.steps // 4)
 
     # -- resume state --------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

@@ -280,23 +280,25 @@ class SupervisedTrainer:
         else:
             self.before_first_selection()
             self.select(0)
-        self.reporter.start(config.steps, self.progress.step)
+        total = self.total_steps
+        self.reporter.start(total, self.progress.step)
         completed = True
         step = self.progress.step
-        while step < config.steps:
+        while step < total:
             if self._selects_at(step) and (not self.progress.selections or self.progress.selections[-1].step != step):
                 self.select(step)
+            self.before_step(step)
             loss = self._train_step(step)
             step += 1
             self.progress.step = step
             self.progress.loss_history.append((step, loss))
-            if config.val_every and (step % config.val_every == 0 or step == config.steps) and self.inputs.validation:
+            if self.validates_at(step) and self.inputs.validation:
                 self._validate(step)
-            if step == config.steps or (config.save_every and step % config.save_every == 0):
+            if step == total or (config.save_every and step % config.save_every == 0):
                 self.progress.train_seconds += time.perf_counter() - started
                 started = time.perf_counter()
                 self._save_state()
-            if stop_after is not None and step >= stop_after and step < config.steps:
+            if stop_after is not None and step >= stop_after and step < total:
                 completed = False
                 break
         self.progress.train_seconds += time.perf_counter() - started
@@ -322,6 +324,29 @@ class SupervisedTrainer:
             train_seconds=self.progress.train_seconds - self.progress.fisher_seconds,
             calibration=calibration,
         )
+
+    @property
+    def total_steps(self) -> int:
+        """Steps the loop runs (self-training may add an adaptation phase to `config.steps`)."""
+        return self.config.steps
+
+    def validates_at(self, step: int) -> bool:
+        """Whether validation runs once `step` steps are done."""
+        every = self.config.val_every
+        return bool(every) and (step % every == 0 or step == self.config.steps)
+
+    def keeps_best(self, step: int) -> bool:
+        """Whether validation after `step` steps may make those weights the run's best."""
+        return self.inputs.keep_best
+
+    def lr_factor_at(self, step: int) -> float:
+        """Multiplier of the base learning rate at 0-based `step`."""
+        config = self.config
+        assert config.warmup_steps is not None  # TrainConfig works it out when it is made
+        return lr_factor(step, config.steps, config.warmup_steps, config.poly_power)
+
+    def before_step(self, step: int) -> None:
+        """Called before every training step (self-training switches phase here)."""
 
     def before_first_selection(self) -> None:
         """Called once on a fresh (not resumed) run, before the step-0 selection."""
@@ -351,8 +376,7 @@ class SupervisedTrainer:
     def _train_step(self, step: int) -> float:
         config = self.config
         assert self.optimizer is not None
-        assert config.warmup_steps is not None  # TrainConfig works it out when it is made
-        factor = lr_factor(step, config.steps, config.warmup_steps, config.poly_power)
+        factor = self.lr_factor_at(step)
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * factor
         self.model.train()
@@ -376,7 +400,8 @@ class SupervisedTrainer:
     def _validate(self, step: int) -> float:
         table = self.inputs.class_table
         matrix = ConfusionMatrix(table.num_classes, table.ignore_index)
-        calibrating = self.inputs.keep_best and self.config.calibrate
+        keeping = self.keeps_best(step)
+        calibrating = keeping and self.config.calibrate
         scores, labels = [], []  # the labeled pixels' class scores, for the calibration of a new best
         # every n-th pixel: memory stays bounded however many crops validate
         stride = pixel_stride(len(self.inputs.validation) * self.config.batch_size * self.config.crop**2)
@@ -393,7 +418,7 @@ class SupervisedTrainer:
                 labels.append(batch.masks[labeled][::stride])
         miou = float(matrix.miou())
         self.progress.val_history.append((step, miou))
-        if self.inputs.keep_best and (self.progress.best_miou is None or miou > self.progress.best_miou):
+        if keeping and (self.progress.best_miou is None or miou > self.progress.best_miou):
             self.progress.best_miou = miou
             self.progress.best_step = step
             self.progress.best_weights = self.trained_weights()

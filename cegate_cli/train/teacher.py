@@ -54,6 +54,12 @@ class EMATeacher:
             for name, p in current.items()
         }
 
+    def restart(self) -> None:
+        """Start over from the student's trained tensors as they are now (a trained model that
+        self-training continues from)."""
+        self.tensors = {}
+        self.sync()
+
     @torch.no_grad()
     def update(self, step: int) -> float:
         """One EMA step after optimizer step `step`; returns the factor used."""
