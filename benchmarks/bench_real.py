@@ -10,6 +10,10 @@ docs/benchmarks-real.md says what the data, the shift and every row are. In shor
               unlabeled target: the train tiles shifted the same way; reference: trained on those
               shifted train tiles WITH their labels (the upper bound)
   synthetic   the demo's generated source -> held-out target scenes (cegate_cli.data.synthetic)
+  dubai       aerial RGB, districts 1-3 -> districts 4-6 of the same city (a real region shift);
+              unlabeled target: target/unlabeled; reference: target/train with its labels
+  dubai-reverse  the same pair the other way: target/train -> source/test; unlabeled: source/train's images
+  marida      Sentinel-2 marine scenes, train -> test (in domain)
 
 Rows: `majority` (the most frequent training class everywhere), `pixel` (a per-pixel Gaussian
 classifier on band values, benchmarks/pixel_baseline.py), and cegate runs through the library
@@ -50,12 +54,14 @@ from report_block import cpu_name, replace_block  # noqa: E402
 from cegate_cli.decoder import DECODERS  # noqa: E402
 from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
-from cegate_cli.train.config import SelfTrainConfig  # noqa: E402
+from cegate_cli.train.config import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
 from cegate_cli.train.losses import LOSSES  # noqa: E402
 from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = ("naip", "naip-shift", "synthetic")
+SETTINGS = ("naip", "naip-shift", "synthetic", "dubai", "dubai-reverse", "marida")
+REAL_PAIRS = ("dubai", "dubai-reverse")
+"""Settings with real target-region imagery (unlabeled for self-training, labeled for the reference)."""
 TARGET_MODES = ("source-only", "target-stats", "self-training")
 BLOCK = "bench_real"
 
@@ -66,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "naip",
                         help="NAIP folder with train/ and test/ (images/, masks/, classes.yaml); read only")
+    parser.add_argument("--dubai", type=Path, default=REPO / ".." / "shared" / "data" / "dubai",
+                        help="the two-region aerial pair (source/, target/): settings dubai and dubai-reverse")
+    parser.add_argument("--marida", type=Path, default=REPO / ".." / "shared" / "data" / "marida" / "built" / "marida",
+                        help="MARIDA as built by its prep.py (train/, test/): setting marida")
     parser.add_argument("--max-tiles", type=int, default=None,
                         help="use only the first N tiles (by name) of train and of test: smoke runs")
     parser.add_argument("--rules", nargs="+", choices=[*SELECTIONS, *VARIANTS], default=list(SELECTIONS),
@@ -90,6 +100,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="validation crops (best step, calibration)")
     parser.add_argument("--class-weight-power", type=float, default=defaults.class_weight_power,
                         help="exponent of the balanced class weights (0: every class alike)")
+    parser.add_argument("--illumination", type=float, default=defaults.illumination,
+                        help="shared brightness/contrast jitter of source crops (TrainConfig.illumination)")
+    parser.add_argument("--adapt-schedule", choices=SCHEDULES, default=SelfTrainConfig.schedule, help="self-training schedule")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="source-first: steps after the source run (default: the library's)")
+    parser.add_argument("--target-norm", choices=TARGET_NORMS, default=SelfTrainConfig.target_norm, help="self-training: target statistics")
+    parser.add_argument("--source-batch", action=argparse.BooleanOptionalAction, default=SelfTrainConfig.source_batch,
+                        help="self-training: a plain source batch every step beside the mixed one")
+    parser.add_argument("--guard", action=argparse.BooleanOptionalAction, default=SelfTrainConfig.guard, help="source-first: the guard")
     parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
     parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
     parser.add_argument("--oracle", action="store_true",
@@ -164,6 +182,11 @@ def prepare(setting: str, seed: int, args: argparse.Namespace, work: Path) -> Do
         scenes = (f"{count(demo.source_dir)} labeled source, {count(demo.target_dir)} unlabeled target and "
                   f"{count(demo.target_labels_dir)} held-out target scenes of {args.synthetic_size} px, generated from the run's seed")
         return Domains(demo.source_dir, demo.target_labels_dir, demo.target_dir, None, {"scenes": scenes})
+    if setting in REAL_PAIRS:
+        return real_pair(setting, args, work)
+    if setting == "marida":
+        return Domains(args.marida / "train", args.marida / "test", data={"train_tiles": len(first_tiles(args.marida / "train", None)),
+                                                                         "test_tiles": len(first_tiles(args.marida / "test", None))})
     train, test = args.data / "train", args.data / "test"
     subset = "all" if args.max_tiles is None else f"first{args.max_tiles}"  # one folder per subset: no stale links
     source = view(train, args.max_tiles, work / "naip" / subset / "train")
@@ -183,6 +206,31 @@ def prepare(setting: str, seed: int, args: argparse.Namespace, work: Path) -> Do
         if not link.is_symlink():
             link.symlink_to(image.resolve())
     return Domains(source, shifted_test, target, reference, {**counts, "shift": shift.to_dict()})
+
+
+def images_only(labeled: Path, dst: Path) -> Path:
+    """A folder of links to `labeled`'s images without their masks: an unlabeled target."""
+    for image in first_tiles(labeled, None):
+        link = dst / "images" / image.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(image.resolve())
+    return dst
+
+
+def real_pair(setting: str, args: argparse.Namespace, work: Path) -> Domains:
+    """The two-region pair one way or the other: labeled source, test scenes of the other region,
+    the other region's unlabeled images, and its labeled training scenes for the reference rows."""
+    root = args.dubai
+    if setting == "dubai":
+        source, test, reference = root / "source" / "train", root / "target" / "test", root / "target" / "train"
+        target = root / "target" / "unlabeled"
+    else:
+        source, test, reference = root / "target" / "train", root / "source" / "test", root / "source" / "train"
+        target = images_only(reference, work / setting / "unlabeled")
+    counts = {"train_tiles": len(first_tiles(source, None)), "test_tiles": len(first_tiles(test, None)),
+              "target_images": len(list((target / "images").glob("*.tif"))), "direction": f"{source.parent.name}/{source.name} -> {test.parent.name}/{test.name}"}
+    return Domains(source, test, target, reference, counts)
 
 
 def band_names(folder: Path) -> tuple[str, ...]:
@@ -382,7 +430,7 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str, f
     `fixed_set`: an oracle run, whose candidates are exactly the modules it trains, so it selects
     them all ("1.0"); `--select 6` would ask for 6 of its 1 candidate and be refused."""
     config = replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select="1.0" if fixed_set else args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, calibrate=args.calibrate, val_crops=args.val_crops,
+        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select="1.0" if fixed_set else args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, illumination=args.illumination, calibrate=args.calibrate, val_crops=args.val_crops,
         device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
         warmup_steps=None,  # derived again for these steps (a tenth, at most 25), as `adapt --steps` does
     )
@@ -393,6 +441,16 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str, f
     return config
 
 
+SELF_TRAINING_EARLIER = {"adapt_schedule": "joint", "adapt_steps": None, "target_norm": "target", "guard": False, "source_batch": True}
+"""Self-training settings that became options after records were first written, with the value
+those records trained with: a self-training record lists the ones it differs in."""
+
+
+def self_training_config(args: argparse.Namespace) -> SelfTrainConfig:
+    return SelfTrainConfig(prior_alignment=args.prior_alignment, schedule=args.adapt_schedule, adapt_steps=args.adapt_steps,
+                           target_norm=args.target_norm, guard=args.guard, source_batch=args.source_batch)
+
+
 def toolbox_config(rule: str) -> ToolboxConfig:
     return ToolboxConfig(earth_init="kaiming") if rule == "fisher-kaiming" else ToolboxConfig()
 
@@ -401,13 +459,13 @@ def run_folder(work: Path, setting: str, seed: int, run: CegateRun) -> Path:
     return work / "runs" / setting / run.backbone / run.decoder / f"seed{seed}" / run.row
 
 
-def evaluated(run_dir: Path, domains: Domains, args: argparse.Namespace) -> tuple[Any, Any, float]:
+def evaluated(run_dir: Path, domains: Domains, args: argparse.Namespace, weights: str = "best") -> tuple[Any, Any, float]:
     """`evaluate_run` on the test tiles: (evaluation, loaded run, seconds). A failed tile stops
     the benchmark: it would silently score the row on other pixels than the rest."""
     from cegate_cli.inference import MapOptions, evaluate_run
 
     started = time.perf_counter()
-    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device))
+    evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device, weights=weights))
     if evaluation.failed:
         raise RuntimeError(f"{run_dir}: {len(evaluation.failed)} test tile(s) failed: {evaluation.failed[:3]}")
     return evaluation, loaded, time.perf_counter() - started
@@ -460,7 +518,7 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
         train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)), toolbox=toolbox_config(run.rule), only_modules=run.modules or None,
         target=domains.target if run.mode == "self-training" else None,
-        overwrite=True, self_training=SelfTrainConfig(prior_alignment=args.prior_alignment),
+        overwrite=True, self_training=self_training_config(args),
         galileo=GalileoOptions(patch_size=args.patch_size),
     ))
     train_s = time.perf_counter() - started
@@ -478,6 +536,16 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     if run.modules:
         how["modules"] = [list(key) for key in run.modules]
     entry.update(how)
+    guard = (result.manifest.adaptation or {}).get("guard")
+    if guard is not None:  # what the guard kept, and what the other model would have scored
+        entry["guard"] = guard
+        if guard["kept"] == "source":
+            adapted, _, _ = evaluated(run_dir, domains, args, weights="last")
+            entry["adapted"] = {"miou": adapted.matrix.to_dict(loaded.manifest.classes)["miou"],
+                                "iou": {c["name"]: c["iou"] for c in adapted.matrix.to_dict(loaded.manifest.classes)["classes"]}}
+        print(f"  guard kept the {guard['kept']} model" + (f" (adapted: {entry['adapted']['miou']:.4f})" if "adapted" in entry else "")
+              + f"; {'; '.join(guard['reasons'])}; shares {guard['source_shares']} -> {guard['adapted_shares']}, agreement "
+              f"{guard['agreement']}, source val {guard['source_val_miou']} -> {guard['adapted_val_miou']}", file=sys.stderr, flush=True)
     trained.add(domains, seed, run, run_dir, {**how, "train_seconds": entry["train_seconds"],
                                                "trained_parameters": count, "trained_in": setting})
     return entry
@@ -540,6 +608,8 @@ def record(
         "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
                    **{name: getattr(args, name) for name in EARLIER_TRAIN if getattr(args, name) != EARLIER_TRAIN[name]},
                    **({"prior_alignment": True} if args.prior_alignment else {}),
+                   **({name: getattr(args, name) for name in SELF_TRAINING_EARLIER if getattr(args, name) != SELF_TRAINING_EARLIER[name]}
+                      if run.mode == "self-training" else {}),
                    **({"patch_size": args.patch_size} if args.patch_size else {})}
                   if run and args else None),
         "miou": scores["miou"], "accuracy": scores["overall_accuracy"], "pixels": scores["pixels"],
