@@ -140,6 +140,8 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     warnings = list(folder.warnings)
     for warning in warnings:
         reporter.message(f"warning: {warning}")
+    if folder.inferred_classes_note is not None:
+        reporter.message(folder.inferred_classes_note)
     table = folder.class_table
     choice, per_image = bands_for_images(options.bands, [pair.image for pair in folder.pairs])
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None

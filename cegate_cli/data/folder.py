@@ -75,6 +75,22 @@ class LabeledFolder:
     def images(self) -> tuple[Path, ...]:
         return tuple(p.image for p in self.pairs)
 
+    @property
+    def inferred_classes_note(self) -> str | None:
+        """Without a classes.yaml, what the classes were inferred from and how to name them; None with one.
+
+        Said once by `adapt`: a class none of the masks holds is not learned, and `evaluate` then
+        refuses labels holding it, which surprised users whose training tiles happened to lack one.
+        """
+        if self.classes_file is not None:
+            return None
+        ids = list(self.class_table.ids)
+        return (
+            f"no {CLASSES_FILE} in {self.root}: {len(ids)} class(es) inferred from the values of all {len(self.pairs)} "
+            f"mask(s) (ids {_short(ids)}, named class_<id>); a class none of them holds is not learned. To name the classes "
+            f"or add missing ones, put a {CLASSES_FILE} next to images/ and masks/ (template: examples/classes.yaml)"
+        )
+
 
 def _tiffs(folder: Path) -> list[Path]:
     """Every .tif/.tiff name in `folder`, also those that are not regular files (a folder, a FIFO,
