@@ -51,6 +51,10 @@ class OutputExistsError(CegateError, FileExistsError):
     """An output already exists and `--overwrite` was not given."""
 
 
+class InstallError(CegateError, ImportError):
+    """The installed packages do not work together (a torchvision built for another torch)."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during `adapt`'s training, with where it stopped and how to continue.
 
