@@ -24,7 +24,7 @@ from cegate_cli.classes import ClassTable
 from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.png import png_bytes
-from cegate_cli.report import describe_calibration, describe_compute, describe_rule, run_report
+from cegate_cli.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
 from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
@@ -162,8 +162,9 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
         rows.append(("trained", f"{trained:,} parameters (modules {params.get('modules_trained', 0):,} + head "
                                 f"{params.get('decoder', 0):,}): {params.get('trainable_share', 0):.2%} of the backbone"))
     result = []
-    if metrics.get("best_val_miou") is not None:
-        result.append(f"best validation mIoU {metrics['best_val_miou']:.3f} at step {metrics.get('best_step')}")
+    best = describe_best(metrics)
+    if best is not None:
+        result.append(best)
     if metrics.get("last_val_miou") is not None:
         result.append(f"last {metrics['last_val_miou']:.3f}")
     if metrics.get("final_loss") is not None:

@@ -66,10 +66,8 @@ class RunManifest:
 
     @property
     def saved_val_miou(self) -> float | None:
-        """Validation mIoU of the weights in adapter.safetensors: the best step's, or the last
-        step's where the run keeps its last step (self-training has no best step)."""
-        best = self.metrics.get("best_val_miou")
-        return best if best is not None else self.metrics.get("last_val_miou")
+        """Validation mIoU of the weights in adapter.safetensors (see `saved_val_miou`)."""
+        return saved_val_miou(self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +147,22 @@ def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
     text = CONFIG_HEADER.format(path=path) + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
     with writing(path, "write the run's configuration"):
         write_text_atomic(path, text)
+
+
+def calibrated(metrics: dict[str, Any]) -> bool:
+    """Whether calibration moved a class score, so the best weights saved carry its offsets."""
+    calibration = metrics.get("calibration")
+    return bool(calibration) and any(calibration["offsets"])
+
+
+def saved_val_miou(metrics: dict[str, Any]) -> float | None:
+    """Validation mIoU of the weights in adapter.safetensors, from run.json's metrics: the best
+    step's, after calibration where it moved a class score (the saved weights carry the offsets),
+    or the last step's where the run keeps its last step (self-training has no best step)."""
+    if calibrated(metrics):
+        return float(metrics["calibration"]["val_miou_after"])
+    best = metrics.get("best_val_miou")
+    return best if best is not None else metrics.get("last_val_miou")
 
 
 def read_manifest(run_dir: Path) -> RunManifest:
