@@ -63,6 +63,7 @@ from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
 from cegate_cli.train.target_data import TargetFolder, discover_target, target_stats
+from cegate_cli.words import counted
 
 MODES = ("supervised", "source+target", "target")
 # The teacher labels a weak view: geometry only, no radiometric jitter (the strong view has that).
@@ -175,7 +176,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     for warning in found:
         reporter.message(f"warning: {warning}")
 
-    with phase(reporter, f"band statistics of {_count(len(train_pairs), 'image')}"):
+    with phase(reporter, f"band statistics of {counted(len(train_pairs), 'image')}"):
         stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
     galileo_inputs = None
     if is_galileo:
@@ -248,7 +249,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         self_config = options.self_training
         own_stats = self_config.target_norm == "target" and normalizes_with_own_statistics(galileo_inputs)
         if own_stats:
-            with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+            with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
                 tstats = target_stats(target, choice, config.seed)
         else:
             tstats = stats
@@ -293,7 +294,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     table = earlier.classes
     tstats = earlier.normalization
     if self_config.target_norm == "target":
-        with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+        with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
             tstats = target_stats(target, earlier.bands, config.seed)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
@@ -363,10 +364,6 @@ def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[st
     backbone = model.backbone
     assert isinstance(backbone, GalileoBackbone)
     return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_crop(crop: int, patch: int) -> None:

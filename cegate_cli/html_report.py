@@ -29,6 +29,7 @@ from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
 from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
+from cegate_cli.words import counted
 
 REPORT_NAME = "report.html"
 KIND_COLORS = {"lora": "#1f77b4", "adapter": "#e8710a", "earth": "#2ca02c"}
@@ -153,7 +154,7 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
         ("backbone", f"{source.get('spec', '?')} ({backbone.get('architecture')}): depth {backbone.get('depth')}, "
                      f"width {backbone.get('embed_dim')}, patch {backbone.get('patch_size')}, {backbone.get('parameters', 0):,} parameters"),
         ("bands", ", ".join(report["bands"]["names"])),
-        ("training", f"{training.steps} steps of {training.batch_size} crops of {training.crop} px, lr {training.lr:g}, "
+        ("training", f"{counted(training.steps, 'step')} of {counted(training.batch_size, 'crop')} of {training.crop} px, lr {training.lr:g}, "
                      f"loss {training.loss}, selection {training.selection} ({report['select_count']} modules)"),
         ("images", f"{len(data.get('train_images', []))} for training, {len(data.get('val_images', []))} held out for validation"),
     ]
@@ -206,7 +207,7 @@ def _curves(report: dict[str, Any], metrics: dict[str, Any], steps: int, classes
         title="Validation mIoU", x_label="step", y_label="mIoU", y_range=(0.0, 1.0), style=ChartStyle(markers=val_markers),
     )
     charts = [loss, validation, *_pseudo_label_charts(report, classes)]
-    note = f"{steps} steps; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
+    note = f"{counted(steps, 'step')}; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
     return _section("Training", "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>", note)
 
 

@@ -110,6 +110,19 @@ def test_report_of_a_run_is_one_self_contained_page(trained) -> None:
     assert runner.invoke(app, ["report", str(run), "--overwrite"]).exit_code == 0
 
 
+def test_a_run_of_one_step_reads_1_step(trained, tmp_path: Path) -> None:
+    _, run, _ = trained
+    single = tmp_path / "single"
+    shutil.copytree(run, single)
+    record = json.loads((single / "run.json").read_text())
+    record["training"].update(steps=1, batch_size=1)
+    (single / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["report", str(single)])
+    assert result.exit_code == 0, result.output
+    page = (single / "report.html").read_text()
+    assert "1 step of 1 crop of 32 px" in page and "1 step; dashed lines" in page and "1 steps" not in page
+
+
 def test_scene_previews_show_the_prediction_and_the_label_pixel_for_pixel(trained, tmp_path: Path) -> None:
     data, run, _ = trained
     runner = CliRunner()
