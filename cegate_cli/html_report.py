@@ -32,6 +32,9 @@ from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
 from cegate_cli.words import counted
 
 REPORT_NAME = "report.html"
+GENERATOR_TAG = "<meta name='generator' content='cegate report'>"
+"""In every page's head: how `report` tells a page it wrote from a file of the user's."""
+HEAD_BYTES = 4096
 KIND_COLORS = {"lora": "#1f77b4", "adapter": "#e8710a", "earth": "#2ca02c"}
 KIND_TITLES = {"lora": "LoRA (spatial)", "adapter": "Adapter (semantic)", "earth": "Earth-Adapter (frequency)"}
 MAX_HISTORY_COLUMNS = 24
@@ -53,13 +56,27 @@ def default_report_path(run_dir: Path) -> Path:
     return Path(run_dir) / REPORT_NAME
 
 
+def is_own_report(path: Path) -> bool:
+    """Whether `path` is a page `cegate report` wrote: its generator tag (or, on pages from before
+    the tag, its title) in the first bytes. Such a page is a view of a run folder, so replacing
+    it loses nothing; any other file may be the user's."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(HEAD_BYTES)
+    except OSError:
+        return False
+    return GENERATOR_TAG.encode() in head or b"<title>cegate report: " in head
+
+
 def check_report_path(out: Path, *, overwrite: bool) -> None:
-    """Refuse an output that is a folder, or that exists without `overwrite`, before any work."""
+    """Refuse an output that is a folder, or another file than a report cegate wrote without
+    `overwrite`, before any work. A report cegate wrote is replaced: rewriting RUN/report.html
+    after a new evaluation should not need a flag."""
     out = Path(out)
     if out.is_dir():
         raise InputError(f"-o {out}: is a folder; give a file name such as {out / REPORT_NAME}")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; add --overwrite to replace it, or choose another -o")
+    if out.exists() and not overwrite and not is_own_report(out):
+        raise OutputExistsError(f"{out} already exists and is not a report cegate wrote; add --overwrite to replace it, or choose another -o")
 
 
 def write_report(run_dir: Path, out: Path | None = None, options: ReportOptions = ReportOptions(), *,
@@ -119,7 +136,7 @@ def build_page(run_dir: Path, evaluation: dict[str, Any] | None, scenes: Sequenc
         sections.append(_scenes(scenes))
     title = f"cegate report: {Path(run_dir).resolve().name}"
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>{GENERATOR_TAG}"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><p class='muted'>{escape(str(Path(run_dir).resolve()))}</p></header>"

@@ -103,11 +103,33 @@ def test_report_of_a_run_is_one_self_contained_page(trained) -> None:
     assert f"<b>{scores['miou']:.3f}</b>" in page
     for c in DEMO_CLASSES.classes:
         assert f"#{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}" in page
-    # An existing page is kept unless --overwrite.
+    # The page is a view of the run: writing it again replaces it without --overwrite.
     again = runner.invoke(app, ["report", str(run)])
-    assert again.exit_code == 2 and "already exists; add --overwrite" in again.output
-    assert page_path.read_text(encoding="utf-8") == page
+    assert again.exit_code == 0, again.output
+    assert "<h2>Evaluation</h2>" not in page_path.read_text(encoding="utf-8")  # the new page, without --evaluation
     assert runner.invoke(app, ["report", str(run), "--overwrite"]).exit_code == 0
+
+
+def test_report_replaces_its_own_page_but_not_a_file_of_the_users(trained, tmp_path: Path) -> None:
+    _, run, _ = trained
+    runner = CliRunner()
+    page = tmp_path / "page.html"
+    assert runner.invoke(app, ["report", str(run), "-o", str(page)]).exit_code == 0
+    page.write_text(page.read_text(encoding="utf-8").replace("</footer>", "old</footer>"), encoding="utf-8")
+    assert runner.invoke(app, ["report", str(run), "-o", str(page)]).exit_code == 0
+    assert "old</footer>" not in page.read_text(encoding="utf-8")
+    # A page from before the generator tag is still known by its title.
+    page.write_text("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>cegate report: run</title>", encoding="utf-8")
+    assert runner.invoke(app, ["report", str(run), "-o", str(page)]).exit_code == 0
+    # Anything else at -o may be the user's: kept unless --overwrite.
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html><body>my notes</body></html>", encoding="utf-8")
+    refused = runner.invoke(app, ["report", str(run), "-o", str(mine)])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"Error: {mine} already exists and is not a report cegate wrote; add --overwrite to replace it, or choose another -o"
+    assert mine.read_text(encoding="utf-8") == "<html><body>my notes</body></html>"
+    assert runner.invoke(app, ["report", str(run), "-o", str(mine), "--overwrite"]).exit_code == 0
+    assert "my notes" not in mine.read_text(encoding="utf-8")
 
 
 def test_a_run_of_one_step_reads_1_step(trained, tmp_path: Path) -> None:
