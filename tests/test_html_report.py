@@ -78,6 +78,20 @@ def test_charts_have_round_ticks_and_escape_labels() -> None:
     assert "nothing recorded" in line_chart([Series("x", [], "#000")], title="t", x_label="x", y_label="y")
 
 
+@pytest.mark.parametrize("step", [0, 50, 97, 100])
+def test_marker_labels_stay_inside_the_chart(step: int) -> None:
+    """The "best" label of a run whose best step is the last used to run off the right edge."""
+    from cegate_cli.svg_chart import ChartStyle, Marker, text_width
+
+    style = ChartStyle(markers=(Marker(step, "best", "#d62728"),))
+    svg = line_chart([Series("mIoU", [(0, 0.2), (100, 0.6)], "#1f77b4")], title="t", x_label="step", y_label="mIoU", style=style)
+    (found,) = re.findall(r"<text x='([\d.]+)'( text-anchor='end')? y='[\d.]+' font-size='10' fill='#d62728'>best</text>", svg)
+    x, anchored_at_end = float(found[0]), bool(found[1])
+    start = x - text_width("best", 10) if anchored_at_end else x
+    assert 0 <= start and start + text_width("best", 10) <= style.width
+    assert anchored_at_end == (step == 100)
+
+
 def test_report_of_a_run_is_one_self_contained_page(trained) -> None:
     data, run, evaluation = trained
     runner = CliRunner()
