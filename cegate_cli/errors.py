@@ -43,6 +43,19 @@ class HubConnectionError(CegateError, ConnectionError):
     """The Hub could not be reached and the backbone is not cached."""
 
 
+class DocumentError(CegateError, ValueError):
+    """A YAML or JSON file cegate will not read: unreadable, too large, too deeply nested, aliases
+    that expand too far, a key given twice, or not valid YAML/JSON (see `documents.py`).
+
+    `path` and `reason` are kept apart so a reader can name what the file is for and what to do.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class RunFolderError(CegateError, OSError):
     """A run folder is missing, incomplete, from an incompatible version, or would be overwritten."""
 

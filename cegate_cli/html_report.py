@@ -11,7 +11,6 @@ mailed, and makes no request to any server.
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from typing import Any
 
 from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
-from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError, OutputExistsError
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.png import png_bytes
 from cegate_cli.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
@@ -104,10 +104,13 @@ def load_evaluation(path: Path, classes: ClassTable) -> dict[str, Any]:
     if not path.is_file():
         raise DataFileNotFoundError(f"--evaluation {path}: no such file; write one with `cegate evaluate RUN FOLDER --json > {path.name}`")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
+    except DocumentError as exc:
+        raise InputError(f"--evaluation {exc}; write it with `cegate evaluate RUN FOLDER --json > {path.name}`") from None
+    try:
         rows = {int(row["id"]): row for row in data["classes"]}
         matrix = data["matrix"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--evaluation {path}: not the output of `cegate evaluate --json` ({type(exc).__name__}: {exc})") from None
     theirs = {i: str(rows[i].get("name")) for i in classes.ids if i in rows}
     ours = {c.id: c.name for c in classes.classes}

@@ -19,6 +19,7 @@ derived from other values (warm-up, LoRA alpha, ...) are left to those classes.
 from __future__ import annotations
 
 import difflib
+import os
 import textwrap
 import types
 import typing
@@ -28,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from cegate_cli.errors import DataFileNotFoundError, InputError
+from cegate_cli.documents import read_yaml
+from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError
 
 NOT_IN_FILE = ("config", "print-config", "help", "token")
 """Options a config file cannot set: the file itself, and the Hub token (a secret: HF_TOKEN)."""
@@ -55,18 +57,15 @@ def config_params(command: Any) -> dict[str, Any]:
 
 # -- reading ------------------------------------------------------------------------------------
 def read_yaml_mapping(path: Path) -> dict[Any, Any]:
-    """The top-level mapping of a YAML file, or one line saying what is wrong with it."""
+    """The top-level mapping of a YAML file (through the one safe loader: no key given twice, no
+    alias bombs), or one line saying what is wrong with it."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataFileNotFoundError(f"--config {path}: no such file; `cegate adapt --print-config > adapt.yaml` writes a template")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path}: not valid YAML{where}; write one `option: value` per line (see `cegate adapt --print-config`)") from exc
+        data = read_yaml(path)
+    except DocumentError as exc:
+        raise InputError(f"{exc}; write one `option: value` per line (see `cegate adapt --print-config`)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,7 +8,6 @@ RUN_FORMAT. Both files are written atomically (temporary name, then rename).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from cegate_cli.atomic import write_json_atomic, write_text_atomic, writing
 from cegate_cli.bands import BandChoice
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
-from cegate_cli.errors import RunFolderError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import DocumentError, RunFolderError
 from cegate_cli.fisher import Selection
 from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
@@ -170,9 +170,9 @@ def read_manifest(run_dir: Path) -> RunManifest:
     if not path.is_file():
         raise RunFolderError(f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc})") from exc
+        data = read_json(path)
+    except DocumentError as exc:
+        raise RunFolderError(f"{exc}; restore run.json from a copy of the run folder, or make the run again with `cegate adapt`") from None
     if data.get("format") != RUN_FORMAT:
         raise RunFolderError(f"{path}: format {data.get('format')!r} is not {RUN_FORMAT!r}; was it written by cegate?")
     try:
