@@ -78,13 +78,17 @@ class ClassTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassTable:
-        return cls(
-            classes=tuple(
-                ClassInfo(int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
-                for c in data["classes"]
-            ),
-            ignore_index=int(data.get("ignore_index", DEFAULT_IGNORE_INDEX)),
-        )
+        """The table `to_dict` wrote (run.json); a value of the wrong kind is a DataError."""
+        classes = []
+        for entry in data["classes"]:
+            class_id, name = entry["id"], entry["name"]
+            if not _is_int(class_id) or not isinstance(name, str):
+                raise DataError(f"class {class_id!r} {name!r}: the id must be a whole number and the name text")
+            classes.append(ClassInfo(class_id, name, parse_color(entry["color"], f"class {name!r}")))
+        ignore_index = data.get("ignore_index", DEFAULT_IGNORE_INDEX)
+        if not _is_int(ignore_index):
+            raise DataError(f"ignore index {ignore_index!r} is not a whole number")
+        return cls(classes=tuple(classes), ignore_index=ignore_index)
 
     @classmethod
     def from_ids(cls, ids: list[int], ignore_index: int = DEFAULT_IGNORE_INDEX) -> ClassTable:

@@ -66,6 +66,7 @@ class ToolboxConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolboxConfig:
-        values = dict(data)
-        values["kinds"] = tuple(values.get("kinds", KINDS))
-        return cls(**values)
+        """From run.json's "toolbox" section; a value of the wrong type is a FieldTypeError naming it."""
+        from cegate_cli.record_fields import record_fields
+
+        return cls(**record_fields(cls, data, section="toolbox"))

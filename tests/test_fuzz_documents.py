@@ -4,15 +4,17 @@ naming the file, never a traceback, a hang or gigabytes of memory (issue 32).
 Two kinds of cases. Built to hurt: a "billion laughs" alias bomb, nesting 10,000 (YAML flow) and
 100,000 (JSON) levels deep, aliases that refer to themselves, a key given twice, a number of
 5,000 digits, a device file, a folder under the file's name. Seeded mutations (deterministic):
-random bytes of a good classes.yaml and adapt config changed, each read through the reader a
-user reaches.
+random bytes of a good classes.yaml and adapt config changed, and every field of a good run.json
+replaced by values of the wrong kind, each read through the reader a user reaches.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,18 @@ import typer
 from typer.testing import CliRunner
 
 from cegate_cli import documents
-from cegate_cli.classes import ClassTable, load_class_table
+from cegate_cli.bands import BandChoice
+from cegate_cli.classes import ClassInfo, ClassTable, load_class_table
 from cegate_cli.cli import app
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.adapt import adapt_command
 from cegate_cli.data.stac import read_item
+from cegate_cli.data.stats import BandStats
 from cegate_cli.documents import read_json, read_yaml
 from cegate_cli.errors import CegateError, DataError, DocumentError, RunFolderError
+from cegate_cli.run import RunManifest, read_manifest
+from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.train.config import TrainConfig
 from cegate_cli.train.state import read_state, record_path, write_state
 
 SEED = 20240932
@@ -222,6 +229,98 @@ def test_mutated_config_files_load_or_are_one_line(tmp_path: Path) -> None:
         else:
             outcomes["loaded"] += 1
     assert all(outcomes.values()), outcomes
+
+
+# -- run.json ---------------------------------------------------------------------------------------
+
+
+def _good_manifest() -> dict[str, Any]:
+    table = ClassTable((ClassInfo(0, "water", (0, 0, 255)), ClassInfo(1, "land", (0, 255, 0))))
+    manifest = RunManifest(
+        backbone={"spec": "tiny"}, bands=BandChoice((1, 2, 3), ("red", "green", "blue")),
+        normalization=BandStats(("red", "green", "blue"), (1.0, 2.0, 3.0), (1.0, 1.0, 1.0)), classes=table,
+        toolbox=ToolboxConfig(), training=TrainConfig(), kinds=("lora", "adapter"), select_count=3, status="complete",
+    )
+    return manifest.to_dict()
+
+
+def _run_folder(tmp_path: Path, data: Any) -> Path:
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "run.json").write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return run
+
+
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (lambda d: [d], "holds a JSON list, not the object cegate writes"),
+        (lambda d: d["toolbox"].update(adapter_hidden=1e9), "toolbox.adapter_hidden is 1000000000.0, not a whole number"),
+        (lambda d: d["toolbox"].update(kinds="lora"), "toolbox.kinds is 'lora', not a list of names"),
+        (lambda d: d["toolbox"].update(surprise=1), "toolbox.surprise is not a field cegate knows"),
+        (lambda d: d["training"].update(crop="128"), "training.crop is '128', not a whole number"),
+        (lambda d: d["training"].update(calibrate=1), "training.calibrate is 1, not true or false"),
+        (lambda d: d.update(classes={"classes": [{"id": "x", "name": "a", "color": [0, 0, 0]}]}), "classes is damaged"),
+        (lambda d: d.update(metrics=[]), "metrics is not an object of fields"),
+        (lambda d: d["selection"].pop("count"), "selection.count is missing"),
+        (lambda d: d.pop("bands"), "bands is missing"),
+    ],
+)
+def test_a_damaged_run_json_names_the_file_and_the_field(change: Callable[[dict], Any], expected: str, tmp_path: Path) -> None:
+    data = _good_manifest()
+    changed = change(data)
+    run = _run_folder(tmp_path, changed if isinstance(changed, list) else data)
+    with pytest.raises(RunFolderError) as err:
+        read_manifest(run)
+    assert expected in _one_line(err.value, run / "run.json")
+    result = CliRunner().invoke(app, ["inspect", str(run)])
+    assert result.exit_code == 2 and result.output.startswith(f"Error: {run / 'run.json'}: "), result.output
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_JSON))
+def test_hostile_run_json_is_one_line(name: str, tmp_path: Path) -> None:
+    run = _run_folder(tmp_path, HOSTILE_JSON[name][0])
+    with pytest.raises(RunFolderError) as err:
+        read_manifest(run)
+    assert HOSTILE_JSON[name][1] in _one_line(err.value, run / "run.json")
+
+
+def _leaves(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield path + (key,)
+            yield from _leaves(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield path + (index,)
+            yield from _leaves(item, path + (index,))
+
+
+def test_every_run_json_field_replaced_by_the_wrong_kind_loads_or_is_one_line(tmp_path: Path) -> None:
+    good = _good_manifest()
+    wrong_kinds = [None, "x", [], {}, [1, 2], 1e9, -1, True, 10**30, math.inf, "1e9", {"__tensor__": "x"}]
+    rng = np.random.default_rng(SEED + 2)
+    places = list(_leaves(good))
+    refused = 0
+    for number in range(400):
+        data = json.loads(json.dumps(good))
+        where = places[int(rng.integers(len(places)))]
+        holder = data
+        for key in where[:-1]:
+            holder = holder[key]
+        holder[where[-1]] = wrong_kinds[int(rng.integers(len(wrong_kinds)))]
+        run = _run_folder(tmp_path, data)
+        try:
+            manifest = read_manifest(run)
+        except RunFolderError as exc:
+            _one_line(exc, run / "run.json")
+            refused += 1
+        except Exception as exc:  # pragma: no cover - the report of a failure
+            pytest.fail(f"case {number}: {where} = {holder[where[-1]]!r}: {type(exc).__name__}: {exc}")
+        else:
+            manifest.toolbox.check()  # what was accepted can build modules
+            assert all(isinstance(v, int) and not isinstance(v, bool) for v in (manifest.toolbox.lora_rank, manifest.training.crop))
+    assert refused > 100
 
 
 # -- the resume state and STAC items ----------------------------------------------------------------

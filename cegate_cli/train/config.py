@@ -117,7 +117,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        """From run.json's "training" section; a value of the wrong type is a FieldTypeError naming it."""
+        from cegate_cli.record_fields import record_fields
+
+        known = record_fields(cls, data, section="training", unknown="drop")
         # Runs recorded before these options existed trained with plain ce and random crops.
         known.setdefault("loss", "ce")
         known.setdefault("rare_crops", 1)
