@@ -86,6 +86,7 @@ def check_options(options: AdaptOptions) -> str:
     """
     options.train.check()
     options.toolbox.check()
+    options.galileo.check()
     if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
         raise InputError(
             f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
@@ -167,12 +168,15 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         pretrained = load_pretrained_vit(source)
     is_galileo = isinstance(pretrained, PretrainedGalileo)
     if is_galileo:
-        options.galileo.check()
+        options.galileo.check(pretrained.encoder.config.max_patch_size)  # before the crop is checked against the patch
         plan_groups(choice.names)  # bands that fill no Galileo group: say so before reading any pixel
         patch = options.galileo.patch_size or DEFAULT_PATCH_SIZE
+        width = pretrained.encoder.config.embed_dim
     else:
         patch = int(pretrained.vit.patch_embed.patch_size[0])
+        width = int(pretrained.vit.embed_dim)
     _check_crop(config.crop, patch)
+    options.toolbox.check_width(width)
     for warning in found:
         reporter.message(f"warning: {warning}")
 

@@ -72,6 +72,8 @@ def predict_run(
     loaded: LoadedRun | None = None,
 ) -> BatchSummary:
     """Map every input scene; under torchrun this process maps its share and returns the summary of all."""
+    options.check()
+    vectors.check()
     if loaded is None:
         read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
     check_out_dir(Path(out_dir))
@@ -161,6 +163,7 @@ def evaluate_run(
     folder (nothing needs a shared disk); the confusion matrices are summed across processes,
     so every process returns the evaluation of all images.
     """
+    options.check()
     if keep_masks is not None:
         check_out_dir(Path(keep_masks), "--keep-masks")
     with phase(progress, f"loading the run {run_dir}"):

@@ -256,6 +256,7 @@ def _run_folder(tmp_path: Path, data: Any) -> Path:
     [
         (lambda d: [d], "holds a JSON list, not the object cegate writes"),
         (lambda d: d["toolbox"].update(adapter_hidden=1e9), "toolbox.adapter_hidden is 1000000000.0, not a whole number"),
+        (lambda d: d["toolbox"].update(lora_rank=10_000_000), "toolbox: --lora-rank 10000000"),
         (lambda d: d["toolbox"].update(kinds="lora"), "toolbox.kinds is 'lora', not a list of names"),
         (lambda d: d["toolbox"].update(surprise=1), "toolbox.surprise is not a field cegate knows"),
         (lambda d: d["training"].update(crop="128"), "training.crop is '128', not a whole number"),
