@@ -87,6 +87,11 @@ def check_options(options: AdaptOptions) -> str:
     options.train.check()
     options.toolbox.check()
     options.galileo.check()
+    if options.resume and options.overwrite:
+        raise InputError(
+            f"--resume and --overwrite together: --resume continues the interrupted run in {options.out}, "
+            "--overwrite replaces it with a new one; give one of them"
+        )
     if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
         raise InputError(
             f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "

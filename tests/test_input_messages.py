@@ -117,6 +117,7 @@ def test_cli_bad_class_table_is_one_error_line_and_writes_nothing(labeled: Path,
         (["--seed", str(2**70)], f"--seed {2**70}: must be 0 to 4294967295"),
         (["--normalize", "foo"], "--normalize 'foo': choose auto, pretrained, data"),  # with --backbone tiny too
         (["--month", "13"], "--month 13: give a month from 1 (January) to 12 (December)"),
+        (["--resume", "--overwrite"], "--resume and --overwrite together: --resume continues the interrupted run in"),
     ],
 )
 def test_cli_bad_adapt_values_are_refused_before_anything_is_written(labeled: Path, tmp_path: Path, flags: list[str], expected: str) -> None:
@@ -141,6 +142,17 @@ def test_galileo_patch_size_beyond_its_kernels_names_the_patch_not_the_crop(labe
     assert result.exit_code == 2, result.output
     assert "--patch-size 9: Galileo takes patch sizes 1 to 8" in one_error_line(result.output)  # was: "--crop 128 is not a multiple of 9"
     assert not out.exists()
+
+
+def test_a_folder_named_classes_yaml_is_named_not_passed_over(labeled: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    shutil.copytree(labeled, folder)
+    (folder / "classes.yaml").unlink()
+    (folder / "classes.yaml").mkdir()
+    result = CliRunner().invoke(app, ["adapt", str(folder), "-o", str(tmp_path / "run"), "--backbone", "tiny"])
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'classes.yaml'}: is a folder, not a file" in one_error_line(result.output)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

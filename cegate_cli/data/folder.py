@@ -8,6 +8,7 @@ Masks are scanned in windows, so a folder of huge scenes is checked without load
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -193,9 +194,10 @@ def discover_labeled(
         problems.append(f"{_rel(masks[stem], root)}: {reason or f'no image (expected images/{stem}.tif)'}")
 
     table_path = Path(classes_file) if classes_file is not None else root / CLASSES_FILE
-    if classes_file is not None and not table_path.is_file():
+    if classes_file is not None and not os.path.lexists(table_path):
         raise DataFileNotFoundError(f"{table_path}: class table not found")
-    explicit = load_class_table(table_path, ignore_index) if table_path.is_file() else None
+    # Whatever has the name is read (a folder or a broken link there is named, not passed over).
+    explicit = load_class_table(table_path, ignore_index) if os.path.lexists(table_path) else None
     ignore = explicit.ignore_index if explicit else (DEFAULT_IGNORE_INDEX if ignore_index is None else int(ignore_index))
 
     warnings: list[str] = []
