@@ -27,7 +27,7 @@ from typer.core import TyperGroup  # noqa: E402
 
 from cegate_cli import __version__  # noqa: E402
 from cegate_cli.commands import register_commands  # noqa: E402
-from cegate_cli.errors import CegateError, TrainingInterrupted  # noqa: E402
+from cegate_cli.errors import CegateError, Interrupted  # noqa: E402
 from cegate_cli.install_check import broken_install  # noqa: E402
 
 INTERRUPTED = 130
@@ -71,10 +71,10 @@ class CegateGroup(TyperGroup):
         except KeyboardInterrupt as exc:
             # Caught here because Typer turns KeyboardInterrupt into a silent exit 130 before
             # `main` could say anything; the user needs to know where it stopped (adapt says
-            # which step and how to --resume).
+            # which step and how to --resume, predict and evaluate which scenes were finished).
             if os.environ.get("CEGATE_DEBUG"):
                 raise
-            click.echo(str(exc) if isinstance(exc, TrainingInterrupted) else "Interrupted.", err=True)
+            click.echo(str(exc) if isinstance(exc, Interrupted) else "Interrupted.", err=True)
             ctx.exit(INTERRUPTED)
 
 

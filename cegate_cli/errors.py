@@ -68,8 +68,8 @@ class InstallError(CegateError, ImportError):
     """The installed packages do not work together (a torchvision built for another torch)."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `adapt`'s training, with where it stopped and how to continue.
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was finished, what was not, and how to go on.
 
     Still a `KeyboardInterrupt`, so a Python caller stops as before; the CLI prints the message
     as one line and exits with 130, the shell's code for an interrupt.
@@ -83,3 +83,17 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return self.message
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C during `adapt`'s training: the step it stopped at and how to --resume."""
+
+
+class MappingInterrupted(Interrupted):
+    """Ctrl-C during `predict` or `evaluate`: which scenes were finished and where it stopped."""
+
+    def __init__(self, message: str, finished: tuple[object, ...] = (), total: int = 0) -> None:
+        super().__init__(message)
+        self.finished = finished
+        """The inputs whose outputs are complete (mapped now, or kept from before)."""
+        self.total = total
