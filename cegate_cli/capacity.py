@@ -1,9 +1,8 @@
 """How much one forward pass may hold: the one rule bounding crop, tile and batch sizes.
 
-A crop or tile side and a batch count are multiplied before anything checks them: `--crop 65536`
-asked numpy for 64 GiB and `--batch-size 100000` drew crops for hours before the first step.
-Training (`TrainConfig`) and mapping (`MapOptions`) both check their sizes here, before anything
-is read or written, and the message says what the limit means in memory and what this machine has.
+A side and a batch count multiply into memory before the model runs, so training (`TrainConfig`)
+and mapping (`MapOptions`) check their sizes here, before anything is read or written; the
+message says what the limit means in memory and what this machine has.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ MAX_SIDE = 2048
 MAX_BATCH = 1024
 """Crops or tiles in one pass."""
 MAX_PASS_PIXELS = 1 << 26
-"""Pixels of one pass, side x side x batch: 256 MiB per band as float32 before the model's
-activations, which are many times that (e.g. 1024 crops of 256 px, or 16 tiles of 2048 px)."""
+"""Pixels of one pass, side x side x batch; the model's activations are many times the input."""
 BYTES_PER_VALUE = 4
 
 

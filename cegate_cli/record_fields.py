@@ -1,9 +1,8 @@
 """An option dataclass's fields from a JSON record, each value checked against the field's type.
 
 run.json's option sections (toolbox, training) become the frozen option classes again when a run
-is read back. JSON cannot say "whole number": `adapter_hidden: 1e9` reads as a float and would
-reach torch as a module width, an allocation of hundreds of gigabytes. Every value is therefore
-checked here against the type its field declares, and a wrong one names the field.
+is read back. A float where a module width belongs would reach torch as an allocation, so every
+value is checked here against the type its field declares, and a wrong one names the field.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def usable_cores() -> int:
 
 SAMPLE_SECONDS = 0.3
 THREADS_PER_CORE = 4
-"""`--threads` may oversubscribe the usable cores this far, no further: every thread is an OS
-thread with its own stack, and 100,000 of them fail to start."""
+"""`--threads` may oversubscribe the usable cores this far, no further: each is an OS thread with
+its own stack, and beyond the cores they only wait for each other."""
 
 
 def cpu_times(stat_text: str, cpus: set[int]) -> dict[int, tuple[int, int]]:
