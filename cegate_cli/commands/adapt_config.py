@@ -65,7 +65,7 @@ def read_yaml_mapping(path: Path) -> dict[Any, Any]:
     try:
         data = read_yaml(path)
     except DocumentError as exc:
-        raise InputError(f"{exc}; write one `option: value` per line (see `cegate adapt --print-config`)") from None
+        raise InputError(f"{exc}; `cegate adapt --print-config` prints a template to start from") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
