@@ -63,6 +63,7 @@ from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
 from cegate_cli.train.target_data import TargetFolder, discover_target, target_stats
+from cegate_cli.words import counted
 
 MODES = ("supervised", "source+target", "target")
 # The teacher labels a weak view: geometry only, no radiometric jitter (the strong view has that).
@@ -85,6 +86,12 @@ def check_options(options: AdaptOptions) -> str:
     """
     options.train.check()
     options.toolbox.check()
+    options.galileo.check()
+    if options.resume and options.overwrite:
+        raise InputError(
+            f"--resume and --overwrite together: --resume continues the interrupted run in {options.out}, "
+            "--overwrite replaces it with a new one; give one of them"
+        )
     if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
         raise InputError(
             f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
@@ -140,6 +147,8 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     warnings = list(folder.warnings)
     for warning in warnings:
         reporter.message(f"warning: {warning}")
+    if folder.inferred_classes_note is not None:
+        reporter.message(folder.inferred_classes_note)
     table = folder.class_table
     choice, per_image = bands_for_images(options.bands, [pair.image for pair in folder.pairs])
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
@@ -164,16 +173,19 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         pretrained = load_pretrained_vit(source)
     is_galileo = isinstance(pretrained, PretrainedGalileo)
     if is_galileo:
-        options.galileo.check()
+        options.galileo.check(pretrained.encoder.config.max_patch_size)  # before the crop is checked against the patch
         plan_groups(choice.names)  # bands that fill no Galileo group: say so before reading any pixel
         patch = options.galileo.patch_size or DEFAULT_PATCH_SIZE
+        width = pretrained.encoder.config.embed_dim
     else:
         patch = int(pretrained.vit.patch_embed.patch_size[0])
+        width = int(pretrained.vit.embed_dim)
     _check_crop(config.crop, patch)
+    options.toolbox.check_width(width)
     for warning in found:
         reporter.message(f"warning: {warning}")
 
-    with phase(reporter, f"band statistics of {_count(len(train_pairs), 'image')}"):
+    with phase(reporter, f"band statistics of {counted(len(train_pairs), 'image')}"):
         stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
     galileo_inputs = None
     if is_galileo:
@@ -247,7 +259,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         self_config = options.self_training
         own_stats = self_config.target_norm == "target" and normalizes_with_own_statistics(galileo_inputs)
         if own_stats:
-            with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+            with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
                 tstats = target_stats(target, choice, config.seed)
         else:
             tstats = stats
@@ -292,7 +304,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     table = earlier.classes
     tstats = earlier.normalization
     if self_config.target_norm == "target":
-        with phase(reporter, f"band statistics of {_count(len(target.images), 'target image')}"):
+        with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
             tstats = target_stats(target, earlier.bands, config.seed)
     manifest = RunManifest(
         backbone=dict(earlier.backbone),
@@ -362,10 +374,6 @@ def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[st
     backbone = model.backbone
     assert isinstance(backbone, GalileoBackbone)
     return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _check_crop(crop: int, patch: int) -> None:

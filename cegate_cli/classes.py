@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cegate_cli.errors import DataError
+from cegate_cli.documents import read_yaml
+from cegate_cli.errors import DataError, DocumentError
 
 DEFAULT_IGNORE_INDEX = 255
 MAX_IGNORE_INDEX = 255
@@ -79,13 +78,17 @@ class ClassTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassTable:
-        return cls(
-            classes=tuple(
-                ClassInfo(int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
-                for c in data["classes"]
-            ),
-            ignore_index=int(data.get("ignore_index", DEFAULT_IGNORE_INDEX)),
-        )
+        """The table `to_dict` wrote (run.json); a value of the wrong kind is a DataError."""
+        classes = []
+        for entry in data["classes"]:
+            class_id, name = entry["id"], entry["name"]
+            if not _is_int(class_id) or not isinstance(name, str):
+                raise DataError(f"class {class_id!r} {name!r}: the id must be a whole number and the name text")
+            classes.append(ClassInfo(class_id, name, parse_color(entry["color"], f"class {name!r}")))
+        ignore_index = data.get("ignore_index", DEFAULT_IGNORE_INDEX)
+        if not _is_int(ignore_index):
+            raise DataError(f"ignore index {ignore_index!r} is not a whole number")
+        return cls(classes=tuple(classes), ignore_index=ignore_index)
 
     @classmethod
     def from_ids(cls, ids: list[int], ignore_index: int = DEFAULT_IGNORE_INDEX) -> ClassTable:
@@ -127,28 +130,11 @@ def _whole_number(value: Any, what: str, low: int, high: int, path: Path, fix: s
 
 
 def _read_yaml(path: Path) -> Any:
-    """The parsed file, or one line saying what is wrong with it and where.
-
-    PyYAML's own message spans several lines with a copy of the offending text; the user needs
-    the line and column and the reason, which is what the CLI's one-line errors can carry.
-    """
+    """The parsed file (through the one safe loader), or one line naming it and the template."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read class table ({exc.strerror or exc})") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
-        ) from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DataError(f"{path}: not valid YAML{where} ({reason}); see examples/classes.yaml") from exc
+        return read_yaml(path)
+    except DocumentError as exc:
+        raise DataError(f"{exc}; see examples/classes.yaml") from None
 
 
 def load_class_table(path: Path, ignore_index: int | None = None) -> ClassTable:

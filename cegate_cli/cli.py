@@ -1,8 +1,9 @@
 """The `cegate` command: a Typer app whose commands live one per file in `cegate_cli.commands`.
 
-Library errors (`CegateError`) become one line on stderr and exit code 2. That mapping lives in
-the command group itself, so `cegate`, `python -m cegate_cli`, `torchrun -m cegate_cli` and
-tests driving the app all behave the same. Set CEGATE_DEBUG=1 to get the traceback instead.
+Library errors (`CegateError`) become one line on stderr and exit code 2, and so does a broken
+installation recognised by install_check.py (a torchvision built for another torch). That mapping
+lives in the command group itself, so `cegate`, `python -m cegate_cli`, `torchrun -m cegate_cli`
+and tests driving the app all behave the same. Set CEGATE_DEBUG=1 to get the traceback instead.
 
 OMP_WAIT_POLICY=PASSIVE is set (unless the user set it) before anything else is imported: PyTorch's
 OpenMP runtime reads it once, when torch is first imported, and with it idle threads sleep instead
@@ -26,7 +27,8 @@ from typer.core import TyperGroup  # noqa: E402
 
 from cegate_cli import __version__  # noqa: E402
 from cegate_cli.commands import register_commands  # noqa: E402
-from cegate_cli.errors import CegateError, TrainingInterrupted  # noqa: E402
+from cegate_cli.errors import CegateError, Interrupted  # noqa: E402
+from cegate_cli.install_check import broken_install  # noqa: E402
 
 INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), what shells and Typer use."""
@@ -60,13 +62,19 @@ class CegateGroup(TyperGroup):
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except RuntimeError as exc:  # click's Exit is a RuntimeError too: broken_install passes it on
+            error = broken_install(exc)
+            if error is None or os.environ.get("CEGATE_DEBUG"):
+                raise
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(error.exit_code)
         except KeyboardInterrupt as exc:
             # Caught here because Typer turns KeyboardInterrupt into a silent exit 130 before
             # `main` could say anything; the user needs to know where it stopped (adapt says
-            # which step and how to --resume).
+            # which step and how to --resume, predict and evaluate which scenes were finished).
             if os.environ.get("CEGATE_DEBUG"):
                 raise
-            click.echo(str(exc) if isinstance(exc, TrainingInterrupted) else "Interrupted.", err=True)
+            click.echo(str(exc) if isinstance(exc, Interrupted) else "Interrupted.", err=True)
             ctx.exit(INTERRUPTED)
 
 

@@ -43,6 +43,19 @@ class HubConnectionError(CegateError, ConnectionError):
     """The Hub could not be reached and the backbone is not cached."""
 
 
+class DocumentError(CegateError, ValueError):
+    """A YAML or JSON file cegate will not read: unreadable, too large, too deeply nested, aliases
+    that expand too far, a key given twice, or not valid YAML/JSON (see `documents.py`).
+
+    `path` and `reason` are kept apart so a reader can name what the file is for and what to do.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class RunFolderError(CegateError, OSError):
     """A run folder is missing, incomplete, from an incompatible version, or would be overwritten."""
 
@@ -51,8 +64,12 @@ class OutputExistsError(CegateError, FileExistsError):
     """An output already exists and `--overwrite` was not given."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `adapt`'s training, with where it stopped and how to continue.
+class InstallError(CegateError, ImportError):
+    """The installed packages do not work together (a torchvision built for another torch)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was finished, what was not, and how to go on.
 
     Still a `KeyboardInterrupt`, so a Python caller stops as before; the CLI prints the message
     as one line and exits with 130, the shell's code for an interrupt.
@@ -66,3 +83,17 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return self.message
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C during `adapt`'s training: the step it stopped at and how to --resume."""
+
+
+class MappingInterrupted(Interrupted):
+    """Ctrl-C during `predict` or `evaluate`: which scenes were finished and where it stopped."""
+
+    def __init__(self, message: str, finished: tuple[object, ...] = (), total: int = 0) -> None:
+        super().__init__(message)
+        self.finished = finished
+        """The inputs whose outputs are complete (mapped now, or kept from before)."""
+        self.total = total

@@ -11,7 +11,6 @@ mailed, and makes no request to any server.
 from __future__ import annotations
 
 import base64
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,16 +20,21 @@ from typing import Any
 
 from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
-from cegate_cli.errors import DataFileNotFoundError, InputError, OutputExistsError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError, OutputExistsError
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.png import png_bytes
-from cegate_cli.report import describe_calibration, describe_compute, describe_rule, run_report
+from cegate_cli.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
 from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
 from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
+from cegate_cli.words import counted
 
 REPORT_NAME = "report.html"
+GENERATOR_TAG = "<meta name='generator' content='cegate report'>"
+"""In every page's head: how `report` tells a page it wrote from a file of the user's."""
+HEAD_BYTES = 4096
 KIND_COLORS = {"lora": "#1f77b4", "adapter": "#e8710a", "earth": "#2ca02c"}
 KIND_TITLES = {"lora": "LoRA (spatial)", "adapter": "Adapter (semantic)", "earth": "Earth-Adapter (frequency)"}
 MAX_HISTORY_COLUMNS = 24
@@ -52,13 +56,27 @@ def default_report_path(run_dir: Path) -> Path:
     return Path(run_dir) / REPORT_NAME
 
 
+def is_own_report(path: Path) -> bool:
+    """Whether `path` is a page `cegate report` wrote: its generator tag (or, on pages from before
+    the tag, its title) in the first bytes. Such a page is a view of a run folder, so replacing
+    it loses nothing; any other file may be the user's."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(HEAD_BYTES)
+    except OSError:
+        return False
+    return GENERATOR_TAG.encode() in head or b"<title>cegate report: " in head
+
+
 def check_report_path(out: Path, *, overwrite: bool) -> None:
-    """Refuse an output that is a folder, or that exists without `overwrite`, before any work."""
+    """Refuse an output that is a folder, or another file than a report cegate wrote without
+    `overwrite`, before any work. A report cegate wrote is replaced: rewriting RUN/report.html
+    after a new evaluation should not need a flag."""
     out = Path(out)
     if out.is_dir():
         raise InputError(f"-o {out}: is a folder; give a file name such as {out / REPORT_NAME}")
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; add --overwrite to replace it, or choose another -o")
+    if out.exists() and not overwrite and not is_own_report(out):
+        raise OutputExistsError(f"{out} already exists and is not a report cegate wrote; add --overwrite to replace it, or choose another -o")
 
 
 def write_report(run_dir: Path, out: Path | None = None, options: ReportOptions = ReportOptions(), *,
@@ -86,10 +104,13 @@ def load_evaluation(path: Path, classes: ClassTable) -> dict[str, Any]:
     if not path.is_file():
         raise DataFileNotFoundError(f"--evaluation {path}: no such file; write one with `cegate evaluate RUN FOLDER --json > {path.name}`")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
+    except DocumentError as exc:
+        raise InputError(f"--evaluation {exc}; write it with `cegate evaluate RUN FOLDER --json > {path.name}`") from None
+    try:
         rows = {int(row["id"]): row for row in data["classes"]}
         matrix = data["matrix"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"--evaluation {path}: not the output of `cegate evaluate --json` ({type(exc).__name__}: {exc})") from None
     theirs = {i: str(rows[i].get("name")) for i in classes.ids if i in rows}
     ours = {c.id: c.name for c in classes.classes}
@@ -118,7 +139,7 @@ def build_page(run_dir: Path, evaluation: dict[str, Any] | None, scenes: Sequenc
         sections.append(_scenes(scenes))
     title = f"cegate report: {Path(run_dir).resolve().name}"
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>{GENERATOR_TAG}"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{escape(title)}</h1><p class='muted'>{escape(str(Path(run_dir).resolve()))}</p></header>"
@@ -153,7 +174,7 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
         ("backbone", f"{source.get('spec', '?')} ({backbone.get('architecture')}): depth {backbone.get('depth')}, "
                      f"width {backbone.get('embed_dim')}, patch {backbone.get('patch_size')}, {backbone.get('parameters', 0):,} parameters"),
         ("bands", ", ".join(report["bands"]["names"])),
-        ("training", f"{training.steps} steps of {training.batch_size} crops of {training.crop} px, lr {training.lr:g}, "
+        ("training", f"{counted(training.steps, 'step')} of {counted(training.batch_size, 'crop')} of {training.crop} px, lr {training.lr:g}, "
                      f"loss {training.loss}, selection {training.selection} ({report['select_count']} modules)"),
         ("images", f"{len(data.get('train_images', []))} for training, {len(data.get('val_images', []))} held out for validation"),
     ]
@@ -162,8 +183,9 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
         rows.append(("trained", f"{trained:,} parameters (modules {params.get('modules_trained', 0):,} + head "
                                 f"{params.get('decoder', 0):,}): {params.get('trainable_share', 0):.2%} of the backbone"))
     result = []
-    if metrics.get("best_val_miou") is not None:
-        result.append(f"best validation mIoU {metrics['best_val_miou']:.3f} at step {metrics.get('best_step')}")
+    best = describe_best(metrics)
+    if best is not None:
+        result.append(best)
     if metrics.get("last_val_miou") is not None:
         result.append(f"last {metrics['last_val_miou']:.3f}")
     if metrics.get("final_loss") is not None:
@@ -207,7 +229,7 @@ def _curves(report: dict[str, Any], metrics: dict[str, Any], steps: int, classes
         title="Validation mIoU", x_label="step", y_label="mIoU", y_range=(0.0, 1.0), style=ChartStyle(markers=val_markers),
     )
     charts = [loss, validation, *_pseudo_label_charts(report, classes)]
-    note = f"{steps} steps; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
+    note = f"{counted(steps, 'step')}; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
     return _section("Training", "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>", note)
 
 

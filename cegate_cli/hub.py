@@ -20,7 +20,6 @@ to do next (accept a licence, set a token, `cegate pull` while online): see hub_
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -31,7 +30,8 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
 from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS, TINY_WEIGHTS
-from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import BackboneNotFoundError, DocumentError, InputError, OfflineNotCachedError
 from cegate_cli.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
 
 BackboneKind = Literal["timm", "prithvi", "embedded", "galileo"]
@@ -292,9 +292,9 @@ def _local_source(spec: str, folder: Path) -> BackboneSource:
 def read_backbone_config(path: Path) -> dict[str, Any]:
     """A backbone's config.json as a dict; unreadable or non-object JSON is the user's InputError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"backbone config '{path}' is not readable JSON: {exc}") from None
+        data = read_json(path)
+    except DocumentError as exc:
+        raise InputError(f"backbone config {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"backbone config '{path}' must hold a JSON object, not {type(data).__name__}")
     return data

@@ -15,8 +15,8 @@ all scenes, in input order, and can exit with the same code.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from cegate_cli.bands import match_bands
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
 from cegate_cli.data.folder import discover_labeled
+from cegate_cli.errors import Interrupted, MappingInterrupted
 from cegate_cli.map_options import MapOptions
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.progress import phase
@@ -72,13 +73,15 @@ def predict_run(
     loaded: LoadedRun | None = None,
 ) -> BatchSummary:
     """Map every input scene; under torchrun this process maps its share and returns the summary of all."""
+    options.check()
+    vectors.check()
     if loaded is None:
         read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
     check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
     check_unique_stems(sources)  # over all scenes: two processes must never write the same file
     if loaded is None:
-        with phase(progress, f"loading the run {run_dir}"):
+        with phase(progress, f"loading the run {run_dir}"), _stopped_before_mapping(out_dir):
             loaded = load_for_inference(run_dir, options)
     share = distributed.shard(sources)
     local = _map_scenes(loaded, share, Path(out_dir), options, vectors, overwrite, progress)
@@ -161,9 +164,10 @@ def evaluate_run(
     folder (nothing needs a shared disk); the confusion matrices are summed across processes,
     so every process returns the evaluation of all images.
     """
+    options.check()
     if keep_masks is not None:
         check_out_dir(Path(keep_masks), "--keep-masks")
-    with phase(progress, f"loading the run {run_dir}"):
+    with phase(progress, f"loading the run {run_dir}"), _stopped_before_mapping(Path(labeled_dir), "scored"):
         loaded = load_for_inference(run_dir, options)
     table = loaded.manifest.classes
     folder = discover_labeled(Path(labeled_dir), ignore_index=table.ignore_index)
@@ -172,8 +176,11 @@ def evaluate_run(
     masks = {pair.image: pair.mask for pair in folder.pairs}
     with tempfile.TemporaryDirectory(prefix="cegate-eval-") as scratch:
         out_dir = keep_masks if keep_masks is not None else Path(scratch)
-        local = _map_scenes(loaded, distributed.shard(images), out_dir, options, VectorOptions(fmt=None), True, progress)
-        scored = [_score(outcome, masks, table.num_classes, table.ignore_index) for outcome in local.outcomes]
+        try:
+            local = _map_scenes(loaded, distributed.shard(images), out_dir, options, VectorOptions(fmt=None), True, progress)
+            scored = [_score(outcome, masks, table.num_classes, table.ignore_index) for outcome in local.outcomes]
+        except MappingInterrupted as exc:
+            raise _evaluation_interrupted(exc, Path(labeled_dir), keep_masks) from exc
     evaluation = Evaluation(ConfusionMatrix(table.num_classes, table.ignore_index))
     for outcome, matrix, row in _in_input_order(distributed.gather_objects(scored)):
         if matrix is None:
@@ -182,6 +189,34 @@ def evaluate_run(
         evaluation.matrix.merge(matrix)
         evaluation.per_file.append(row)
     return evaluation, loaded
+
+
+@contextmanager
+def _stopped_before_mapping(where: Path, done: str = "written") -> Iterator[None]:
+    """Ctrl-C while the run loads: say that nothing was mapped yet."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise MappingInterrupted(f"Interrupted: {where}: stopped while loading the run, before any scene was mapped; nothing was {done}") from exc
+
+
+def _evaluation_interrupted(exc: MappingInterrupted, labeled_dir: Path, keep_masks: Path | None) -> MappingInterrupted:
+    """Ctrl-C during evaluate: nothing is scored until every image is mapped, so say what of the
+    masks is left and that the scores need a full run."""
+    mapped = f"{len(exc.finished)} of {exc.total} images mapped"
+    if keep_masks is None:
+        masks = "the masks made so far were in a scratch folder and are removed"
+    elif exc.finished:
+        masks = f"their masks are complete in {keep_masks}, nothing half-written"
+    else:
+        masks = f"nothing was written to {keep_masks}"
+    return MappingInterrupted(
+        f"Interrupted: {labeled_dir}: {mapped}, none scored (scores are printed once every image is mapped); {masks}; "
+        "run the same command again to evaluate",
+        exc.finished, exc.total,
+    )
 
 
 def _score(

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+WEIGHTS = ("best", "last")
+"""Which trained weights map: the best validation step's (adapter.safetensors) or the last step's."""
+
 
 @dataclass(frozen=True)
 class MapOptions:
@@ -20,3 +23,18 @@ class MapOptions:
     weights: str = "best"
     offline: bool | None = None
     token: str | None = None
+
+    def check(self) -> None:
+        """Refuse values no mapping can use, before the run is loaded; every message names the flag."""
+        from cegate_cli.capacity import check_pass
+        from cegate_cli.errors import InputError
+
+        if self.weights not in WEIGHTS:
+            raise InputError(f"--weights {self.weights!r}: choose {' or '.join(WEIGHTS)} (default {MapOptions.weights})")
+        if self.tile < 1:
+            raise InputError(f"--tile {self.tile}: must be at least 1 pixel (default {MapOptions.tile})")
+        if not 0 <= self.overlap < self.tile:
+            raise InputError(f"--overlap {self.overlap}: must be 0 or more and below --tile {self.tile} (default {MapOptions.overlap})")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: must be at least 1 (default {MapOptions.batch_size})")
+        check_pass(side=self.tile, side_flag="--tile", batch=self.batch_size, batch_flag="--batch-size", unit="tile")

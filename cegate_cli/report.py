@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.fisher import select_top
-from cegate_cli.run import read_manifest
+from cegate_cli.run import calibrated, read_manifest, saved_val_miou
 from cegate_cli.module_key import KIND_LABELS, KINDS, in_order, keys_from_json
 from cegate_cli.toolbox import ToolboxConfig
 
@@ -202,6 +202,15 @@ def describe_compute(compute: dict[str, Any]) -> str:
         f"rule {compute['rule']}, {budget}; autograd runs through blocks {lowest}-{depth - 1} "
         f"({compute['backward_blocks']} of {depth}): {saved}"
     )
+
+
+def describe_best(metrics: dict[str, Any]) -> str | None:
+    """The saved best weights' validation mIoU and step, as adapt's summary, inspect and the HTML
+    report all say it: after calibration where it moved a class score, the value predict gets."""
+    if metrics.get("best_val_miou") is None:
+        return None
+    after = " (after calibration)" if calibrated(metrics) else ""
+    return f"best validation mIoU {saved_val_miou(metrics):.3f} at step {metrics.get('best_step')}{after}"
 
 
 def describe_calibration(calibration: dict[str, Any], classes: dict[str, Any]) -> str:

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 from html import escape
 
 FONT = "font-family='system-ui,-apple-system,Segoe UI,Roboto,sans-serif'"
+CHAR_WIDTH = 0.64
+"""Width of an average character of FONT, in font sizes: no font metrics in SVG text, so labels
+are placed by this estimate (generous, so a label estimated inside stays inside)."""
+MARKER_FONT = 10
+"""Font size of a marker's label."""
+
+
+def text_width(text: str, font_size: float) -> float:
+    """Estimated width of `text` at `font_size`, in the chart's units."""
+    return CHAR_WIDTH * font_size * len(text)
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,11 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
     for marker in style.markers:
         x = px(marker.x)
         parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{top}' y2='{bottom}' stroke='{marker.color}' stroke-dasharray='4 3'/>")
-        parts.append(f"<text x='{x + 3:.1f}' y='{top + 10}' font-size='10' fill='{marker.color}'>{escape(marker.label)}</text>")
+        # Right of the line, or left of it (anchored at its end) where it would leave the viewBox:
+        # the best step is often the last, at the right edge.
+        fits_right = x + 3 + text_width(marker.label, MARKER_FONT) <= width
+        anchor = f"x='{x + 3:.1f}'" if fits_right else f"x='{x - 3:.1f}' text-anchor='end'"
+        parts.append(f"<text {anchor} y='{top + 10}' font-size='{MARKER_FONT}' fill='{marker.color}'>{escape(marker.label)}</text>")
     for s, pts in clean:
         if len(pts) > 1:
             path = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for i, (x, y) in enumerate(pts))
@@ -128,8 +142,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: s
             parts.extend(f"<circle cx='{px(x):.1f}' cy='{py(y):.1f}' r='3' fill='{s.color}'/>" for x, y in pts)
     legend_x = right
     for s, _ in reversed(clean if style.legend else []):
-        text_width = 7 * len(s.label) + 18
-        legend_x -= text_width
+        legend_x -= round(text_width(s.label, 11)) + 18
         parts.append(f"<rect x='{legend_x}' y='9' width='10' height='10' fill='{s.color}'/>")
         parts.append(f"<text x='{legend_x + 14}' y='18' font-size='11' fill='#333'>{escape(s.label)}</text>")
     parts.append("</svg>")

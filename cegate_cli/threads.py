@@ -55,6 +55,9 @@ def usable_cores() -> int:
 
 
 SAMPLE_SECONDS = 0.3
+THREADS_PER_CORE = 4
+"""`--threads` may oversubscribe the usable cores this far, no further: each is an OS thread with
+its own stack, and beyond the cores they only wait for each other."""
 
 
 def cpu_times(stat_text: str, cpus: set[int]) -> dict[int, tuple[int, int]]:
@@ -161,6 +164,12 @@ def choose_threads(
     if requested is not None:
         if requested < 1:
             raise InputError(f"--threads {requested}: must be at least 1 (leave it out to use the cores free now)")
+        most = THREADS_PER_CORE * cores
+        if requested > most:
+            raise InputError(
+                f"--threads {requested}: at most {most}, {THREADS_PER_CORE} per core cegate may use ({cores} here); "
+                "threads beyond the cores only wait for each other (leave it out to use the cores free now)"
+            )
         return ThreadChoice(requested, cores, load, "--threads", measured)
     if load is None and not environ.get("OMP_NUM_THREADS", "").strip():
         load = busy_cores_now()

@@ -13,6 +13,10 @@ from typing import Any
 from cegate_cli.module_key import KINDS
 
 
+MAX_WIDTH = 4096
+"""Largest LoRA rank and module hidden size: above every ViT embedding width cegate loads."""
+
+
 @dataclass(frozen=True)
 class ToolboxConfig:
     kinds: tuple[str, ...] = KINDS
@@ -46,9 +50,14 @@ class ToolboxConfig:
             raise InputError(f"--modules {','.join(self.kinds) or '(none)'}: choose from {', '.join(KINDS)} or all")
         if self.lora_rank < 1:
             raise InputError(f"--lora-rank {self.lora_rank}: the LoRA rank must be at least 1 (e.g. 8)")
+        if self.lora_rank > MAX_WIDTH:
+            raise InputError(
+                f"--lora-rank {self.lora_rank}: at most {MAX_WIDTH}; a rank above the backbone's embedding width "
+                "adds memory and nothing else (e.g. 8)"
+            )
         for what, value in (("adapter hidden size", self.adapter_hidden), ("Earth-Adapter hidden size", self.earth_hidden)):
-            if value < 1:
-                raise InputError(f"{what} {value}: must be at least 1")
+            if not 1 <= value <= MAX_WIDTH:
+                raise InputError(f"{what} {value}: must be from 1 to {MAX_WIDTH}")
         for what, value in (("LoRA alpha", self.lora_alpha), ("adapter scale", self.adapter_scale)):
             if not math.isfinite(value):
                 raise InputError(f"{what} {value}: must be a finite number")
@@ -59,6 +68,14 @@ class ToolboxConfig:
         if not 0 < self.earth_low_freq_ratio < 1:
             raise InputError(f"Earth-Adapter low-frequency ratio {self.earth_low_freq_ratio}: must lie strictly between 0 and 1")
 
+    def check_width(self, width: int) -> None:
+        """Reject a LoRA rank above the backbone's embedding width `width`: its update would hold
+        more parameters than the full-rank weight it adapts, for nothing."""
+        from cegate_cli.errors import InputError
+
+        if self.lora_rank > width:
+            raise InputError(f"--lora-rank {self.lora_rank}: at most the backbone's embedding width, {width} (e.g. 8)")
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kinds"] = list(self.kinds)
@@ -66,6 +83,7 @@ class ToolboxConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolboxConfig:
-        values = dict(data)
-        values["kinds"] = tuple(values.get("kinds", KINDS))
-        return cls(**values)
+        """From run.json's "toolbox" section; a value of the wrong type is a FieldTypeError naming it."""
+        from cegate_cli.record_fields import record_fields
+
+        return cls(**record_fields(cls, data, section="toolbox"))

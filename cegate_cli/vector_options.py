@@ -16,10 +16,12 @@ On imagery with pixels of 3.2 m or coarser (Sentinel-2, Landsat, HLS) one pixel 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 DEFAULT_MIN_AREA_M2 = 10.0
+FORMATS = ("geojson", "gpkg")
 
 
 @dataclass(frozen=True)
@@ -33,3 +35,20 @@ class VectorOptions:
     fmt: Literal["geojson", "gpkg"] | None = "geojson"
     min_area_m2: float = DEFAULT_MIN_AREA_M2
     simplify_m: float = 0.0
+
+    def check(self) -> None:
+        """Refuse a format no writer has, and areas or tolerances that are negative or not finite
+        (`inf` would merge every region into one, `nan` compares false and kept every one)."""
+        from cegate_cli.errors import InputError
+
+        if self.fmt is not None and self.fmt not in FORMATS:
+            raise InputError(f"--vector {self.fmt!r}: choose {', '.join(FORMATS)} or none")
+        if not (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0):
+            raise InputError(
+                f"--min-area {self.min_area_m2}: give square metres as a finite number, 0 or more "
+                f"(0 keeps every region; default {DEFAULT_MIN_AREA_M2:g})"
+            )
+        if not (math.isfinite(self.simplify_m) and self.simplify_m >= 0):
+            raise InputError(
+                f"--simplify {self.simplify_m}: give metres as a finite number, 0 or more (0 keeps the exact pixel outlines)"
+            )

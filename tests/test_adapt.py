@@ -194,3 +194,29 @@ def test_a_run_keeps_its_calibration_in_the_best_weights_and_run_json(demo, tmp_
     shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "on")])
     assert shown.exit_code == 0, shown.output
     assert "calibrated class scores water +0.50, vegetation -0.25, bare soil +1.00: validation mIoU 0.400 -> 0.500" in shown.output
+
+
+def test_adapt_inspect_and_report_show_the_calibrated_miou_of_the_saved_weights(
+    demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adapt's summary used to show the mIoU before calibration while inspect showed it after:
+    both (and the HTML report) now give the value of the weights predict uses."""
+    from cegate_cli.train import supervised
+    from cegate_cli.train.calibrate import Calibration
+
+    monkeypatch.setattr(supervised, "fit_class_offsets",
+                        lambda scores, labels, num_classes, ignore_index: Calibration((1.0,) + (0.0,) * (num_classes - 1), 0.4, 0.625, len(labels)))
+    runner = CliRunner()
+    out = tmp_path / "run"
+    trained = runner.invoke(app, ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny", "--steps", "2", "--crop", "32",
+                                  "--batch-size", "2", "--fisher-samples", "2", "--select", "2", "--val-every", "2", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    manifest = read_manifest(out)
+    assert manifest.saved_val_miou == 0.625 and manifest.metrics["best_val_miou"] != 0.625
+    said = f"best validation mIoU 0.625 at step {manifest.metrics['best_step']} (after calibration)"
+    assert said in trained.stdout.splitlines()
+    shown = runner.invoke(app, ["inspect", str(out)])
+    assert shown.exit_code == 0 and f"metrics    {said}; last " in shown.output
+    page = runner.invoke(app, ["report", str(out)])
+    assert page.exit_code == 0, page.output
+    assert said in (out / "report.html").read_text()

@@ -129,3 +129,27 @@ def test_from_run_refuses_a_backbone_from_the_config_file(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["adapt", "--from", str(tmp_path / "earlier"), "-o", str(tmp_path / "run"), "--config", str(config)])
     assert result.exit_code == 2
     assert f"--backbone (set in {config}): with --from these come from the earlier run" in result.output
+
+
+def test_a_printed_template_loads_as_written(tmp_path: Path) -> None:
+    """`--print-config > a.yaml`, then `--config a.yaml SOURCE -o run`: the template's empty keys
+    (out, source, ...) are not set, the command line gives them, and adapt goes on to the data."""
+    runner = CliRunner()
+    printed = runner.invoke(app, ["adapt", "--print-config"])
+    assert printed.exit_code == 0
+    config = tmp_path / "a.yaml"
+    config.write_text(printed.stdout)
+    assert yaml.safe_load(config.read_text())["out"] is None
+    source = tmp_path / "no-such-folder"
+    result = runner.invoke(app, ["adapt", "--config", str(config), str(source), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"Error: {source}: no such folder")  # past every option check
+    # With --from too: the template's backbone, decoder and LoRA rank are its defaults, not requests.
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    continued = runner.invoke(app, ["adapt", "--config", str(config), "--from", str(earlier), "--target", str(source), "-o", str(tmp_path / "run2")])
+    assert continued.exit_code == 2
+    assert continued.output.strip() == f"Error: {earlier} is not a cegate run folder (no run.json); create one with `cegate adapt`"
+    # A required option is still required: left empty in the file and not given, click says so.
+    missing = runner.invoke(app, ["adapt", "--config", str(config), str(source)])
+    assert missing.exit_code == 2 and "--out" in missing.output

@@ -91,6 +91,20 @@ def test_a_phase_is_named_while_it_runs_once_it_takes_long_and_a_quick_one_not_a
     assert len(lines) == 2  # a phase that failed quickly leaves the error alone
 
 
+def test_a_single_step_reads_1_step() -> None:
+    from cegate_cli.words import counted
+
+    lines: list[str] = []
+
+    class Console:
+        def print(self, text: str, **_: object) -> None:
+            lines.append(text)
+
+    PlainTrainReporter(Console(), interval=30.0).start(1, 0)  # type: ignore[arg-type]
+    assert lines == ["training: 1 step ..."]
+    assert (counted(1, "step"), counted(0, "step"), counted(2, "crop")) == ("1 step", "0 steps", "2 crops")
+
+
 def test_plain_training_lines_come_at_a_steady_interval() -> None:
     """300 steps of one second each, lines every 30 s: the first, one per 30 s, and the last."""
     lines: list[str] = []

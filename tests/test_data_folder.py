@@ -34,6 +34,49 @@ def test_good_folder_takes_classes_from_masks(tmp_path) -> None:
     assert sum(folder.label_counts.values()) == 2 * 16 * 16
 
 
+def test_classes_are_inferred_from_every_mask_and_said_with_how_to_name_them(tmp_path) -> None:
+    """A class held by one mask of many (water in the last tile) is a class; the note says what was
+    inferred, from how many masks, and where a classes.yaml template is."""
+    for stem in "abcdefghijk":
+        _pair(tmp_path, stem, _labels(4, 4, values=(0, 1, 2, 3, 4)))
+    _pair(tmp_path, "l", _labels(4, 4, values=(0, 5)))
+    folder = discover_labeled(tmp_path)
+    assert folder.class_table.ids == (0, 1, 2, 3, 4, 5)
+    assert folder.inferred_classes_note == (
+        f"no classes.yaml in {tmp_path}: 6 class(es) inferred from the values of all 12 mask(s) (ids [0, 1, 2, 3, 4, 5], "
+        "named class_<id>); a class none of them holds is not learned. To name the classes or add missing ones, "
+        "put a classes.yaml next to images/ and masks/ (template: examples/classes.yaml)"
+    )
+    (tmp_path / "classes.yaml").write_text("classes:\n" + "".join(f"  - {{id: {i}, name: c{i}}}\n" for i in range(6)))
+    assert discover_labeled(tmp_path).inferred_classes_note is None
+
+
+def test_adapt_says_once_how_the_classes_were_inferred(tmp_path) -> None:
+    """Through adapt's reporter, before anything loads: one message, not a warning per mask."""
+    from cegate_cli.adapt import AdaptOptions, adapt
+
+    class Stop(Exception):
+        pass
+
+    class Heard:
+        def __init__(self) -> None:
+            self.messages: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.messages.append(text)
+
+        def phase_started(self, name: str) -> None:
+            raise Stop(name)  # the backbone would load next: everything said up to here is enough
+
+    for stem in "abc":
+        _pair(tmp_path / "src", stem, _labels(32, 32))
+    heard = Heard()
+    with pytest.raises(Stop):
+        adapt(AdaptOptions(source=tmp_path / "src", out=tmp_path / "run", backbone="tiny"), heard)  # type: ignore[arg-type]
+    said = [m for m in heard.messages if "inferred" in m]
+    assert len(said) == 1 and "from the values of all 3 mask(s)" in said[0] and "examples/classes.yaml" in said[0]
+
+
 def test_classes_yaml_is_used_and_unknown_values_are_listed(tmp_path) -> None:
     (tmp_path / "classes.yaml").write_text("classes:\n  - {id: 0, name: water}\n  - {id: 1, name: land}\n")
     _pair(tmp_path, "a", _labels(values=(0, 1)))

@@ -78,6 +78,20 @@ def test_charts_have_round_ticks_and_escape_labels() -> None:
     assert "nothing recorded" in line_chart([Series("x", [], "#000")], title="t", x_label="x", y_label="y")
 
 
+@pytest.mark.parametrize("step", [0, 50, 97, 100])
+def test_marker_labels_stay_inside_the_chart(step: int) -> None:
+    """The "best" label of a run whose best step is the last used to run off the right edge."""
+    from cegate_cli.svg_chart import ChartStyle, Marker, text_width
+
+    style = ChartStyle(markers=(Marker(step, "best", "#d62728"),))
+    svg = line_chart([Series("mIoU", [(0, 0.2), (100, 0.6)], "#1f77b4")], title="t", x_label="step", y_label="mIoU", style=style)
+    (found,) = re.findall(r"<text x='([\d.]+)'( text-anchor='end')? y='[\d.]+' font-size='10' fill='#d62728'>best</text>", svg)
+    x, anchored_at_end = float(found[0]), bool(found[1])
+    start = x - text_width("best", 10) if anchored_at_end else x
+    assert 0 <= start and start + text_width("best", 10) <= style.width
+    assert anchored_at_end == (step == 100)
+
+
 def test_report_of_a_run_is_one_self_contained_page(trained) -> None:
     data, run, evaluation = trained
     runner = CliRunner()
@@ -103,11 +117,46 @@ def test_report_of_a_run_is_one_self_contained_page(trained) -> None:
     assert f"<b>{scores['miou']:.3f}</b>" in page
     for c in DEMO_CLASSES.classes:
         assert f"#{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}" in page
-    # An existing page is kept unless --overwrite.
+    # The page is a view of the run: writing it again replaces it without --overwrite.
     again = runner.invoke(app, ["report", str(run)])
-    assert again.exit_code == 2 and "already exists; add --overwrite" in again.output
-    assert page_path.read_text(encoding="utf-8") == page
+    assert again.exit_code == 0, again.output
+    assert "<h2>Evaluation</h2>" not in page_path.read_text(encoding="utf-8")  # the new page, without --evaluation
     assert runner.invoke(app, ["report", str(run), "--overwrite"]).exit_code == 0
+
+
+def test_report_replaces_its_own_page_but_not_a_file_of_the_users(trained, tmp_path: Path) -> None:
+    _, run, _ = trained
+    runner = CliRunner()
+    page = tmp_path / "page.html"
+    assert runner.invoke(app, ["report", str(run), "-o", str(page)]).exit_code == 0
+    page.write_text(page.read_text(encoding="utf-8").replace("</footer>", "old</footer>"), encoding="utf-8")
+    assert runner.invoke(app, ["report", str(run), "-o", str(page)]).exit_code == 0
+    assert "old</footer>" not in page.read_text(encoding="utf-8")
+    # A page from before the generator tag is still known by its title.
+    page.write_text("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>cegate report: run</title>", encoding="utf-8")
+    assert runner.invoke(app, ["report", str(run), "-o", str(page)]).exit_code == 0
+    # Anything else at -o may be the user's: kept unless --overwrite.
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html><body>my notes</body></html>", encoding="utf-8")
+    refused = runner.invoke(app, ["report", str(run), "-o", str(mine)])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"Error: {mine} already exists and is not a report cegate wrote; add --overwrite to replace it, or choose another -o"
+    assert mine.read_text(encoding="utf-8") == "<html><body>my notes</body></html>"
+    assert runner.invoke(app, ["report", str(run), "-o", str(mine), "--overwrite"]).exit_code == 0
+    assert "my notes" not in mine.read_text(encoding="utf-8")
+
+
+def test_a_run_of_one_step_reads_1_step(trained, tmp_path: Path) -> None:
+    _, run, _ = trained
+    single = tmp_path / "single"
+    shutil.copytree(run, single)
+    record = json.loads((single / "run.json").read_text())
+    record["training"].update(steps=1, batch_size=1)
+    (single / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["report", str(single)])
+    assert result.exit_code == 0, result.output
+    page = (single / "report.html").read_text()
+    assert "1 step of 1 crop of 32 px" in page and "1 step; dashed lines" in page and "1 steps" not in page
 
 
 def test_scene_previews_show_the_prediction_and_the_label_pixel_for_pixel(trained, tmp_path: Path) -> None:

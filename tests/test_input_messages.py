@@ -108,6 +108,16 @@ def test_cli_bad_class_table_is_one_error_line_and_writes_nothing(labeled: Path,
         (["--decoder", "foo"], "--decoder 'foo': choose one of unet, linear, linear-pixel"),
         (["--steps", "0"], "--steps 0: must be at least 1"),
         (["--class-weight-power", "-0.5"], "--class-weight-power -0.5: must lie in [0, 2]"),
+        # Sizes past what a machine holds (issue 32): each once hung, ate the memory or ended in a traceback.
+        (["--batch-size", "100000"], "--batch-size 100000: at most 1024 crops per pass (4 to 64 is usual; this machine"),
+        (["--lora-rank", "10000000"], "--lora-rank 10000000: at most 4096; a rank above the backbone's embedding width"),
+        (["--crop", "65536"], "--crop 65536: at most 2048 pixels a side; one crop of 65536 px is 16.0 GiB per band"),
+        (["--crop", "2048", "--batch-size", "64"], "--batch-size 64 with --crop 2048: 268 million pixels per pass, more than the 67"),
+        (["--fisher-samples", "5000"], "--fisher-samples 5000: at most 1024 crops per pass"),
+        (["--seed", str(2**70)], f"--seed {2**70}: must be 0 to 4294967295"),
+        (["--normalize", "foo"], "--normalize 'foo': choose auto, pretrained, data"),  # with --backbone tiny too
+        (["--month", "13"], "--month 13: give a month from 1 (January) to 12 (December)"),
+        (["--resume", "--overwrite"], "--resume and --overwrite together: --resume continues the interrupted run in"),
     ],
 )
 def test_cli_bad_adapt_values_are_refused_before_anything_is_written(labeled: Path, tmp_path: Path, flags: list[str], expected: str) -> None:
@@ -116,6 +126,55 @@ def test_cli_bad_adapt_values_are_refused_before_anything_is_written(labeled: Pa
     assert result.exit_code == 2, result.output
     assert expected in one_error_line(result.output)
     assert not out.exists()  # no run.json left in status "training", not even an empty folder
+
+
+def test_lora_rank_above_the_backbones_width_is_refused_naming_it(labeled: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["adapt", str(labeled), "-o", str(out), "--backbone", "tiny", "--steps", "2", "--lora-rank", "97"])
+    assert result.exit_code == 2, result.output
+    assert "--lora-rank 97: at most the backbone's embedding width, 96" in one_error_line(result.output)
+    assert not out.exists()
+
+
+def test_galileo_patch_size_beyond_its_kernels_names_the_patch_not_the_crop(labeled: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["adapt", str(labeled), "-o", str(out), "--backbone", "galileo-nano", "--patch-size", "9"])
+    assert result.exit_code == 2, result.output
+    assert "--patch-size 9: Galileo takes patch sizes 1 to 8" in one_error_line(result.output)  # was: "--crop 128 is not a multiple of 9"
+    assert not out.exists()
+
+
+def test_a_folder_named_classes_yaml_is_named_not_passed_over(labeled: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    shutil.copytree(labeled, folder)
+    (folder / "classes.yaml").unlink()
+    (folder / "classes.yaml").mkdir()
+    result = CliRunner().invoke(app, ["adapt", str(folder), "-o", str(tmp_path / "run"), "--backbone", "tiny"])
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'classes.yaml'}: is a folder, not a file" in one_error_line(result.output)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "command,flags,expected",
+    [
+        ("predict", ["--min-area", "nan"], "--min-area nan: give square metres as a finite number, 0 or more"),
+        ("predict", ["--min-area", "-1"], "--min-area -1.0: give square metres as a finite number, 0 or more"),
+        ("predict", ["--simplify", "inf"], "--simplify inf: give metres as a finite number, 0 or more"),
+        ("predict", ["--vector", "shp"], "--vector 'shp': choose geojson, gpkg or none"),
+        ("predict", ["--weights", "foo"], "--weights 'foo': choose best or last"),
+        ("evaluate", ["--weights", "foo"], "--weights 'foo': choose best or last"),  # scored the last step's weights
+        ("evaluate", ["--tile", "65536"], "--tile 65536: at most 2048 pixels a side"),
+        ("predict", ["--batch-size", "100000"], "--batch-size 100000: at most 1024 tiles per pass"),
+        ("predict", ["--overlap", "512"], "--overlap 512: must be 0 or more and below --tile 512"),
+    ],
+)
+def test_cli_bad_map_values_are_refused_before_the_run_is_read(tmp_path: Path, command: str, flags: list[str], expected: str) -> None:
+    inputs = [str(tmp_path)] if command == "evaluate" else [str(tmp_path), "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [command, str(tmp_path / "no-run"), *inputs, *flags])
+    assert result.exit_code == 2, result.output
+    assert one_error_line(result.output).startswith(f"Error: {expected}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_select_spelling_decides_count_or_fraction() -> None:

@@ -35,6 +35,9 @@ def test_threads_flag_then_omp_num_threads_then_free_cores() -> None:
     assert "1-minute load 1.00" in chosen.describe()
     with pytest.raises(InputError, match="--threads 0: must be at least 1"):
         choose_threads(0, cores=2, load=0.0, environ={})
+    assert choose_threads(8, cores=2, load=0.0, environ={}).threads == 8  # oversubscribing on purpose is allowed
+    with pytest.raises(InputError, match=r"--threads 100000: at most 8, 4 per core cegate may use \(2 here\)"):
+        choose_threads(100000, cores=2, load=0.0, environ={})  # was: "can't start new thread" and a traceback
 
 
 def test_busy_cores_come_from_the_kernels_per_core_counters() -> None:

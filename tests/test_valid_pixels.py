@@ -158,3 +158,70 @@ def test_complex_bands_are_refused_in_words(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "complex.tif", np.ones((1, 4, 4), np.complex64))
     with rasterio.open(path) as ds, pytest.raises(DataError, match=r"complex numbers .*convert them"):
         PixelValidity(ds, (1,))
+
+
+def _naip_rgbn(path: Path, *, internal_mask: np.ndarray | None = None) -> tuple[Path, np.ndarray]:
+    """A NAIP-style R, G, B, NIR GeoTIFF whose NIR band is tagged alpha, with NIR = 0 in a corner."""
+    data = np.full((4, 8, 8), 90, np.uint8)
+    data[3, :3, :3] = 0  # NIR 0: water, shadow; data, not transparency
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=4, dtype="uint8") as dst:
+            dst.write(data)
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+            if internal_mask is not None:
+                dst.write_mask(internal_mask.astype(np.uint8) * 255)
+    with rasterio.open(path) as ds:
+        assert ds.colorinterp[3] == ColorInterp.alpha
+    return path, data
+
+
+def test_an_alpha_tagged_band_the_run_reads_is_data_not_a_mask(tmp_path: Path) -> None:
+    """NAIP tags NIR as alpha: read as R, G, B, NIR, its zeros stay valid in training, the image
+    checks, predict and evaluate alike (they used to be nodata)."""
+    path, _ = _naip_rgbn(tmp_path / "naip.tif")
+    labels = write_tif(tmp_path / "labels.tif", np.zeros((8, 8), np.uint8), crs=None, transform=None)
+    bands = (1, 2, 3, 4)
+    everywhere = np.ones((8, 8), bool)
+    assert np.array_equal(_training_valid(path, bands), everywhere)
+    assert np.array_equal(_crop_valid(path, labels, bands, 8)[0], everywhere)
+    assert np.array_equal(_predict_valid(path, bands), everywhere)
+    counted, predicted = _evaluate_counted(path, labels, bands, tmp_path)
+    assert counted == 64 and predicted.all()
+    stats = compute_band_stats([path], [bands], ("r", "g", "b", "nir"))
+    assert stats.mean[3] < 90.0  # the NIR zeros are counted in its statistics
+
+
+def test_an_alpha_band_the_run_does_not_read_still_masks(tmp_path: Path) -> None:
+    """Reading R, G, B only, band 4 is no data of the run and keeps its meaning: transparency."""
+    path, data = _naip_rgbn(tmp_path / "naip.tif")
+    assert np.array_equal(_training_valid(path, (1, 2, 3)), data[3] != 0)
+    assert np.array_equal(_predict_valid(path, (1, 2, 3)), data[3] != 0)
+
+
+def test_an_internal_mask_still_masks_when_the_alpha_band_is_data(tmp_path: Path) -> None:
+    mask = np.ones((8, 8), bool)
+    mask[7] = False
+    path, _ = _naip_rgbn(tmp_path / "naip.tif", internal_mask=mask)
+    assert np.array_equal(_training_valid(path, (1, 2, 3, 4)), mask)
+    assert np.array_equal(_predict_valid(path, (1, 2, 3, 4)), mask)
+
+
+def test_the_alpha_band_read_as_data_is_said_once(tmp_path: Path) -> None:
+    """One line for the whole folder in adapt, naming the band and what was done; one per scene in predict."""
+    from cegate_cli.data.folder import check_image_contents
+
+    paths = [_naip_rgbn(tmp_path / "images" / f"t{i}.tif")[0] for i in range(7)]
+    contents = check_image_contents(paths, [(1, 2, 3, 4)] * len(paths), crop=8, root=tmp_path)
+    said = [w for w in contents.warnings if "alpha" in w]
+    assert len(said) == 1
+    assert said[0].startswith("7 image(s) (images/t0.tif") and "band 4 is tagged as alpha" in said[0]
+    assert "read as data and not as a nodata mask" in said[0]
+    assert not check_image_contents(paths, [(1, 2, 3)] * len(paths), crop=8, root=tmp_path).warnings
+
+    stats = BandStats(("r", "g", "b", "nir"), (100.0,) * 4, (10.0,) * 4)
+    scene = predict_scene(
+        ConstantLogits([2.0, 0.0]), paths[0], tmp_path / "t0.mask.tif", band_indexes=(1, 2, 3, 4), stats=stats,
+        class_table=TABLE, tile=4, overlap=0,
+    )
+    assert [w for w in scene.warnings if "alpha" in w] == [f"t0.tif: {said[0].split(': ', 1)[1]}"]

@@ -22,7 +22,6 @@ round-trip, without appearing as trainable parameters.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +33,8 @@ from torch import nn
 
 from cegate_cli.backbone.weights_io import load_state_strict, read_weights
 from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
-from cegate_cli.errors import InputError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import DocumentError, InputError
 
 SPACE_TIME_BANDS: tuple[str, ...] = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")
 GROUPS: dict[str, tuple[int, ...]] = {
@@ -366,9 +366,9 @@ def present_groups(s_t_m: torch.Tensor) -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"'{path}' is not a readable JSON file: {exc}") from None
+        data = read_json(path)
+    except DocumentError as exc:
+        raise InputError(f"Galileo config {exc}") from None
     if not isinstance(data, dict):
         raise InputError(f"'{path}' holds a {type(data).__name__}, not a JSON object")
     return data

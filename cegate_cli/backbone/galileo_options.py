@@ -29,10 +29,17 @@ class GalileoOptions:
     """0 = January; the CLI takes 1-12."""
     normalize: str = "auto"
 
-    def check(self) -> None:
+    def check(self, max_patch_size: int | None = None) -> None:
+        """Refuse values no Galileo run can use. Checked for every backbone (a typo is a typo even
+        where Galileo is not used); `max_patch_size`, the loaded encoder's largest patch, once known."""
         if self.normalize not in NORMALIZE_CHOICES:
             raise InputError(f"--normalize {self.normalize!r}: choose {', '.join(NORMALIZE_CHOICES)}")
         if self.month is not None and not 0 <= self.month <= 11:
             raise InputError(f"--month {self.month + 1}: give a month from 1 (January) to 12 (December)")
         if self.patch_size is not None and self.patch_size < 1:
             raise InputError(f"--patch-size {self.patch_size}: must be at least 1")
+        if self.patch_size is not None and max_patch_size is not None and self.patch_size > max_patch_size:
+            raise InputError(
+                f"--patch-size {self.patch_size}: Galileo takes patch sizes 1 to {max_patch_size} (its patch kernels are "
+                f"{max_patch_size} px; a larger patch has no weights), e.g. {DEFAULT_PATCH_SIZE}"
+            )

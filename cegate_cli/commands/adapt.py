@@ -214,7 +214,9 @@ def _print_summary(result: Any) -> None:
     stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
     stdout.print(f"trained parameters: {share:.2%} of the backbone")
     if best is not None:
-        stdout.print(f"best validation mIoU: {best:.3f} (step {manifest.metrics.get('best_step')})")
+        from cegate_cli.report import describe_best
+
+        stdout.print(str(describe_best(manifest.metrics)))
     if manifest.adaptation:
         last_val = manifest.metrics.get("last_val_miou")
         if last_val is not None:

@@ -19,6 +19,7 @@ derived from other values (warm-up, LoRA alpha, ...) are left to those classes.
 from __future__ import annotations
 
 import difflib
+import os
 import textwrap
 import types
 import typing
@@ -28,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from cegate_cli.errors import DataFileNotFoundError, InputError
+from cegate_cli.documents import read_yaml
+from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError
 
 NOT_IN_FILE = ("config", "print-config", "help", "token")
 """Options a config file cannot set: the file itself, and the Hub token (a secret: HF_TOKEN)."""
@@ -55,18 +57,15 @@ def config_params(command: Any) -> dict[str, Any]:
 
 # -- reading ------------------------------------------------------------------------------------
 def read_yaml_mapping(path: Path) -> dict[Any, Any]:
-    """The top-level mapping of a YAML file, or one line saying what is wrong with it."""
+    """The top-level mapping of a YAML file (through the one safe loader: no key given twice, no
+    alias bombs), or one line saying what is wrong with it."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataFileNotFoundError(f"--config {path}: no such file; `cegate adapt --print-config > adapt.yaml` writes a template")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path}: not valid YAML{where}; write one `option: value` per line (see `cegate adapt --print-config`)") from exc
+        data = read_yaml(path)
+    except DocumentError as exc:
+        raise InputError(f"{exc}; `cegate adapt --print-config` prints a template to start from") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -78,10 +77,13 @@ def file_defaults(path: Path, command: Any, hints: Mapping[str, Any]) -> dict[st
     """Parameter name -> value for every key of the config file at `path`, checked and converted.
 
     `hints` are the command function's annotations (parameter name -> type). Unknown keys, keys
-    given twice and values of the wrong type are one line naming the file and the key.
+    given twice and values of the wrong type are one line naming the file and the key. A key with
+    no value (`out:`, `null`) is not set: the command line or the default gives it, so the
+    template `--print-config` prints, required options left empty, loads as written.
     """
     params = config_params(command)
     values: dict[str, Any] = {}
+    seen: set[str] = set()
     for raw_key, raw_value in read_yaml_mapping(path).items():
         key = str(raw_key).strip().replace("_", "-")
         if key == "token":
@@ -91,20 +93,19 @@ def file_defaults(path: Path, command: Any, hints: Mapping[str, Any]) -> dict[st
             close = difflib.get_close_matches(key, list(params), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InputError(f"{path}: unknown option {raw_key!r}{hint}; `cegate adapt --print-config` lists every option")
-        if param.name in values:
+        if param.name in seen:
             raise InputError(f"{path}: option {key!r} is given twice")
-        values[param.name] = convert(raw_value, hints[param.name], key=key, path=path)
+        seen.add(param.name)
+        if raw_value is not None:
+            values[param.name] = convert(raw_value, hints[param.name], key=key, path=path)
     return values
 
 
 def convert(value: Any, annotation: Any, *, key: str, path: Path) -> Any:
-    """A YAML value as the option's type (see `_base_type`); relative paths from `path`'s folder."""
-    base, optional = _base_type(annotation)
+    """A YAML value (not None: that is no value, see `file_defaults`) as the option's type (see
+    `_base_type`); relative paths from `path`'s folder."""
+    base, _ = _base_type(annotation)
     where = f"{path}: {key}: "
-    if value is None:
-        if optional:
-            return None
-        raise InputError(f"{where}needs a value (leave the line out for the default)")
     if base is bool:
         if not isinstance(value, bool):
             raise InputError(f"{where}{value!r} is not true or false")
@@ -172,11 +173,25 @@ def given(ctx: Any, name: str) -> bool:
 
 
 def check_from_run(ctx: Any) -> None:
-    """With --from, the backbone, bands, classes and head come from the earlier run: refuse them."""
+    """With --from, the backbone, bands, classes and head come from the earlier run: refuse them.
+
+    A config file's value equal to the default is no request (the template lists every option
+    with its default), so a printed template works with --from too.
+    """
     if ctx.params.get("from_run") is None:
         return
     params = config_params(ctx.command)
-    named = [key for key in FROM_RUN if given(ctx, params[key].name) and ctx.params[params[key].name] not in (None, False)]
+    defaults = library_defaults()
+
+    def requested(key: str) -> bool:
+        param = params[key]
+        value = ctx.params[param.name]
+        if not given(ctx, param.name) or value in (None, False):
+            return False
+        from_file = ctx.get_parameter_source(param.name).name == "DEFAULT_MAP"
+        return not (from_file and value == defaults.get(key, param.default))
+
+    named = [key for key in FROM_RUN if requested(key)]
     if named:
         config = ctx.params.get("config")
         where = f" (set in {config})" if config is not None and any(ctx.get_parameter_source(params[k].name).name == "DEFAULT_MAP" for k in named) else ""
@@ -270,6 +285,7 @@ def template(command: Any) -> str:
         "# cegate adapt configuration: every option of `cegate adapt`, set to its default.",
         "# Use it with:  cegate adapt --config adapt.yaml   (options given on the command line win).",
         "# Keys are the flags without `--`; relative paths are taken from this file's folder.",
+        "# A key with no value (null) is not set: its default applies, or the command line gives it.",
         "# The Hub token is not read from here: set HF_TOKEN (or pass --token).",
         "",
     ]

@@ -174,7 +174,9 @@ def render_run(report: dict[str, Any]) -> None:
         loss = metrics.get("final_loss")
         parts = []
         if best is not None:
-            parts.append(f"best val mIoU {best:.3f} at step {metrics.get('best_step')}")
+            from cegate_cli.report import describe_best
+
+            parts.append(str(describe_best(metrics)))
         if last is not None:
             parts.append(f"last {last:.3f}" if best is not None else f"{metrics.get('validation') or 'val'} mIoU at the last step {last:.3f}")
         if loss is not None:

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from cegate_cli.progress import BatchProgress
 from cegate_cli.train.reporter import SilentReporter
+from cegate_cli.words import counted
 
 if TYPE_CHECKING:
     from cegate_cli.fisher import Selection
@@ -158,7 +159,7 @@ class PlainTrainReporter(PhaseLines):
         self.total, self.first, self.last = total_steps, first_step, first_step
         self.started = self.clock()
         resumed = f", resuming at step {first_step}" if first_step else ""
-        self.say(f"training: {total_steps} steps{resumed} ...")
+        self.say(f"training: {counted(total_steps, 'step')}{resumed} ...")
 
     def message(self, text: str) -> None:
         self.say(text)

@@ -14,7 +14,6 @@ from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, Verbose
 from cegate_cli.commands.options import (
     BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, OverwriteOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag,
 )
-from cegate_cli.errors import InputError
 from cegate_cli.map_options import MapOptions
 from cegate_cli.vector_options import VectorOptions
 
@@ -68,12 +67,6 @@ def register(app: typer.Typer) -> None:
 
         feedback = Feedback.from_flags(quiet, verbose)
 
-        if vector not in ("geojson", "gpkg", NO_VECTOR):
-            raise InputError(f"--vector {vector!r}: choose geojson, gpkg or none")
-        if weights not in ("best", "last"):
-            raise InputError(f"--weights {weights!r}: choose best or last")
-        if tile < 1 or overlap < 0 or overlap >= tile or batch_size < 1 or min_area < 0 or simplify < 0:
-            raise InputError("need --tile > --overlap >= 0, --batch-size >= 1, --min-area >= 0 and --simplify >= 0")
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
                              probabilities=probabilities, weights=weights, offline=offline_flag(offline), token=token)
         vectors = VectorOptions(fmt=None if vector == NO_VECTOR else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from cegate_cli.commands.console import stderr, stdout
-from cegate_cli.commands.options import DeviceOpt, OfflineOpt, OverwriteOpt, RunArg, TokenOpt, offline_flag
+from cegate_cli.commands.options import DeviceOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.commands.options import WeightsOpt
 from cegate_cli.commands.feedback import main_progress
 from cegate_cli.map_options import MapOptions
@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,
         token: TokenOpt = None,
-        overwrite: OverwriteOpt = False,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Replace a file at --out that is not a report cegate wrote (a report it wrote is always replaced).")] = False,
     ) -> None:
         """Write a run as one HTML page that opens offline: curves, module selection, IoU, class legend, scene previews."""
         from cegate_cli.html_report import write_report

@@ -8,6 +8,7 @@ Masks are scanned in windows, so a folder of huge scenes is checked without load
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_tabl
 from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import (
     PixelValidity,
+    alpha_as_data_note,
     grid_differences,
     is_tiff,
     is_tiff_name,
@@ -73,6 +75,22 @@ class LabeledFolder:
     @property
     def images(self) -> tuple[Path, ...]:
         return tuple(p.image for p in self.pairs)
+
+    @property
+    def inferred_classes_note(self) -> str | None:
+        """Without a classes.yaml, what the classes were inferred from and how to name them; None with one.
+
+        Said once by `adapt`: a class none of the masks holds is not learned, and `evaluate` then
+        refuses labels holding it, which surprised users whose training tiles happened to lack one.
+        """
+        if self.classes_file is not None:
+            return None
+        ids = list(self.class_table.ids)
+        return (
+            f"no {CLASSES_FILE} in {self.root}: {len(ids)} class(es) inferred from the values of all {len(self.pairs)} "
+            f"mask(s) (ids {_short(ids)}, named class_<id>); a class none of them holds is not learned. To name the classes "
+            f"or add missing ones, put a {CLASSES_FILE} next to images/ and masks/ (template: examples/classes.yaml)"
+        )
 
 
 def _tiffs(folder: Path) -> list[Path]:
@@ -176,9 +194,10 @@ def discover_labeled(
         problems.append(f"{_rel(masks[stem], root)}: {reason or f'no image (expected images/{stem}.tif)'}")
 
     table_path = Path(classes_file) if classes_file is not None else root / CLASSES_FILE
-    if classes_file is not None and not table_path.is_file():
+    if classes_file is not None and not os.path.lexists(table_path):
         raise DataFileNotFoundError(f"{table_path}: class table not found")
-    explicit = load_class_table(table_path, ignore_index) if table_path.is_file() else None
+    # Whatever has the name is read (a folder or a broken link there is named, not passed over).
+    explicit = load_class_table(table_path, ignore_index) if os.path.lexists(table_path) else None
     ignore = explicit.ignore_index if explicit else (DEFAULT_IGNORE_INDEX if ignore_index is None else int(ignore_index))
 
     warnings: list[str] = []
@@ -364,19 +383,25 @@ def check_image_contents(
       contributes nothing, and if it was the one a user cared about they never learned why;
     - an image smaller than the crop is padded with unlabeled pixels, most of each crop wasted;
     - an image stored in another data type than the rest (uint8 among uint16) is most likely on
-      another value scale, yet all are normalised with the same statistics.
+      another value scale, yet all are normalised with the same statistics;
+    - a band tagged alpha that the run reads as data (NAIP's NIR) is not used as a mask: said once
+      for all such images, since the user may have meant it as transparency.
     The valid-pixel scan stops at the first valid pixel, so a good image costs one window read.
     """
     empty: list[str] = []
     empty_paths: set[Path] = set()
     small: list[str] = []
     dtypes: dict[Path, str] = {}
+    alpha_as_data: dict[int, list[str]] = {}  # alpha-tagged band -> images whose run reads it as data
     for path, indexes in zip(images, band_indexes):
         with open_raster(Path(path)) as ds:
             dtypes[path] = str(ds.dtypes[indexes[0] - 1])
             if ds.width < crop or ds.height < crop:
                 small.append(f"{_rel(path, root)} ({ds.width} x {ds.height})")
-            if not _has_valid_pixel(ds, indexes):
+            validity = PixelValidity(ds, indexes)
+            if validity.alpha_as_data is not None:
+                alpha_as_data.setdefault(validity.alpha_as_data, []).append(_rel(path, root))
+            if not _has_valid_pixel(ds, validity):
                 empty.append(_rel(path, root))
                 empty_paths.add(path)
     if len(empty) == len(images):
@@ -390,6 +415,8 @@ def check_image_contents(
     warnings += _grouped(
         small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)"
     )
+    for band, names in sorted(alpha_as_data.items()):
+        warnings.append(f"{len(names)} image(s) ({_listed(names)}): {alpha_as_data_note(band)}")
     used = {p: d for p, d in dtypes.items() if p not in empty_paths}  # an image left out has no scale to compare
     counts = Counter(used.values())
     if len(counts) > 1:
@@ -403,10 +430,9 @@ def check_image_contents(
     return ImageContents(warnings, frozenset(empty_paths))
 
 
-def _has_valid_pixel(ds: Any, indexes: tuple[int, ...]) -> bool:
-    validity = PixelValidity(ds, indexes)
+def _has_valid_pixel(ds: Any, validity: PixelValidity) -> bool:
     for window in iter_windows(ds.width, ds.height, VALID_SCAN_WINDOW):
-        if read_pixels(ds, indexes, window, validity=validity)[1].any():
+        if read_pixels(ds, validity.indexes, window, validity=validity)[1].any():
             return True
     return False
 

@@ -10,7 +10,8 @@ One rule for "valid pixel" (`PixelValidity`): a pixel is valid only where EVERY 
 uses is valid, i.e. not its band's nodata value, not NaN or infinite, and not masked by the
 file's internal or per-dataset mask or its alpha band. The model cannot classify what one of its
 bands does not see, and a rule that differed between training and predict trained on pixels
-predict then refused.
+predict then refused. A band the run reads as data is never also its mask: NAIP-style files tag
+their NIR band as alpha, and reading it as transparency dropped every pixel whose NIR is 0.
 
 Reading windows (data/windows.py), keeping handles open (data/raster_cache.py) and a scene's
 pixel size and date (data/scene_info.py) build on this module.
@@ -136,6 +137,8 @@ class PixelValidity:
     - a per-dataset (internal or .msk) mask or an alpha band: the mask is non-zero. An alpha band
       counts even where a nodata value is set too (GDAL would let the nodata value shadow it and
       rasterio would print a NodataShadowWarning; a transparent pixel is no data either way);
+    - except an alpha-tagged band that is itself in `indexes`: it is data (NAIP tags NIR as
+      alpha), so it marks nothing and `alpha_as_data` names it for the caller to say so once;
     - floating-point bands: the value is finite in float32, the precision the model sees.
     Training and band statistics (data/windows.py), the image checks (data/folder.py), predict
     (predict/reader.py) and evaluate (metrics.py) all ask this class, so they count the same pixels.
@@ -155,6 +158,10 @@ class PixelValidity:
         self.mask_band: int | None = None  # a band whose read_masks() gives the dataset or alpha mask
         self.alpha_band: int | None = None  # an alpha band read directly (no NodataShadowWarning)
         alphas = [i for i, ci in enumerate(ds.colorinterp, start=1) if ci == ColorInterp.alpha]
+        # The alpha-tagged band when the run reads it as data: then nothing masks by it (GDAL's
+        # alpha mask, which read_masks would give, is that band too).
+        self.alpha_as_data: int | None = alphas[0] if alphas and alphas[0] in self.indexes else None
+        alpha = alphas[0] if alphas and self.alpha_as_data is None else None
         for position, (band, dtype) in enumerate(zip(self.indexes, dtypes)):
             flags = ds.mask_flag_enums[band - 1]
             if MaskFlags.all_valid in flags:
@@ -163,10 +170,10 @@ class PixelValidity:
                 nodata = ds.nodatavals[band - 1]
                 if nodata is not None and _representable(nodata, dtype):
                     self.value_tests.append((position, float(nodata)))
-                if alphas:
-                    self.alpha_band = alphas[0]
+                if alpha is not None:
+                    self.alpha_band = alpha
             elif MaskFlags.alpha in flags and alphas:
-                self.alpha_band = alphas[0]
+                self.alpha_band = alpha  # None when the alpha band is data: no mask at all
             elif self.mask_band is None:
                 self.mask_band = band  # per-dataset mask: one read serves every band
 
@@ -189,6 +196,14 @@ class PixelValidity:
             with np.errstate(over="ignore", invalid="ignore"):
                 valid &= np.isfinite(raw.astype(np.float32, copy=False)).all(axis=0)
         return valid
+
+
+def alpha_as_data_note(band: int) -> str:
+    """What cegate did with an alpha-tagged band the run reads as data, in the user's words."""
+    return (
+        f"band {band} is tagged as alpha (transparency) but is one of the bands this run reads, so it is read as data "
+        "and not as a nodata mask (its zeros stay valid); nodata comes from the bands' nodata values and internal masks only"
+    )
 
 
 def _representable(nodata: float, dtype: np.dtype) -> bool:

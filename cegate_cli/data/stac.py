@@ -23,7 +23,6 @@ Outputs of an item are named from its id (`scene_name`), not from the JSON file'
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -40,7 +39,8 @@ from rasterio.io import MemoryFile
 
 from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
 from cegate_cli.data.gdal import gdal_detail, quiet_open
-from cegate_cli.errors import DataError, DataFileNotFoundError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
 
 ITEM_SUFFIX = ".json"
 SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
@@ -85,8 +85,8 @@ def looks_like_item(path: Path) -> bool:
     if not is_item_name(path) or not Path(path).is_file():
         return False
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(Path(path))
+    except DocumentError:
         return False
     return isinstance(data, dict) and data.get("type") == "Feature" and isinstance(data.get("assets"), dict)
 
@@ -115,14 +115,12 @@ def _safe_name(item_id: str) -> str:
 def read_item(path: str | os.PathLike[str]) -> StacItem:
     """Parse a STAC item JSON (standard library only) and choose one asset band per band name."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise DataFileNotFoundError(f"{path}: no such file; check the path")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataFileNotFoundError(f"{path}: no such file; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not a STAC item (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+        data = read_json(path)
+    except DocumentError as exc:
+        raise DataError(f"{exc}; give STAC item JSON files as a STAC API returns them") from None
     if not isinstance(data, dict) or data.get("type") != "Feature" or not isinstance(data.get("assets"), dict):
         kind = data.get("type") if isinstance(data, dict) else type(data).__name__
         raise DataError(

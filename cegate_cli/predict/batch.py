@@ -29,7 +29,7 @@ from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.raster import not_a_file_reason, open_raster
 from cegate_cli.data.stac import looks_like_item, scene_name
-from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError
+from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError, MappingInterrupted
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
 from cegate_cli.predict.legend import legend_paths, write_legend
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
@@ -201,12 +201,39 @@ def predict_many(
         outputs = output_paths(
             source, out_dir, vector_format=vectors.fmt, confidence=options.confidence, probabilities=options.probabilities
         )
-        outcome = _one_file(
-            model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context
-        )
+        try:
+            outcome = _one_file(
+                model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context
+            )
+        except KeyboardInterrupt as exc:
+            raise interrupted(summary, sources, index, out_dir, overwrite) from exc
         summary.outcomes.append(outcome)
         progress.file_finished(outcome)
     return summary
+
+
+def interrupted(summary: BatchSummary, sources: Sequence[Path], index: int, out_dir: Path, overwrite: bool) -> MappingInterrupted:
+    """Ctrl-C while mapping `sources[index]`: which scenes are finished, that nothing half-written
+    is left (every output takes its final name only once complete), and how to map the rest."""
+    finished = tuple(o.source for o in summary.outcomes if o.status != "failed")
+    failed = len(summary.failed)
+    later = len(sources) - index - 1
+    parts = [f"{len(finished)} of {len(sources)} scenes finished{_names(finished)}"]
+    if failed:
+        parts.append(f"{failed} failed")
+    parts.append(f"stopped in {sources[index].name}, which left nothing half-written (outputs take their names only once complete)")
+    if later:
+        parts.append(f"{later} not started")
+    again = "run the same command without --overwrite" if overwrite else "run the same command again"
+    message = f"Interrupted: {out_dir}: {', '.join(parts)}; {again} to map the rest (finished scenes are skipped)"
+    return MappingInterrupted(message, finished, len(sources))
+
+
+def _names(paths: Sequence[Path], shown: int = 3) -> str:
+    if not paths:
+        return ""
+    listed = ", ".join(p.name for p in paths[:shown])
+    return f" ({listed}{f' and {len(paths) - shown} more' if len(paths) > shown else ''})"
 
 
 def _one_file(

@@ -23,7 +23,7 @@ import rasterio
 import torch
 
 from cegate_cli.classes import ClassTable
-from cegate_cli.data.raster import open_raster
+from cegate_cli.data.raster import alpha_as_data_note, open_raster
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError
 from cegate_cli.predict.blend import BlendAccumulator, RowAssembler
@@ -153,7 +153,7 @@ def predict_scene(
         nodata_pixels=int(counts[NODATA]),
         tiles=len(plan),
         seconds=time.perf_counter() - started,
-        warnings=_grid_warnings(src, grid),
+        warnings=_grid_warnings(src, grid) + _alpha_warnings(src, reader),
         blend_peak_mib=blender.peak_cells * (num_classes + 1) * CELL * CELL * 4 / 2**20,
         probabilities_path=probabilities_path,
     )
@@ -263,6 +263,11 @@ def _grid_warnings(src: Path, grid: RasterGrid) -> tuple[str, ...]:
         f"{src.name}: has no CRS; the mask has the same pixel grid but no georeference, "
         "and polygons cannot be made from it (assign one first, e.g. gdal_edit.py -a_srs EPSG:...)",
     )
+
+
+def _alpha_warnings(src: Path, reader: SceneReader) -> tuple[str, ...]:
+    """Once per scene, not per tile: its alpha-tagged band is read as data, not as a mask."""
+    return () if reader.alpha_as_data is None else (f"{src.name}: {alpha_as_data_note(reader.alpha_as_data)}",)
 
 
 def _describe(value: Any) -> str:

@@ -27,7 +27,15 @@ from cegate_cli.run.layout import (
     RUN_JSON,
     STATE_DIR,
 )
-from cegate_cli.run.manifest import CONFIG_HEADER, RunManifest, read_manifest, write_manifest, write_run_config
+from cegate_cli.run.manifest import (
+    CONFIG_HEADER,
+    RunManifest,
+    calibrated,
+    read_manifest,
+    saved_val_miou,
+    write_manifest,
+    write_run_config,
+)
 from cegate_cli.run.weights import (
     backbone_parameter_count,
     load_weights,
@@ -45,8 +53,8 @@ _FROM_LOAD = ("LoadedRun", "load_run", "resolve_device", "source_for_run")
 
 __all__ = [
     "ADAPTER_BEST", "ADAPTER_LAST", "CONFIG_HEADER", "CONFIG_YAML", "REPLACED_DIR", "RUN_FILES", "RUN_FORMAT", "RUN_JSON",
-    "STATE_DIR", "RunManifest", "backbone_parameter_count", "check_run_dir", "load_weights", "parameter_summary",
-    "prepare_run_dir", "read_manifest", "release_run_dir", "restore_weights", "run_tensors", "save_weights",
+    "STATE_DIR", "RunManifest", "backbone_parameter_count", "calibrated", "check_run_dir", "load_weights", "parameter_summary",
+    "prepare_run_dir", "read_manifest", "release_run_dir", "restore_weights", "run_tensors", "save_weights", "saved_val_miou",
     "settle_replaced_run", "state_dir", "weights_path", "write_manifest", "write_run_config",
     "LoadedRun", "load_run", "resolve_device", "source_for_run",  # _FROM_LOAD
 ]

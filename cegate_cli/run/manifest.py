@@ -8,8 +8,9 @@ RUN_FORMAT. Both files are written atomically (temporary name, then rename).
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,11 @@ from cegate_cli.atomic import write_json_atomic, write_text_atomic, writing
 from cegate_cli.bands import BandChoice
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
-from cegate_cli.errors import RunFolderError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import CegateError, DocumentError, RunFolderError
 from cegate_cli.fisher import Selection
 from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
+from cegate_cli.record_fields import FieldTypeError
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
 from cegate_cli.toolbox import ToolboxConfig
 from cegate_cli.train.config import TrainConfig
@@ -66,10 +69,8 @@ class RunManifest:
 
     @property
     def saved_val_miou(self) -> float | None:
-        """Validation mIoU of the weights in adapter.safetensors: the best step's, or the last
-        step's where the run keeps its last step (self-training has no best step)."""
-        best = self.metrics.get("best_val_miou")
-        return best if best is not None else self.metrics.get("last_val_miou")
+        """Validation mIoU of the weights in adapter.safetensors (see `saved_val_miou`)."""
+        return saved_val_miou(self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,30 +106,61 @@ class RunManifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunManifest:
-        selection = data["selection"]
+        """From the object in run.json; a missing or damaged section is a FieldTypeError naming it."""
+        selection = _section(data, "selection", lambda v: _mapping(v, "selection"))
+        report = {name: _section(data, name, lambda v, n=name: _mapping(v, n), {}) for name in REPORT_SECTIONS}
         return cls(
-            backbone=data["backbone"],
-            bands=BandChoice.from_dict(data["bands"]),
-            normalization=BandStats.from_dict(data["normalization"]),
-            classes=ClassTable.from_dict(data["classes"]),
-            toolbox=ToolboxConfig.from_dict(data["toolbox"]),
-            training=TrainConfig.from_dict(data["training"]),
-            kinds=tuple(selection["kinds"]),
-            select_count=int(selection["count"]),
-            mode=data.get("mode", "supervised"),
-            status=data.get("status", "complete"),
-            selections=[Selection.from_dict(s) for s in selection.get("history", [])],
-            ever_selected=keys_from_json(selection.get("ever_selected", [])),
-            best_selection=keys_from_json(selection.get("best", [])),
-            data=data.get("data", {}),
-            parameters=data.get("parameters", {}),
-            metrics=data.get("metrics", {}),
-            timing=data.get("timing", {}),
-            adaptation=data.get("adaptation", {}),
-            cegate_version=data.get("cegate_version", "unknown"),
-            created=data.get("created", ""),
+            backbone=_section(data, "backbone", lambda v: _mapping(v, "backbone")),
+            bands=_section(data, "bands", BandChoice.from_dict),
+            normalization=_section(data, "normalization", BandStats.from_dict),
+            classes=_section(data, "classes", ClassTable.from_dict),
+            toolbox=_section(data, "toolbox", ToolboxConfig.from_dict),
+            training=_section(data, "training", TrainConfig.from_dict),
+            kinds=_section(selection, "selection.kinds", lambda v: tuple(str(k) for k in v)),
+            select_count=_section(selection, "selection.count", int),
+            mode=_section(data, "mode", str, "supervised"),
+            status=_section(data, "status", str, "complete"),
+            selections=_section(selection, "selection.history", lambda v: [Selection.from_dict(s) for s in v], []),
+            ever_selected=_section(selection, "selection.ever_selected", keys_from_json, []),
+            best_selection=_section(selection, "selection.best", keys_from_json, []),
+            **report,
+            cegate_version=_section(data, "cegate_version", str, "unknown"),
+            created=_section(data, "created", str, ""),
             run_id=data.get("run_id"),
         )
+
+
+REPORT_SECTIONS = ("data", "parameters", "metrics", "timing", "adaptation")
+"""Sections of run.json that only report (plain objects)."""
+_MISSING = object()
+
+
+def _section(data: dict[str, Any], name: str, read: Callable[[Any], Any], default: Any = _MISSING) -> Any:
+    """`read` of the field `name` of `data` (its last dotted part), its failure named."""
+    key = name.rsplit(".", 1)[-1]
+    if key not in data:
+        if default is _MISSING:
+            raise FieldTypeError(f"{name} is missing")
+        return default
+    try:
+        return read(data[key])
+    except FieldTypeError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        raise FieldTypeError(f"{name} is damaged ({_reason(exc)})") from None
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FieldTypeError(f"{name} is not an object of fields")
+    return value
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no field {exc.args[0]!r}"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
@@ -151,17 +183,45 @@ def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
         write_text_atomic(path, text)
 
 
+def calibrated(metrics: dict[str, Any]) -> bool:
+    """Whether calibration moved a class score, so the best weights saved carry its offsets."""
+    calibration = metrics.get("calibration")
+    return bool(calibration) and any(calibration["offsets"])
+
+
+def saved_val_miou(metrics: dict[str, Any]) -> float | None:
+    """Validation mIoU of the weights in adapter.safetensors, from run.json's metrics: the best
+    step's, after calibration where it moved a class score (the saved weights carry the offsets),
+    or the last step's where the run keeps its last step (self-training has no best step)."""
+    if calibrated(metrics):
+        return float(metrics["calibration"]["val_miou_after"])
+    best = metrics.get("best_val_miou")
+    return best if best is not None else metrics.get("last_val_miou")
+
+
+REMAKE = "restore run.json from a copy of the run folder, or make the run again with `cegate adapt`"
+
+
 def read_manifest(run_dir: Path) -> RunManifest:
+    """run.json of `run_dir`, read through the one safe loader, every field's type and the toolbox's
+    sizes checked (they decide allocations), or one RunFolderError naming the file and the field."""
     path = Path(run_dir) / RUN_JSON
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise RunFolderError(f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path}: cannot read ({exc})") from exc
+        data = read_json(path)
+    except DocumentError as exc:
+        raise RunFolderError(f"{exc}; {REMAKE}") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: holds a JSON {type(data).__name__}, not the object cegate writes; {REMAKE}")
     if data.get("format") != RUN_FORMAT:
         raise RunFolderError(f"{path}: format {data.get('format')!r} is not {RUN_FORMAT!r}; was it written by cegate?")
     try:
-        return RunManifest.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunFolderError(f"{path}: incomplete or damaged run.json ({exc!r})") from exc
+        manifest = RunManifest.from_dict(data)
+    except FieldTypeError as exc:
+        raise RunFolderError(f"{path}: {exc}; {REMAKE}") from None
+    try:
+        manifest.toolbox.check()  # its sizes are allocations
+    except CegateError as exc:
+        raise RunFolderError(f"{path}: toolbox: {exc}; {REMAKE}") from None
+    return manifest

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from cegate_cli.atomic import atomic_path, writing
 from cegate_cli.decoder import CLASS_BIAS
 from cegate_cli.errors import RunFolderError
+from cegate_cli.map_options import WEIGHTS
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
 from cegate_cli.toolbox import Toolbox
@@ -81,6 +82,8 @@ def save_weights(path: Path, tensors: dict[str, torch.Tensor], run_id: str | Non
 # -- reading: the same tensors back into a rebuilt model ------------------------------------------
 def weights_path(run_dir: Path, which: str = "best") -> Path:
     """The adapter file of the best validation step ("best") or of the last step ("last")."""
+    if which not in WEIGHTS:  # MapOptions.check says so to the user; this guards the library's callers
+        raise ValueError(f"weights {which!r}: choose {' or '.join(WEIGHTS)}")
     return Path(run_dir) / (ADAPTER_BEST if which == "best" else ADAPTER_LAST)
 
 

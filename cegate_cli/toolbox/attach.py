@@ -127,6 +127,7 @@ def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None)
     The backbone's own weights are frozen here: from now on only toolbox modules can train.
     """
     config = config or ToolboxConfig()
+    config.check_width(backbone.embed_dim)  # before any module is allocated
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
     modules: dict[ModuleKey, ToolboxModule] = {}

@@ -11,6 +11,9 @@ NOT_FINGERPRINTED = ("val_crops",)
 `resume_fingerprint`, and dropped from a saved one before the two are compared. How many crops
 validate never changes the trained weights (states before 64 became the default hold 16)."""
 
+MAX_SEED = 2**32 - 1
+"""numpy's legacy seeding and many samplers take 32-bit seeds; torch's take 64 bits."""
+
 MAX_DEFAULT_WARMUP_STEPS = 25
 """The derived warm-up (a tenth of the steps) never exceeds this."""
 
@@ -120,7 +123,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        """From run.json's "training" section; a value of the wrong type is a FieldTypeError naming it."""
+        from cegate_cli.record_fields import record_fields
+
+        known = record_fields(cls, data, section="training", unknown="drop")
         # Runs recorded before these options existed trained with plain ce and random crops.
         known.setdefault("loss", "ce")
         known.setdefault("rare_crops", 1)
@@ -134,6 +140,7 @@ class TrainConfig:
         "training" forever), `--fisher-samples 0` surfaced as an internal crop-sampler message
         and `--val-fraction 1.5` was silently capped; every message names the flag.
         """
+        from cegate_cli.capacity import check_pass
         from cegate_cli.decoder import DECODERS
         from cegate_cli.errors import InputError
         from cegate_cli.fisher import parse_select_spec
@@ -149,6 +156,10 @@ class TrainConfig:
         for flag, name in not_negative.items():
             if getattr(self, name) < 0:
                 raise InputError(f"{flag} {getattr(self, name)}: must be 0 or more (default {_default(name)})")
+        for flag, name in (("--batch-size", "batch_size"), ("--fisher-samples", "fisher_samples")):  # each one pass
+            check_pass(side=self.crop, side_flag="--crop", batch=getattr(self, name), batch_flag=flag, unit="crop")
+        if self.seed > MAX_SEED:
+            raise InputError(f"--seed {self.seed}: must be 0 to {MAX_SEED} (the random generators take 32-bit seeds)")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"--lr {self.lr}: the learning rate must be a positive number (default {_default('lr')})")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

@@ -35,13 +35,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cegate_cli.atomic import atomic_path, write_text_atomic
-from cegate_cli.errors import CegateError, RunFolderError
+from cegate_cli.documents import read_json
+from cegate_cli.errors import CegateError, DocumentError, RunFolderError
 
 STATE_FORMAT = "cegate-train-state/2"
 TENSORS = "trainer.safetensors"
 RECORD = "trainer.json"
 LEGACY = "trainer.pt"
 """The pickled state of cegate before format 2: refused, never loaded."""
+MAX_RECORD_BYTES = 1 << 30
+"""trainer.json keeps every step's loss: about 40 bytes a step, so 1 GiB is over 20 million steps."""
 _PREVIOUS = "trainer.prev"
 _TENSOR_REF = "__tensor__"
 
@@ -196,12 +199,14 @@ class _Mismatch(Exception):
 
 def _read_pair(tensor_file: Path, record_file: Path) -> dict[str, Any]:
     try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Mismatch(record_file, _reason(exc)) from None
+        record = read_json(record_file, max_bytes=MAX_RECORD_BYTES)
+    except DocumentError as exc:
+        raise _Mismatch(record_file, exc.reason) from None
     if not isinstance(record, dict) or record.get("format") != STATE_FORMAT:
         found = record.get("format") if isinstance(record, dict) else None
         raise _Mismatch(record_file, f"format {found!r}, expected {STATE_FORMAT!r}")
+    if not isinstance(record.get("state"), dict):
+        raise _Mismatch(record_file, "incomplete (no \"state\" object)")
     try:
         with safe_open(str(tensor_file), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}

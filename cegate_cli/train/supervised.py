@@ -48,6 +48,7 @@ from cegate_cli.train.optimizer import (
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.schedule import lr_factor
 from cegate_cli.train.state import plain, read_state, record_path, write_state
+from cegate_cli.words import counted
 
 FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches
 
@@ -196,7 +197,7 @@ class SupervisedTrainer:
             empty = FisherScores({}, {}, 0)
             return self._install(Selection(step=step, selected=self.active_set([]), scores=empty, rule=HEAD_WARMUP))
         keys = self.fisher_keys()
-        with phase(self.reporter, f"Fisher scoring of {len(keys)} modules on {self.config.fisher_samples} crops"):
+        with phase(self.reporter, f"Fisher scoring of {counted(len(keys), 'module')} on {counted(self.config.fisher_samples, 'crop')}"):
             scores, seconds = self._fisher_scores(step, keys)
         candidates = set(self.candidates)
         eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
