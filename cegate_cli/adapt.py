@@ -252,12 +252,12 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
         class_weights=loss_weights, keep_best=target is None, candidates=candidates,
     )
-    target_sampler = None
+    target_sampler = source_view = None
     if target is None:
         trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
-        own_stats = self_config.target_norm == "target" and normalizes_with_own_statistics(galileo_inputs)
+        own_stats = self_config.target_norm in ("target", "auto") and normalizes_with_own_statistics(galileo_inputs)
         if own_stats:
             with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
                 tstats = target_stats(target, choice, config.seed)
@@ -267,9 +267,13 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
+        if own_stats and self_config.target_norm == "auto":  # the same crops in the source's units: the trainer chooses
+            source_view = CropSampler(target.images, target.band_indexes, stats, config.crop, table.ignore_index, augment=WEAK_VIEW)
         prior = _class_prior(folder.label_counts, table.num_classes)
-        trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, sampler, self_config, prior=prior), state_dir(run_dir), reporter)
-    return Fitting(trainer, manifest, candidates, warnings, [sampler] + ([target_sampler] if target_sampler is not None else []))
+        trainer = for_world(SelfTrainer)(
+            inputs, TargetInputs(target_sampler, sampler, self_config, prior=prior, source_view=source_view), state_dir(run_dir), reporter
+        )
+    return Fitting(trainer, manifest, candidates, warnings, [sampler] + [s for s in (target_sampler, source_view) if s is not None])
 
 
 def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: torch.device) -> Fitting:
@@ -303,7 +307,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     select_count = _select_count(config, candidates)
     table = earlier.classes
     tstats = earlier.normalization
-    if self_config.target_norm == "target":
+    if self_config.target_norm in ("target", "auto"):  # auto needs a source phase to judge: as target here
         with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
             tstats = target_stats(target, earlier.bands, config.seed)
     manifest = RunManifest(

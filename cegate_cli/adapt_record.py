@@ -134,10 +134,13 @@ def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, start
         if trainer.source_steps:
             manifest.adaptation["source_steps"] = trainer.source_steps
             manifest.adaptation["adapt_steps"] = trainer.adapt_steps
+        if trainer.normalization is not None:
+            manifest.adaptation["normalization_choice"] = trainer.normalization
         if trainer.verdict is not None:
             manifest.adaptation["guard"] = trainer.verdict.to_dict()
             manifest.adaptation["weights"] = trainer.verdict.sentence()
-            if outcome.best_weights is not outcome.last_weights:  # the source model: read as the source run reads
+            source_model = outcome.best_weights is not outcome.last_weights  # read as the source-only run reads
+            if source_model or (trainer.normalization or {}).get("chosen") == "source":
                 manifest.normalization = BandStats.from_dict(manifest.adaptation["source_normalization"])
     manifest.timing = {
         "fisher_seconds": round(outcome.fisher_seconds, 3),

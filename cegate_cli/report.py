@@ -248,7 +248,7 @@ def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[s
         "target_images": section.get("target_images"),
         "from_run": section.get("from_run"),
         "kept_modules": [f"{m['kind']}@{m['layer']}" for m in section.get("kept_modules", [])],
-        "normalization": section.get("normalization"),
+        "normalization": (section.get("normalization_choice") or {}).get("chosen") or section.get("normalization"),
         "settings": section.get("self_training", {}),
         "teacher_bytes": section.get("teacher_bytes"),
         "weights": section.get("weights"),

@@ -75,12 +75,26 @@ def test_without_a_finding_the_adapted_model_is_kept(demo, tmp_path: Path, monke
     manifest = read_manifest(tmp_path / "run")
     assert manifest.adaptation["guard"]["kept"] == "adapted"
     assert _equal(tmp_path / "run" / "adapter.safetensors", tmp_path / "run" / "adapter_last.safetensors")
-    assert list(manifest.normalization.mean) != manifest.adaptation["source_normalization"]["mean"]  # the target's statistics
+    # --target-norm auto: the statistics the source model was surer under, recorded, and what predict reads.
+    choice = manifest.adaptation["normalization_choice"]
+    assert set(choice["mean_confidence"]) == {"source", "target"}
+    assert choice["chosen"] == max(choice["mean_confidence"], key=choice["mean_confidence"].get)
+    source_mean = manifest.adaptation["source_normalization"]["mean"]
+    assert (list(manifest.normalization.mean) == source_mean) == (choice["chosen"] == "source")
     # Pseudo-labels are recorded only while self-training, from the source phase's end.
     assert [h["step"] for h in manifest.adaptation["pseudo_labels"]] == [4, 5, 6]
 
 
-@pytest.mark.parametrize("stop", [3, 5])  # in the source phase, and in the adaptation
+def test_target_norm_target_keeps_the_targets_statistics(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard, "SOURCE_DROP", 10.0)
+    monkeypatch.setattr(guard, "VANISH_SHARE", 2.0)
+    adapt(_first(demo, tmp_path / "run", target_norm="target"))
+    manifest = read_manifest(tmp_path / "run")
+    assert "normalization_choice" not in manifest.adaptation
+    assert list(manifest.normalization.mean) != manifest.adaptation["source_normalization"]["mean"]
+
+
+@pytest.mark.parametrize("stop", [3, 5, 6])  # in the source phase; in the adaptation, before and after its state
 def test_resume_reproduces_an_uninterrupted_source_first_run(demo, tmp_path: Path, stop: int) -> None:
     full = adapt(_first(demo, tmp_path / "full"))
     partial = adapt(_first(demo, tmp_path / "resumed"), stop_after=stop)

@@ -72,7 +72,8 @@ def adapt_command(
     ] = SelfTrainConfig.prior_alignment,
     ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = SelfTrainConfig.ema,
     target_norm: Annotated[
-        str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics or the source's.")
+        str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics, the source's, or "
+                     "(auto) those the source model is more confident under.")
     ] = SelfTrainConfig.target_norm,
     adapt_schedule: Annotated[
         str,

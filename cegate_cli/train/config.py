@@ -219,7 +219,7 @@ def _default(name: str) -> Any:
 
 SELECTIONS = ("fisher", "fisher-cost", "fisher-block", "fisher-agree", "random", "random-cost", "all", "none", "full")
 
-TARGET_NORMS = ("target", "source")
+TARGET_NORMS = ("auto", "target", "source")
 
 SCHEDULES = ("source-first", "joint")
 """How a run with a labeled source uses the target: "source-first" trains exactly the source-only
@@ -244,9 +244,11 @@ class SelfTrainConfig:
     `confidence` (0 = the fixed threshold alone, as in DACS); see train/pseudo.py for why."""
     ema: float = 0.99
     """Teacher = ema * teacher + (1 - ema) * student after every step."""
-    target_norm: str = "target"
+    target_norm: str = "auto"
     """'target': target crops are normalised with statistics of the target folder (stored in the run
-    for predict); 'source': with the source run's statistics."""
+    for predict); 'source': with the source run's statistics; 'auto' (source-first): whichever of
+    the two the source model is more confident under, decided when self-training begins. A sensor
+    shift is undone by the target's statistics, while a region with another class mix is not."""
     classmix: bool = True
     """source+target: paste half the classes of each source crop onto a target crop (DACS)."""
     strong_gain: float = 0.3
@@ -298,6 +300,7 @@ class SelfTrainConfig:
         known.setdefault("schedule", "joint")  # runs recorded before the option trained jointly, without a guard
         known.setdefault("guard", False)
         known.setdefault("source_batch", True)
+        known.setdefault("target_norm", "target")
         return cls(**known)
 
     def check(self) -> None:

@@ -62,6 +62,9 @@ class TargetInputs:
     prior: torch.Tensor | None = None
     """(K,) class shares of the source labels: what pseudo-labels are compared (and, with
     `prior_alignment`, aligned) to; None when unknown."""
+    source_view: Any | None = None
+    """`--target-norm auto`: the target crops normalised with the source's statistics (`target`
+    holds them with the target's); self-training learns from the one the source model is surer on."""
 
     @property
     def mode(self) -> str:
@@ -82,6 +85,8 @@ class SelfTrainer(SupervisedTrainer):
         # trained model (an earlier run, or the source phase) averages at full strength at once.
         self.teacher = EMATeacher(self.model, target.config.ema, warmup=target.mode == "source+target" and not self.source_steps)
         self.verdict: GuardVerdict | None = None
+        self.normalization: dict[str, Any] | None = None
+        """--target-norm auto: which statistics self-training read the target with, and why."""
         self._start_shares: list[float] | None = None
         c = target.config
         self.strong = StrongAugment(
@@ -143,6 +148,49 @@ class SelfTrainer(SupervisedTrainer):
         self.optimizer = None
         self._rebuild_optimizer()
         self.teacher.restart()
+        if self.target.source_view is not None and self.normalization is None:
+            self.normalization = self._choose_normalization()
+
+    @property
+    def target_crops(self) -> Any:
+        """The target sampler self-training reads: in the units `--target-norm` chose."""
+        if self.normalization is not None and self.normalization["chosen"] == "source":
+            return self.target.source_view
+        return self.target.target
+
+    def _fixed_target_batches(self, sampler: Any) -> list[Any]:
+        windows = sampler.fixed_windows(GUARD_CROPS, self.config.seed + GUARD_SEED_OFFSET)
+        return [sampler.read(windows[i : i + self.config.batch_size]) for i in range(0, len(windows), self.config.batch_size)]
+
+    @torch.no_grad()
+    def _predict(self, batches: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's classes and top probabilities on fixed crops."""
+        self.model.eval()
+        classes, confidence = [], []
+        for batch in batches:
+            with self._autocast():
+                probabilities = torch.softmax(self.model(batch.images.to(self.inputs.device)).float(), dim=1).cpu()
+            top = probabilities.max(dim=1)
+            classes.append(top.indices)
+            confidence.append(top.values)
+        return torch.cat(classes), torch.cat(confidence)
+
+    def _choose_normalization(self) -> dict[str, Any]:
+        """The statistics under which the source model is more confident on the target's pixels:
+        a sensor's gains and offsets make it unsure under the source's, a region's other class mix
+        under the target's own."""
+        mean = {}
+        for name, sampler in (("target", self.target.target), ("source", self.target.source_view)):
+            batches = self._fixed_target_batches(sampler)
+            valid = torch.cat([b.valid for b in batches]).bool()
+            _, confidence = self._predict(batches)
+            mean[name] = round(float(confidence[valid].mean()) if bool(valid.any()) else 0.0, 4)
+        chosen = "source" if mean["source"] > mean["target"] else "target"
+        self.reporter.message(
+            f"adaptation: target read with the {chosen}'s band statistics (the source model's mean confidence on target "
+            f"pixels: {mean['source']:.3f} with the source's, {mean['target']:.3f} with the target's)"
+        )
+        return {"chosen": chosen, "mean_confidence": mean}
 
     def source_model(self) -> dict[str, torch.Tensor]:
         """What the source phase would have saved: its best weights with the calibration applied."""
@@ -173,20 +221,15 @@ class SelfTrainer(SupervisedTrainer):
     @torch.no_grad()
     def _judge(self, outcome: TrainOutcome) -> GuardVerdict:
         """The source model (outcome.best_weights) against the adapted one (last_weights) on fixed
-        target crops and the source's validation images."""
-        sampler, batch_size = self.target.target, self.config.batch_size
-        windows = sampler.fixed_windows(GUARD_CROPS, self.config.seed + GUARD_SEED_OFFSET)
-        batches = [sampler.read(windows[i : i + batch_size]) for i in range(0, len(windows), batch_size)]
-        predictions = {}
-        for which, tensors in (("source", outcome.best_weights), ("adapted", outcome.last_weights)):
+        target crops, each read as it would map them, and on the source's validation images."""
+        predictions, valid = {}, None
+        source_units = self.target.source_view if self.target.source_view is not None else self.target.target
+        for which, tensors, sampler in (("source", outcome.best_weights, source_units), ("adapted", outcome.last_weights, self.target_crops)):
+            batches = self._fixed_target_batches(sampler)
             self._load(tensors)
-            self.model.eval()
-            maps = []
-            for batch in batches:
-                with self._autocast():
-                    maps.append(self.model(batch.images.to(self.inputs.device)).float().max(dim=1).indices.cpu())
-            predictions[which] = torch.cat(maps)
-        valid = torch.cat([batch.valid for batch in batches]).bool()
+            predictions[which], _ = self._predict(batches)
+            valid = torch.cat([batch.valid for batch in batches]).bool()
+        assert valid is not None
         self._load(outcome.last_weights)  # the model ends as training left it
         k = self.num_classes
         agree = float((predictions["source"] == predictions["adapted"])[valid].float().mean()) if bool(valid.any()) else 1.0
@@ -213,7 +256,7 @@ class SelfTrainer(SupervisedTrainer):
             images.append(batch.images.to(device))
             labels.append(batch.masks.to(device))
         if count - from_source > 0:
-            batch = self.target.target.sample(step, count - from_source, config.seed + FISHER_SEED_OFFSET + TARGET_SEED_OFFSET, self.inputs.rank)
+            batch = self.target_crops.sample(step, count - from_source, config.seed + FISHER_SEED_OFFSET + TARGET_SEED_OFFSET, self.inputs.rank)
             target_images = batch.images.to(device)
             pseudo = self._teacher_labels(target_images, batch.valid.to(device))
             if self.target.source is None and not bool(pseudo.confident.any()):
@@ -231,7 +274,7 @@ class SelfTrainer(SupervisedTrainer):
         if not self.adapting(step):
             return super().compute_loss(step)
         config, device = self.config, self.inputs.device
-        target = self.target.target.sample(step, config.batch_size, config.seed + TARGET_SEED_OFFSET, self.inputs.rank)
+        target = self.target_crops.sample(step, config.batch_size, config.seed + TARGET_SEED_OFFSET, self.inputs.rank)
         target_images, target_valid = target.images.to(device), target.valid.to(device)
         pseudo = self._teacher_labels(target_images, target_valid)
         self._record(step, pseudo)
@@ -301,6 +344,7 @@ class SelfTrainer(SupervisedTrainer):
             "self_training": {"mode": self.target.mode, "config": self.self_config.to_dict(), "kept": [list(k) for k in self.target.kept]},
             "teacher": self.teacher.state_dict(),
             "pseudo_history": list(self.pseudo_history),
+            **({"normalization_choice": self.normalization} if self.normalization is not None else {}),
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -321,3 +365,5 @@ class SelfTrainer(SupervisedTrainer):
         except (KeyError, TypeError, ValueError) as exc:
             raise RunFolderError(f"{self.state_file}: damaged resume state ({exc}); start over with --overwrite") from exc
         self.pseudo_history = list(state.get("pseudo_history", []))
+        choice = state.get("normalization_choice")
+        self.normalization = None if choice is None else dict(choice)
