@@ -7,9 +7,10 @@ Two modes share one loop (the supervised trainer's: selection, optimizer, resume
   (source labels where pasted, confident pseudo-labels elsewhere) in a strong view, next to the
   plain source cross-entropy. The loss averages over all valid pixels, so the target part is
   weighted by the crop's share of confident pixels, as in DACS. Unlike DACS, unconfident target
-  pixels get no pseudo-label at all: on the demo scenes they are the class boundaries, where the
-  teacher is wrong (docs/adaptation.md; 3 seeds, gain over source-only training: +0.005 target
-  mIoU without them, +0.0025 with them at DACS's weight).
+  pixels get no pseudo-label at all: they are mostly class boundaries, where the teacher is wrong.
+  Source-first (the default schedule) runs the source-only run's own steps first and self-trains
+  from its model, then lets the guard (train/guard.py) keep whichever of the two models shows no
+  sign of harm; joint self-trains from step 0 with an untrained teacher.
 - "target" (continuing an earlier run, no labels at all): the teacher labels a weak view of a
   target batch; the student learns the confident pixels from a strong view of the same crops.
 
@@ -221,15 +222,14 @@ class SelfTrainer(SupervisedTrainer):
     @torch.no_grad()
     def _judge(self, outcome: TrainOutcome) -> GuardVerdict:
         """The source model (outcome.best_weights) against the adapted one (last_weights) on fixed
-        target crops, each read as it would map them, and on the source's validation images."""
-        predictions, valid = {}, None
-        source_units = self.target.source_view if self.target.source_view is not None else self.target.target
-        for which, tensors, sampler in (("source", outcome.best_weights, source_units), ("adapted", outcome.last_weights, self.target_crops)):
-            batches = self._fixed_target_batches(sampler)
+        target crops in the units self-training read them in (the teacher's view when it began),
+        and on the source's validation images."""
+        batches = self._fixed_target_batches(self.target_crops)
+        valid = torch.cat([batch.valid for batch in batches]).bool()
+        predictions = {}
+        for which, tensors in (("source", outcome.best_weights), ("adapted", outcome.last_weights)):
             self._load(tensors)
             predictions[which], _ = self._predict(batches)
-            valid = torch.cat([batch.valid for batch in batches]).bool()
-        assert valid is not None
         self._load(outcome.last_weights)  # the model ends as training left it
         k = self.num_classes
         agree = float((predictions["source"] == predictions["adapted"])[valid].float().mean()) if bool(valid.any()) else 1.0
