@@ -162,6 +162,8 @@ FISHER_RULES = ("fisher", "fisher-cost", "fisher-block", "fisher-agree")
 """Rules that score modules by Fisher information (the others are baselines without scores)."""
 HEAD_WARMUP = "head-warmup"
 """The rule recorded for the selection of no module while the head trains alone (TrainConfig.head_warmup)."""
+SOURCE_MODEL = "source-model"
+"""The rule recorded when a source-first run returns to the modules of its source phase's best step."""
 STATISTICS = ("fisher", "agreement")
 """What `empirical_fisher` measures: the mean squared gradient, or the squared mean gradient."""
 

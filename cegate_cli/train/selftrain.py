@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.fisher import SOURCE_MODEL, FisherScores, Selection
 from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.config import SelfTrainConfig
@@ -146,6 +147,9 @@ class SelfTrainer(SupervisedTrainer):
         if not self.source_steps or step != self.source_steps:
             return
         self._load(self.source_model())
+        best = list(self.progress.best_selection)
+        if best and best != list(self.toolbox.active_keys):  # reselected after the best step: back to its modules
+            self._install(Selection(step=step, selected=best, scores=FisherScores({}, {}, 0), rule=SOURCE_MODEL))
         self.optimizer = None
         self._rebuild_optimizer()
         self.teacher.restart()
@@ -226,9 +230,11 @@ class SelfTrainer(SupervisedTrainer):
         and on the source's validation images."""
         batches = self._fixed_target_batches(self.target_crops)
         valid = torch.cat([batch.valid for batch in batches]).bool()
+        final = list(self.toolbox.active_keys)
         predictions = {}
-        for which, tensors in (("source", outcome.best_weights), ("adapted", outcome.last_weights)):
+        for which, tensors, keys in (("source", outcome.best_weights, outcome.best_selection), ("adapted", outcome.last_weights, final)):
             self._load(tensors)
+            apply_selection(self.toolbox, keys)
             predictions[which], _ = self._predict(batches)
         self._load(outcome.last_weights)  # the model ends as training left it
         k = self.num_classes

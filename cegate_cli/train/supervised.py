@@ -286,9 +286,9 @@ class SupervisedTrainer:
         completed = True
         step = self.progress.step
         while step < total:
+            self.before_step(step)
             if self._selects_at(step) and (not self.progress.selections or self.progress.selections[-1].step != step):
                 self.select(step)
-            self.before_step(step)
             loss = self._train_step(step)
             step += 1
             self.progress.step = step
