@@ -61,7 +61,7 @@ class GuardVerdict:
             return f"kept the adapted model as asked (--no-guard), although {'; '.join(self.reasons)}"
         if self.kept == "adapted":
             return f"kept the adapted model (the two maps agree on {self.agreement:.0%} of the target's pixels)"
-        return f"kept the source model: {'; '.join(self.reasons)}. The adapted model is in adapter_last.safetensors (--weights last)"
+        return f"kept the source model: {'; '.join(self.reasons)} (the adapted model's weights stay in adapter_last.safetensors)"
 
 
 def class_shares(predictions: torch.Tensor, valid: torch.Tensor, num_classes: int) -> tuple[float, ...]:
