@@ -50,7 +50,7 @@ def variant(record: dict[str, Any]) -> str:
     if options["adapt_schedule"] == "joint":
         return "--target as shipped before: DACS from step 0" + ("" if options["target_norm"] == "target" else ", source statistics")
     parts = [f"adapt steps {options['adapt_steps']}" if options["adapt_steps"] else "",
-             "" if options["target_norm"] == "source" else "target statistics",
+             "" if options["target_norm"] == "auto" else f"`--target-norm {options['target_norm']}`",
              "" if options["source_batch"] else "no source batch", "" if options["guard"] else "no guard"]
     return "--target, source-first" + "".join(f", {p}" for p in parts if p)
 
@@ -68,6 +68,8 @@ def rejudged(record: dict[str, Any], source: dict[str, Any] | None, class_names:
     again = judge(tuple(verdict["source_shares"]), tuple(verdict["adapted_shares"]), verdict["agreement"],
                   verdict["source_val_miou"], verdict["adapted_val_miou"], class_names)
     adapted = record.get("adapted") or {"miou": record["miou"], "iou": record["iou"]}
+    if again.kept == verdict["kept"]:
+        return record
     kept = source if again.kept == "source" else {**record, **adapted}
     return {**record, "miou": kept["miou"], "iou": kept["iou"], "guard": again.to_dict(), "adapted": adapted}
 

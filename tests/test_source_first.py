@@ -78,7 +78,7 @@ def test_without_a_finding_the_adapted_model_is_kept(demo, tmp_path: Path, monke
     # --target-norm auto: the statistics the source model was surer under, recorded, and what predict reads.
     choice = manifest.adaptation["normalization_choice"]
     assert set(choice["mean_confidence"]) == {"source", "target"}
-    assert choice["chosen"] == max(choice["mean_confidence"], key=choice["mean_confidence"].get)
+    assert choice["chosen"] == guard.choose_normalization(choice["mean_confidence"]["source"], choice["mean_confidence"]["target"])
     source_mean = manifest.adaptation["source_normalization"]["mean"]
     assert (list(manifest.normalization.mean) == source_mean) == (choice["chosen"] == "source")
     # Pseudo-labels are recorded only while self-training, from the source phase's end.
@@ -107,6 +107,12 @@ def test_resume_reproduces_an_uninterrupted_source_first_run(demo, tmp_path: Pat
     ta = read_state(tmp_path / "full" / "state")["teacher"]
     tb = read_state(tmp_path / "resumed" / "state")["teacher"]
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_auto_takes_the_targets_statistics_only_when_clearly_surer() -> None:
+    assert guard.choose_normalization(0.80, 0.89) == "target"  # a sensor shift (the NAIP shift: +0.075)
+    assert guard.choose_normalization(0.81, 0.82) == "source"  # a region's class mix (Dubai: at most +0.012)
+    assert guard.choose_normalization(0.86, 0.78) == "source"
 
 
 def test_the_guard_reads_a_vanished_class_and_a_forgotten_source() -> None:

@@ -23,6 +23,18 @@ SOURCE_DROP = 0.02
 the real region shift measured, every adapted model whose source validation fell by more lost
 target mIoU too, while those that kept it within this did not (docs/benchmarks-real.md)."""
 
+TARGET_NORM_MARGIN = 0.05
+"""`--target-norm auto` reads the target with its own band statistics only when they raise the
+source model's mean confidence on the target's pixels by at least this much. A sensor shift did
+(+0.075 on the NAIP shift); another region's class mix moved the target's statistics and the
+confidence by less, either way (-0.075 to +0.012 on the Dubai pair), and there the source's
+statistics made the better maps (docs/benchmarks-real.md)."""
+
+
+def choose_normalization(source_confidence: float, target_confidence: float) -> str:
+    """"target" or "source": the statistics `--target-norm auto` reads the target with."""
+    return "target" if target_confidence >= source_confidence + TARGET_NORM_MARGIN else "source"
+
 
 @dataclass(frozen=True)
 class GuardVerdict:

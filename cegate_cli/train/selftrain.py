@@ -35,7 +35,7 @@ from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
-from cegate_cli.train.guard import GuardVerdict, class_shares, judge
+from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
 from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
@@ -181,16 +181,15 @@ class SelfTrainer(SupervisedTrainer):
         return torch.cat(classes), torch.cat(confidence)
 
     def _choose_normalization(self) -> dict[str, Any]:
-        """The statistics under which the source model is more confident on the target's pixels:
-        a sensor's gains and offsets make it unsure under the source's, a region's other class mix
-        under the target's own."""
+        """The statistics the source model is clearly surer under on the target's pixels (see
+        guard.choose_normalization): a sensor's gains and offsets make it unsure under the source's."""
         mean = {}
         for name, sampler in (("target", self.target.target), ("source", self.target.source_view)):
             batches = self._fixed_target_batches(sampler)
             valid = torch.cat([b.valid for b in batches]).bool()
             _, confidence = self._predict(batches)
             mean[name] = round(float(confidence[valid].mean()) if bool(valid.any()) else 0.0, 4)
-        chosen = "source" if mean["source"] > mean["target"] else "target"
+        chosen = choose_normalization(mean["source"], mean["target"])
         self.reporter.message(
             f"adaptation: target read with the {chosen}'s band statistics (the source model's mean confidence on target "
             f"pixels: {mean['source']:.3f} with the source's, {mean['target']:.3f} with the target's)"
