@@ -267,7 +267,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         manifest.data.update(_target_data(target))
         manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
-        if own_stats and self_config.target_norm == "auto":  # the same crops in the source's units: the trainer chooses
+        if own_stats and self_config.target_norm == "auto" and self_config.schedule == "source-first":  # the trainer chooses
             source_view = CropSampler(target.images, target.band_indexes, stats, config.crop, table.ignore_index, augment=WEAK_VIEW)
         prior = _class_prior(folder.label_counts, table.num_classes)
         trainer = for_world(SelfTrainer)(

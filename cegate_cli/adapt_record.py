@@ -139,8 +139,8 @@ def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, start
         if trainer.verdict is not None:
             manifest.adaptation["guard"] = trainer.verdict.to_dict()
             manifest.adaptation["weights"] = trainer.verdict.sentence()
-            source_model = outcome.best_weights is not outcome.last_weights  # read as the source-only run reads
-            if source_model or (trainer.normalization or {}).get("chosen") == "source":
+            kept_source = trainer.verdict.kept == "source"  # the source-only run's model: read as that run reads
+            if kept_source or (trainer.normalization or {}).get("chosen") == "source":
                 manifest.normalization = BandStats.from_dict(manifest.adaptation["source_normalization"])
     manifest.timing = {
         "fisher_seconds": round(outcome.fisher_seconds, 3),

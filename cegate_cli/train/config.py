@@ -246,9 +246,10 @@ class SelfTrainConfig:
     """Teacher = ema * teacher + (1 - ema) * student after every step."""
     target_norm: str = "auto"
     """'target': target crops are normalised with statistics of the target folder (stored in the run
-    for predict); 'source': with the source run's statistics; 'auto' (source-first): whichever of
-    the two the source model is more confident under, decided when self-training begins. A sensor
-    shift is undone by the target's statistics, while a region with another class mix is not."""
+    for predict); 'source': with the source run's statistics; 'auto' (source-first): the target's
+    when they make the source model clearly more confident on the target (train/guard.py
+    `choose_normalization`), else the source's, decided when self-training begins; elsewhere as
+    'target'. A sensor shift is undone by the target's statistics, a region's other class mix is not."""
     classmix: bool = True
     """source+target: paste half the classes of each source crop onto a target crop (DACS)."""
     strong_gain: float = 0.3
@@ -299,7 +300,6 @@ class SelfTrainConfig:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         known.setdefault("schedule", "joint")  # runs recorded before the option trained jointly, without a guard
         known.setdefault("guard", False)
-        known.setdefault("source_batch", True)
         known.setdefault("target_norm", "target")
         return cls(**known)
 
