@@ -7,14 +7,15 @@ frame) both reduce exactly to a timm ViT: the Conv3d kernel with its time axis s
 Conv2d kernel, and the position embedding of frame 0 is the 2-D one. The transformer blocks
 are timm `Block`s already, so their weights map 1:1.
 
-What is dropped, and why nothing changes for one frame without metadata:
-- the decoder (`decoder.*`, `mask_token`): only used for pretraining;
-- the TL variants' time and location encoders (`temporal_embed_enc`, `location_embed_enc`):
-  Prithvi adds them only when coordinates are passed, and cegate passes none.
+The decoder (`decoder.*`, `mask_token`) is dropped: it is only used for pretraining. The TL
+variants (config `coords_encoding`: time, location) keep their time and location encoders
+(`temporal_embed_enc`, `location_embed_enc`) and become `prithvi_tl.PrithviTLViT`, which adds
+them to the patch tokens when a scene's coordinates are given and is the plain ViT otherwise.
 
 Limits: Prithvi's LayerNorms use torch's eps (1e-5), kept here (timm's default is 1e-6). At input
-sizes other than the pretraining size, timm resamples the position embedding with antialiased
-bicubic interpolation, Prithvi with align_corners bicubic: close, not bit-identical.
+sizes other than the pretraining size, the models without time and location resample the position
+embedding as timm does (antialiased bicubic), Prithvi with align_corners bicubic: close, not
+bit-identical; the TL variants resample as Prithvi does.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from cegate_cli.backbone.weights_io import load_state_strict
 from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.prithvi_tl import COORDINATE_KINDS, PrithviTLViT
 from cegate_cli.errors import InputError
 
 HLS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
@@ -68,6 +70,9 @@ class PrithviConfig:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     architecture: str
+    coords_encoding: tuple[str, ...] = ()
+    """Which of Prithvi's metadata encoders ("time", "location") the TL variants carry."""
+    coords_scale_learn: bool = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any], source: str) -> "PrithviConfig":
@@ -95,7 +100,11 @@ class PrithviConfig:
                 mean=tuple(float(v) for v in (cfg.get("mean") or PRITHVI_V2_MEAN)),
                 std=tuple(float(v) for v in (cfg.get("std") or PRITHVI_V2_STD)),
                 architecture=str(config.get("architecture") or "prithvi"),
+                coords_encoding=_coords_encoding(cfg.get("coords_encoding"), source),
+                coords_scale_learn=bool(cfg.get("coords_scale_learn", False)),
             )
+        except InputError:
+            raise
         except KeyError as exc:
             raise InputError(f"Prithvi config '{source}' lacks {exc.args[0]!r} in its pretrained_cfg") from None
         except (TypeError, ValueError) as exc:
@@ -135,14 +144,18 @@ def sincos_pos_embed_frame0(embed_dim: int, grid_h: int, grid_w: int) -> torch.T
     return torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), grid], dim=0).float().unsqueeze(0)
 
 
-def encoder_state_dict(checkpoint: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
-    """The encoder's tensors with Prithvi's prefixes removed (MAE `encoder.*` or the flat v1 layout)."""
+def encoder_state_dict(
+    checkpoint: dict[str, Any], source: str, coords_encoding: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """The encoder's tensors with Prithvi's prefixes removed (MAE `encoder.*` or the flat v1 layout);
+    the time and location encoders only where `coords_encoding` names them."""
     state = _unwrap(checkpoint)
     if any(key.startswith("encoder.") for key in state):
         encoder = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
     else:
         encoder = {key: value for key, value in state.items() if not _is_decoder_key(key)}
-    encoder = {key: value for key, value in encoder.items() if not key.startswith(_METADATA_ENCODERS)}
+    dropped = tuple(prefix for kind, prefix in zip(COORDINATE_KINDS, _METADATA_ENCODERS) if kind not in coords_encoding)
+    encoder = {key: value for key, value in encoder.items() if not key.startswith(dropped)}
     missing = [key for key in _REQUIRED_KEYS if key not in encoder]
     if missing:
         sample = ", ".join(sorted(state)[:8]) or "(no tensors)"
@@ -153,9 +166,12 @@ def encoder_state_dict(checkpoint: dict[str, Any], source: str) -> dict[str, tor
     return encoder
 
 
-def convert_prithvi_state_dict(checkpoint: dict[str, Any], config: PrithviConfig, source: str) -> dict[str, torch.Tensor]:
-    """A timm VisionTransformer state dict (one frame, 2-D grid) from a Prithvi checkpoint."""
-    encoder = encoder_state_dict(checkpoint, source)
+def convert_prithvi_state_dict(
+    checkpoint: dict[str, Any], config: PrithviConfig, source: str, keep_coordinate_encoders: bool = False
+) -> dict[str, torch.Tensor]:
+    """A timm VisionTransformer state dict (one frame, 2-D grid) from a Prithvi checkpoint; with
+    `keep_coordinate_encoders`, the TL encoders the config names too (for `PrithviTLViT`)."""
+    encoder = encoder_state_dict(checkpoint, source, config.coords_encoding if keep_coordinate_encoders else ())
     converted: dict[str, torch.Tensor] = {}
     kernel = encoder.pop("patch_embed.proj.weight")
     if kernel.ndim == 5:
@@ -173,12 +189,14 @@ def convert_prithvi_state_dict(checkpoint: dict[str, Any], config: PrithviConfig
     converted["cls_token"] = encoder.pop("cls_token").reshape(1, 1, -1)
     converted["pos_embed"] = _frame0_pos_embed(encoder.pop("pos_embed", None), config)
     converted.update(encoder)  # blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}, norm: timm's names
+    # {temporal,location}_embed_enc.scale where kept: PrithviTLViT's names
     return converted
 
 
 def build_prithvi_vit(config: PrithviConfig) -> VisionTransformer:
-    """An empty timm ViT with Prithvi's encoder architecture, for one frame."""
-    return VisionTransformer(
+    """An empty timm ViT with Prithvi's encoder architecture, for one frame (a `PrithviTLViT` for
+    the TL variants)."""
+    kwargs: dict[str, Any] = dict(
         img_size=config.img_size,
         patch_size=config.patch_size,
         in_chans=config.in_chans,
@@ -194,6 +212,9 @@ def build_prithvi_vit(config: PrithviConfig) -> VisionTransformer:
         norm_layer=partial(nn.LayerNorm, eps=1e-5),
         weight_init="skip",
     )
+    if config.coords_encoding:
+        return PrithviTLViT(config.coords_encoding, config.coords_scale_learn, **kwargs)
+    return VisionTransformer(**kwargs)
 
 
 def prithvi_vit(config_json: dict[str, Any], checkpoint: dict[str, Any], config_path: str, weights_path: str) -> PretrainedViT:
@@ -205,7 +226,7 @@ def prithvi_vit(config_json: dict[str, Any], checkpoint: dict[str, Any], config_
     config = PrithviConfig.from_config(config_json, config_path)
     if config.tubelet_size != 1:
         raise InputError(f"'{config_path}' uses a tubelet of {config.tubelet_size} frames; only 1 is supported")
-    state = convert_prithvi_state_dict(checkpoint, config, weights_path)
+    state = convert_prithvi_state_dict(checkpoint, config, weights_path, keep_coordinate_encoders=True)
     vit = build_prithvi_vit(config)
     if state["patch_embed.proj.weight"].shape[1] != config.in_chans:
         raise InputError(
@@ -219,6 +240,7 @@ def prithvi_vit(config_json: dict[str, Any], checkpoint: dict[str, Any], config_
         "mean": config.mean,  # HLS surface reflectance scaled by 10000
         "std": config.std,
         "bands": config.bands,
+        "coords_encoding": config.coords_encoding,
         "source": "prithvi",
     }
     return PretrainedViT(vit=vit, band_names=config.band_names(), architecture=config.architecture)
@@ -234,6 +256,17 @@ def _frame0_pos_embed(pos_embed: torch.Tensor | None, config: PrithviConfig) -> 
         if tokens == frames * per_frame or tokens == per_frame:
             return pos_embed[:, : 1 + per_frame].clone()
     return sincos_pos_embed_frame0(config.embed_dim, grid, grid)
+
+
+def _coords_encoding(value: Any, source: str) -> tuple[str, ...]:
+    """config.json's `coords_encoding` list, checked: a subset of ("time", "location")."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or any(kind not in COORDINATE_KINDS for kind in value):
+        raise InputError(
+            f"Prithvi config '{source}' has coords_encoding {value!r}; expected a list of {list(COORDINATE_KINDS)}"
+        )
+    return tuple(kind for kind in COORDINATE_KINDS if kind in value)
 
 
 def _unwrap(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
