@@ -11,7 +11,7 @@ Outside the `toolbox` package's torch modules, so the command line can show thes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from cegate_cli.toolbox.kinds import KindOptions, kind_names, kind_spec, registered_kinds
@@ -25,16 +25,21 @@ class ToolboxConfig:
     kinds: tuple[str, ...]
     sizes: tuple[tuple[str, KindOptions], ...]
 
-    def __init__(self, kinds: tuple[str, ...] | None = None, **sizes: Any) -> None:
-        """`sizes` by their flat names (`lora_rank=4`); a size not given takes its kind's default,
-        and defaults derived from others (LoRA alpha from the rank) are worked out here, so run.json
-        records the value the run used."""
-        given = dict(sizes)
+    def __init__(
+        self, kinds: tuple[str, ...] | None = None, sizes: tuple[tuple[str, KindOptions], ...] | None = None, **flat: Any
+    ) -> None:
+        """Sizes by their flat names (`lora_rank=4`), over `sizes` (what `dataclasses.replace`
+        passes on) or else the kind's defaults. Defaults derived from others (LoRA alpha from the
+        rank) are worked out when a kind's options are made, so run.json records the value the run
+        used; `dataclasses.replace(config, lora_rank=4)` keeps a derived alpha."""
+        given = dict(flat)
+        earlier = dict(sizes or ())
         made = []
         for spec in registered_kinds():
             names = [f"{spec.name}_{item.name}" for item in fields(spec.options)]
             mine = {name[len(spec.name) + 1 :]: given.pop(name) for name in names if name in given}
-            made.append((spec.name, spec.options(**mine)))
+            before = earlier.get(spec.name)
+            made.append((spec.name, replace(before, **mine) if before is not None else spec.options(**mine)))
         if given:
             raise TypeError(f"ToolboxConfig: no kind has the size {sorted(given)[0]!r}")
         object.__setattr__(self, "kinds", kind_names() if kinds is None else tuple(kinds))

@@ -6,7 +6,7 @@ prompt tuning will) and sorts before LoRA, so LoRA finds the block's attention u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -132,6 +132,7 @@ def test_a_registered_kind_is_in_the_config_the_order_and_the_kind_words(probe_k
     data = config.to_dict()
     assert data["probe_width"] == 6 and data["lora_rank"] == 2 and config.probe_width == 6
     assert ToolboxConfig.from_dict(data) == config
+    assert replace(config, probe_width=7).probe_width == 7 and replace(config, kinds=("lora",)).probe_width == 6
     with pytest.raises(InputError, match="probe width 0: must be at least 1"):
         ToolboxConfig(probe_width=0).check()
     with pytest.raises(TypeError, match="probe_depth"):

@@ -34,7 +34,7 @@ class Toolbox:
         return iter(self.modules[key] for key in self.keys())
 
     def keys(self) -> list[ModuleKey]:
-        """Ordered by layer, then kind in KINDS order: the order of every table and tie-break."""
+        """Ordered by layer, then kind in the registry's order: the order of every table and tie-break."""
         return in_order(self.modules)
 
     @property
