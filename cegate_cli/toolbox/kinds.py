@@ -113,6 +113,8 @@ def register_kind(spec: KindSpec) -> KindSpec:
         raise ValueError(f"kind name {spec.name!r}: lower-case letters and digits, starting with a letter")
     if not (isinstance(spec.options, type) and issubclass(spec.options, KindOptions) and dataclasses.is_dataclass(spec.options)):
         raise ValueError(f"kind {spec.name!r}: options must be a dataclass subclass of KindOptions")
+    if any(item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING for item in dataclasses.fields(spec.options)):
+        raise ValueError(f"kind {spec.name!r}: every field of its options needs a default")
     words = {word for other in _SPECS.values() for word in (other.name, *other.aliases)}
     taken = [word for word in (spec.name, *spec.aliases) if word in words or word == "all"]
     if taken:
@@ -170,8 +172,7 @@ def size_options() -> list[SizeOption]:
         hints = typing.get_type_hints(spec.options)
         for item in dataclasses.fields(spec.options):
             default = item.default if item.default is not dataclasses.MISSING else item.default_factory()  # type: ignore[misc]
-            metadata = item.metadata
-            options.append(SizeOption(spec.name, item.name, hints[item.name], default, metadata.get("help", ""), metadata.get("flag")))
+            options.append(SizeOption(spec.name, item.name, hints[item.name], default, item.metadata.get("help", ""), item.metadata.get("flag")))
     return options
 
 
