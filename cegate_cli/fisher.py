@@ -1,7 +1,8 @@
 """Fisher-guided selection: which toolbox modules carry the task's gradient.
 
 Score of module m: the empirical Fisher information, the mean over M samples of the squared
-gradient of the task loss, summed over m's parameters. Kinds differ in size (a LoRA holds more
+gradient of the task loss, summed over m's parameters (those its kind names for scoring,
+toolbox/kinds.py: all of them for the built-in kinds). Kinds differ in size (a LoRA holds more
 parameters than an Earth-Adapter router), so scores are normalised within each kind across
 layers (divided by the kind's mean, so 1.0 is "an average layer for this kind") before the top
 k of all (kind, layer) pairs are taken.
@@ -19,7 +20,7 @@ from torch import nn
 
 from cegate_cli.errors import InputError
 from cegate_cli.module_key import ModuleKey, in_order, keys_from_json, keys_to_json
-from cegate_cli.toolbox import Toolbox
+from cegate_cli.toolbox.attach import Toolbox
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -103,7 +104,7 @@ def empirical_fisher(
     was_training = model.training
     toolbox.set_active(keys)
     toolbox.backbone.grad_from_layer = min(layer for _, layer in keys)
-    parameters = {key: toolbox.modules[key].own_parameters() for key in keys}
+    parameters = {key: toolbox.scored_parameters(key) for key in keys}
     flat = [p for key in keys for p in parameters[key]]
     totals = {key: 0.0 for key in keys}
     sums: dict[ModuleKey, list[torch.Tensor | None]] = {key: [None] * len(parameters[key]) for key in keys}

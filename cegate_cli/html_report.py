@@ -29,14 +29,13 @@ from cegate_cli.report_options import ReportOptions
 from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
 from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
+from cegate_cli.toolbox.kinds import kind_spec, registered_kinds
 from cegate_cli.words import counted
 
 REPORT_NAME = "report.html"
 GENERATOR_TAG = "<meta name='generator' content='cegate report'>"
 """In every page's head: how `report` tells a page it wrote from a file of the user's."""
 HEAD_BYTES = 4096
-KIND_COLORS = {"lora": "#1f77b4", "adapter": "#e8710a", "earth": "#2ca02c"}
-KIND_TITLES = {"lora": "LoRA (spatial)", "adapter": "Adapter (semantic)", "earth": "Earth-Adapter (frequency)"}
 MAX_HISTORY_COLUMNS = 24
 DISPLAY_SIDE = 340
 """Longer side of each scene picture on the page, in CSS pixels (three fit side by side)."""
@@ -260,14 +259,14 @@ def _selection(report: dict[str, Any]) -> str:
     scores = report["scores"]
     if not scores:
         return _section("Selection", "<p>No Fisher scores recorded (selection rule without scoring).</p>")
-    kinds = [k for k in KIND_COLORS if any(s["kind"] == k for s in scores)]
+    kinds = [spec for spec in registered_kinds() if any(s["kind"] == spec.name for s in scores)]
     by_key = {(s["kind"], s["layer"]): s for s in scores}
     top = max((s["score"] for s in scores), default=1.0) or 1.0
-    head = "<tr><th>block</th>" + "".join(f"<th><span class='swatch' style='background:{KIND_COLORS[k]}'></span>{escape(KIND_TITLES[k])}</th>" for k in kinds) + "</tr>"
+    head = "<tr><th>block</th>" + "".join(f"<th><span class='swatch' style='background:{k.color}'></span>{escape(k.title)}</th>" for k in kinds) + "</tr>"
     rows = []
     for layer in sorted({s["layer"] for s in scores}):
         cells = []
-        for kind in kinds:
+        for kind in (spec.name for spec in kinds):
             s = by_key.get((kind, layer))
             if s is None:
                 cells.append("<td></td>")
@@ -292,6 +291,14 @@ def _selection(report: dict[str, Any]) -> str:
     return _section("Selection", f"<div class='selection'><div>{grid}</div><div>{_history(report['history'])}</div></div>", note)
 
 
+def _kind_color(kind: str) -> str:
+    """The kind's registered colour; grey for a kind this installation does not have."""
+    try:
+        return kind_spec(kind).color
+    except KeyError:
+        return "#555"
+
+
 def _history(history: list[dict[str, Any]]) -> str:
     if not history:
         return ""
@@ -304,7 +311,7 @@ def _history(history: list[dict[str, Any]]) -> str:
     head = "<tr><th>module</th>" + "".join(f"<th>{event['step']}</th>" for event in shown) + "</tr>"
     rows = []
     for name in order:
-        color = KIND_COLORS.get(ModuleKey.parse(name).kind, "#555")
+        color = _kind_color(ModuleKey.parse(name).kind)
         cells = "".join(
             f"<td><span class='dot' style='background:{color}'></span></td>" if name in event["selected"] else "<td></td>"
             for event in shown

@@ -35,6 +35,7 @@ from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.progress import phase
 from cegate_cli.run import LoadedRun, load_run, read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
+from cegate_cli.predict.outputs import switched_outputs
 from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
 
 T = TypeVar("T")
@@ -56,8 +57,7 @@ def _predict_options(loaded: LoadedRun, options: MapOptions) -> PredictOptions:
         multiple_of=patch,
         device=loaded.device,
         autocast_dtype=torch.bfloat16 if loaded.device.type == "cuda" else None,
-        confidence=options.confidence,
-        probabilities=options.probabilities,
+        **{output.name: output.name in options.outputs for output in switched_outputs()},
     )
 
 

@@ -18,8 +18,9 @@ class MapOptions:
     overlap: int = 64
     batch_size: int = 4
     device: str = "auto"
-    confidence: bool = False
-    probabilities: bool = False
+    outputs: tuple[str, ...] = ()
+    """Optional rasters to write beside each mask, by name (predict/outputs.py: "confidence",
+    "probabilities"); the mask itself is always written."""
     weights: str = "best"
     offline: bool | None = None
     token: str | None = None
@@ -28,7 +29,12 @@ class MapOptions:
         """Refuse values no mapping can use, before the run is loaded; every message names the flag."""
         from cegate_cli.capacity import check_pass
         from cegate_cli.errors import InputError
+        from cegate_cli.predict.outputs import switched_outputs
 
+        names = [output.name for output in switched_outputs()]
+        unknown = [name for name in self.outputs if name not in names]
+        if unknown:
+            raise InputError(f"output {unknown[0]!r}: choose from {', '.join(names)}")
         if self.weights not in WEIGHTS:
             raise InputError(f"--weights {self.weights!r}: choose {' or '.join(WEIGHTS)} (default {MapOptions.weights})")
         if self.tile < 1:

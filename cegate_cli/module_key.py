@@ -1,10 +1,10 @@
 """A toolbox module's identity, its order and its JSON form, in one place that imports no torch.
 
-A module is named by its kind (LoRA, Adapter, Earth-Adapter) and the block it sits in. Runs,
-Fisher scores, selections and reports all list modules, and users read them, so everywhere they
-appear in the same order (by block, then kind in `KINDS` order) and with the same JSON form
-(`{"kind": "lora", "layer": 3}`). `inspect` and `report` read run folders without loading torch,
-hence no torch here.
+A module is named by its kind (LoRA, Adapter, Earth-Adapter, any registered kind) and the block
+it sits in. Runs, Fisher scores, selections and reports all list modules, and users read them, so
+everywhere they appear in the same order (by block, then kind in the registry's order,
+toolbox/kinds.py) and with the same JSON form (`{"kind": "lora", "layer": 3}`). `inspect` and
+`report` read run folders without loading torch, hence no torch here.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-KINDS: tuple[str, ...] = ("lora", "adapter", "earth")
-"""The toolbox's kinds, in the order every listing uses."""
-KIND_LABELS: dict[str, str] = {
-    "lora": "spatial (LoRA on q, v)",
-    "adapter": "semantic (bottleneck Adapter on the MLP)",
-    "earth": "frequency (Earth-Adapter on the block output)",
-}
+from cegate_cli.toolbox.kinds import kind_labels, kind_names
+
+
+def __getattr__(name: str) -> Any:
+    """`KINDS`: the registered kinds' names in listing order; `KIND_LABELS`: name -> label. Read
+    from the registry when asked (`from ... import KINDS` keeps the value of that moment; code
+    that must see a kind registered later calls `toolbox.kinds.kind_names()`)."""
+    if name == "KINDS":
+        return kind_names()
+    if name == "KIND_LABELS":
+        return kind_labels()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ModuleKey(NamedTuple):
@@ -29,8 +34,9 @@ class ModuleKey(NamedTuple):
 
     @property
     def order(self) -> tuple[int, int]:
-        """Sort key: by block, then kind in `KINDS` order (unknown kinds last)."""
-        return (self.layer, KINDS.index(self.kind) if self.kind in KINDS else len(KINDS))
+        """Sort key: by block, then kind in the registry's order (unknown kinds last)."""
+        names = kind_names()
+        return (self.layer, names.index(self.kind) if self.kind in names else len(names))
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "layer": self.layer}

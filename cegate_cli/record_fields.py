@@ -17,23 +17,34 @@ class FieldTypeError(ValueError):
     """A record's value does not have its field's type; the message names the field."""
 
 
-def record_fields(cls: type, data: Any, *, section: str, unknown: str = "refuse") -> dict[str, Any]:
+def record_fields(cls: type, data: Any, *, section: str, unknown: str = "refuse", prefix: str = "") -> dict[str, Any]:
     """Keyword arguments for `cls` from the JSON object `data` (the section `section` of a record).
 
+    The record names field `f` as `prefix + f` (a toolbox kind's `lora_rank` for its `rank`).
     Fields missing from `data` are left to the class's defaults. Keys `cls` does not have are
-    refused, or dropped with `unknown="drop"` (fields a later version removed).
+    refused, or dropped with `unknown="drop"` (fields a later version removed, or another
+    class's in the same section).
     """
-    if not isinstance(data, dict):
-        raise FieldTypeError(f"{section} is a {_json_kind(data)}, not an object of fields")
+    require_object(data, section)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
-    strange = [key for key in data if key not in names]
+    strange = [key for key in data if key not in {prefix + name for name in names}]
     if strange and unknown == "refuse":
         raise FieldTypeError(f"{section}.{strange[0]} is not a field cegate knows")
-    return {name: _checked(data[name], hints[name], f"{section}.{name}") for name in names if name in data}
+    return {
+        name: checked_value(data[prefix + name], hints[name], f"{section}.{prefix}{name}") for name in names if prefix + name in data
+    }
 
 
-def _checked(value: Any, annotation: Any, where: str) -> Any:
+def require_object(data: Any, section: str) -> None:
+    """A FieldTypeError unless `data` is a JSON object (the section `section` of a record)."""
+    if not isinstance(data, dict):
+        raise FieldTypeError(f"{section} is a {_json_kind(data)}, not an object of fields")
+
+
+def checked_value(value: Any, annotation: Any, where: str) -> Any:
+    """`value` as the type `annotation` names (ints widened to float where a float belongs), or a
+    FieldTypeError naming `where`."""
     allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
     if value is None:
         if type(None) in allowed:

@@ -7,8 +7,9 @@ from typing import Any
 
 from cegate_cli.fisher import select_top
 from cegate_cli.run import calibrated, read_manifest, saved_val_miou
-from cegate_cli.module_key import KIND_LABELS, KINDS, in_order, keys_from_json
-from cegate_cli.toolbox import ToolboxConfig
+from cegate_cli.module_key import in_order, keys_from_json
+from cegate_cli.toolbox.kinds import kind_labels
+from cegate_cli.toolbox_config import ToolboxConfig
 
 
 def _backbone_of(pretrained: Any) -> Any:
@@ -34,7 +35,7 @@ def backbone_report(
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
     from cegate_cli.backbone.load import load_pretrained_vit
     from cegate_cli.hub import resolve_backbone
-    from cegate_cli.toolbox import attach_toolbox
+    from cegate_cli.toolbox.attach import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
     pretrained = load_pretrained_vit(source)
@@ -58,7 +59,7 @@ def backbone_report(
             "parameters": backbone_params,
             "feature_layers": list(backbone.feature_layers),
         },
-        "kinds": {kind: KIND_LABELS[kind] for kind in KINDS},
+        "kinds": kind_labels(),
         "candidates": modules,
         "candidates_total": {"parameters": total, "share_of_backbone": total / backbone_params},
     }

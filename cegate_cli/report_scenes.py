@@ -36,7 +36,7 @@ class ScenePreview:
 
 def choose_scenes(inputs: Sequence[str | Path], limit: int) -> list[tuple[Path, Path | None]]:
     """The first `limit` scenes of `inputs`, each with its label mask where a labeled folder gives one."""
-    from cegate_cli.predict import expand_inputs
+    from cegate_cli.predict.batch import expand_inputs
 
     chosen: list[tuple[Path, Path | None]] = []
     for entry in inputs:
@@ -85,7 +85,7 @@ def _predict(
     run_dir: Path, sources: list[Path], scratch: Path, map_options: MapOptions | None, progress: Any
 ) -> tuple[dict[Path, Path], dict[Path, str]]:
     from cegate_cli.inference import MapOptions, predict_run
-    from cegate_cli.predict import VectorOptions
+    from cegate_cli.vector_options import VectorOptions
 
     summary = predict_run(run_dir, sources, scratch, options=map_options or MapOptions(), vectors=VectorOptions(fmt=None), overwrite=True, progress=progress)
     predicted = {outcome.source: outcome.outputs.mask for outcome in summary.done}

@@ -1,89 +1,109 @@
-"""Sizes of the toolbox modules; stored in run.json so a run rebuilds the same modules.
+"""Which kinds a toolbox holds and every registered kind's sizes; stored in run.json so a run
+rebuilds the same modules.
 
-Outside the `toolbox` package (which loads torch) so the command line can show these defaults
-in `--help` without loading the model stack, as `module_key` does for the modules' names.
+Each kind declares its sizes as its own options dataclass (toolbox/kinds.py); this holds one of
+each. Outside and before the model stack, they have one flat name each, `<kind>_<field>`:
+`ToolboxConfig(lora_rank=4)`, `config.lora_rank` and run.json's `"lora_rank": 4`.
+
+Outside the `toolbox` package's torch modules, so the command line can show these defaults in
+`--help` without loading the model stack, as `module_key` does for the modules' names.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cegate_cli.module_key import KINDS
+from cegate_cli.toolbox.kinds import KindOptions, kind_names, kind_spec, registered_kinds
 
 
-MAX_WIDTH = 4096
-"""Largest LoRA rank and module hidden size: above every ViT embedding width cegate loads."""
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ToolboxConfig:
-    kinds: tuple[str, ...] = KINDS
-    lora_rank: int = 8
-    lora_alpha: float | None = None
-    """The LoRA update is B @ A * (alpha / rank). None: twice the rank, made so when the config is
-    made, so the update's scale stays 2 at any rank; `dataclasses.replace` keeps a derived alpha,
-    so pass `lora_alpha=None` with a new rank to derive it again."""
-    adapter_hidden: int = 32
-    adapter_scale: float = 1.0
-    earth_hidden: int = 16
-    earth_low_freq_ratio: float = 0.25
-    earth_init: str = "identity"
-    """Earth-Adapter initialisation (toolbox/frequency.py): "identity" (zero up projections, so
-    the toolbox starts as an exact identity) or "kaiming" (the Earth-Adapter authors' init)."""
+    """`kinds`: those built into every block (default: every registered kind). `sizes`: (kind, its
+    options) for every registered kind, in listing order; `options(kind)` finds one."""
 
-    def __post_init__(self) -> None:
-        if self.lora_alpha is None:
-            object.__setattr__(self, "lora_alpha", 2.0 * self.lora_rank)
+    kinds: tuple[str, ...]
+    sizes: tuple[tuple[str, KindOptions], ...]
+
+    def __init__(
+        self, kinds: tuple[str, ...] | None = None, sizes: tuple[tuple[str, KindOptions], ...] | None = None, **flat: Any
+    ) -> None:
+        """Sizes by their flat names (`lora_rank=4`), over `sizes` (what `dataclasses.replace`
+        passes on) or else the kind's defaults. Defaults derived from others (LoRA alpha from the
+        rank) are worked out when a kind's options are made, so run.json records the value the run
+        used; `dataclasses.replace(config, lora_rank=4)` keeps a derived alpha."""
+        given = dict(flat)
+        earlier = dict(sizes or ())
+        made = []
+        for spec in registered_kinds():
+            names = [f"{spec.name}_{item.name}" for item in fields(spec.options)]
+            mine = {name[len(spec.name) + 1 :]: given.pop(name) for name in names if name in given}
+            before = earlier.get(spec.name)
+            made.append((spec.name, replace(before, **mine) if before is not None else spec.options(**mine)))
+        if given:
+            raise TypeError(f"ToolboxConfig: no kind has the size {sorted(given)[0]!r}")
+        object.__setattr__(self, "kinds", kind_names() if kinds is None else tuple(kinds))
+        object.__setattr__(self, "sizes", tuple(made))
+
+    def options(self, kind: str) -> KindOptions:
+        """The sizes of kind `kind` (its defaults, for a kind registered after this was made)."""
+        made = dict(self.sizes).get(kind)
+        return made if made is not None else kind_spec(kind).options()
+
+    def _all_options(self) -> list[tuple[str, KindOptions]]:
+        return [(spec.name, self.options(spec.name)) for spec in registered_kinds()]
+
+    def __getattr__(self, name: str) -> Any:
+        """`config.lora_rank`: field `rank` of kind `lora`."""
+        kind, _, field = name.partition("_")
+        if name.startswith("_") or not field or kind not in kind_names():
+            raise AttributeError(f"ToolboxConfig has no attribute {name!r}")
+        try:
+            return getattr(self.options(kind), field)
+        except AttributeError:
+            raise AttributeError(f"ToolboxConfig has no attribute {name!r}") from None
 
     def check(self) -> None:
-        """Reject sizes no module can be built with, before anything is written or loaded.
-
-        `--lora-rank 0` used to end in a ZeroDivisionError (alpha / rank) and a negative rank in
-        a torch error about tensor shapes.
-        """
+        """Reject kinds nobody registered and sizes no module can be built with, before anything
+        is written or loaded."""
         from cegate_cli.errors import InputError
 
-        unknown = [k for k in self.kinds if k not in KINDS]
+        names = kind_names()
+        unknown = [k for k in self.kinds if k not in names]
         if unknown or not self.kinds:
-            raise InputError(f"--modules {','.join(self.kinds) or '(none)'}: choose from {', '.join(KINDS)} or all")
-        if self.lora_rank < 1:
-            raise InputError(f"--lora-rank {self.lora_rank}: the LoRA rank must be at least 1 (e.g. 8)")
-        if self.lora_rank > MAX_WIDTH:
-            raise InputError(
-                f"--lora-rank {self.lora_rank}: at most {MAX_WIDTH}; a rank above the backbone's embedding width "
-                "adds memory and nothing else (e.g. 8)"
-            )
-        for what, value in (("adapter hidden size", self.adapter_hidden), ("Earth-Adapter hidden size", self.earth_hidden)):
-            if not 1 <= value <= MAX_WIDTH:
-                raise InputError(f"{what} {value}: must be from 1 to {MAX_WIDTH}")
-        for what, value in (("LoRA alpha", self.lora_alpha), ("adapter scale", self.adapter_scale)):
-            if not math.isfinite(value):
-                raise InputError(f"{what} {value}: must be a finite number")
-        from cegate_cli.toolbox.frequency import EARTH_INITS
-
-        if self.earth_init not in EARTH_INITS:
-            raise InputError(f"Earth-Adapter init {self.earth_init!r}: choose {' or '.join(EARTH_INITS)}")
-        if not 0 < self.earth_low_freq_ratio < 1:
-            raise InputError(f"Earth-Adapter low-frequency ratio {self.earth_low_freq_ratio}: must lie strictly between 0 and 1")
+            raise InputError(f"--modules {','.join(self.kinds) or '(none)'}: choose from {', '.join(names)} or all")
+        for _, options in self._all_options():
+            options.check()
 
     def check_width(self, width: int) -> None:
-        """Reject a LoRA rank above the backbone's embedding width `width`: its update would hold
-        more parameters than the full-rank weight it adapts, for nothing."""
-        from cegate_cli.errors import InputError
-
-        if self.lora_rank > width:
-            raise InputError(f"--lora-rank {self.lora_rank}: at most the backbone's embedding width, {width} (e.g. 8)")
+        """Reject sizes that do not fit a backbone of embedding width `width` (a LoRA rank above it
+        would hold more parameters than the full-rank weight it adapts, for nothing)."""
+        for _, options in self._all_options():
+            options.check_width(width)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["kinds"] = list(self.kinds)
+        """run.json's "toolbox" section: the kinds, then every kind's sizes under their flat names."""
+        data: dict[str, Any] = {"kinds": list(self.kinds)}
+        for kind, options in self._all_options():
+            data.update({f"{kind}_{item.name}": getattr(options, item.name) for item in fields(options)})
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolboxConfig:
         """From run.json's "toolbox" section; a value of the wrong type is a FieldTypeError naming it."""
-        from cegate_cli.record_fields import record_fields
+        from cegate_cli.record_fields import FieldTypeError, checked_value, record_fields, require_object
 
-        return cls(**record_fields(cls, data, section="toolbox"))
+        require_object(data, "toolbox")
+        specs = registered_kinds()
+        known = {"kinds"} | {f"{spec.name}_{item.name}" for spec in specs for item in fields(spec.options)}
+        strange = [key for key in data if key not in known]
+        if strange:
+            raise FieldTypeError(f"toolbox.{strange[0]} is not a field cegate knows")
+        sizes = {
+            f"{spec.name}_{name}": value
+            for spec in specs
+            for name, value in record_fields(spec.options, data, section="toolbox", unknown="drop", prefix=f"{spec.name}_").items()
+        }
+        if "kinds" in data:
+            return cls(kinds=checked_value(data["kinds"], tuple[str, ...], "toolbox.kinds"), **sizes)
+        return cls(**sizes)

@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 DEFAULT_MIN_AREA_M2 = 10.0
-FORMATS = ("geojson", "gpkg")
 
 
 @dataclass(frozen=True)
 class VectorOptions:
-    """Which polygons to write next to each mask; `fmt=None` writes none.
+    """Which polygons to write next to each mask: `fmt` names a format of predict/outputs.py
+    ("geojson", "gpkg"); `fmt=None` writes none.
 
     Regions smaller than `min_area_m2` are merged into their neighbours before polygons are
     made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines).
     """
 
-    fmt: Literal["geojson", "gpkg"] | None = "geojson"
+    fmt: str | None = "geojson"
     min_area_m2: float = DEFAULT_MIN_AREA_M2
     simplify_m: float = 0.0
 
@@ -40,9 +39,10 @@ class VectorOptions:
         """Refuse a format no writer has, and areas or tolerances that are negative or not finite
         (`inf` would merge every region into one, `nan` compares false and kept every one)."""
         from cegate_cli.errors import InputError
+        from cegate_cli.predict.outputs import NO_VECTOR, vector_format_names
 
-        if self.fmt is not None and self.fmt not in FORMATS:
-            raise InputError(f"--vector {self.fmt!r}: choose {', '.join(FORMATS)} or none")
+        if self.fmt is not None and self.fmt not in vector_format_names():
+            raise InputError(f"--vector {self.fmt!r}: choose {', '.join(vector_format_names())} or {NO_VECTOR}")
         if not (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0):
             raise InputError(
                 f"--min-area {self.min_area_m2}: give square metres as a finite number, 0 or more "

@@ -41,7 +41,7 @@ def test_print_config_is_a_template_of_every_option_with_the_library_defaults() 
     assert values["rare-crops"] == TrainConfig.rare_crops and values["select"] == TrainConfig.select
     assert values["class-weight-power"] == TrainConfig.class_weight_power
     assert values["confidence"] == SelfTrainConfig.confidence and values["ema"] == SelfTrainConfig.ema
-    assert values["backbone"] == AdaptOptions.backbone and values["lora-rank"] == ToolboxConfig.lora_rank
+    assert values["backbone"] == AdaptOptions.backbone and values["lora-rank"] == ToolboxConfig().lora_rank
     assert values["normalize"] == GalileoOptions.normalize
     assert "token" not in values and "config" not in values and "print-config" not in values
     # Every option of the command is there, each under a comment that says what it does.

@@ -20,7 +20,7 @@ from cegate_cli.errors import InputError
 from cegate_cli.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig, attach_toolbox
-from cegate_cli.toolbox.attach import attach_lora
+from cegate_cli.toolbox.lora.layer import attach_lora
 from cegate_cli.train.config import TrainConfig
 
 EVA_ARCH = "eva02_tiny_patch14_224"

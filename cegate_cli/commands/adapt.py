@@ -22,7 +22,8 @@ from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZE, GalileoOptions
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
+from cegate_cli.toolbox.kinds import kind_names
 from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
 
@@ -31,6 +32,8 @@ _BACKBONE_HELP = (
     "prithvi-eo-2-300m|600m, galileo-nano (embedded)|tiny|base, tiny). "
     "Not with --from."
 )
+
+_MODULES_HELP = f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated) or all."
 
 
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -98,7 +101,7 @@ def adapt_command(
     classes: Annotated[Optional[Path], typer.Option("--classes", help="classes.yaml (default: SOURCE/classes.yaml if present).")] = None,
     ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help=f"Mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}).")] = None,
     align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = AdaptOptions.align,
-    modules: Annotated[str, typer.Option("--modules", help="Module kinds to choose from: lora, adapter, earth (comma-separated) or all.")] = "all",
+    modules: Annotated[str, typer.Option("--modules", help=_MODULES_HELP)] = "all",
     select: Annotated[
         str, typer.Option("--select", help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, written with a decimal point (0.25; 1.0 = all).")
     ] = TrainConfig.select,
@@ -146,7 +149,6 @@ def adapt_command(
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = TrainConfig.val_fraction,
     val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = TrainConfig.val_every,
     decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: linear, linear-pixel (linear plus a full-resolution per-pixel path) or unet. Not with --from.")] = TrainConfig.decoder,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="LoRA rank.", show_default=str(ToolboxConfig.lora_rank))] = None,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = TrainConfig.augment,
     illumination: Annotated[
         float, typer.Option("--illumination", help="Brightness and contrast jitter shared by all bands of a source crop (0 = off).")
@@ -182,6 +184,7 @@ def adapt_command(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    **registered: Any,
 ) -> None:
     """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
     folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
@@ -229,6 +232,9 @@ def _print_summary(result: Any) -> None:
                 f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident "
                 f"(> {manifest.adaptation['self_training']['confidence']}); the run keeps the last step's weights"
             )
+
+
+with_flags(adapt_command, kind_size_flags(), after="decoder")  # each kind's size flags (--lora-rank)
 
 
 def register(app: typer.Typer) -> None:

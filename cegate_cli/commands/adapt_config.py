@@ -12,8 +12,9 @@ trains the same thing again. This module is the one owner of that format: which 
 values become option values (relative paths are taken from the file's folder), the commented
 template `--print-config` prints, and the mapping from the options to the library's
 `AdaptOptions`. Defaults come from the library's configuration classes, through the command's
-declarations or, for the two it declares as None, filled in here (`library_defaults`); defaults
-derived from other values (warm-up, LoRA alpha, ...) are left to those classes.
+declarations or, for those it declares as None (the backbone, the kinds' sizes), filled in here
+(`library_defaults`); defaults derived from other values (warm-up, LoRA alpha, ...) are left to
+those classes.
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ NOT_IN_FILE = ("config", "print-config", "help", "token")
 """Options a config file cannot set: the file itself, and the Hub token (a secret: HF_TOKEN)."""
 RUNTIME = ("overwrite", "resume", "offline", "threads", "json", "quiet", "verbose")
 """Options about this invocation, not about what trains: accepted in a file, never saved."""
-FROM_RUN = ("backbone", "bands", "classes", "ignore-index", "decoder", "lora-rank", "align")
-"""What a run continued with --from takes from the earlier run (its run.json)."""
+FROM_RUN = ("backbone", "bands", "classes", "ignore-index", "decoder", "align")
+"""What a run continued with --from takes from the earlier run (its run.json), with the toolbox
+kinds' size flags (`from_run_keys`)."""
 TEMPLATE_WIDTH = 96
+
+
+def from_run_keys() -> tuple[str, ...]:
+    """FROM_RUN with every toolbox kind's size flag after the head (`lora-rank`), where `adapt` lists them."""
+    from cegate_cli.commands.registered_flags import kind_size_defaults
+
+    at = FROM_RUN.index("decoder") + 1
+    return FROM_RUN[:at] + tuple(kind_size_defaults()) + FROM_RUN[at:]
 
 
 def option_key(param: Any) -> str:
@@ -191,7 +201,7 @@ def check_from_run(ctx: Any) -> None:
         from_file = ctx.get_parameter_source(param.name).name == "DEFAULT_MAP"
         return not (from_file and value == defaults.get(key, param.default))
 
-    named = [key for key in FROM_RUN if requested(key)]
+    named = [key for key in from_run_keys() if requested(key)]
     if named:
         config = ctx.params.get("config")
         where = f" (set in {config})" if config is not None and any(ctx.get_parameter_source(params[k].name).name == "DEFAULT_MAP" for k in named) else ""
@@ -206,9 +216,9 @@ def library_defaults() -> dict[str, Any]:
     there None, on the command line or as `null` in a config file, means the library's default,
     and RUN/config.yaml and the template record the value itself."""
     from cegate_cli.adapt_options import AdaptOptions
-    from cegate_cli.toolbox_config import ToolboxConfig
+    from cegate_cli.commands.registered_flags import kind_size_defaults
 
-    return {"backbone": AdaptOptions.backbone, "lora-rank": ToolboxConfig.lora_rank}
+    return {"backbone": AdaptOptions.backbone, **kind_size_defaults()}
 
 
 def resolved_config(ctx: Any) -> dict[str, Any]:
@@ -217,9 +227,10 @@ def resolved_config(ctx: Any) -> dict[str, Any]:
     out, and with --from what comes from the earlier run."""
     continued = ctx.params.get("from_run") is not None
     filled = library_defaults()
+    from_run = from_run_keys()
     config: dict[str, Any] = {}
     for key, param in config_params(ctx.command).items():
-        if key in RUNTIME or (continued and key in FROM_RUN):
+        if key in RUNTIME or (continued and key in from_run):
             continue
         value = ctx.params[param.name]
         if value is None and key in filled:
@@ -242,13 +253,13 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
     from cegate_cli.adapt_options import AdaptOptions
     from cegate_cli.backbone.galileo_options import GalileoOptions
     from cegate_cli.commands.options import offline_flag
-    from cegate_cli.toolbox import parse_kinds
+    from cegate_cli.commands.registered_flags import kind_size_values
+    from cegate_cli.toolbox.kinds import parse_kinds
     from cegate_cli.toolbox_config import ToolboxConfig
     from cegate_cli.train.config import SelfTrainConfig, TrainConfig
 
     c = dict(config)
     path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731
-    lora_rank = ToolboxConfig.lora_rank if c.get("lora-rank") is None else int(c["lora-rank"])  # 0 is refused by check(), not replaced
     kinds = parse_kinds(c["modules"])
     month = c.get("month")
     # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt(); the
@@ -270,7 +281,7 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
         source=path("source"), out=Path(c["out"]), backbone=c.get("backbone") or AdaptOptions.backbone, revision=c.get("revision"),
         token=token, offline=offline_flag(offline), bands=c.get("bands"), classes_file=path("classes"),
         ignore_index=c.get("ignore-index"), align=bool(c.get("align")), kinds=kinds,
-        toolbox=ToolboxConfig(kinds=kinds, lora_rank=lora_rank), train=train,
+        toolbox=ToolboxConfig(kinds=kinds, **kind_size_values(c)), train=train,
         overwrite=overwrite, resume=resume, target=path("target"), from_run=path("from"), self_training=self_training,
         galileo=GalileoOptions(patch_size=c.get("patch-size"), month=None if month is None else month - 1, normalize=c["normalize"]),
         saved_config=c,

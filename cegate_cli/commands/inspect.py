@@ -14,7 +14,7 @@ from rich.table import Table
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
-from cegate_cli.module_key import KINDS
+from cegate_cli.toolbox.kinds import kind_names
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
 _PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
@@ -72,7 +72,7 @@ def render_backbone(report: dict[str, Any]) -> None:
     stdout.print(f"features   from blocks {', '.join(map(str, info['feature_layers']))}")
     table = Table(title="candidate modules (parameters, share of the backbone)", box=box.SIMPLE_HEAD)
     table.add_column("layer", justify="right")
-    kinds = [k for k in KINDS if any(m["kind"] == k for m in report["candidates"])]
+    kinds = [k for k in kind_names() if any(m["kind"] == k for m in report["candidates"])]
     for kind in kinds:
         table.add_column(f"{kind}\n{report['kinds'][kind].split(' (')[0]}", justify="right")
     by_key = {(m["kind"], m["layer"]): m for m in report["candidates"]}
@@ -116,7 +116,7 @@ def render_run(report: dict[str, Any]) -> None:
         render_adaptation_header(adaptation)
     scores = report["scores"]
     if scores:
-        kinds = [k for k in KINDS if any(s["kind"] == k for s in scores)]
+        kinds = [k for k in kind_names() if any(s["kind"] == k for s in scores)]
         kept = sum(1 for s in scores if s.get("kept"))
         legend = f"* = selected, {report['select_count']} of {len(scores)}"
         if kept:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,15 +14,20 @@ from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, Verbose
 from cegate_cli.commands.options import (
     BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, OverwriteOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag,
 )
+from cegate_cli.commands.registered_flags import Flag, with_flags
 from cegate_cli.map_options import MapOptions
+from cegate_cli.predict.outputs import NO_VECTOR, switched_outputs, vector_formats
 from cegate_cli.vector_options import VectorOptions
 
-NO_VECTOR = "none"
-"""--vector's word for VectorOptions(fmt=None): no polygons."""
+_VECTOR_HELP = f"Polygons: {', '.join(f'{fmt.name} ({fmt.crs})' for fmt in vector_formats())} or {NO_VECTOR}."
+
+
+def output_switches() -> list[Flag]:
+    """One switch per optional raster of predict/outputs.py (`--confidence`)."""
+    return [Flag(output.flag, bool, output.name in MapOptions.outputs, output.help) for output in switched_outputs()]
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(name="predict")
     def predict_command(
         run: RunArg,
         inputs: Annotated[list[str], typer.Argument(help="GeoTIFF files, STAC item .json files, folders or glob patterns.", show_default=False)],
@@ -30,9 +35,7 @@ def register(app: typer.Typer) -> None:
         tile: TileOpt = MapOptions.tile,
         overlap: OverlapOpt = MapOptions.overlap,
         batch_size: BatchOpt = MapOptions.batch_size,
-        vector: Annotated[
-            str, typer.Option("--vector", help="Polygons: geojson (EPSG:4326), gpkg (native CRS) or none.")
-        ] = VectorOptions.fmt or NO_VECTOR,
+        vector: Annotated[str, typer.Option("--vector", help=_VECTOR_HELP)] = VectorOptions.fmt or NO_VECTOR,
         min_area: Annotated[
             float,
             typer.Option(
@@ -42,13 +45,6 @@ def register(app: typer.Typer) -> None:
             ),
         ] = VectorOptions.min_area_m2,
         simplify: Annotated[float, typer.Option("--simplify", help="Simplify polygon outlines by this many metres.")] = VectorOptions.simplify_m,
-        confidence: Annotated[
-            bool, typer.Option("--confidence", help="Also write <stem>.confidence.tif (max probability).")
-        ] = MapOptions.confidence,
-        probabilities: Annotated[
-            bool,
-            typer.Option("--probabilities", help="Also write <stem>.probabilities.tif: one band per class (named after it), probability in percent."),
-        ] = MapOptions.probabilities,
         weights: WeightsOpt = MapOptions.weights,
         device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,
@@ -58,6 +54,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
         quiet: QuietOpt = False,
         verbose: VerboseOpt = False,
+        **switches: Any,
     ) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
         from cegate_cli.distributed import is_main
@@ -67,8 +64,9 @@ def register(app: typer.Typer) -> None:
 
         feedback = Feedback.from_flags(quiet, verbose)
 
-        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, confidence=confidence,
-                             probabilities=probabilities, weights=weights, offline=offline_flag(offline), token=token)
+        written = tuple(o.name for o in switched_outputs() if switches[o.name])
+        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, outputs=written,
+                             weights=weights, offline=offline_flag(offline), token=token)
         vectors = VectorOptions(fmt=None if vector == NO_VECTOR else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
         feedback.threads(threads)
         started = time.perf_counter()
@@ -94,3 +92,5 @@ def register(app: typer.Typer) -> None:
             for outcome in summary.failed:
                 feedback.warn(f"Error: {outcome.message}")  # the message names the file
             raise typer.Exit(code=1)
+
+    app.command(name="predict")(with_flags(predict_command, output_switches(), after="simplify"))

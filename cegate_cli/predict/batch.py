@@ -31,21 +31,22 @@ from cegate_cli.data.raster import not_a_file_reason, open_raster
 from cegate_cli.data.stac import looks_like_item, scene_name
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError, MappingInterrupted
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
-from cegate_cli.predict.legend import legend_paths, write_legend
+from cegate_cli.predict.legend import write_legend
+from cegate_cli.predict.outputs import output_markers, raster_output, switched_outputs, vector_format
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
 from cegate_cli.progress import BatchProgress  # the base class lives where displays can import it without torch
 from cegate_cli.vector_options import VectorOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff")
-OUTPUT_MARKERS = (".mask", ".confidence", ".probabilities", ".stream")  # our own outputs (and scratch files), never inputs
-VECTOR_SUFFIXES = {"geojson": ".geojson", "gpkg": ".gpkg"}
+OUTPUT_MARKERS = output_markers()  # our own outputs (and scratch files), never inputs
 
 Status = Literal["done", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How scenes are tiled and run (see `predict_scene`)."""
+    """How scenes are tiled and run (see `predict_scene`), and which optional rasters of
+    predict/outputs.py each scene gets (one switch per output, named after it)."""
 
     tile: int = 512
     overlap: int = 64
@@ -59,17 +60,26 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class OutputPaths:
+    """One scene's outputs: the mask, the polygons, and one field per optional raster of
+    predict/outputs.py (None: not asked for)."""
+
     mask: Path
     vector: Path | None
     confidence: Path | None
     probabilities: Path | None = None
 
-    def all(self) -> list[Path]:
-        return [p for p in (self.mask, self.vector, self.confidence, self.probabilities) if p is not None]
+    def rasters(self) -> list[Path]:
+        """The GeoTIFFs mapping the scene writes (the mask first)."""
+        return [self.mask] + [p for p in (getattr(self, o.name) for o in switched_outputs()) if p is not None]
 
-    def legend(self) -> tuple[Path, Path]:
-        """The mask's GDAL .aux.xml and QGIS .qml (written with the mask)."""
-        return legend_paths(self.mask)
+    def all(self) -> list[Path]:
+        return [p for p in (self.mask, self.vector) if p is not None] + self.rasters()[1:]
+
+    def legend(self) -> tuple[Path, ...]:
+        """The mask's side files: GDAL .aux.xml and QGIS .qml (written with the mask)."""
+        side_files = raster_output("mask").side_files
+        assert side_files is not None
+        return side_files(self.mask)
 
 
 @dataclass(frozen=True)
@@ -154,19 +164,26 @@ def _is_unlisted_dir(path: Path) -> bool:
     return path.is_dir() or (path.name.startswith(".") and not path.is_file())
 
 
-def output_paths(
-    source: Path, out_dir: Path, *, vector_format: str | None, confidence: bool, probabilities: bool = False
-) -> OutputPaths:
-    """OUT/<stem>.mask.tif, OUT/<stem>.geojson|.gpkg, OUT/<stem>.confidence.tif, OUT/<stem>.probabilities.tif;
-    a STAC item's stem is its id."""
+def output_paths(source: Path, out_dir: Path, *, vector_format: str | None, **switches: bool) -> OutputPaths:
+    """OUT/<stem>.mask.tif, OUT/<stem><the format's suffix> and OUT/<stem>.<name>.tif for each
+    optional raster switched on (`confidence=True`); a STAC item's stem is its id."""
     stem = scene_name(source)
     out_dir = Path(out_dir)
+    unknown = [name for name in switches if name not in {o.name for o in switched_outputs()}]
+    if unknown:
+        raise TypeError(f"output_paths: no optional output {unknown[0]!r}")
     return OutputPaths(
-        mask=out_dir / f"{stem}.mask.tif",
-        vector=out_dir / f"{stem}{VECTOR_SUFFIXES[vector_format]}" if vector_format else None,
-        confidence=out_dir / f"{stem}.confidence.tif" if confidence else None,
-        probabilities=out_dir / f"{stem}.probabilities.tif" if probabilities else None,
+        mask=out_dir / f"{stem}{raster_output('mask').suffix}",
+        vector=out_dir / f"{stem}{_vector_suffix(vector_format)}" if vector_format else None,
+        **{o.name: out_dir / f"{stem}{o.suffix}" if switches.get(o.name) else None for o in switched_outputs()},  # type: ignore[arg-type]
     )
+
+
+def _vector_suffix(name: str) -> str:
+    try:
+        return vector_format(name).suffix
+    except KeyError:
+        raise InputError(f"vector format {name!r} is not registered (predict/outputs.py)") from None
 
 
 def predict_many(
@@ -199,7 +216,7 @@ def predict_many(
     summary = BatchSummary()
     for index, source in enumerate(sources):
         outputs = output_paths(
-            source, out_dir, vector_format=vectors.fmt, confidence=options.confidence, probabilities=options.probabilities
+            source, out_dir, vector_format=vectors.fmt, **{o.name: getattr(options, o.name) for o in switched_outputs()}
         )
         try:
             outcome = _one_file(
@@ -251,7 +268,7 @@ def _one_file(
     progress: BatchProgress,
     scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> FileOutcome:
-    need_predict = overwrite or any(not p.exists() for p in (outputs.mask, outputs.confidence, outputs.probabilities) if p is not None)
+    need_predict = overwrite or any(not p.exists() for p in outputs.rasters())
     need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
     if need_vector and not need_predict and not _has_crs(outputs.mask):
         need_vector = False  # the mask of a scene without a CRS never gets polygons: nothing is missing
@@ -283,11 +300,10 @@ def _one_file(
                     overlap=options.overlap,
                     batch_size=options.batch_size,
                     device=options.device,
-                    confidence_path=outputs.confidence,
-                    probabilities_path=outputs.probabilities,
                     autocast_dtype=options.autocast_dtype,
                     progress=progress.tiles_done,
                     multiple_of=options.multiple_of,
+                    **{f"{o.name}_path": getattr(outputs, o.name) for o in switched_outputs()},
                 )
         if need_vector and (scene is None or scene.crs is not None):
             assert outputs.vector is not None and vectors.fmt is not None

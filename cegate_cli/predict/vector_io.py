@@ -51,6 +51,9 @@ class FeatureBatch:
 
 
 class FeatureSink(Protocol):
+    """A polygon writer, made as `Sink(path, crs)` (crs: the mask's) and used as a context manager
+    that writes batches and gives the file its final name only on a clean exit."""
+
     def __enter__(self) -> FeatureSink: ...
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
@@ -59,9 +62,10 @@ class FeatureSink(Protocol):
 
 
 class GeoJSONSink:
-    """RFC 7946 FeatureCollection; geometries must already be in EPSG:4326 (lon, lat)."""
+    """RFC 7946 FeatureCollection; geometries must already be in EPSG:4326 (lon, lat), so the
+    mask's `crs` every sink is made with is not needed here."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, crs: CRS | None = None):
         self.path = Path(path)
         self._stack = contextlib.ExitStack()
         self._handle: IO[str] | None = None

@@ -27,8 +27,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
 import numpy as np
 import rasterio
 import shapely
@@ -42,9 +40,9 @@ from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import mask_nodata, open_raster
 from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
-from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink, GeoJSONSink, GeoPackageSink
+from cegate_cli.predict.outputs import vector_format, vector_format_names
+from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink
 
-VectorFormat = Literal["geojson", "gpkg"]
 SIEVE_HALO = 256
 DEFAULT_CHUNK_ROWS = 1024
 
@@ -76,19 +74,22 @@ def vectorize_mask(
     out_path: Path,
     *,
     class_table: ClassTable,
-    fmt: VectorFormat = "geojson",
+    fmt: str = "geojson",
     min_area_m2: float = 0.0,
     simplify_m: float = 0.0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> VectorResult:
     """Write the mask's class regions as polygons with class_id, class_name and area_m2.
 
-    GeoJSON is in EPSG:4326 (RFC 7946), GeoPackage in the mask's own CRS. Regions smaller than
-    `min_area_m2` are merged into their neighbours first; `simplify_m` is a tolerance in metres.
+    `fmt` names a format of predict/outputs.py: GeoJSON is in EPSG:4326 (RFC 7946), GeoPackage in
+    the mask's own CRS. Regions smaller than `min_area_m2` are merged into their neighbours first;
+    `simplify_m` is a tolerance in metres.
     """
     mask_path, out_path = Path(mask_path), Path(out_path)
-    if fmt not in ("geojson", "gpkg"):
-        raise InputError(f"vector format {fmt!r} is not supported; use 'geojson' or 'gpkg'")
+    try:
+        form = vector_format(fmt)
+    except KeyError:
+        raise InputError(f"vector format {fmt!r} is not supported; use {' or '.join(map(repr, vector_format_names()))}") from None
     if min_area_m2 < 0 or simplify_m < 0:
         raise InputError(f"min_area_m2 ({min_area_m2}) and simplify_m ({simplify_m}) must not be negative")
     started = time.perf_counter()
@@ -100,16 +101,17 @@ def vectorize_mask(
                 "or use the mask raster itself"
             )
         scale = GroundScale.of(dataset.crs, dataset.transform)
-        if fmt == "geojson" and not scale.geodetic:
+        if form.lonlat and not scale.geodetic:
+            others = [other.name for other in map(vector_format, vector_format_names()) if not other.lonlat]
             raise DataError(
-                f"{mask_path}: its CRS cannot be converted to longitude/latitude, which GeoJSON requires; use gpkg"
+                f"{mask_path}: its CRS cannot be converted to longitude/latitude, which {form.label} requires; use {' or '.join(others)}"
             )
         warnings = () if scale.geodetic else (f"{mask_path.name}: CRS not tied to the Earth; areas are planar",)
         nodata = mask_nodata(dataset)  # a nodata value the mask cannot hold marks nothing (data/raster.py)
         nodata = class_table.ignore_index if nodata is None else nodata
         block_rows = dataset.block_shapes[0][0]
         chunk = max(block_rows, -(-chunk_rows // block_rows) * block_rows)
-        sink: FeatureSink = GeoJSONSink(out_path) if fmt == "geojson" else GeoPackageSink(out_path, dataset.crs)
+        sink: FeatureSink = form.open_sink(out_path, dataset.crs)
         stitcher = _Stitcher(dataset.height)
         features: dict[int, int] = {}
         areas: dict[int, float] = {}
@@ -121,7 +123,7 @@ def vectorize_mask(
                     min_pixels = math.ceil(min_area_m2 / scale.pixel_area_m2((y0 + y1) / 2, dataset.width / 2))
                 strip = _read_sieved(dataset, mask_path, y0, y1, nodata, min_pixels)
                 complete = stitcher.add_strip(_polygons(strip, nodata, y0), y0, y1)
-                batch = _finish(complete, scale, class_table, min_area_m2, simplify_m, y0, dataset.width, fmt)
+                batch = _finish(complete, scale, class_table, min_area_m2, simplify_m, y0, dataset.width, form.lonlat)
                 sink.write(batch)
                 for class_id, area in zip(batch.class_ids, batch.areas_m2):
                     features[int(class_id)] = features.get(int(class_id), 0) + 1
@@ -251,7 +253,7 @@ def _finish(
     simplify_m: float,
     row: int,
     width: int,
-    fmt: str,
+    lonlat: bool,
 ) -> FeatureBatch:
     """Union pieces, measure, drop regions under the minimum area, simplify, project."""
     if not regions:
@@ -267,7 +269,7 @@ def _finish(
         tolerance_px = simplify_m / scale.pixel_size_m(row, width / 2)
         pixel_geoms = shapely.coverage_simplify(pixel_geoms, tolerance_px, simplify_boundary=False)
     geometries = pixels_to_crs(pixel_geoms, scale.transform)
-    if fmt == "geojson":
+    if lonlat:
         geometries = scale.lonlat(geometries)
     return FeatureBatch(geometries, class_ids, [class_table.name_of(int(c)) for c in class_ids], areas)
 

@@ -35,7 +35,7 @@ from cegate_cli.errors import RunFolderError
 from cegate_cli.map_options import WEIGHTS
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
-from cegate_cli.toolbox import Toolbox
+from cegate_cli.toolbox.attach import Toolbox
 
 if TYPE_CHECKING:  # the model pulls in every backbone family: reading run.json must not need them
     from cegate_cli.model import SegmentationModel

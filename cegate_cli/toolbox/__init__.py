@@ -1,13 +1,39 @@
-"""The CrossEarth-Gate toolbox: spatial (LoRA), semantic (Adapter), frequency (Earth-Adapter)."""
+"""The CrossEarth-Gate toolbox: one sub-package per module kind (lora: spatial, adapter: semantic,
+earth: frequency), each registering itself in kinds.py; attach.py puts them into a backbone.
 
-from cegate_cli.toolbox.adapter import MLPAdapter
-from cegate_cli.toolbox.attach import Toolbox, attach_toolbox
-from cegate_cli.toolbox.base import KIND_LABELS, KINDS, ModuleKey, ToolboxModule, parse_kinds
-from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.toolbox.frequency import EarthAdapter, split_frequencies
-from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
+The names below are imported on first use, so `cegate_cli.toolbox.kinds` and each kind's
+registration load without torch (the command line lists the kinds without the model stack).
+"""
 
-__all__ = [
-    "KINDS", "KIND_LABELS", "EarthAdapter", "LoRA", "LoRAQKV", "LoRAQV", "MLPAdapter", "ModuleKey", "Toolbox",
-    "ToolboxConfig", "ToolboxModule", "attach_toolbox", "parse_kinds", "split_frequencies",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "KINDS": "cegate_cli.module_key",
+    "KIND_LABELS": "cegate_cli.module_key",
+    "ModuleKey": "cegate_cli.module_key",
+    "ToolboxConfig": "cegate_cli.toolbox_config",
+    "parse_kinds": "cegate_cli.toolbox.kinds",
+    "register_kind": "cegate_cli.toolbox.kinds",
+    "BlockSite": "cegate_cli.toolbox.base",
+    "ToolboxModule": "cegate_cli.toolbox.base",
+    "Toolbox": "cegate_cli.toolbox.attach",
+    "attach_toolbox": "cegate_cli.toolbox.attach",
+    "LoRA": "cegate_cli.toolbox.lora.layer",
+    "LoRAQKV": "cegate_cli.toolbox.lora.layer",
+    "LoRAQV": "cegate_cli.toolbox.lora.layer",
+    "MLPAdapter": "cegate_cli.toolbox.adapter.layer",
+    "EarthAdapter": "cegate_cli.toolbox.earth.layer",
+    "split_frequencies": "cegate_cli.toolbox.earth.layer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,28 +1,25 @@
 """Insert the toolbox into every block of a backbone, and switch modules on and off.
 
-LoRA and the Adapter wrap the block's own layers (the q and v projections, `mlp`) the way peft
-wraps a base layer; the Earth-Adapter sits on the block output, registered in `backbone.frequency`.
-`attach_lora` is the one place that knows the attention layouts cegate supports (a fused `qkv`
-Linear, or separate q/v Linears under either naming): a new family whose blocks follow one of
-them needs no change here. The
-`Toolbox` object is the one handle training and inference use: which modules exist, which are
-active, which parameters train, merge/unmerge of LoRA for inference.
+Each registered kind (kinds.py) puts its module into a block through its own `attach` hook:
+LoRA and the Adapter wrap the block's own layers the way peft wraps a base layer, the
+Earth-Adapter sits on the block output. The `Toolbox` object is the one handle training and
+inference use: which modules exist, which are active, which parameters train and which Fisher
+scores, merge/unmerge (LoRA) for inference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
 
 from torch import nn
 
 from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox.adapter import MLPAdapter
 from cegate_cli.module_key import ModuleKey, in_order
-from cegate_cli.toolbox.base import ToolboxModule
+from cegate_cli.toolbox.base import BlockSite, ToolboxModule
+from cegate_cli.toolbox.kinds import attach_hook, kind_spec, registered_kinds
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.toolbox.frequency import EarthAdapter
-from cegate_cli.toolbox.lora import LoRA, LoRAQKV, LoRAQV
 
 
 class Toolbox:
@@ -37,7 +34,7 @@ class Toolbox:
         return iter(self.modules[key] for key in self.keys())
 
     def keys(self) -> list[ModuleKey]:
-        """Ordered by layer, then kind in KINDS order: the order of every table and tie-break."""
+        """Ordered by layer, then kind in the registry's order: the order of every table and tie-break."""
         return in_order(self.modules)
 
     @property
@@ -51,7 +48,7 @@ class Toolbox:
         if unknown:
             raise InputError(f"no such toolbox modules: {sorted(unknown)}")
         for key, module in self.modules.items():
-            if key not in wanted and isinstance(module, LoRA):
+            if key not in wanted:
                 module.unmerge()  # a bypassed module must not leave its update inside the base weight
             module.active = key in wanted
             for parameter in module.own_parameters():
@@ -67,6 +64,14 @@ class Toolbox:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for key in self.active_keys for p in self.modules[key].own_parameters()]
 
+    def scored_parameters(self, key: ModuleKey) -> list[nn.Parameter]:
+        """The parameters of module `key` that Fisher scores: those its kind names (all by default)."""
+        patterns = kind_spec(key[0]).fisher_parameters
+        return [
+            p for name, p in self.modules[key].named_parameters()
+            if not name.startswith("base_layer.") and any(fnmatchcase(name, pattern) for pattern in patterns)
+        ]
+
     def parameter_count(self, key: ModuleKey) -> int:
         return self.modules[key].num_own_parameters()
 
@@ -78,14 +83,13 @@ class Toolbox:
         return {name: p for name, p in self.backbone.named_parameters() if id(p) not in own}
 
     def merge_lora(self) -> None:
+        """Fold every active module that can (LoRA) into the base weights, for inference."""
         for module in self.modules.values():
-            if isinstance(module, LoRA):
-                module.merge()
+            module.merge()
 
     def unmerge_lora(self) -> None:
         for module in self.modules.values():
-            if isinstance(module, LoRA):
-                module.unmerge()
+            module.unmerge()
 
     def state_dict_of(self, keys: Iterable[ModuleKey]) -> dict[str, object]:
         """Parameters of the given modules under stable names `<kind>.<layer>.<param>`."""
@@ -122,7 +126,9 @@ class Toolbox:
 
 
 def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None) -> Toolbox:
-    """Wrap every block's qkv and MLP and add a frequency module to its output.
+    """Put one module of every kind in `config.kinds` into every block, block by block and, in
+    each block, kind by kind in listing order (the order the modules draw their random
+    initial values in, so a seed gives the same toolbox).
 
     The backbone's own weights are frozen here: from now on only toolbox modules can train.
     """
@@ -130,50 +136,15 @@ def attach_toolbox(backbone: BlockBackbone, config: ToolboxConfig | None = None)
     config.check_width(backbone.embed_dim)  # before any module is allocated
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)
+    kinds = [spec for spec in registered_kinds() if spec.name in config.kinds]
+    hooks = {spec.name: attach_hook(spec) for spec in kinds}
     modules: dict[ModuleKey, ToolboxModule] = {}
-    dim = backbone.embed_dim
-    assert config.lora_alpha is not None  # ToolboxConfig works it out when it is made
-    for layer, block in enumerate(backbone.blocks):
-        if "lora" in config.kinds:
-            modules[("lora", layer)] = attach_lora(block.attn, layer, config.lora_rank, config.lora_alpha)
-        if "adapter" in config.kinds:
-            block.mlp = modules[("adapter", layer)] = MLPAdapter(
-                block.mlp, layer, dim, config.adapter_hidden, config.adapter_scale
-            )
-        if "earth" in config.kinds:
-            earth = EarthAdapter(
-                layer, dim, config.earth_hidden, config.earth_low_freq_ratio, backbone.num_prefix_tokens, init=config.earth_init
-            )
-            backbone.frequency[str(layer)] = modules[("earth", layer)] = earth
+    for layer in range(len(backbone.blocks)):
+        for spec in kinds:
+            module = hooks[spec.name](BlockSite(backbone, layer), config.options(spec.name))
+            if module.kind != spec.name or module.layer != layer:
+                raise ValueError(f"kind {spec.name!r}: its attach hook returned {module.kind}@{module.layer} for block {layer}")
+            modules[ModuleKey(spec.name, layer)] = module
     toolbox = Toolbox(backbone, modules, config)
     toolbox.activate_all()
     return toolbox
-
-
-SEPARATE_QV_NAMES: tuple[tuple[str, str], ...] = (("q", "v"), ("q_proj", "v_proj"))
-"""Attribute names of separate query/value Linears: Galileo's, and timm EVA's (`qkv_fused=False`)."""
-
-
-def attach_lora(attention: nn.Module, layer: int, rank: int, alpha: float) -> LoRA:
-    """Put LoRA on an attention layer's q and v projections, whichever layout it has."""
-    qkv = getattr(attention, "qkv", None)
-    if isinstance(qkv, nn.Linear):
-        if any(getattr(attention, bias, None) is not None for bias in ("q_bias", "v_bias")):
-            raise InputError(
-                f"block {layer}: this attention adds its own q/v biases to a fused qkv weight, which LoRA "
-                "cannot wrap; build the model with separate q/k/v projections (timm: qkv_fused=False)"
-            )
-        lora: LoRA = LoRAQKV(qkv, layer, rank, alpha)
-        attention.qkv = lora
-        return lora
-    for q_name, v_name in SEPARATE_QV_NAMES:
-        query, value = getattr(attention, q_name, None), getattr(attention, v_name, None)
-        if isinstance(query, nn.Linear) and isinstance(value, nn.Linear):
-            separate = LoRAQV(query, value, layer, rank, alpha)
-            setattr(attention, q_name, separate)
-            setattr(attention, v_name, separate.value_projection)
-            return separate
-    supported = ", ".join(["a fused Linear `qkv`"] + [f"Linears `{q}` and `{v}`" for q, v in SEPARATE_QV_NAMES])
-    raise InputError(
-        f"block {layer}: LoRA supports attention with {supported}; found {type(attention).__name__} without them"
-    )

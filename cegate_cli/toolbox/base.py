@@ -6,15 +6,17 @@ its own parameters, so it costs no compute and receives no gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import nn
 
-from cegate_cli.module_key import KIND_LABELS, KINDS, ModuleKey  # noqa: F401 (the toolbox's names for them)
+from cegate_cli.backbone.base import BlockBackbone
+from cegate_cli.module_key import ModuleKey
 
 
 class ToolboxModule(nn.Module):
-    """Base of LoRA, Adapter and Earth-Adapter: a kind, a layer, an on/off switch."""
+    """Base of every kind's module: a kind, a layer, an on/off switch."""
 
     kind: ClassVar[str]
 
@@ -34,19 +36,33 @@ class ToolboxModule(nn.Module):
     def num_own_parameters(self) -> int:
         return sum(p.numel() for p in self.own_parameters())
 
+    def merge(self) -> None:
+        """Fold the module's update into the base weights for inference, where the kind can (LoRA)."""
 
-def parse_kinds(text: str | None) -> tuple[str, ...]:
-    """`--modules lora,earth` -> ('lora', 'earth'); accepts the descriptive names too."""
-    if text is None or text.strip() in ("", "all"):
-        return KINDS
-    aliases = {"spatial": "lora", "semantic": "adapter", "frequency": "earth", "earth-adapter": "earth"}
-    kinds = []
-    for part in text.split(","):
-        name = aliases.get(part.strip().lower(), part.strip().lower())
-        if name not in KINDS:
-            from cegate_cli.errors import InputError
+    def unmerge(self) -> None:
+        """Take a merged update out of the base weights again; a no-op when nothing is merged."""
 
-            raise InputError(f"unknown module kind {part.strip()!r}; choose from {', '.join(KINDS)} (or all)")
-        if name not in kinds:
-            kinds.append(name)
-    return tuple(kinds)
+
+@dataclass(frozen=True)
+class BlockSite:
+    """Where a kind's `attach` hook puts its module: block `layer` of `backbone`."""
+
+    backbone: BlockBackbone
+    layer: int
+
+    @property
+    def block(self) -> nn.Module:
+        """The block as its family built it, also when a module has taken its place."""
+        block = self.backbone.blocks[self.layer]
+        while isinstance(block, ToolboxModule) and isinstance(getattr(block, "base_layer", None), nn.Module):
+            block = block.base_layer
+        return block
+
+    @property
+    def dim(self) -> int:
+        """The backbone's token width."""
+        return self.backbone.embed_dim
+
+    def replace_block(self, module: nn.Module) -> None:
+        """Put `module` in the block's place; it calls the block itself (held as `base_layer`)."""
+        self.backbone.blocks[self.layer] = module

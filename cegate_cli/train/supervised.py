@@ -34,7 +34,7 @@ from cegate_cli.model import SegmentationModel
 from cegate_cli.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
-from cegate_cli.toolbox import Toolbox
+from cegate_cli.toolbox.attach import Toolbox
 from cegate_cli.train.calibrate import Calibration, fit_class_offsets, pixel_stride
 from cegate_cli.train.config import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection

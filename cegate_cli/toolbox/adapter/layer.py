@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cegate_cli.toolbox.base import ToolboxModule
+from cegate_cli.toolbox.adapter import AdapterOptions
+from cegate_cli.toolbox.base import BlockSite, ToolboxModule
 
 
 class Bottleneck(nn.Module):
@@ -52,3 +53,10 @@ class MLPAdapter(ToolboxModule):
         if not self.active:
             return result
         return result + self.bottleneck(x) * self.scale
+
+
+def attach(site: BlockSite, options: AdapterOptions) -> MLPAdapter:
+    """The kind's hook: the Adapter takes the MLP's place and calls it."""
+    block = site.block
+    block.mlp = adapter = MLPAdapter(block.mlp, site.layer, site.dim, options.hidden, options.scale)
+    return adapter

@@ -16,11 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cegate_cli.toolbox.adapter import Bottleneck
-from cegate_cli.toolbox.base import ToolboxModule
-
-
-EARTH_INITS = ("identity", "kaiming")
+from cegate_cli.toolbox.adapter.layer import Bottleneck
+from cegate_cli.toolbox.base import BlockSite, ToolboxModule
+from cegate_cli.toolbox.earth import EARTH_INITS, EarthOptions
 
 
 def low_pass_mask(height: int, width: int, ratio: float, device: torch.device) -> torch.Tensor:
@@ -75,3 +73,12 @@ class EarthAdapter(ToolboxModule):
             + weights[..., 2:3] * self.experts[2](high)
         )
         return torch.cat((prefix, patches + mixed * self.scale), dim=1)
+
+
+def attach(site: BlockSite, options: EarthOptions) -> EarthAdapter:
+    """The kind's hook: on the block's output, which the backbone's loop hands over with its grid."""
+    earth = EarthAdapter(
+        site.layer, site.dim, options.hidden, options.low_freq_ratio, site.backbone.num_prefix_tokens, init=options.init
+    )
+    site.backbone.frequency[str(site.layer)] = earth
+    return earth

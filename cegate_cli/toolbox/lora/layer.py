@@ -10,6 +10,9 @@ In both:  q += x A_q^T B_q^T * (alpha / r),   v += x A_v^T B_v^T * (alpha / r).
 B starts at zero (so the module is an exact identity until trained) and A with Kaiming-uniform
 values, as in the LoRA paper and peft. For inference the update can be merged into the base
 weights and unmerged again. Parameter names are the same in both layouts, so saved runs read alike.
+`attach_lora` is the one place that knows the attention layouts cegate supports (a fused `qkv`
+Linear, or separate q/v Linears under either naming): a new family whose blocks follow one of
+them needs no change here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 from torch import nn
 
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox.base import ToolboxModule
+from cegate_cli.toolbox.base import BlockSite, ToolboxModule
+from cegate_cli.toolbox.lora import LoRAOptions
 
 
 class LoRA(ToolboxModule):
@@ -152,3 +156,38 @@ class _ValueProjection(nn.Module):
 
     def extra_repr(self) -> str:
         return f"value path of LoRA in block {self._owner[0].layer}"
+
+
+def attach(site: BlockSite, options: LoRAOptions) -> LoRA:
+    """The kind's hook: LoRA on the block's attention."""
+    assert options.alpha is not None  # LoRAOptions works it out when made
+    return attach_lora(site.block.attn, site.layer, options.rank, options.alpha)
+
+
+SEPARATE_QV_NAMES: tuple[tuple[str, str], ...] = (("q", "v"), ("q_proj", "v_proj"))
+"""Attribute names of separate query/value Linears: Galileo's, and timm EVA's (`qkv_fused=False`)."""
+
+
+def attach_lora(attention: nn.Module, layer: int, rank: int, alpha: float) -> LoRA:
+    """Put LoRA on an attention layer's q and v projections, whichever layout it has."""
+    qkv = getattr(attention, "qkv", None)
+    if isinstance(qkv, nn.Linear):
+        if any(getattr(attention, bias, None) is not None for bias in ("q_bias", "v_bias")):
+            raise InputError(
+                f"block {layer}: this attention adds its own q/v biases to a fused qkv weight, which LoRA "
+                "cannot wrap; build the model with separate q/k/v projections (timm: qkv_fused=False)"
+            )
+        lora: LoRA = LoRAQKV(qkv, layer, rank, alpha)
+        attention.qkv = lora
+        return lora
+    for q_name, v_name in SEPARATE_QV_NAMES:
+        query, value = getattr(attention, q_name, None), getattr(attention, v_name, None)
+        if isinstance(query, nn.Linear) and isinstance(value, nn.Linear):
+            separate = LoRAQV(query, value, layer, rank, alpha)
+            setattr(attention, q_name, separate)
+            setattr(attention, v_name, separate.value_projection)
+            return separate
+    supported = ", ".join(["a fused Linear `qkv`"] + [f"Linears `{q}` and `{v}`" for q, v in SEPARATE_QV_NAMES])
+    raise InputError(
+        f"block {layer}: LoRA supports attention with {supported}; found {type(attention).__name__} without them"
+    )
