@@ -42,7 +42,7 @@ from cegate_cli.backbone.clay_bands import PLATFORMS, band_table, choose_platfor
 from cegate_cli.backbone.weights_io import read_weights
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.attach import attach_toolbox
-from cegate_cli.toolbox.lora import LoRAQKV
+from cegate_cli.toolbox.lora.layer import LoRAQKV
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "clay"
