@@ -571,7 +571,8 @@ def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domain
     data's statistics, so there this row equals source-only."""
     import shutil
 
-    from cegate_cli.backbone.galileo_backbone import GalileoInputs, normalizes_with_own_statistics
+    from cegate_cli.backbone.family import normalizes_with_own_statistics
+    from cegate_cli.backbone.galileo_options import GalileoInputs
     from cegate_cli.run.manifest import read_manifest, write_manifest
     from cegate_cli.train.target_data import discover_target, target_stats
 

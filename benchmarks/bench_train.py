@@ -94,7 +94,7 @@ def run_job(job: Job) -> dict:
 
 
 def _pretrained(model: str):
-    from cegate_cli.backbone.pretrained import PretrainedViT
+    from cegate_cli.backbone.vit import PretrainedViT
     from cegate_cli.backbone.tiny import build_tiny_vit
 
     if model == "tiny":

@@ -22,16 +22,8 @@ import numpy as np
 import torch
 
 from cegate_cli import distributed
-from cegate_cli.backbone.galileo_backbone import (
-    DEFAULT_PATCH_SIZE,
-    GalileoBackbone,
-    GalileoInputs,
-    normalizes_with_own_statistics,
-    plan_groups,
-    resolve_galileo_inputs,
-)
-from cegate_cli.backbone.load import load_pretrained_vit
-from cegate_cli.backbone.pretrained import PretrainedGalileo
+from cegate_cli.backbone.family import normalizes_with_own_statistics
+from cegate_cli.backbone.registry import family_of
 from cegate_cli.bands import bands_for_images
 from cegate_cli.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
@@ -41,7 +33,7 @@ from cegate_cli.data.stats import compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
-from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.model import build_model
 from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.adapt_record import Fitting, fit_and_record
 from cegate_cli.progress import phase
@@ -86,7 +78,8 @@ def check_options(options: AdaptOptions) -> str:
     """
     options.train.check()
     options.toolbox.check()
-    options.galileo.check()
+    for family_options in options.family_options.values():  # a typo is one even where that family is not used
+        family_options.check()
     if options.resume and options.overwrite:
         raise InputError(
             f"--resume and --overwrite together: --resume continues the interrupted run in {options.out}, "
@@ -170,33 +163,28 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     recorded = _check_resumed_mode(run_dir, options, mode)
     with phase(reporter, f"loading the backbone {options.backbone}"):
         source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
-        pretrained = load_pretrained_vit(source)
-    is_galileo = isinstance(pretrained, PretrainedGalileo)
-    if is_galileo:
-        options.galileo.check(pretrained.encoder.config.max_patch_size)  # before the crop is checked against the patch
-        plan_groups(choice.names)  # bands that fill no Galileo group: say so before reading any pixel
-        patch = options.galileo.patch_size or DEFAULT_PATCH_SIZE
-        width = pretrained.encoder.config.embed_dim
-    else:
-        patch = int(pretrained.vit.patch_embed.patch_size[0])
-        width = int(pretrained.vit.embed_dim)
+        family = family_of(source)
+        pretrained = family.load(source)
+    family_options = options.family_options.get(family.name)
+    pretrained.check_run(choice.names, family_options)  # before the crop is checked against the patch, and any pixel read
+    patch = pretrained.patch_size(family_options)
     _check_crop(config.crop, patch)
-    options.toolbox.check_width(width)
+    options.toolbox.check_width(pretrained.embed_dim)
     for warning in found:
         reporter.message(f"warning: {warning}")
 
     with phase(reporter, f"band statistics of {counted(len(train_pairs), 'image')}"):
         stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
-    galileo_inputs = None
-    if is_galileo:
-        galileo_inputs, stats, galileo_warnings = resolve_galileo_inputs(options.galileo, [p.image for p in train_pairs], stats, pretrained.normalization)
-        for warning in galileo_warnings:
-            warnings.append(warning)
-            reporter.message(f"warning: {warning}")
+    fitted = pretrained.fit_inputs(family_options, [p.image for p in train_pairs], stats)
+    stats, family_inputs = fitted.stats, fitted.inputs
+    for warning in fitted.warnings:
+        warnings.append(warning)
+        reporter.message(f"warning: {warning}")
     built = build_model(
         pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
-        normalization=stats, galileo=galileo_inputs,
+        normalization=stats, inputs=family_inputs,
     )
+    family_record = family.record(built.model.backbone, family_inputs)
     candidates = _candidates(built.toolbox.keys(), options)
     select_count = _select_count(config, candidates)
     weights = balanced_class_weights(folder.label_counts, table.num_classes, power=config.class_weight_power)  # loss and rare-class crops
@@ -226,7 +214,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
             "embed_dim": built.model.backbone.embed_dim,
             "depth": built.model.backbone.depth,
             "parameters": backbone_parameter_count(built.toolbox),
-            **({"galileo": _galileo_section(built.model, galileo_inputs)} if galileo_inputs is not None else {}),
+            **({family.record_key: family_record.to_dict()} if family_record is not None and family.record_key else {}),
         },
         bands=choice,
         normalization=stats,
@@ -257,7 +245,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
-        own_stats = self_config.target_norm in ("target", "auto") and normalizes_with_own_statistics(galileo_inputs)
+        own_stats = self_config.target_norm in ("target", "auto") and normalizes_with_own_statistics(family_inputs)
         if own_stats:
             with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
                 tstats = target_stats(target, choice, config.seed)
@@ -371,13 +359,6 @@ def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor
     """Class shares of the source labels (None when unknown, e.g. runs from older versions)."""
     counts = torch.tensor([float(label_counts.get(c, 0)) for c in range(num_classes)])
     return counts / counts.sum() if float(counts.sum()) > 0 else None
-
-
-def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[str, object]:
-    """run.json's record of how Galileo was fed: which groups the bands filled, patch, gsd, month."""
-    backbone = model.backbone
-    assert isinstance(backbone, GalileoBackbone)
-    return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
 
 
 def _check_crop(crop: int, patch: int) -> None:

@@ -61,6 +61,11 @@ class AdaptOptions:
         object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
 
     @property
+    def family_options(self) -> dict[str, Any]:
+        """The options each backbone family is given (by family name); a family not named gets None."""
+        return {"galileo": self.galileo}
+
+    @property
     def mode(self) -> str:
         if self.from_run is not None:
             return "target"

@@ -11,34 +11,17 @@ from cegate_cli.module_key import KIND_LABELS, KINDS, in_order, keys_from_json
 from cegate_cli.toolbox import ToolboxConfig
 
 
-def _backbone_of(pretrained: Any) -> Any:
-    """The backbone as pretrained: a ViT with its own bands, or Galileo fed every band it knows."""
-    from cegate_cli.backbone.pretrained import PretrainedGalileo
-    from cegate_cli.model import make_backbone
-
-    if not isinstance(pretrained, PretrainedGalileo):
-        from cegate_cli.backbone.vit import Backbone
-
-        return Backbone(pretrained.vit)
-    from cegate_cli.backbone.galileo_backbone import CANONICAL_OF, pretrained_statistics
-    from cegate_cli.data.stats import BandStats
-
-    bands = [CANONICAL_OF[b] for b in pretrained.band_names if b in CANONICAL_OF]
-    mean, std = pretrained_statistics(bands, pretrained.normalization)  # type: ignore[misc]
-    return make_backbone(pretrained, bands, BandStats(tuple(bands), tuple(mean), tuple(std)))[0]
-
-
 def backbone_report(
     spec: str, *, revision: str | None = None, token: str | None = None, offline: bool | None = None, toolbox: ToolboxConfig | None = None
 ) -> dict[str, Any]:
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
-    from cegate_cli.backbone.load import load_pretrained_vit
+    from cegate_cli.backbone.registry import load_pretrained
     from cegate_cli.hub import resolve_backbone
     from cegate_cli.toolbox import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
-    pretrained = load_pretrained_vit(source)
-    backbone = _backbone_of(pretrained)
+    pretrained = load_pretrained(source)
+    backbone = pretrained.pretrained_backbone()  # fed every band it knows
     backbone_params = sum(p.numel() for p in backbone.parameters())
     box = attach_toolbox(backbone, toolbox or ToolboxConfig())
     modules = [

@@ -48,14 +48,14 @@ def test_all_activates_every_candidate_and_none_trains_the_head_only(demo, tmp_p
 
 
 def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
-    from cegate_cli.backbone.load import load_pretrained_vit
+    from cegate_cli.backbone import load_pretrained
     from cegate_cli.hub import resolve_backbone
 
     result = _run(demo, tmp_path / "full", selection="full", reselect_every=0)
     weights = load_file(str(tmp_path / "full" / "adapter.safetensors"))
     backbone = {k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")}
     assert result.outcome.final_selection == [] and backbone
-    pretrained = load_pretrained_vit(resolve_backbone("tiny")).vit.state_dict()
+    pretrained = load_pretrained(resolve_backbone("tiny")).vit.state_dict()
     blocks = {n[len("vit.") :].replace("base_layer.", ""): v for n, v in backbone.items() if n.startswith("vit.blocks.")}
     assert blocks.keys() <= pretrained.keys()
     changed = [n for n, v in blocks.items() if n.endswith("fc1.weight") and not torch.equal(v, pretrained[n])]

@@ -28,7 +28,7 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from cegate_cli.backbone.weights_io import load_state_strict
-from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.errors import InputError
 
 HLS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cegate_cli.backbone.galileo_backbone import GalileoInputs
-from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone.registry import family_of
 from cegate_cli.errors import RunFolderError
 from cegate_cli.hub import BackboneSource, resolve_backbone
 from cegate_cli.model import SegmentationModel, build_model
@@ -68,7 +67,9 @@ def load_run(
     if manifest.status != "complete":
         raise RunFolderError(f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume")
     source = source_for_run(manifest, offline=offline, token=token)
-    pretrained = load_pretrained_vit(source)
+    family = family_of(source)
+    section = manifest.backbone.get(family.record_key) if family.record_key else None
+    pretrained = family.load(source)
     built = build_model(
         pretrained,
         manifest.bands.names,
@@ -77,7 +78,7 @@ def load_run(
         decoder=manifest.training.decoder,
         seed=manifest.training.seed,
         normalization=manifest.normalization,
-        galileo=GalileoInputs.from_dict(manifest.backbone["galileo"]) if "galileo" in manifest.backbone else None,
+        inputs=None if section is None else family.read_record(section).inputs,
     )
     restore_weights(run_dir, manifest, built.model, built.toolbox, weights)
     built.model.eval()
