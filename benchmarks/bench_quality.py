@@ -134,7 +134,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
     from cegate_cli.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
     from cegate_cli.toolbox import ToolboxConfig
-    from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
     root = work / f"seed{seed}"
     data = make_demo_dataset(root / "data", size=args.size, seed=seed)

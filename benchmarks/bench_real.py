@@ -52,10 +52,10 @@ from real_table import EARLIER_TRAIN, MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
 from cegate_cli.decoder import DECODERS  # noqa: E402
-from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
+from cegate_cli.train_config import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
-from cegate_cli.train.config import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
-from cegate_cli.train.losses import LOSSES  # noqa: E402
+from cegate_cli.train_config import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
+from cegate_cli.train_config import LOSSES  # noqa: E402
 from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -320,7 +320,7 @@ def worker_predict(job: Job) -> dict:
 
 def worker_adapt(job: Job) -> dict:
     from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.train.config import TrainConfig
+    from cegate_cli.train_config import TrainConfig
 
     train = TrainConfig(
         steps=job.adapt_steps, crop=job.adapt_crop, batch_size=job.adapt_batch, device=job.device,

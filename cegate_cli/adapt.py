@@ -48,7 +48,7 @@ from cegate_cli.run import (
     state_dir,
 )
 from cegate_cli.toolbox import KINDS
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter

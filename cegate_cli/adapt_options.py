@@ -14,7 +14,7 @@ from typing import Any
 from cegate_cli.backbone.galileo_options import GalileoOptions
 from cegate_cli.module_key import KINDS, ModuleKey
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from cegate_cli.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig, attach_toolbox
 from cegate_cli.toolbox.attach import attach_lora
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 EVA_ARCH = "eva02_tiny_patch14_224"
 EVA_ARGS = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, patch_size=8, in_chans=3, qkv_fused=False)

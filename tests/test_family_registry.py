@@ -34,7 +34,7 @@ from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.inference import MapOptions, load_for_inference, predict_run, scene_conditions
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 PICO_ARGS = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=24, depth=2, num_heads=2, num_classes=0, global_pool="", dynamic_img_size=True)
 PICO_BANDS = ("red", "green", "blue")

@@ -35,8 +35,8 @@ from cegate_cli.documents import read_json, read_yaml
 from cegate_cli.errors import CegateError, DataError, DocumentError, RunFolderError
 from cegate_cli.run import RunManifest, read_manifest
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import TrainConfig
-from cegate_cli.train.state import read_state, record_path, write_state
+from cegate_cli.train_config import TrainConfig
+from cegate_cli.run.state import read_state, record_path, write_state
 
 SEED = 20240932
 GOOD_CLASSES = "ignore_index: 255\nclasses:\n  - {id: 0, name: water, color: '#1f78b4'}\n  - {id: 1, name: land}\n"

@@ -355,7 +355,7 @@ def test_adapt_reports_degenerate_images_and_refuses_data_without_valid_pixels(t
     from dataclasses import replace
 
     from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.train.config import TrainConfig
+    from cegate_cli.train_config import TrainConfig
 
     root = _degenerate_folder(tmp_path / "data")
     config = TrainConfig(steps=1, batch_size=2, crop=16, warmup_steps=0, val_every=1, val_crops=1, save_every=1, fisher_samples=2, select="2")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cegate_cli.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import RunFolderError
-from cegate_cli.train.state import read_state, write_state
+from cegate_cli.run.state import read_state, write_state
 from run_folder_helpers import CLI_TRAIN, error_line, small_options
 
 
@@ -89,7 +89,7 @@ def test_state_writer_and_reader_are_a_matching_pair(tmp_path: Path) -> None:
 
 
 def test_a_crash_between_the_two_renames_keeps_the_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cegate_cli.train.state as state_module
+    import cegate_cli.run.state as state_module
 
     write_state(tmp_path, {"step": 2, "w": torch.ones(3)})
     real = state_module.write_text_atomic

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=4, save_every=4,
@@ -64,7 +64,7 @@ def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
 
 def test_validation_crops_do_not_have_to_match_on_resume() -> None:
     # They never change the trained weights, and states from before 64 became the default hold 16.
-    from cegate_cli.train.config import NOT_FINGERPRINTED
+    from cegate_cli.train_config import NOT_FINGERPRINTED
 
     assert TrainConfig(val_crops=16).resume_fingerprint() == TrainConfig().resume_fingerprint()
     assert "val_crops" in NOT_FINGERPRINTED  # what _load_state drops from a saved fingerprint

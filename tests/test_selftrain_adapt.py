@@ -18,8 +18,8 @@ from cegate_cli.cli import app
 from cegate_cli.errors import DataError, InputError, RunFolderError
 from cegate_cli.fisher import select_top
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
-from cegate_cli.train.state import read_state
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.run.state import read_state
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,

@@ -14,8 +14,8 @@ from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.run import read_manifest
 from cegate_cli.train import guard
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
-from cegate_cli.train.state import read_state
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.run.state import read_state
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,

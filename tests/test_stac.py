@@ -20,7 +20,7 @@ from cegate_cli.data.stac import read_item, scene_name
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import DataError, DataFileNotFoundError
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 pytest.importorskip("pystac")  # a test dependency only: the items are built with it, cegate reads them without
 

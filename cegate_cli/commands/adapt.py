@@ -23,7 +23,7 @@ from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZ
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 
 _BACKBONE_HELP = (

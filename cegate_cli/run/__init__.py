@@ -4,6 +4,7 @@
     manifest.py  run.json (`RunManifest`) and config.yaml, written and read
     folder.py    the folder as a place: checked, locked for one writer, the old run set aside
     weights.py   which tensors a run holds and under which names: written, read back, applied
+    state.py     the resume state of `adapt` (state/): safetensors + JSON, written and read as one pair
     load.py      a trained model rebuilt from a run (predict, evaluate, inspect, adapt --from)
 
 Callers import from here: `from cegate_cli.run import read_manifest, load_run`.

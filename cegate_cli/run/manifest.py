@@ -29,7 +29,7 @@ from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
 from cegate_cli.record_fields import FieldTypeError
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
 from cegate_cli.toolbox import ToolboxConfig
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 
 @dataclass
