@@ -120,7 +120,7 @@ def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
         loaded.model, eval_dir, manifest.normalization, manifest.bands, manifest.classes, loaded.model.backbone.patch_size, scratch
     )
     parameters = manifest.parameters
-    trained = parameters["decoder"] + (parameters["backbone"] if manifest.training.selection == "full" else parameters["modules_trained"])
+    trained = parameters.decoder + (parameters.backbone if manifest.training.selection == "full" else parameters.modules_trained)
     source_val = manifest.saved_val_miou
     return {
         "target_miou": scores["target_miou"],

@@ -107,7 +107,7 @@ def test_adapt_and_evaluate_on_an_eva_backbone_folder(tmp_path: Path) -> None:
     result = adapt(AdaptOptions(source=demo.source_dir, out=tmp_path / "run", backbone=str(folder), train=train))
     manifest = read_manifest(tmp_path / "run")
     assert result.outcome.completed and manifest.status == "complete"
-    assert manifest.backbone["architecture"] == EVA_ARCH
+    assert manifest.backbone.architecture == EVA_ARCH
     assert len(manifest.final_selection) == 3
     report, _ = evaluate_run(tmp_path / "run", demo.source_dir, options=MapOptions(tile=64, overlap=16, device="cpu"))
     assert len(report.per_file) == 3 and not report.failed and report.matrix.total > 0  # every scene mapped by the EVA run

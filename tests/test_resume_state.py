@@ -64,7 +64,7 @@ def test_resume_never_unpickles_and_stays_bit_exact(demo, tmp_path: Path, monkey
     a = load_file(str(tmp_path / "full" / "adapter_last.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter_last.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert full.manifest.metrics["val_history"] == resumed.manifest.metrics["val_history"]
+    assert full.manifest.metrics.val_history == resumed.manifest.metrics.val_history
     # The state holds the Adam step count and the RNG as tensors, the rest as JSON.
     state = read_state(tmp_path / "resumed" / "state")
     assert state["step"] == 6 and state["cpu_rng"].dtype == torch.uint8

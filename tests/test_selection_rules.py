@@ -39,7 +39,7 @@ def test_random_draws_the_same_count_reproducibly_and_records_its_rule(demo, tmp
 
 def test_all_activates_every_candidate_and_none_trains_the_head_only(demo, tmp_path: Path) -> None:
     every = _run(demo, tmp_path / "all", selection="all")
-    assert len(every.outcome.final_selection) == 3 * every.manifest.backbone["depth"]  # lora, adapter, earth per block
+    assert len(every.outcome.final_selection) == 3 * every.manifest.backbone.depth  # lora, adapter, earth per block
     assert read_manifest(tmp_path / "all").select_count == len(every.outcome.final_selection)  # what inspect reports
     head = _run(demo, tmp_path / "none", selection="none")
     assert head.outcome.final_selection == []

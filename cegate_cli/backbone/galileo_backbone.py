@@ -15,6 +15,9 @@ normalised with the run's statistics) to those groups:
   (`--normalize pretrained`, Sentinel-2 reflectance) and the same shape of input otherwise;
 - positions are scaled by the ground sample distance, and the month embedding uses the run's month;
   `predict` feeds each scene its own pixel size and acquisition month (`scene_conditions`).
+
+`PretrainedGalileo` is what the Galileo family (galileo_family.py) loads: it builds this backbone
+for a run's bands and settles the run's inputs from its images (`resolve_galileo_inputs`).
 """
 
 from __future__ import annotations
