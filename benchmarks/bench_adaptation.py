@@ -130,7 +130,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
     from cegate_cli.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
     from cegate_cli.run import load_run
-    from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
     from cegate_cli.train.target_data import discover_target, target_stats
 
     root = work / f"seed{seed}"

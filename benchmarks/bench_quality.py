@@ -120,7 +120,7 @@ def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
         loaded.model, eval_dir, manifest.normalization, manifest.bands, manifest.classes, loaded.model.backbone.patch_size, scratch
     )
     parameters = manifest.parameters
-    trained = parameters["decoder"] + (parameters["backbone"] if manifest.training.selection == "full" else parameters["modules_trained"])
+    trained = parameters.decoder + (parameters.backbone if manifest.training.selection == "full" else parameters.modules_trained)
     source_val = manifest.saved_val_miou
     return {
         "target_miou": scores["target_miou"],
@@ -134,7 +134,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
     from cegate_cli.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
     from cegate_cli.toolbox import ToolboxConfig
-    from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
     root = work / f"seed{seed}"
     data = make_demo_dataset(root / "data", size=args.size, seed=seed)

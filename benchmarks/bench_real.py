@@ -52,10 +52,10 @@ from real_table import EARLIER_TRAIN, MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
 from cegate_cli.decoder import DECODERS  # noqa: E402
-from cegate_cli.train.config import SELECTIONS, TrainConfig  # noqa: E402
+from cegate_cli.train_config import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
-from cegate_cli.train.config import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
-from cegate_cli.train.losses import LOSSES  # noqa: E402
+from cegate_cli.train_config import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
+from cegate_cli.train_config import LOSSES  # noqa: E402
 from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -471,9 +471,9 @@ def evaluated(run_dir: Path, domains: Domains, args: argparse.Namespace, weights
     return evaluation, loaded, time.perf_counter() - started
 
 
-def trained_parameters(parameters: dict[str, int], rule: str) -> int:
-    """What a run trained: the head and its modules (full fine-tuning: the head and the backbone)."""
-    return int(parameters["decoder"] + (parameters["backbone"] if rule == "full" else parameters["modules_trained"]))
+def trained_parameters(parameters: Any, rule: str) -> int:
+    """What a run trained (a `ParameterRecord`): the head and its modules (full fine-tuning: the head and the backbone)."""
+    return int(parameters.decoder + (parameters.backbone if rule == "full" else parameters.modules_trained))
 
 
 class TrainedRuns:
@@ -529,14 +529,14 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     how = {  # how the run trained: a record that rescores it elsewhere carries the same
         "selected": [f"{kind}@{layer}" for kind, layer in last.selected],
         "select_count": result.manifest.select_count,
-        "depth": int(result.manifest.backbone.get("depth") or 0),
+        "depth": result.manifest.backbone.depth,
     }
     if last.scores.normalized:  # the scores the oracle study correlates with the single-module gains
         how["scores"] = {f"{kind}@{layer}": value for (kind, layer), value in last.scores.normalized.items()}
     if run.modules:
         how["modules"] = [list(key) for key in run.modules]
     entry.update(how)
-    guard = (result.manifest.adaptation or {}).get("guard")
+    guard = result.manifest.adaptation.guard if result.manifest.adaptation is not None else None
     if guard is not None:  # what the guard kept, and what the other model would have scored
         entry["guard"] = guard
         if guard["kept"] == "source":
@@ -571,7 +571,7 @@ def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domain
     data's statistics, so there this row equals source-only."""
     import shutil
 
-    from cegate_cli.backbone.galileo_backbone import GalileoInputs, normalizes_with_own_statistics
+    from cegate_cli.backbone.family import normalizes_with_own_statistics
     from cegate_cli.run.manifest import read_manifest, write_manifest
     from cegate_cli.train.target_data import discover_target, target_stats
 
@@ -582,8 +582,7 @@ def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domain
     shutil.copytree(trained.folder(work, setting, seed, run, domains), run_dir)
     started = time.perf_counter()
     manifest = read_manifest(run_dir)
-    galileo = manifest.backbone.get("galileo")
-    if normalizes_with_own_statistics(None if galileo is None else GalileoInputs.from_dict(galileo)):
+    if normalizes_with_own_statistics(manifest.backbone.inputs):
         manifest.normalization = target_stats(discover_target(domains.target, manifest.bands), manifest.bands, seed)
         write_manifest(run_dir, manifest)
     restat_s = time.perf_counter() - started

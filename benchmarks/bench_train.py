@@ -94,7 +94,7 @@ def run_job(job: Job) -> dict:
 
 
 def _pretrained(model: str):
-    from cegate_cli.backbone.pretrained import PretrainedViT
+    from cegate_cli.backbone.vit import PretrainedViT
     from cegate_cli.backbone.tiny import build_tiny_vit
 
     if model == "tiny":
@@ -320,7 +320,7 @@ def worker_predict(job: Job) -> dict:
 
 def worker_adapt(job: Job) -> dict:
     from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.train.config import TrainConfig
+    from cegate_cli.train_config import TrainConfig
 
     train = TrainConfig(
         steps=job.adapt_steps, crop=job.adapt_crop, batch_size=job.adapt_batch, device=job.device,

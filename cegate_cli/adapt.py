@@ -22,31 +22,27 @@ import numpy as np
 import torch
 
 from cegate_cli import distributed
-from cegate_cli.backbone.galileo_backbone import (
-    DEFAULT_PATCH_SIZE,
-    GalileoBackbone,
-    GalileoInputs,
-    normalizes_with_own_statistics,
-    plan_groups,
-    resolve_galileo_inputs,
-)
-from cegate_cli.backbone.load import load_pretrained_vit
-from cegate_cli.backbone.pretrained import PretrainedGalileo
+from cegate_cli.backbone.family import normalizes_with_own_statistics
+from cegate_cli.backbone.registry import family_of
 from cegate_cli.bands import bands_for_images
 from cegate_cli.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
-from cegate_cli.data.stats import compute_band_stats
+from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import parse_select
 from cegate_cli.hub import resolve_backbone
-from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.model import build_model
 from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.adapt_record import Fitting, fit_and_record
 from cegate_cli.progress import phase
 from cegate_cli.module_key import ModuleKey, keys_to_json
 from cegate_cli.run import (
+    AdaptationRecord,
+    BackboneRecord,
+    BandCopy,
+    DataRecord,
     RunManifest,
     backbone_parameter_count,
     check_run_dir,
@@ -56,7 +52,7 @@ from cegate_cli.run import (
     state_dir,
 )
 from cegate_cli.toolbox import KINDS
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
@@ -86,7 +82,8 @@ def check_options(options: AdaptOptions) -> str:
     """
     options.train.check()
     options.toolbox.check()
-    options.galileo.check()
+    for family_options in options.family_options.values():  # a typo is one even where that family is not used
+        family_options.check()
     if options.resume and options.overwrite:
         raise InputError(
             f"--resume and --overwrite together: --resume continues the interrupted run in {options.out}, "
@@ -170,32 +167,26 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     recorded = _check_resumed_mode(run_dir, options, mode)
     with phase(reporter, f"loading the backbone {options.backbone}"):
         source = resolve_backbone(options.backbone, revision=options.revision, token=options.token, offline=options.offline)
-        pretrained = load_pretrained_vit(source)
-    is_galileo = isinstance(pretrained, PretrainedGalileo)
-    if is_galileo:
-        options.galileo.check(pretrained.encoder.config.max_patch_size)  # before the crop is checked against the patch
-        plan_groups(choice.names)  # bands that fill no Galileo group: say so before reading any pixel
-        patch = options.galileo.patch_size or DEFAULT_PATCH_SIZE
-        width = pretrained.encoder.config.embed_dim
-    else:
-        patch = int(pretrained.vit.patch_embed.patch_size[0])
-        width = int(pretrained.vit.embed_dim)
+        family = family_of(source)
+        pretrained = family.load(source)
+    family_options = options.family_options.get(family.name)
+    pretrained.check_run(choice.names, family_options)  # before the crop is checked against the patch, and any pixel read
+    patch = pretrained.patch_size(family_options)
     _check_crop(config.crop, patch)
-    options.toolbox.check_width(width)
+    options.toolbox.check_width(pretrained.embed_dim)
     for warning in found:
         reporter.message(f"warning: {warning}")
 
     with phase(reporter, f"band statistics of {counted(len(train_pairs), 'image')}"):
         stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
-    galileo_inputs = None
-    if is_galileo:
-        galileo_inputs, stats, galileo_warnings = resolve_galileo_inputs(options.galileo, [p.image for p in train_pairs], stats, pretrained.normalization)
-        for warning in galileo_warnings:
-            warnings.append(warning)
-            reporter.message(f"warning: {warning}")
+    fitted = pretrained.fit_inputs(family_options, [p.image for p in train_pairs], stats)
+    stats, family_inputs = fitted.stats, fitted.inputs
+    for warning in fitted.warnings:
+        warnings.append(warning)
+        reporter.message(f"warning: {warning}")
     built = build_model(
         pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
-        normalization=stats, galileo=galileo_inputs,
+        normalization=stats, inputs=family_inputs,
     )
     candidates = _candidates(built.toolbox.keys(), options)
     select_count = _select_count(config, candidates)
@@ -214,20 +205,20 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         val_sampler.close()
 
     manifest = RunManifest(
-        backbone={
-            "source": source.to_dict(),
-            "architecture": pretrained.architecture,
-            "pretrained_bands": list(pretrained.band_names) if pretrained.band_names else None,
-            "band_mapping": [
-                {"band": band, "copied_from": (pretrained.band_names[i] if (i is not None and pretrained.band_names) else i)}
+        backbone=BackboneRecord(
+            source=source,
+            architecture=pretrained.architecture,
+            pretrained_bands=tuple(pretrained.band_names) if pretrained.band_names else None,
+            band_mapping=tuple(
+                BandCopy(band, pretrained.band_names[i] if (i is not None and pretrained.band_names) else i)
                 for band, i in zip(built.band_mapping.target_bands, built.band_mapping.source_channel)
-            ],
-            "patch_size": patch,
-            "embed_dim": built.model.backbone.embed_dim,
-            "depth": built.model.backbone.depth,
-            "parameters": backbone_parameter_count(built.toolbox),
-            **({"galileo": _galileo_section(built.model, galileo_inputs)} if galileo_inputs is not None else {}),
-        },
+            ),
+            patch_size=patch,
+            embed_dim=built.model.backbone.embed_dim,
+            depth=built.model.backbone.depth,
+            parameters=backbone_parameter_count(built.toolbox),
+            family=family.record(built.model.backbone, family_inputs),
+        ),
         bands=choice,
         normalization=stats,
         classes=table,
@@ -236,15 +227,15 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         kinds=tuple(options.kinds),
         select_count=select_count,
         mode=mode,
-        data={
-            "source": str(Path(options.source).resolve()),
-            "train_images": [str(p.image) for p in train_pairs],
-            "val_images": [str(p.image) for p in val_pairs],
-            "warnings": warnings,
-            "label_pixels": {str(k): int(v) for k, v in sorted(folder.label_counts.items())},
-            "label_images": {str(k): int(v) for k, v in sorted(folder.label_images.items())},
-            "class_weights": None if loss_weights is None else [round(float(w), 4) for w in loss_weights],
-        },
+        data=DataRecord(
+            source=str(Path(options.source).resolve()),
+            train_images=tuple(str(p.image) for p in train_pairs),
+            val_images=tuple(str(p.image) for p in val_pairs),
+            warnings=tuple(warnings),
+            label_pixels={str(k): int(v) for k, v in sorted(folder.label_counts.items())},
+            label_images={str(k): int(v) for k, v in sorted(folder.label_images.items())},
+            class_weights=None if loss_weights is None else tuple(round(float(w), 4) for w in loss_weights),
+        ),
     )
     if recorded is not None:
         manifest.run_id = recorded.run_id  # a resumed run stays the same run
@@ -257,15 +248,15 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         trainer: SupervisedTrainer = for_world(SupervisedTrainer)(inputs, state_dir(run_dir), reporter)
     else:
         self_config = options.self_training
-        own_stats = self_config.target_norm in ("target", "auto") and normalizes_with_own_statistics(galileo_inputs)
+        own_stats = self_config.target_norm in ("target", "auto") and normalizes_with_own_statistics(family_inputs)
         if own_stats:
             with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
                 tstats = target_stats(target, choice, config.seed)
         else:
             tstats = stats
         manifest.normalization = tstats  # predict maps target scenes: it must normalise them as training did
-        manifest.data.update(_target_data(target))
-        manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats.to_dict(), from_run=None, kept=[])
+        manifest.data = manifest.data.with_target(*_target_data(target))
+        manifest.adaptation = _adaptation_section(mode, target, self_config, source_stats=stats, from_run=None, kept=[])
         target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
         if own_stats and self_config.target_norm == "auto" and self_config.schedule == "source-first":  # the trainer chooses
             source_view = CropSampler(target.images, target.band_indexes, stats, config.crop, table.ignore_index, augment=WEAK_VIEW)
@@ -311,7 +302,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
         with phase(reporter, f"band statistics of {counted(len(target.images), 'target image')}"):
             tstats = target_stats(target, earlier.bands, config.seed)
     manifest = RunManifest(
-        backbone=dict(earlier.backbone),
+        backbone=earlier.backbone,
         bands=earlier.bands,
         normalization=tstats,
         classes=table,
@@ -320,19 +311,19 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
         kinds=tuple(k for k in KINDS if any(c[0] == k for c in candidates)),
         select_count=select_count,
         mode="target",
-        data={"from_run": str(Path(options.from_run).resolve()), **_target_data(target), "warnings": warnings},
+        data=DataRecord(from_run=str(Path(options.from_run).resolve()), warnings=tuple(warnings)).with_target(*_target_data(target)),
     )
     if recorded is not None:
         manifest.run_id = recorded.run_id
     manifest.adaptation = _adaptation_section(
-        "target", target, self_config, source_stats=earlier.normalization.to_dict(), from_run=options.from_run, kept=kept
+        "target", target, self_config, source_stats=earlier.normalization, from_run=options.from_run, kept=kept
     )
     target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(
         model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False,
         candidates=candidates,
     )
-    prior = _class_prior({int(k): v for k, v in (earlier.data.get("label_pixels") or {}).items()}, table.num_classes)
+    prior = _class_prior(earlier.data.label_counts, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
     return Fitting(trainer, manifest, candidates, warnings, [target_sampler])
 
@@ -373,13 +364,6 @@ def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor
     return counts / counts.sum() if float(counts.sum()) > 0 else None
 
 
-def _galileo_section(model: SegmentationModel, inputs: GalileoInputs) -> dict[str, object]:
-    """run.json's record of how Galileo was fed: which groups the bands filled, patch, gsd, month."""
-    backbone = model.backbone
-    assert isinstance(backbone, GalileoBackbone)
-    return {**inputs.to_dict(), "groups": backbone.plan.describe(backbone.bands)}
-
-
 def _check_crop(crop: int, patch: int) -> None:
     if crop % patch:
         raise InputError(f"--crop {crop} is not a multiple of the backbone's patch size {patch}; try {max(patch, crop // patch * patch)}")
@@ -402,28 +386,28 @@ def _check_resumed_mode(run_dir: Path, options: AdaptOptions, mode: str) -> RunM
 def _check_resume_mode_from(run_dir: Path, options: AdaptOptions) -> RunManifest | None:
     recorded = _check_resumed_mode(run_dir, options, "target")
     if recorded is not None:
-        continued = recorded.data.get("from_run")
+        continued = recorded.data.from_run
         if continued and Path(continued) != Path(options.from_run or "").resolve():
             raise RunFolderError(f"{run_dir} continued {continued}, not {options.from_run}; resume it with the same --from")
     return recorded
 
 
-def _target_data(target: TargetFolder) -> dict[str, object]:
-    return {"target": str(target.root.resolve()), "target_images": [str(p) for p in target.images]}
+def _target_data(target: TargetFolder) -> tuple[str, tuple[str, ...]]:
+    """run.json's data on the target: its folder and images."""
+    return str(target.root.resolve()), tuple(str(p) for p in target.images)
 
 
 def _adaptation_section(
-    mode: str, target: TargetFolder, config: SelfTrainConfig, *, source_stats: dict, from_run: Path | None, kept: list
-) -> dict[str, object]:
-    return {
-        "mode": mode,
-        "target": str(target.root.resolve()),
-        "target_images": len(target.images),
-        "from_run": str(Path(from_run).resolve()) if from_run is not None else None,
-        "kept_modules": keys_to_json(kept),
-        "normalization": config.target_norm,
-        "source_normalization": source_stats,
-        "self_training": config.to_dict(),
-        "weights": "last step: without target labels no step can be judged best",
-        "pseudo_labels": [],
-    }
+    mode: str, target: TargetFolder, config: SelfTrainConfig, *, source_stats: BandStats, from_run: Path | None, kept: list
+) -> AdaptationRecord:
+    return AdaptationRecord(
+        mode=mode,
+        target=str(target.root.resolve()),
+        target_images=len(target.images),
+        from_run=str(Path(from_run).resolve()) if from_run is not None else None,
+        kept_modules=tuple(keys_to_json(kept)),
+        normalization=config.target_norm,
+        source_normalization=source_stats,
+        self_training=config,
+        weights="last step: without target labels no step can be judged best",
+    )

@@ -14,7 +14,7 @@ from typing import Any
 from cegate_cli.backbone.galileo_options import GalileoOptions
 from cegate_cli.module_key import KINDS, ModuleKey
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,11 @@ class AdaptOptions:
         # filled in here, so run.json records the value the run used. `dataclasses.replace`
         # keeps it; give self_training with stats_every=None to derive it for a new length.
         object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
+
+    @property
+    def family_options(self) -> dict[str, Any]:
+        """The options each backbone family is given (by family name); a family not named gets None."""
+        return {"galileo": self.galileo}
 
     @property
     def mode(self) -> str:

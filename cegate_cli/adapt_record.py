@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cegate_cli import distributed
 from cegate_cli.data.crops import CropSampler
-from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import TrainingInterrupted
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
+    MetricsRecord,
     RunManifest,
+    TimingRecord,
     parameter_summary,
     prepare_run_dir,
     release_run_dir,
@@ -117,38 +118,40 @@ def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, start
     manifest.ever_selected = outcome.ever_selected
     manifest.best_selection = outcome.best_selection
     manifest.parameters = parameter_summary(inputs.model, inputs.toolbox, fitting.candidates, outcome.ever_selected, outcome.final_selection)
-    manifest.metrics = {
-        "best_val_miou": outcome.best_miou,
-        "best_step": outcome.best_step,
-        "last_val_miou": outcome.val_history[-1][1] if outcome.val_history else None,
-        "val_history": outcome.val_history,
-        "final_loss": outcome.loss_history[-1][1] if outcome.loss_history else None,
-        "loss_history": outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)],
-    }
-    if outcome.calibration is not None:
-        manifest.metrics["calibration"] = outcome.calibration.to_dict()
-    if isinstance(trainer, SelfTrainer):
-        manifest.metrics["validation"] = "source images" if outcome.val_history else None
-        manifest.adaptation["pseudo_labels"] = list(trainer.pseudo_history)
-        manifest.adaptation["teacher_bytes"] = trainer.teacher.nbytes()
-        if trainer.source_steps:
-            manifest.adaptation["source_steps"] = trainer.source_steps
-            manifest.adaptation["adapt_steps"] = trainer.adapt_steps
-        if trainer.normalization is not None:
-            manifest.adaptation["normalization_choice"] = trainer.normalization
+    self_training = isinstance(trainer, SelfTrainer)
+    manifest.metrics = MetricsRecord(
+        best_val_miou=outcome.best_miou,
+        best_step=outcome.best_step,
+        last_val_miou=outcome.val_history[-1][1] if outcome.val_history else None,
+        val_history=tuple((int(step), float(miou)) for step, miou in outcome.val_history),
+        final_loss=outcome.loss_history[-1][1] if outcome.loss_history else None,
+        loss_history=tuple((int(step), float(loss)) for step, loss in outcome.loss_history[:: max(1, len(outcome.loss_history) // 200)]),
+        calibration=None if outcome.calibration is None else outcome.calibration.to_dict(),
+        validation=("source images" if outcome.val_history else None) if self_training else None,
+        self_training=self_training,
+    )
+    if isinstance(trainer, SelfTrainer) and manifest.adaptation is not None:
+        adaptation = replace(
+            manifest.adaptation,
+            pseudo_labels=tuple(trainer.pseudo_history),
+            teacher_bytes=trainer.teacher.nbytes(),
+            source_steps=trainer.source_steps or None,
+            adapt_steps=trainer.adapt_steps if trainer.source_steps else None,
+            normalization_choice=trainer.normalization,
+        )
         if trainer.verdict is not None:
-            manifest.adaptation["guard"] = trainer.verdict.to_dict()
-            manifest.adaptation["weights"] = trainer.verdict.sentence()
+            adaptation = replace(adaptation, guard=trainer.verdict.to_dict(), weights=trainer.verdict.sentence())
             kept_source = trainer.verdict.kept == "source"  # the source-only run's model: read as that run reads
             if kept_source or (trainer.normalization or {}).get("chosen") == "source":
-                manifest.normalization = BandStats.from_dict(manifest.adaptation["source_normalization"])
-    manifest.timing = {
-        "fisher_seconds": round(outcome.fisher_seconds, 3),
-        "train_seconds": round(outcome.train_seconds, 3),
-        "total_seconds": round(time.perf_counter() - started, 3),
-        "device": str(inputs.device),
-        "processes": distributed.world().size,
-    }
+                manifest.normalization = adaptation.source_normalization
+        manifest.adaptation = adaptation
+    manifest.timing = TimingRecord(
+        fisher_seconds=round(outcome.fisher_seconds, 3),
+        train_seconds=round(outcome.train_seconds, 3),
+        total_seconds=round(time.perf_counter() - started, 3),
+        device=str(inputs.device),
+        processes=distributed.world().size,
+    )
     if outcome.completed:
         distributed.on_main(save_weights, run_dir / ADAPTER_LAST, outcome.last_weights, manifest.run_id)
         distributed.on_main(save_weights, run_dir / ADAPTER_BEST, outcome.best_weights, manifest.run_id)

@@ -23,7 +23,7 @@ from cegate_cli.errors import OutputExistsError
 from cegate_cli.inference import Evaluation, MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import BatchProgress, BatchSummary, VectorOptions
 from cegate_cli.progress import phase
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 from cegate_cli.train.reporter import TrainReporter
 
 

@@ -129,7 +129,7 @@ def build_page(run_dir: Path, evaluation: dict[str, Any] | None, scenes: Sequenc
     sections = [
         _summary(report, manifest),
         _legend(classes),
-        _curves(report, manifest.metrics, manifest.training.steps, classes),
+        _curves(report, manifest.metrics.to_dict() if manifest.metrics is not None else {}, manifest.training.steps, classes),
         _selection(report),
     ]
     if evaluation is not None:

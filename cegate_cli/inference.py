@@ -3,8 +3,8 @@
 The model is rebuilt from run.json, LoRA is merged into the attention weights (one matmul per
 layer instead of three), and each scene's bands are matched to the run's band choice by name,
 so a scene whose bands are stored in another order still works and one without them fails
-alone with a clear message. A Galileo backbone is fed each scene's own pixel size and
-acquisition month (its positions and month embedding describe the scene, not the training set).
+alone with a clear message. A backbone that describes the scene it sees (Galileo: pixel size and
+month) is fed each scene's own facts, read from its metadata (`scene_conditions`).
 
 Under torchrun each process maps every world-size-th scene, each scene whole on one process (a
 scene is the unit a user can check and redo; splitting one across GPUs would need its blended
@@ -24,10 +24,9 @@ from typing import Any, TypeVar
 import torch
 
 from cegate_cli import distributed
-from cegate_cli.backbone.galileo_backbone import GalileoBackbone
 from cegate_cli.bands import match_bands
 from cegate_cli.data.raster import open_raster
-from cegate_cli.data.scene_info import acquisition_month, ground_sample_distance
+from cegate_cli.data.scene_info import read_scene_info
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.errors import Interrupted, MappingInterrupted
 from cegate_cli.map_options import MapOptions
@@ -120,15 +119,15 @@ def _map_scenes(
 
 
 def scene_conditions(backbone: Any) -> Callable[[Path], AbstractContextManager[object]] | None:
-    """For backbones that take a scene's pixel size and month (Galileo): a context per scene
-    that feeds them those of the file being mapped; None for the others."""
-    if not isinstance(backbone, GalileoBackbone):
+    """For backbones that take a scene's own facts (`BlockBackbone.takes_scene_info`): a context
+    per scene that feeds them those of the file being mapped; None for the others."""
+    if not getattr(backbone, "takes_scene_info", False):
         return None
 
     def conditions(path: Path) -> AbstractContextManager[object]:
         with open_raster(path) as dataset:
-            gsd, month = ground_sample_distance(dataset), acquisition_month(dataset)
-        return backbone.scene_conditions(gsd, month)
+            scene = read_scene_info(dataset)
+        return backbone.scene_conditions(scene)
 
     return conditions
 

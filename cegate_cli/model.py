@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from cegate_cli.backbone.band_adapt import BandMapping, adapt_vit_bands
-from cegate_cli.backbone.galileo_backbone import GALILEO_BAND_OF, GalileoBackbone, GalileoInputs
-from cegate_cli.backbone.pretrained import Pretrained, PretrainedGalileo
+from cegate_cli.backbone.band_adapt import BandMapping
 from cegate_cli.backbone.base import BlockBackbone
-from cegate_cli.backbone.vit import Backbone
+from cegate_cli.backbone.family import Pretrained
 from cegate_cli.data.stats import BandStats
 from cegate_cli.decoder import build_decoder
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
@@ -54,14 +53,15 @@ def build_model(
     seed: int = 0,
     *,
     normalization: BandStats | None = None,
-    galileo: GalileoInputs | None = None,
+    inputs: Any = None,
 ) -> BuiltModel:
     """Fit the backbone to the bands, attach the toolbox, add a head initialised from `seed`.
 
-    Galileo also needs the run's band statistics (to compute NDVI from raw values) and how its
-    inputs are fed (`galileo`: patch size, ground sample distance, month, normalisation).
+    The family builds its backbone (`Pretrained.build`) from the run's band statistics (Galileo
+    computes NDVI from raw values) and the run's inputs (`inputs`, the family's: Galileo's patch
+    size, pixel size, month, normalisation; None for families that take none).
     """
-    backbone, mapping = make_backbone(pretrained, bands, normalization, galileo)
+    backbone, mapping = pretrained.build(bands, normalization, inputs)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -70,21 +70,3 @@ def build_model(
     finally:
         torch.random.set_rng_state(generator_state)
     return BuiltModel(SegmentationModel(backbone, head), toolbox, mapping)
-
-
-def make_backbone(
-    pretrained: Pretrained, bands: Sequence[str], normalization: BandStats | None = None, galileo: GalileoInputs | None = None
-) -> tuple[BlockBackbone, BandMapping]:
-    """The family's backbone for these bands, and which pretrained band each one takes."""
-    if isinstance(pretrained, PretrainedGalileo):
-        if normalization is None:
-            raise ValueError("a Galileo backbone needs the run's band statistics")
-        backbone = GalileoBackbone(pretrained.encoder, bands, normalization.mean, normalization.std, galileo or GalileoInputs())
-        used = backbone.plan.channel_of
-        mapping = BandMapping(
-            tuple(bands),
-            tuple(pretrained.band_names.index(GALILEO_BAND_OF[b]) if GALILEO_BAND_OF.get(b) in used else None for b in bands),
-        )
-        return backbone, mapping
-    mapping = adapt_vit_bands(pretrained.vit, pretrained.band_names, bands)
-    return Backbone(pretrained.vit), mapping

@@ -1,12 +1,16 @@
-"""An option dataclass's fields from a JSON record, each value checked against the field's type.
+"""A dataclass's fields from a JSON record, each value checked against the field's type.
 
-run.json's option sections (toolbox, training) become the frozen option classes again when a run
-is read back. A float where a module width belongs would reach torch as an allocation, so every
-value is checked here against the type its field declares, and a wrong one names the field.
+run.json's sections become their frozen classes again when a run is read back: the option
+sections (toolbox, training) and the record's own (run/sections.py). A float where a module width
+belongs would reach torch as an allocation, so every value is checked here against the type its
+field declares, and a wrong one names the field. Types understood: bool, int, float, str, None,
+unions of them, `tuple[X, ...]` and `tuple[X, Y]` (JSON lists), `dict[str, X]` (JSON objects),
+nested dataclasses (objects of their fields) and `Any` (any JSON value, taken as it is).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from dataclasses import fields
@@ -45,6 +49,8 @@ def require_object(data: Any, section: str) -> None:
 def checked_value(value: Any, annotation: Any, where: str) -> Any:
     """`value` as the type `annotation` names (ints widened to float where a float belongs), or a
     FieldTypeError naming `where`."""
+    if annotation is Any:
+        return value
     allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
     if value is None:
         if type(None) in allowed:
@@ -59,15 +65,32 @@ def checked_value(value: Any, annotation: Any, where: str) -> Any:
             return float(value)
         if kind is str and isinstance(value, str):
             return value
-        if typing.get_origin(kind) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        if origin is tuple and isinstance(value, list):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(checked_value(item, args[0], f"{where}[{i}]") for i, item in enumerate(value))
+            if len(value) == len(args):
+                return tuple(checked_value(item, arg, f"{where}[{i}]") for i, (item, arg) in enumerate(zip(value, args)))
+        if origin is dict and isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return {key: checked_value(item, args[1], f"{where}.{key}") for key, item in value.items()}
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            return kind(**record_fields(kind, value, section=where))  # type: ignore[operator]
     shown = repr(value)
     raise FieldTypeError(f"{where} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {_expected(allowed)}")
 
 
 def _expected(allowed: tuple[Any, ...]) -> str:
     words = {bool: "true or false", int: "a whole number", float: "a number", str: "text", type(None): "null"}
-    return " or ".join(words.get(kind, "a list of names") for kind in allowed)
+    return " or ".join(words.get(kind, _container_word(kind)) for kind in allowed)
+
+
+def _container_word(kind: Any) -> str:
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple:
+        if args == (str, Ellipsis):
+            return "a list of names"
+        return "a list" if args[-1:] == (Ellipsis,) else f"a list of {len(args)}"
+    return "an object of fields" if dataclasses.is_dataclass(kind) else "an object"
 
 
 def _json_kind(value: Any) -> str:

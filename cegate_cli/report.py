@@ -6,40 +6,23 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.fisher import select_top
-from cegate_cli.run import calibrated, read_manifest, saved_val_miou
+from cegate_cli.run import AdaptationRecord, calibrated, read_manifest, saved_val_miou
 from cegate_cli.module_key import in_order, keys_from_json
 from cegate_cli.toolbox.kinds import kind_labels
 from cegate_cli.toolbox_config import ToolboxConfig
-
-
-def _backbone_of(pretrained: Any) -> Any:
-    """The backbone as pretrained: a ViT with its own bands, or Galileo fed every band it knows."""
-    from cegate_cli.backbone.pretrained import PretrainedGalileo
-    from cegate_cli.model import make_backbone
-
-    if not isinstance(pretrained, PretrainedGalileo):
-        from cegate_cli.backbone.vit import Backbone
-
-        return Backbone(pretrained.vit)
-    from cegate_cli.backbone.galileo_backbone import CANONICAL_OF, pretrained_statistics
-    from cegate_cli.data.stats import BandStats
-
-    bands = [CANONICAL_OF[b] for b in pretrained.band_names if b in CANONICAL_OF]
-    mean, std = pretrained_statistics(bands, pretrained.normalization)  # type: ignore[misc]
-    return make_backbone(pretrained, bands, BandStats(tuple(bands), tuple(mean), tuple(std)))[0]
 
 
 def backbone_report(
     spec: str, *, revision: str | None = None, token: str | None = None, offline: bool | None = None, toolbox: ToolboxConfig | None = None
 ) -> dict[str, Any]:
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
-    from cegate_cli.backbone.load import load_pretrained_vit
+    from cegate_cli.backbone.registry import load_pretrained
     from cegate_cli.hub import resolve_backbone
     from cegate_cli.toolbox.attach import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
-    pretrained = load_pretrained_vit(source)
-    backbone = _backbone_of(pretrained)
+    pretrained = load_pretrained(source)
+    backbone = pretrained.pretrained_backbone()  # fed every band it knows
     backbone_params = sum(p.numel() for p in backbone.parameters())
     box = attach_toolbox(backbone, toolbox or ToolboxConfig())
     modules = [
@@ -69,7 +52,7 @@ def run_report(run_dir: Path) -> dict[str, Any]:
     """Everything a person asks about a run: what was chosen, where, why, and how it went."""
     manifest = read_manifest(run_dir)
     final = manifest.selections[-1] if manifest.selections else None
-    kept = set(keys_from_json(manifest.adaptation.get("kept_modules", [])))
+    kept = set(keys_from_json(list(manifest.adaptation.kept_modules))) if manifest.adaptation is not None else set()
     grid = []
     if final is not None:
         selected = set(final.selected)
@@ -102,17 +85,16 @@ def run_report(run_dir: Path) -> dict[str, Any]:
             }
         )
         previous = current
-    timing = dict(manifest.timing)
-    total = timing.get("total_seconds") or 0
-    if total:
-        timing["fisher_share"] = timing.get("fisher_seconds", 0) / total
+    timing = manifest.timing.to_dict() if manifest.timing is not None else {}
+    if manifest.timing is not None and manifest.timing.total_seconds:
+        timing["fisher_share"] = manifest.timing.fisher_seconds / manifest.timing.total_seconds
     return {
         "run": str(run_dir),
         "status": manifest.status,
         "mode": manifest.mode,
         "cegate_version": manifest.cegate_version,
         "created": manifest.created,
-        "backbone": manifest.backbone,
+        "backbone": manifest.backbone.to_dict(),
         "bands": manifest.bands.to_dict(),
         "classes": manifest.classes.to_dict(),
         "kinds": list(manifest.kinds),
@@ -121,12 +103,12 @@ def run_report(run_dir: Path) -> dict[str, Any]:
         "scores": grid,
         "score_step": final.step if final else None,
         "history": history,
-        "parameters": manifest.parameters,
-        "metrics": {k: v for k, v in manifest.metrics.items() if k != "loss_history"},
+        "parameters": manifest.parameters.to_dict() if manifest.parameters is not None else {},
+        "metrics": {k: v for k, v in (manifest.metrics.to_dict() if manifest.metrics is not None else {}).items() if k != "loss_history"},
         "timing": timing,
-        "data": manifest.data,
+        "data": manifest.data.to_dict(),
         "adaptation": adaptation_report(manifest.adaptation, [c.name for c in manifest.classes.classes]),
-        "extra": {k: v for k, v in manifest.to_dict().items() if k in ("adaptation",)},
+        "extra": {"adaptation": manifest.adaptation.to_dict() if manifest.adaptation is not None else {}},
     }
 
 
@@ -139,7 +121,7 @@ def selection_compute(manifest: Any) -> dict[str, Any]:
     selection used is what the run paid for.
     """
     rule = manifest.training.selection
-    depth = int(manifest.backbone.get("depth") or 0)
+    depth = manifest.backbone.depth
     candidates = len(manifest.selections[-1].scores.raw) if manifest.selections else None
     layers = [layer for selection in manifest.selections for _, layer in selection.selected]
     layers += [layer for _, layer in manifest.ever_selected]
@@ -224,16 +206,16 @@ def describe_calibration(calibration: dict[str, Any], classes: dict[str, Any]) -
     return f"class scores {', '.join(moved)}: validation mIoU {before:.3f} -> {after:.3f} ({pixels:,} pixels)"
 
 
-def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[str, Any]:
+def adaptation_report(section: AdaptationRecord | None, class_names: list[str]) -> dict[str, Any]:
     """Self-training at a glance: where it adapted to, from what, and how the pseudo-labels went.
 
     Empty for supervised runs. Class shares are keyed by class name so a reader sees a collapse
     ("bare soil 0.92") without a lookup table.
     """
-    if not section:
+    if section is None:
         return {}
     history = []
-    for entry in section.get("pseudo_labels", []):
+    for entry in section.pseudo_labels:
         history.append(
             {
                 "step": entry["step"],
@@ -244,15 +226,15 @@ def adaptation_report(section: dict[str, Any], class_names: list[str]) -> dict[s
             }
         )
     return {
-        "mode": section.get("mode"),
-        "target": section.get("target"),
-        "target_images": section.get("target_images"),
-        "from_run": section.get("from_run"),
-        "kept_modules": [f"{m['kind']}@{m['layer']}" for m in section.get("kept_modules", [])],
-        "normalization": (section.get("normalization_choice") or {}).get("chosen") or section.get("normalization"),
-        "settings": section.get("self_training", {}),
-        "teacher_bytes": section.get("teacher_bytes"),
-        "weights": section.get("weights"),
-        "guard": section.get("guard"),
+        "mode": section.mode,
+        "target": section.target,
+        "target_images": section.target_images,
+        "from_run": section.from_run,
+        "kept_modules": [f"{m['kind']}@{m['layer']}" for m in section.kept_modules],
+        "normalization": section.normalization_used,
+        "settings": section.self_training.to_dict(),
+        "teacher_bytes": section.teacher_bytes,
+        "weights": section.weights,
+        "guard": section.guard,
         "pseudo_labels": history,
     }

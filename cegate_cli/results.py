@@ -34,21 +34,22 @@ def adapt_result(result: AdaptResult) -> dict[str, Any]:
 
     manifest = result.manifest
     run_dir = Path(result.run_dir)
-    history = (manifest.adaptation or {}).get("pseudo_labels") or []
+    history = manifest.adaptation.pseudo_labels if manifest.adaptation is not None else ()
+    metrics = manifest.metrics.to_dict() if manifest.metrics is not None else {}
     files = {"record": RUN_JSON, "weights": ADAPTER_BEST, "weights_last": ADAPTER_LAST, "config": CONFIG_YAML}
     return {
         "run_dir": str(run_dir),
         "run_id": manifest.run_id,
         "status": manifest.status,
         "mode": manifest.mode,
-        "backbone": (manifest.backbone.get("source") or {}).get("spec"),
+        "backbone": manifest.backbone.source.spec,
         "selected": _modules(manifest.final_selection),
         "ever_selected": _modules(manifest.ever_selected),
-        "trainable_share": _number(manifest.parameters.get("trainable_share")),
-        "parameters": manifest.parameters,
-        "metrics": {name: _number(manifest.metrics.get(name)) for name in RUN_METRICS},
+        "trainable_share": _number(manifest.parameters.trainable_share if manifest.parameters is not None else None),
+        "parameters": manifest.parameters.to_dict() if manifest.parameters is not None else {},
+        "metrics": {name: _number(metrics.get(name)) for name in RUN_METRICS},
         "pseudo_labels": history[-1] if history else None,
-        "timing": manifest.timing,
+        "timing": manifest.timing.to_dict() if manifest.timing is not None else {},
         "warnings": list(result.warnings),
         "files": {key: str(run_dir / name) for key, name in files.items() if (run_dir / name).exists()},
     }

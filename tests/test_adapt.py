@@ -15,7 +15,7 @@ from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 SMALL = TrainConfig(
     steps=6, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=3, val_crops=4, save_every=2,
@@ -40,7 +40,7 @@ def test_adapt_writes_a_complete_small_run_folder(demo, tmp_path: Path) -> None:
     assert len(manifest.final_selection) == 4
     assert manifest.bands.names == ("blue", "green", "red", "nir")
     assert [c.name for c in manifest.classes.classes] == ["water", "vegetation", "built-up", "bare soil"]
-    assert manifest.metrics["best_val_miou"] is not None and 0.0 <= manifest.metrics["best_val_miou"] <= 1.0
+    assert manifest.metrics.best_val_miou is not None and 0.0 <= manifest.metrics.best_val_miou <= 1.0
     weights = load_file(str(run / "adapter.safetensors"))
     # Only what was trained: toolbox modules ever selected, the head, the adapted patch embedding.
     assert all(k.startswith(("toolbox.", "decoder.", "patch_embed.")) for k in weights)
@@ -79,9 +79,9 @@ def test_resume_reproduces_an_uninterrupted_run(demo, tmp_path: Path) -> None:
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert [s.selected for s in full.manifest.selections] == [s.selected for s in resumed.manifest.selections]
-    assert full.manifest.metrics["val_history"] == resumed.manifest.metrics["val_history"]
+    assert full.manifest.metrics.val_history == resumed.manifest.metrics.val_history
     # The best weights carry the calibration fitted at the best step: the same after a resume.
-    assert full.manifest.metrics["calibration"] == resumed.manifest.metrics["calibration"]
+    assert full.manifest.metrics.calibration == resumed.manifest.metrics.calibration
     a = load_file(str(tmp_path / "full" / "adapter.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
@@ -162,7 +162,7 @@ def test_compute_line_says_what_the_selection_skipped() -> None:
 def test_every_selection_rule_is_explained_in_words() -> None:
     """inspect and report say what a rule chose; a rule added without a sentence would print its bare name."""
     from cegate_cli.report import RULE_MEANINGS, describe_rule
-    from cegate_cli.train.config import SELECTIONS
+    from cegate_cli.train_config import SELECTIONS
 
     assert set(RULE_MEANINGS) == set(SELECTIONS)
     assert "upper half of the blocks" in describe_rule("fisher-cost") and "random" in describe_rule("fisher-cost")
@@ -179,8 +179,8 @@ def test_a_run_keeps_its_calibration_in_the_best_weights_and_run_json(demo, tmp_
     adapt(options)
     adapt(replace(options, out=tmp_path / "off", train=replace(SMALL, calibrate=False)))
     on, off = read_manifest(tmp_path / "on"), read_manifest(tmp_path / "off")
-    assert "calibration" not in off.metrics
-    calibration = on.metrics["calibration"]
+    assert off.metrics.calibration is None
+    calibration = on.metrics.calibration
     assert calibration["offsets"] == [0.5, -0.25, 0.0, 1.0] and on.classes.num_classes == 4
     best_on = load_file(str(tmp_path / "on" / "adapter.safetensors"))
     best_off = load_file(str(tmp_path / "off" / "adapter.safetensors"))
@@ -212,8 +212,8 @@ def test_adapt_inspect_and_report_show_the_calibrated_miou_of_the_saved_weights(
                                   "--batch-size", "2", "--fisher-samples", "2", "--select", "2", "--val-every", "2", "--device", "cpu"])
     assert trained.exit_code == 0, trained.output
     manifest = read_manifest(out)
-    assert manifest.saved_val_miou == 0.625 and manifest.metrics["best_val_miou"] != 0.625
-    said = f"best validation mIoU 0.625 at step {manifest.metrics['best_step']} (after calibration)"
+    assert manifest.saved_val_miou == 0.625 and manifest.metrics.best_val_miou != 0.625
+    said = f"best validation mIoU 0.625 at step {manifest.metrics.best_step} (after calibration)"
     assert said in trained.stdout.splitlines()
     shown = runner.invoke(app, ["inspect", str(out)])
     assert shown.exit_code == 0 and f"metrics    {said}; last " in shown.output

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cegate_cli.train.state import read_state
+from cegate_cli.run.state import read_state
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 

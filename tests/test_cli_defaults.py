@@ -23,7 +23,7 @@ from cegate_cli.demo_options import DemoOptions
 from cegate_cli.map_options import MapOptions
 from cegate_cli.report_options import ReportOptions
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 from cegate_cli.vector_options import VectorOptions
 
 

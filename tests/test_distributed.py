@@ -102,7 +102,7 @@ def test_two_rank_adapt_writes_the_run_once_and_both_ranks_select_alike(two_rank
     run, log = two_ranks.run, two_ranks.log
     manifest = read_manifest(run)
     assert manifest.status == "complete"
-    assert manifest.timing["processes"] == 2
+    assert manifest.timing.processes == 2
     assert (run / "adapter.safetensors").is_file() and (run / "adapter_last.safetensors").is_file()
     assert (run / "state" / "trainer.safetensors").is_file() and (run / "state" / "trainer.json").is_file()
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
@@ -122,7 +122,7 @@ def test_two_rank_adapt_writes_the_run_once_and_both_ranks_select_alike(two_rank
     wraps = [_events(log, rank, "ddp_wrap") for rank in (0, 1)]
     changed = [s.step for i, s in enumerate(manifest.selections) if i == 0 or s.selected != manifest.selections[i - 1].selected]
     assert [w["step"] for w in wraps[0]] == [w["step"] for w in wraps[1]] == changed
-    assert wraps[0][-1]["numel"] == manifest.parameters["modules_final"] + manifest.parameters["decoder"]
+    assert wraps[0][-1]["numel"] == manifest.parameters.modules_final + manifest.parameters.decoder
     assert two_ranks.result.stdout.count("run folder:") == 1  # the summary is printed by rank 0 only
 
 
@@ -202,7 +202,7 @@ def test_two_ranks_train_what_one_process_trains_on_the_same_global_batch(two_ra
                        train=replace(manifest.training, lr=SGD_LR, loss="ce")))
     emulated = load_file(str(emulated_out / "adapter_last.safetensors"))
     ddp_run, emulated_run = read_manifest(ddp_out), read_manifest(emulated_out)
-    assert ddp_run.timing["processes"] == 2 and emulated_run.timing["processes"] == 1
+    assert ddp_run.timing.processes == 2 and emulated_run.timing.processes == 1
     assert [s.selected for s in emulated_run.selections] == [s.selected for s in ddp_run.selections]
     for ours, theirs in zip(ddp_run.selections, emulated_run.selections):
         assert ours.scores.samples == theirs.scores.samples == 2 * FISHER
@@ -273,8 +273,8 @@ def test_two_rank_self_training_on_an_unlabeled_target(two_ranks: TwoRankRun, tm
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(run)
     assert manifest.status == "complete" and manifest.mode == "source+target"
-    assert manifest.timing["processes"] == 2
-    assert manifest.adaptation["pseudo_labels"]  # the teacher labelled target crops
+    assert manifest.timing.processes == 2
+    assert manifest.adaptation.pseudo_labels  # the teacher labelled target crops
     selections = [_events(log, rank, "selection") for rank in (0, 1)]
     # Source-first: rescoring every 3 steps in the source phase (0, 3), then at its end (6) either the
     # best step's modules come back or the target's Fisher scores choose; the ranks agree on each.

@@ -21,7 +21,7 @@ from cegate_cli.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig, attach_toolbox
 from cegate_cli.toolbox.lora.layer import attach_lora
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 EVA_ARCH = "eva02_tiny_patch14_224"
 EVA_ARGS = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, patch_size=8, in_chans=3, qkv_fused=False)
@@ -107,7 +107,7 @@ def test_adapt_and_evaluate_on_an_eva_backbone_folder(tmp_path: Path) -> None:
     result = adapt(AdaptOptions(source=demo.source_dir, out=tmp_path / "run", backbone=str(folder), train=train))
     manifest = read_manifest(tmp_path / "run")
     assert result.outcome.completed and manifest.status == "complete"
-    assert manifest.backbone["architecture"] == EVA_ARCH
+    assert manifest.backbone.architecture == EVA_ARCH
     assert len(manifest.final_selection) == 3
     report, _ = evaluate_run(tmp_path / "run", demo.source_dir, options=MapOptions(tile=64, overlap=16, device="cpu"))
     assert len(report.per_file) == 3 and not report.failed and report.matrix.total > 0  # every scene mapped by the EVA run

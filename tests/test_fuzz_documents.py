@@ -33,10 +33,11 @@ from cegate_cli.data.stac import read_item
 from cegate_cli.data.stats import BandStats
 from cegate_cli.documents import read_json, read_yaml
 from cegate_cli.errors import CegateError, DataError, DocumentError, RunFolderError
-from cegate_cli.run import RunManifest, read_manifest
+from cegate_cli.hub import resolve_backbone
+from cegate_cli.run import BackboneRecord, BandCopy, RunManifest, read_manifest
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import TrainConfig
-from cegate_cli.train.state import read_state, record_path, write_state
+from cegate_cli.train_config import TrainConfig
+from cegate_cli.run.state import read_state, record_path, write_state
 
 SEED = 20240932
 GOOD_CLASSES = "ignore_index: 255\nclasses:\n  - {id: 0, name: water, color: '#1f78b4'}\n  - {id: 1, name: land}\n"
@@ -236,8 +237,13 @@ def test_mutated_config_files_load_or_are_one_line(tmp_path: Path) -> None:
 
 def _good_manifest() -> dict[str, Any]:
     table = ClassTable((ClassInfo(0, "water", (0, 0, 255)), ClassInfo(1, "land", (0, 255, 0))))
+    backbone = BackboneRecord(
+        source=resolve_backbone("tiny"), architecture="cegate_tiny_vit_patch8", pretrained_bands=("blue", "green", "red", "nir"),
+        band_mapping=(BandCopy("red", "red"), BandCopy("green", "green"), BandCopy("blue", "blue")),
+        patch_size=8, embed_dim=96, depth=6, parameters=670_000,
+    )
     manifest = RunManifest(
-        backbone={"spec": "tiny"}, bands=BandChoice((1, 2, 3), ("red", "green", "blue")),
+        backbone=backbone, bands=BandChoice((1, 2, 3), ("red", "green", "blue")),
         normalization=BandStats(("red", "green", "blue"), (1.0, 2.0, 3.0), (1.0, 1.0, 1.0)), classes=table,
         toolbox=ToolboxConfig(), training=TrainConfig(), kinds=("lora", "adapter"), select_count=3, status="complete",
     )

@@ -22,7 +22,7 @@ from cegate_cli.backbone.galileo_backbone import (
     plan_groups,
     resolve_galileo_inputs,
 )
-from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone import load_pretrained
 from cegate_cli.cli import app
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError
@@ -38,8 +38,8 @@ STATS = BandStats(RGBN, (90.0, 100.0, 80.0, 120.0), (30.0, 30.0, 25.0, 40.0))
 
 
 def galileo(inputs: GalileoInputs = GalileoInputs(patch_size=4, gsd_m=0.6), bands=RGBN, stats=STATS, kinds=("lora", "adapter", "earth")):
-    pretrained = load_pretrained_vit(resolve_backbone("galileo-nano"))
-    return build_model(pretrained, bands, 3, ToolboxConfig(kinds=kinds, lora_rank=4), "linear", 0, normalization=stats, galileo=inputs)
+    pretrained = load_pretrained(resolve_backbone("galileo-nano"))
+    return build_model(pretrained, bands, 3, ToolboxConfig(kinds=kinds, lora_rank=4), "linear", 0, normalization=stats, inputs=inputs)
 
 
 def images(batch: int = 2, size: tuple[int, int] = (32, 48)) -> torch.Tensor:
@@ -93,7 +93,7 @@ def test_gsd_month_and_normalisation_come_from_the_imagery(tmp_path: Path) -> No
         ds.transform = from_origin(500000, 4000000, 20.0, 20.0)
         ds.update_tags(TIFFTAG_DATETIME="2021:03:14 10:00:00")
     s2 = BandStats(("blue", "green", "red", "nir"), (1400.0, 1500.0, 1450.0, 2600.0), (500.0, 500.0, 600.0, 900.0))
-    pretrained = load_pretrained_vit(resolve_backbone("galileo-nano"))
+    pretrained = load_pretrained(resolve_backbone("galileo-nano"))
     inputs, stats, warnings = resolve_galileo_inputs(GalileoOptions(), [path], s2, pretrained.normalization)
     assert (inputs.gsd_m, inputs.month, inputs.normalize, inputs.patch_size) == (20.0, 2, "pretrained", 8) and not warnings
     assert inputs.month_from == "imagery"
@@ -120,7 +120,7 @@ def test_predict_feeds_each_scene_its_own_pixel_size_and_month(tmp_path: Path) -
         ds.update_tags(TIFFTAG_DATETIME="2021:03:14 10:00:00")
     bare = tmp_path / "no_georeferencing.tif"
     write_tif(bare, np.full((4, 8, 8), 100, np.uint8), descriptions=RGBN, crs=None, transform=None)
-    encoder = load_pretrained_vit(resolve_backbone("galileo-nano")).encoder
+    encoder = load_pretrained(resolve_backbone("galileo-nano")).encoder
 
     def output(inputs: GalileoInputs, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -150,7 +150,7 @@ def test_predict_feeds_each_scene_its_own_pixel_size_and_month(tmp_path: Path) -
 
 
 def test_toolbox_on_galileo_is_an_identity_until_trained_and_lora_merges_exactly() -> None:
-    plain = GalileoBackbone(load_pretrained_vit(resolve_backbone("galileo-nano")).encoder, RGBN, STATS.mean, STATS.std, GalileoInputs(4, 0.6)).eval()
+    plain = GalileoBackbone(load_pretrained(resolve_backbone("galileo-nano")).encoder, RGBN, STATS.mean, STATS.std, GalileoInputs(4, 0.6)).eval()
     built = galileo()
     backbone = built.model.backbone.eval()
     x = images()
@@ -250,8 +250,8 @@ def test_pull_galileo_from_the_authors_repo_layout_then_offline(hub: HubStandIn,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     source = resolve_backbone("hf-hub:nasaharvest/galileo/models/nano")
     assert source.kind == "galileo" and source.revision == commit and source.weights_path.name == "encoder.pt"
-    from_hub = load_pretrained_vit(source)
-    shipped = load_pretrained_vit(resolve_backbone("galileo-nano"))
+    from_hub = load_pretrained(source)
+    shipped = load_pretrained(resolve_backbone("galileo-nano"))
     assert from_hub.architecture == "galileo-nano"
     hub_state, shipped_state = from_hub.encoder.state_dict(), shipped.encoder.state_dict()
     assert hub_state.keys() == shipped_state.keys() and all(torch.equal(hub_state[k], shipped_state[k]) for k in hub_state)

@@ -20,7 +20,7 @@ from cegate_cli.cli import app
 from cegate_cli.data.synthetic import DEMO_CLASSES, make_demo_dataset
 from cegate_cli.png import png_bytes
 from cegate_cli.svg_chart import Series, line_chart, nice_ticks
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 Image = pytest.importorskip("PIL.Image")  # decodes what the page embeds (Pillow comes with torchvision)
 

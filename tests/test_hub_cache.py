@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone import load_pretrained
 from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
-from cegate_cli.hub import ALIASES, BackboneSource, file_sha256, resolve_backbone
+from cegate_cli.backbone.registry import known_specs
+from cegate_cli.hub import BackboneSource, file_sha256, resolve_backbone
 from hub_repos import tiny_timm_repo, write_hub_cache
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -35,7 +36,7 @@ def test_offline_load_from_hub_cache_gives_the_saved_model(offline_cache: Path) 
     assert source.local_dir == snapshot
     assert source.weights_path == snapshot / "model.safetensors"
     assert source.weights_sha256 == file_sha256(snapshot / "model.safetensors")
-    pretrained = load_pretrained_vit(source)
+    pretrained = load_pretrained(source)
     assert pretrained.architecture == "vit_tiny_patch16_224"
     assert pretrained.band_names == ("red", "green", "blue")
     assert pretrained.vit.num_classes == 0 and pretrained.vit.dynamic_img_size
@@ -81,7 +82,7 @@ def test_cached_repo_without_safetensors_uses_the_pickle(offline_cache: Path, tm
     assert source.weights_path is not None and source.weights_path.name == "pytorch_model.bin"
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(load_pretrained_vit(source).vit.eval().forward_features(images), model.forward_features(images))
+        assert torch.equal(load_pretrained(source).vit.eval().forward_features(images), model.forward_features(images))
 
 
 def test_local_folder_with_classifier_head_and_other_grid(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_local_folder_with_classifier_head_and_other_grid(tmp_path: Path) -> Non
         (folder / name).write_bytes(data)
     source = resolve_backbone(str(folder))
     assert (source.kind, source.repo_id, source.revision) == ("timm", None, None)
-    vit = load_pretrained_vit(source).vit.eval()
+    vit = load_pretrained(source).vit.eval()
     assert not any(key.startswith("head.") for key in vit.state_dict())
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -102,7 +103,7 @@ def test_local_folder_with_classifier_head_and_other_grid(tmp_path: Path) -> Non
     config = json.loads((folder / "config.json").read_text())
     config["model_args"]["img_size"] = [48, 48]
     (folder / "config.json").write_text(json.dumps(config))
-    vit48 = load_pretrained_vit(resolve_backbone(str(folder))).vit
+    vit48 = load_pretrained(resolve_backbone(str(folder))).vit
     assert vit48.pos_embed.shape == (1, 1 + 36, 32)
 
 
@@ -115,7 +116,7 @@ def test_weights_that_do_not_fit_are_an_error_naming_the_keys(tmp_path: Path) ->
     state["extra.weight"] = torch.zeros(3)
     save_file(state, str(folder / "model.safetensors"))
     with pytest.raises(InputError) as info:
-        load_pretrained_vit(resolve_backbone(str(folder)))
+        load_pretrained(resolve_backbone(str(folder)))
     message = str(info.value)
     assert "missing (12): blocks.1." in message and "unexpected (1): extra.weight" in message
 
@@ -128,7 +129,7 @@ def test_band_names_from_config(tmp_path: Path) -> None:
     config["band_names"] = ["nir", "red", "green"]
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").write_bytes(files["model.safetensors"])
-    assert load_pretrained_vit(resolve_backbone(str(folder))).band_names == ("nir", "red", "green")
+    assert load_pretrained(resolve_backbone(str(folder))).band_names == ("nir", "red", "green")
 
 
 def test_local_folder_missing_files_names_them(tmp_path: Path) -> None:
@@ -147,7 +148,7 @@ def test_local_folder_missing_files_names_them(tmp_path: Path) -> None:
 def test_unknown_specs_list_the_aliases() -> None:
     with pytest.raises(InputError) as info:
         resolve_backbone("dinov3-giant")
-    for alias in ("tiny", *ALIASES):
+    for alias in known_specs():
         assert alias in str(info.value)
     with pytest.raises(InputError, match="hf-hub:someorg/model"):
         resolve_backbone("someorg/model")  # a repo name without the prefix, and no such folder
@@ -159,7 +160,7 @@ def test_embedded_tiny_needs_no_download(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     source = resolve_backbone("tiny")
     assert source.kind == "embedded" and source.repo_id is None and source.revision is None
-    pretrained = load_pretrained_vit(source)
+    pretrained = load_pretrained(source)
     assert pretrained.band_names == ("blue", "green", "red", "nir")
 
 

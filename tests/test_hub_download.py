@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone import load_pretrained
 from cegate_cli.errors import BackboneNotFoundError, HubAuthError, HubConnectionError, OfflineNotCachedError
 from cegate_cli.hub import pull_backbone, resolve_backbone
 from hub_repos import tiny_prithvi_repo, tiny_timm_repo
@@ -43,7 +43,7 @@ def test_download_then_cached_then_offline(hub: HubStandIn, tmp_path: Path, monk
     assert offline == first
     images = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(load_pretrained_vit(offline).vit.eval().forward_features(images), model.forward_features(images))
+        assert torch.equal(load_pretrained(offline).vit.eval().forward_features(images), model.forward_features(images))
 
 
 def test_pinned_revision_gets_that_commits_weights(hub: HubStandIn) -> None:
@@ -147,7 +147,7 @@ def test_aliases_resolve_to_their_repos(hub: HubStandIn) -> None:
     eo = resolve_backbone("prithvi-eo-2-300m")
     assert (eo.kind, eo.revision) == ("prithvi", prithvi)
     assert eo.weights_path is not None and eo.weights_path.name == "Prithvi_EO_V2_300M.pt"
-    assert load_pretrained_vit(eo).band_names == ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+    assert load_pretrained(eo).band_names == ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 
     with pytest.raises(BackboneNotFoundError) as info:
         resolve_backbone("dinov2-base")

@@ -355,7 +355,7 @@ def test_adapt_reports_degenerate_images_and_refuses_data_without_valid_pixels(t
     from dataclasses import replace
 
     from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.train.config import TrainConfig
+    from cegate_cli.train_config import TrainConfig
 
     root = _degenerate_folder(tmp_path / "data")
     config = TrainConfig(steps=1, batch_size=2, crop=16, warmup_steps=0, val_every=1, val_crops=1, save_every=1, fisher_samples=2, select="2")
@@ -363,7 +363,7 @@ def test_adapt_reports_degenerate_images_and_refuses_data_without_valid_pixels(t
     assert any(w.startswith("images/blank.tif: has no valid pixel") for w in result.warnings)
     assert any(w.startswith("images/tiny.tif (8 x 8): is smaller than --crop 16") for w in result.warnings)
     assert any(w.startswith("images/bytes.tif: holds uint8 values") for w in result.warnings)
-    used = result.manifest.data["train_images"] + result.manifest.data["val_images"]
+    used = result.manifest.data.train_images + result.manifest.data.val_images
     assert len(used) == 5 and not any(name.endswith("blank.tif") for name in used)  # left out, so validation is never NaN
 
     empty = tmp_path / "empty"

@@ -30,7 +30,7 @@ from cegate_cli.toolbox.base import BlockSite, ToolboxModule
 from cegate_cli.toolbox.kinds import KindOptions, KindSpec, kind_names, parse_kinds, register_kind, unregister_kind
 from cegate_cli.toolbox.lora.layer import LoRA
 from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 COLOR = "#a0522d"
 

@@ -17,7 +17,7 @@ import rasterio
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.atomic import _HOST, atomic_path, sweep_stale_temporaries
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.models.vision_transformer import Block
 
-from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone import load_pretrained
 from cegate_cli.backbone.prithvi import (
     HLS_BANDS,
     PrithviConfig,
@@ -160,7 +160,7 @@ def test_local_prithvi_folder_resolves_and_loads(tmp_path: Path) -> None:
     (folder / "Prithvi_EO_V2_300M_TL.pt").write_bytes(torch_save_bytes(checkpoint))
     source = resolve_backbone(str(folder))
     assert source.kind == "prithvi" and source.weights_path == folder / "Prithvi_EO_V2_300M_TL.pt"
-    vit = load_pretrained_vit(source).vit.eval()
+    vit = load_pretrained(source).vit.eval()
     images = torch.randn(1, 6, PRITHVI_IMG, PRITHVI_IMG)
     with torch.no_grad():
         assert torch.allclose(vit.forward_features(images), prithvi_encoder_reference(checkpoint, images)[1], atol=1e-5)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cegate_cli.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import RunFolderError
-from cegate_cli.train.state import read_state, write_state
+from cegate_cli.run.state import read_state, write_state
 from run_folder_helpers import CLI_TRAIN, error_line, small_options
 
 
@@ -64,7 +64,7 @@ def test_resume_never_unpickles_and_stays_bit_exact(demo, tmp_path: Path, monkey
     a = load_file(str(tmp_path / "full" / "adapter_last.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "adapter_last.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert full.manifest.metrics["val_history"] == resumed.manifest.metrics["val_history"]
+    assert full.manifest.metrics.val_history == resumed.manifest.metrics.val_history
     # The state holds the Adam step count and the RNG as tensors, the rest as JSON.
     state = read_state(tmp_path / "resumed" / "state")
     assert state["step"] == 6 and state["cpu_rng"].dtype == torch.uint8
@@ -89,7 +89,7 @@ def test_state_writer_and_reader_are_a_matching_pair(tmp_path: Path) -> None:
 
 
 def test_a_crash_between_the_two_renames_keeps_the_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cegate_cli.train.state as state_module
+    import cegate_cli.run.state as state_module
 
     write_state(tmp_path, {"step": 2, "w": torch.ones(3)})
     real = state_module.write_text_atomic

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=4, save_every=4,
@@ -39,7 +39,7 @@ def test_random_draws_the_same_count_reproducibly_and_records_its_rule(demo, tmp
 
 def test_all_activates_every_candidate_and_none_trains_the_head_only(demo, tmp_path: Path) -> None:
     every = _run(demo, tmp_path / "all", selection="all")
-    assert len(every.outcome.final_selection) == 3 * every.manifest.backbone["depth"]  # lora, adapter, earth per block
+    assert len(every.outcome.final_selection) == 3 * every.manifest.backbone.depth  # lora, adapter, earth per block
     assert read_manifest(tmp_path / "all").select_count == len(every.outcome.final_selection)  # what inspect reports
     head = _run(demo, tmp_path / "none", selection="none")
     assert head.outcome.final_selection == []
@@ -48,14 +48,14 @@ def test_all_activates_every_candidate_and_none_trains_the_head_only(demo, tmp_p
 
 
 def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
-    from cegate_cli.backbone.load import load_pretrained_vit
+    from cegate_cli.backbone import load_pretrained
     from cegate_cli.hub import resolve_backbone
 
     result = _run(demo, tmp_path / "full", selection="full", reselect_every=0)
     weights = load_file(str(tmp_path / "full" / "adapter.safetensors"))
     backbone = {k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")}
     assert result.outcome.final_selection == [] and backbone
-    pretrained = load_pretrained_vit(resolve_backbone("tiny")).vit.state_dict()
+    pretrained = load_pretrained(resolve_backbone("tiny")).vit.state_dict()
     blocks = {n[len("vit.") :].replace("base_layer.", ""): v for n, v in backbone.items() if n.startswith("vit.blocks.")}
     assert blocks.keys() <= pretrained.keys()
     changed = [n for n, v in blocks.items() if n.endswith("fc1.weight") and not torch.equal(v, pretrained[n])]
@@ -64,7 +64,7 @@ def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
 
 def test_validation_crops_do_not_have_to_match_on_resume() -> None:
     # They never change the trained weights, and states from before 64 became the default hold 16.
-    from cegate_cli.train.config import NOT_FINGERPRINTED
+    from cegate_cli.train_config import NOT_FINGERPRINTED
 
     assert TrainConfig(val_crops=16).resume_fingerprint() == TrainConfig().resume_fingerprint()
     assert "val_crops" in NOT_FINGERPRINTED  # what _load_state drops from a saved fingerprint

@@ -18,8 +18,8 @@ from cegate_cli.cli import app
 from cegate_cli.errors import DataError, InputError, RunFolderError
 from cegate_cli.fisher import select_top
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
-from cegate_cli.train.state import read_state
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.run.state import read_state
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
@@ -54,22 +54,22 @@ def _from(demo, run: Path, out: Path, **changes) -> AdaptOptions:
 def test_source_plus_target_run_records_mode_target_and_pseudo_labels(demo, dacs_run: Path) -> None:
     manifest = read_manifest(dacs_run)
     assert manifest.status == "complete" and manifest.mode == "source+target"
-    assert manifest.data["target"] == str(demo.target_dir.resolve())
+    assert manifest.data.target == str(demo.target_dir.resolve())
     section = manifest.adaptation
-    assert section["mode"] == "source+target" and section["target_images"] == 2
+    assert section.mode == "source+target" and section.target_images == 2
     # Target images are normalised with the target folder's statistics, and predict reads those.
-    source_mean = section["source_normalization"]["mean"]
-    assert list(manifest.normalization.mean) != source_mean
+    source_mean = section.source_normalization.mean
+    assert manifest.normalization.mean != source_mean
     assert manifest.normalization.mean[0] > source_mean[0]  # the target sensor is brighter in blue
-    history = section["pseudo_labels"]
+    history = section.pseudo_labels
     assert [h["step"] for h in history] == [0, 2, 3]
     for entry in history:
         assert 0.0 <= entry["confident_share"] <= 1.0 and 0.0 <= entry["mean_weight"] <= 1.0
         assert sum(entry["class_share"]) == pytest.approx(1.0, abs=1e-3)
     # The teacher held only the trained part: far less than the backbone.
-    backbone_bytes = manifest.backbone["parameters"] * 4
-    assert 0 < section["teacher_bytes"] < backbone_bytes
-    assert manifest.metrics["best_val_miou"] is None and manifest.metrics["last_val_miou"] is not None
+    backbone_bytes = manifest.backbone.parameters * 4
+    assert 0 < section.teacher_bytes < backbone_bytes
+    assert manifest.metrics.best_val_miou is None and manifest.metrics.last_val_miou is not None
     best = load_file(str(dacs_run / "adapter.safetensors"))
     last = load_file(str(dacs_run / "adapter_last.safetensors"))
     assert all(torch.equal(best[k], last[k]) for k in last)  # no target labels: the last step is the run
@@ -80,8 +80,8 @@ def test_from_run_continues_on_the_target_only(demo, dacs_run: Path, tmp_path: P
     manifest = read_manifest(tmp_path / "cont")
     earlier = read_manifest(dacs_run)
     assert manifest.mode == "target" and manifest.status == "complete"
-    assert manifest.data["from_run"] == str(dacs_run.resolve())
-    kept = [(m["kind"], m["layer"]) for m in manifest.adaptation["kept_modules"]]
+    assert manifest.data.from_run == str(dacs_run.resolve())
+    kept = [(m["kind"], m["layer"]) for m in manifest.adaptation.kept_modules]
     assert kept == earlier.final_selection
     # The earlier run's modules stay; the target's Fisher choice (top 2) is added to them.
     scores = manifest.selections[0].scores.normalized
@@ -89,7 +89,7 @@ def test_from_run_continues_on_the_target_only(demo, dacs_run: Path, tmp_path: P
     # Fisher scores came from the teacher's pseudo-labels on target crops.
     assert result.outcome.selections[0].scores.samples > 0
     assert manifest.bands == earlier.bands and manifest.classes == earlier.classes
-    assert manifest.adaptation["pseudo_labels"] and manifest.metrics["val_history"] == []
+    assert manifest.adaptation.pseudo_labels and manifest.metrics.val_history == ()
     weights = load_file(str(tmp_path / "cont" / "adapter.safetensors"))
     assert {tuple(k.split(".")[1:3]) for k in weights if k.startswith("toolbox.")} == {(k, str(l)) for k, l in manifest.ever_selected}
 
@@ -136,7 +136,7 @@ def test_resume_reproduces_an_uninterrupted_self_training_run(demo, dacs_run: Pa
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    assert full.manifest.adaptation["pseudo_labels"] == resumed.manifest.adaptation["pseudo_labels"]
+    assert full.manifest.adaptation.pseudo_labels == resumed.manifest.adaptation.pseudo_labels
     assert [s.selected for s in full.manifest.selections] == [s.selected for s in resumed.manifest.selections]
     # The teacher is part of the state: a resumed run's teacher equals the uninterrupted one's.
     ta = read_state(tmp_path / "full" / "state")["teacher"]
@@ -198,7 +198,7 @@ def test_cli_source_plus_target(demo, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "source+target" in result.output and "pseudo-labels at step" in result.output
     manifest = read_manifest(out)
-    assert manifest.adaptation["self_training"]["confidence"] == 0.5 and manifest.adaptation["self_training"]["ema"] == 0.9
+    assert manifest.adaptation.self_training.confidence == 0.5 and manifest.adaptation.self_training.ema == 0.9
     continued = runner.invoke(
         app,
         ["adapt", "--from", str(out), "--target", str(demo.target_dir), "-o", str(tmp_path / "cont"), "--steps", "2",
@@ -208,5 +208,5 @@ def test_cli_source_plus_target(demo, tmp_path: Path) -> None:
     assert continued.exit_code == 0, continued.output
     assert "(target)" in continued.output
     again = read_manifest(tmp_path / "cont")
-    assert again.mode == "target" and again.adaptation["normalization"] == "source"
+    assert again.mode == "target" and again.adaptation.normalization == "source"
     assert again.normalization == manifest.normalization  # --target-norm source: the continued run's statistics

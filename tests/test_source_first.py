@@ -14,8 +14,8 @@ from cegate_cli.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.run import read_manifest
 from cegate_cli.train import guard
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
-from cegate_cli.train.state import read_state
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.run.state import read_state
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
@@ -53,7 +53,7 @@ def test_the_source_phase_is_the_source_only_run_and_the_guard_can_keep_it(
     monkeypatch.setattr(guard, "SOURCE_DROP", -1.0)  # any source validation "falls": the guard must keep the source model
     result = adapt(_first(demo, tmp_path / "run"))
     manifest = read_manifest(tmp_path / "run")
-    verdict = manifest.adaptation["guard"]
+    verdict = manifest.adaptation.guard
     assert verdict["kept"] == "source" and any("source validation mIoU fell" in reason for reason in verdict["reasons"])
     # Exactly the source-only run: its weights (calibration included) and its normalisation.
     assert _equal(tmp_path / "run" / "adapter.safetensors", source_only / "adapter.safetensors")
@@ -61,8 +61,8 @@ def test_the_source_phase_is_the_source_only_run_and_the_guard_can_keep_it(
     assert manifest.selections[0].selected == read_manifest(source_only).selections[0].selected
     # The adapted model is still there for whoever wants it.
     assert not _equal(tmp_path / "run" / "adapter_last.safetensors", source_only / "adapter.safetensors")
-    assert manifest.adaptation["source_steps"] == 4 and manifest.adaptation["adapt_steps"] == 3
-    assert "kept the source model" in manifest.adaptation["weights"]
+    assert manifest.adaptation.source_steps == 4 and manifest.adaptation.adapt_steps == 3
+    assert "kept the source model" in manifest.adaptation.weights
     assert result.outcome.step == 7
     shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "run")])
     assert shown.exit_code == 0 and "kept the source model" in shown.output
@@ -73,16 +73,16 @@ def test_without_a_finding_the_adapted_model_is_kept(demo, tmp_path: Path, monke
     monkeypatch.setattr(guard, "VANISH_SHARE", 2.0)  # nothing can vanish
     adapt(_first(demo, tmp_path / "run"))
     manifest = read_manifest(tmp_path / "run")
-    assert manifest.adaptation["guard"]["kept"] == "adapted"
+    assert manifest.adaptation.guard["kept"] == "adapted"
     assert _equal(tmp_path / "run" / "adapter.safetensors", tmp_path / "run" / "adapter_last.safetensors")
     # --target-norm auto: the statistics the source model was surer under, recorded, and what predict reads.
-    choice = manifest.adaptation["normalization_choice"]
+    choice = manifest.adaptation.normalization_choice
     assert set(choice["mean_confidence"]) == {"source", "target"}
     assert choice["chosen"] == guard.choose_normalization(choice["mean_confidence"]["source"], choice["mean_confidence"]["target"])
-    source_mean = manifest.adaptation["source_normalization"]["mean"]
-    assert (list(manifest.normalization.mean) == source_mean) == (choice["chosen"] == "source")
+    source_mean = manifest.adaptation.source_normalization.mean
+    assert (manifest.normalization.mean == source_mean) == (choice["chosen"] == "source")
     # Pseudo-labels are recorded only while self-training, from the source phase's end.
-    assert [h["step"] for h in manifest.adaptation["pseudo_labels"]] == [4, 5, 6]
+    assert [h["step"] for h in manifest.adaptation.pseudo_labels] == [4, 5, 6]
 
 
 def test_target_norm_target_keeps_the_targets_statistics(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,8 +90,8 @@ def test_target_norm_target_keeps_the_targets_statistics(demo, tmp_path: Path, m
     monkeypatch.setattr(guard, "VANISH_SHARE", 2.0)
     adapt(_first(demo, tmp_path / "run", target_norm="target"))
     manifest = read_manifest(tmp_path / "run")
-    assert "normalization_choice" not in manifest.adaptation
-    assert list(manifest.normalization.mean) != manifest.adaptation["source_normalization"]["mean"]
+    assert manifest.adaptation.normalization_choice is None
+    assert manifest.normalization.mean != manifest.adaptation.source_normalization.mean
 
 
 @pytest.mark.parametrize("stop", [3, 5, 6])  # in the source phase; in the adaptation, before and after its state
@@ -102,8 +102,8 @@ def test_resume_reproduces_an_uninterrupted_source_first_run(demo, tmp_path: Pat
     resumed = adapt(replace(_first(demo, tmp_path / "resumed"), resume=True))
     for name in ("adapter.safetensors", "adapter_last.safetensors"):
         assert _equal(tmp_path / "full" / name, tmp_path / "resumed" / name), name
-    assert full.manifest.adaptation["pseudo_labels"] == resumed.manifest.adaptation["pseudo_labels"]
-    assert full.manifest.adaptation["guard"] == resumed.manifest.adaptation["guard"]
+    assert full.manifest.adaptation.pseudo_labels == resumed.manifest.adaptation.pseudo_labels
+    assert full.manifest.adaptation.guard == resumed.manifest.adaptation.guard
     ta = read_state(tmp_path / "full" / "state")["teacher"]
     tb = read_state(tmp_path / "resumed" / "state")["teacher"]
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)

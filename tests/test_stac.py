@@ -20,7 +20,7 @@ from cegate_cli.data.stac import read_item, scene_name
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import DataError, DataFileNotFoundError
 from cegate_cli.run import read_manifest
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 pytest.importorskip("pystac")  # a test dependency only: the items are built with it, cegate reads them without
 
@@ -96,7 +96,7 @@ def test_adapt_on_a_folder_of_items_trains_like_the_stacked_folder(data, run: Pa
     assert manifest.bands.names == ("blue", "green", "red", "nir")
     assert manifest.normalization.mean == pytest.approx(stacked.normalization.mean)
     assert manifest.normalization.std == pytest.approx(stacked.normalization.std)
-    assert [loss for _, loss in manifest.metrics["loss_history"]] == pytest.approx([loss for _, loss in stacked.metrics["loss_history"]], rel=1e-4)
+    assert [loss for _, loss in manifest.metrics.loss_history] == pytest.approx([loss for _, loss in stacked.metrics.loss_history], rel=1e-4)
     # The run made from items maps items and GeoTIFFs alike.
     out = CliRunner().invoke(app, ["predict", str(result.run_dir), str(targets[1]), "-o", str(tmp_path / "out"), *PREDICT, "--vector", "none"])
     assert out.exit_code == 0, out.output

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
-from cegate_cli.train.state import read_state
+from cegate_cli.run.state import read_state
 from run_folder_helpers import CLI_TRAIN, error_line
 
 
@@ -21,7 +21,7 @@ def demo(demo_dataset):
 
 
 def test_disk_full_while_saving_the_state_keeps_the_previous_one(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cegate_cli.train.state as state_module
+    import cegate_cli.run.state as state_module
 
     real = state_module.save_file
     calls = {"n": 0}

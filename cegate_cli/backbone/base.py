@@ -9,18 +9,23 @@ That loop is the same for every family; what differs is how images become tokens
 is called (rotary positions, for instance), where the spatial grid sits in the token sequence,
 and which embedding weights were fitted to the user's bands. A family subclasses `BlockBackbone`
 and answers those four questions; the toolbox, training and prediction see only this interface.
+A family whose model describes each scene (pixel size, date, location) also takes a scene's own
+facts while `predict` maps it (`takes_scene_info`, `scene_conditions`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from cegate_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from cegate_cli.data.scene_info import SceneInfo
 
 
 def evenly_spaced_layers(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -53,6 +58,8 @@ class BlockBackbone(nn.Module):
     patch_size: int
     embed_dim: int
     num_prefix_tokens: int = 0
+    takes_scene_info: bool = False
+    """Whether `scene_conditions` uses a scene's facts: only then does `predict` read them."""
 
     def __init__(self, depth: int, feature_layers: tuple[int, ...] | None = None) -> None:
         super().__init__()
@@ -82,6 +89,12 @@ class BlockBackbone(nn.Module):
 
     def load_band_embedding_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what `band_embedding_state` gave; raises KeyError or RuntimeError on a mismatch."""
+
+    def scene_conditions(self, scene: SceneInfo) -> contextlib.AbstractContextManager[object]:
+        """Entered around the mapping of one scene, fed what its metadata says (pixel size, date,
+        centre): a family conditioned on them swaps the run's values for the scene's while it is
+        mapped and puts them back after. The run's own values, settled at `adapt`, hold otherwise."""
+        return contextlib.nullcontext()
 
     # -- one loop for every family ----------------------------------------------------------------
     def check_input_size(self, height: int, width: int) -> None:

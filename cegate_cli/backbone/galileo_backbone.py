@@ -15,6 +15,9 @@ normalised with the run's statistics) to those groups:
   (`--normalize pretrained`, Sentinel-2 reflectance) and the same shape of input otherwise;
 - positions are scaled by the ground sample distance, and the month embedding uses the run's month;
   `predict` feeds each scene its own pixel size and acquisition month (`scene_conditions`).
+
+`PretrainedGalileo` is what the Galileo family (galileo_family.py) loads: it builds this backbone
+for a run's bands and settles the run's inputs from its images (`resolve_galileo_inputs`).
 """
 
 from __future__ import annotations
@@ -22,16 +25,36 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from cegate_cli.backbone.band_adapt import BandMapping
 from cegate_cli.backbone.base import BlockBackbone, TokenLayout
-from cegate_cli.backbone.galileo import GROUPS, SPACE_TIME_BANDS, GalileoEncoder, PretrainedNormalization
-from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZE, GalileoOptions
+from cegate_cli.backbone.family import FittedInputs
+from cegate_cli.backbone.galileo import (
+    GALILEO_NANO_CONFIG,
+    GROUPS,
+    SPACE_TIME_BANDS,
+    GalileoEncoder,
+    PretrainedNormalization,
+    load_galileo,
+)
+from cegate_cli.backbone.galileo_options import (
+    DEFAULT_MONTH,
+    DEFAULT_PATCH_SIZE,
+    GalileoInputs,
+    GalileoOptions,
+    GroupFill,
+)
 from cegate_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from cegate_cli.data.scene_info import SceneInfo
+    from cegate_cli.data.stats import BandStats
 
 # cegate canonical band name -> Galileo space-time band
 GALILEO_BAND_OF: dict[str, str] = {
@@ -39,46 +62,6 @@ GALILEO_BAND_OF: dict[str, str] = {
     "red_edge_3": "B7", "nir": "B8", "nir_narrow": "B8A", "swir_1": "B11", "swir_2": "B12",
 }
 CANONICAL_OF: dict[str, str] = {galileo: canonical for canonical, galileo in GALILEO_BAND_OF.items()}
-
-
-@dataclass(frozen=True)
-class GalileoInputs:
-    """How images are fed to Galileo; stored in run.json so `predict` feeds them the same way."""
-
-    patch_size: int = DEFAULT_PATCH_SIZE
-    gsd_m: float = 10.0
-    month: int = DEFAULT_MONTH
-    normalize: str = "data"
-    """'pretrained': the authors' statistics (Sentinel-2 reflectance); 'data': the run's own."""
-    month_from: str = "default"
-    """Where `month` came from: 'option' (`--month`, which then holds for every scene `predict`
-    maps too), 'imagery' (the files' date tags) or 'default' (July)."""
-
-    def check(self, max_patch_size: int) -> None:
-        if not 1 <= self.patch_size <= max_patch_size:
-            raise InputError(f"--patch-size {self.patch_size}: Galileo takes patch sizes 1 to {max_patch_size}")
-        if not 0 <= self.month <= 11:
-            raise InputError(f"--month {self.month + 1}: give a month from 1 (January) to 12 (December)")
-        if not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
-            raise InputError(f"ground sample distance {self.gsd_m} m: must be a positive number of metres")
-        if self.normalize not in ("pretrained", "data"):
-            raise InputError(f"--normalize {self.normalize!r}: choose pretrained or data")
-        if self.month_from not in ("option", "imagery", "default"):
-            raise InputError(f"month source {self.month_from!r}: expected option, imagery or default")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GalileoInputs:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
-
-
-def normalizes_with_own_statistics(inputs: GalileoInputs | None) -> bool:
-    """Whether a run's own band statistics normalise its inputs, so that another folder's
-    statistics (a target's) can take their place: every ViT run, and Galileo with `--normalize
-    data`; Galileo under its authors' statistics keeps those whatever the imagery."""
-    return inputs is None or inputs.normalize == "data"
 
 
 @dataclass(frozen=True)
@@ -91,17 +74,17 @@ class GroupPlan:
     ndvi: tuple[int, int] | None
     """(red channel, nir channel) when NDVI is computed."""
 
-    def describe(self, bands: Sequence[str]) -> list[dict[str, Any]]:
+    def describe(self, bands: Sequence[str]) -> tuple[GroupFill, ...]:
         """For run.json and `inspect`: each filled group with the user's bands that fill it."""
         rows = []
         for group in self.groups:
             if group == "NDVI":
                 assert self.ndvi is not None
-                rows.append({"group": group, "bands": [f"computed from {bands[self.ndvi[0]]}, {bands[self.ndvi[1]]}"]})
+                rows.append(GroupFill(group, (f"computed from {bands[self.ndvi[0]]}, {bands[self.ndvi[1]]}",)))
             else:
                 members = [SPACE_TIME_BANDS[i] for i in GROUPS[group]]
-                rows.append({"group": group, "bands": [bands[self.channel_of[m]] for m in members]})
-        return rows
+                rows.append(GroupFill(group, tuple(bands[self.channel_of[m]] for m in members)))
+        return tuple(rows)
 
 
 def plan_groups(bands: Sequence[str]) -> GroupPlan:
@@ -161,6 +144,7 @@ class GalileoBackbone(BlockBackbone):
     """Galileo's blocks over one token per (patch, filled group); maps average a patch's groups."""
 
     num_prefix_tokens = 0
+    takes_scene_info = True
 
     def __init__(
         self,
@@ -186,14 +170,15 @@ class GalileoBackbone(BlockBackbone):
         self._gsd_m, self._month = inputs.gsd_m, inputs.month
 
     @contextlib.contextmanager
-    def scene_conditions(self, gsd_m: float | None, month: int | None) -> Iterator[tuple[float, int]]:
+    def scene_conditions(self, scene: SceneInfo) -> Iterator[tuple[float, int]]:
         """Feed one scene its own pixel size and acquisition month while the block runs.
 
         Galileo's positions are scaled by the ground sample distance and it embeds the month, so
         a scene flown at another resolution or season than the training images is described as
-        it is. None keeps the run's value; so does the month when the run's came from `--month`
+        it is. Unknown keeps the run's value; so does the month when the run's came from `--month`
         (the user said what the month is). Yields the (gsd in metres, month) in effect.
         """
+        gsd_m, month = scene.gsd_m, scene.month
         gsd = self.inputs.gsd_m if gsd_m is None or not (math.isfinite(gsd_m) and gsd_m > 0) else float(gsd_m)
         chosen = self.inputs.month if month is None or self.inputs.month_from == "option" else int(month)
         if not 0 <= chosen <= 11:
@@ -243,9 +228,9 @@ says that another backbone may map them better (measured on NAIP at 0.6 m, docs/
 def resolve_galileo_inputs(
     options: GalileoOptions,
     images: Sequence[Any],
-    stats: Any,
+    stats: BandStats,
     normalization: PretrainedNormalization,
-) -> tuple[GalileoInputs, Any, list[str]]:
+) -> tuple[GalileoInputs, BandStats, list[str]]:
     """(inputs, the statistics to normalise with, warnings) for a run on `images` (paths).
 
     Ground sample distance: the median pixel size of the images, in metres. Month: `options.month`,
@@ -300,3 +285,66 @@ def resolve_galileo_inputs(
         stats = BandStats(tuple(stats.names), tuple(reference[0]), tuple(reference[1]))
     inputs = GalileoInputs(options.patch_size or DEFAULT_PATCH_SIZE, gsd, month, normalize, month_from)
     return inputs, stats, warnings
+
+
+@dataclass
+class PretrainedGalileo:
+    """Galileo's encoder with its weights, and the statistics its pretraining data were scaled by
+    (the same for every size: one pretraining set)."""
+
+    encoder: GalileoEncoder
+    normalization: PretrainedNormalization
+    architecture: str
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """Galileo's space-time bands (VV ... B12, NDVI): what a run's bands are matched to."""
+        return SPACE_TIME_BANDS
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.encoder.config.embed_dim)
+
+    def patch_size(self, options: GalileoOptions | None) -> int:
+        return (options.patch_size if options is not None else None) or DEFAULT_PATCH_SIZE
+
+    def check_run(self, bands: Sequence[str], options: GalileoOptions | None) -> None:
+        """The patch against the encoder's kernels (before the crop is checked against the patch),
+        and bands that fill no group (said before any pixel is read)."""
+        (options or GalileoOptions()).check(self.encoder.config.max_patch_size)
+        plan_groups(bands)
+
+    def fit_inputs(self, options: GalileoOptions | None, images: Sequence[Path], stats: BandStats) -> FittedInputs:
+        inputs, stats, warnings = resolve_galileo_inputs(options or GalileoOptions(), images, stats, self.normalization)
+        return FittedInputs(inputs, stats, tuple(warnings))
+
+    def build(self, bands: Sequence[str], stats: BandStats | None, inputs: GalileoInputs | None) -> tuple[GalileoBackbone, BandMapping]:
+        """Galileo also needs the run's band statistics (to compute NDVI from raw values)."""
+        if stats is None:
+            raise ValueError("a Galileo backbone needs the run's band statistics")
+        backbone = GalileoBackbone(self.encoder, bands, stats.mean, stats.std, inputs or GalileoInputs())
+        used = backbone.plan.channel_of
+        mapping = BandMapping(
+            tuple(bands),
+            tuple(self.band_names.index(GALILEO_BAND_OF[b]) if GALILEO_BAND_OF.get(b) in used else None for b in bands),
+        )
+        return backbone, mapping
+
+    def pretrained_backbone(self) -> GalileoBackbone:
+        """Galileo fed every band it knows, under its authors' statistics."""
+        from cegate_cli.data.stats import BandStats
+
+        bands = [CANONICAL_OF[b] for b in self.band_names if b in CANONICAL_OF]
+        mean, std = pretrained_statistics(bands, self.normalization)  # type: ignore[misc]
+        return self.build(bands, BandStats(tuple(bands), tuple(mean), tuple(std)), None)[0]
+
+
+GALILEO_SIZES = {(128, 4): "nano", (192, 12): "tiny", (768, 12): "base"}
+"""(embedding, depth) -> the authors' size name."""
+
+
+def load_pretrained_galileo(config_path: Path, weights_path: Path) -> PretrainedGalileo:
+    """Galileo from its config and weights; the pretraining statistics ship with cegate."""
+    encoder = load_galileo(weights_path, config_path)
+    size = GALILEO_SIZES.get((encoder.embed_dim, encoder.depth), f"{encoder.embed_dim}x{encoder.depth}")
+    return PretrainedGalileo(encoder.eval(), PretrainedNormalization.from_json(GALILEO_NANO_CONFIG), f"galileo-{size}")

@@ -1,14 +1,19 @@
-"""What a user may set for a Galileo backbone, and the defaults behind it, without loading torch.
+"""What a user may set for a Galileo backbone, the defaults behind it, and how a run feeds it
+(`GalileoInputs`, recorded in run.json as `GalileoRecord`), without loading torch.
 
 Kept apart from `galileo_backbone` (which builds the model) so the command line can show these
-defaults in `--help` and a Python caller gets the same ones.
+defaults in `--help`, a Python caller gets the same ones, and `inspect` reads a run's record
+without the model stack.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from cegate_cli.errors import InputError
+from cegate_cli.record_fields import FieldTypeError, record_fields
 
 NORMALIZE_CHOICES = ("auto", "pretrained", "data")
 DEFAULT_MONTH = 6
@@ -43,3 +48,75 @@ class GalileoOptions:
                 f"--patch-size {self.patch_size}: Galileo takes patch sizes 1 to {max_patch_size} (its patch kernels are "
                 f"{max_patch_size} px; a larger patch has no weights), e.g. {DEFAULT_PATCH_SIZE}"
             )
+
+
+@dataclass(frozen=True)
+class GalileoInputs:
+    """How images are fed to Galileo; stored in run.json so `predict` feeds them the same way."""
+
+    patch_size: int = DEFAULT_PATCH_SIZE
+    gsd_m: float = 10.0
+    month: int = DEFAULT_MONTH
+    normalize: str = "data"
+    """'pretrained': the authors' statistics (Sentinel-2 reflectance); 'data': the run's own."""
+    month_from: str = "default"
+    """Where `month` came from: 'option' (`--month`, which then holds for every scene `predict`
+    maps too), 'imagery' (the files' date tags) or 'default' (July)."""
+
+    @property
+    def own_statistics(self) -> bool:
+        """Under the authors' statistics the run keeps them whatever the imagery; under `data`
+        another folder's statistics (a target's) may take the run's place."""
+        return self.normalize == "data"
+
+    def check(self, max_patch_size: int) -> None:
+        if not 1 <= self.patch_size <= max_patch_size:
+            raise InputError(f"--patch-size {self.patch_size}: Galileo takes patch sizes 1 to {max_patch_size}")
+        if not 0 <= self.month <= 11:
+            raise InputError(f"--month {self.month + 1}: give a month from 1 (January) to 12 (December)")
+        if not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            raise InputError(f"ground sample distance {self.gsd_m} m: must be a positive number of metres")
+        if self.normalize not in ("pretrained", "data"):
+            raise InputError(f"--normalize {self.normalize!r}: choose pretrained or data")
+        if self.month_from not in ("option", "imagery", "default"):
+            raise InputError(f"month source {self.month_from!r}: expected option, imagery or default")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GalileoInputs:
+        """From run.json (other keys of the section are left to `GalileoRecord`); a value of the
+        wrong type is a FieldTypeError naming it."""
+        return cls(**record_fields(cls, data, section="backbone.galileo", unknown="drop"))
+
+
+@dataclass(frozen=True)
+class GroupFill:
+    """One of Galileo's channel groups a run filled, and the run's bands that fill it."""
+
+    group: str
+    bands: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GalileoRecord:
+    """Galileo's section of run.json's backbone record: its inputs, and the groups the bands filled."""
+
+    inputs: GalileoInputs
+    groups: tuple[GroupFill, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.inputs.to_dict(), "groups": [{"group": g.group, "bands": list(g.bands)} for g in self.groups]}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GalileoRecord:
+        if not isinstance(data, dict):
+            raise FieldTypeError("backbone.galileo is not an object of fields")
+        groups = data.get("groups") or []
+        if not isinstance(groups, list):
+            raise FieldTypeError("backbone.galileo.groups is not a list")
+        return cls(
+            GalileoInputs.from_dict(data),
+            tuple(GroupFill(**record_fields(GroupFill, g, section="backbone.galileo.groups")) for g in groups),
+        )

@@ -1,12 +1,9 @@
-"""Resolved backbone files -> a timm VisionTransformer with its pretrained weights (`PretrainedViT`).
+"""A timm-format repo's files -> a timm VisionTransformer with its pretrained weights (`PretrainedViT`).
 
-Three kinds of source (see `cegate_cli.hub.BackboneSource`):
-- timm repos: config.json names a timm architecture and its constructor arguments; the model is
-  built empty with `num_classes=0` and `dynamic_img_size=True`, then given the weights;
-- Prithvi checkpoints: converted by `backbone.prithvi`;
-- the embedded `tiny` backbone.
-
-Weights are read and loaded through `backbone.weights_io` (no code ever unpickled; strict keys).
+config.json names a timm architecture and its constructor arguments; the model is built empty
+with `num_classes=0` and `dynamic_img_size=True`, then given the weights (the timm family,
+backbone/timm_family.py). Weights are read and loaded through `backbone.weights_io` (no code
+ever unpickled; strict keys).
 """
 
 from __future__ import annotations
@@ -20,50 +17,13 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.pretrained import Pretrained, PretrainedGalileo, PretrainedViT
+from cegate_cli.backbone.source import read_backbone_config
+from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.backbone.weights_io import load_state_strict, read_weights
 from cegate_cli.errors import InputError
-from cegate_cli.hub import BackboneSource, read_backbone_config
 
 RGB_BANDS: tuple[str, ...] = ("red", "green", "blue")
 _BAND_KEYS = ("band_names", "bands")
-
-
-def load_pretrained_vit(source: BackboneSource) -> Pretrained:
-    """Build the backbone `source` describes, with its weights loaded (a timm ViT, or Galileo)."""
-    if source.kind == "galileo":
-        return load_pretrained_galileo(source)
-    if source.kind == "embedded":
-        from cegate_cli.backbone.tiny import build_tiny_vit
-
-        return build_tiny_vit(source.weights_path)
-    if source.config_path is None or source.weights_path is None:
-        raise InputError(f"backbone '{source.spec}' has no config or weights file recorded; resolve it again")
-    if source.kind == "prithvi":
-        from cegate_cli.backbone.prithvi import prithvi_vit
-
-        return prithvi_vit(
-            read_backbone_config(source.config_path),
-            read_weights(source.weights_path),
-            str(source.config_path),
-            str(source.weights_path),
-        )
-    return load_timm_vit(source.config_path, source.weights_path)
-
-
-def load_pretrained_galileo(source: BackboneSource) -> PretrainedGalileo:
-    """Galileo from its config and weights; the pretraining statistics ship with cegate."""
-    from cegate_cli.backbone.galileo import GALILEO_NANO_CONFIG, PretrainedNormalization, load_galileo
-
-    if source.config_path is None or source.weights_path is None:
-        raise InputError(f"backbone '{source.spec}' has no config or weights file recorded; resolve it again")
-    encoder = load_galileo(source.weights_path, source.config_path)
-    size = GALILEO_SIZES.get((encoder.embed_dim, encoder.depth), f"{encoder.embed_dim}x{encoder.depth}")
-    return PretrainedGalileo(encoder.eval(), PretrainedNormalization.from_json(GALILEO_NANO_CONFIG), f"galileo-{size}")
-
-
-GALILEO_SIZES = {(128, 4): "nano", (192, 12): "tiny", (768, 12): "base"}
-"""(embedding, depth) -> the authors' size name."""
 
 
 def load_timm_vit(config_path: Path, weights_path: Path) -> PretrainedViT:

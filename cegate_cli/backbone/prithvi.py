@@ -29,7 +29,7 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from cegate_cli.backbone.weights_io import load_state_strict
-from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.backbone.prithvi_tl import COORDINATE_KINDS, PrithviTLViT
 from cegate_cli.errors import InputError
 

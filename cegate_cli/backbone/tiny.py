@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.pretrained import PretrainedViT
+from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.embedded import TINY_WEIGHTS
 
 TINY_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir")

@@ -1,18 +1,32 @@
 """timm Vision Transformers as cegate backbones: `VisionTransformer` (DINOv2, Prithvi, tiny) and
 `Eva` (separate q/k/v projections and rotary positions, the layout of EVA-02 and DINOv3-style
-models). Both embed with a patch-embedding convolution fitted to the user's bands."""
+models). Both embed with a patch-embedding convolution fitted to the user's bands.
+
+`PretrainedViT` is what the timm, Prithvi and tiny families load; it builds a `Backbone` for a
+run's bands (backbone/band_adapt.py fits the patch embedding) and takes no other inputs.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
+from cegate_cli.backbone.band_adapt import BandMapping, adapt_vit_bands
 from cegate_cli.backbone.base import BlockBackbone, TokenLayout, evenly_spaced_layers
+from cegate_cli.backbone.family import FittedInputs
 from cegate_cli.errors import InputError
 
-__all__ = ["Backbone", "evenly_spaced_layers"]
+if TYPE_CHECKING:
+    from cegate_cli.data.stats import BandStats
+
+__all__ = ["Backbone", "PretrainedViT", "evenly_spaced_layers"]
 
 
 class Backbone(BlockBackbone):
@@ -64,3 +78,39 @@ class Backbone(BlockBackbone):
             proj.weight.copy_(state["patch_embed.weight"])
             if proj.bias is not None:
                 proj.bias.copy_(state["patch_embed.bias"])
+
+
+@dataclass
+class PretrainedViT:
+    """A timm VisionTransformer (or Eva: separate q/k/v, rotary positions) built with `dynamic_img_size=True` and `num_classes=0`.
+
+    `band_names` are the canonical names (see `cegate_cli.bands`) of the input channels the
+    weights were trained on, in order, so band adaptation can copy kernels by name; `None` when
+    the weights do not say (the channels are then matched by position only if counts agree).
+    """
+
+    vit: VisionTransformer | Eva
+    band_names: tuple[str, ...] | None
+    architecture: str
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.vit.embed_dim)
+
+    def patch_size(self, options: Any = None) -> int:
+        return int(self.vit.patch_embed.patch_size[0])
+
+    def check_run(self, bands: Sequence[str], options: Any = None) -> None:
+        """Any bands fit: those without a pretrained kernel start from the mean one."""
+
+    def fit_inputs(self, options: Any, images: Sequence[Path], stats: BandStats) -> FittedInputs:
+        """A ViT takes pixels only, normalised with the run's own statistics."""
+        return FittedInputs(None, stats)
+
+    def build(self, bands: Sequence[str], stats: BandStats | None = None, inputs: Any = None) -> tuple[Backbone, BandMapping]:
+        """The patch embedding fitted to `bands` (in place: the ViT becomes the run's)."""
+        mapping = adapt_vit_bands(self.vit, self.band_names, bands)
+        return Backbone(self.vit), mapping
+
+    def pretrained_backbone(self) -> Backbone:
+        return Backbone(self.vit)

@@ -24,7 +24,8 @@ from cegate_cli.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
 from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
 from cegate_cli.toolbox.kinds import kind_names
-from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 
 _BACKBONE_HELP = (
@@ -212,25 +213,26 @@ def adapt_command(
 
 def _print_summary(result: Any) -> None:
     manifest = result.manifest
-    share = manifest.parameters.get("trainable_share", 0.0)
-    best = manifest.metrics.get("best_val_miou")
+    metrics = manifest.metrics
+    share = manifest.parameters.trainable_share if manifest.parameters is not None else 0.0
+    best = metrics.best_val_miou if metrics is not None else None
     stdout.print(f"run folder: {result.run_dir}  ({manifest.mode})")
     stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
     stdout.print(f"trained parameters: {share:.2%} of the backbone")
     if best is not None:
         from cegate_cli.report import describe_best
 
-        stdout.print(str(describe_best(manifest.metrics)))
-    if manifest.adaptation:
-        last_val = manifest.metrics.get("last_val_miou")
+        stdout.print(str(describe_best(metrics.to_dict())))
+    adaptation = manifest.adaptation
+    if adaptation is not None:
+        last_val = metrics.last_val_miou if metrics is not None else None
         if last_val is not None:
             stdout.print(f"source validation mIoU at the last step: {last_val:.3f} (the target has no labels to validate on)")
-        history = manifest.adaptation.get("pseudo_labels") or []
-        if history:
-            end = history[-1]
+        if adaptation.pseudo_labels:
+            end = adaptation.pseudo_labels[-1]
             stdout.print(
                 f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident "
-                f"(> {manifest.adaptation['self_training']['confidence']}); the run keeps the last step's weights"
+                f"(> {adaptation.self_training.confidence}); the run keeps the last step's weights"
             )
 
 

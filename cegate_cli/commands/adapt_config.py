@@ -256,7 +256,7 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
     from cegate_cli.commands.registered_flags import kind_size_values
     from cegate_cli.toolbox.kinds import parse_kinds
     from cegate_cli.toolbox_config import ToolboxConfig
-    from cegate_cli.train.config import SelfTrainConfig, TrainConfig
+    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
     c = dict(config)
     path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731

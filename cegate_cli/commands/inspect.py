@@ -11,15 +11,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from cegate_cli.backbone.registry import get_family
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.kinds import kind_names
-
-_MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
-_PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
-                  "default": " and month where its tags give one"}
-
 
 def register(app: typer.Typer) -> None:
     @app.command(name="inspect")
@@ -93,18 +89,14 @@ def render_run(report: dict[str, Any]) -> None:
     for line in _backbone_lines(info):
         stdout.print(escape(line))
     mapping = info.get("band_mapping") or []
-    galileo = info.get("galileo")
-    unmatched = "unused" if galileo else "mean"
-    described = [f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-{unmatched}" for m in mapping]
+    family = get_family(info["source"]["kind"])
+    section = info.get(family.record_key) if family.record_key else None
+    described = [
+        f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-{family.unmatched_band}" for m in mapping
+    ]
     stdout.print(f"bands      {', '.join(described) if described else ', '.join(report['bands']['names'])}")
-    if galileo:
-        groups = "; ".join(f"{g['group']} <- {', '.join(g['bands'])}" for g in galileo["groups"])
-        stdout.print(escape(f"groups     {groups}"))
-        stdout.print(
-            f"inputs     patch {galileo['patch_size']} px, {galileo['gsd_m']:.2f} m pixels, month {galileo['month'] + 1}"
-            f"{_MONTH_FROM.get(galileo.get('month_from', ''), '')}, {galileo['normalize']} normalisation"
-        )
-        stdout.print(f"           predict feeds each scene its own pixel size{_PREDICT_MONTH.get(galileo.get('month_from', ''), ' and month')}")
+    for line in family.describe(family.read_record(section)) if section else []:
+        stdout.print(escape(line))
     classes = report["classes"]
     swatches = "  ".join(
         f"[rgb({c['color'][0]},{c['color'][1]},{c['color'][2]})]■[/] {c['id']} {c['name']}" for c in classes["classes"]

@@ -2,8 +2,10 @@
 
     layout.py    the names in the folder (run.json, config.yaml, adapter files, state/, lock)
     manifest.py  run.json (`RunManifest`) and config.yaml, written and read
+    sections.py  run.json's own sections (backbone, data, parameters, metrics, timing, adaptation)
     folder.py    the folder as a place: checked, locked for one writer, the old run set aside
     weights.py   which tensors a run holds and under which names: written, read back, applied
+    state.py     the resume state of `adapt` (state/): safetensors + JSON, written and read as one pair
     load.py      a trained model rebuilt from a run (predict, evaluate, inspect, adapt --from)
 
 Callers import from here: `from cegate_cli.run import read_manifest, load_run`.
@@ -27,14 +29,17 @@ from cegate_cli.run.layout import (
     RUN_JSON,
     STATE_DIR,
 )
-from cegate_cli.run.manifest import (
-    CONFIG_HEADER,
-    RunManifest,
+from cegate_cli.run.manifest import CONFIG_HEADER, RunManifest, read_manifest, write_manifest, write_run_config
+from cegate_cli.run.sections import (
+    AdaptationRecord,
+    BackboneRecord,
+    BandCopy,
+    DataRecord,
+    MetricsRecord,
+    ParameterRecord,
+    TimingRecord,
     calibrated,
-    read_manifest,
     saved_val_miou,
-    write_manifest,
-    write_run_config,
 )
 from cegate_cli.run.weights import (
     backbone_parameter_count,
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
 _FROM_LOAD = ("LoadedRun", "load_run", "resolve_device", "source_for_run")
 
 __all__ = [
+    "AdaptationRecord", "BackboneRecord", "BandCopy", "DataRecord", "MetricsRecord", "ParameterRecord", "TimingRecord",
     "ADAPTER_BEST", "ADAPTER_LAST", "CONFIG_HEADER", "CONFIG_YAML", "REPLACED_DIR", "RUN_FILES", "RUN_FORMAT", "RUN_JSON",
     "STATE_DIR", "RunManifest", "backbone_parameter_count", "calibrated", "check_run_dir", "load_weights", "parameter_summary",
     "prepare_run_dir", "read_manifest", "release_run_dir", "restore_weights", "run_tensors", "save_weights", "saved_val_miou",

@@ -14,7 +14,7 @@ from cegate_cli import runlock
 from cegate_cli.atomic import writing
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.run.layout import REPLACED_DIR, RUN_FILES, RUN_JSON, STATE_DIR
-from cegate_cli.train.state import has_state, refuse_legacy
+from cegate_cli.run.state import has_state, refuse_legacy
 
 
 def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
@@ -106,5 +106,5 @@ def _holds_files(folder: Path) -> bool:
 
 
 def state_dir(run_dir: Path) -> Path:
-    """Where `adapt` keeps its resume state (cegate_cli.train.state)."""
+    """Where `adapt` keeps its resume state (cegate_cli.run.state)."""
     return Path(run_dir) / STATE_DIR

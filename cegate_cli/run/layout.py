@@ -6,7 +6,7 @@
       adapter.safetensors       trained weights only (best validation step), never the backbone
       adapter_last.safetensors  the same at the last step
       state/trainer.safetensors what --resume needs: tensors ...
-      state/trainer.json        ... and the rest (cegate_cli.train.state; never a pickle)
+      state/trainer.json        ... and the rest (cegate_cli.run.state; never a pickle)
       .cegate.lock              held by the one `adapt` writing the folder (cegate_cli.runlock)
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cegate_cli.backbone.galileo_backbone import GalileoInputs
-from cegate_cli.backbone.load import load_pretrained_vit
+from cegate_cli.backbone.registry import family_of
 from cegate_cli.errors import RunFolderError
 from cegate_cli.hub import BackboneSource, resolve_backbone
 from cegate_cli.model import SegmentationModel, build_model
@@ -43,7 +42,7 @@ def resolve_device(name: str) -> torch.device:
 
 def source_for_run(manifest: RunManifest, *, offline: bool | None = None, token: str | None = None) -> BackboneSource:
     """The backbone exactly as trained: same spec, pinned to the recorded revision and checksum."""
-    recorded = BackboneSource.from_dict(manifest.backbone["source"])
+    recorded = manifest.backbone.source
     source = resolve_backbone(recorded.spec, revision=recorded.revision, token=token, offline=offline)
     if recorded.weights_sha256 != source.weights_sha256:
         now = (source.weights_sha256 or "no weights file")[:12]
@@ -68,7 +67,7 @@ def load_run(
     if manifest.status != "complete":
         raise RunFolderError(f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume")
     source = source_for_run(manifest, offline=offline, token=token)
-    pretrained = load_pretrained_vit(source)
+    pretrained = family_of(source).load(source)
     built = build_model(
         pretrained,
         manifest.bands.names,
@@ -77,7 +76,7 @@ def load_run(
         decoder=manifest.training.decoder,
         seed=manifest.training.seed,
         normalization=manifest.normalization,
-        galileo=GalileoInputs.from_dict(manifest.backbone["galileo"]) if "galileo" in manifest.backbone else None,
+        inputs=manifest.backbone.inputs,  # the family's own, as its section of run.json holds them
     )
     restore_weights(run_dir, manifest, built.model, built.toolbox, weights)
     built.model.eval()

@@ -28,15 +28,25 @@ from cegate_cli.fisher import Selection
 from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
 from cegate_cli.record_fields import FieldTypeError
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
-from cegate_cli.toolbox_config import ToolboxConfig
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.run.sections import (
+    AdaptationRecord,
+    BackboneRecord,
+    DataRecord,
+    MetricsRecord,
+    ParameterRecord,
+    TimingRecord,
+)
+from cegate_cli.toolbox import ToolboxConfig
+from cegate_cli.train_config import TrainConfig
 
 
 @dataclass
 class RunManifest:
-    """The contents of run.json. Nested sections that only report (metrics, timing) stay plain dicts."""
+    """The contents of run.json, each section its own class (run/sections.py for the record's own).
+    Metrics, timing and parameters are None until training has ended, adaptation for runs that
+    do not self-train; run.json holds `{}` for them."""
 
-    backbone: dict[str, Any]
+    backbone: BackboneRecord
     bands: BandChoice
     normalization: BandStats
     classes: ClassTable
@@ -50,13 +60,13 @@ class RunManifest:
     selections: list[Selection] = field(default_factory=list)
     ever_selected: list[ModuleKey] = field(default_factory=list)
     best_selection: list[ModuleKey] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-    parameters: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    timing: dict[str, Any] = field(default_factory=dict)
-    adaptation: dict[str, Any] = field(default_factory=dict)
+    data: DataRecord = field(default_factory=DataRecord)
+    parameters: ParameterRecord | None = None
+    metrics: MetricsRecord | None = None
+    timing: TimingRecord | None = None
+    adaptation: AdaptationRecord | None = None
     """Self-training runs: target folder, run continued (--from), kept modules, settings, source
-    normalisation, pseudo-label statistics over time. Empty for supervised runs."""
+    normalisation, pseudo-label statistics over time. None for supervised runs."""
     cegate_version: str = __version__
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     run_id: str | None = field(default_factory=lambda: uuid.uuid4().hex)
@@ -69,8 +79,8 @@ class RunManifest:
 
     @property
     def saved_val_miou(self) -> float | None:
-        """Validation mIoU of the weights in adapter.safetensors (see `saved_val_miou`)."""
-        return saved_val_miou(self.metrics)
+        """Validation mIoU of the weights in adapter.safetensors (see `MetricsRecord.saved_val_miou`)."""
+        return None if self.metrics is None else self.metrics.saved_val_miou
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,7 +90,7 @@ class RunManifest:
             "created": self.created,
             "status": self.status,
             "mode": self.mode,
-            "backbone": self.backbone,
+            "backbone": self.backbone.to_dict(),
             "bands": self.bands.to_dict(),
             "normalization": self.normalization.to_dict(),
             "classes": self.classes.to_dict(),
@@ -96,11 +106,8 @@ class RunManifest:
                 "history": [s.to_dict() for s in self.selections],
             },
             "training": self.training.to_dict(),
-            "data": self.data,
-            "parameters": self.parameters,
-            "metrics": self.metrics,
-            "timing": self.timing,
-            "adaptation": self.adaptation,
+            "data": self.data.to_dict(),
+            **{name: {} if getattr(self, name) is None else getattr(self, name).to_dict() for name in LATER_SECTIONS},
             "weights": {"best": ADAPTER_BEST, "last": ADAPTER_LAST},
         }
 
@@ -108,9 +115,9 @@ class RunManifest:
     def from_dict(cls, data: dict[str, Any]) -> RunManifest:
         """From the object in run.json; a missing or damaged section is a FieldTypeError naming it."""
         selection = _section(data, "selection", lambda v: _mapping(v, "selection"))
-        report = {name: _section(data, name, lambda v, n=name: _mapping(v, n), {}) for name in REPORT_SECTIONS}
+        later = {name: _section(data, name, lambda v, r=reader: None if v == {} else r(v), None) for name, reader in LATER_SECTIONS.items()}
         return cls(
-            backbone=_section(data, "backbone", lambda v: _mapping(v, "backbone")),
+            backbone=_section(data, "backbone", BackboneRecord.from_dict),
             bands=_section(data, "bands", BandChoice.from_dict),
             normalization=_section(data, "normalization", BandStats.from_dict),
             classes=_section(data, "classes", ClassTable.from_dict),
@@ -123,15 +130,21 @@ class RunManifest:
             selections=_section(selection, "selection.history", lambda v: [Selection.from_dict(s) for s in v], []),
             ever_selected=_section(selection, "selection.ever_selected", keys_from_json, []),
             best_selection=_section(selection, "selection.best", keys_from_json, []),
-            **report,
+            data=_section(data, "data", DataRecord.from_dict, DataRecord()),
+            **later,
             cegate_version=_section(data, "cegate_version", str, "unknown"),
             created=_section(data, "created", str, ""),
             run_id=data.get("run_id"),
         )
 
 
-REPORT_SECTIONS = ("data", "parameters", "metrics", "timing", "adaptation")
-"""Sections of run.json that only report (plain objects)."""
+LATER_SECTIONS: dict[str, Callable[[Any], Any]] = {
+    "parameters": ParameterRecord.from_dict,
+    "metrics": MetricsRecord.from_dict,
+    "timing": TimingRecord.from_dict,
+    "adaptation": AdaptationRecord.from_dict,
+}
+"""Sections a run records once training has ended (adaptation: once self-training starts): `{}` till then."""
 _MISSING = object()
 
 
@@ -181,22 +194,6 @@ def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
     text = CONFIG_HEADER.format(path=path) + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False)
     with writing(path, "write the run's configuration"):
         write_text_atomic(path, text)
-
-
-def calibrated(metrics: dict[str, Any]) -> bool:
-    """Whether calibration moved a class score, so the best weights saved carry its offsets."""
-    calibration = metrics.get("calibration")
-    return bool(calibration) and any(calibration["offsets"])
-
-
-def saved_val_miou(metrics: dict[str, Any]) -> float | None:
-    """Validation mIoU of the weights in adapter.safetensors, from run.json's metrics: the best
-    step's, after calibration where it moved a class score (the saved weights carry the offsets),
-    or the last step's where the run keeps its last step (self-training has no best step)."""
-    if calibrated(metrics):
-        return float(metrics["calibration"]["val_miou_after"])
-    best = metrics.get("best_val_miou")
-    return best if best is not None else metrics.get("last_val_miou")
 
 
 REMAKE = "restore run.json from a copy of the run folder, or make the run again with `cegate adapt`"

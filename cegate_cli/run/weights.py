@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -35,6 +35,7 @@ from cegate_cli.errors import RunFolderError
 from cegate_cli.map_options import WEIGHTS
 from cegate_cli.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
+from cegate_cli.run.sections import ParameterRecord
 from cegate_cli.toolbox.attach import Toolbox
 
 if TYPE_CHECKING:  # the model pulls in every backbone family: reading run.json must not need them
@@ -188,17 +189,17 @@ def parameter_summary(
     candidates: Iterable[ModuleKey],
     ever_selected: Iterable[ModuleKey],
     final_selection: Iterable[ModuleKey],
-) -> dict[str, Any]:
+) -> ParameterRecord:
     """run.json's "parameters": the backbone, the candidate modules, those the run trained (what its
     adapter files hold) and those switched on at the end, the head, and the share that trained."""
     backbone = backbone_parameter_count(toolbox)
     modules_trained = sum(toolbox.parameter_count(k) for k in ever_selected)
     decoder = sum(p.numel() for p in model.decoder.parameters())
-    return {
-        "backbone": backbone,
-        "candidates": sum(toolbox.parameter_count(k) for k in candidates),
-        "modules_trained": modules_trained,
-        "modules_final": sum(toolbox.parameter_count(k) for k in final_selection),
-        "decoder": decoder,
-        "trainable_share": (modules_trained + decoder) / backbone,
-    }
+    return ParameterRecord(
+        backbone=backbone,
+        candidates=sum(toolbox.parameter_count(k) for k in candidates),
+        modules_trained=modules_trained,
+        modules_final=sum(toolbox.parameter_count(k) for k in final_selection),
+        decoder=decoder,
+        trainable_share=(modules_trained + decoder) / backbone,
+    )

@@ -14,10 +14,6 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "balanced", "balanced+dice")
-"""'ce': plain cross-entropy; 'balanced': cross-entropy with `balanced_class_weights`;
-'balanced+dice': that plus `soft_dice`."""
-
 
 def masked_cross_entropy(
     logits: torch.Tensor,
@@ -78,7 +74,8 @@ def balanced_class_weights(label_counts: Mapping[int, int], num_classes: int, po
 def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int, kind: str, class_weight: torch.Tensor | None
 ) -> torch.Tensor:
-    """The task loss a run trains (and scores Fisher information) with; `kind` is one of LOSSES."""
+    """The task loss a run trains (and scores Fisher information) with; `kind` is one of
+    `cegate_cli.train_config.LOSSES`."""
     if kind == "ce":
         return masked_cross_entropy(logits, target, ignore_index)
     loss = masked_cross_entropy(logits, target, ignore_index, class_weight=class_weight)

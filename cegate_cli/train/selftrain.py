@@ -33,7 +33,7 @@ from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import SOURCE_MODEL, FisherScores, Selection
 from cegate_cli.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
-from cegate_cli.train.config import SelfTrainConfig
+from cegate_cli.train_config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
@@ -42,7 +42,7 @@ from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.strong_view import StrongAugment
 from cegate_cli.train.schedule import lr_factor
 from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs, TrainOutcome
-from cegate_cli.train.state import plain
+from cegate_cli.run.state import plain
 from cegate_cli.train.teacher import EMATeacher
 
 TARGET_SEED_OFFSET = 7_919  # target crops: their own stream, so they never repeat the source's draws

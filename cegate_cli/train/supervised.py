@@ -3,7 +3,7 @@
 Every batch is a pure function of (seed, step), the model is initialised from the seed, and the
 resume state holds every trained tensor and the optimizer's moments, so a run killed and resumed
 finishes with the same weights as one that was never interrupted (on the same device). The state
-is data only (safetensors + JSON, `cegate_cli.train.state`): resuming never unpickles anything.
+is data only (safetensors + JSON, `cegate_cli.run.state`): resuming never unpickles anything.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox.attach import Toolbox
 from cegate_cli.train.calibrate import Calibration, fit_class_offsets, pixel_stride
-from cegate_cli.train.config import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
+from cegate_cli.train_config import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
@@ -47,7 +47,7 @@ from cegate_cli.train.optimizer import (
 )
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.schedule import lr_factor
-from cegate_cli.train.state import plain, read_state, record_path, write_state
+from cegate_cli.run.state import plain, read_state, record_path, write_state
 from cegate_cli.words import counted
 
 FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches

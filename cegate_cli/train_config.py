@@ -1,4 +1,7 @@
-"""Everything that decides how a run trains; stored in run.json and checked on `--resume`."""
+"""Everything that decides how a run trains; stored in run.json and checked on `--resume`.
+
+Torch-free, beside the other option classes, so the run folder's record (run/) reads it without
+the trainers (train/) that use it."""
 
 from __future__ import annotations
 
@@ -10,6 +13,10 @@ NOT_FINGERPRINTED = ("val_crops",)
 """Settings that need not match on resume although older resume states recorded them: left out of
 `resume_fingerprint`, and dropped from a saved one before the two are compared. How many crops
 validate never changes the trained weights (states before 64 became the default hold 16)."""
+
+LOSSES = ("ce", "balanced", "balanced+dice")
+"""'ce': plain cross-entropy; 'balanced': cross-entropy with `balanced_class_weights`
+(train/losses.py); 'balanced+dice': that plus `soft_dice`."""
 
 MAX_SEED = 2**32 - 1
 """numpy's legacy seeding and many samplers take 32-bit seeds; torch's take 64 bits."""
@@ -76,7 +83,7 @@ class TrainConfig:
     plain random crops). Default 4: on the NAIP tiles (water 1.4% of pixels) it raised water IoU
     from 0.44 to 0.57 (docs/benchmarks-real.md)."""
     loss: str = "balanced+dice"
-    """Task loss (train/losses.py LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
+    """Task loss (LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice". Default balanced+dice: real labels are imbalanced and mIoU weighs every class
     alike; on the NAIP tiles plain ce left building and water near 0 IoU (docs/benchmarks-real.md)."""
     class_weight_power: float = 0.5
@@ -144,7 +151,6 @@ class TrainConfig:
         from cegate_cli.decoder import DECODERS
         from cegate_cli.errors import InputError
         from cegate_cli.fisher import parse_select_spec
-        from cegate_cli.train.losses import LOSSES
 
         at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
                         "validation crops": "val_crops", "--save-every": "save_every", "--rare-crops": "rare_crops"}
