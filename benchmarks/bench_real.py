@@ -390,7 +390,7 @@ class CegateRun:
 
 def oracle_singles(depth: int, backbone: str, decoder: str) -> list[CegateRun]:
     """The oracle study's runs of one seed: the head with each single module (issue 12)."""
-    from cegate_cli.module_key import KINDS
+    from cegate_cli.toolbox.module_key import KINDS
 
     return [CegateRun("all", "source-only", backbone, decoder, ((kind, layer),), f"only {kind}@{layer}")
             for layer in range(depth) for kind in KINDS]
@@ -681,7 +681,7 @@ def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namesp
                 saved: dict[str, Any], save: Callable[[], None], trained: TrainedRuns) -> None:
     """--oracle: the head alone (unless a row ran it), each single module, then the oracle's set."""
     from cegate_cli.fisher import parse_select
-    from cegate_cli.module_key import KINDS
+    from cegate_cli.toolbox.module_key import KINDS
 
     for backbone in args.backbone:
         for decoder in args.decoder:

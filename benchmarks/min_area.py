@@ -2,7 +2,7 @@
 
     python benchmarks/min_area.py [--data ../shared/data/naip] [--areas 0 10 25 100 2000]
 
-The evidence behind the default minimum area (cegate_cli/vector_options.py). Two kinds of mask
+The evidence behind the default minimum area (cegate_cli/predict/vector_options.py). Two kinds of mask
 of the NAIP test tiles are vectorised exactly as `predict` does, once per threshold:
 
 - the labels themselves (clean outlines drawn by people);

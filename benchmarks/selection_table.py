@@ -150,7 +150,7 @@ def candidates(run: dict[str, Any], modules: list[str]) -> list[str]:
 
     if run["rule"] not in COST_BUDGET_RULES:
         return modules
-    from cegate_cli.module_key import ModuleKey
+    from cegate_cli.toolbox.module_key import ModuleKey
 
     allowed = within_cost_budget([ModuleKey.parse(name) for name in modules], int(run["select_count"]), int(run["depth"]))
     return [str(key) for key in allowed]
@@ -210,7 +210,7 @@ def gain_means(gains_by_seed: dict[int, dict[str, float]]) -> str:
     """The single-module gains (each seed's `single_gains`) averaged by kind and by block over the
     seeds: where the modules that help sit, which is what a rule has to find (and what fisher-cost's
     cut assumes)."""
-    from cegate_cli.module_key import ModuleKey
+    from cegate_cli.toolbox.module_key import ModuleKey
 
     gains = [(*ModuleKey.parse(name), gain) for seed_gains in gains_by_seed.values() for name, gain in seed_gains.items()]
     kinds = list(dict.fromkeys(kind for kind, _, _ in gains))

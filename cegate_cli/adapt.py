@@ -37,7 +37,7 @@ from cegate_cli.model import build_model
 from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.adapt_record import Fitting, fit_and_record
 from cegate_cli.progress import phase
-from cegate_cli.module_key import ModuleKey, keys_to_json
+from cegate_cli.toolbox.module_key import ModuleKey, keys_to_json
 from cegate_cli.run import (
     AdaptationRecord,
     BackboneRecord,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.backbone.galileo_options import GalileoOptions
-from cegate_cli.module_key import KINDS, ModuleKey
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.module_key import KINDS, ModuleKey
+from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from cegate_cli import distributed
 from cegate_cli.data.crops import CropSampler
 from cegate_cli.errors import TrainingInterrupted
-from cegate_cli.module_key import ModuleKey
+from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cegate_cli.errors import InputError
-from cegate_cli.module_key import ModuleKey, in_order, keys_from_json, keys_to_json
+from cegate_cli.toolbox.module_key import ModuleKey, in_order, keys_from_json, keys_to_json
 from cegate_cli.toolbox.attach import Toolbox
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

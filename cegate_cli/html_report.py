@@ -22,7 +22,7 @@ from cegate_cli.atomic import write_text_atomic, writing
 from cegate_cli.classes import ClassTable
 from cegate_cli.documents import read_json
 from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError, OutputExistsError
-from cegate_cli.module_key import ModuleKey
+from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.png import png_bytes
 from cegate_cli.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
 from cegate_cli.report_options import ReportOptions

@@ -29,7 +29,7 @@ from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import read_scene_info
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.errors import Interrupted, MappingInterrupted
-from cegate_cli.map_options import MapOptions
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.progress import phase
 from cegate_cli.run import LoadedRun, load_run, read_manifest

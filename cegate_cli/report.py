@@ -7,9 +7,9 @@ from typing import Any
 
 from cegate_cli.fisher import select_top
 from cegate_cli.run import AdaptationRecord, calibrated, read_manifest, saved_val_miou
-from cegate_cli.module_key import in_order, keys_from_json
+from cegate_cli.toolbox.module_key import in_order, keys_from_json
 from cegate_cli.toolbox.kinds import kind_labels
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 
 
 def backbone_report(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from cegate_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from cegate_cli.map_options import MapOptions
+    from cegate_cli.predict.map_options import MapOptions
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def _predict(
     run_dir: Path, sources: list[Path], scratch: Path, map_options: MapOptions | None, progress: Any
 ) -> tuple[dict[Path, Path], dict[Path, str]]:
     from cegate_cli.inference import MapOptions, predict_run
-    from cegate_cli.vector_options import VectorOptions
+    from cegate_cli.predict.vector_options import VectorOptions
 
     summary = predict_run(run_dir, sources, scratch, options=map_options or MapOptions(), vectors=VectorOptions(fmt=None), overwrite=True, progress=progress)
     predicted = {outcome.source: outcome.outputs.mask for outcome in summary.done}

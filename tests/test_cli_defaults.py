@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 from cegate_cli.adapt_options import AdaptOptions
 from cegate_cli.cli import app
 from cegate_cli.demo_options import DemoOptions
-from cegate_cli.map_options import MapOptions
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.report_options import ReportOptions
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import SelfTrainConfig, TrainConfig
-from cegate_cli.vector_options import VectorOptions
+from cegate_cli.predict.vector_options import VectorOptions
 
 
 class _Called(Exception):

@@ -35,7 +35,7 @@ from cegate_cli.documents import read_json, read_yaml
 from cegate_cli.errors import CegateError, DataError, DocumentError, RunFolderError
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.run import BackboneRecord, BandCopy, RunManifest, read_manifest
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import TrainConfig
 from cegate_cli.run.state import read_state, record_path, write_state
 

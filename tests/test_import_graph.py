@@ -93,10 +93,7 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return packages
 
 
-KNOWN_PACKAGE_CYCLES = [["cegate_cli.toolbox", "cegate_cli.toolbox_config"]]
-"""toolbox_config.py checks the Earth-Adapter init against toolbox/frequency.py's EARTH_INITS (a
-lazy import) while toolbox/ imports ToolboxConfig: to go where toolbox kinds register themselves.
-The test below fails once it is gone, so the entry is removed with it."""
+KNOWN_PACKAGE_CYCLES: list[list[str]] = []
 
 
 def test_the_checker_finds_a_cycle_and_skips_type_checking_imports() -> None:

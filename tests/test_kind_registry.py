@@ -23,13 +23,13 @@ from cegate_cli.errors import InputError
 from cegate_cli.fisher import empirical_fisher
 from cegate_cli.html_report import write_report
 from cegate_cli.model import build_model
-from cegate_cli.module_key import ModuleKey, in_order
+from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.run import load_run, read_manifest
 from cegate_cli.toolbox.attach import attach_toolbox
 from cegate_cli.toolbox.base import BlockSite, ToolboxModule
 from cegate_cli.toolbox.kinds import KindOptions, KindSpec, kind_names, parse_kinds, register_kind, unregister_kind
 from cegate_cli.toolbox.lora.layer import LoRA
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import TrainConfig
 
 COLOR = "#a0522d"

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from cegate_cli.module_key import KINDS, ModuleKey, in_order, keys_from_json, keys_to_json
+from cegate_cli.toolbox.module_key import KINDS, ModuleKey, in_order, keys_from_json, keys_to_json
 
 
 def test_order_is_by_block_then_kind_and_a_key_is_still_a_tuple() -> None:
@@ -31,5 +31,5 @@ def test_the_written_name_parses_back_to_the_key() -> None:
 
 
 def test_reading_keys_needs_no_torch() -> None:
-    code = "import sys, cegate_cli.module_key; print('torch' in sys.modules)"
+    code = "import sys, cegate_cli.toolbox.module_key; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

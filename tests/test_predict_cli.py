@@ -65,7 +65,7 @@ def test_one_bad_scene_fails_alone(trained, tmp_path: Path) -> None:
 
 
 def test_predict_probabilities_and_the_documented_min_area_default(trained, tmp_path: Path) -> None:
-    from cegate_cli.vector_options import VectorOptions
+    from cegate_cli.predict.vector_options import VectorOptions
 
     data, run = trained
     scene = sorted((data.target_dir / "images").glob("*.tif"))[0]

@@ -25,7 +25,7 @@ from cegate_cli.classes import ClassInfo, ClassTable
 from cegate_cli.predict import MaskWriter, PredictOptions, RasterGrid, VectorOptions, predict_many, predict_scene, vectorize_mask
 from cegate_cli.predict.cog import overview_count
 from cegate_cli.predict.vector_io import GPKG_VERSION
-from cegate_cli.vector_options import DEFAULT_MIN_AREA_M2
+from cegate_cli.predict.vector_options import DEFAULT_MIN_AREA_M2
 
 STATS = band_stats(3)
 GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"

@@ -24,7 +24,7 @@ from cegate_cli.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
 from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
 from cegate_cli.toolbox.kinds import kind_names
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 

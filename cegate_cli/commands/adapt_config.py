@@ -255,7 +255,7 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
     from cegate_cli.commands.options import offline_flag
     from cegate_cli.commands.registered_flags import kind_size_values
     from cegate_cli.toolbox.kinds import parse_kinds
-    from cegate_cli.toolbox_config import ToolboxConfig
+    from cegate_cli.toolbox.config import ToolboxConfig
     from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
     c = dict(config)

@@ -17,7 +17,7 @@ from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, Verbose
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.commands.options import BatchOpt, OverlapOpt, TileOpt, WeightsOpt
 from cegate_cli.commands.feedback import main_progress
-from cegate_cli.map_options import MapOptions
+from cegate_cli.predict.map_options import MapOptions
 
 
 def _fmt(value: Optional[float]) -> str:

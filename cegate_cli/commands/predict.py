@@ -15,9 +15,9 @@ from cegate_cli.commands.options import (
     BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, OverwriteOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag,
 )
 from cegate_cli.commands.registered_flags import Flag, with_flags
-from cegate_cli.map_options import MapOptions
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.predict.outputs import NO_VECTOR, switched_outputs, vector_formats
-from cegate_cli.vector_options import VectorOptions
+from cegate_cli.predict.vector_options import VectorOptions
 
 _VECTOR_HELP = f"Polygons: {', '.join(f'{fmt.name} ({fmt.crs})' for fmt in vector_formats())} or {NO_VECTOR}."
 

@@ -11,7 +11,7 @@ from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import DeviceOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
 from cegate_cli.commands.options import WeightsOpt
 from cegate_cli.commands.feedback import main_progress
-from cegate_cli.map_options import MapOptions
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.report_options import ReportOptions
 
 

@@ -35,7 +35,7 @@ from cegate_cli.predict.legend import write_legend
 from cegate_cli.predict.outputs import output_markers, raster_output, switched_outputs, vector_format
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
 from cegate_cli.progress import BatchProgress  # the base class lives where displays can import it without torch
-from cegate_cli.vector_options import VectorOptions
+from cegate_cli.predict.vector_options import VectorOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 OUTPUT_MARKERS = output_markers()  # our own outputs (and scratch files), never inputs

@@ -25,7 +25,7 @@ from cegate_cli.data.stats import BandStats
 from cegate_cli.documents import read_json
 from cegate_cli.errors import CegateError, DocumentError, RunFolderError
 from cegate_cli.fisher import Selection
-from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
+from cegate_cli.toolbox.module_key import ModuleKey, keys_from_json, keys_to_json
 from cegate_cli.record_fields import FieldTypeError
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
 from cegate_cli.run.sections import (

@@ -32,8 +32,8 @@ from safetensors.torch import save_file
 from cegate_cli.atomic import atomic_path, writing
 from cegate_cli.decoder import CLASS_BIAS
 from cegate_cli.errors import RunFolderError
-from cegate_cli.map_options import WEIGHTS
-from cegate_cli.module_key import ModuleKey
+from cegate_cli.predict.map_options import WEIGHTS
+from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
 from cegate_cli.run.sections import ParameterRecord
 from cegate_cli.toolbox.attach import Toolbox

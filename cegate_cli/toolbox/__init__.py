@@ -11,10 +11,10 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "KINDS": "cegate_cli.module_key",
-    "KIND_LABELS": "cegate_cli.module_key",
-    "ModuleKey": "cegate_cli.module_key",
-    "ToolboxConfig": "cegate_cli.toolbox_config",
+    "KINDS": "cegate_cli.toolbox.module_key",
+    "KIND_LABELS": "cegate_cli.toolbox.module_key",
+    "ModuleKey": "cegate_cli.toolbox.module_key",
+    "ToolboxConfig": "cegate_cli.toolbox.config",
     "parse_kinds": "cegate_cli.toolbox.kinds",
     "register_kind": "cegate_cli.toolbox.kinds",
     "BlockSite": "cegate_cli.toolbox.base",

@@ -16,10 +16,10 @@ from torch import nn
 
 from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.errors import InputError
-from cegate_cli.module_key import ModuleKey, in_order
+from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.toolbox.base import BlockSite, ToolboxModule
 from cegate_cli.toolbox.kinds import attach_hook, kind_spec, registered_kinds
-from cegate_cli.toolbox_config import ToolboxConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 
 
 class Toolbox:

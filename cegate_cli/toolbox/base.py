@@ -12,7 +12,7 @@ from typing import ClassVar
 from torch import nn
 
 from cegate_cli.backbone.base import BlockBackbone
-from cegate_cli.module_key import ModuleKey
+from cegate_cli.toolbox.module_key import ModuleKey
 
 
 class ToolboxModule(nn.Module):

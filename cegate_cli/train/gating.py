@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cegate_cli.module_key import ModuleKey
+from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.toolbox.attach import Toolbox
 
 

@@ -31,7 +31,7 @@ import torch
 
 from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.fisher import SOURCE_MODEL, FisherScores, Selection
-from cegate_cli.module_key import ModuleKey, in_order
+from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train_config import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection

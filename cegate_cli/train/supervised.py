@@ -31,7 +31,7 @@ from cegate_cli.fisher import (
 )
 from cegate_cli.metrics import ConfusionMatrix
 from cegate_cli.model import SegmentationModel
-from cegate_cli.module_key import KINDS, ModuleKey, in_order
+from cegate_cli.toolbox.module_key import KINDS, ModuleKey, in_order
 from cegate_cli.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox.attach import Toolbox
