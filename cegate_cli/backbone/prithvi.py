@@ -10,7 +10,8 @@ are timm `Block`s already, so their weights map 1:1.
 The decoder (`decoder.*`, `mask_token`) is dropped: it is only used for pretraining. The TL
 variants (config `coords_encoding`: time, location) keep their time and location encoders
 (`temporal_embed_enc`, `location_embed_enc`) and become `prithvi_tl.PrithviTLViT`, which adds
-them to the patch tokens when a scene's coordinates are given and is the plain ViT otherwise.
+them to the patch tokens when a scene's coordinates are given and is the plain ViT otherwise;
+`prithvi_tl_backbone.PretrainedPrithviTL` feeds it the run's and each scene's date and centre.
 
 Limits: Prithvi's LayerNorms use torch's eps (1e-5), kept here (timm's default is 1e-6). At input
 sizes other than the pretraining size, the models without time and location resample the position
@@ -31,6 +32,7 @@ from timm.models.vision_transformer import VisionTransformer
 from cegate_cli.backbone.weights_io import load_state_strict
 from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.backbone.prithvi_tl import COORDINATE_KINDS, PrithviTLViT
+from cegate_cli.backbone.prithvi_tl_backbone import PretrainedPrithviTL
 from cegate_cli.errors import InputError
 
 HLS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
@@ -243,6 +245,8 @@ def prithvi_vit(config_json: dict[str, Any], checkpoint: dict[str, Any], config_
         "coords_encoding": config.coords_encoding,
         "source": "prithvi",
     }
+    if isinstance(vit, PrithviTLViT):
+        return PretrainedPrithviTL(vit=vit, band_names=config.band_names(), architecture=config.architecture)
     return PretrainedViT(vit=vit, band_names=config.band_names(), architecture=config.architecture)
 
 
