@@ -5,6 +5,10 @@
 - `tiny_prithvi_checkpoint`: a Prithvi-EO-2.0 MAE checkpoint with the real key names and shapes
   (`encoder.patch_embed.proj.weight` as a Conv3d kernel (D, C, 1, p, p), a multi-frame
   `encoder.pos_embed`, timm blocks, the decoder, the TL metadata encoders) at toy dimensions.
+- `tiny_tl_repo`: ibm-nasa-geospatial/Prithvi-EO-2.0-tiny-TL's files (config.json in the layout of
+  the Prithvi-EO-2.0 repos, `Prithvi_EO_V2_tiny_TL.pt` with every key and shape of the real MAE
+  checkpoint as tests/fixtures/prithvi_tiny/reference.json lists them), random encoder weights,
+  fewer encoder blocks when asked.
 - `write_hub_cache`: the Hub cache layout huggingface_hub reads (blobs, snapshots, refs).
 """
 
@@ -125,6 +129,64 @@ def torch_save_bytes(obj: object) -> bytes:
 def tiny_prithvi_repo(seed: int = 0, weights_name: str = "Prithvi_EO_V2_300M.pt") -> tuple[dict[str, bytes], dict[str, torch.Tensor]]:
     checkpoint = tiny_prithvi_checkpoint(seed)
     files = {"config.json": json.dumps(tiny_prithvi_config()).encode(), weights_name: torch_save_bytes(checkpoint)}
+    return files, checkpoint
+
+
+TINY_TL_REPO = "ibm-nasa-geospatial/Prithvi-EO-2.0-tiny-TL"
+TINY_TL_WEIGHTS = "Prithvi_EO_V2_tiny_TL.pt"
+_PRITHVI_TINY_REFERENCE = Path(__file__).parent / "fixtures" / "prithvi_tiny" / "reference.json"
+
+
+def tiny_tl_checkpoint(
+    depth: int = 12, seed: int = 0, time_scale: float = 0.1, location_scale: float = 0.1
+) -> dict[str, torch.Tensor]:
+    """The tiny-TL MAE checkpoint's tensors (real names and shapes, four-frame position embeddings),
+    random encoder weights, the first `depth` encoder blocks only; the decoder, which cegate drops,
+    is zeros stored as one broadcast value so the file stays small."""
+    layout = json.loads(_PRITHVI_TINY_REFERENCE.read_text(encoding="utf-8"))["real_checkpoint"]["shapes_four_frames"]
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for key, shape in layout.items():
+        if key.startswith("encoder.blocks.") and int(key.split(".")[2]) >= depth:
+            continue
+        if key.startswith("decoder."):
+            state[key] = torch.zeros(1).expand(shape)
+        elif key == "encoder.temporal_embed_enc.scale":
+            state[key] = torch.full(shape, time_scale)
+        elif key == "encoder.location_embed_enc.scale":
+            state[key] = torch.full(shape, location_scale)
+        elif key.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
+            state[key] = 1 + 0.1 * torch.randn(shape, generator=generator)
+        else:
+            state[key] = 0.05 * torch.randn(shape, generator=generator)
+    return state
+
+
+def tiny_tl_config(depth: int = 12) -> dict:
+    """config.json as the Prithvi-EO-2.0 TL repos lay it out, with tiny-TL's architecture."""
+    reference = json.loads(_PRITHVI_TINY_REFERENCE.read_text(encoding="utf-8"))
+    pretrained_cfg = {
+        **reference["real_checkpoint"]["config"],
+        "num_frames": 4,
+        "depth": depth,
+        "mask_ratio": 0.75,
+        "norm_pix_loss": False,
+        "bands": PRITHVI_BANDS,
+        "mean": reference["mean"],
+        "std": reference["std"],
+        "origin_url": f"https://huggingface.co/{TINY_TL_REPO}",
+    }
+    return {"architecture": "prithvi_eo_v2_tiny_tl", "num_features": 192, "pretrained_cfg": pretrained_cfg}
+
+
+def tiny_tl_repo(depth: int = 2, seed: int = 0, **scales: float) -> tuple[dict[str, bytes], dict[str, torch.Tensor]]:
+    """(files of the tiny-TL Hub repo, its checkpoint): config.json, the .pt, a README."""
+    checkpoint = tiny_tl_checkpoint(depth, seed, **scales)
+    files = {
+        "config.json": json.dumps(tiny_tl_config(depth), indent=2).encode(),
+        TINY_TL_WEIGHTS: torch_save_bytes(checkpoint),
+        "README.md": b"---\nlicense: apache-2.0\nlibrary_name: terratorch\n---\n# Prithvi-EO-2.0 tiny TL\n",
+    }
     return files, checkpoint
 
 

@@ -220,6 +220,7 @@ def test_built_in_families_keep_their_aliases_and_config_layouts() -> None:
         "dinov2-large": ("timm", "timm/vit_large_patch14_dinov2.lvd142m", None),
         "prithvi-eo-2-300m": ("prithvi", "ibm-nasa-geospatial/Prithvi-EO-2.0-300M", None),
         "prithvi-eo-2-600m": ("prithvi", "ibm-nasa-geospatial/Prithvi-EO-2.0-600M", None),
+        "prithvi-eo-2-tiny": ("prithvi", "ibm-nasa-geospatial/Prithvi-EO-2.0-tiny-TL", None),
         "galileo-tiny": ("galileo", "nasaharvest/galileo", "models/tiny"),
         "galileo-base": ("galileo", "nasaharvest/galileo", "models/base"),
     }
