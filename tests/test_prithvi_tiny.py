@@ -19,19 +19,19 @@ import torch
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli.backbone.prithvi import HLS_BANDS
+from cegate_cli.backbone.prithvi import HLS_BANDS, prithvi_vit
 from cegate_cli.backbone.prithvi_family import WEIGHT_FILES
 from cegate_cli.backbone.prithvi_tl import PrithviTLViT, SceneCoordinates
 from cegate_cli.backbone.prithvi_tl_backbone import PretrainedPrithviTL, PrithviTLBackbone, fit_coordinates
 from cegate_cli.backbone.prithvi_tl_record import PrithviTLInputs, PrithviTLRecord
-from cegate_cli.backbone.registry import find_alias, get_family, load_pretrained
+from cegate_cli.backbone.registry import find_alias, load_pretrained
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
-from cegate_cli.data.scene_info import SceneInfo
+from cegate_cli.bands import match_bands
+from cegate_cli.data.scene_info import SceneInfo, read_scene_info
 from cegate_cli.hub import resolve_backbone
 from cegate_cli.inference import MapOptions, load_for_inference
-from cegate_cli.predict.batch import predict_many
-from cegate_cli.predict.batch import PredictOptions
+from cegate_cli.predict.batch import PredictOptions, predict_many
 from cegate_cli.record_fields import FieldTypeError
 from data_rasters import write_tif
 from hub_repos import TINY_TL_REPO, TINY_TL_WEIGHTS, tiny_tl_checkpoint, tiny_tl_config, tiny_tl_repo
@@ -109,8 +109,6 @@ def test_pull_then_load_offline_from_the_authors_repo_layout(hub: HubStandIn, mo
 def test_the_full_depth_checkpoint_of_the_stand_in_is_the_real_layout() -> None:
     """The stand-in's file at depth 12 has exactly the key set tools/prithvi_reference.py took from
     the authors' PrithviMAE, so the reduced-depth tests read the real layout."""
-    from cegate_cli.backbone.prithvi import prithvi_vit
-
     checkpoint = tiny_tl_checkpoint(depth=12)
     assert len(checkpoint) == 258
     vit = prithvi_vit(tiny_tl_config(12), checkpoint, "config.json", TINY_TL_WEIGHTS).vit
@@ -149,8 +147,6 @@ def test_a_damaged_section_is_refused_naming_the_field() -> None:
 
 
 def tl_backbone(time_scale: float, inputs: PrithviTLInputs | None) -> PrithviTLBackbone:
-    from cegate_cli.backbone.prithvi import prithvi_vit
-
     pretrained = prithvi_vit(tiny_tl_config(DEPTH), tiny_tl_checkpoint(DEPTH, seed=2, time_scale=time_scale), "c", "w")
     assert isinstance(pretrained, PretrainedPrithviTL)
     return pretrained.build(list(HLS_BANDS), None, inputs)[0].eval()
@@ -258,8 +254,6 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
     loaded = load_for_inference(run, MapOptions(device="cpu"))
     model_backbone = loaded.model.backbone
     assert isinstance(model_backbone, PrithviTLBackbone) and model_backbone.takes_scene_info
-    from cegate_cli.bands import match_bands
-
     def reference(coordinates: SceneCoordinates, out: Path) -> np.ndarray:
         model_backbone.coordinates = coordinates
         summary = predict_many(
@@ -272,8 +266,6 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
         return probabilities(out / "spring.probabilities.tif").astype(int)
 
     with rasterio.open(scenes / "spring.tif") as dataset:
-        from cegate_cli.data.scene_info import read_scene_info
-
         lon, lat = read_scene_info(dataset).centre_lonlat  # type: ignore[misc]
     assert np.array_equal(shares["bare"], reference(SceneCoordinates(), tmp_path / "ref-none"))  # no date, no place: no term
     assert np.array_equal(shares["undated"], reference(SceneCoordinates(latitude=lat, longitude=lon), tmp_path / "ref-place"))
@@ -282,4 +274,3 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
     evaluated = runner.invoke(app, ["evaluate", str(run), str(data), "--json", "--tile", "64", "--overlap", "16", "--device", "cpu"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["pixels"] == 3 * SIZE * SIZE
-    assert get_family("prithvi").record_key == "prithvi"
