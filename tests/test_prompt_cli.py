@@ -53,7 +53,7 @@ def adapt_map_and_check(runner: CliRunner, data: Path, images: Path, run: Path, 
     assert shown.exit_code == 0 and "prompt" in shown.output, shown.output
     predicted = runner.invoke(app, ["predict", str(run), str(images), "-o", str(maps), "--tile", "32", "--overlap", "8", "--device", "cpu"])
     assert predicted.exit_code == 0, predicted.output
-    first = sorted(images.glob("*.tif"))[0]
+    first = min(images.glob("*.tif"))
     with rasterio.open(maps / f"{first.stem}.mask.tif") as mask, rasterio.open(first) as image:
         assert mask.shape == image.shape
     evaluated = runner.invoke(app, ["evaluate", str(run), str(data), "--json", "--tile", "32", "--overlap", "8", "--device", "cpu"])

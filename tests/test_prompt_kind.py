@@ -29,7 +29,8 @@ from cegate_cli.toolbox.kinds import default_kind_names, kind_spec
 from cegate_cli.toolbox.prompt.layer import VisualPrompt
 from small_models import small_vit
 from test_families import eva
-from test_galileo_backbone import galileo, images as galileo_images
+from test_galileo_backbone import galileo
+from test_galileo_backbone import images as galileo_images
 
 EVERY_KIND = ("lora", "adapter", "earth", "prompt")
 
