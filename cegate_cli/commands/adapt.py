@@ -34,8 +34,8 @@ _BACKBONE_HELP = (
 )
 
 _MODULES_HELP = (
-    f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated), or all: the default toolbox, "
-    f"{', '.join(default_kind_names())}."
+    f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated), or all: the default toolbox "
+    f"({', '.join(default_kind_names())})."
 )
 
 

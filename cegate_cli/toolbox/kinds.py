@@ -58,11 +58,12 @@ class KindSpec:
     """What a kind registers.
 
     `attach` puts one module into one block and returns it: by wrapping a layer of the block
-    (LoRA on attention's q and v, the Adapter on the MLP), on the block's output through
-    `backbone.frequency` (the Earth-Adapter, which needs the token grid of the input), or in the
-    block's place (`site.replace_block(module)`, the module keeping the block as `base_layer`
-    and calling it with the block's own arguments). Parameters named `base_layer.*` are the
-    backbone's and never the module's own. Every module starts as an exact identity.
+    (LoRA on attention's q and v, the Adapter on the MLP, the prompts on the whole attention),
+    on the block's output through `backbone.frequency` (the Earth-Adapter, which needs the token
+    grid of the input), or in the block's place (`site.replace_block(module)`, the module keeping
+    the block as `base_layer` and calling it with the block's own arguments). Parameters named
+    `base_layer.*` are the backbone's and never the module's own. Every module starts as an exact
+    identity.
     """
 
     name: str

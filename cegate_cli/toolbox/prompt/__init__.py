@@ -21,7 +21,7 @@ class PromptOptions(KindOptions):
     tokens: int = field(
         default=10,
         metadata={
-            "help": "Learnable prompt tokens each block's attention sees (deep visual prompt tuning).",
+            "help": "Learnable prompt tokens each block's attention sees (deep visual prompt tuning; with prompt in --modules).",
             "flag": "--prompt-tokens",
         },
     )
