@@ -11,15 +11,16 @@ without restricting them to what the norm can produce.
 
 Identity at insertion: a zero-initialised scalar gate g on the prompts' effect,
 
-    out = attn(x) + g * (attn(prompts + x)[without the prompts] - attn(x)),
+    out = attn(x) + g * (attn([prefix, prompts, patches])[at x's tokens] - attn(x)),
 
 so with g = 0 the module returns attention's own output, exactly. Zero-valued prompts would be no
-identity (attention gives a token weight whatever its value), and a gate inside attention (a
-bias of log g on the prompts' logits) is exact only at g = -inf and breaks on backbones whose
-attention logits run into the thousands (Galileo's first blocks): the smallest weight let in
-moves their features by whole units. The gate's gradient at 0 is how far the prompts would move
-the output (Fisher scores the module by it), and once g moves the prompts receive gradient in
-proportion to it. The cost: attention runs twice in a block whose module is active.
+identity (attention gives a token weight whatever its value). A gate inside attention (a bias
+of log g on the prompts' logits) is exact only at a bias of -inf, through which no gradient
+passes, and any finite bias fails on backbones whose attention logits run into the thousands
+(galileo-nano's first block): there the smallest weight let in moves the features by whole
+units. The gate's gradient at 0 is how far the prompts would move the output (Fisher scores the
+module by it), and once g moves the prompts receive gradient in proportion to it. The cost:
+attention runs twice in a block whose module is active.
 
 Rotary position embeddings passed as `rope` (timm Eva) are sized to the patch tokens; the
 prompts get the identity rotation (sin 0, cos 1), so they carry no position.
