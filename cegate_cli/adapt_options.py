@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.backbone.galileo_options import GalileoOptions
-from cegate_cli.toolbox.module_key import KINDS, ModuleKey
+from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
@@ -34,7 +34,8 @@ class AdaptOptions:
     classes_file: Path | None = None
     ignore_index: int | None = None
     align: bool = False
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = ToolboxConfig().kinds
+    """The kinds selection chooses from (default: the default toolbox's, `--modules all`)."""
     only_modules: tuple[ModuleKey, ...] | None = None
     """Restrict the candidates to these (kind, block) modules (None: every kind of `kinds` in every
     block). With `train.selection="all"` exactly these train: the single-module runs of the

@@ -10,7 +10,7 @@ from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.inference import MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import VectorOptions
 from cegate_cli.report import run_report
-from cegate_cli.train.config import TrainConfig
+from cegate_cli.train_config import TrainConfig
 
 
 def main(work: Path) -> None:

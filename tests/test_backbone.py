@@ -13,7 +13,7 @@ from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
 from cegate_cli.decoder import DECODERS
 from cegate_cli.errors import InputError
 from cegate_cli.model import build_model
-from cegate_cli.toolbox import KINDS, Toolbox, ToolboxConfig, attach_toolbox
+from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 from small_models import small_vit as shared_small_vit
 
 
@@ -223,7 +223,7 @@ def test_build_model_gives_full_resolution_logits(decoder: str) -> None:
     built = build_model(build_tiny_vit(), ("red", "green", "blue"), 5, ToolboxConfig(lora_rank=2), decoder, seed=0)
     assert built.band_mapping.source_channel == (2, 1, 0)
     assert built.model.backbone.in_chans == 3
-    assert len(built.toolbox.keys()) == len(KINDS) * 6
+    assert len(built.toolbox.keys()) == len(ToolboxConfig().kinds) * 6  # the default toolbox in every block
     with torch.no_grad():
         logits = built.model(images(2, channels=3, size=(40, 24)))
     assert logits.shape == (2, 5, 40, 24)

@@ -1,8 +1,8 @@
 """A module kind is one registration: a kind defined here, in a test module, and registered from
 it, attaches, starts as an identity, is scored by Fisher, has its sizes in the toolbox config and
 run.json, sorts with the other kinds, trains, saves and loads, and shows in `inspect` and the
-HTML report, with no other file edited. The kind, `probe`, takes a whole block's place (as visual
-prompt tuning will) and sorts before LoRA, so LoRA finds the block's attention under it."""
+HTML report, with no other file edited. The kind, `probe`, takes a whole block's place and sorts
+before LoRA, so LoRA finds the block's attention under it."""
 
 from __future__ import annotations
 
@@ -123,8 +123,9 @@ def test_a_kind_registered_from_outside_attaches_as_an_identity_and_fisher_score
 
 
 def test_a_registered_kind_is_in_the_config_the_order_and_the_kind_words(probe_kind) -> None:
-    assert kind_names() == ("probe", "lora", "adapter", "earth") and ToolboxConfig().kinds == kind_names()
-    assert parse_kinds("probe,lora") == ("probe", "lora") and parse_kinds(None) == kind_names()
+    assert kind_names() == ("probe", "lora", "adapter", "earth", "prompt")
+    assert ToolboxConfig().kinds == parse_kinds(None) == ("probe", "lora", "adapter", "earth")  # prompt: only when named
+    assert parse_kinds("probe,lora") == ("probe", "lora")
     assert in_order([("earth", 0), ("lora", 1), ("probe", 1), ("lora", 0), ("probe", 0)]) == [
         ("probe", 0), ("lora", 0), ("earth", 0), ("probe", 1), ("lora", 1)
     ]

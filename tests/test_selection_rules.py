@@ -147,9 +147,9 @@ def test_only_modules_restricts_the_candidates_so_all_trains_exactly_them(demo, 
 def test_random_cost_draws_only_from_the_blocks_fisher_cost_may_use(demo, tmp_path: Path) -> None:
     """The control for fisher-cost: the same blocks, chosen without scores (6 blocks: 3-5 hold 9 modules)."""
     from cegate_cli.fisher import within_cost_budget
-    from cegate_cli.toolbox.module_key import KINDS
+    from cegate_cli.toolbox.config import ToolboxConfig
 
-    keys = [(kind, layer) for layer in range(6) for kind in KINDS]
+    keys = [(kind, layer) for layer in range(6) for kind in ToolboxConfig().kinds]  # the default toolbox's 3 kinds
     assert {layer for _, layer in within_cost_budget(keys, 4, 6)} == {3, 4, 5}
     assert {layer for _, layer in within_cost_budget(keys, 12, 6)} == {2, 3, 4, 5}  # the cut moves down just enough
     result = _run(demo, tmp_path / "rc", selection="random-cost")

@@ -116,11 +116,11 @@ def test_lora_rejects_a_qkv_that_is_not_three_equal_parts() -> None:
 
 
 def test_parse_kinds_accepts_names_and_aliases_and_rejects_unknown() -> None:
-    assert parse_kinds(None) == KINDS
-    assert parse_kinds("all") == KINDS
+    assert parse_kinds(None) == parse_kinds("all") == ("lora", "adapter", "earth")  # the default toolbox
     assert parse_kinds("frequency, spatial,lora") == ("earth", "lora")
-    with pytest.raises(InputError, match="prompt"):
-        parse_kinds("lora,prompt")
+    assert parse_kinds("vpt,lora") == ("prompt", "lora") and set(KINDS) == {"lora", "adapter", "earth", "prompt"}
+    with pytest.raises(InputError, match="'ia3'"):
+        parse_kinds("lora,ia3")
 
 
 # -- LoRA against peft -----------------------------------------------------------------------

@@ -23,7 +23,7 @@ from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZ
 from cegate_cli.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
 from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
-from cegate_cli.toolbox.kinds import kind_names
+from cegate_cli.toolbox.kinds import default_kind_names, kind_names
 from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
@@ -34,7 +34,10 @@ _BACKBONE_HELP = (
     "Not with --from."
 )
 
-_MODULES_HELP = f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated) or all."
+_MODULES_HELP = (
+    f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated), or all: the default toolbox "
+    f"({', '.join(default_kind_names())})."
+)
 
 
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:

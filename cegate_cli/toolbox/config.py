@@ -14,13 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from cegate_cli.toolbox.kinds import KindOptions, kind_names, kind_spec, registered_kinds
+from cegate_cli.toolbox.kinds import KindOptions, default_kind_names, kind_names, kind_spec, registered_kinds
 
 
 @dataclass(frozen=True, init=False)
 class ToolboxConfig:
-    """`kinds`: those built into every block (default: every registered kind). `sizes`: (kind, its
-    options) for every registered kind, in listing order; `options(kind)` finds one."""
+    """`kinds`: those built into every block (default: the default toolbox, every registered kind
+    whose `KindSpec.default` holds). `sizes`: (kind, its options) for every registered kind, in
+    listing order; `options(kind)` finds one."""
 
     kinds: tuple[str, ...]
     sizes: tuple[tuple[str, KindOptions], ...]
@@ -42,7 +43,7 @@ class ToolboxConfig:
             made.append((spec.name, replace(before, **mine) if before is not None else spec.options(**mine)))
         if given:
             raise TypeError(f"ToolboxConfig: no kind has the size {sorted(given)[0]!r}")
-        object.__setattr__(self, "kinds", kind_names() if kinds is None else tuple(kinds))
+        object.__setattr__(self, "kinds", default_kind_names() if kinds is None else tuple(kinds))
         object.__setattr__(self, "sizes", tuple(made))
 
     def options(self, kind: str) -> KindOptions:

@@ -3,7 +3,8 @@
 A kind is a sub-package of `cegate_cli.toolbox` whose `__init__.py` calls `register_kind` once
 (peft's `register_peft_method` is the model). Every sub-package is imported, and so registered,
 the first time anything asks the registry, so a new kind is a new folder and nothing else:
-ModuleKey order, `ToolboxConfig` and its run.json section, `--modules`, the kinds' size flags
+ModuleKey order, `ToolboxConfig` and its run.json section, `--modules` (and whether `all`
+holds the kind: `KindSpec.default`), the kinds' size flags
 and `--print-config`, `inspect`, the HTML report and the saved weight names
 (`toolbox.<kind>.<layer>.*`) all read it here. A kind from outside the package (a test, a
 plugin) calls `register_kind` itself.
@@ -57,11 +58,12 @@ class KindSpec:
     """What a kind registers.
 
     `attach` puts one module into one block and returns it: by wrapping a layer of the block
-    (LoRA on attention's q and v, the Adapter on the MLP), on the block's output through
-    `backbone.frequency` (the Earth-Adapter, which needs the token grid of the input), or in the
-    block's place (`site.replace_block(module)`, the module keeping the block as `base_layer`
-    and calling it with the block's own arguments). Parameters named `base_layer.*` are the
-    backbone's and never the module's own. Every module starts as an exact identity.
+    (LoRA on attention's q and v, the Adapter on the MLP, the prompts on the whole attention),
+    on the block's output through `backbone.frequency` (the Earth-Adapter, which needs the token
+    grid of the input), or in the block's place (`site.replace_block(module)`, the module keeping
+    the block as `base_layer` and calling it with the block's own arguments). Parameters named
+    `base_layer.*` are the backbone's and never the module's own. Every module starts as an exact
+    identity.
     """
 
     name: str
@@ -82,6 +84,10 @@ class KindSpec:
     fisher_parameters: tuple[str, ...] = ("*",)
     """Which of the module's own parameters Fisher scores, as `fnmatch` patterns over their names
     (`"*"`: all of them)."""
+    default: bool = True
+    """Whether the default toolbox holds it (`--modules` not given, or `all`). A kind outside it
+    is built only where `--modules` or `ToolboxConfig(kinds=...)` names it, so registering it
+    changes no existing run or default."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,11 @@ def attach_hook(spec: KindSpec) -> AttachHook:
     return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
+def default_kind_names() -> tuple[str, ...]:
+    """The kinds of the default toolbox (`--modules all`), in listing order."""
+    return tuple(spec.name for spec in registered_kinds() if spec.default)
+
+
 def kind_labels() -> dict[str, str]:
     return {spec.name: spec.label for spec in registered_kinds()}
 
@@ -177,10 +188,11 @@ def size_options() -> list[SizeOption]:
 
 
 def parse_kinds(text: str | None) -> tuple[str, ...]:
-    """`--modules lora,earth` -> ('lora', 'earth'); the kinds' aliases are accepted too."""
+    """`--modules lora,earth` -> ('lora', 'earth'); the kinds' aliases are accepted too. None,
+    "" and "all" give the default toolbox (`default_kind_names`)."""
     names = kind_names()
     if text is None or text.strip() in ("", "all"):
-        return names
+        return default_kind_names()
     aliases = {alias: spec.name for spec in registered_kinds() for alias in spec.aliases}
     kinds: list[str] = []
     for part in text.split(","):

@@ -1,0 +1,230 @@
+"""The prompt kind (deep visual prompt tuning): an exact identity on every family until its gate
+moves, VPT-deep's arithmetic once it has, prompts without rotary positions on Eva, gradient to
+the gate at once and to the prompts once the gate is off zero, Fisher scores, its size option,
+and outside the default toolbox."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from cegate_cli.backbone.base import BlockBackbone
+from cegate_cli.backbone.clay import ClayConfig, ClayEncoder, Conditions
+from cegate_cli.backbone.clay_backbone import ClayBackbone
+from cegate_cli.backbone.clay_bands import choose_platform
+from cegate_cli.backbone.prithvi_tl import PrithviTLViT
+from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
+from cegate_cli.backbone.vit import Backbone
+from cegate_cli.cli import app
+from cegate_cli.errors import InputError
+from cegate_cli.fisher import empirical_fisher
+from cegate_cli.model import build_model
+from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
+from cegate_cli.toolbox.kinds import default_kind_names, kind_spec
+from cegate_cli.toolbox.prompt.layer import VisualPrompt
+from small_models import small_vit
+from test_families import eva
+from test_galileo_backbone import galileo
+from test_galileo_backbone import images as galileo_images
+
+EVERY_KIND = ("lora", "adapter", "earth", "prompt")
+
+
+def images(channels: int, size: tuple[int, int] = (32, 48), seed: int = 1) -> torch.Tensor:
+    return torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def prompts_of(toolbox: Toolbox) -> list[VisualPrompt]:
+    return [module for module in toolbox if isinstance(module, VisualPrompt)]
+
+
+def clay() -> ClayBackbone:
+    torch.manual_seed(0)
+    encoder = ClayEncoder(ClayConfig(dim=32, depth=2, heads=2, dim_head=16, patch_size=8, wave_dim=16, kernel_tokens=8, wave_feedforward=32))
+    bands = ("B2", "B3", "B4", "B8")
+    return ClayBackbone(encoder, bands, choose_platform(bands, 10.0), Conditions(10.0, (0.1, 0.2, 0.3, 0.4), (0.5, 0.6, 0.7, 0.8)))
+
+
+def prithvi_tl() -> Backbone:
+    torch.manual_seed(0)
+    vit = PrithviTLViT(("time", "location"), True, img_size=32, patch_size=8, in_chans=6, embed_dim=32, depth=2, num_heads=2,
+                       dynamic_img_size=True, num_classes=0, global_pool="")
+    return Backbone(vit)
+
+
+@contextlib.contextmanager
+def with_coordinates(backbone: BlockBackbone) -> Iterator[None]:
+    """Prithvi TL: a date and place for each image, as the encoder adds them to the tokens."""
+    with backbone.vit.coordinates(torch.tensor([[[2020.0, 245.0]], [[2021.0, 12.0]]]), torch.tensor([[47.1, 8.5], [-3.0, 120.0]])):
+        yield
+
+
+# name -> (an untouched backbone with its inputs and the context it runs in)
+FAMILIES: dict[str, Callable[[], tuple[BlockBackbone, torch.Tensor, Callable[[BlockBackbone], contextlib.AbstractContextManager]]]] = {
+    "vit-class-token": lambda: (Backbone(small_vit()), images(3), lambda b: contextlib.nullcontext()),
+    "vit-registers": lambda: (Backbone(small_vit(reg_tokens=4)), images(3), lambda b: contextlib.nullcontext()),
+    "vit-no-prefix": lambda: (Backbone(small_vit(class_token=False, global_pool="avg")), images(3), lambda b: contextlib.nullcontext()),
+    "eva-rotary": lambda: (Backbone(eva()), images(3), lambda b: contextlib.nullcontext()),
+    "prithvi-tl": lambda: (prithvi_tl(), images(6), with_coordinates),
+    "clay": lambda: (clay(), images(4), lambda b: contextlib.nullcontext()),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_kind_is_an_identity_until_its_gate_moves(family: str) -> None:
+    backbone, x, context = FAMILIES[family]()
+    backbone.eval()
+    with torch.no_grad(), context(backbone):
+        before = backbone(x)
+        toolbox = attach_toolbox(backbone, ToolboxConfig(kinds=EVERY_KIND, prompt_tokens=5))
+        after = backbone(x)
+        assert len(prompts_of(toolbox)) == backbone.depth and toolbox.active_keys == toolbox.keys()
+        for a, b in zip(before, after):
+            assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-6
+        for prompt in prompts_of(toolbox):
+            prompt.gate.fill_(0.5)
+        moved = backbone(x)
+    assert (moved[-1] - before[-1]).abs().max().item() > 1e-3  # the comparison is not vacuous
+
+
+def test_on_galileo_nano_whose_attention_logits_run_into_the_thousands() -> None:
+    """Galileo's channel-group tokens, no prefix token, and the real nano weights: a gate inside
+    attention (a logit bias) would let the prompts in even at a weight of 1e-12 here."""
+    built = galileo(kinds=EVERY_KIND)
+    backbone, toolbox = built.model.backbone.eval(), built.toolbox
+    x = galileo_images()
+    with torch.no_grad():
+        toolbox.set_active([])
+        plain = backbone(x)
+        toolbox.activate_all()
+        inserted = backbone(x)
+        for prompt in prompts_of(toolbox):
+            prompt.gate.fill_(0.5)
+        moved = backbone(x)
+    assert len(prompts_of(toolbox)) == backbone.depth and all(p.num_prefix_tokens == 0 for p in prompts_of(toolbox))
+    for a, b in zip(plain, inserted):
+        assert (a - b).abs().max().item() <= 1e-6
+    assert (moved[-1] - plain[-1]).abs().max().item() > 1e-3
+
+
+def test_at_gate_one_a_block_is_vpt_deep_and_zero_prompts_are_no_identity() -> None:
+    """VPT-deep: the block over (class, prompts, patches), the prompts' outputs dropped. The
+    module learns the prompts as attention reads them, after the block's norm."""
+    vit = small_vit().eval()
+    block = vit.blocks[1]
+    tokens = torch.randn(2, 1 + 12, 32, generator=torch.Generator().manual_seed(4))
+    raw_prompts = torch.randn(1, 3, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        plain = block(tokens)
+        expected = block(torch.cat((tokens[:, :1], raw_prompts.expand(2, -1, -1), tokens[:, 1:]), dim=1))
+        expected = torch.cat((expected[:, :1], expected[:, 4:]), dim=1)
+        prompt = VisualPrompt(block.attn, layer=1, dim=32, tokens=3, num_prefix_tokens=1)
+        block.attn = prompt
+        prompt.prompts.copy_(block.norm1(raw_prompts))
+        prompt.gate.fill_(1.0)
+        assert (block(tokens) - expected).abs().max().item() <= 1e-5
+        prompt.prompts.zero_()  # zero-valued prompts still take attention weight
+        assert (block(tokens) - plain).abs().max().item() > 1e-3
+        prompt.active = False
+        assert torch.equal(block(tokens), plain)
+
+
+def test_on_eva_the_prompts_get_no_rotary_position() -> None:
+    """timm leaves its prefix tokens unrotated: with the prompts counted as prefix tokens and the
+    patches' own rotary embedding, attention must give what the module gives."""
+    backbone = Backbone(eva()).eval()
+    toolbox = attach_toolbox(backbone, ToolboxConfig(kinds=("prompt",), prompt_tokens=4))
+    x = images(3)
+    with torch.no_grad():
+        tokens, layout = backbone.embed(x)
+        block = backbone.vit.blocks[0]
+        prompt = toolbox.modules[("prompt", 0)]
+        prompt.gate.fill_(1.0)
+        attention = prompt.base_layer
+        normed = block.norm1(tokens)
+        got = prompt(normed, **layout.block_kwargs)
+        prefix = backbone.num_prefix_tokens
+        sequence = torch.cat((normed[:, :prefix], prompt.prompts.expand(2, -1, -1), normed[:, prefix:]), dim=1)
+        attention.num_prefix_tokens += 4
+        try:
+            expected = attention(sequence, **layout.block_kwargs)
+        finally:
+            attention.num_prefix_tokens -= 4
+    expected = torch.cat((expected[:, :prefix], expected[:, prefix + 4 :]), dim=1)
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).logsumexp(dim=1).mean()
+
+
+def test_the_gate_gets_gradient_at_once_and_the_prompts_once_it_has_moved() -> None:
+    built = build_model(build_tiny_vit(), TINY_BANDS, 3, ToolboxConfig(kinds=("prompt",), prompt_tokens=4), "linear", seed=0)
+    model, toolbox = built.model.train(), built.toolbox
+    x = images(len(TINY_BANDS))
+    _loss(model, x).backward()
+    for prompt in prompts_of(toolbox):
+        assert prompt.gate.grad is not None and prompt.gate.grad.abs().item() > 0
+        assert prompt.prompts.grad is None or prompt.prompts.grad.abs().max().item() == 0  # multiplied by the gate's 0
+    initial = [prompt.prompts.detach().clone() for prompt in prompts_of(toolbox)]
+    optimizer = torch.optim.AdamW(toolbox.trainable_parameters(), lr=5e-3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        _loss(model, x).backward()
+        optimizer.step()
+    for prompt, start in zip(prompts_of(toolbox), initial):
+        assert prompt.gate.item() != 0
+        assert prompt.prompts.grad.abs().max().item() > 0 and not torch.equal(prompt.prompts.detach(), start)
+    # A bypassed module neither acts nor receives gradient.
+    optimizer.zero_grad(set_to_none=True)
+    toolbox.set_active([])
+    _loss(model, x).backward()
+    assert all(p.grad is None for prompt in prompts_of(toolbox) for p in prompt.own_parameters())
+
+
+def test_fisher_scores_every_prompt_module_by_its_gate() -> None:
+    built = build_model(build_tiny_vit(), TINY_BANDS, 3, ToolboxConfig(kinds=("lora", "prompt")), "linear", seed=0)
+    generator = torch.Generator().manual_seed(0)
+    samples = [(images(len(TINY_BANDS), seed=seed)[0], torch.randint(0, 3, (32, 48), generator=generator)) for seed in range(2)]
+    scores = empirical_fisher(built.model, built.toolbox, samples, nn.functional.cross_entropy)
+    depth = built.toolbox.backbone.depth
+    assert all(scores.raw[("prompt", layer)] > 0 for layer in range(depth))
+    assert [p.shape for p in built.toolbox.scored_parameters(("prompt", 0))] == [torch.Size([1, 10, 96]), torch.Size([])]
+
+
+def test_tokens_option_weights_names_and_the_default_toolbox() -> None:
+    assert "prompt" not in default_kind_names() and not kind_spec("prompt").default
+    assert ToolboxConfig().kinds == ("lora", "adapter", "earth")
+    config = ToolboxConfig(kinds=("prompt",), prompt_tokens=7)
+    assert config.to_dict()["prompt_tokens"] == 7 and ToolboxConfig.from_dict(config.to_dict()) == config
+    assert ToolboxConfig().prompt_tokens == 10
+    for bad in (0, 5000):
+        with pytest.raises(InputError, match=f"--prompt-tokens {bad}: must be from 1 to"):
+            ToolboxConfig(prompt_tokens=bad).check()
+    backbone = Backbone(small_vit())
+    toolbox = attach_toolbox(backbone, config)
+    assert toolbox.parameter_count(("prompt", 2)) == 7 * 32 + 1
+    assert sorted(toolbox.state_dict_of([("prompt", 2)])) == ["toolbox.prompt.2.gate", "toolbox.prompt.2.prompts"]
+    assert backbone.vit.blocks[2].attn is toolbox.modules[("prompt", 2)]
+
+
+def test_a_block_without_attention_is_one_clear_error() -> None:
+    backbone = Backbone(small_vit())
+    del backbone.vit.blocks[0].attn
+    backbone.vit.blocks[0].mixer = nn.Identity()
+    with pytest.raises(InputError, match=r"block 0 \(Block\) has no attention module `attn`.*leave prompt out of --modules"):
+        attach_toolbox(backbone, ToolboxConfig(kinds=("prompt",)))
+
+
+def test_the_command_line_lists_the_option_and_the_kind() -> None:
+    runner = CliRunner()
+    printed = runner.invoke(app, ["adapt", "--print-config"])
+    assert printed.exit_code == 0 and "prompt-tokens: 10" in printed.output
+    shown = runner.invoke(app, ["adapt", "--help"], env={"COLUMNS": "250"})
+    assert "--prompt-tokens" in shown.output and "lora, adapter, earth, prompt" in shown.output
+
