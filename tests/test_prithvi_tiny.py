@@ -218,11 +218,12 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
 
     data = labeled_folder(tmp_path / "data")
     run = tmp_path / "run"
-    flags = ["--backbone", "prithvi-eo-2-tiny", "--modules", "lora,adapter,earth", "--steps", "3", "--batch-size", "2",
+    flags = ["--backbone", "prithvi-eo-2-tiny", "--modules", "lora,adapter,earth,prompt", "--steps", "3", "--batch-size", "2",
              "--crop", "32", "--fisher-samples", "2", "--select", "2", "--val-every", "3", "--device", "cpu"]
     adapted = runner.invoke(app, ["adapt", str(data), "-o", str(run), *flags])
     assert adapted.exit_code == 0, adapted.output
     manifest = json.loads((run / "run.json").read_text())
+    assert manifest["selection"]["kinds"] == ["lora", "adapter", "earth", "prompt"]
     backbone = manifest["backbone"]
     assert backbone["source"]["revision"] == commit and backbone["architecture"] == "prithvi_eo_v2_tiny_tl"
     days = sorted(int(Path(name).stem[-3:]) for name in manifest["data"]["train_images"])  # HLS names: ...2020061
