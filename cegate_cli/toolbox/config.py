@@ -83,9 +83,14 @@ class ToolboxConfig:
             options.check_width(width)
 
     def to_dict(self) -> dict[str, Any]:
-        """run.json's "toolbox" section: the kinds, then every kind's sizes under their flat names."""
+        """run.json's "toolbox" section: the kinds, then the sizes of every kind of the default toolbox
+        and of each kind this toolbox holds, under their flat names (a kind outside both is left out,
+        so a run written before that kind existed reads back as it was written)."""
         data: dict[str, Any] = {"kinds": list(self.kinds)}
+        recorded = set(default_kind_names()) | set(self.kinds)
         for kind, options in self._all_options():
+            if kind not in recorded:
+                continue
             data.update({f"{kind}_{item.name}": getattr(options, item.name) for item in fields(options)})
         return data
 
