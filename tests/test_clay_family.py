@@ -1,6 +1,6 @@
 """`--backbone clay-v1` end to end: pulled from a Hub stand-in that serves the authors' file layout
 (made-with-clay/Clay: no config.json, `v1.5/clay-v1.5.ckpt`, a Lightning checkpoint), adapted
-with the toolbox in Clay's blocks, then `inspect`, `predict` and `evaluate` through the CLI. Also
+with every toolbox kind in Clay's blocks, then `inspect`, `predict` and `evaluate` through the CLI. Also
 the run's inputs (platform, wavelengths, pixel size, date, place, normalisation) and their record.
 """
 
@@ -120,7 +120,7 @@ def test_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, repo_fi
         tag_date(source / "images" / name, date)
     runner = CliRunner()
     run = tmp_path / "run"
-    flags = ["--backbone", "clay-v1", "--modules", "lora,adapter,earth", "--steps", "3", "--crop", "32", "--batch-size", "2",
+    flags = ["--backbone", "clay-v1", "--modules", "lora,adapter,earth,prompt", "--steps", "3", "--crop", "32", "--batch-size", "2",
              "--fisher-samples", "2", "--select", "3", "--val-every", "3", "--device", "cpu"]
     result = runner.invoke(app, ["adapt", str(source), "-o", str(run), *flags])
     assert result.exit_code == 0, result.output
@@ -142,7 +142,7 @@ def test_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, repo_fi
     assert record["normalization"]["mean"] == [1105.0, 1355.0, 1552.0, 2743.0]
     report = json.loads(runner.invoke(app, ["inspect", str(run), "--json"]).stdout)
     scored = {(s["kind"], s["layer"]) for s in report["scores"]}
-    assert scored == {(kind, layer) for kind in ("lora", "adapter", "earth") for layer in range(6)}  # in every Clay block
+    assert scored == {(kind, layer) for kind in ("lora", "adapter", "earth", "prompt") for layer in range(6)}  # in every Clay block
 
     shown = runner.invoke(app, ["inspect", str(run)])
     assert shown.exit_code == 0, shown.output
