@@ -3,15 +3,17 @@
 A spec is one of
 - `hf-hub:ORG/NAME[/FOLDER][@REVISION]`: a model repo, or a model's folder inside one (Galileo's
   repo keeps one model per folder);
-- a local folder holding config.json and the weights;
+- a local folder holding config.json and the weights (or a checkpoint a family knows by name);
 - a short name: an alias of a Hub repo (`dinov2-small`, `prithvi-eo-2-300m`, `galileo-tiny`, ...)
   or a backbone shipped in the package (`tiny`, `galileo-nano`).
 
 What a model folder holds is its family's business (backbone/*_family.py): the families name
 their aliases and embedded backbones, recognise their config.json and pick their weights file
-among the folder's files. This module is the generic part: spec forms, the Hub's files through
-`RepoFiles` (`HubFiles` for a repo at a fixed commit, `FolderFiles` for a local folder), the
-resolved commit and the weights' sha256.
+among the folder's files; a family whose authors publish a checkpoint alone (Clay) names that
+file instead (`bare_weights`), and a folder or repo without config.json is read by it. This
+module is the generic part: spec forms, the Hub's files through `RepoFiles` (`HubFiles` for a
+repo at a fixed commit, `FolderFiles` for a local folder), the resolved commit and the weights'
+sha256.
 
 All downloads go through `huggingface_hub.hf_hub_download`, so the cache is the one every other
 Hub tool shares (HF_HOME / HF_HUB_CACHE), HF_TOKEN and `hf auth login` work, and a file is never
@@ -32,7 +34,13 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
 from cegate_cli.backbone.family import BackboneFamily
-from cegate_cli.backbone.registry import embedded_family, family_for_config, find_alias, known_specs
+from cegate_cli.backbone.registry import (
+    bare_weight_families,
+    embedded_family,
+    family_for_config,
+    find_alias,
+    known_specs,
+)
 from cegate_cli.backbone.source import CONFIG_NAME, BackboneSource, file_sha256, read_backbone_config
 from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
 from cegate_cli.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
@@ -180,7 +188,7 @@ def _local_source(spec: str, folder: Path) -> BackboneSource:
     folder = folder.resolve()
     config = folder / CONFIG_NAME
     if not config.is_file():
-        raise BackboneNotFoundError(f"backbone folder '{folder}' has no {CONFIG_NAME}; it needs config.json and the weights")
+        return _bare_local_source(spec, folder)
     family = family_for_config(read_backbone_config(config), spec)
     weights = family.weights_file(FolderFiles(folder), spec)
     return BackboneSource(
@@ -193,6 +201,26 @@ def _local_source(spec: str, folder: Path) -> BackboneSource:
         weights_path=weights,
         weights_sha256=file_sha256(weights),
     )
+
+
+def _bare_local_source(spec: str, folder: Path) -> BackboneSource:
+    """A folder without config.json: the family that knows one of its files by name (`bare_weights`)."""
+    for family in bare_weight_families():
+        weights = next((folder / name for name in family.bare_weights if (folder / name).is_file()), None)
+        if weights is not None:
+            return BackboneSource(
+                spec=spec,
+                kind=family.name,
+                repo_id=None,
+                revision=None,
+                local_dir=folder,
+                config_path=None,
+                weights_path=weights,
+                weights_sha256=file_sha256(weights),
+            )
+    named = [name for family in bare_weight_families() for name in family.bare_weights]
+    alone = f", or a checkpoint cegate knows by name ({', '.join(named)})" if named else ""
+    raise BackboneNotFoundError(f"backbone folder '{folder}' has no {CONFIG_NAME}; it needs config.json and the weights{alone}")
 
 
 # ----------------------------------------------------------------------------------- Hub repos
@@ -236,7 +264,27 @@ class HubFiles:
 
 
 def _hub_source(request: HubRequest, family: BackboneFamily | None) -> BackboneSource:
-    config_path = _download(request, request.in_repo(CONFIG_NAME), request.revision)
+    if family is not None and family.bare_weights:
+        return _bare_hub_source(request, [family])
+    config_name = request.in_repo(CONFIG_NAME)
+    with hub_errors(request, config_name, request.revision):
+        try:
+            config_path: Path | None = _fetch(request, config_name, request.revision)
+        except (EntryNotFoundError, LocalEntryNotFoundError) as exc:
+            # No config.json (or, offline, none cached): a checkpoint published alone may still be known by name.
+            not_cached = isinstance(exc, LocalEntryNotFoundError)
+            if family is not None or not bare_weight_families() or (not_cached and not request.offline):
+                raise
+            config_path = None
+    if config_path is None:
+        try:
+            return _bare_hub_source(request, bare_weight_families())
+        except BackboneNotFoundError:
+            named = ", ".join(name for f in bare_weight_families() for name in f.bare_weights)
+            raise BackboneNotFoundError(
+                f"backbone {request.shown} has no file '{config_name}' at revision {request.revision or 'main'}, "
+                f"nor a checkpoint cegate knows by name ({named})"
+            ) from None
     snapshot = config_path.parent
     for _ in (request.subfolder or "").split("/") if request.subfolder else ():
         snapshot = snapshot.parent  # the snapshot root, named by its commit
@@ -252,6 +300,28 @@ def _hub_source(request: HubRequest, family: BackboneFamily | None) -> BackboneS
         revision=commit,
         local_dir=config_path.parent,
         config_path=config_path,
+        weights_path=weights_path,
+        weights_sha256=file_sha256(weights_path),
+    )
+
+
+def _bare_hub_source(request: HubRequest, families: list[BackboneFamily]) -> BackboneSource:
+    """A repo (or folder of one) whose model is a checkpoint alone: the first of the families'
+    `bare_weights` it holds; the commit is the one that file came from."""
+    names = [(family, request.in_repo(name)) for family in families for name in family.bare_weights]
+    weights_path = _download_first(request, tuple(name for _, name in names), request.revision)
+    family, name = next((f, n) for f, n in names if weights_path.as_posix().endswith("/" + n))
+    snapshot = weights_path
+    for _ in name.split("/"):
+        snapshot = snapshot.parent  # the snapshot root, named by its commit
+    commit = snapshot.name if _COMMIT_SHA.match(snapshot.name) else _commit_from_api(request)
+    return BackboneSource(
+        spec=request.spec,
+        kind=family.name,
+        repo_id=request.repo_id,
+        revision=commit,
+        local_dir=snapshot / request.subfolder if request.subfolder else snapshot,
+        config_path=None,
         weights_path=weights_path,
         weights_sha256=file_sha256(weights_path),
     )

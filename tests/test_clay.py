@@ -186,12 +186,12 @@ def test_backbone_feature_maps_are_the_authors_blocks(encoder: ClayEncoder, refe
         assert (feature - expected).abs().max().item() <= TOLERANCE
 
 
-def test_scene_conditions_apply_only_inside(encoder: ClayEncoder) -> None:
+def test_conditions_apply_only_inside(encoder: ClayEncoder) -> None:
     backbone = ClayBackbone(encoder, ("red", "green", "blue", "nir"), platform_named("naip"), Conditions(0.6)).eval()
     images = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = backbone(images)[-1]
-        with backbone.scene_conditions(Conditions(1.0, encode_time(datetime(2020, 5, 1, 12)), encode_location(40.0, -75.0))) as used:
+        with backbone.with_conditions(Conditions(1.0, encode_time(datetime(2020, 5, 1, 12)), encode_location(40.0, -75.0))) as used:
             inside = backbone(images)[-1]
         after = backbone(images)[-1]
     assert used.gsd_m == 1.0

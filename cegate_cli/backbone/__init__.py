@@ -1,5 +1,6 @@
-"""Backbones: the families cegate adapts (timm ViTs, Prithvi, Galileo, the embedded tiny), each in
-its own `*_family.py` module, registered by name; multi-level features through one block loop.
+"""Backbones: the families cegate adapts (timm ViTs, Prithvi, Galileo, Clay, the embedded tiny),
+each in its own `*_family.py` module, registered by name; multi-level features through one block
+loop.
 
     from cegate_cli.backbone import list_families, get_family, register_family
 """

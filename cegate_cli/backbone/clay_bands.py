@@ -94,6 +94,24 @@ def platform_named(name: str) -> ClayPlatform:
     raise InputError(f"Clay platform {name!r}: choose one of {', '.join(PLATFORM_NAMES)}")
 
 
+def known_band_names() -> tuple[str, ...]:
+    """Every band Clay has a wavelength for (canonical names, each once, in the platforms' order)."""
+    return tuple(dict.fromkeys(band.name for platform in PLATFORMS for band in platform.bands))
+
+
+def check_bands(bands: Sequence[str]) -> None:
+    """Refuse, in one line, bands Clay has no wavelength for (listing those it has), then band sets
+    no single platform holds (`choose_platform`)."""
+    unknown = [name for name in bands if not any(platform.band(name) for platform in PLATFORMS)]
+    if unknown:
+        raise InputError(
+            f"band(s) {', '.join(unknown)}: Clay has no wavelength for them; it knows {', '.join(known_band_names())} "
+            "(also by their Sentinel-2 codes B2-B8A, B11, B12 and Landsat codes SR_B2-SR_B7). "
+            "Leave them out with --bands"
+        )
+    choose_platform(bands)
+
+
 def choose_platform(bands: Sequence[str], gsd_m: float | None = None) -> ClayPlatform:
     """The platform that knows every band; among several, the one whose pixel size is nearest
     `gsd_m` (by ratio), then the first listed (Landsat surface reflectance before level 1)."""

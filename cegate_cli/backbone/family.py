@@ -9,7 +9,8 @@ and the modules it imports itself:
 - its Hub layout: short names (`aliases`), specs shipped in the package (`embedded_specs`), how
   its config.json is recognised (`config_match`) and which file holds its weights
   (`weights_file`, through the generic `RepoFiles` that hub.py provides for a Hub repo or a
-  local folder);
+  local folder), or, for a model published without a config.json, its weights' names
+  (`bare_weights`);
 - loading (`load`): the files of a resolved `BackboneSource` -> a `Pretrained` model, which then
   builds the backbone for a run's bands (`Pretrained.build`: band mapping included), settles the
   run's conditions from its training images (`Pretrained.fit_inputs`: pixel size, month, ...), and
@@ -164,6 +165,10 @@ class BackboneFamily:
     """The key of the family's section in run.json's backbone record, None: no section."""
     unmatched_band: ClassVar[str] = "mean"
     """What a run's band without a pretrained counterpart becomes, as `inspect` says it."""
+    bare_weights: ClassVar[tuple[str, ...]] = ()
+    """Weight files (paths inside the model's folder or repo, tried in order) that make a folder
+    this family's without a config.json, for authors who publish a checkpoint alone (Clay): hub.py
+    then resolves the spec by these files, and `load` gets a source whose `config_path` is None."""
 
     def embedded_source(self, spec: str) -> "BackboneSource":
         raise NotImplementedError(f"backbone family {self.name!r} ships no backbone")

@@ -3,8 +3,9 @@
 Every module of this package whose name ends in `_family` is imported the first time the registry
 is asked anything, and registers its family there; a family defined elsewhere (a plugin, a test)
 registers itself the same way once imported. Lookups the rest of cegate needs go through here:
-which family a spec names (embedded specs, aliases), which family a config.json describes, and
-the family a resolved source or a run folder records.
+which family a spec names (embedded specs, aliases), which family a config.json describes (or,
+without one, which family knows the folder's weights by name), and the family a resolved source
+or a run folder records.
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def find_alias(name: str) -> tuple[BackboneFamily, HubAlias] | None:
         if alias is not None:
             return family, alias
     return None
+
+
+def bare_weight_families() -> list[BackboneFamily]:
+    """The families whose model folders need no config.json (`BackboneFamily.bare_weights`)."""
+    return [family for family in _registered().values() if family.bare_weights]
 
 
 def known_specs() -> list[str]:

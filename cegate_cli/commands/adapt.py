@@ -30,7 +30,7 @@ from cegate_cli.train_config import SelfTrainConfig, TrainConfig
 
 _BACKBONE_HELP = (
     "Backbone: hf-hub:ORG/NAME or hf-hub:ORG/NAME/FOLDER for a model in a repo's folder (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
-    "prithvi-eo-2-300m|600m|tiny, galileo-nano (embedded)|tiny|base, tiny). "
+    "prithvi-eo-2-300m|600m|tiny, galileo-nano (embedded)|tiny|base, clay-v1, tiny). "
     "Not with --from."
 )
 

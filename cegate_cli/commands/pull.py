@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Argument(
                 help="Backbone: hf-hub:ORG/NAME[@REV], a local folder, or an alias "
-                "(galileo-nano|tiny|base, dinov2-small|base|large, prithvi-eo-2-300m|600m|tiny, tiny).",
+                "(galileo-nano|tiny|base, dinov2-small|base|large, prithvi-eo-2-300m|600m|tiny, clay-v1, tiny).",
                 show_default=False,
             ),
         ],
