@@ -11,10 +11,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from cegate_cli.commands.console import stdout
+from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.module_key import KINDS
+from cegate_cli.run.replaced import stopped_overwrite_note
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
 _PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
@@ -49,6 +50,9 @@ def register(app: typer.Typer) -> None:
             stdout.print_json(json.dumps(report))
         else:
             render_run(report)
+        stopped = stopped_overwrite_note(run)
+        if stopped is not None:
+            stderr.print(f"warning: {stopped}", markup=False)
 
 
 def _backbone_lines(info: dict[str, Any]) -> list[str]:

@@ -38,7 +38,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
-from cegate_cli.data.gdal import gdal_detail, quiet_open
+from cegate_cli.data.gdal import gdal_detail, network_defaults, network_hint, quiet_open
 from cegate_cli.documents import read_json
 from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
 
@@ -245,8 +245,10 @@ def _probe(item: StacItem, band: ItemBand) -> _Grid:
             return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
                          tuple(tuple(shape) for shape in ds.block_shapes))
     except (RasterioError, OSError) as exc:  # the errors data/raster.py's open_raster catches
-        hint = "check the URL and the connection" if band.href.startswith("/vsi") else "is it a complete GeoTIFF?"
-        raise DataError(f"{where}: cannot be read as a raster ({gdal_detail(exc)}); {hint}") from None
+        detail = gdal_detail(exc)
+        remote = band.href.startswith("/vsi")
+        hint = (network_hint(detail) or "check the URL and the connection") if remote else "is it a complete GeoTIFF?"
+        raise DataError(f"{where}: cannot be read as a raster ({detail}); {hint}") from None
 
 
 def item_vrt(item: StacItem) -> str:
@@ -330,13 +332,18 @@ def _check_one_grid(item: StacItem, target: _Grid, grids: dict[str, _Grid]) -> N
 
 _VRTS: dict[tuple[str, int, int], MemoryFile] = {}
 _VRTS_LOCK = threading.Lock()
+_FAILED: dict[tuple[str, int, int], DataError] = {}
+"""Items with remote assets that could not be opened, and why: asked again in the same process (predict
+opens every scene for its cost estimate, then again to map it), they fail at once instead of
+waiting for a silent server a second time. A changed item file is a new key."""
 
 
 def open_item(path: str | os.PathLike[str]) -> Any:
     """A rasterio dataset of the item's bands (a VRT kept in memory, built once per process).
 
     Rebuilt when the item file changes. The in-memory file survives a fork, so a child process
-    reading the same item finds it without opening the assets again.
+    reading the same item finds it without opening the assets again. Remote assets are read with
+    bounded waits (data/gdal.py's NETWORK_DEFAULTS).
     """
     path = Path(path)
     try:
@@ -351,7 +358,20 @@ def open_item(path: str | os.PathLike[str]) -> Any:
         if any(band.href.startswith("/vsicurl/") for band in item.bands):
             # Opening a remote file would otherwise list its "folder" over HTTP first.
             os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-        xml = item_vrt(item)
+        remote = any(band.href.startswith("/vsi") for band in item.bands)
+        if remote:
+            network_defaults()  # bounded waits and retries, unless the user set their own
+        with _VRTS_LOCK:
+            failed = _FAILED.get(key)
+        if failed is not None:
+            raise type(failed)(str(failed))
+        try:
+            xml = item_vrt(item)
+        except DataError as exc:
+            if remote:
+                with _VRTS_LOCK:
+                    _FAILED[key] = exc
+            raise
         digest = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
         memory = MemoryFile(xml.encode("utf-8"), dirname=f"cegate-stac-{digest}", filename=f"{_safe_name(item.id)}.vrt")
         with _VRTS_LOCK:

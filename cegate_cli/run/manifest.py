@@ -28,6 +28,7 @@ from cegate_cli.fisher import Selection
 from cegate_cli.module_key import ModuleKey, keys_from_json, keys_to_json
 from cegate_cli.record_fields import FieldTypeError
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
+from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.toolbox import ToolboxConfig
 from cegate_cli.train.config import TrainConfig
 
@@ -207,7 +208,9 @@ def read_manifest(run_dir: Path) -> RunManifest:
     sizes checked (they decide allocations), or one RunFolderError naming the file and the field."""
     path = Path(run_dir) / RUN_JSON
     if not os.path.lexists(path):
-        raise RunFolderError(f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
+        raise RunFolderError(
+            stopped_overwrite_note(run_dir) or f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`"
+        )
     try:
         data = read_json(path)
     except DocumentError as exc:
