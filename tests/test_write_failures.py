@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
+from cegate_cli.run import read_manifest
 from cegate_cli.train.state import read_state
 from run_folder_helpers import CLI_TRAIN, error_line
 
@@ -42,6 +43,9 @@ def test_disk_full_while_saving_the_state_keeps_the_previous_one(demo, tmp_path:
     assert str(run / "state") in line and "No space left on device" in line and "free disk space" in line
     assert read_state(run / "state")["step"] == 2
     assert not [p for p in run.rglob("*") if ".tmp-" in p.name]
+    assert read_manifest(run).status == "failed"  # not "training", which reads as still running
+    refused = CliRunner().invoke(app, ["predict", str(run), str(demo.target_dir / "images"), "-o", str(tmp_path / "maps")])
+    assert refused.exit_code == 2 and "status 'failed'" in error_line(refused.output)
 
 
 def test_a_failing_weights_write_is_one_line(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
