@@ -38,6 +38,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
+from cegate_cli.data.blocks import check_blocks
 from cegate_cli.data.gdal import gdal_detail, network_defaults, network_hint, quiet_open
 from cegate_cli.documents import read_json
 from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
@@ -242,6 +243,7 @@ def _probe(item: StacItem, band: ItemBand) -> _Grid:
         raise DataFileNotFoundError(f"{where}: no such file; fix the href or put the file there")
     try:
         with quiet_open(band.href) as ds:
+            check_blocks(ds, where)
             return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
                          tuple(tuple(shape) for shape in ds.block_shapes))
     except (RasterioError, OSError) as exc:  # the errors data/raster.py's open_raster catches
