@@ -88,7 +88,8 @@ def fit_and_record(
             except KeyboardInterrupt as exc:
                 # Nothing of the new run to resume: the earlier run an --overwrite set aside goes back.
                 failed = trainer.saved_step is None and (run_dir / REPLACED_DIR).is_dir()
-                mark_stopped(run_dir, "interrupted")
+                if not resume or trainer.saved_step is not None:  # else: a resume stopped before it loaded
+                    mark_stopped(run_dir, "interrupted")
                 replacing = (run_dir / REPLACED_DIR).is_dir()
                 raise TrainingInterrupted(_interrupted_message(trainer, out, replacing=replacing, resumed=resume)) from exc
             record_outcome(run_dir, fitting, outcome, started)
@@ -98,7 +99,8 @@ def fit_and_record(
             raise
         except BaseException:
             failed = True
-            mark_stopped(run_dir, "failed")
+            if not resume or trainer.saved_step is not None:
+                mark_stopped(run_dir, "failed")
             raise
         finally:
             try:

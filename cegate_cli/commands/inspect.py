@@ -15,7 +15,6 @@ from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.module_key import KINDS
-from cegate_cli.run.replaced import stopped_overwrite_note
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
 _PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
@@ -34,6 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show which modules a run selected, in which layers, and why; or a backbone's candidate modules."""
         from cegate_cli.report import backbone_report, run_report
+        from cegate_cli.run.replaced import stopped_overwrite_note
 
         if (run is None) == (backbone is None):
             raise InputError("give either a run folder or --backbone SPEC")

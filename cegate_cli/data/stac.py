@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import numpy as np
 from rasterio.errors import RasterioError
@@ -44,6 +44,8 @@ from cegate_cli.documents import read_json
 from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
 
 ITEM_SUFFIX = ".json"
+VSICURL_PREFIX = "/vsicurl?empty_dir=yes&url="
+"""How an http(s) href is opened (see `gdal_path`)."""
 SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
 """Assets with only these roles are never read: previews, not measurements."""
 _NOT_RASTER_TYPES = ("application/json", "application/xml", "text/", "application/geo+json", "image/png", "image/jpeg")
@@ -60,7 +62,12 @@ class ItemBand:
     name: str
     asset: str
     href: str
-    """The path GDAL opens: a local path, or /vsicurl/ (/vsis3/) for a remote href."""
+    """The path GDAL opens: a local path, or /vsicurl?...&url= (/vsis3/) for a remote href."""
+
+    @property
+    def shown(self) -> str:
+        """The href as the user wrote it (the URL, not GDAL's /vsicurl? form), for messages."""
+        return shown_href(self.href)
     band: int
     """1-based band of the asset file."""
     nodata: float | None
@@ -200,6 +207,11 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def shown_href(path: str) -> str:
+    """An asset path as the user gave it: the URL of a /vsicurl?...&url= path, else the path."""
+    return unquote(path[len(VSICURL_PREFIX):]) if path.startswith(VSICURL_PREFIX) else path
+
+
 def gdal_path(href: str, item_path: Path) -> str:
     """Where GDAL finds an asset: relative hrefs against the item file, URLs through /vsi*/."""
     if href.startswith("/vsi"):
@@ -207,7 +219,10 @@ def gdal_path(href: str, item_path: Path) -> str:
     parsed = urlparse(href)
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
-        return f"/vsicurl/{href}"
+        # empty_dir: GDAL neither lists the URL's "folder" nor asks for sidecar files (.aux.xml,
+        # .msk, .ovr) one request each; set for this URL alone, so local files read in the same
+        # process still find their sidecars (a global GDAL_DISABLE_READDIR_ON_OPEN hid them).
+        return f"{VSICURL_PREFIX}{quote(href, safe='')}"
     if scheme == "s3":
         return f"/vsis3/{parsed.netloc}{parsed.path}"
     if scheme == "file":
@@ -238,7 +253,7 @@ class _Grid:
 
 def _probe(item: StacItem, band: ItemBand) -> _Grid:
     """The grid of one asset file (opened once, closed again)."""
-    where = f"{item.path}: asset {band.asset!r} ({band.href})"
+    where = f"{item.path}: asset {band.asset!r} ({band.shown})"
     if not band.href.startswith("/vsi") and not os.path.isfile(band.href):
         raise DataFileNotFoundError(f"{where}: no such file; fix the href or put the file there")
     try:
@@ -357,9 +372,6 @@ def open_item(path: str | os.PathLike[str]) -> Any:
         memory = _VRTS.get(key)
     if memory is None:
         item = read_item(path)
-        if any(band.href.startswith("/vsicurl/") for band in item.bands):
-            # Opening a remote file would otherwise list its "folder" over HTTP first.
-            os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
         remote = any(band.href.startswith("/vsi") for band in item.bands)
         if remote:
             network_defaults()  # bounded waits and retries, unless the user set their own
