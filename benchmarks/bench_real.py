@@ -114,6 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also train the head with each single module, then the oracle's set (the top single-module "
                              "gains, as many as --select gives): the selection study's upper bound (slow: one run per module); "
                              "in-domain settings only (naip)")
+    parser.add_argument("--kinds", default=None, help="toolbox kinds of the cegate rows, a comma list (default: the default toolbox)")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--device", default="cpu", help="training and prediction device (cpu, cuda, auto)")
@@ -451,8 +452,10 @@ def self_training_config(args: argparse.Namespace) -> SelfTrainConfig:
                            target_norm=args.target_norm, guard=args.guard, source_batch=args.source_batch)
 
 
-def toolbox_config(rule: str) -> ToolboxConfig:
-    return ToolboxConfig(earth_init="kaiming") if rule == "fisher-kaiming" else ToolboxConfig()
+def toolbox_config(rule: str, kinds: str | None = None) -> ToolboxConfig:
+    """The toolbox of a cegate row: the default kinds, or `--kinds` (a comma list, e.g. "lora,prompt")."""
+    chosen = tuple(kinds.split(",")) if kinds else None
+    return ToolboxConfig(kinds=chosen, earth_init="kaiming") if rule == "fisher-kaiming" else ToolboxConfig(kinds=chosen)
 
 
 def run_folder(work: Path, setting: str, seed: int, run: CegateRun) -> Path:
@@ -516,7 +519,7 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     started = time.perf_counter()
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
-        train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)), toolbox=toolbox_config(run.rule), only_modules=run.modules or None,
+        train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)), toolbox=toolbox_config(run.rule, args.kinds), only_modules=run.modules or None,
         target=domains.target if run.mode == "self-training" else None,
         overwrite=True, self_training=self_training_config(args),
         galileo=GalileoOptions(patch_size=args.patch_size),

@@ -23,16 +23,20 @@ from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
     MetricsRecord,
+    REPLACED_DIR,
+    RUN_JSON,
     RunManifest,
     TimingRecord,
     parameter_summary,
     prepare_run_dir,
+    read_manifest,
     release_run_dir,
     save_weights,
     settle_replaced_run,
     write_manifest,
     write_run_config,
 )
+from cegate_cli.run.folder import replaced_run_note
 from cegate_cli.train.selftrain import SelfTrainer
 from cegate_cli.train.supervised import SupervisedTrainer, TrainOutcome
 
@@ -70,7 +74,10 @@ def fit_and_record(
             closing.callback(sampler.close)
         run_dir = Path(out)
         trainer = fitting.trainer
+        note = replaced_run_note(run_dir, overwrite=overwrite, resume=resume) if distributed.is_main() else None
         distributed.on_main(prepare_run_dir, run_dir, overwrite=overwrite, resume=resume)
+        if note is not None:
+            trainer.reporter.message(note)
         completed = failed = False
         try:
             if not resume:  # a resume keeps the interrupted run's record until it has a newer one
@@ -80,7 +87,12 @@ def fit_and_record(
             try:
                 outcome = trainer.fit(resume=resume, stop_after=stop_after)
             except KeyboardInterrupt as exc:
-                raise TrainingInterrupted(_interrupted_message(trainer, out)) from exc
+                # Nothing of the new run to resume: the earlier run an --overwrite set aside goes back.
+                failed = trainer.saved_step is None and (run_dir / REPLACED_DIR).is_dir()
+                if not resume or trainer.saved_step is not None:  # else: a resume stopped before it loaded
+                    mark_stopped(run_dir, "interrupted")
+                replacing = (run_dir / REPLACED_DIR).is_dir()
+                raise TrainingInterrupted(_interrupted_message(trainer, out, replacing=replacing, resumed=resume)) from exc
             record_outcome(run_dir, fitting, outcome, started)
             completed = outcome.completed
             return outcome
@@ -88,6 +100,8 @@ def fit_and_record(
             raise
         except BaseException:
             failed = True
+            if not resume or trainer.saved_step is not None:
+                mark_stopped(run_dir, "failed")
             raise
         finally:
             try:
@@ -97,18 +111,45 @@ def fit_and_record(
                 release_run_dir(run_dir)  # a no-op on ranks other than 0, which never held it
 
 
-def _interrupted_message(trainer: SupervisedTrainer, out: Path) -> str:
-    """Where Ctrl-C stopped training and what the user types next."""
+def _interrupted_message(trainer: SupervisedTrainer, out: Path, *, replacing: bool = False, resumed: bool = False) -> str:
+    """Where Ctrl-C stopped training and what the user types next. `replacing`: the run of an
+    --overwrite (first started or `resumed`), whose earlier run is set aside until this one
+    completes (run/replaced.py)."""
     stopped = f"stopped at step {trainer.progress.step} of {trainer.total_steps}"
     if trainer.saved_step is None:
+        if replacing:
+            return (
+                f"Interrupted: {out}: {stopped}, before the first resume state was written; the earlier run "
+                "is back in place; run the same command again to replace it"
+            )
         return (
             f"Interrupted: {out}: {stopped}, before the first resume state was written; "
             "run the same command with --overwrite to start again"
+        )
+    if replacing:
+        again = "again" if resumed else "with --resume in place of --overwrite"
+        return (
+            f"Interrupted: {out}: {stopped}; the resume state holds step {trainer.saved_step}: run the same command {again} "
+            f"to continue from there; the earlier run stays in {out / REPLACED_DIR} until then "
+            f"(`cegate restore {out}` puts it back instead)"
         )
     return (
         f"Interrupted: {out}: {stopped}; the resume state holds step {trainer.saved_step}: "
         "run the same command with --resume to continue from there"
     )
+
+
+def mark_stopped(run_dir: Path, status: str) -> None:
+    """Record in run.json that the run stopped ("interrupted", "failed") instead of leaving it at
+    "training", which reads as still running. Best effort: on a full disk this write fails too,
+    and the error that stopped the run is the one the user needs."""
+    if not distributed.is_main() or not (run_dir / RUN_JSON).is_file():
+        return
+    with contextlib.suppress(Exception):
+        manifest = read_manifest(run_dir)
+        if manifest.status == "training":
+            manifest.status = status
+            write_manifest(run_dir, manifest)
 
 
 def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, started: float) -> None:

@@ -131,6 +131,22 @@ def writing(path: str | os.PathLike[str], what: str, then: str | None = None) ->
         raise RunFolderError(f"{path}: cannot {what} ({_reason(exc)}); {remedy}") from exc
 
 
+def os_error_words(exc: BaseException) -> str | None:
+    """An OSError as one line without Python's "[Errno 28]": the file, the system's reason and, for
+    a full, read-only or forbidden place, the fix. None for anything that is not a plain OSError
+    (cegate's own errors already speak for themselves)."""
+    if not isinstance(exc, OSError) or isinstance(exc, CegateError) or not exc.strerror:
+        return None
+    name = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write{name} ({exc.strerror}); free disk space or choose another output folder"
+    if exc.errno == errno.EROFS:
+        return f"cannot write{name} ({exc.strerror}); choose an output folder on a writable disk"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{exc.filename or 'a file'}: {exc.strerror}; check its permissions, or choose another output folder"
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror

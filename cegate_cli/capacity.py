@@ -1,8 +1,11 @@
-"""How much one forward pass may hold: the one rule bounding crop, tile and batch sizes.
+"""How much one forward pass may hold: the one rule bounding crop, tile and batch sizes; and the
+bounds on what an input raster may ask of memory (its blocks) and of time (a scene's pixels).
 
 A side and a batch count multiply into memory before the model runs, so training (`TrainConfig`)
 and mapping (`MapOptions`) check their sizes here, before anything is read or written; the
-message says what the limit means in memory and what this machine has.
+message says what the limit means in memory and what this machine has. Input rasters are held
+to MAX_BLOCK_BYTES where they are opened (data/blocks.py) and scenes to MAX_SCENE_PIXELS before
+`predict` starts (scene_cost.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ MAX_BATCH = 1024
 MAX_PASS_PIXELS = 1 << 26
 """Pixels of one pass, side x side x batch; the model's activations are many times the input."""
 BYTES_PER_VALUE = 4
+MAX_BLOCK_BYTES = 1 << 28
+"""Bytes of one block (strip or tile) of an input raster, uncompressed. GDAL inflates the whole
+block for any window that touches it, so a file stored as one compressed strip (20000 x 20000 x
+4 at 16 bits: 3.2 GB inflated from 3 MB on disk) costs its whole image in memory at every read."""
+MAX_SCENE_PIXELS = 1 << 32
+"""Pixels of one scene `predict` maps (65,536 x 65,536): beyond it the mask alone is over 4 GiB
+and a CPU maps it for days; such a scene is cut into parts first (gdal_retile.py, gdal_translate -srcwin)."""
 
 
 def check_pass(*, side: int, side_flag: str, batch: int, batch_flag: str, unit: str) -> None:
@@ -45,6 +55,11 @@ def machine_memory() -> str:
     except (AttributeError, ValueError, OSError):
         return "this machine's memory is unknown"
     return f"this machine has {_gib(total)} of memory"
+
+
+def size_words(count: int) -> str:
+    """A byte count as a user reads it: "3.0 GiB", "288 MiB"."""
+    return _gib(count)
 
 
 def _gib(count: int) -> str:

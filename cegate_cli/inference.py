@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from cegate_cli import distributed
+from cegate_cli import distributed, scene_cost
 from cegate_cli.bands import match_bands
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import read_scene_info
@@ -36,6 +36,7 @@ from cegate_cli.run import LoadedRun, load_run, read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
 from cegate_cli.predict.outputs import switched_outputs
 from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
+from cegate_cli.predict.tiling import plan_tiles
 
 T = TypeVar("T")
 
@@ -79,10 +80,12 @@ def predict_run(
     check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
     check_unique_stems(sources)  # over all scenes: two processes must never write the same file
+    sizes = scene_cost.survey(sources)  # a scene too large to map is refused before the run loads
     if loaded is None:
         with phase(progress, f"loading the run {run_dir}"), _stopped_before_mapping(out_dir):
             loaded = load_for_inference(run_dir, options)
     share = distributed.shard(sources)
+    progress = scene_cost.announce([s for s in sizes if s.source in share], _tile_counter(loaded, options), options.tile, progress)
     local = _map_scenes(loaded, share, Path(out_dir), options, vectors, overwrite, progress)
     summary = BatchSummary(_in_input_order(distributed.gather_objects(local.outcomes)))
     distributed.rank_log("summary", done=len(summary.done), skipped=len(summary.skipped), failed=len(summary.failed))
@@ -116,6 +119,12 @@ def _map_scenes(
     for outcome in summary.outcomes:
         distributed.rank_log("mapped", source=outcome.source, status=outcome.status, outputs=outcome.outputs.all())
     return summary
+
+
+def _tile_counter(loaded: LoadedRun, options: MapOptions) -> Callable[[scene_cost.SceneSize], int]:
+    """How many tiles predict runs on a scene of a given size (the plan predict_scene follows)."""
+    patch = loaded.model.backbone.patch_size
+    return lambda size: len(plan_tiles(size.height, size.width, tile=options.tile, overlap=options.overlap, multiple_of=patch))
 
 
 def scene_conditions(backbone: Any) -> Callable[[Path], AbstractContextManager[object]] | None:

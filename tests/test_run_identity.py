@@ -3,6 +3,7 @@ lacks a selected module, or a damaged one is refused by `predict` and `evaluate`
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,22 @@ def test_predict_names_a_damaged_adapter_file(demo, runs, tmp_path: Path, damage
     assert result.exit_code == 2, result.output
     line = error_line(result.output)
     assert str(path) in line and "damaged" in line
+
+
+@pytest.mark.parametrize("edit", ["one class more", "another decoder"])
+def test_a_run_json_edited_after_training_is_one_line_naming_the_difference(demo, runs, tmp_path: Path, edit: str) -> None:
+    """torch lists every mismatched tensor on a line of its own; the user gets the first and a count."""
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    record = json.loads((run / "run.json").read_text())
+    if edit == "one class more":
+        record["classes"]["classes"].append({"id": len(record["classes"]["classes"]), "name": "extra", "color": [1, 2, 3]})
+        expected = "classifier.bias is 4 in the weights, run.json's model needs 5, and 3 more difference(s)"
+    else:
+        record["training"]["decoder"] = "linear"
+        expected = "saved weight(s) have no place in run.json's model"
+    (run / "run.json").write_text(json.dumps(record))
+    result = _predict(run, demo, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert str(run) in line and expected in line and "was run.json edited" in line, line

@@ -111,11 +111,24 @@ def test_stac_1_1_bands_field_and_remote_hrefs_through_vsicurl(data, tmp_path: P
             stack, tmp_path / "remote.json", "remote", stac11=True, asset_folder=served,
             href_of=lambda path: f"{base}/{path.name}",
         )
-        assert all(band.href.startswith("/vsicurl/http://127.0.0.1") for band in read_item(item).bands)
+        bands = read_item(item).bands
+        assert all(band.href.startswith("/vsicurl?empty_dir=yes&url=http%3A%2F%2F127.0.0.1") for band in bands)
+        assert all(band.shown.startswith(f"{base}/") for band in bands)
         with rasterio.open(stack) as expected, open_raster(item) as got:
             assert got.descriptions == expected.descriptions
             window = rasterio.windows.Window(3, 4, 30, 25)
             assert np.array_equal(got.read(window=window), expected.read(window=window))
+    # A local file read after the remote item still has its sidecar mask (.msk): GDAL was told to
+    # skip sidecars for the remote URLs alone, not for every file of the process.
+    local = tmp_path / "local.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False):
+        with rasterio.open(local, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32633",
+                           transform=from_origin(500000, 5000000, 1, 1)) as dst:
+            dst.write(np.ones((1, 8, 8), np.uint8))
+            dst.write_mask(np.pad(np.full((8, 4), 255, np.uint8), ((0, 0), (0, 4))))
+    assert (tmp_path / "local.tif.msk").is_file()
+    with open_raster(local) as dataset:
+        assert int((dataset.dataset_mask() == 0).sum()) == 32
 
 
 def _single_band(path: Path, values: np.ndarray, pixel: float, *, crs: str = "EPSG:32633", origin=(500000.0, 5000000.0)) -> None:

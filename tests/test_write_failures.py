@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
+from cegate_cli.run import read_manifest
 from cegate_cli.run.state import read_state
 from run_folder_helpers import CLI_TRAIN, error_line
 
@@ -40,8 +41,12 @@ def test_disk_full_while_saving_the_state_keeps_the_previous_one(demo, tmp_path:
     assert result.exit_code == 2, result.output
     line = error_line(result.output.splitlines()[-1])
     assert str(run / "state") in line and "No space left on device" in line and "free disk space" in line
+    assert "[Errno" not in line
     assert read_state(run / "state")["step"] == 2
     assert not [p for p in run.rglob("*") if ".tmp-" in p.name]
+    assert read_manifest(run).status == "failed"  # not "training", which reads as still running
+    refused = CliRunner().invoke(app, ["predict", str(run), str(demo.target_dir / "images"), "-o", str(tmp_path / "maps")])
+    assert refused.exit_code == 2 and "status 'failed'" in error_line(refused.output)
 
 
 def test_a_failing_weights_write_is_one_line(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,3 +62,28 @@ def test_a_failing_weights_write_is_one_line(demo, tmp_path: Path, monkeypatch: 
     line = error_line(result.output.splitlines()[-1])
     assert "adapter" in line and "unexpected pos" in line and "free disk space" in line
     assert read_state(run / "state")["step"] == 4  # the finished training can still be saved: --resume
+
+
+@pytest.mark.parametrize(("code", "fix"), [(errno.ENOSPC, "free disk space"), (errno.EROFS, "on a writable disk")])
+def test_predict_on_a_full_or_read_only_disk_is_one_line_without_errno(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     code: int, fix: str) -> None:
+    import cegate_cli.atomic as atomic_module
+    from cegate_cli.adapt import adapt
+    from run_folder_helpers import small_options
+
+    run = adapt(small_options(demo, tmp_path / "run")).run_dir
+    out = tmp_path / "maps"
+    real = os.replace
+
+    def refuses(source, target, *args, **kwargs):  # the output disk only; everything else as usual
+        if str(target).startswith(str(out)):
+            raise OSError(code, os.strerror(code), str(target))
+        return real(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(atomic_module.os, "replace", refuses)
+    scene = sorted((demo.target_dir / "images").glob("*.tif"))[0]
+    result = CliRunner().invoke(app, ["predict", str(run), str(scene), "-o", str(out), "--vector", "none"])
+    assert result.exit_code == 1, result.output  # a failed scene, as for any scene that fails
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "[Errno" not in result.output, result.output
+    assert str(scene) in errors[0] and f"cannot write {out}" in errors[0] and os.strerror(code) in errors[0] and fix in errors[0]

@@ -9,7 +9,7 @@ import importlib
 
 import typer
 
-COMMAND_MODULES = ("pull", "adapt", "predict", "evaluate", "inspect", "report", "demo")
+COMMAND_MODULES = ("pull", "adapt", "predict", "evaluate", "inspect", "report", "restore", "demo")
 
 
 def register_commands(app: typer.Typer) -> None:

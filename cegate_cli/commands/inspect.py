@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cegate_cli.backbone.registry import get_family
-from cegate_cli.commands.console import stdout
+from cegate_cli.commands.console import stderr, stdout
 from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, offline_flag
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.kinds import kind_names
@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show which modules a run selected, in which layers, and why; or a backbone's candidate modules."""
         from cegate_cli.report import backbone_report, run_report
+        from cegate_cli.run.replaced import stopped_overwrite_note
 
         if (run is None) == (backbone is None):
             raise InputError("give either a run folder or --backbone SPEC")
@@ -45,6 +46,9 @@ def register(app: typer.Typer) -> None:
             stdout.print_json(json.dumps(report))
         else:
             render_run(report)
+        stopped = stopped_overwrite_note(run)
+        if stopped is not None:
+            stderr.print(f"warning: {stopped}", markup=False)
 
 
 def _backbone_lines(info: dict[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.windows import Window
 
 from cegate_cli.data import stac
+from cegate_cli.data.blocks import check_blocks
 from cegate_cli.data.gdal import gdal_detail, quiet_open
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError
 
@@ -122,6 +123,8 @@ def open_raster(path: Path) -> Any:
         raise DataError(f"{path}: cannot be read as a raster ({gdal_detail(exc)}); is it a complete GeoTIFF?") from exc
     try:
         check_geotiff(ds, path)
+        if ds.driver != "VRT":  # a STAC item's VRT: its asset files were checked (data/stac.py)
+            check_blocks(ds, path)
     except DataError:
         ds.close()
         raise

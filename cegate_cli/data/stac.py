@@ -31,18 +31,21 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import numpy as np
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
 from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
-from cegate_cli.data.gdal import gdal_detail, quiet_open
+from cegate_cli.data.blocks import check_blocks
+from cegate_cli.data.gdal import gdal_detail, network_defaults, network_hint, quiet_open
 from cegate_cli.documents import read_json
 from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
 
 ITEM_SUFFIX = ".json"
+VSICURL_PREFIX = "/vsicurl?empty_dir=yes&url="
+"""How an http(s) href is opened (see `gdal_path`)."""
 SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
 """Assets with only these roles are never read: previews, not measurements."""
 _NOT_RASTER_TYPES = ("application/json", "application/xml", "text/", "application/geo+json", "image/png", "image/jpeg")
@@ -59,7 +62,12 @@ class ItemBand:
     name: str
     asset: str
     href: str
-    """The path GDAL opens: a local path, or /vsicurl/ (/vsis3/) for a remote href."""
+    """The path GDAL opens: a local path, or /vsicurl?...&url= (/vsis3/) for a remote href."""
+
+    @property
+    def shown(self) -> str:
+        """The href as the user wrote it (the URL, not GDAL's /vsicurl? form), for messages."""
+        return shown_href(self.href)
     band: int
     """1-based band of the asset file."""
     nodata: float | None
@@ -199,6 +207,11 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def shown_href(path: str) -> str:
+    """An asset path as the user gave it: the URL of a /vsicurl?...&url= path, else the path."""
+    return unquote(path[len(VSICURL_PREFIX):]) if path.startswith(VSICURL_PREFIX) else path
+
+
 def gdal_path(href: str, item_path: Path) -> str:
     """Where GDAL finds an asset: relative hrefs against the item file, URLs through /vsi*/."""
     if href.startswith("/vsi"):
@@ -206,7 +219,10 @@ def gdal_path(href: str, item_path: Path) -> str:
     parsed = urlparse(href)
     scheme = parsed.scheme.lower()
     if scheme in ("http", "https"):
-        return f"/vsicurl/{href}"
+        # empty_dir: GDAL neither lists the URL's "folder" nor asks for sidecar files (.aux.xml,
+        # .msk, .ovr) one request each; set for this URL alone, so local files read in the same
+        # process still find their sidecars (a global GDAL_DISABLE_READDIR_ON_OPEN hid them).
+        return f"{VSICURL_PREFIX}{quote(href, safe='')}"
     if scheme == "s3":
         return f"/vsis3/{parsed.netloc}{parsed.path}"
     if scheme == "file":
@@ -237,16 +253,19 @@ class _Grid:
 
 def _probe(item: StacItem, band: ItemBand) -> _Grid:
     """The grid of one asset file (opened once, closed again)."""
-    where = f"{item.path}: asset {band.asset!r} ({band.href})"
+    where = f"{item.path}: asset {band.asset!r} ({band.shown})"
     if not band.href.startswith("/vsi") and not os.path.isfile(band.href):
         raise DataFileNotFoundError(f"{where}: no such file; fix the href or put the file there")
     try:
         with quiet_open(band.href) as ds:
+            check_blocks(ds, where)
             return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
                          tuple(tuple(shape) for shape in ds.block_shapes))
     except (RasterioError, OSError) as exc:  # the errors data/raster.py's open_raster catches
-        hint = "check the URL and the connection" if band.href.startswith("/vsi") else "is it a complete GeoTIFF?"
-        raise DataError(f"{where}: cannot be read as a raster ({gdal_detail(exc)}); {hint}") from None
+        detail = gdal_detail(exc)
+        remote = band.href.startswith("/vsi")
+        hint = (network_hint(detail) or "check the URL and the connection") if remote else "is it a complete GeoTIFF?"
+        raise DataError(f"{where}: cannot be read as a raster ({detail}); {hint}") from None
 
 
 def item_vrt(item: StacItem) -> str:
@@ -330,13 +349,18 @@ def _check_one_grid(item: StacItem, target: _Grid, grids: dict[str, _Grid]) -> N
 
 _VRTS: dict[tuple[str, int, int], MemoryFile] = {}
 _VRTS_LOCK = threading.Lock()
+_FAILED: dict[tuple[str, int, int], DataError] = {}
+"""Items with remote assets that could not be opened, and why: asked again in the same process (predict
+opens every scene for its cost estimate, then again to map it), they fail at once instead of
+waiting for a silent server a second time. A changed item file is a new key."""
 
 
 def open_item(path: str | os.PathLike[str]) -> Any:
     """A rasterio dataset of the item's bands (a VRT kept in memory, built once per process).
 
     Rebuilt when the item file changes. The in-memory file survives a fork, so a child process
-    reading the same item finds it without opening the assets again.
+    reading the same item finds it without opening the assets again. Remote assets are read with
+    bounded waits (data/gdal.py's NETWORK_DEFAULTS).
     """
     path = Path(path)
     try:
@@ -348,10 +372,20 @@ def open_item(path: str | os.PathLike[str]) -> Any:
         memory = _VRTS.get(key)
     if memory is None:
         item = read_item(path)
-        if any(band.href.startswith("/vsicurl/") for band in item.bands):
-            # Opening a remote file would otherwise list its "folder" over HTTP first.
-            os.environ.setdefault("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-        xml = item_vrt(item)
+        remote = any(band.href.startswith("/vsi") for band in item.bands)
+        if remote:
+            network_defaults()  # bounded waits and retries, unless the user set their own
+        with _VRTS_LOCK:
+            failed = _FAILED.get(key)
+        if failed is not None:
+            raise type(failed)(str(failed))
+        try:
+            xml = item_vrt(item)
+        except DataError as exc:
+            if remote:
+                with _VRTS_LOCK:
+                    _FAILED[key] = exc
+            raise
         digest = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
         memory = MemoryFile(xml.encode("utf-8"), dirname=f"cegate-stac-{digest}", filename=f"{_safe_name(item.id)}.vrt")
         with _VRTS_LOCK:

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from rasterio.errors import RasterioError
 
-from cegate_cli.atomic import sweep_stale_temporaries
+from cegate_cli.atomic import os_error_words, sweep_stale_temporaries
 from cegate_cli.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.raster import not_a_file_reason, open_raster
@@ -367,5 +367,5 @@ def check_unique_stems(sources: Sequence[Path]) -> None:
 
 
 def _message(source: Path, exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = os_error_words(exc) or str(exc) or type(exc).__name__
     return text if str(source) in text or source.name in text else f"{source}: {text}"

@@ -14,6 +14,7 @@ from cegate_cli import runlock
 from cegate_cli.atomic import writing
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.run.layout import REPLACED_DIR, RUN_FILES, RUN_JSON, STATE_DIR
+from cegate_cli.run.replaced import move_aside, put_back, set_aside, stopped_overwrite_note, undo_partial
 from cegate_cli.run.state import has_state, refuse_legacy
 
 
@@ -24,19 +25,37 @@ def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} is a file, not a folder; choose another -o/--out for the run folder")
     runlock.probe(out)
+    stopped = stopped_overwrite_note(out)
     if resume:
         refuse_legacy(out / STATE_DIR)
         if not has_state(out / STATE_DIR):
-            raise RunFolderError(f"{out}: no resume state ({STATE_DIR}/); start the run without --resume")
+            raise RunFolderError(stopped or f"{out}: no resume state ({STATE_DIR}/); start the run without --resume")
         return
     if _holds_files(out):
         if not overwrite:
             raise OutputExistsError(
-                f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue "
+                stopped or f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue "
                 "an interrupted run, or --overwrite to replace it"
             )
-        if not ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
+        if not (_holds_run(out) or set_aside(out) is not None):
             raise OutputExistsError(f"{out} is not empty and is not a cegate run folder; refusing to write into it")
+
+
+def _holds_run(out: Path) -> bool:
+    return (out / RUN_JSON).exists() or (out / STATE_DIR).exists()
+
+
+def replaced_run_note(out: Path, *, overwrite: bool, resume: bool) -> str | None:
+    """What `adapt` says as it starts in a folder where an earlier `--overwrite` stopped: where the
+    earlier run is kept while this run goes on (None when nothing is set aside)."""
+    held = set_aside(out)
+    if held is None or held.partial or held.new_status == "complete" or not (overwrite or resume):
+        return None
+    what = "continues the stopped run" if resume else "replaces the stopped run"
+    return (
+        f"warning: this run {what}; the earlier run stays in {held.folder} until it completes "
+        f"(after a Ctrl-C, `cegate restore {out}` puts the earlier run back)"
+    )
 
 
 def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
@@ -54,14 +73,9 @@ def prepare_run_dir(out: Path, *, overwrite: bool, resume: bool) -> Path:
     runlock.hold(out)
     try:
         check_run_dir(out, overwrite=overwrite, resume=resume)  # again, now that nobody else can change it
-        if not resume and ((out / RUN_JSON).exists() or (out / STATE_DIR).exists()):
-            with writing(out, "set the old run aside"):
-                aside = out / REPLACED_DIR
-                shutil.rmtree(aside, ignore_errors=True)  # left by a run that was killed: it had replaced it
-                aside.mkdir()
-                for name in RUN_FILES:
-                    if (out / name).exists():
-                        (out / name).replace(aside / name)
+        undo_partial(out)  # a set-aside cut short by a kill: every file is the earlier run's
+        if not resume and _holds_run(out):
+            move_aside(out)
     except BaseException:
         runlock.release(out)
         raise
@@ -82,16 +96,7 @@ def settle_replaced_run(out: Path, *, completed: bool, failed: bool) -> bool:
         return False
     if not failed:
         return False
-    with writing(out, "put the old run back"):
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        for entry in aside.iterdir():
-            entry.replace(out / entry.name)
-        aside.rmdir()
+    put_back(out)
     return True
 
 

@@ -14,6 +14,7 @@ from cegate_cli.errors import RunFolderError
 from cegate_cli.hub import BackboneSource, resolve_backbone
 from cegate_cli.model import SegmentationModel, build_model
 from cegate_cli.run.manifest import RunManifest, read_manifest
+from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.run.weights import restore_weights
 from cegate_cli.toolbox import Toolbox
 
@@ -65,7 +66,9 @@ def load_run(
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
-        raise RunFolderError(f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume")
+        raise RunFolderError(
+            stopped_overwrite_note(run_dir) or f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume"
+        )
     source = source_for_run(manifest, offline=offline, token=token)
     pretrained = family_of(source).load(source)
     built = build_model(

@@ -36,6 +36,7 @@ from cegate_cli.run.sections import (
     ParameterRecord,
     TimingRecord,
 )
+from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.toolbox import ToolboxConfig
 from cegate_cli.train_config import TrainConfig
 
@@ -204,7 +205,9 @@ def read_manifest(run_dir: Path) -> RunManifest:
     sizes checked (they decide allocations), or one RunFolderError naming the file and the field."""
     path = Path(run_dir) / RUN_JSON
     if not os.path.lexists(path):
-        raise RunFolderError(f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
+        raise RunFolderError(
+            stopped_overwrite_note(run_dir) or f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`"
+        )
     try:
         data = read_json(path)
     except DocumentError as exc:

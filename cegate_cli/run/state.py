@@ -169,6 +169,8 @@ def _fsync(path: Path) -> None:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # not Python's "[Errno 28] ...: 'path'"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 

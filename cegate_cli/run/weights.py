@@ -35,6 +35,7 @@ from cegate_cli.errors import RunFolderError
 from cegate_cli.predict.map_options import WEIGHTS
 from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
+from cegate_cli.run.misfit import describe_misfit
 from cegate_cli.run.sections import ParameterRecord
 from cegate_cli.toolbox.attach import Toolbox
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # the model pulls in every backbone family: reading run.json 
     from cegate_cli.model import SegmentationModel
     from cegate_cli.run.manifest import RunManifest
 
+MISFIT_FIX = "was run.json edited, or are the weights another run's? Put the run's own files back, or train again with `cegate adapt`"
 DECODER_PREFIX = "decoder."
 BACKBONE_PREFIX = "backbone."
 
@@ -155,6 +157,9 @@ def apply_run_tensors(model: SegmentationModel, toolbox: Toolbox, tensors: dict[
 
 
 def _apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: dict[str, torch.Tensor], where: Path) -> None:
+    misfit = describe_misfit("decoder", model.decoder.state_dict(), _strip(state, DECODER_PREFIX))
+    if misfit is not None:
+        raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({misfit}); {MISFIT_FIX}")
     try:
         model.backbone.load_band_embedding_state(state)
         model.decoder.load_state_dict(_strip(state, DECODER_PREFIX))
@@ -169,7 +174,8 @@ def _apply_trained_weights(model: SegmentationModel, toolbox: Toolbox, state: di
                 for name, tensor in backbone_state.items():
                     params[name].copy_(tensor)
     except (KeyError, RuntimeError, ValueError) as exc:
-        raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({exc})") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFolderError(f"{where}: the trained weights do not fit the model described in run.json ({reason}); {MISFIT_FIX}") from exc
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
