@@ -81,9 +81,9 @@ def target_scores(model, eval_dir: Path, stats, bands, class_table, patch: int, 
     import numpy as np
     import rasterio
 
-    from cegate_cli.bands import match_bands
+    from cegate_cli.data.bands import match_bands
     from cegate_cli.data.folder import discover_labeled
-    from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
+    from cegate_cli.data.metrics import ConfusionMatrix, evaluate_scene
     from cegate_cli.predict import predict_scene
 
     folder = discover_labeled(eval_dir)
@@ -127,10 +127,10 @@ def near_boundary(label, ignore_index: int, radius: int):
 
 
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
-    from cegate_cli.adapt import AdaptOptions, adapt
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
     from cegate_cli.run import load_run
-    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+    from cegate_cli.options.train import SelfTrainConfig, TrainConfig
     from cegate_cli.train.target_data import discover_target, target_stats
 
     root = work / f"seed{seed}"
@@ -192,7 +192,7 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
 
 def make_labeled_target(folder: Path, count: int, size: int, seed: int) -> Path:
     """Labeled target-domain scenes for the oracle, from seeds no demo scene uses."""
-    from cegate_cli.atomic import write_text_atomic
+    from cegate_cli.infra.atomic import write_text_atomic
     from cegate_cli.data.synthetic import classes_yaml, make_scene
 
     for i in range(count):

@@ -25,7 +25,7 @@ from report_block import cpu_name, measured_header, replace_block
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cegate_cli.demo import DemoOptions, run_demo  # noqa: E402
+from cegate_cli.pipelines.demo import DemoOptions, run_demo  # noqa: E402
 
 
 def measure(backbone: str, seed: int, source_only: bool, steps: int, root: Path) -> dict[str, object]:

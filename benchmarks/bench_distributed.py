@@ -30,9 +30,9 @@ from pathlib import Path
 
 def worker(args: argparse.Namespace) -> None:
     """One process of a run (rank 0 of 1 without torchrun)."""
-    from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.distributed import gather_objects, world
-    from cegate_cli.train_config import TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+    from cegate_cli.infra.distributed import gather_objects, world
+    from cegate_cli.options.train import TrainConfig
     from cegate_cli.train.supervised import SupervisedTrainer
 
     # Every rank clocks its own steps (the reporter is rank 0's only): wall and CPU time after

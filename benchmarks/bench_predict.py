@@ -107,7 +107,7 @@ def _setup(args: argparse.Namespace):
 
 def run_prediction(scene: Path, out: Path, args: argparse.Namespace) -> dict:
     """predict_scene on the scene, in this fresh process."""
-    from cegate_cli.classes import ClassTable
+    from cegate_cli.data.classes import ClassTable
     from cegate_cli.data.stats import BandStats
     from cegate_cli.predict import predict_scene
 

@@ -131,10 +131,10 @@ def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
 
 
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, dict[str, float]]]:
-    from cegate_cli.adapt import AdaptOptions, adapt
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
     from cegate_cli.toolbox import ToolboxConfig
-    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+    from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
     root = work / f"seed{seed}"
     data = make_demo_dataset(root / "data", size=args.size, seed=seed)
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             per_seed[seed] = run_seed(seed, args, work)
             if args.json is not None:  # after every seed: a cut-off run still leaves what it measured
-                from cegate_cli.atomic import write_text_atomic
+                from cegate_cli.infra.atomic import write_text_atomic
 
                 minutes = (time.perf_counter() - started) / 60
                 record = {"command": command, "minutes": minutes, "args": {k: str(v) for k, v in vars(args).items()}, "results": per_seed}

@@ -51,11 +51,11 @@ from real_shift import Shift, shift_folder  # noqa: E402
 from real_table import EARLIER_TRAIN, MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
-from cegate_cli.decoder import DECODERS  # noqa: E402
-from cegate_cli.train_config import SELECTIONS, TrainConfig  # noqa: E402
+from cegate_cli.model.decoder import DECODERS  # noqa: E402
+from cegate_cli.options.train import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
-from cegate_cli.train_config import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
-from cegate_cli.train_config import LOSSES  # noqa: E402
+from cegate_cli.options.train import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
+from cegate_cli.options.train import LOSSES  # noqa: E402
 from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ def real_pair(setting: str, args: argparse.Namespace, work: Path) -> Domains:
 
 def band_names(folder: Path) -> tuple[str, ...]:
     """The bands every row reads (all of them, as `adapt` without --bands), named as on the first tile."""
-    from cegate_cli.bands import resolve_bands
+    from cegate_cli.data.bands import resolve_bands
 
     return resolve_bands(None, first_tiles(folder, 1)[0]).names
 
@@ -275,7 +275,7 @@ def read_labels(pair: Any, ignore_index: int) -> np.ndarray:
 def fit_pixel(source: Path, seed: int, per_tile: int) -> tuple[GaussianPixelClassifier, int]:
     """The pixel classifier fitted on up to `per_tile` labeled pixels of every training tile, and the
     majority class of all training labels."""
-    from cegate_cli.bands import bands_for_images
+    from cegate_cli.data.bands import bands_for_images
     from cegate_cli.data.folder import discover_labeled
 
     folder = discover_labeled(source)
@@ -300,9 +300,9 @@ def score_baseline(predict: Callable[[np.ndarray], np.ndarray], test: Path, sour
     `evaluate_run` scores cegate's maps with."""
     import rasterio
 
-    from cegate_cli.bands import bands_for_images, match_bands
+    from cegate_cli.data.bands import bands_for_images, match_bands
     from cegate_cli.data.folder import discover_labeled
-    from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
+    from cegate_cli.data.metrics import ConfusionMatrix, evaluate_scene
     from cegate_cli.predict.writer import NODATA
 
     choice, _ = bands_for_images(None, list(discover_labeled(source).images))
@@ -326,7 +326,7 @@ def score_baseline(predict: Callable[[np.ndarray], np.ndarray], test: Path, sour
 def to_source_units(source: Path, target: Path, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """Target band values -> source units, matching each domain's mean and std per band with the
     library's statistics (what `adapt --target` does for its model with `--target-norm target`)."""
-    from cegate_cli.bands import bands_for_images
+    from cegate_cli.data.bands import bands_for_images
     from cegate_cli.data.folder import discover_labeled
     from cegate_cli.data.stats import compute_band_stats
     from cegate_cli.train.target_data import discover_target, target_stats
@@ -465,7 +465,7 @@ def run_folder(work: Path, setting: str, seed: int, run: CegateRun) -> Path:
 def evaluated(run_dir: Path, domains: Domains, args: argparse.Namespace, weights: str = "best") -> tuple[Any, Any, float]:
     """`evaluate_run` on the test tiles: (evaluation, loaded run, seconds). A failed tile stops
     the benchmark: it would silently score the row on other pixels than the rest."""
-    from cegate_cli.inference import MapOptions, evaluate_run
+    from cegate_cli.pipelines.inference import MapOptions, evaluate_run
 
     started = time.perf_counter()
     evaluation, loaded = evaluate_run(run_dir, domains.test, options=MapOptions(device=args.device, weights=weights))
@@ -510,7 +510,7 @@ class TrainedRuns:
 
 def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
                   trained: TrainedRuns) -> dict[str, Any]:
-    from cegate_cli.adapt import AdaptOptions, adapt
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
     found = trained.find(domains, seed, run)
     if found is not None:
@@ -632,7 +632,7 @@ def check_backbones(specs: list[str]) -> None:
     """Resolve every backbone before the first run, so a misspelt or unreachable spec fails in
     seconds instead of after the baselines and the runs of the other backbones."""
     from cegate_cli.errors import InputError
-    from cegate_cli.hub import resolve_backbone
+    from cegate_cli.backbone.hub import resolve_backbone
 
     for spec in specs:
         try:
@@ -653,7 +653,7 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
     def save() -> None:
         saved.update(load_end=os.getloadavg()[0], minutes=(time.perf_counter() - clock) / 60)
         if args.json is not None:
-            from cegate_cli.atomic import write_text_atomic
+            from cegate_cli.infra.atomic import write_text_atomic
 
             write_text_atomic(args.json, json.dumps(saved, indent=1))
 
@@ -683,7 +683,7 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
 def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path,
                 saved: dict[str, Any], save: Callable[[], None], trained: TrainedRuns) -> None:
     """--oracle: the head alone (unless a row ran it), each single module, then the oracle's set."""
-    from cegate_cli.fisher import parse_select
+    from cegate_cli.toolbox.fisher import parse_select
     from cegate_cli.toolbox.module_key import KINDS
 
     for backbone in args.backbone:

@@ -21,7 +21,7 @@ through /proc/self/clear_refs), or `torch.cuda.max_memory_allocated` over the st
 CPU seconds per step are shown next to wall seconds because they suffer less when other work
 shares the machine; the load average says how busy it was.
 
-Fisher's share of a whole adapt comes from a real `cegate_cli.adapt.adapt` run of the tiny
+Fisher's share of a whole adapt comes from a real `cegate_cli.pipelines.adapt.adapt` run of the tiny
 backbone on the demo data (run.json: fisher_seconds / total_seconds). Prediction throughput is
 the model's forward pass on tiles with the Fisher selection active, LoRA unmerged vs merged.
 The markdown report is generated from the measurements; nothing in it is typed in by hand.
@@ -108,7 +108,7 @@ def _pretrained(model: str):
 
 
 def _build(job: Job):
-    from cegate_cli.model import build_model
+    from cegate_cli.model.segmentation import build_model
     from cegate_cli.toolbox import ToolboxConfig
 
     return build_model(_pretrained(job.model), ("blue", "green", "red", "nir"), 4, ToolboxConfig(), decoder=job.decoder, seed=0)
@@ -116,7 +116,7 @@ def _build(job: Job):
 
 def _crops(job: Job, count: int, seed: int):
     """`count` real labeled crops from the demo source folder, normalised like `adapt` does."""
-    from cegate_cli.bands import bands_for_images
+    from cegate_cli.data.bands import bands_for_images
     from cegate_cli.data.crops import CropSampler
     from cegate_cli.data.folder import discover_labeled
     from cegate_cli.data.stats import compute_band_stats
@@ -189,7 +189,7 @@ def _peak() -> int:
 
 
 def worker_select(job: Job) -> dict:
-    from cegate_cli.fisher import empirical_fisher, parse_select, select_by_fisher_rule
+    from cegate_cli.toolbox.fisher import empirical_fisher, parse_select, select_by_fisher_rule
     from cegate_cli.train.losses import masked_cross_entropy
 
     built = _build(job)
@@ -319,8 +319,8 @@ def worker_predict(job: Job) -> dict:
 
 
 def worker_adapt(job: Job) -> dict:
-    from cegate_cli.adapt import AdaptOptions, adapt
-    from cegate_cli.train_config import TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+    from cegate_cli.options.train import TrainConfig
 
     train = TrainConfig(
         steps=job.adapt_steps, crop=job.adapt_crop, batch_size=job.adapt_batch, device=job.device,
@@ -446,7 +446,7 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
         lines += [
             "## Fisher scoring share of a whole adapt",
             "",
-            f"`cegate_cli.adapt.adapt` on the demo source folder, backbone tiny, {args.adapt_steps} steps, crop {args.adapt_crop}, "
+            f"`cegate_cli.pipelines.adapt.adapt` on the demo source folder, backbone tiny, {args.adapt_steps} steps, crop {args.adapt_crop}, "
             f"batch {args.adapt_batch}, one selection of {a['select_count']} modules from 16 Fisher crops (run.json timing):",
             "",
             "| fisher_seconds | train_seconds | total_seconds | Fisher share of total | best val mIoU |",
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(REPO))
-    from cegate_cli.atomic import write_json_atomic, write_text_atomic
+    from cegate_cli.infra.atomic import write_json_atomic, write_text_atomic
     from cegate_cli.data.synthetic import make_demo_dataset
 
     started = time.perf_counter()

@@ -26,7 +26,7 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pixel_baseline import GaussianPixelClassifier  # noqa: E402
 
-from cegate_cli.classes import load_class_table  # noqa: E402
+from cegate_cli.data.classes import load_class_table  # noqa: E402
 from cegate_cli.predict import vectorize_mask  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
-from cegate_cli.atomic import atomic_path, write_text_atomic
+from cegate_cli.infra.atomic import atomic_path, write_text_atomic
 from cegate_cli.data.synthetic import _blur  # the demo's sensor blur: one Gaussian for both benchmarks
 
 GAIN_RANGE = (0.75, 1.05)  # above ~1.05 the bright NAIP NIR (median 219 DN) would clip at 255

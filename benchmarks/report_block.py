@@ -39,7 +39,7 @@ def measured_header(machine: str, minutes: float, command: str, date: str | None
 
 def replace_block(path: Path, name: str, lines: list[str], new_page_heading: str) -> None:
     """Write `lines` as the block NAME of `path` (appended, or a new page, if it has none yet)."""
-    from cegate_cli.atomic import write_text_atomic
+    from cegate_cli.infra.atomic import write_text_atomic
 
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = "\n".join([begin, *lines, end])

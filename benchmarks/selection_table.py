@@ -145,8 +145,8 @@ def oracle_summary(by: dict[tuple[str, int], dict[str, Any]], seed: int) -> str:
 
 def candidates(run: dict[str, Any], modules: list[str]) -> list[str]:
     """The modules `run`'s rule may pick: fisher-cost and random-cost draw only from the upper blocks
-    (cegate_cli.fisher.within_cost_budget, the one owner of that cut); every other rule from all."""
-    from cegate_cli.fisher import COST_BUDGET_RULES, within_cost_budget
+    (cegate_cli.toolbox.fisher.within_cost_budget, the one owner of that cut); every other rule from all."""
+    from cegate_cli.toolbox.fisher import COST_BUDGET_RULES, within_cost_budget
 
     if run["rule"] not in COST_BUDGET_RULES:
         return modules

@@ -13,7 +13,7 @@ of spinning against other programs for the same cores (see cegate_cli/threads.py
 
 from __future__ import annotations
 
-from cegate_cli.threads import prefer_passive_waiting
+from cegate_cli.infra.threads import prefer_passive_waiting
 
 prefer_passive_waiting()  # before torch is imported anywhere in this process
 
@@ -28,7 +28,7 @@ from typer.core import TyperGroup  # noqa: E402
 from cegate_cli import __version__  # noqa: E402
 from cegate_cli.commands import register_commands  # noqa: E402
 from cegate_cli.errors import CegateError, Interrupted  # noqa: E402
-from cegate_cli.install_check import broken_install  # noqa: E402
+from cegate_cli.infra.install_check import broken_install  # noqa: E402
 
 INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), what shells and Typer use."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.data.synthetic import make_demo_dataset
-from cegate_cli.inference import MapOptions, evaluate_run, predict_run
+from cegate_cli.pipelines.inference import MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import VectorOptions
-from cegate_cli.report import run_report
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.reporting.report import run_report
+from cegate_cli.options.train import TrainConfig
 
 
 def main(work: Path) -> None:

@@ -9,7 +9,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from cegate_cli.classes import ClassInfo, ClassTable
+from cegate_cli.data.classes import ClassInfo, ClassTable
 from cegate_cli.data.stats import BandStats
 
 UTM_TRANSFORM = from_origin(500000.0, 5000000.0, 10.0, 10.0)  # zone 33N: lon 15 E, lat ~45.1 N

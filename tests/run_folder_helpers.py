@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from cegate_cli.adapt import AdaptOptions
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions
+from cegate_cli.options.train import TrainConfig
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,

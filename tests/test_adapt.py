@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.run import read_manifest
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 SMALL = TrainConfig(
     steps=6, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=3, val_crops=4, save_every=2,
@@ -145,7 +145,7 @@ def test_every_command_help_renders(command: str) -> None:
 
 
 def test_compute_line_says_what_the_selection_skipped() -> None:
-    from cegate_cli.report import describe_compute
+    from cegate_cli.reporting.report import describe_compute
 
     base = {"rule": "fisher", "selected": 18, "candidates": 72, "depth": 24}
     assert describe_compute({**base, "lowest_block": 0, "backward_blocks": 24}).endswith(
@@ -161,8 +161,8 @@ def test_compute_line_says_what_the_selection_skipped() -> None:
 
 def test_every_selection_rule_is_explained_in_words() -> None:
     """inspect and report say what a rule chose; a rule added without a sentence would print its bare name."""
-    from cegate_cli.report import RULE_MEANINGS, describe_rule
-    from cegate_cli.train_config import SELECTIONS
+    from cegate_cli.reporting.report import RULE_MEANINGS, describe_rule
+    from cegate_cli.options.train import SELECTIONS
 
     assert set(RULE_MEANINGS) == set(SELECTIONS)
     assert "upper half of the blocks" in describe_rule("fisher-cost") and "random" in describe_rule("fisher-cost")

@@ -12,12 +12,12 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions
+from cegate_cli.pipelines.adapt import AdaptOptions
 from cegate_cli.backbone.galileo_backbone import GalileoOptions
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
 TINY = {"backbone": "tiny", "steps": 4, "batch-size": 2, "crop": 32, "val-every": 2, "fisher-samples": 2, "select": 3, "device": "cpu"}
 

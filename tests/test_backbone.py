@@ -10,9 +10,9 @@ from timm.models.vision_transformer import VisionTransformer
 from cegate_cli.backbone.weights_io import pickle_loading_is_safe, read_weights
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, build_tiny_vit, tiny_vit_args
 from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
-from cegate_cli.decoder import DECODERS
+from cegate_cli.model.decoder import DECODERS
 from cegate_cli.errors import InputError
-from cegate_cli.model import build_model
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 from small_models import small_vit as shared_small_vit
 

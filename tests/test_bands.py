@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from data_rasters import write_tif
 
-from cegate_cli.band_names import canonical_band_name
-from cegate_cli.bands import BandChoice, bands_for_images, match_bands, resolve_bands
+from cegate_cli.data.band_names import canonical_band_name
+from cegate_cli.data.bands import BandChoice, bands_for_images, match_bands, resolve_bands
 from cegate_cli.errors import DataError, InputError
 
 

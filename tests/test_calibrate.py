@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cegate_cli.decoder import DECODERS, build_decoder
+from cegate_cli.model.decoder import DECODERS, build_decoder
 from cegate_cli.run.weights import with_class_offsets
 from cegate_cli.train.calibrate import MIN_CLASS_PIXELS, fit_class_offsets
 

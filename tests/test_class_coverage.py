@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.cli import app
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from data_rasters import write_tif

@@ -27,9 +27,9 @@ from cegate_cli.cli import app
 from cegate_cli.data.scene_info import SceneInfo
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import BackboneNotFoundError, InputError
-from cegate_cli.hub import resolve_backbone
-from cegate_cli.inference import MapOptions, load_for_inference, scene_conditions
-from cegate_cli.record_fields import FieldTypeError
+from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.pipelines.inference import MapOptions, load_for_inference, scene_conditions
+from cegate_cli.infra.record_fields import FieldTypeError
 from clay_repo import CLAY_CHECKPOINT, CLAY_REPO, tiny_clay_checkpoint, tiny_clay_repo
 from data_rasters import write_tif
 from hubserver import HubStandIn

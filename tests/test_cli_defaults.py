@@ -17,13 +17,13 @@ import pytest
 from cegate_cli.errors import InputError
 from typer.testing import CliRunner
 
-from cegate_cli.adapt_options import AdaptOptions
+from cegate_cli.options.adapt import AdaptOptions
 from cegate_cli.cli import app
-from cegate_cli.demo_options import DemoOptions
+from cegate_cli.options.demo import DemoOptions
 from cegate_cli.predict.map_options import MapOptions
-from cegate_cli.report_options import ReportOptions
+from cegate_cli.options.report import ReportOptions
 from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 from cegate_cli.predict.vector_options import VectorOptions
 
 
@@ -53,7 +53,7 @@ def _default(function: Any, name: str) -> Any:
 
 
 def _cli_adapt_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *flags: str) -> AdaptOptions:
-    seen = _catch(monkeypatch, "cegate_cli.adapt.adapt")
+    seen = _catch(monkeypatch, "cegate_cli.pipelines.adapt.adapt")
     _run(["adapt", str(tmp_path / "source"), "-o", str(tmp_path / "run"), *flags])
     options = seen["args"][0]
     assert isinstance(options, AdaptOptions)
@@ -93,9 +93,9 @@ def test_adapt_and_the_library_derive_the_same_defaults_from_the_same_values(mon
 
 
 def test_predict_without_flags_passes_the_library_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from cegate_cli.inference import predict_run
+    from cegate_cli.pipelines.inference import predict_run
 
-    seen = _catch(monkeypatch, "cegate_cli.inference.predict_run")
+    seen = _catch(monkeypatch, "cegate_cli.pipelines.inference.predict_run")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _run(["predict", str(tmp_path / "run"), str(tmp_path / "scene.tif"), "-o", str(tmp_path / "maps")])
     kwargs = seen["kwargs"]
@@ -105,9 +105,9 @@ def test_predict_without_flags_passes_the_library_defaults(monkeypatch: pytest.M
 
 
 def test_evaluate_without_flags_passes_the_library_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from cegate_cli.inference import evaluate_run
+    from cegate_cli.pipelines.inference import evaluate_run
 
-    seen = _catch(monkeypatch, "cegate_cli.inference.evaluate_run")
+    seen = _catch(monkeypatch, "cegate_cli.pipelines.inference.evaluate_run")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _run(["evaluate", str(tmp_path / "run"), str(tmp_path / "labeled")])
     kwargs = seen["kwargs"]
@@ -116,9 +116,9 @@ def test_evaluate_without_flags_passes_the_library_defaults(monkeypatch: pytest.
 
 
 def test_report_without_flags_passes_the_library_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from cegate_cli.html_report import write_report
+    from cegate_cli.reporting.html_report import write_report
 
-    seen = _catch(monkeypatch, "cegate_cli.html_report.write_report")
+    seen = _catch(monkeypatch, "cegate_cli.reporting.html_report.write_report")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _run(["report", str(tmp_path / "run")])
     args, kwargs = seen["args"], seen["kwargs"]
@@ -128,23 +128,23 @@ def test_report_without_flags_passes_the_library_defaults(monkeypatch: pytest.Mo
 
 
 def test_report_with_scenes_maps_them_with_the_library_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen = _catch(monkeypatch, "cegate_cli.html_report.write_report")
+    seen = _catch(monkeypatch, "cegate_cli.reporting.html_report.write_report")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _run(["report", str(tmp_path / "run"), "--scenes", str(tmp_path / "scenes")])
     assert seen["args"][2].map_options == MapOptions()
 
 
 def test_demo_without_flags_passes_the_library_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen = _catch(monkeypatch, "cegate_cli.demo.run_demo")
+    seen = _catch(monkeypatch, "cegate_cli.pipelines.demo.run_demo")
     monkeypatch.chdir(tmp_path)  # the default folder, cegate-demo, is relative
     _run(["demo"])
     assert seen["args"][0] == DemoOptions()
 
 
 def test_pull_without_flags_passes_the_library_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cegate_cli.hub import pull_backbone
+    from cegate_cli.backbone.hub import pull_backbone
 
-    seen = _catch(monkeypatch, "cegate_cli.hub.pull_backbone")
+    seen = _catch(monkeypatch, "cegate_cli.backbone.hub.pull_backbone")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     _run(["pull", "tiny"])
     assert seen["args"] == ("tiny",)

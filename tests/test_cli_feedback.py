@@ -63,7 +63,7 @@ def test_a_phase_is_named_while_it_runs_once_it_takes_long_and_a_quick_one_not_a
     import threading
     import time
 
-    from cegate_cli.progress import phase
+    from cegate_cli.infra.progress import phase
 
     lines: list[str] = []
 
@@ -92,7 +92,7 @@ def test_a_phase_is_named_while_it_runs_once_it_takes_long_and_a_quick_one_not_a
 
 
 def test_a_single_step_reads_1_step() -> None:
-    from cegate_cli.words import counted
+    from cegate_cli.infra.words import counted
 
     lines: list[str] = []
 

@@ -53,7 +53,7 @@ def test_classes_are_inferred_from_every_mask_and_said_with_how_to_name_them(tmp
 
 def test_adapt_says_once_how_the_classes_were_inferred(tmp_path) -> None:
     """Through adapt's reporter, before anything loads: one message, not a warning per mask."""
-    from cegate_cli.adapt import AdaptOptions, adapt
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
     class Stop(Exception):
         pass

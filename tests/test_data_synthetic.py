@@ -7,7 +7,7 @@ import time
 import numpy as np
 import rasterio
 
-from cegate_cli.bands import resolve_bands
+from cegate_cli.data.bands import resolve_bands
 from cegate_cli.data.folder import discover_images, discover_labeled
 from cegate_cli.data.synthetic import DEMO_CLASSES, make_demo_dataset, make_scene, render_scene
 

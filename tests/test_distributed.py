@@ -21,10 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.data.crops import CropBatch, CropSampler
 from cegate_cli.errors import RunFolderError
-from cegate_cli.inference import MapOptions, evaluate_run
+from cegate_cli.pipelines.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from data_rasters import write_tif
 
@@ -147,7 +147,7 @@ from dataclasses import replace
 from pathlib import Path
 import torch
 import cegate_cli.train.supervised as supervised
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.run import read_manifest
 
 
@@ -195,7 +195,7 @@ def test_two_ranks_train_what_one_process_trains_on_the_same_global_batch(two_ra
     ddp_out, plain_out, emulated_out = tmp_path / "ddp", tmp_path / "plain", tmp_path / "emulated"
     ddp = _sgd_run(tmp_path, two_ranks, ddp_out, torchrun=True)
     plain = _sgd_run(tmp_path, two_ranks, plain_out, torchrun=False)  # one stream, batch 2 x 2 of other crops
-    monkeypatch.setattr("cegate_cli.adapt.CropSampler", _TwoRanksInOne)
+    monkeypatch.setattr("cegate_cli.pipelines.adapt.CropSampler", _TwoRanksInOne)
     monkeypatch.setattr("cegate_cli.train.supervised.build_adamw", lambda named, lr, *_: torch.optim.SGD(list(named.values()), lr=lr))
     manifest = read_manifest(two_ranks.run)
     adapt(AdaptOptions(source=two_ranks.data, out=emulated_out, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox,
@@ -222,7 +222,7 @@ RESUME_SCRIPT = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.run import read_manifest
 
 data, reference, out = map(Path, sys.argv[1:4])

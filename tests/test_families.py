@@ -13,15 +13,15 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
-from cegate_cli.inference import MapOptions, evaluate_run
+from cegate_cli.pipelines.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig, attach_toolbox
 from cegate_cli.toolbox.lora.layer import attach_lora
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 EVA_ARCH = "eva02_tiny_patch14_224"
 EVA_ARGS = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, patch_size=8, in_chans=3, qkv_fused=False)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.backbone import BackboneFamily, HubAlias, get_family, list_families, register_family, unregister_family
 from cegate_cli.backbone.band_adapt import BandMapping, adapt_vit_bands
 from cegate_cli.backbone.family import SPECIFIC_MATCH, NO_MATCH, FittedInputs, RepoFiles
@@ -32,9 +32,9 @@ from cegate_cli.data.scene_info import SceneInfo, read_scene_info
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
-from cegate_cli.hub import resolve_backbone
-from cegate_cli.inference import MapOptions, load_for_inference, predict_run, scene_conditions
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.pipelines.inference import MapOptions, load_for_inference, predict_run, scene_conditions
+from cegate_cli.options.train import TrainConfig
 
 PICO_ARGS = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=24, depth=2, num_heads=2, num_classes=0, global_pool="", dynamic_img_size=True)
 PICO_BANDS = ("red", "green", "blue")

@@ -12,7 +12,7 @@ from torch import nn
 
 from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.errors import InputError
-from cegate_cli.fisher import (
+from cegate_cli.toolbox.fisher import (
     FisherScores,
     Selection,
     empirical_fisher,
@@ -20,7 +20,7 @@ from cegate_cli.fisher import (
     parse_select,
     select_top,
 )
-from cegate_cli.model import build_model
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, ToolboxModule
 
 # -- a toy whose squared gradients are known in closed form ---------------------------------------
@@ -269,7 +269,7 @@ def test_agreement_scores_the_squared_mean_gradient_and_favours_modules_samples_
     """fisher-agree (issue 12, transfer-aware): per sample, d loss / d w_m = target * x_m in the toy,
     so the statistic is |mean over samples of target * x_m|^2. A module whose gradients flip sign from
     sample to sample has the larger Fisher but the smaller agreement score."""
-    from cegate_cli.fisher import score_statistic, select_by_fisher_rule
+    from cegate_cli.toolbox.fisher import score_statistic, select_by_fisher_rule
 
     model, toolbox, slices = toy()
     generator = torch.Generator().manual_seed(1)

@@ -23,20 +23,20 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cegate_cli import documents
-from cegate_cli.bands import BandChoice
-from cegate_cli.classes import ClassInfo, ClassTable, load_class_table
+from cegate_cli.infra import documents
+from cegate_cli.data.bands import BandChoice
+from cegate_cli.data.classes import ClassInfo, ClassTable, load_class_table
 from cegate_cli.cli import app
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.adapt import adapt_command
 from cegate_cli.data.stac import read_item
 from cegate_cli.data.stats import BandStats
-from cegate_cli.documents import read_json, read_yaml
+from cegate_cli.infra.documents import read_json, read_yaml
 from cegate_cli.errors import CegateError, DataError, DocumentError, RunFolderError
-from cegate_cli.hub import resolve_backbone
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.run import BackboneRecord, BandCopy, RunManifest, read_manifest
 from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 from cegate_cli.run.state import read_state, record_path, write_state
 
 SEED = 20240932

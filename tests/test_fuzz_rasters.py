@@ -24,12 +24,12 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from rasterio.transform import from_origin
 
-from cegate_cli.bands import bands_for_images
+from cegate_cli.data.bands import bands_for_images
 from cegate_cli.data.crops import CropSampler
 from cegate_cli.data.folder import check_image_contents, discover_labeled
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import CegateError
-from cegate_cli.metrics import evaluate_scene
+from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.predict.engine import count_tiles, predict_scene
 from cegate_cli.train.target_data import discover_target
 

@@ -14,7 +14,7 @@ from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from cegate_cli.backbone.galileo import SPACE_TIME_BANDS
-from cegate_cli.embedded import GALILEO_NANO_WEIGHTS
+from cegate_cli.backbone.embedded import GALILEO_NANO_WEIGHTS
 from cegate_cli.backbone.galileo_backbone import (
     GalileoBackbone,
     GalileoInputs,
@@ -26,8 +26,8 @@ from cegate_cli.backbone import load_pretrained
 from cegate_cli.cli import app
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError
-from cegate_cli.hub import resolve_backbone
-from cegate_cli.model import build_model
+from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig
 from data_rasters import write_tif
 from hubserver import HubStandIn
@@ -111,7 +111,7 @@ def test_gsd_month_and_normalisation_come_from_the_imagery(tmp_path: Path) -> No
 
 
 def test_predict_feeds_each_scene_its_own_pixel_size_and_month(tmp_path: Path) -> None:
-    from cegate_cli.inference import scene_conditions
+    from cegate_cli.pipelines.inference import scene_conditions
 
     scene = tmp_path / "march_20m.tif"
     write_tif(scene, np.full((4, 8, 8), 100, np.uint8), descriptions=RGBN)

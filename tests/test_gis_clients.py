@@ -18,7 +18,7 @@ import pytest
 import torch
 from predict_rasters import band_stats, pixel_model, random_scene, write_scene
 
-from cegate_cli.classes import ClassInfo, ClassTable
+from cegate_cli.data.classes import ClassInfo, ClassTable
 from cegate_cli.predict import PredictOptions, VectorOptions, predict_many
 
 CHECK = Path(__file__).with_name("gis_clients_check.py")

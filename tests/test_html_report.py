@@ -15,12 +15,12 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import DEMO_CLASSES, make_demo_dataset
-from cegate_cli.png import png_bytes
-from cegate_cli.svg_chart import Series, line_chart, nice_ticks
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.reporting.png import png_bytes
+from cegate_cli.reporting.svg_chart import Series, line_chart, nice_ticks
+from cegate_cli.options.train import TrainConfig
 
 Image = pytest.importorskip("PIL.Image")  # decodes what the page embeds (Pillow comes with torchvision)
 
@@ -81,7 +81,7 @@ def test_charts_have_round_ticks_and_escape_labels() -> None:
 @pytest.mark.parametrize("step", [0, 50, 97, 100])
 def test_marker_labels_stay_inside_the_chart(step: int) -> None:
     """The "best" label of a run whose best step is the last used to run off the right edge."""
-    from cegate_cli.svg_chart import ChartStyle, Marker, text_width
+    from cegate_cli.reporting.svg_chart import ChartStyle, Marker, text_width
 
     style = ChartStyle(markers=(Marker(step, "best", "#d62728"),))
     svg = line_chart([Series("mIoU", [(0, 0.2), (100, 0.6)], "#1f77b4")], title="t", x_label="step", y_label="mIoU", style=style)

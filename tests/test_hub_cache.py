@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from cegate_cli.backbone import load_pretrained
 from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
 from cegate_cli.backbone.registry import known_specs
-from cegate_cli.hub import BackboneSource, file_sha256, resolve_backbone
+from cegate_cli.backbone.hub import BackboneSource, file_sha256, resolve_backbone
 from hub_repos import tiny_timm_repo, write_hub_cache
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -11,7 +11,7 @@ import torch
 
 from cegate_cli.backbone import load_pretrained
 from cegate_cli.errors import BackboneNotFoundError, HubAuthError, HubConnectionError, OfflineNotCachedError
-from cegate_cli.hub import pull_backbone, resolve_backbone
+from cegate_cli.backbone.hub import pull_backbone, resolve_backbone
 from hub_repos import tiny_prithvi_repo, tiny_timm_repo
 from hubserver import HubStandIn
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cegate_cli import install_check
+from cegate_cli.infra import install_check
 from cegate_cli.cli import app
 
 VERSIONS = {"torch": "2.14.1+cu130", "torchvision": "0.24.0+cu128"}
@@ -19,14 +19,14 @@ class MismatchedTorchvision(importlib.abc.MetaPathFinder):
     """Importing the demo's library fails as it does when timm imports a mismatched torchvision."""
 
     def find_spec(self, name, path=None, target=None):
-        if name == "cegate_cli.demo":
+        if name == "cegate_cli.pipelines.demo":
             raise RuntimeError("operator torchvision::nms does not exist")
         return None
 
 
 @pytest.fixture
 def mismatched(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "cegate_cli.demo", raising=False)
+    monkeypatch.delitem(sys.modules, "cegate_cli.pipelines.demo", raising=False)
     monkeypatch.setattr(sys, "meta_path", [MismatchedTorchvision(), *sys.meta_path])
     monkeypatch.setattr(install_check.metadata, "version", VERSIONS.__getitem__)
     monkeypatch.delenv("CEGATE_DEBUG", raising=False)

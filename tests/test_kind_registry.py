@@ -14,15 +14,15 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
-from cegate_cli.fisher import empirical_fisher
-from cegate_cli.html_report import write_report
-from cegate_cli.model import build_model
+from cegate_cli.toolbox.fisher import empirical_fisher
+from cegate_cli.reporting.html_report import write_report
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.run import load_run, read_manifest
 from cegate_cli.toolbox.attach import attach_toolbox
@@ -30,7 +30,7 @@ from cegate_cli.toolbox.base import BlockSite, ToolboxModule
 from cegate_cli.toolbox.kinds import KindOptions, KindSpec, kind_names, parse_kinds, register_kind, unregister_kind
 from cegate_cli.toolbox.lora.layer import LoRA
 from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 COLOR = "#a0522d"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.gdal import NETWORK_DEFAULTS, network_defaults
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
                     fisher_samples=2, select="3", seed=0, device="cpu")

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import adapt
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import TrainingInterrupted
 from cegate_cli.run import read_manifest
 from cegate_cli.run.replaced import PARTIAL_DIR
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 from cegate_cli.train.reporter import SilentReporter
 from run_folder_helpers import CLI_TRAIN, error_line, small_options, snapshot
 

@@ -12,10 +12,10 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 TRAIN = TrainConfig(steps=4, batch_size=2, crop=32, warmup_steps=1, val_every=4, val_crops=2, save_every=4, fisher_samples=2, select="3", seed=0)
 

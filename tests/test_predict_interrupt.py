@@ -13,7 +13,7 @@ from data_rasters import write_tif
 from predict_rasters import band_stats, class_table, pixel_model, random_scene, write_scene
 from typer.testing import CliRunner
 
-from cegate_cli import inference
+from cegate_cli.pipelines import inference
 from cegate_cli.cli import app
 from cegate_cli.errors import MappingInterrupted
 from cegate_cli.predict import PredictOptions, predict_many

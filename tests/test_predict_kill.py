@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from cegate_cli.adapt import AdaptOptions, adapt
-from cegate_cli.atomic import _HOST, atomic_path, sweep_stale_temporaries
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.infra.atomic import _HOST, atomic_path, sweep_stale_temporaries
+from cegate_cli.options.train import TrainConfig
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 

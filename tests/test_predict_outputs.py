@@ -21,7 +21,7 @@ from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-from cegate_cli.classes import ClassInfo, ClassTable
+from cegate_cli.data.classes import ClassInfo, ClassTable
 from cegate_cli.predict import MaskWriter, PredictOptions, RasterGrid, VectorOptions, predict_many, predict_scene, vectorize_mask
 from cegate_cli.predict.cog import overview_count
 from cegate_cli.predict.vector_io import GPKG_VERSION

@@ -22,7 +22,7 @@ from cegate_cli.backbone.prithvi import (
     sincos_pos_embed_frame0,
 )
 from cegate_cli.errors import InputError
-from cegate_cli.hub import resolve_backbone
+from cegate_cli.backbone.hub import resolve_backbone
 from hub_repos import (
     PRITHVI_DEPTH,
     PRITHVI_DIM,

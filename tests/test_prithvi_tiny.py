@@ -27,12 +27,12 @@ from cegate_cli.backbone.prithvi_tl_record import PrithviTLInputs, PrithviTLReco
 from cegate_cli.backbone.registry import find_alias, load_pretrained
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
-from cegate_cli.bands import match_bands
+from cegate_cli.data.bands import match_bands
 from cegate_cli.data.scene_info import SceneInfo, read_scene_info
-from cegate_cli.hub import resolve_backbone
-from cegate_cli.inference import MapOptions, load_for_inference
+from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.pipelines.inference import MapOptions, load_for_inference
 from cegate_cli.predict.batch import PredictOptions, predict_many
-from cegate_cli.record_fields import FieldTypeError
+from cegate_cli.infra.record_fields import FieldTypeError
 from data_rasters import write_tif
 from hub_repos import TINY_TL_REPO, TINY_TL_WEIGHTS, tiny_tl_checkpoint, tiny_tl_config, tiny_tl_repo
 from hubserver import HubStandIn

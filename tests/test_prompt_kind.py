@@ -22,8 +22,8 @@ from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
 from cegate_cli.errors import InputError
-from cegate_cli.fisher import empirical_fisher
-from cegate_cli.model import build_model
+from cegate_cli.toolbox.fisher import empirical_fisher
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 from cegate_cli.toolbox.kinds import default_kind_names, kind_spec
 from cegate_cli.toolbox.prompt.layer import VisualPrompt

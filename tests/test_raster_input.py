@@ -20,11 +20,11 @@ from PIL import Image
 from predict_rasters import UTM_TRANSFORM, class_table, write_scene
 from rasterio.transform import from_origin
 
-from cegate_cli.bands import band_names_of
+from cegate_cli.data.bands import band_names_of
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError, DataFileNotFoundError
-from cegate_cli.metrics import evaluate_scene
+from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.predict import vectorize_mask
 from cegate_cli.predict.engine import count_tiles
 

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import adapt
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import RunFolderError
 from cegate_cli.run.state import read_state, write_state

@@ -15,11 +15,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import adapt
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import RunFolderError
 from cegate_cli.run import read_manifest
-from cegate_cli.runlock import LOCK_NAME, RunLock
+from cegate_cli.run.lock import LOCK_NAME, RunLock
 from run_folder_helpers import CLI_TRAIN, error_line, small_options, snapshot
 
 
@@ -96,7 +96,7 @@ def test_out_pointing_at_a_file_is_one_line(demo, tmp_path: Path) -> None:
 
 
 def test_out_in_a_read_only_place_is_one_line(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cegate_cli.runlock as runlock_module
+    import cegate_cli.run.lock as runlock_module
 
     real_open = os.open
 

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import adapt
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.run import read_manifest
 from run_folder_helpers import error_line, small_options

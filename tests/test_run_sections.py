@@ -14,7 +14,7 @@ import pytest
 from cegate_cli.backbone.galileo_options import GalileoInputs, GroupFill
 from cegate_cli.errors import RunFolderError
 from cegate_cli.run import read_manifest
-from cegate_cli.train_config import SelfTrainConfig
+from cegate_cli.options.train import SelfTrainConfig
 
 RECORDS = Path(__file__).resolve().parent / "run_records"
 

@@ -13,14 +13,14 @@ import rasterio
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli import scene_cost
-from cegate_cli.adapt import AdaptOptions, adapt
-from cegate_cli.capacity import MAX_BLOCK_BYTES, MAX_SCENE_PIXELS
+from cegate_cli.predict import scene_cost
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.infra.capacity import MAX_BLOCK_BYTES, MAX_SCENE_PIXELS
 from cegate_cli.cli import app
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError
-from cegate_cli.progress import BatchProgress
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.infra.progress import BatchProgress
+from cegate_cli.options.train import TrainConfig
 
 TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
                     fisher_samples=2, select="3", seed=0, device="cpu")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.run import read_manifest
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 SMALL = TrainConfig(
     steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=4, save_every=4,
@@ -49,7 +49,7 @@ def test_all_activates_every_candidate_and_none_trains_the_head_only(demo, tmp_p
 
 def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
     from cegate_cli.backbone import load_pretrained
-    from cegate_cli.hub import resolve_backbone
+    from cegate_cli.backbone.hub import resolve_backbone
 
     result = _run(demo, tmp_path / "full", selection="full", reselect_every=0)
     weights = load_file(str(tmp_path / "full" / "adapter.safetensors"))
@@ -64,7 +64,7 @@ def test_full_trains_and_saves_the_backbone(demo, tmp_path: Path) -> None:
 
 def test_validation_crops_do_not_have_to_match_on_resume() -> None:
     # They never change the trained weights, and states from before 64 became the default hold 16.
-    from cegate_cli.train_config import NOT_FINGERPRINTED
+    from cegate_cli.options.train import NOT_FINGERPRINTED
 
     assert TrainConfig(val_crops=16).resume_fingerprint() == TrainConfig().resume_fingerprint()
     assert "val_crops" in NOT_FINGERPRINTED  # what _load_state drops from a saved fingerprint
@@ -93,7 +93,7 @@ def test_a_full_fine_tuning_run_predicts_with_its_own_backbone(demo, tmp_path: P
 
 def test_fisher_rules_on_a_constructed_score_grid() -> None:
     """Six blocks whose gradients grow toward the input (the depth bias seen on every backbone)."""
-    from cegate_cli.fisher import select_by_fisher_rule
+    from cegate_cli.toolbox.fisher import select_by_fisher_rule
 
     scores = {}
     for layer in range(6):
@@ -146,7 +146,7 @@ def test_only_modules_restricts_the_candidates_so_all_trains_exactly_them(demo, 
 
 def test_random_cost_draws_only_from_the_blocks_fisher_cost_may_use(demo, tmp_path: Path) -> None:
     """The control for fisher-cost: the same blocks, chosen without scores (6 blocks: 3-5 hold 9 modules)."""
-    from cegate_cli.fisher import within_cost_budget
+    from cegate_cli.toolbox.fisher import within_cost_budget
     from cegate_cli.toolbox.config import ToolboxConfig
 
     keys = [(kind, layer) for layer in range(6) for kind in ToolboxConfig().kinds]  # the default toolbox's 3 kinds

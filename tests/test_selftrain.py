@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cegate_cli.backbone.tiny import build_tiny_vit
-from cegate_cli.model import build_model
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import ToolboxConfig
 from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.gating import apply_selection

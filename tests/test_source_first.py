@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.run import read_manifest
 from cegate_cli.train import guard
-from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 from cegate_cli.run.state import read_state
 
 SMALL = TrainConfig(

@@ -13,14 +13,14 @@ import rasterio
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.stac import read_item, scene_name
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import DataError, DataFileNotFoundError
 from cegate_cli.run import read_manifest
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 pytest.importorskip("pystac")  # a test dependency only: the items are built with it, cegate reads them without
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cegate_cli.cli import app
 from cegate_cli.errors import InputError
-from cegate_cli.threads import busy_between, busy_cores_now, choose_threads, cpu_times, free_cores
+from cegate_cli.infra.threads import busy_between, busy_cores_now, choose_threads, cpu_times, free_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
 from cegate_cli.backbone.tiny import TINY_INIT_SEED, build_tiny_vit, tiny_vit_args
-from cegate_cli.embedded import TINY_WEIGHTS
-from cegate_cli.hub import file_sha256
+from cegate_cli.backbone.embedded import TINY_WEIGHTS
+from cegate_cli.backbone.hub import file_sha256
 
 RECORD = TINY_WEIGHTS.with_suffix(".json")
 

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.errors import InputError
-from cegate_cli.model import build_model
+from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import (
     KINDS,
     EarthAdapter,

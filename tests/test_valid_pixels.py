@@ -18,12 +18,12 @@ from predict_rasters import ConstantLogits
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from cegate_cli.classes import ClassInfo, ClassTable
+from cegate_cli.data.classes import ClassInfo, ClassTable
 from cegate_cli.data.crops import CropSampler, CropWindow
 from cegate_cli.data.folder import ImagePair
 from cegate_cli.data.windows import read_image_window
 from cegate_cli.data.stats import BandStats, compute_band_stats
-from cegate_cli.metrics import evaluate_scene
+from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.predict.engine import predict_scene
 from cegate_cli.predict.reader import SceneReader
 from cegate_cli.predict.tiling import plan_tiles

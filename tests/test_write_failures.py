@@ -67,8 +67,8 @@ def test_a_failing_weights_write_is_one_line(demo, tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize(("code", "fix"), [(errno.ENOSPC, "free disk space"), (errno.EROFS, "on a writable disk")])
 def test_predict_on_a_full_or_read_only_disk_is_one_line_without_errno(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      code: int, fix: str) -> None:
-    import cegate_cli.atomic as atomic_module
-    from cegate_cli.adapt import adapt
+    import cegate_cli.infra.atomic as atomic_module
+    from cegate_cli.pipelines.adapt import adapt
     from run_folder_helpers import small_options
 
     run = adapt(small_options(demo, tmp_path / "run")).run_dir

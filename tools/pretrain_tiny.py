@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from cegate_cli.atomic import atomic_path, write_json_atomic
+from cegate_cli.infra.atomic import atomic_path, write_json_atomic
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, tiny_vit_args
 from cegate_cli.backbone.vit import evenly_spaced_layers
 from cegate_cli.data.synthetic import DEMO_CLASSES, MASK_NODATA, NODATA, DomainStyle, render_scene
 from cegate_cli.errors import InputError
-from cegate_cli.hub import file_sha256
+from cegate_cli.backbone.hub import file_sha256
 
 FORMAT = "cegate-tiny-pretrain/1"
 SCENE_NAMESPACE = 0x7E1A  # scene seeds: SeedSequence([seed, SCENE_NAMESPACE, domain, scene]); the demo uses [seed, group, i]

@@ -4,7 +4,7 @@ Clay describes a band only by its centre wavelength in micrometres, and was pret
 platforms with their own per-band normalisation. Both come from the authors' configs/metadata.yaml
 (github.com/Clay-foundation/model at a5790cef), the file their training and tutorials read; the
 platforms are the seven Clay v1.5 was trained on. Bands are keyed by cegate's canonical names
-(`cegate_cli.band_names`), so Sentinel-2 codes (B2, B8A, ...), Landsat codes (SR_B5, ...), common
+(`cegate_cli.data.band_names`), so Sentinel-2 codes (B2, B8A, ...), Landsat codes (SR_B5, ...), common
 names (nir08, swir16) and NAIP's red/green/blue/nir all arrive at the same entry; MODIS bands keep
 their product names (sur_refl_b01 ...), which have no canonical name.
 
@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cegate_cli.band_names import canonical_band_name
+from cegate_cli.data.band_names import canonical_band_name
 from cegate_cli.errors import InputError
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from cegate_cli.backbone.clay_bands import ClayPlatform, band_table, choose_platform, platform_named
 from cegate_cli.errors import InputError
-from cegate_cli.record_fields import FieldTypeError, record_fields
+from cegate_cli.infra.record_fields import FieldTypeError, record_fields
 
 if TYPE_CHECKING:
     from cegate_cli.data.scene_info import SceneInfo

@@ -113,7 +113,7 @@ class Pretrained(Protocol):
 
     @property
     def band_names(self) -> tuple[str, ...] | None:
-        """The canonical names (`cegate_cli.bands`) of the bands it was pretrained on, in order;
+        """The canonical names (`cegate_cli.data.bands`) of the bands it was pretrained on, in order;
         None where its files do not say."""
         ...
 

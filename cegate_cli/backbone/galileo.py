@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cegate_cli.backbone.weights_io import load_state_strict, read_weights
-from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
-from cegate_cli.documents import read_json
+from cegate_cli.backbone.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
+from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DocumentError, InputError
 
 SPACE_TIME_BANDS: tuple[str, ...] = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")

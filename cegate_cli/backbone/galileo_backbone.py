@@ -3,7 +3,7 @@
 Galileo (backbone/galileo.py) takes Sentinel-1/2 bands in channel groups and gives each patch one
 token per group it was fed. This module is the bridge from a run's images (B, C, H, W, each band
 normalised with the run's statistics) to those groups:
-- bands are matched by canonical name (`cegate_cli.bands`): Sentinel-2 codes (B2..B12, B8A) and
+- bands are matched by canonical name (`cegate_cli.data.bands`): Sentinel-2 codes (B2..B12, B8A) and
   common names (blue, green, red, nir, rededge1-3, nir08, swir16, swir22) and VV/VH; aerial RGB(N)
   imagery fills the S2 RGB (and 10 m NIR) groups;
 - NDVI is computed when red and nir are present, from the raw values (the run's statistics undo

@@ -16,7 +16,7 @@ from cegate_cli.backbone.family import NO_MATCH, SPECIFIC_MATCH, BackboneFamily,
 from cegate_cli.backbone.galileo_options import GalileoInputs, GalileoRecord
 from cegate_cli.backbone.registry import register_family
 from cegate_cli.backbone.source import BackboneSource, file_sha256
-from cegate_cli.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
+from cegate_cli.backbone.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
 
 REPO = "nasaharvest/galileo"
 NANO_SPEC = "galileo-nano"

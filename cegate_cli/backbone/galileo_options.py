@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cegate_cli.errors import InputError
-from cegate_cli.record_fields import FieldTypeError, record_fields
+from cegate_cli.infra.record_fields import FieldTypeError, record_fields
 
 NORMALIZE_CHOICES = ("auto", "pretrained", "data")
 DEFAULT_MONTH = 6

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cegate_cli.errors import InputError
-from cegate_cli.record_fields import FieldTypeError, record_fields
+from cegate_cli.infra.record_fields import FieldTypeError, record_fields
 
 COORDINATES_FROM = ("imagery", "none")
 """Where a run's pair came from: the training images' metadata, or nowhere (not used)."""

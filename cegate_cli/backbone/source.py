@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.backbone.registry import list_families
-from cegate_cli.documents import read_json
+from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DocumentError, InputError
 
 CONFIG_NAME = "config.json"

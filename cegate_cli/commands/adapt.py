@@ -18,14 +18,14 @@ import typer
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
-from cegate_cli.adapt_options import AdaptOptions
+from cegate_cli.options.adapt import AdaptOptions
 from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZE, GalileoOptions
-from cegate_cli.classes import DEFAULT_IGNORE_INDEX
+from cegate_cli.data.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
 from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
 from cegate_cli.toolbox.kinds import default_kind_names, kind_names
 from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
 
 _BACKBONE_HELP = (
@@ -192,9 +192,9 @@ def adapt_command(
 ) -> None:
     """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
     folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
-    from cegate_cli.adapt import adapt
-    from cegate_cli.distributed import is_main
-    from cegate_cli.results import adapt_result
+    from cegate_cli.pipelines.adapt import adapt
+    from cegate_cli.infra.distributed import is_main
+    from cegate_cli.pipelines.results import adapt_result
 
     feedback = Feedback.from_flags(quiet, verbose)
     adapt_config.check_from_run(ctx)
@@ -223,7 +223,7 @@ def _print_summary(result: Any) -> None:
     stdout.print(f"selected: {', '.join(f'{k}@{l}' for k, l in manifest.final_selection)}")
     stdout.print(f"trained parameters: {share:.2%} of the backbone")
     if best is not None:
-        from cegate_cli.report import describe_best
+        from cegate_cli.reporting.report import describe_best
 
         stdout.print(str(describe_best(metrics.to_dict())))
     adaptation = manifest.adaptation

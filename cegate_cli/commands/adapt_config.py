@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from cegate_cli.documents import read_yaml
+from cegate_cli.infra.documents import read_yaml
 from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError
 
 NOT_IN_FILE = ("config", "print-config", "help", "token")
@@ -215,7 +215,7 @@ def library_defaults() -> dict[str, Any]:
     """The library's values of the options the command declares as None (`--help` shows them):
     there None, on the command line or as `null` in a config file, means the library's default,
     and RUN/config.yaml and the template record the value itself."""
-    from cegate_cli.adapt_options import AdaptOptions
+    from cegate_cli.options.adapt import AdaptOptions
     from cegate_cli.commands.registered_flags import kind_size_defaults
 
     return {"backbone": AdaptOptions.backbone, **kind_size_defaults()}
@@ -250,13 +250,13 @@ def _plain(value: Any) -> Any:
 def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool, overwrite: bool, resume: bool) -> Any:
     """`AdaptOptions` from a resolved configuration (`resolved_config`): one mapping for a run
     started from flags and one re-made from its config.yaml, so both train the same thing."""
-    from cegate_cli.adapt_options import AdaptOptions
+    from cegate_cli.options.adapt import AdaptOptions
     from cegate_cli.backbone.galileo_options import GalileoOptions
     from cegate_cli.commands.options import offline_flag
     from cegate_cli.commands.registered_flags import kind_size_values
     from cegate_cli.toolbox.kinds import parse_kinds
     from cegate_cli.toolbox.config import ToolboxConfig
-    from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+    from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
     c = dict(config)
     path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731

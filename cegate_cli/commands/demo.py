@@ -11,7 +11,7 @@ import typer
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
 from cegate_cli.commands.options import DeviceOpt, JsonOpt
-from cegate_cli.demo_options import DemoOptions
+from cegate_cli.options.demo import DemoOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         verbose: VerboseOpt = False,
     ) -> None:
         """Run the whole workflow offline on generated GeoTIFF scenes (a few minutes on a CPU)."""
-        from cegate_cli.demo import check_demo_root, run_demo
-        from cegate_cli.results import demo_result
+        from cegate_cli.pipelines.demo import check_demo_root, run_demo
+        from cegate_cli.pipelines.results import demo_result
 
         feedback = Feedback.from_flags(quiet, verbose)
         check_demo_root(folder, overwrite=overwrite)  # refuse an existing folder before announcing anything

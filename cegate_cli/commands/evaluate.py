@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
         verbose: VerboseOpt = False,
     ) -> None:
         """Per-class IoU, mIoU, overall accuracy and F1 of a run on a labeled folder, and its confusion matrix."""
-        from cegate_cli.distributed import is_main
-        from cegate_cli.inference import evaluate_run
+        from cegate_cli.infra.distributed import is_main
+        from cegate_cli.pipelines.inference import evaluate_run
 
         feedback = Feedback.from_flags(quiet, verbose)
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights,

@@ -124,7 +124,7 @@ class Feedback:
         return reporter
 
     def batch_progress(self) -> Any:
-        """A `cegate_cli.progress.BatchProgress` (also a context manager) for this level and stderr."""
+        """A `cegate_cli.infra.progress.BatchProgress` (also a context manager) for this level and stderr."""
         from cegate_cli.commands.map_progress import RichBatchProgress
         from cegate_cli.commands.plain_progress import PlainBatchProgress, QuietBatchProgress
 
@@ -136,7 +136,7 @@ class Feedback:
 
     def threads(self, requested: int | None) -> None:
         """Compute with `requested` threads, or the cores free now; --verbose says which and why."""
-        from cegate_cli.threads import apply_threads, choose_threads
+        from cegate_cli.infra.threads import apply_threads, choose_threads
 
         choice = choose_threads(requested)
         apply_threads(choice)
@@ -146,6 +146,6 @@ class Feedback:
 def main_progress(feedback: Feedback | None = None) -> Any:
     """The progress display on rank 0 (the only process without torchrun); nothing on the others,
     whose bars would overwrite each other on one terminal."""
-    from cegate_cli.distributed import is_main
+    from cegate_cli.infra.distributed import is_main
 
     return (feedback or Feedback()).batch_progress() if is_main() else contextlib.nullcontext(None)

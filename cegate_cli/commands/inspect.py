@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Show which modules a run selected, in which layers, and why; or a backbone's candidate modules."""
-        from cegate_cli.report import backbone_report, run_report
+        from cegate_cli.reporting.report import backbone_report, run_report
         from cegate_cli.run.replaced import stopped_overwrite_note
 
         if (run is None) == (backbone is None):
@@ -147,7 +147,7 @@ def render_run(report: dict[str, Any]) -> None:
         )
     compute = report.get("compute")
     if compute and compute.get("depth"):
-        from cegate_cli.report import describe_compute, describe_rule  # report.py loads torch: not at CLI start-up
+        from cegate_cli.reporting.report import describe_compute, describe_rule  # report.py loads torch: not at CLI start-up
 
         stdout.print(escape(f"rule       {compute['rule']}: {describe_rule(compute['rule'])}"))
         stdout.print(escape(f"compute    {describe_compute(compute)}"))
@@ -170,7 +170,7 @@ def render_run(report: dict[str, Any]) -> None:
         loss = metrics.get("final_loss")
         parts = []
         if best is not None:
-            from cegate_cli.report import describe_best
+            from cegate_cli.reporting.report import describe_best
 
             parts.append(str(describe_best(metrics)))
         if last is not None:
@@ -179,7 +179,7 @@ def render_run(report: dict[str, Any]) -> None:
             parts.append(f"final loss {loss:.3f}")
         stdout.print(f"metrics    {'; '.join(parts) if parts else 'no validation'}")
         if metrics.get("calibration"):
-            from cegate_cli.report import describe_calibration
+            from cegate_cli.reporting.report import describe_calibration
 
             stdout.print(escape(f"calibrated {describe_calibration(metrics['calibration'], report['classes'])}"))
     timing = report["timing"]

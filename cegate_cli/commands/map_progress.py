@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cegate_cli.commands.console import stderr
 from cegate_cli.commands.plain_progress import PhaseLines, scene_finished_line
-from cegate_cli.progress import BatchProgress
+from cegate_cli.infra.progress import BatchProgress
 
 
 class RichBatchProgress(PhaseLines, BatchProgress):

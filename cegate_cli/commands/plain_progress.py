@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from cegate_cli.progress import BatchProgress
+from cegate_cli.infra.progress import BatchProgress
 from cegate_cli.train.reporter import SilentReporter
-from cegate_cli.words import counted
+from cegate_cli.infra.words import counted
 
 if TYPE_CHECKING:
-    from cegate_cli.fisher import Selection
+    from cegate_cli.toolbox.fisher import Selection
     from cegate_cli.predict.batch import FileOutcome
 
 TOP_SCORES = 8

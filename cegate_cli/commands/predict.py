@@ -57,9 +57,9 @@ def register(app: typer.Typer) -> None:
         **switches: Any,
     ) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
-        from cegate_cli.distributed import is_main
-        from cegate_cli.inference import predict_run
-        from cegate_cli.results import batch_result
+        from cegate_cli.infra.distributed import is_main
+        from cegate_cli.pipelines.inference import predict_run
+        from cegate_cli.pipelines.results import batch_result
         from cegate_cli.run import read_manifest
 
         feedback = Feedback.from_flags(quiet, verbose)

@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Download a backbone into the Hugging Face cache and print where it is."""
-        from cegate_cli.hub import pull_backbone
+        from cegate_cli.backbone.hub import pull_backbone
 
         source = pull_backbone(spec, revision=revision, token=token)
         if as_json:

@@ -12,7 +12,7 @@ from cegate_cli.commands.options import DeviceOpt, OfflineOpt, RunArg, TokenOpt,
 from cegate_cli.commands.options import WeightsOpt
 from cegate_cli.commands.feedback import main_progress
 from cegate_cli.predict.map_options import MapOptions
-from cegate_cli.report_options import ReportOptions
+from cegate_cli.options.report import ReportOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             "--overwrite", help="Replace a file at --out that is not a report cegate wrote (a report it wrote is always replaced).")] = False,
     ) -> None:
         """Write a run as one HTML page that opens offline: curves, module selection, IoU, class legend, scene previews."""
-        from cegate_cli.html_report import write_report
+        from cegate_cli.reporting.html_report import write_report
 
         map_options = None
         if scenes:

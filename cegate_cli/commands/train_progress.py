@@ -12,7 +12,7 @@ from cegate_cli.commands.console import stderr
 from cegate_cli.commands.plain_progress import PhaseLines, selection_line, top_scores_line
 
 if TYPE_CHECKING:
-    from cegate_cli.fisher import Selection
+    from cegate_cli.toolbox.fisher import Selection
 
 
 class RichTrainReporter(PhaseLines):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from rasterio.enums import Interleaving
 
-from cegate_cli.capacity import MAX_BLOCK_BYTES, size_words
+from cegate_cli.infra.capacity import MAX_BLOCK_BYTES, size_words
 from cegate_cli.errors import DataError
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.classes import ClassTable
 
 MIN_SHARE = 0.002
 """A class under this share of the labeled pixels is flagged as too rare to be learned."""

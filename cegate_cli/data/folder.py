@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cegate_cli.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
+from cegate_cli.data.classes import DEFAULT_IGNORE_INDEX, ClassTable, load_class_table
 from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import (
     PixelValidity,

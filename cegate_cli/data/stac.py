@@ -37,10 +37,10 @@ import numpy as np
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
-from cegate_cli.band_names import CANONICAL_BANDS, canonical_band_name
+from cegate_cli.data.band_names import CANONICAL_BANDS, canonical_band_name
 from cegate_cli.data.blocks import check_blocks
 from cegate_cli.data.gdal import gdal_detail, network_defaults, network_hint, quiet_open
-from cegate_cli.documents import read_json
+from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
 
 ITEM_SUFFIX = ".json"

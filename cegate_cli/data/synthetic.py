@@ -22,8 +22,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from cegate_cli.atomic import atomic_path, write_text_atomic
-from cegate_cli.classes import ClassInfo, ClassTable
+from cegate_cli.infra.atomic import atomic_path, write_text_atomic
+from cegate_cli.data.classes import ClassInfo, ClassTable
 
 Domain = Literal["source", "target"]
 

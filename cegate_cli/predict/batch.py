@@ -24,8 +24,8 @@ from typing import Literal
 import torch
 from rasterio.errors import RasterioError
 
-from cegate_cli.atomic import os_error_words, sweep_stale_temporaries
-from cegate_cli.classes import ClassTable
+from cegate_cli.infra.atomic import os_error_words, sweep_stale_temporaries
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.raster import not_a_file_reason, open_raster
 from cegate_cli.data.stac import looks_like_item, scene_name
@@ -34,7 +34,7 @@ from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_s
 from cegate_cli.predict.legend import write_legend
 from cegate_cli.predict.outputs import output_markers, raster_output, switched_outputs, vector_format
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
-from cegate_cli.progress import BatchProgress  # the base class lives where displays can import it without torch
+from cegate_cli.infra.progress import BatchProgress  # the base class lives where displays can import it without torch
 from cegate_cli.predict.vector_options import VectorOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff")

@@ -22,7 +22,7 @@ import numpy as np
 import rasterio
 import torch
 
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.raster import alpha_as_data_note, open_raster
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError

@@ -22,8 +22,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from cegate_cli.atomic import write_text_atomic
-from cegate_cli.classes import ClassTable
+from cegate_cli.infra.atomic import write_text_atomic
+from cegate_cli.data.classes import ClassTable
 
 # GDAL's raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage)
 _GFT_INTEGER, _GFT_STRING = 0, 2

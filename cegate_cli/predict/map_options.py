@@ -1,6 +1,6 @@
 """How `predict` and `evaluate` map scenes with a run (tiles, batch, device, extra outputs).
 
-Kept apart from `cegate_cli.inference` (which loads torch) so the command line can show these
+Kept apart from `cegate_cli.pipelines.inference` (which loads torch) so the command line can show these
 defaults in `--help`, and pass them on unchanged, without loading the model stack.
 """
 
@@ -27,7 +27,7 @@ class MapOptions:
 
     def check(self) -> None:
         """Refuse values no mapping can use, before the run is loaded; every message names the flag."""
-        from cegate_cli.capacity import check_pass
+        from cegate_cli.infra.capacity import check_pass
         from cegate_cli.errors import InputError
         from cegate_cli.predict.outputs import switched_outputs
 

@@ -31,7 +31,7 @@ import pyogrio
 import shapely
 from rasterio.crs import CRS
 
-from cegate_cli.atomic import atomic_path
+from cegate_cli.infra.atomic import atomic_path
 
 GEOJSON_DECIMALS = 7
 GPKG_VERSION = "1.2"

@@ -35,7 +35,7 @@ from rasterio.errors import RasterioError
 from rasterio.features import shapes, sieve
 from rasterio.windows import Window
 
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import mask_nodata, open_raster
 from cegate_cli.errors import DataError, InputError

@@ -29,8 +29,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from cegate_cli import __version__
-from cegate_cli.atomic import atomic_path, scratch_path
-from cegate_cli.classes import ClassTable
+from cegate_cli.infra.atomic import atomic_path, scratch_path
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.predict.cog import Resampling, block_size_for, copy_as_cog, stream_profile
 from cegate_cli.predict.legend import write_legend
 

@@ -1,7 +1,7 @@
 """The run folder as a place: checked before anything slow runs, locked for one writer, the old
 run set aside by `--overwrite` and dropped or put back once the new one ends.
 
-Everything here works on names (cegate_cli.run.layout) and the lock (cegate_cli.runlock); what
+Everything here works on names (cegate_cli.run.layout) and the lock (cegate_cli.run.lock); what
 the files hold is the business of `manifest` (run.json, config.yaml) and `weights`.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cegate_cli import runlock
-from cegate_cli.atomic import writing
+import cegate_cli.run.lock as runlock
+from cegate_cli.infra.atomic import writing
 from cegate_cli.errors import OutputExistsError, RunFolderError
 from cegate_cli.run.layout import REPLACED_DIR, RUN_FILES, RUN_JSON, STATE_DIR
 from cegate_cli.run.replaced import move_aside, put_back, set_aside, stopped_overwrite_note, undo_partial

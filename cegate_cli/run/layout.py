@@ -7,7 +7,7 @@
       adapter_last.safetensors  the same at the last step
       state/trainer.safetensors what --resume needs: tensors ...
       state/trainer.json        ... and the rest (cegate_cli.run.state; never a pickle)
-      .cegate.lock              held by the one `adapt` writing the folder (cegate_cli.runlock)
+      .cegate.lock              held by the one `adapt` writing the folder (cegate_cli.run.lock)
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
 half-written file under a final name. run.json and both adapter files carry the same random

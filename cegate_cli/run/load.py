@@ -11,8 +11,8 @@ import torch
 
 from cegate_cli.backbone.registry import family_of
 from cegate_cli.errors import RunFolderError
-from cegate_cli.hub import BackboneSource, resolve_backbone
-from cegate_cli.model import SegmentationModel, build_model
+from cegate_cli.backbone.hub import BackboneSource, resolve_backbone
+from cegate_cli.model.segmentation import SegmentationModel, build_model
 from cegate_cli.run.manifest import RunManifest, read_manifest
 from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.run.weights import restore_weights

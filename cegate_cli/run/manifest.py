@@ -18,15 +18,15 @@ from typing import Any
 import yaml
 
 from cegate_cli import __version__
-from cegate_cli.atomic import write_json_atomic, write_text_atomic, writing
-from cegate_cli.bands import BandChoice
-from cegate_cli.classes import ClassTable
+from cegate_cli.infra.atomic import write_json_atomic, write_text_atomic, writing
+from cegate_cli.data.bands import BandChoice
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.stats import BandStats
-from cegate_cli.documents import read_json
+from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import CegateError, DocumentError, RunFolderError
-from cegate_cli.fisher import Selection
+from cegate_cli.toolbox.fisher import Selection
 from cegate_cli.toolbox.module_key import ModuleKey, keys_from_json, keys_to_json
-from cegate_cli.record_fields import FieldTypeError
+from cegate_cli.infra.record_fields import FieldTypeError
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
 from cegate_cli.run.sections import (
     AdaptationRecord,
@@ -38,7 +38,7 @@ from cegate_cli.run.sections import (
 )
 from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.toolbox import ToolboxConfig
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.options.train import TrainConfig
 
 
 @dataclass

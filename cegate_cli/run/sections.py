@@ -1,5 +1,5 @@
 """run.json's own sections as frozen classes: each written by its `to_dict` and read back by its
-`from_dict`, every value checked against its field's type (`cegate_cli.record_fields`).
+`from_dict`, every value checked against its field's type (`cegate_cli.infra.record_fields`).
 
     backbone     BackboneRecord    the source, the shape, the band mapping, the family's section
     data         DataRecord        the folders and images a run learned from, label counts
@@ -24,8 +24,8 @@ from cegate_cli.backbone.family import FamilyRecord
 from cegate_cli.backbone.registry import get_family
 from cegate_cli.backbone.source import BackboneSource
 from cegate_cli.data.stats import BandStats
-from cegate_cli.record_fields import FieldTypeError, record_fields
-from cegate_cli.train_config import SelfTrainConfig
+from cegate_cli.infra.record_fields import FieldTypeError, record_fields
+from cegate_cli.options.train import SelfTrainConfig
 
 
 def _object(data: Any, section: str) -> dict[str, Any]:

@@ -34,8 +34,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from cegate_cli.atomic import atomic_path, write_text_atomic
-from cegate_cli.documents import read_json
+from cegate_cli.infra.atomic import atomic_path, write_text_atomic
+from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import CegateError, DocumentError, RunFolderError
 
 STATE_FORMAT = "cegate-train-state/2"

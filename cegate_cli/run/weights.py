@@ -29,8 +29,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from cegate_cli.atomic import atomic_path, writing
-from cegate_cli.decoder import CLASS_BIAS
+from cegate_cli.infra.atomic import atomic_path, writing
+from cegate_cli.model.decoder import CLASS_BIAS
 from cegate_cli.errors import RunFolderError
 from cegate_cli.predict.map_options import WEIGHTS
 from cegate_cli.toolbox.module_key import ModuleKey
@@ -40,7 +40,7 @@ from cegate_cli.run.sections import ParameterRecord
 from cegate_cli.toolbox.attach import Toolbox
 
 if TYPE_CHECKING:  # the model pulls in every backbone family: reading run.json must not need them
-    from cegate_cli.model import SegmentationModel
+    from cegate_cli.model.segmentation import SegmentationModel
     from cegate_cli.run.manifest import RunManifest
 
 MISFIT_FIX = "was run.json edited, or are the weights another run's? Put the run's own files back, or train again with `cegate adapt`"

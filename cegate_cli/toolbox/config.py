@@ -97,7 +97,7 @@ class ToolboxConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ToolboxConfig:
         """From run.json's "toolbox" section; a value of the wrong type is a FieldTypeError naming it."""
-        from cegate_cli.record_fields import FieldTypeError, checked_value, record_fields, require_object
+        from cegate_cli.infra.record_fields import FieldTypeError, checked_value, record_fields, require_object
 
         require_object(data, "toolbox")
         specs = registered_kinds()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cegate_cli.metrics import ConfusionMatrix
+from cegate_cli.data.metrics import ConfusionMatrix
 
 OFFSET_GRID = tuple(step / 4 for step in range(-12, 13))
 """Offsets tried for each class (-3 to 3 in quarters): a class's scores are log-odds, so 3 is a

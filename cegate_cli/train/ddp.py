@@ -34,8 +34,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cegate_cli.distributed import check_agreement, local_device, rank_log, world
-from cegate_cli.fisher import FisherScores, Selection, normalize_within_kind
+from cegate_cli.infra.distributed import check_agreement, local_device, rank_log, world
+from cegate_cli.toolbox.fisher import FisherScores, Selection, normalize_within_kind
 from cegate_cli.train.reporter import SilentReporter
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs
 

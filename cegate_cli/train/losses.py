@@ -75,7 +75,7 @@ def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int, kind: str, class_weight: torch.Tensor | None
 ) -> torch.Tensor:
     """The task loss a run trains (and scores Fisher information) with; `kind` is one of
-    `cegate_cli.train_config.LOSSES`."""
+    `cegate_cli.options.train.LOSSES`."""
     if kind == "ce":
         return masked_cross_entropy(logits, target, ignore_index)
     loss = masked_cross_entropy(logits, target, ignore_index, class_weight=class_weight)

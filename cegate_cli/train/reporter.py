@@ -2,7 +2,7 @@
 
 The library stays quiet; the CLI passes a reporter that draws a rich progress display (or, in
 a log file, plain lines), tests pass none (or one that records). Long steps outside the training
-loop are announced as phases (`cegate_cli.progress.phase`).
+loop are announced as phases (`cegate_cli.infra.progress.phase`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # the CLI's displays subclass SilentReporter before torch is loaded
-    from cegate_cli.fisher import Selection
+    from cegate_cli.toolbox.fisher import Selection
 
 
 class TrainReporter(Protocol):

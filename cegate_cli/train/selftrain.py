@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from cegate_cli.errors import InputError, RunFolderError
-from cegate_cli.fisher import SOURCE_MODEL, FisherScores, Selection
+from cegate_cli.toolbox.fisher import SOURCE_MODEL, FisherScores, Selection
 from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
-from cegate_cli.train_config import SelfTrainConfig
+from cegate_cli.options.train import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy

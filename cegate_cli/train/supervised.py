@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cegate_cli.classes import ClassTable
-from cegate_cli.distributed import world
-from cegate_cli.fisher import (
+from cegate_cli.data.classes import ClassTable
+from cegate_cli.infra.distributed import world
+from cegate_cli.toolbox.fisher import (
     FISHER_RULES,
     HEAD_WARMUP,
     FisherScores,
@@ -29,14 +29,14 @@ from cegate_cli.fisher import (
     select_by_fisher_rule,
     within_cost_budget,
 )
-from cegate_cli.metrics import ConfusionMatrix
-from cegate_cli.model import SegmentationModel
+from cegate_cli.data.metrics import ConfusionMatrix
+from cegate_cli.model.segmentation import SegmentationModel
 from cegate_cli.toolbox.module_key import KINDS, ModuleKey, in_order
-from cegate_cli.progress import phase
+from cegate_cli.infra.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox.attach import Toolbox
 from cegate_cli.train.calibrate import Calibration, fit_class_offsets, pixel_stride
-from cegate_cli.train_config import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
+from cegate_cli.options.train import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import (
@@ -48,7 +48,7 @@ from cegate_cli.train.optimizer import (
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.schedule import lr_factor
 from cegate_cli.run.state import plain, read_state, record_path, write_state
-from cegate_cli.words import counted
+from cegate_cli.infra.words import counted
 
 FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches
 

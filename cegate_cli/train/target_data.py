@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cegate_cli.bands import BandChoice, match_all
+from cegate_cli.data.bands import BandChoice, match_all
 from cegate_cli.data.folder import discover_images
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import DataError, InputError

@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cegate_cli.adapt import AdaptOptions, AdaptResult, adapt
+from cegate_cli.pipelines.adapt import AdaptOptions, AdaptResult, adapt
 from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
-from cegate_cli.demo_options import DemoOptions
+from cegate_cli.options.demo import DemoOptions
 from cegate_cli.errors import OutputExistsError
-from cegate_cli.inference import Evaluation, MapOptions, evaluate_run, predict_run
+from cegate_cli.pipelines.inference import Evaluation, MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import BatchProgress, BatchSummary, VectorOptions
-from cegate_cli.progress import phase
-from cegate_cli.train_config import TrainConfig
+from cegate_cli.infra.progress import phase
+from cegate_cli.options.train import TrainConfig
 from cegate_cli.train.reporter import TrainReporter
 
 

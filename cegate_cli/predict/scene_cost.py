@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.capacity import MAX_SCENE_PIXELS, size_words
+from cegate_cli.infra.capacity import MAX_SCENE_PIXELS, size_words
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import CegateError, DataError
-from cegate_cli.progress import BatchProgress
+from cegate_cli.infra.progress import BatchProgress
 
 LISTED_SCENES = 10
 """Up to this many scenes get a line each; a larger batch gets one line for all and its largest."""

@@ -22,7 +22,7 @@ import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import PixelValidity, grid_mismatches, open_raster
 from cegate_cli.errors import DataError, InputError

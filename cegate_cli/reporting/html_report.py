@@ -18,19 +18,19 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.atomic import write_text_atomic, writing
-from cegate_cli.classes import ClassTable
-from cegate_cli.documents import read_json
+from cegate_cli.infra.atomic import write_text_atomic, writing
+from cegate_cli.data.classes import ClassTable
+from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError, OutputExistsError
 from cegate_cli.toolbox.module_key import ModuleKey
-from cegate_cli.png import png_bytes
-from cegate_cli.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
-from cegate_cli.report_options import ReportOptions
-from cegate_cli.report_scenes import ScenePreview, choose_scenes, scene_previews
+from cegate_cli.reporting.png import png_bytes
+from cegate_cli.reporting.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
+from cegate_cli.options.report import ReportOptions
+from cegate_cli.reporting.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.run import read_manifest
-from cegate_cli.svg_chart import ChartStyle, Marker, Series, line_chart
+from cegate_cli.reporting.svg_chart import ChartStyle, Marker, Series, line_chart
 from cegate_cli.toolbox.kinds import kind_spec, registered_kinds
-from cegate_cli.words import counted
+from cegate_cli.infra.words import counted
 
 REPORT_NAME = "report.html"
 GENERATOR_TAG = "<meta name='generator' content='cegate report'>"

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cegate_cli.adapt import AdaptResult
-    from cegate_cli.classes import ClassTable
-    from cegate_cli.demo import DemoResult
+    from cegate_cli.pipelines.adapt import AdaptResult
+    from cegate_cli.data.classes import ClassTable
+    from cegate_cli.pipelines.demo import DemoResult
     from cegate_cli.predict.batch import BatchSummary, FileOutcome
 
 RUN_METRICS = ("best_val_miou", "best_step", "last_val_miou", "final_loss")

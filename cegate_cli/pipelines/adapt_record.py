@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cegate_cli import distributed
+from cegate_cli.infra import distributed
 from cegate_cli.data.crops import CropSampler
 from cegate_cli.errors import TrainingInterrupted
 from cegate_cli.toolbox.module_key import ModuleKey

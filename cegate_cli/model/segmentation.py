@@ -17,7 +17,7 @@ from cegate_cli.backbone.band_adapt import BandMapping
 from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.backbone.family import Pretrained
 from cegate_cli.data.stats import BandStats
-from cegate_cli.decoder import build_decoder
+from cegate_cli.model.decoder import build_decoder
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.stac import scene_name
 from cegate_cli.errors import CegateError, DataFileNotFoundError
-from cegate_cli.preview import Picture, image_picture, mask_picture
+from cegate_cli.reporting.preview import Picture, image_picture, mask_picture
 
 if TYPE_CHECKING:
-    from cegate_cli.inference import MapOptions
+    from cegate_cli.pipelines.inference import MapOptions
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def scene_previews(
 def _predict(
     run_dir: Path, sources: list[Path], scratch: Path, map_options: MapOptions | None, progress: Any
 ) -> tuple[dict[Path, Path], dict[Path, str]]:
-    from cegate_cli.inference import MapOptions, predict_run
+    from cegate_cli.pipelines.inference import MapOptions, predict_run
     from cegate_cli.predict.vector_options import VectorOptions
 
     summary = predict_run(run_dir, sources, scratch, options=map_options or MapOptions(), vectors=VectorOptions(fmt=None), overwrite=True, progress=progress)

@@ -1,6 +1,6 @@
 """Everything `adapt` may be told, with the library's defaults: what `cegate adapt` fills from its flags.
 
-Kept apart from `cegate_cli.adapt` (which loads torch) so the command line can show these
+Kept apart from `cegate_cli.pipelines.adapt` (which loads torch) so the command line can show these
 defaults in `--help` without loading the model stack; the training, toolbox, self-training and
 Galileo settings it holds are torch-free for the same reason.
 """
@@ -14,7 +14,7 @@ from typing import Any
 from cegate_cli.backbone.galileo_options import GalileoOptions
 from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.band_names import canonical_band_name, is_generic_band_name
+from cegate_cli.data.band_names import canonical_band_name, is_generic_band_name
 from cegate_cli.errors import DataError, InputError
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 
-from cegate_cli.bands import band_names_of
-from cegate_cli.classes import ClassTable
+from cegate_cli.data.bands import band_names_of
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError

@@ -23,15 +23,16 @@ from typing import Any, TypeVar
 
 import torch
 
-from cegate_cli import distributed, scene_cost
-from cegate_cli.bands import match_bands
+from cegate_cli.infra import distributed
+from cegate_cli.predict import scene_cost
+from cegate_cli.data.bands import match_bands
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import read_scene_info
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.errors import Interrupted, MappingInterrupted
 from cegate_cli.predict.map_options import MapOptions
-from cegate_cli.metrics import ConfusionMatrix, evaluate_scene
-from cegate_cli.progress import phase
+from cegate_cli.data.metrics import ConfusionMatrix, evaluate_scene
+from cegate_cli.infra.progress import phase
 from cegate_cli.run import LoadedRun, load_run, read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
 from cegate_cli.predict.outputs import switched_outputs

@@ -43,7 +43,7 @@ from cegate_cli.backbone.registry import (
 )
 from cegate_cli.backbone.source import CONFIG_NAME, BackboneSource, file_sha256, read_backbone_config
 from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
-from cegate_cli.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
+from cegate_cli.backbone.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")

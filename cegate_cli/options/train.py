@@ -131,7 +131,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """From run.json's "training" section; a value of the wrong type is a FieldTypeError naming it."""
-        from cegate_cli.record_fields import record_fields
+        from cegate_cli.infra.record_fields import record_fields
 
         known = record_fields(cls, data, section="training", unknown="drop")
         # Runs recorded before these options existed trained with plain ce and random crops.
@@ -147,10 +147,10 @@ class TrainConfig:
         "training" forever), `--fisher-samples 0` surfaced as an internal crop-sampler message
         and `--val-fraction 1.5` was silently capped; every message names the flag.
         """
-        from cegate_cli.capacity import check_pass
-        from cegate_cli.decoder import DECODERS
+        from cegate_cli.infra.capacity import check_pass
+        from cegate_cli.model.decoder import DECODERS
         from cegate_cli.errors import InputError
-        from cegate_cli.fisher import parse_select_spec
+        from cegate_cli.toolbox.fisher import parse_select_spec
 
         at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
                         "validation crops": "val_crops", "--save-every": "save_every", "--rare-crops": "rare_crops"}

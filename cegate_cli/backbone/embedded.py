@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 TINY_WEIGHTS = WEIGHTS_DIR / "tiny.safetensors"
 """The embedded `tiny` ViT, pretrained on the demo's generated scenes (docs/tiny-backbone.md)."""
 GALILEO_NANO_WEIGHTS = WEIGHTS_DIR / "galileo-nano.safetensors"

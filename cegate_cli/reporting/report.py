@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.fisher import select_top
+from cegate_cli.toolbox.fisher import select_top
 from cegate_cli.run import AdaptationRecord, calibrated, read_manifest, saved_val_miou
 from cegate_cli.toolbox.module_key import in_order, keys_from_json
 from cegate_cli.toolbox.kinds import kind_labels
@@ -17,7 +17,7 @@ def backbone_report(
 ) -> dict[str, Any]:
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
     from cegate_cli.backbone.registry import load_pretrained
-    from cegate_cli.hub import resolve_backbone
+    from cegate_cli.backbone.hub import resolve_backbone
     from cegate_cli.toolbox.attach import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)

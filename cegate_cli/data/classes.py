@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.documents import read_yaml
+from cegate_cli.infra.documents import read_yaml
 from cegate_cli.errors import DataError, DocumentError
 
 DEFAULT_IGNORE_INDEX = 255

@@ -1,6 +1,6 @@
 """What `cegate demo` may be told: where to write, how long to train, which backbone.
 
-Kept apart from `cegate_cli.demo` (which loads torch) so the command line can show these
+Kept apart from `cegate_cli.pipelines.demo` (which loads torch) so the command line can show these
 defaults in `--help`, and pass them on unchanged, without loading the model stack.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cegate_cli.adapt_options import AdaptOptions
+from cegate_cli.options.adapt import AdaptOptions
 
 
 @dataclass(frozen=True)

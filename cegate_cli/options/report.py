@@ -1,6 +1,6 @@
 """What `cegate report` puts on the page besides the run folder itself.
 
-Kept apart from `cegate_cli.html_report` (which loads the raster and model stack) so the command
+Kept apart from `cegate_cli.reporting.html_report` (which loads the raster and model stack) so the command
 line can show these defaults in `--help` without loading it.
 """
 

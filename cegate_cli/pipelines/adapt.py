@@ -21,22 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cegate_cli import distributed
+from cegate_cli.infra import distributed
 from cegate_cli.backbone.family import normalizes_with_own_statistics
 from cegate_cli.backbone.registry import family_of
-from cegate_cli.bands import bands_for_images
-from cegate_cli.classes import MAX_IGNORE_INDEX
+from cegate_cli.data.bands import bands_for_images
+from cegate_cli.data.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError
-from cegate_cli.fisher import parse_select
-from cegate_cli.hub import resolve_backbone
-from cegate_cli.model import build_model
-from cegate_cli.adapt_options import AdaptOptions
-from cegate_cli.adapt_record import Fitting, fit_and_record
-from cegate_cli.progress import phase
+from cegate_cli.toolbox.fisher import parse_select
+from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.model.segmentation import build_model
+from cegate_cli.options.adapt import AdaptOptions
+from cegate_cli.pipelines.adapt_record import Fitting, fit_and_record
+from cegate_cli.infra.progress import phase
 from cegate_cli.toolbox.module_key import ModuleKey, keys_to_json
 from cegate_cli.run import (
     AdaptationRecord,
@@ -52,14 +52,14 @@ from cegate_cli.run import (
     state_dir,
 )
 from cegate_cli.toolbox import KINDS
-from cegate_cli.train_config import SelfTrainConfig, TrainConfig
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
 from cegate_cli.train.target_data import TargetFolder, discover_target, target_stats
-from cegate_cli.words import counted
+from cegate_cli.infra.words import counted
 
 MODES = ("supervised", "source+target", "target")
 # The teacher labels a weak view: geometry only, no radiometric jitter (the strong view has that).
