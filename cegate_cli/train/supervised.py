@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from cegate_cli.data.classes import ClassTable
-from cegate_cli.infra.distributed import world
 from cegate_cli.toolbox.fisher import (
     FISHER_RULES,
     HEAD_WARMUP,
@@ -36,18 +35,14 @@ from cegate_cli.infra.progress import phase
 from cegate_cli.run.weights import run_tensors, with_class_offsets
 from cegate_cli.toolbox.attach import Toolbox
 from cegate_cli.train.calibrate import Calibration, fit_class_offsets, pixel_stride
-from cegate_cli.options.train import NOT_FINGERPRINTED, SELECTIONS, TrainConfig
+from cegate_cli.options.train import SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
-from cegate_cli.train.optimizer import (
-    build_adamw,
-    optimizer_state_by_name,
-    ordered_names,
-    restore_optimizer_state,
-)
+from cegate_cli.train.optimizer import build_adamw, ordered_names
+from cegate_cli.train import resume
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.schedule import lr_factor
-from cegate_cli.run.state import plain, read_state, record_path, write_state
+from cegate_cli.run.state import record_path
 from cegate_cli.infra.words import counted
 
 FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches
@@ -430,93 +425,12 @@ class SupervisedTrainer:
         self.reporter.validation(step, miou)
         return miou
 
-    # -- resume state --------------------------------------------------------------------------
+    # -- resume state (train/resume.py) ------------------------------------------------------
     def _save_state(self) -> None:
-        if self.state_dir is None or self.inputs.rank != 0:
-            return
-        assert self.optimizer is not None
-        state = {
-            "config": self.config.resume_fingerprint(),
-            "processes": world().size,
-            "step": self.progress.step,
-            "selections": [s.to_dict() for s in self.progress.selections],
-            "ever_selected": [list(k) for k in self.progress.ever_selected],
-            "best_miou": self.progress.best_miou,
-            "best_step": self.progress.best_step,
-            "best_weights": self.progress.best_weights,
-            "best_selection": [list(k) for k in self.progress.best_selection],
-            **({"best_calibration": self.progress.best_calibration.to_dict()}
-               if self.progress.best_calibration is not None else {}),
-            "val_history": self.progress.val_history,
-            "loss_history": self.progress.loss_history,
-            "fisher_seconds": self.progress.fisher_seconds,
-            "train_seconds": self.progress.train_seconds,
-            "toolbox": {n: t.detach().cpu() for n, t in self.toolbox.state_dict_of(self.toolbox.keys()).items()},
-            "decoder": {n: t.detach().cpu() for n, t in self.model.decoder.state_dict().items()},
-            "optimizer": optimizer_state_by_name(self.optimizer, self.optimizer_names),
-            "cpu_rng": torch.random.get_rng_state(),
-            **self.extra_state(),
-        }
-        write_state(self.state_dir, state)  # atomic; on failure the previous state stays
-        self.saved_step = self.progress.step
+        resume.save_state(self)
 
     def _load_state(self) -> None:
-        from cegate_cli.errors import RunFolderError
-
-        if self.state_dir is None:
-            raise RunFolderError("nothing to resume: this run keeps no resume state; run without --resume")
-        if self.config.selection == "full":
-            raise RunFolderError("the full fine-tuning baseline (--selection full) keeps no backbone in its resume state; start over")
-        state = read_state(self.state_dir)  # safetensors + JSON: nothing here can run code
-        where = self.state_file
-        fingerprint = plain(self.config.resume_fingerprint())
-        saved = {k: v for k, v in (state.get("config") or {}).items() if k not in NOT_FINGERPRINTED}
-        if saved != fingerprint:
-            changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
-            raise RunFolderError(
-                f"{where}: cannot resume with different settings ({', '.join(changed)}); "
-                "use the same options as the interrupted run, or start over with --overwrite"
-            )
-        processes = int(state.get("processes", 1))
-        if processes != world().size:
-            # Every rank draws its own crops, so another process count is another global batch and
-            # other crops: the resumed run would silently differ from an uninterrupted one.
-            launch = "without torchrun" if processes == 1 else f"under torchrun with --nproc-per-node/--nnodes giving {processes} processes"
-            raise RunFolderError(
-                f"{where}: this run was trained by {processes} process(es), now there are {world().size}; "
-                f"resume it {launch}, or start over with --overwrite"
-            )
-        try:
-            self._restore(state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise RunFolderError(f"{where}: damaged resume state ({exc!r}); start over with --overwrite") from exc
-        self.saved_step = self.progress.step
-        self.load_extra_state(state)
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        """Put a read state back into the model, optimizer, progress and RNG."""
-        self.toolbox.load_state(state["toolbox"])
-        self.model.decoder.load_state_dict(state["decoder"])
-        progress = self.progress
-        progress.step = int(state["step"])
-        progress.selections = [Selection.from_dict(s) for s in state["selections"]]
-        progress.ever_selected = {(k, int(l)) for k, l in state["ever_selected"]}
-        progress.best_miou = state["best_miou"]
-        progress.best_step = state["best_step"]
-        progress.best_weights = dict(state["best_weights"])
-        progress.best_selection = [(k, int(l)) for k, l in state["best_selection"]]
-        calibration = state.get("best_calibration")  # absent: not calibrated, or a state from before calibration
-        progress.best_calibration = None if calibration is None else Calibration.from_dict(calibration)
-        progress.val_history = [tuple(v) for v in state["val_history"]]
-        progress.loss_history = [tuple(v) for v in state["loss_history"]]
-        progress.fisher_seconds = float(state["fisher_seconds"])
-        progress.train_seconds = float(state["train_seconds"])
-        torch.random.set_rng_state(state["cpu_rng"])
-        apply_selection(self.toolbox, progress.selections[-1].selected)
-        self.model.to(self.inputs.device)
-        self._rebuild_optimizer()
-        assert self.optimizer is not None
-        restore_optimizer_state(self.optimizer, self.optimizer_names, state["optimizer"])
+        resume.load_state(self)
 
     def extra_state(self) -> dict[str, Any]:
         """More for the resume state (self-training: the teacher, pseudo-label history)."""
