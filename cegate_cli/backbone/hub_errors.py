@@ -38,7 +38,7 @@ HUB_PREFIX = "hf-hub:"
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Network failures raised by the HTTP library huggingface_hub uses (httpx2/httpx now, requests before)."""
+    """Network failures raised by the HTTP library huggingface_hub uses (httpx2 or httpx in recent versions, requests in older ones)."""
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]
     for module_name in ("httpx2", "httpx", "requests"):
         try:

@@ -378,7 +378,7 @@ def check_image_contents(
     """Warnings about images that train badly or not at all, each naming its files; a DataError
     when no image has a single valid pixel (nothing could be trained).
 
-    Caught here, before training, because each of these used to train without a word:
+    Caught here, before training, because otherwise each of these trains without a word:
     - an image with no valid pixel (all NaN, all nodata, fully masked) for the bands the run uses
       contributes nothing, and if it was the one a user cared about they never learned why;
     - an image smaller than the crop is padded with unlabeled pixels, most of each crop wasted;

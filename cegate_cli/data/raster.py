@@ -89,8 +89,8 @@ READABLE_DRIVERS = ("GTiff", "COG", "VRT")  # VRT: what a STAC item opens as (da
 def check_geotiff(ds: Any, path: Path) -> None:
     """Refuse a file GDAL reads with another driver: a PNG or JPEG renamed `.tif`.
 
-    Such a file has no georeference, so it used to surface as "grid differs" from its mask or
-    image, which sent the user looking at coordinates instead of at the file format.
+    Such a file has no georeference, so unchecked it surfaces as "grid differs" from its mask or
+    image, which sends the user looking at coordinates instead of at the file format.
     """
     if ds.driver in READABLE_DRIVERS:
         return

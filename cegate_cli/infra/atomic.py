@@ -61,7 +61,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
 
 
 def sweep_stale_temporaries(folder: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
-    """Remove temporaries in `folder` left by writers on this machine that no longer run.
+    """Remove temporaries in `folder` left by writers on this machine whose process is gone.
 
     Runs once per folder and process (unless `force`): stale files only appear when a process
     dies, and listing a folder of thousands of outputs before every write would cost more than

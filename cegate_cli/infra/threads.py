@@ -1,9 +1,8 @@
 """How many CPU threads cegate computes with, and how idle threads wait: a laptop that also runs
 other things must slow cegate down gracefully, not collapse it.
 
-Two measured problems on a 2-core machine with one busy loop on the other core (issue 14):
-`cegate demo --steps 20` went from 14 s idle to 28 s, and to 18 s with OMP_WAIT_POLICY=PASSIVE;
-with a few other jobs Fisher scoring of 16 crops took 41-104 s instead of 0.65 s.
+Two problems on a small machine where other programs keep a core busy (figures in
+docs/design-measurements.md): threads that spin while they wait, and more threads than free cores.
 
 - PyTorch's OpenMP runtime (libgomp) lets a thread that finished its share spin on the CPU
   before it sleeps. When another program holds a core, the spinning threads take turns with it,
@@ -14,8 +13,8 @@ with a few other jobs Fisher scoring of 16 crops took 41-104 s instead of 0.65 s
   threads that wait for each other; `choose_threads` counts the cores free now instead. "Now" is
   a short sample of the kernel's per-core counters (Linux /proc/stat, 0.3 s, cegate asleep),
   not the 1-minute load average: that average still holds a run that just ended, so a second
-  run started right after the first would take one thread on an idle machine (measured: 47 s
-  instead of 38 s for `cegate demo --steps 20`). The load average is the fallback elsewhere.
+  run started right after the first would take one thread on an idle machine, and run slower
+  for it. The load average is the fallback elsewhere.
 
 This module must not import torch at import time.
 """

@@ -55,21 +55,18 @@ class TrainConfig:
     val_every: int = 100
     val_crops: int = 64
     """Validation crops (fixed windows over the held-out images) that choose the best step and fit
-    the calibration. 64: on the NAIP tiles, calibrating on 16 crops (262 k pixels) sometimes cost a
-    rare class more than it gained (roads on one seed of 10); with 64, tiny's runs beat the
-    defaults before calibration on 9 of 10 seeds and every class's mean IoU was above the
-    per-pixel classifier's (docs/benchmarks-real.md). A validation pass costs about as much as
+    the calibration. 64: on the NAIP tiles, calibrating on fewer crops sometimes cost a rare class
+    more than it gained, while with 64 calibration helped and every class's mean IoU was above
+    the per-pixel classifier's (docs/benchmarks-real.md). A validation pass costs about as much as
     predicting that many pixels."""
     save_every: int = 50
     """Write the resume state every N steps (and always at the last step). Taken as at most `steps`:
     an interval longer than the run means "at the end", and is recorded so; below 1 is refused."""
     decoder: str = "linear-pixel"
     """Segmentation head (decoder.py DECODERS). Default linear-pixel, the linear head plus a
-    full-resolution per-pixel path: on the NAIP tiles (fisher-cost, 300 steps) it beat the linear
-    head on 10 of 10 paired seeds with tiny (+0.014 mIoU, roads 0.525 -> 0.567) and tied it with
-    galileo-nano (+0.000 ± 0.030, ahead on 3 of 4; docs/benchmarks-real.md, block head_study), at
-    under a thousand more parameters. The linear head had matched the unet head with
-    galileo-nano (0.609 vs 0.607, 3 seeds) at less time and beaten it with tiny (0.653 vs 0.588)."""
+    full-resolution per-pixel path: on the NAIP tiles it beat the linear head with tiny (roads
+    most) and tied it with galileo-nano, at under a thousand more parameters; the linear head in
+    turn matched or beat the unet head in less time (docs/benchmarks-real.md, block head_study)."""
     select: str = "0.25"
     reselect_every: int = 0
     fisher_samples: int = 16
@@ -80,8 +77,8 @@ class TrainConfig:
     rare_crops: int = 4
     """Candidate windows per training crop; above 1 the one whose labels weigh most by the
     balanced class weights is kept (data/crops.py), so rare classes are seen more often (1 =
-    plain random crops). Default 4: on the NAIP tiles (water 1.4% of pixels) it raised water IoU
-    from 0.44 to 0.57 (docs/benchmarks-real.md)."""
+    plain random crops). Default 4: on the NAIP tiles, where water is 1.4% of the pixels, it
+    lifted water's IoU most (docs/benchmarks-real.md)."""
     loss: str = "balanced+dice"
     """Task loss (LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice". Default balanced+dice: real labels are imbalanced and mIoU weighs every class
@@ -94,15 +91,14 @@ class TrainConfig:
     calibrate: bool = True
     """After training, fit one offset per class on the validation crops and add it to the head's
     class scores (train/calibrate.py), so the rare-class pressure of the loss and crops does not
-    overpredict a class. On the NAIP tiles (tiny, linear-pixel, 10 paired seeds, with 64
-    validation crops) it raised mIoU from 0.676 to 0.691 (ahead on 9 of 10) and bare land, which
-    background pixels had flooded, from 0.757 to 0.788, above the per-pixel classifier
-    (docs/benchmarks-real.md). Needs validation images; self-training runs are not calibrated
-    (their validation is on the source)."""
+    overpredict a class. On the NAIP tiles it raised mIoU and lifted bare land, which background
+    pixels had flooded, above the per-pixel classifier (docs/benchmarks-real.md). Needs
+    validation images; self-training runs are not calibrated (their validation is on the
+    source)."""
     head_warmup: int = 0
     """Fisher rules: steps the head trains alone (frozen backbone, no module) before the first
     scoring, so the scores measure gradients through a head that has learnt something instead of
-    a random one (issue 12, beyond the paper). 0: score at step 0, as the paper does."""
+    a random one (beyond the paper). 0: score at step 0, as the paper does."""
     selection: str = "fisher-cost"
     """Which modules train: "fisher-cost" (the default: the top `select` by Fisher score among the
     upper half of the blocks, so the backward pass stops halfway); "fisher" (the paper's global top
@@ -112,12 +108,11 @@ class TrainConfig:
     "all" (every candidate), "none" (frozen backbone, head only), "full" (no modules; the whole
     backbone, patch embedding included, trains with the head; its run saves the backbone too).
 
-    Default fisher-cost, by issue 12's test (ahead of random selection of as many modules and of
-    all modules on most paired seeds) on the NAIP tiles at these defaults, 10 seeds: with tiny it
-    passes (+0.002, 6 of 10; +0.005, 7 of 10) at half the backward pass; with galileo-nano no rule
-    passes, all modules is best (+0.007 over fisher-cost, within the seeds' noise) and fisher-cost
-    is the cheapest rule that ties it (the head alone and random-cost fall behind beyond the
-    noise). docs/benchmarks.md."""
+    Default fisher-cost, by the selection test (ahead of random selection of as many modules and
+    of all modules on most paired seeds) on the NAIP tiles at these defaults: with tiny it passes
+    at half the backward pass; with galileo-nano no rule passes, all modules is best by less than
+    the seeds' noise and fisher-cost is the cheapest rule that ties it (the head alone and
+    random-cost fall behind beyond the noise). docs/benchmarks.md."""
 
     def __post_init__(self) -> None:
         if self.warmup_steps is None:

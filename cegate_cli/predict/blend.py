@@ -9,9 +9,8 @@ at once. Only cells overlapped by the next row of tiles wait, so memory is about
 scene's height.
 
 Cells are numpy arrays, not torch tensors: they are small (64 x 64), and torch's intra-op
-threads on such small tensors were measured to stall badly on a 2-core machine while the
-reader thread was busy (30 s instead of 2 s for a 2048 x 2048 scene); numpy stays on the
-calling thread. For the class ids, numpy's argmax over the class axis costs about the same
+threads on such small tensors stall badly on a small machine while the reader thread is busy
+(docs/design-measurements.md); numpy stays on the calling thread. For the class ids, numpy's argmax over the class axis costs about the same
 per pixel as torch's `max(dim).indices` on one thread. Dividing by the summed weight is not
 needed for the class (the weight is the same for every class of a pixel), only for the
 confidence and the class probabilities (`--probabilities`), which are the same blended

@@ -22,7 +22,7 @@ from pyproj.exceptions import ProjError
 from rasterio.crs import CRS
 
 WGS84 = Geod(ellps="WGS84")
-SAMPLE = 16  # pixels per side of the patch used to measure local pixel size (numerically steadier)
+SAMPLE = 16  # pixels per side of the patch that gives the local pixel size (numerically steadier)
 LOCAL_M = 20_000.0  # polygons spanning at most this many metres: pixel area x local pixel area
 GRID_STEP = 64  # pixels between sampled pixel areas (interpolated in between)
 DENSIFY_PX = 8.0  # longest edge, in pixels, when measuring a large polygon on the ellipsoid
@@ -91,7 +91,8 @@ class GroundScale:
         a pixel at its centroid: exact where the pixel area varies linearly across the polygon,
         within about 1e-5 for UTM or geographic grids at that size, and interpolated from a
         cached grid, so it costs almost nothing per polygon. Larger polygons are measured on the
-        ellipsoid directly (about 1 ms per thousand vertices).
+        ellipsoid directly, at a cost that grows with their vertex count
+        (docs/design-measurements.md).
         """
         pixel_areas = shapely.area(pixel_geometries)
         if self.to_lonlat is None:

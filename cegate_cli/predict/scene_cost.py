@@ -1,7 +1,7 @@
 """What mapping a batch of scenes will cost, said before `predict` starts; a scene too large refused.
 
-A sparse file declaring 100000 x 100000 px started an 8-15 hour job without a word. Now `predict`
-first opens every scene's header (no pixel is read) and refuses a scene beyond MAX_SCENE_PIXELS
+A sparse file can declare 100000 x 100000 px and so start a job of many hours without a word, so
+`predict` first opens every scene's header (no pixel is read) and refuses a scene beyond MAX_SCENE_PIXELS
 with the limit's name (`survey`). Once the model is loaded it says each scene's size and tile
 count, and after the first batch of tiles an estimate of the time left, from the rate measured on
 that batch (`announce`). It is said to be an estimate: the first batch carries the model's

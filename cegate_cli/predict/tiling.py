@@ -124,8 +124,8 @@ def axis_starts(length: int, size: int, overlap: int) -> tuple[int, ...]:
 
     The last tile may stick out past the scene edge; the reader fills that part by reflection.
     Moving it back inside instead would give it a large overlap with its neighbour, and the
-    blender would then have to keep that whole overlap across the scene's width (measured on a
-    16384-pixel-wide scene, 10 classes: 224 MB of cells at peak instead of 54 MB). With a regular
+    blender would then have to keep that whole overlap across the scene's width, several times
+    the cells a regular overlap needs on a wide scene (docs/design-measurements.md). With a regular
     stride every overlap is exactly `overlap`, and with the usual sizes (512 / 64, 224 / 32)
     the stride is a multiple of the blender's 64-pixel cells, so the band shared by two rows of
     tiles is exactly one row of cells.

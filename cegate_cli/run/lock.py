@@ -1,7 +1,7 @@
 """One writer per run folder: an OS file lock held by `adapt` for as long as it writes the run.
 
-Two `adapt` processes pointed at the same `-o` used to both succeed while one silently replaced
-the other's files. Now the writer holds `fcntl.flock` on `RUN/.cegate.lock` (the operating system
+Two `adapt` processes pointed at the same `-o` would otherwise both succeed while one silently
+replaced the other's files. The writer holds `fcntl.flock` on `RUN/.cegate.lock` (the operating system
 drops it when the process ends, even on `kill -9`, so a crashed run never leaves a stale lock) and
 writes its PID into the file so the second process can say who holds it.
 

@@ -1,8 +1,8 @@
 """The resume state of `adapt` (`RUN/state/`): tensors in safetensors, the rest in JSON, no pickle.
 
-A run folder is something users download, copy and share. The state used to be a `torch.load`ed
-pickle, so `adapt --resume` on a crafted folder ran whatever code the file asked for. Now it is
-two files that can only hold data:
+A run folder is something users download, copy and share. A `torch.load`ed pickle would let
+`adapt --resume` on a crafted folder run whatever code the file asked for, so the state is two
+files that can only hold data:
 
     state/trainer.safetensors   every tensor (toolbox, head, best weights, Adam moments, RNG, teacher)
     state/trainer.json          everything else; each tensor appears as {"__tensor__": "<name>"}

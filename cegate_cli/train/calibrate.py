@@ -1,9 +1,9 @@
 """Per-class offsets on the head's class scores, fitted on the validation crops (calibration).
 
 Why: everything that makes a run learn rare classes (the balanced loss, the rare-class crops, the
-Dice term) also makes it predict them more often than they occur. On the NAIP tiles a run's bare
-land had recall 0.99 at precision 0.77: background pixels went to bare land, and bare land's IoU
-stayed below the per-pixel classifier's on 10 of 10 seeds. Adding a constant to one class's scores
+Dice term) also makes it predict them more often than they occur. On the NAIP tiles background
+pixels went to bare land (high recall, low precision), which kept bare land's IoU below the
+per-pixel classifier's (docs/benchmarks-real.md). Adding a constant to one class's scores
 moves that trade between a class's recall and the others' precision; the offsets that give the
 best mIoU on the held-out validation pixels are added to the head's class bias
 (`run.weights.with_class_offsets`), so a run's weights carry them and predict needs nothing new.

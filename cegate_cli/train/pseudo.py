@@ -2,17 +2,17 @@
 
 A pixel is confident when the teacher's probability exceeds the threshold (DACS: 0.968). A
 fixed threshold assumes a calibrated teacher; a small or briefly trained one can be right on
-96 % of target pixels with a median confidence of 0.86 (measured on the demo scenes: 0.1 % of
-pixels pass 0.968), so self-training learns nothing, or learns only the one or two classes the
-teacher is surest of and forgets the rest (a `--from` run lost 0.18 target mIoU that way). With `class_balance` p > 0 the threshold of each
+most target pixels while hardly any pass 0.968 (docs/adaptation.md has the demo's figures), so
+self-training learns nothing, or learns only the one or two classes the teacher is surest of
+and forgets the rest. With `class_balance` p > 0 the threshold of each
 class is lowered to the confidence of its most confident p share of pixels in the batch
 (class-balanced self-training, Zou et al. 2018): ranks instead of calibrated values, and every
 predicted class keeps pseudo-labels. A floor halfway between chance (1/K) and certainty keeps
 an untrained teacher's near-chance guesses out, so the pseudo-label weight still starts near 0.
 
 A teacher trained on an imbalanced source drifts toward its majority classes on a shifted target,
-and self-training on its own labels feeds that drift until the rare classes vanish (measured on
-real imagery: building IoU 0.002 after self-training). With a `prior` (the source labels' class
+and self-training on its own labels feeds that drift until the rare classes vanish (on real
+imagery, buildings all but did). With a `prior` (the source labels' class
 shares), the teacher's probabilities are aligned to it before labels are taken (distribution
 alignment, Berthelot et al. 2020): each class's probability is multiplied by prior / (the
 batch's mean predicted share of that class) and renormalised, so a class the teacher

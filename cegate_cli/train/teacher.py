@@ -46,7 +46,7 @@ class EMATeacher:
 
     def sync(self) -> None:
         """Follow a (re)selection: keep the average of tensors still trained, start newly trained
-        ones from the student's values, forget the ones no longer trained (their modules are
+        ones from the student's values, forget the ones a reselection dropped (their modules are
         bypassed, so teacher and student run them identically: not at all)."""
         current = trained_tensors(self.model)
         self.tensors = {
