@@ -262,6 +262,7 @@ def worker_train(job: Job) -> dict:
         "step_max": max(walls),
         "cpu_seconds": sum(cpus) / len(cpus),
         "peak_bytes": peak - baseline,
+        "process_peak_bytes": peak,
         "peak_exact": exact_peak or device.type == "cuda",
         "trainable": trainable,
         "modules": modules,
@@ -372,6 +373,13 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+def _process_peak(r: dict, full: dict) -> str:
+    """The process peak and its ratio to full fine-tuning's; "–" for results recorded without it."""
+    if "process_peak_bytes" not in r or "process_peak_bytes" not in full:
+        return "– | –"
+    return f"{mib(r['process_peak_bytes'])} | {r['process_peak_bytes'] / max(1, full['process_peak_bytes']):.2f}x"
+
+
 def render(results: dict, args: argparse.Namespace, command: str, info: dict, loads: tuple[str, str], seconds: float) -> str:
     lines = [
         "# Training efficiency: gated training vs full fine-tuning",
@@ -393,8 +401,9 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
         "Fisher's top among the upper half of the blocks (fisher.select_by_fisher_rule); **fisher-block** = the same count, "
         "scores ranked within each block; **none** = frozen backbone, head only; **top-half** = every "
         "module in the upper half of the blocks (the lower half runs under no_grad). Trainable share = trainable "
-        "parameters (modules + head, or backbone + head for full) / backbone parameters. Peak memory = peak RSS "
-        "while training minus RSS before the first step (CUDA: peak allocated minus allocated).",
+        "parameters (modules + head, or backbone + head for full) / backbone parameters. Peak train memory = peak RSS "
+        "while training minus RSS before the first step (CUDA: peak allocated minus allocated): what training adds. "
+        "Process peak = the whole process's peak RSS while training (CUDA: max allocated): what the machine sees.",
         "",
     ]
     for res in results["runs"]:
@@ -404,8 +413,8 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
             f"## {res['model']} backbone, {res['decoder']} head: {res['backbone_parameters'] / 1e6:.2f} M backbone parameters, "
             f"{head / 1e6:.3f} M head parameters, {res['candidates']} candidate modules",
             "",
-            "| configuration | active modules | lowest layer with autograd | trainable params | share of backbone | step (s, wall) | vs full | CPU s / step | vs full | peak train memory | vs full |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| configuration | active modules | lowest layer with autograd | trainable params | share of backbone | step (s, wall) | vs full | CPU s / step | vs full | peak train memory | vs full | process peak | vs full |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name in CONFIGS:
             if name not in res["train"]:
@@ -415,7 +424,7 @@ def render(results: dict, args: argparse.Namespace, command: str, info: dict, lo
                 f"| {name} | {r['active']} | {r['lowest_grad_layer']} | {r['trainable']:,} | {r['trainable'] / r['backbone']:.2%} | "
                 f"{r['step_seconds']:.3f} ({r['step_min']:.3f}-{r['step_max']:.3f}) | {r['step_seconds'] / full['step_seconds']:.2f}x | "
                 f"{r['cpu_seconds']:.3f} | {r['cpu_seconds'] / full['cpu_seconds']:.2f}x | {mib(r['peak_bytes'])}{'' if r['peak_exact'] else ' (upper bound)'} | "
-                f"{r['peak_bytes'] / max(1, full['peak_bytes']):.2f}x |"
+                f"{r['peak_bytes'] / max(1, full['peak_bytes']):.2f}x | {_process_peak(r, full)} |"
             )
         sel = res["select"]
         chosen = ", ".join(f"{k}@{l}" for k, l in sel["selected"])
