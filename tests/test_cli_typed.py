@@ -191,3 +191,20 @@ def test_option_fields_hold_help_and_flag() -> None:
     assert flagged_fields(Example) == {"WHERE": "where", "--size": "size"}
     with pytest.raises(KeyError, match="Example has no field 'nope'"):
         help_of(Example, "nope")
+
+
+@pytest.mark.parametrize("name", ["predict", "evaluate"])
+def test_predict_and_evaluate_show_the_help_of_the_mapping_fields_they_set(name: str) -> None:
+    """Their flags that set a field of MapOptions or VectorOptions show that field's help."""
+    from cegate_cli.predict.map_options import MapOptions
+    from cegate_cli.predict.vector_options import VectorOptions
+
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    params = {p.opts[0]: p for p in command.get_params(typer.Context(command)) if p.opts and p.opts[0].startswith("--")}
+    shown = 0
+    for cls in (MapOptions, VectorOptions):
+        for flag, field_name in flagged_fields(cls).items():
+            if flag in params:
+                assert params[flag].help == help_of(cls, field_name), (name, flag)
+                shown += 1
+    assert shown >= (10 if name == "predict" else 7)

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from cegate_cli.infra.option_fields import help_of
 from cegate_cli.infra.shared_help import DEVICE_HELP, OFFLINE_HELP, REVISION_HELP, TOKEN_HELP
+from cegate_cli.predict.map_options import MapOptions
 
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help=REVISION_HELP)]
 TokenOpt = Annotated[
@@ -21,10 +23,10 @@ OfflineOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-TileOpt = Annotated[int, typer.Option("--tile", help="Tile size in pixels (rounded up to the patch size).")]
-OverlapOpt = Annotated[int, typer.Option("--overlap", help="Overlap between tiles in pixels (blended smoothly).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
-WeightsOpt = Annotated[str, typer.Option("--weights", help="best (validation) or last.")]
+TileOpt = Annotated[int, typer.Option("--tile", help=help_of(MapOptions, "tile"))]
+OverlapOpt = Annotated[int, typer.Option("--overlap", help=help_of(MapOptions, "overlap"))]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help=help_of(MapOptions, "batch_size"))]
+WeightsOpt = Annotated[str, typer.Option("--weights", help=help_of(MapOptions, "weights"))]
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `cegate adapt`.", show_default=False)]
 
 
