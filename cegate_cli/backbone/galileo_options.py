@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cegate_cli.errors import InputError
+from cegate_cli.infra.option_fields import option
 from cegate_cli.infra.record_fields import FieldTypeError, record_fields
 
 NORMALIZE_CHOICES = ("auto", "pretrained", "data")
@@ -29,10 +30,18 @@ class GalileoOptions:
     """What a user may set for Galileo (`--patch-size`, `--month`, `--normalize`); None and
     "auto" mean: decide from the imagery (see `galileo_backbone.resolve_galileo_inputs`)."""
 
-    patch_size: int | None = None
-    month: int | None = None
+    patch_size: int | None = option(
+        None, help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", flag="--patch-size"
+    )
+    month: int | None = option(
+        None,
+        help=f"Galileo: month of the imagery, 1-12 (default: from the files' date tags, else {DEFAULT_MONTH + 1}).",
+        flag="--month",
+    )
     """0 = January; the CLI takes 1-12."""
-    normalize: str = "auto"
+    normalize: str = option(
+        "auto", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).", flag="--normalize"
+    )
 
     def check(self, max_patch_size: int | None = None) -> None:
         """Refuse values no Galileo run can use. Checked for every backbone (a typo is a typo even

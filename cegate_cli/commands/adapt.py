@@ -14,30 +14,39 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
-from cegate_cli.options.adapt import AdaptOptions
-from cegate_cli.backbone.galileo_options import DEFAULT_MONTH, DEFAULT_PATCH_SIZE, GalileoOptions
-from cegate_cli.data.classes import DEFAULT_IGNORE_INDEX
-from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt
+from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RevisionOpt, TokenOpt, in_panel
 from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
-from cegate_cli.toolbox.kinds import default_kind_names, kind_names
-from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.infra.option_fields import help_of
+from cegate_cli.options.adapt import AdaptOptions
+from cegate_cli.backbone.galileo_options import DEFAULT_PATCH_SIZE, GalileoOptions
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
+DATA = "Data"
+MODEL = "Model and toolbox"
+SELECTION = "Selection"
+TRAINING = "Training"
+ADAPTATION = "Adaptation (--target)"
+RUN = "Output and run"
+PANELS = (DATA, MODEL, SELECTION, TRAINING, ADAPTATION, RUN)
+"""`adapt --help`'s panels, in the order it shows them: each option's `rich_help_panel`. The
+declarations below follow this order (Typer lists panels as their first option comes); a config
+file keeps its own order (adapt_config.FILE_ORDER)."""
 
-_BACKBONE_HELP = (
-    "Backbone: hf-hub:ORG/NAME or hf-hub:ORG/NAME/FOLDER for a model in a repo's folder (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
-    "prithvi-eo-2-300m|600m|tiny, galileo-nano (embedded)|tiny|base, clay-v1, tiny). "
-    "Not with --from."
-)
 
-_MODULES_HELP = (
-    f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated), or all: the default toolbox "
-    f"({', '.join(default_kind_names())})."
-)
+class AdaptCommand(TyperCommand):
+    """`adapt`'s click command: `--help` itself is listed under RUN, with the other options about
+    the invocation, instead of alone in a panel of its own."""
+
+    def get_help_option(self, ctx: typer.Context) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.rich_help_panel = RUN  # type: ignore[attr-defined]
+        return option
 
 
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
@@ -54,121 +63,126 @@ def _print_config(ctx: typer.Context, param: typer.CallbackParam, value: bool) -
 
 def adapt_command(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.", show_default=False)],
+    *,
+    # -- Data
     source: Annotated[
-        Optional[Path],
-        typer.Argument(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml). Not with --from.", show_default=False),
+        Optional[Path], typer.Argument(help=help_of(AdaptOptions, "source"), show_default=False)
     ] = None,
+    bands: Annotated[Optional[str], typer.Option("--bands", help=help_of(AdaptOptions, "bands"), rich_help_panel=DATA)] = None,
+    classes: Annotated[
+        Optional[Path], typer.Option("--classes", help=help_of(AdaptOptions, "classes_file"), rich_help_panel=DATA)
+    ] = None,
+    ignore_index: Annotated[
+        Optional[int], typer.Option("--ignore-index", help=help_of(AdaptOptions, "ignore_index"), rich_help_panel=DATA)
+    ] = None,
+    align: Annotated[bool, typer.Option("--align", help=help_of(AdaptOptions, "align"), rich_help_panel=DATA)] = AdaptOptions.align,
+    # -- Model and toolbox
+    backbone: Annotated[
+        Optional[str],
+        typer.Option("--backbone", "-b", help=help_of(AdaptOptions, "backbone"), show_default=AdaptOptions.backbone, rich_help_panel=MODEL),
+    ] = None,
+    revision: Annotated[Optional[str], in_panel(RevisionOpt, MODEL)] = None,
+    token: Annotated[Optional[str], in_panel(TokenOpt, MODEL)] = None,
+    offline: Annotated[bool, in_panel(OfflineOpt, MODEL)] = False,
+    modules: Annotated[str, typer.Option("--modules", help=help_of(AdaptOptions, "kinds"), rich_help_panel=MODEL)] = "all",
+    decoder: Annotated[str, typer.Option("--decoder", help=help_of(TrainConfig, "decoder"), rich_help_panel=MODEL)] = TrainConfig.decoder,
+    # (each toolbox kind's size flags come here: with_flags below)
+    patch_size: Annotated[
+        Optional[int],
+        typer.Option("--patch-size", help=help_of(GalileoOptions, "patch_size"), show_default=str(DEFAULT_PATCH_SIZE), rich_help_panel=MODEL),
+    ] = None,
+    month: Annotated[
+        Optional[int], typer.Option("--month", help=help_of(GalileoOptions, "month"), show_default=False, rich_help_panel=MODEL)
+    ] = None,
+    normalize: Annotated[
+        str, typer.Option("--normalize", help=help_of(GalileoOptions, "normalize"), rich_help_panel=MODEL)
+    ] = GalileoOptions.normalize,
+    # -- Selection
+    selection: Annotated[
+        str, typer.Option("--selection", help=help_of(TrainConfig, "selection"), rich_help_panel=SELECTION)
+    ] = TrainConfig.selection,
+    select: Annotated[str, typer.Option("--select", help=help_of(TrainConfig, "select"), rich_help_panel=SELECTION)] = TrainConfig.select,
+    fisher_samples: Annotated[
+        int, typer.Option("--fisher-samples", help=help_of(TrainConfig, "fisher_samples"), rich_help_panel=SELECTION)
+    ] = TrainConfig.fisher_samples,
+    reselect_every: Annotated[
+        int, typer.Option("--reselect-every", help=help_of(TrainConfig, "reselect_every"), rich_help_panel=SELECTION)
+    ] = TrainConfig.reselect_every,
+    # -- Training
+    steps: Annotated[int, typer.Option("--steps", help=help_of(TrainConfig, "steps"), rich_help_panel=TRAINING)] = TrainConfig.steps,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help=help_of(TrainConfig, "batch_size"), rich_help_panel=TRAINING)
+    ] = TrainConfig.batch_size,
+    crop: Annotated[int, typer.Option("--crop", help=help_of(TrainConfig, "crop"), rich_help_panel=TRAINING)] = TrainConfig.crop,
+    lr: Annotated[float, typer.Option("--lr", help=help_of(TrainConfig, "lr"), rich_help_panel=TRAINING)] = TrainConfig.lr,
+    seed: Annotated[int, typer.Option("--seed", help=help_of(TrainConfig, "seed"), rich_help_panel=TRAINING)] = TrainConfig.seed,
+    device: Annotated[str, in_panel(DeviceOpt, TRAINING)] = TrainConfig.device,
+    loss: Annotated[str, typer.Option("--loss", help=help_of(TrainConfig, "loss"), rich_help_panel=TRAINING)] = TrainConfig.loss,
+    class_weight_power: Annotated[
+        float, typer.Option("--class-weight-power", help=help_of(TrainConfig, "class_weight_power"), rich_help_panel=TRAINING)
+    ] = TrainConfig.class_weight_power,
+    rare_crops: Annotated[
+        int, typer.Option("--rare-crops", help=help_of(TrainConfig, "rare_crops"), rich_help_panel=TRAINING)
+    ] = TrainConfig.rare_crops,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help=help_of(TrainConfig, "augment"), rich_help_panel=TRAINING)
+    ] = TrainConfig.augment,
+    illumination: Annotated[
+        float, typer.Option("--illumination", help=help_of(TrainConfig, "illumination"), rich_help_panel=TRAINING)
+    ] = TrainConfig.illumination,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help=help_of(TrainConfig, "val_fraction"), rich_help_panel=TRAINING)
+    ] = TrainConfig.val_fraction,
+    val_every: Annotated[
+        int, typer.Option("--val-every", help=help_of(TrainConfig, "val_every"), rich_help_panel=TRAINING)
+    ] = TrainConfig.val_every,
+    calibrate: Annotated[
+        bool, typer.Option("--calibrate/--no-calibrate", help=help_of(TrainConfig, "calibrate"), rich_help_panel=TRAINING)
+    ] = TrainConfig.calibrate,
+    save_every: Annotated[
+        int, typer.Option("--save-every", help=help_of(TrainConfig, "save_every"), rich_help_panel=TRAINING)
+    ] = TrainConfig.save_every,
+    # -- Adaptation (--target)
     target: Annotated[
-        Optional[Path], typer.Option("--target", help="Unlabeled target folder (images only): self-train on it.", show_default=False)
+        Optional[Path], typer.Option("--target", help=help_of(AdaptOptions, "target"), show_default=False, rich_help_panel=ADAPTATION)
     ] = None,
     from_run: Annotated[
-        Optional[Path],
-        typer.Option("--from", help="Continue this finished run on --target without any labels (no SOURCE).", show_default=False),
+        Optional[Path], typer.Option("--from", help=help_of(AdaptOptions, "from_run"), show_default=False, rich_help_panel=ADAPTATION)
     ] = None,
-    confidence: Annotated[
-        float, typer.Option("--confidence", help="Teacher probability above which a target pixel's pseudo-label counts.")
-    ] = SelfTrainConfig.confidence,
-    class_balance: Annotated[
-        float,
-        typer.Option("--class-balance", help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off)."),
-    ] = SelfTrainConfig.class_balance,
-    prior_alignment: Annotated[
-        bool,
-        typer.Option("--prior-alignment/--no-prior-alignment", help="Align the teacher's class shares to the source labels' (guards against collapse)."),
-    ] = SelfTrainConfig.prior_alignment,
-    ema: Annotated[float, typer.Option("--ema", help="Teacher update: teacher = ema * teacher + (1 - ema) * student.")] = SelfTrainConfig.ema,
-    target_norm: Annotated[
-        str, typer.Option("--target-norm", help="Normalise target images with the target folder's statistics, the source's, or "
-                     "(auto) those the source model is more confident under.")
-    ] = SelfTrainConfig.target_norm,
     adapt_schedule: Annotated[
-        str,
-        typer.Option("--adapt-schedule", help="source-first: train the source-only run, then adapt it and keep it only if the "
-                     "guard finds nothing wrong; joint: DACS self-training from step 0."),
+        str, typer.Option("--adapt-schedule", help=help_of(SelfTrainConfig, "schedule"), rich_help_panel=ADAPTATION)
     ] = SelfTrainConfig.schedule,
     adapt_steps: Annotated[
         Optional[int],
-        typer.Option("--adapt-steps", help="source-first: self-training steps after the source run (default: a quarter of --steps).",
-                     show_default=False),
+        typer.Option("--adapt-steps", help=help_of(SelfTrainConfig, "adapt_steps"), show_default=False, rich_help_panel=ADAPTATION),
     ] = None,
     guard: Annotated[
-        bool,
-        typer.Option("--guard/--no-guard", help="source-first: keep the source model when adaptation makes a class vanish from "
-                     "the target map or the source validation fall."),
+        bool, typer.Option("--guard/--no-guard", help=help_of(SelfTrainConfig, "guard"), rich_help_panel=ADAPTATION)
     ] = SelfTrainConfig.guard,
-    backbone: Annotated[Optional[str], typer.Option("--backbone", "-b", help=_BACKBONE_HELP, show_default=AdaptOptions.backbone)] = None,
-    revision: RevisionOpt = None,
-    token: TokenOpt = None,
-    offline: OfflineOpt = False,
-    bands: Annotated[Optional[str], typer.Option("--bands", help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).")] = None,
-    classes: Annotated[Optional[Path], typer.Option("--classes", help="classes.yaml (default: SOURCE/classes.yaml if present).")] = None,
-    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help=f"Mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}).")] = None,
-    align: Annotated[bool, typer.Option("--align", help="Warp masks onto their image's grid (nearest) when grids differ.")] = AdaptOptions.align,
-    modules: Annotated[str, typer.Option("--modules", help=_MODULES_HELP)] = "all",
-    select: Annotated[
-        str, typer.Option("--select", help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, written with a decimal point (0.25; 1.0 = all).")
-    ] = TrainConfig.select,
-    reselect_every: Annotated[int, typer.Option("--reselect-every", help="Re-score and reselect every N steps (0 = once).")] = TrainConfig.reselect_every,
-    selection: Annotated[
-        str,
-        typer.Option(
-            "--selection",
-            help="fisher (the method); fisher-cost (upper half of the blocks only: a shorter backward pass), fisher-block "
-            "(ranked within each block), fisher-agree (squared mean gradient); or a baseline: random (same count), random-cost "
-            "(same count, fisher-cost's blocks), all, "
-            "none (head only), full (whole backbone).",
-        ),
-    ] = TrainConfig.selection,
-    loss: Annotated[
-        str,
-        typer.Option("--loss", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice."),
-    ] = TrainConfig.loss,
-    rare_crops: Annotated[
-        int, typer.Option("--rare-crops", help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).")
-    ] = TrainConfig.rare_crops,
-    class_weight_power: Annotated[
-        float,
-        typer.Option(
-            "--class-weight-power",
-            help="Exponent of the balanced class weights, (median share / class share) ** power: 0 weighs every class alike, "
-            "higher favours rare classes' recall over a common class's precision.",
-        ),
-    ] = TrainConfig.class_weight_power,
-    calibrate: Annotated[
+    confidence: Annotated[
+        float, typer.Option("--confidence", help=help_of(SelfTrainConfig, "confidence"), rich_help_panel=ADAPTATION)
+    ] = SelfTrainConfig.confidence,
+    class_balance: Annotated[
+        float, typer.Option("--class-balance", help=help_of(SelfTrainConfig, "class_balance"), rich_help_panel=ADAPTATION)
+    ] = SelfTrainConfig.class_balance,
+    prior_alignment: Annotated[
         bool,
         typer.Option(
-            "--calibrate/--no-calibrate",
-            help="After training, fit one offset per class on the validation images so no class is overpredicted "
-            "(stored in the head's weights).",
+            "--prior-alignment/--no-prior-alignment", help=help_of(SelfTrainConfig, "prior_alignment"), rich_help_panel=ADAPTATION
         ),
-    ] = TrainConfig.calibrate,
-    fisher_samples: Annotated[int, typer.Option("--fisher-samples", help="Crops used to estimate the Fisher scores.")] = TrainConfig.fisher_samples,
-    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = TrainConfig.steps,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Crops per step (per process).")] = TrainConfig.batch_size,
-    crop: Annotated[int, typer.Option("--crop", help="Crop size in pixels (a multiple of the patch size).")] = TrainConfig.crop,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, poly decay).")] = TrainConfig.lr,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the head, crops and augmentation.")] = TrainConfig.seed,
-    device: DeviceOpt = TrainConfig.device,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images held out for validation mIoU, in [0, 1).")] = TrainConfig.val_fraction,
-    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N steps (0 = never).")] = TrainConfig.val_every,
-    decoder: Annotated[str, typer.Option("--decoder", help="Segmentation head: linear, linear-pixel (linear plus a full-resolution per-pixel path) or unet. Not with --from.")] = TrainConfig.decoder,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Flips, rotations, band jitter.")] = TrainConfig.augment,
-    illumination: Annotated[
-        float, typer.Option("--illumination", help="Brightness and contrast jitter shared by all bands of a source crop (0 = off).")
-    ] = TrainConfig.illumination,
-    save_every: Annotated[int, typer.Option("--save-every", help="Write the resume state every N steps.")] = TrainConfig.save_every,
-    patch_size: Annotated[
-        Optional[int], typer.Option("--patch-size", help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", show_default=str(DEFAULT_PATCH_SIZE))
-    ] = None,
-    month: Annotated[
-        Optional[int], typer.Option("--month", help=f"Galileo: month of the imagery, 1-12 (default: from the files' date tags, else {DEFAULT_MONTH + 1}).", show_default=False)
-    ] = None,
-    normalize: Annotated[
-        str, typer.Option("--normalize", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).")
-    ] = GalileoOptions.normalize,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run folder.")] = AdaptOptions.overwrite,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out with the same options.")] = AdaptOptions.resume,
+    ] = SelfTrainConfig.prior_alignment,
+    ema: Annotated[float, typer.Option("--ema", help=help_of(SelfTrainConfig, "ema"), rich_help_panel=ADAPTATION)] = SelfTrainConfig.ema,
+    target_norm: Annotated[
+        str, typer.Option("--target-norm", help=help_of(SelfTrainConfig, "target_norm"), rich_help_panel=ADAPTATION)
+    ] = SelfTrainConfig.target_norm,
+    # -- Output and run
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help=help_of(AdaptOptions, "out"), show_default=False, rich_help_panel=RUN)
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help=help_of(AdaptOptions, "overwrite"), rich_help_panel=RUN)
+    ] = AdaptOptions.overwrite,
+    resume: Annotated[bool, typer.Option("--resume", help=help_of(AdaptOptions, "resume"), rich_help_panel=RUN)] = AdaptOptions.resume,
     config: Annotated[
         Optional[Path],
         typer.Option(
@@ -178,16 +192,23 @@ def adapt_command(
             is_eager=True,
             callback=_load_config,
             show_default=False,
+            rich_help_panel=RUN,
         ),
     ] = None,
     print_config: Annotated[
         bool,
-        typer.Option("--print-config", help="Print a YAML template with every option and its default, and exit.", is_eager=True, callback=_print_config),
+        typer.Option(
+            "--print-config",
+            help="Print a YAML template with every option and its default, and exit.",
+            is_eager=True,
+            callback=_print_config,
+            rich_help_panel=RUN,
+        ),
     ] = False,
-    threads: ThreadsOpt = None,
-    as_json: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
+    threads: Annotated[Optional[int], in_panel(ThreadsOpt, RUN)] = None,
+    as_json: Annotated[bool, in_panel(JsonOpt, RUN)] = False,
+    quiet: Annotated[bool, in_panel(QuietOpt, RUN)] = False,
+    verbose: Annotated[bool, in_panel(VerboseOpt, RUN)] = False,
     **registered: Any,
 ) -> None:
     """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
@@ -198,7 +219,9 @@ def adapt_command(
 
     feedback = Feedback.from_flags(quiet, verbose)
     adapt_config.check_from_run(ctx)
-    options = adapt_config.adapt_options(adapt_config.resolved_config(ctx), token=token, offline=offline, overwrite=overwrite, resume=resume)
+    config = adapt_config.resolved_config(ctx)  # what RUN/config.yaml records
+    values = adapt_config.parameter_values(ctx.command, config)
+    options = adapt_config.adapt_options(values, saved_config=config, token=token, offline=offline, overwrite=overwrite, resume=resume)
     feedback.threads(threads)
     reporter = feedback.train_reporter()
     try:
@@ -239,8 +262,8 @@ def _print_summary(result: Any) -> None:
             )
 
 
-with_flags(adapt_command, kind_size_flags(), after="decoder")  # each kind's size flags (--lora-rank)
+with_flags(adapt_command, kind_size_flags(), after="decoder", panel=MODEL)  # each kind's size flags (--lora-rank)
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="adapt")(adapt_command)
+    app.command(name="adapt", cls=AdaptCommand)(adapt_command)

@@ -40,15 +40,37 @@ RUNTIME = ("overwrite", "resume", "offline", "threads", "json", "quiet", "verbos
 FROM_RUN = ("backbone", "bands", "classes", "ignore-index", "decoder", "align")
 """What a run continued with --from takes from the earlier run (its run.json), with the toolbox
 kinds' size flags (`from_run_keys`)."""
+FILE_ORDER = (
+    "out", "source", "target", "from", "confidence", "class-balance", "prior-alignment", "ema", "target-norm",
+    "adapt-schedule", "adapt-steps", "guard", "backbone", "revision", "offline", "bands", "classes", "ignore-index",
+    "align", "modules", "select", "reselect-every", "selection", "loss", "rare-crops", "class-weight-power", "calibrate",
+    "fisher-samples", "steps", "batch-size", "crop", "lr", "seed", "device", "val-fraction", "val-every", "decoder",
+    "augment", "illumination", "save-every", "patch-size", "month", "normalize", "overwrite", "resume", "threads",
+    "json", "quiet", "verbose",
+)
+"""The order of the keys in the template and in RUN/config.yaml, with the toolbox kinds' size flags
+after `decoder` (`file_keys`). Its own, not the command's: `adapt --help` lists the options by
+panel, while a file keeps the order files have always had, so templates and runs' config.yaml
+files compare line by line. An option not listed here comes after those that are."""
 TEMPLATE_WIDTH = 96
 
 
-def from_run_keys() -> tuple[str, ...]:
-    """FROM_RUN with every toolbox kind's size flag after the head (`lora-rank`), where `adapt` lists them."""
+def _with_kind_sizes(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """`keys` with every toolbox kind's size flag (`lora-rank`) after `decoder`, the head."""
     from cegate_cli.commands.registered_flags import kind_size_defaults
 
-    at = FROM_RUN.index("decoder") + 1
-    return FROM_RUN[:at] + tuple(kind_size_defaults()) + FROM_RUN[at:]
+    at = keys.index("decoder") + 1
+    return keys[:at] + tuple(kind_size_defaults()) + keys[at:]
+
+
+def file_keys() -> tuple[str, ...]:
+    """FILE_ORDER with every toolbox kind's size flag after the head, where files list them."""
+    return _with_kind_sizes(FILE_ORDER)
+
+
+def from_run_keys() -> tuple[str, ...]:
+    """FROM_RUN with every toolbox kind's size flag after the head (`lora-rank`), where files list them."""
+    return _with_kind_sizes(FROM_RUN)
 
 
 def option_key(param: Any) -> str:
@@ -60,9 +82,10 @@ def option_key(param: Any) -> str:
 
 
 def config_params(command: Any) -> dict[str, Any]:
-    """Key -> parameter for every option a config file may set, in the command's order."""
-    params = {option_key(p): p for p in command.params}
-    return {key: p for key, p in params.items() if key not in NOT_IN_FILE}
+    """Key -> parameter for every option a config file may set, in a file's order (FILE_ORDER)."""
+    params = {option_key(p): p for p in command.params if option_key(p) not in NOT_IN_FILE}
+    listed = file_keys()
+    return {key: params[key] for key in (*[k for k in listed if k in params], *[k for k in params if k not in listed])}
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -247,9 +270,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool, overwrite: bool, resume: bool) -> Any:
-    """`AdaptOptions` from a resolved configuration (`resolved_config`): one mapping for a run
-    started from flags and one re-made from its config.yaml, so both train the same thing."""
+def parameter_values(command: Any, config: Mapping[str, Any]) -> types.SimpleNamespace:
+    """A resolved configuration (`resolved_config`) by the command's parameter names:
+    `values.batch_size` is key `batch-size`, `values.from_run` is `from`. A key the configuration
+    leaves out (with --from, what the earlier run gives) is None; the options about this
+    invocation (RUNTIME) are not there, the command passes them itself."""
+    params = config_params(command)
+    return types.SimpleNamespace(**{param.name: config.get(key) for key, param in params.items() if key not in RUNTIME})
+
+
+def adapt_options(
+    values: types.SimpleNamespace, *, saved_config: dict[str, Any], token: str | None, offline: bool, overwrite: bool, resume: bool
+) -> Any:
+    """`AdaptOptions` from a resolved configuration read by parameter name (`parameter_values`):
+    one mapping for a run started from flags and one re-made from its config.yaml, so both train
+    the same thing. Every field is passed by name from the parameter of that flag (`--batch-size`:
+    `batch_size` -> `TrainConfig(batch_size=...)`, whose field names the flag in its metadata);
+    the toolbox kinds' sizes come from their registry (`kind_size_values`)."""
     from cegate_cli.options.adapt import AdaptOptions
     from cegate_cli.backbone.galileo_options import GalileoOptions
     from cegate_cli.commands.options import offline_flag
@@ -258,33 +295,71 @@ def adapt_options(config: Mapping[str, Any], *, token: str | None, offline: bool
     from cegate_cli.toolbox.config import ToolboxConfig
     from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
-    c = dict(config)
-    path = lambda key: None if c.get(key) is None else Path(c[key])  # noqa: E731
-    kinds = parse_kinds(c["modules"])
-    month = c.get("month")
+    def path(value: Any) -> Path | None:
+        return None if value is None else Path(value)
+
+    kinds = parse_kinds(values.modules)
     # Values are checked by TrainConfig/ToolboxConfig/SelfTrainConfig.check() inside adapt(); the
     # defaults derived from others (warm-up, save interval, LoRA alpha, statistics interval) are
     # the library's, so a Python caller gets the same run from the same values.
     train = TrainConfig(
-        steps=int(c["steps"]), batch_size=c["batch-size"], crop=c["crop"], lr=c["lr"], seed=c["seed"], device=c["device"],
-        val_fraction=c["val-fraction"], val_every=c["val-every"], decoder=c.get("decoder") or TrainConfig.decoder,
-        select=str(c["select"]), reselect_every=c["reselect-every"], fisher_samples=c["fisher-samples"], augment=c["augment"], illumination=c["illumination"],
-        selection=c["selection"], loss=c["loss"], rare_crops=c["rare-crops"], class_weight_power=c["class-weight-power"],
-        calibrate=c["calibrate"],
-        save_every=c["save-every"],
+        steps=int(values.steps),
+        batch_size=values.batch_size,
+        crop=values.crop,
+        lr=values.lr,
+        seed=values.seed,
+        device=values.device,
+        val_fraction=values.val_fraction,
+        val_every=values.val_every,
+        decoder=values.decoder or TrainConfig.decoder,
+        select=str(values.select),
+        reselect_every=values.reselect_every,
+        fisher_samples=values.fisher_samples,
+        augment=values.augment,
+        illumination=values.illumination,
+        selection=values.selection,
+        loss=values.loss,
+        rare_crops=values.rare_crops,
+        class_weight_power=values.class_weight_power,
+        calibrate=values.calibrate,
+        save_every=values.save_every,
     )
     self_training = SelfTrainConfig(
-        confidence=c["confidence"], class_balance=c["class-balance"], ema=c["ema"], target_norm=c["target-norm"],
-        prior_alignment=c["prior-alignment"], schedule=c["adapt-schedule"], adapt_steps=c.get("adapt-steps"), guard=c["guard"],
+        confidence=values.confidence,
+        class_balance=values.class_balance,
+        ema=values.ema,
+        target_norm=values.target_norm,
+        prior_alignment=values.prior_alignment,
+        schedule=values.adapt_schedule,
+        adapt_steps=values.adapt_steps,
+        guard=values.guard,
+    )
+    galileo = GalileoOptions(
+        patch_size=values.patch_size,
+        month=None if values.month is None else values.month - 1,  # the command line counts from 1 = January
+        normalize=values.normalize,
     )
     return AdaptOptions(
-        source=path("source"), out=Path(c["out"]), backbone=c.get("backbone") or AdaptOptions.backbone, revision=c.get("revision"),
-        token=token, offline=offline_flag(offline), bands=c.get("bands"), classes_file=path("classes"),
-        ignore_index=c.get("ignore-index"), align=bool(c.get("align")), kinds=kinds,
-        toolbox=ToolboxConfig(kinds=kinds, **kind_size_values(c)), train=train,
-        overwrite=overwrite, resume=resume, target=path("target"), from_run=path("from"), self_training=self_training,
-        galileo=GalileoOptions(patch_size=c.get("patch-size"), month=None if month is None else month - 1, normalize=c["normalize"]),
-        saved_config=c,
+        source=path(values.source),
+        out=Path(values.out),
+        backbone=values.backbone or AdaptOptions.backbone,
+        revision=values.revision,
+        token=token,
+        offline=offline_flag(offline),
+        bands=values.bands,
+        classes_file=path(values.classes),
+        ignore_index=values.ignore_index,
+        align=bool(values.align),
+        kinds=kinds,
+        toolbox=ToolboxConfig(kinds=kinds, **kind_size_values(saved_config)),
+        train=train,
+        overwrite=overwrite,
+        resume=resume,
+        target=path(values.target),
+        from_run=path(values.from_run),
+        self_training=self_training,
+        galileo=galileo,
+        saved_config=saved_config,
     )
 
 

@@ -15,11 +15,10 @@ from cegate_cli.commands.options import (
     BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, OverwriteOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag,
 )
 from cegate_cli.commands.registered_flags import Flag, with_flags
+from cegate_cli.infra.option_fields import help_of
 from cegate_cli.predict.map_options import MapOptions
-from cegate_cli.predict.outputs import NO_VECTOR, switched_outputs, vector_formats
+from cegate_cli.predict.outputs import NO_VECTOR, switched_outputs
 from cegate_cli.predict.vector_options import VectorOptions
-
-_VECTOR_HELP = f"Polygons: {', '.join(f'{fmt.name} ({fmt.crs})' for fmt in vector_formats())} or {NO_VECTOR}."
 
 
 def output_switches() -> list[Flag]:
@@ -35,16 +34,9 @@ def register(app: typer.Typer) -> None:
         tile: TileOpt = MapOptions.tile,
         overlap: OverlapOpt = MapOptions.overlap,
         batch_size: BatchOpt = MapOptions.batch_size,
-        vector: Annotated[str, typer.Option("--vector", help=_VECTOR_HELP)] = VectorOptions.fmt or NO_VECTOR,
-        min_area: Annotated[
-            float,
-            typer.Option(
-                "--min-area",
-                help="Merge regions smaller than this many square metres into their neighbours before making polygons "
-                "(0 keeps all). The default removes speckle on sub-metre imagery and nothing at 3.2 m pixels or coarser.",
-            ),
-        ] = VectorOptions.min_area_m2,
-        simplify: Annotated[float, typer.Option("--simplify", help="Simplify polygon outlines by this many metres.")] = VectorOptions.simplify_m,
+        vector: Annotated[str, typer.Option("--vector", help=help_of(VectorOptions, "fmt"))] = VectorOptions.fmt or NO_VECTOR,
+        min_area: Annotated[float, typer.Option("--min-area", help=help_of(VectorOptions, "min_area_m2"))] = VectorOptions.min_area_m2,
+        simplify: Annotated[float, typer.Option("--simplify", help=help_of(VectorOptions, "simplify_m"))] = VectorOptions.simplify_m,
         weights: WeightsOpt = MapOptions.weights,
         device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,

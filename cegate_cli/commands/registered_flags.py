@@ -41,16 +41,20 @@ class Flag:
         return self.flag[2:]
 
 
-def with_flags(func: F, flags: Sequence[Flag], *, after: str) -> F:
-    """`func` (which takes `**registered`) with `flags` as parameters right after parameter `after`."""
+def with_flags(func: F, flags: Sequence[Flag], *, after: str, panel: str | None = None) -> F:
+    """`func` (which takes `**registered`) with `flags` as parameters right after parameter `after`
+    (of the same kind: keyword-only after a keyword-only one), listed under `--help` panel `panel`
+    (None: the command's Options)."""
     signature = inspect.signature(func, eval_str=True)
     params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     at = next(i for i, p in enumerate(params) if p.name == after) + 1
+    kind = params[at - 1].kind
     added = []
     annotations = dict(func.__annotations__)
     for flag in flags:
-        annotation = Annotated[flag.type, typer.Option(flag.flag, help=flag.help, show_default=flag.show_default)]
-        added.append(inspect.Parameter(flag.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=flag.default, annotation=annotation))
+        option = typer.Option(flag.flag, help=flag.help, show_default=flag.show_default, rich_help_panel=panel)
+        annotation = Annotated[flag.type, option]
+        added.append(inspect.Parameter(flag.name, kind, default=flag.default, annotation=annotation))
         annotations[flag.name] = annotation
     func.__signature__ = signature.replace(parameters=params[:at] + added + params[at:])  # type: ignore[attr-defined]
     func.__annotations__ = annotations

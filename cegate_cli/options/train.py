@@ -9,6 +9,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from cegate_cli.infra.option_fields import option
+from cegate_cli.infra.shared_help import DEVICE_HELP
+
 NOT_FINGERPRINTED = ("val_crops",)
 """Settings that need not match on resume although older resume states recorded them: left out of
 `resume_fingerprint`, and dropped from a saved one before the two are compared. How many crops
@@ -39,56 +42,81 @@ class TrainConfig:
     for the new length.
     """
 
-    steps: int = 300
-    batch_size: int = 4
-    crop: int = 128
-    lr: float = 5e-3
+    steps: int = option(300, help="Training steps.", flag="--steps")
+    batch_size: int = option(4, help="Crops per step (per process).", flag="--batch-size")
+    crop: int = option(128, help="Crop size in pixels (a multiple of the patch size).", flag="--crop")
+    lr: float = option(5e-3, help="Peak learning rate (AdamW, poly decay).", flag="--lr")
     weight_decay: float = 0.01
     warmup_steps: int | None = None
     """Steps of linear learning-rate warm-up. None: a tenth of the steps, at most
     `MAX_DEFAULT_WARMUP_STEPS` (25 for the default 300 steps)."""
     poly_power: float = 0.9
     grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    val_fraction: float = 0.2
-    val_every: int = 100
+    seed: int = option(0, help="Seed for the head, crops and augmentation.", flag="--seed")
+    device: str = option("auto", help=DEVICE_HELP, flag="--device")
+    val_fraction: float = option(0.2, help="Share of images held out for validation mIoU, in [0, 1).", flag="--val-fraction")
+    val_every: int = option(100, help="Validate every N steps (0 = never).", flag="--val-every")
     val_crops: int = 64
     """Validation crops (fixed windows over the held-out images) that choose the best step and fit
     the calibration. 64: on the NAIP tiles, calibrating on fewer crops sometimes cost a rare class
     more than it gained, while with 64 calibration helped and every class's mean IoU was above
     the per-pixel classifier's (docs/benchmarks-real.md). A validation pass costs about as much as
     predicting that many pixels."""
-    save_every: int = 50
+    save_every: int = option(50, help="Write the resume state every N steps.", flag="--save-every")
     """Write the resume state every N steps (and always at the last step). Taken as at most `steps`:
     an interval longer than the run means "at the end", and is recorded so; below 1 is refused."""
-    decoder: str = "linear-pixel"
+    decoder: str = option(
+        "linear-pixel",
+        help="Segmentation head: linear, linear-pixel (linear plus a full-resolution per-pixel path) or unet. Not with --from.",
+        flag="--decoder",
+    )
     """Segmentation head (decoder.py DECODERS). Default linear-pixel, the linear head plus a
     full-resolution per-pixel path: on the NAIP tiles it beat the linear head with tiny (roads
     most) and tied it with galileo-nano, at under a thousand more parameters; the linear head in
     turn matched or beat the unet head in less time (docs/benchmarks-real.md, block head_study)."""
-    select: str = "0.25"
-    reselect_every: int = 0
-    fisher_samples: int = 16
-    augment: bool = True
-    illumination: float = 0.0
+    select: str = option(
+        "0.25",
+        help="How many modules to train: a count, written as a whole number (6), or a fraction of all candidates, "
+        "written with a decimal point (0.25; 1.0 = all).",
+        flag="--select",
+    )
+    reselect_every: int = option(0, help="Re-score and reselect every N steps (0 = once).", flag="--reselect-every")
+    fisher_samples: int = option(16, help="Crops used to estimate the Fisher scores.", flag="--fisher-samples")
+    augment: bool = option(True, help="Flips, rotations, band jitter.", flag="--augment")
+    illumination: float = option(
+        0.0, help="Brightness and contrast jitter shared by all bands of a source crop (0 = off).", flag="--illumination"
+    )
     """With `augment`: strength of a brightness and contrast jitter shared by every band of a
     source crop (data/crops.py Augment), so the model does not learn the source's exposure."""
-    rare_crops: int = 4
+    rare_crops: int = option(
+        4, help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).", flag="--rare-crops"
+    )
     """Candidate windows per training crop; above 1 the one whose labels weigh most by the
     balanced class weights is kept (data/crops.py), so rare classes are seen more often (1 =
     plain random crops). Default 4: on the NAIP tiles, where water is 1.4% of the pixels, it
     lifted water's IoU most (docs/benchmarks-real.md)."""
-    loss: str = "balanced+dice"
+    loss: str = option(
+        "balanced+dice", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice.", flag="--loss"
+    )
     """Task loss (LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice". Default balanced+dice: real labels are imbalanced and mIoU weighs every class
     alike; on the NAIP tiles plain ce left building and water near 0 IoU (docs/benchmarks-real.md)."""
-    class_weight_power: float = 0.5
+    class_weight_power: float = option(
+        0.5,
+        help="Exponent of the balanced class weights, (median share / class share) ** power: 0 weighs every class alike, "
+        "higher favours rare classes' recall over a common class's precision.",
+        flag="--class-weight-power",
+    )
     """Exponent of the balanced class weights (median share / class share) ** power, used by the
     "balanced" losses and by the rare-class crop choice (train/losses.py). 0: every class alike;
     1: full inverse frequency. Higher values trade a majority class's precision for rare classes'
     recall."""
-    calibrate: bool = True
+    calibrate: bool = option(
+        True,
+        help="After training, fit one offset per class on the validation images so no class is overpredicted "
+        "(stored in the head's weights).",
+        flag="--calibrate",
+    )
     """After training, fit one offset per class on the validation crops and add it to the head's
     class scores (train/calibrate.py), so the rare-class pressure of the loss and crops does not
     overpredict a class. On the NAIP tiles it raised mIoU and lifted bare land, which background
@@ -99,7 +127,14 @@ class TrainConfig:
     """Fisher rules: steps the head trains alone (frozen backbone, no module) before the first
     scoring, so the scores measure gradients through a head that has learnt something instead of
     a random one (beyond the paper). 0: score at step 0, as the paper does."""
-    selection: str = "fisher-cost"
+    selection: str = option(
+        "fisher-cost",
+        help="fisher (the method); fisher-cost (upper half of the blocks only: a shorter backward pass), fisher-block "
+        "(ranked within each block), fisher-agree (squared mean gradient); or a baseline: random (same count), random-cost "
+        "(same count, fisher-cost's blocks), all, "
+        "none (head only), full (whole backbone).",
+        flag="--selection",
+    )
     """Which modules train: "fisher-cost" (the default: the top `select` by Fisher score among the
     upper half of the blocks, so the backward pass stops halfway); "fisher" (the paper's global top
     `select`), "fisher-block" and "fisher-agree" (ranked within each block, or by the squared mean
@@ -238,14 +273,25 @@ class SelfTrainConfig:
     no pseudo-label on unconfident pixels (train/selftrain.py).
     """
 
-    confidence: float = 0.968
+    confidence: float = option(
+        0.968, help="Teacher probability above which a target pixel's pseudo-label counts.", flag="--confidence"
+    )
     """Teacher softmax probability above which a target pixel's pseudo-label counts as confident."""
-    class_balance: float = 0.5
+    class_balance: float = option(
+        0.5,
+        help="Per class, this share of its most confident target pixels counts even below --confidence (0 = off).",
+        flag="--class-balance",
+    )
     """Per class, its most confident share of pixels in a batch counts as confident even below
     `confidence` (0 = the fixed threshold alone, as in DACS); see train/pseudo.py for why."""
-    ema: float = 0.99
+    ema: float = option(0.99, help="Teacher update: teacher = ema * teacher + (1 - ema) * student.", flag="--ema")
     """Teacher = ema * teacher + (1 - ema) * student after every step."""
-    target_norm: str = "auto"
+    target_norm: str = option(
+        "auto",
+        help="Normalise target images with the target folder's statistics, the source's, or "
+        "(auto) those the source model is more confident under.",
+        flag="--target-norm",
+    )
     """'target': target crops are normalised with statistics of the target folder (stored in the run
     for predict); 'source': with the source run's statistics; 'auto' (source-first): the target's
     when they make the source model clearly more confident on the target (train/guard.py
@@ -262,21 +308,37 @@ class SelfTrainConfig:
     stats_every: int | None = None
     """Record pseudo-label statistics every N steps (run.json, `inspect`). None: a fiftieth of the
     run's steps, at least 1 (about 50 records whatever the length), filled in by `for_steps`."""
-    prior_alignment: bool = False
+    prior_alignment: bool = option(
+        False,
+        help="Align the teacher's class shares to the source labels' (guards against collapse).",
+        flag="--prior-alignment",
+    )
     """Align the teacher's class shares to the source labels' before taking pseudo-labels
     (train/pseudo.py `align_to_prior`): a guard against collapse onto the majority classes."""
     drift_warning: float = 0.25
     """Warn when the trained teacher's pseudo-label class shares move this far (total variation)
     from its own shares when self-training began."""
-    schedule: str = "source-first"
+    schedule: str = option(
+        "source-first",
+        help="source-first: train the source-only run, then adapt it and keep it only if the "
+        "guard finds nothing wrong; joint: DACS self-training from step 0.",
+        flag="--adapt-schedule",
+    )
     """With a labeled source: "source-first" or "joint" (see SCHEDULES)."""
-    adapt_steps: int | None = None
+    adapt_steps: int | None = option(
+        None, help="source-first: self-training steps after the source run (default: a quarter of --steps).", flag="--adapt-steps"
+    )
     """source-first: self-training steps after the source run. None: a quarter of the steps (at
     least 1), filled in by `for_steps`, which keeps a run within 1.5x the time of source only."""
     source_batch: bool = True
     """source+target: the student also learns a plain batch of source crops every step (DACS); off,
     only the source pixels ClassMix pastes into target crops carry source labels."""
-    guard: bool = True
+    guard: bool = option(
+        True,
+        help="source-first: keep the source model when adaptation makes a class vanish from "
+        "the target map or the source validation fall.",
+        flag="--guard",
+    )
     """source-first: keep the source model when the adapted one looks worse on what can be seen
     without target labels (a class vanishing from the target map, source validation falling)."""
 

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cegate_cli.infra.option_fields import option
+from cegate_cli.infra.shared_help import DEVICE_HELP, OFFLINE_HELP, TOKEN_HELP
+
 WEIGHTS = ("best", "last")
 """Which trained weights map: the best validation step's (adapter.safetensors) or the last step's."""
 
 
 @dataclass(frozen=True)
 class MapOptions:
-    tile: int = 512
-    overlap: int = 64
-    batch_size: int = 4
-    device: str = "auto"
+    tile: int = option(512, help="Tile size in pixels (rounded up to the patch size).", flag="--tile")
+    overlap: int = option(64, help="Overlap between tiles in pixels (blended smoothly).", flag="--overlap")
+    batch_size: int = option(4, help="Tiles per forward pass.", flag="--batch-size")
+    device: str = option("auto", help=DEVICE_HELP, flag="--device")
     outputs: tuple[str, ...] = ()
     """Optional rasters to write beside each mask, by name (predict/outputs.py: "confidence",
     "probabilities"); the mask itself is always written."""
-    weights: str = "best"
-    offline: bool | None = None
-    token: str | None = None
+    weights: str = option("best", help="best (validation) or last.", flag="--weights")
+    offline: bool | None = option(None, help=OFFLINE_HELP, flag="--offline")
+    token: str | None = option(None, help=TOKEN_HELP, flag="--token")
 
     def check(self) -> None:
         """Refuse values no mapping can use, before the run is loaded; every message names the flag."""

@@ -19,6 +19,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cegate_cli.infra.option_fields import option
+from cegate_cli.predict.outputs import NO_VECTOR, vector_formats
+
 DEFAULT_MIN_AREA_M2 = 10.0
 
 
@@ -31,15 +34,24 @@ class VectorOptions:
     made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines).
     """
 
-    fmt: str | None = "geojson"
-    min_area_m2: float = DEFAULT_MIN_AREA_M2
-    simplify_m: float = 0.0
+    fmt: str | None = option(
+        "geojson",
+        help=f"Polygons: {', '.join(f'{fmt.name} ({fmt.crs})' for fmt in vector_formats())} or {NO_VECTOR}.",
+        flag="--vector",
+    )
+    min_area_m2: float = option(
+        DEFAULT_MIN_AREA_M2,
+        help="Merge regions smaller than this many square metres into their neighbours before making polygons "
+        "(0 keeps all). The default removes speckle on sub-metre imagery and nothing at 3.2 m pixels or coarser.",
+        flag="--min-area",
+    )
+    simplify_m: float = option(0.0, help="Simplify polygon outlines by this many metres.", flag="--simplify")
 
     def check(self) -> None:
         """Refuse a format no writer has, and areas or tolerances that are negative or not finite
         (`inf` would merge every region into one, `nan` compares false and kept every one)."""
         from cegate_cli.errors import InputError
-        from cegate_cli.predict.outputs import NO_VECTOR, vector_format_names
+        from cegate_cli.predict.outputs import vector_format_names
 
         if self.fmt is not None and self.fmt not in vector_format_names():
             raise InputError(f"--vector {self.fmt!r}: choose {', '.join(vector_format_names())} or {NO_VECTOR}")
