@@ -106,7 +106,7 @@ def worker(spec: dict) -> dict:
         started = time.perf_counter()
         result = adapt(AdaptOptions(
             source=Path(spec["source"]), out=Path(spec["run"]), backbone=spec["backbone"], bands="red,green,blue,nir",
-            toolbox=ToolboxConfig(kinds=tuple(spec["kinds"].split(","))),
+            kinds=tuple(spec["kinds"].split(",")), toolbox=ToolboxConfig(kinds=tuple(spec["kinds"].split(","))),
             train=TrainConfig(steps=spec["steps"], crop=spec["crop"], batch_size=spec["batch"], selection=spec["selection"],
                               val_every=0, save_every=10**6, seed=0),
             overwrite=True,

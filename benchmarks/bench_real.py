@@ -520,6 +520,7 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
     result = adapt(AdaptOptions(
         source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
         train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)), toolbox=toolbox_config(run.rule, args.kinds), only_modules=run.modules or None,
+        **({"kinds": tuple(args.kinds.split(","))} if args.kinds else {}),
         target=domains.target if run.mode == "self-training" else None,
         overwrite=True, self_training=self_training_config(args),
         galileo=GalileoOptions(patch_size=args.patch_size),

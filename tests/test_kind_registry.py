@@ -159,3 +159,14 @@ def test_a_run_with_a_registered_kind_trains_saves_loads_and_shows_in_inspect_an
     page = write_report(run).path.read_text(encoding="utf-8")
     assert f"style='background:{COLOR}'></span>Probe (test)</th>" in page
     assert page.count(f"class='dot' style='background:{COLOR}'") > 0  # the selection history, in the kind's colour
+
+
+def test_a_library_run_whose_kinds_are_not_in_its_toolbox_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`AdaptOptions.kinds` (what selection chooses from) and `ToolboxConfig.kinds` (what is built)
+    set apart: a kind selection may choose that the toolbox lacks is named, not a traceback."""
+    data = make_demo_dataset(tmp_path / "data", n_source=2, n_target=1, size=48, seed=3)
+    train = TrainConfig(steps=1, batch_size=2, crop=32, val_every=0, fisher_samples=2, device="cpu")
+    with pytest.raises(InputError, match=r"module kinds lora, adapter, earth are not in the toolbox this run builds \(prompt\)"):
+        adapt(AdaptOptions(source=data.source_dir, out=tmp_path / "run", backbone="tiny",
+                           toolbox=ToolboxConfig(kinds=("prompt",)), train=train))
+    assert not (tmp_path / "run" / "run.json").exists()

@@ -188,6 +188,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
         normalization=stats, inputs=family_inputs,
     )
+    _check_kinds_built(built.toolbox.keys(), options)
     candidates = _candidates(built.toolbox.keys(), options)
     select_count = _select_count(config, candidates)
     weights = balanced_class_weights(folder.label_counts, table.num_classes, power=config.class_weight_power)  # loss and rare-class crops
@@ -334,6 +335,18 @@ def _select_count(config: TrainConfig, candidates: list[ModuleKey]) -> int:
     candidate whatever `--select` says, so its count is theirs (it read "5 modules" for 18)."""
     count = parse_select(config.select, len(candidates))
     return len(candidates) if config.selection == "all" else count
+
+
+def _check_kinds_built(keys: list[ModuleKey], options: AdaptOptions) -> None:
+    """Every kind the selection may choose from is in the toolbox the run builds (a library caller
+    may set `AdaptOptions.kinds` and `ToolboxConfig.kinds` apart; `--modules` sets both)."""
+    built = sorted({kind for kind, _ in keys})
+    absent = [kind for kind in options.kinds if kind not in built]
+    if absent:
+        raise InputError(
+            f"module kinds {', '.join(absent)} are not in the toolbox this run builds ({', '.join(built)}); "
+            "name the same kinds in AdaptOptions.kinds and ToolboxConfig.kinds (on the command line --modules sets both)"
+        )
 
 
 def _candidates(keys: list[ModuleKey], options: AdaptOptions) -> list[ModuleKey]:
