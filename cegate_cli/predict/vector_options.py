@@ -28,21 +28,31 @@ class VectorOptions:
     ("geojson", "gpkg"); `fmt=None` writes none.
 
     Regions smaller than `min_area_m2` are merged into their neighbours before polygons are
-    made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines).
+    made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines). `merge` also
+    writes the whole batch's polygons as one layer with a `scene` column, `OUT/polygons<suffix>`
+    (predict/vector_merge.py).
     """
 
     fmt: str | None = "geojson"
     min_area_m2: float = DEFAULT_MIN_AREA_M2
     simplify_m: float = 0.0
+    merge: bool = False
 
     def check(self) -> None:
-        """Refuse a format no writer has, and areas or tolerances that are negative or not finite
-        (`inf` would merge every region into one, `nan` compares false and kept every one)."""
+        """Refuse a format no writer has, a merge of no polygons or of a format that cannot be read
+        back, and areas or tolerances that are negative or not finite (`inf` would merge every
+        region into one, `nan` compares false and kept every one)."""
         from cegate_cli.errors import InputError
-        from cegate_cli.predict.outputs import NO_VECTOR, vector_format_names
+        from cegate_cli.predict.outputs import NO_VECTOR, vector_format, vector_format_names, vector_formats
 
         if self.fmt is not None and self.fmt not in vector_format_names():
             raise InputError(f"--vector {self.fmt!r}: choose {', '.join(vector_format_names())} or {NO_VECTOR}")
+        if self.merge:
+            mergeable = " or ".join(f"--vector {fmt.name}" for fmt in vector_formats() if fmt.reader is not None)
+            if self.fmt is None:
+                raise InputError(f"--vector-merge merges the scenes' polygons, and --vector {NO_VECTOR} writes none; give {mergeable}")
+            if vector_format(self.fmt).reader is None:
+                raise InputError(f"--vector-merge: {vector_format(self.fmt).label} polygons cannot be read back to merge; use {mergeable}")
         if not (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0):
             raise InputError(
                 f"--min-area {self.min_area_m2}: give square metres as a finite number, 0 or more "
