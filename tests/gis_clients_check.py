@@ -1,6 +1,6 @@
 """Open cegate's outputs the way a GIS user does: QGIS (PyQGIS, headless) and the system's GDAL.
 
-    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/gis_clients_check.py OUT/scene.mask.tif [OUT/scene.gpkg ...]
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/gis_clients_check.py OUT/scene.mask.tif [OUT/scene.gpkg OUT/polygons.gpkg ...]
 
 Runs under the Python that has QGIS (Debian: `apt install qgis python3-qgis`, which brings GDAL's
 own Python bindings), not the project's: it imports nothing from cegate and reads only the
@@ -15,7 +15,10 @@ files. The expected classes come from the mask's CEGATE_CLASSES tag. For each ma
   entries for the class values carry the class names (from GDAL's category names).
 
 For each GeoPackage: GDAL opens it without a warning (no "user_version ... may only be partially
-supported") and GDAL's GeoPackage validator finds no error.
+supported") and GDAL's GeoPackage validator finds no error. For each polygon file (GeoPackage or
+GeoJSON), against the classes of the first mask given: QGIS opens it with a categorized renderer
+on class_id whose categories are exactly the classes, by name, in their colours; a GeoPackage
+does so also alone in a scratch folder, without its .qml (the style stored in its layer_styles).
 
 Prints one JSON report; exit code 0 when every check passed, 1 otherwise, 77 when QGIS or GDAL's
 Python bindings cannot be imported (the caller skips).
@@ -34,7 +37,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 try:
     from osgeo import gdal
-    from qgis.core import QgsApplication, QgsMapRendererSequentialJob, QgsMapSettings, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsMapRendererSequentialJob, QgsMapSettings, QgsRasterLayer, QgsVectorLayer
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
 except ImportError as exc:  # the caller decides: skip
@@ -197,15 +200,52 @@ def check_gpkg(path: Path) -> dict:
     return report
 
 
+def check_qgis_polygons(path: Path, classes: list) -> dict:
+    """The polygon file as QGIS opens it: its default style, from the .qml beside it (or, for a
+    GeoPackage, from its layer_styles table, which QGIS reads first)."""
+    layer = QgsVectorLayer(f"{path}|layername={path.stem}" if path.suffix == ".gpkg" else str(path), path.stem, "ogr")
+    if not layer.isValid():
+        return {"error": f"QGIS cannot open {path}", "ok_opened": False}
+    renderer = layer.renderer()
+    kind = renderer.type()
+    categories = []
+    if kind == "categorizedSymbol":
+        categories = [(str(c.value()), c.label(), c.symbol().color().name()) for c in renderer.categories()]
+    expected = [(str(i), name, "#{:02x}{:02x}{:02x}".format(*color)) for i, name, color in classes]
+    return {
+        "renderer": kind,
+        "attribute": renderer.classAttribute() if kind == "categorizedSymbol" else None,
+        "categories": categories,
+        "features": layer.featureCount(),
+        "ok_renderer": kind == "categorizedSymbol" and renderer.classAttribute() == "class_id",
+        "ok_categories": categories == expected,
+    }
+
+
+def check_polygons(path: Path, classes: list | None) -> dict:
+    report = check_gpkg(path) if path.suffix == ".gpkg" else {}
+    if classes is None:
+        report["qgis"] = {"error": "no mask given before it: its classes are the expected ones", "ok_classes_known": False}
+        return report
+    report["qgis_with_style"] = check_qgis_polygons(path, classes)
+    if path.suffix == ".gpkg":
+        with tempfile.TemporaryDirectory() as scratch:
+            alone = Path(scratch) / path.name
+            shutil.copy(path, alone)
+            report["qgis_embedded_style"] = check_qgis_polygons(alone, classes)
+    return report
+
+
 def main(paths: list[str]) -> int:
     app = QgsApplication([], False)
     app.initQgis()
     results: dict[str, dict] = {}
+    classes = None  # the first mask's, for the polygon files after it
     try:
         for name in paths:
             path = Path(name)
-            if path.suffix == ".gpkg":
-                results[name] = check_gpkg(path)
+            if path.suffix in (".gpkg", ".geojson"):
+                results[name] = check_polygons(path, classes)
                 continue
             try:
                 dataset = gdal.Open(str(path))

@@ -302,7 +302,7 @@ def test_two_rank_predict_writes_each_of_four_scenes_once_and_a_failure_fails_ev
     written = [Path(p).name for rank in (0, 1) for e in events[rank] if e["status"] == "done" for p in e["outputs"]]
     expected = [f"scene_{i}{suffix}" for i in range(4) for suffix in (".mask.tif", ".geojson")]
     assert sorted(written) == sorted(expected)  # every output by exactly one rank
-    legends = [f"scene_{i}{suffix}" for i in range(4) for suffix in (".mask.qml", ".mask.tif.aux.xml")]  # beside each mask
+    legends = [f"scene_{i}{suffix}" for i in range(4) for suffix in (".mask.qml", ".mask.tif.aux.xml", ".qml")]  # beside each mask and polygon file
     assert sorted(p.name for p in out.iterdir()) == sorted(expected + legends)
     # Rank 0 prints the summary of both ranks' scenes, once, in input order.
     lines = [line for line in result.stdout.splitlines() if ".mask.tif" in line]
@@ -312,6 +312,21 @@ def test_two_rank_predict_writes_each_of_four_scenes_once_and_a_failure_fails_ev
     assert len(errors) == 1 and "broken.tif" in errors[0]
     # Rank 1 failed nothing itself, yet holds the whole summary, so it exits 1 as well.
     assert [(e["done"], e["failed"]) for rank in (0, 1) for e in _events(tmp_path / "log", rank, "summary")] == [(4, 1), (4, 1)]
+
+
+def test_two_rank_vector_merge_is_written_once_from_both_ranks_scenes(two_ranks: TwoRankRun, tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    out = tmp_path / "maps"
+    args = ["-m", "cegate_cli", "predict", str(two_ranks.run), str(two_ranks.data / "images"), "-o", str(out),
+            "--tile", "64", "--overlap", "16", "--device", "cpu", "--vector", "gpkg", "--vector-merge"]
+    result = _torchrun(args, tmp_path, tmp_path / "log")
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = gpd.read_file(out / "polygons.gpkg", layer="polygons")
+    assert list(dict.fromkeys(merged["scene"])) == [f"scene_{i}" for i in range(4)]  # input order, both ranks' scenes
+    assert len(merged) == sum(len(gpd.read_file(out / f"scene_{i}.gpkg", layer=f"scene_{i}")) for i in range(4))
+    assert result.stdout.splitlines().count(str(out / "polygons.gpkg")) == 1  # printed once, by rank 0
+    assert [len(_events(tmp_path / "log", rank, "on_main")) for rank in (0, 1)] == [1, 0]  # written by rank 0 alone
 
 
 def test_two_rank_evaluate_equals_one_process(two_ranks: TwoRankRun, tmp_path: Path) -> None:

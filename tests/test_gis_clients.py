@@ -56,13 +56,13 @@ def test_qgis_and_gdal_show_class_names_colours_and_read_the_geopackage_cleanly(
         model.bias[3] = -1e4  # id 3 has no class (the table skips it): never predicted, as after training
     summary = predict_many(
         model, [scene], tmp_path / "out", bands=(1, 2, 3), stats=band_stats(3), class_table=CLASSES,
-        options=PredictOptions(tile=128, overlap=32), vectors=VectorOptions(fmt="gpkg"),
+        options=PredictOptions(tile=128, overlap=32), vectors=VectorOptions(fmt="gpkg", merge=True),
     )
-    assert summary.ok
-    mask, gpkg = tmp_path / "out" / "scene.mask.tif", tmp_path / "out" / "scene.gpkg"
+    assert summary.ok and summary.merged.status == "done"
+    mask, gpkg, merged = tmp_path / "out" / "scene.mask.tif", tmp_path / "out" / "scene.gpkg", tmp_path / "out" / "polygons.gpkg"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("PYTHONPATH", None)  # the system Python must not import this environment's packages
-    run = subprocess.run([python, str(CHECK), str(mask), str(gpkg)], capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run([python, str(CHECK), str(mask), str(gpkg), str(merged)], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     report = json.loads(run.stdout)
     mask_report = report["files"][str(mask)]
@@ -71,3 +71,8 @@ def test_qgis_and_gdal_show_class_names_colours_and_read_the_geopackage_cleanly(
     assert mask_report["qgis_without_style"]["class_labels"] == ["water", "forest", "built-up & roads", "bare soil"]
     assert mask_report["gdal"]["category_names"] == ["water", "forest", "built-up & roads", "", "bare soil"]
     assert report["files"][str(gpkg)]["gdal_messages"] == [] and report["files"][str(gpkg)]["features"] > 0
+    colours = [[str(c.id), c.name, "#{:02x}{:02x}{:02x}".format(*c.color)] for c in CLASSES.classes]
+    for polygons in (gpkg, merged):  # the scene's layer and the batch's: the mask's colours, with and without the .qml
+        polygon_report = report["files"][str(polygons)]
+        assert polygon_report["qgis_with_style"]["categories"] == colours
+        assert polygon_report["qgis_embedded_style"]["categories"] == colours

@@ -75,7 +75,7 @@ def test_a_corrupt_file_fails_alone_with_a_clear_message(tmp_path):
         assert outcome.source.name in outcome.message
         assert "corrupt" in outcome.message or "cannot be read" in outcome.message
     produced = sorted(p.name for p in (tmp_path / "out").iterdir())
-    expected = [f"{stem}{suffix}" for stem in "ac" for suffix in (".geojson", ".mask.qml", ".mask.tif", ".mask.tif.aux.xml")]
+    expected = [f"{stem}{suffix}" for stem in "ac" for suffix in (".geojson", ".mask.qml", ".mask.tif", ".mask.tif.aux.xml", ".qml")]
     assert produced == expected  # nothing, not even a temp, for b and d
     assert len(gpd.read_file(tmp_path / "out" / "a.geojson")) > 0
     assert all(o.scene is not None and o.scene.mask_path.exists() for o in summary.done)

@@ -84,6 +84,29 @@ def test_predict_probabilities_and_the_documented_min_area_default(trained, tmp_
     assert f"[default: {VectorOptions().min_area_m2}]" in help_text
 
 
+def test_predict_vector_merge_writes_one_layer_for_the_batch(trained, tmp_path: Path) -> None:
+    data, run = trained
+    scenes = sorted((data.target_dir / "images").glob("*.tif"))
+    out = tmp_path / "o"
+    args = ["predict", str(run), *map(str, scenes), "-o", str(out), "--tile", "48", "--overlap", "8", "--vector", "gpkg", "--vector-merge"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    merged = out / "polygons.gpkg"
+    assert str(merged) in result.stdout.splitlines() and (out / "polygons.qml").is_file()
+    frame = gpd.read_file(merged, layer="polygons")
+    assert list(dict.fromkeys(frame["scene"])) == [scene.stem for scene in scenes]
+    assert len(frame) == sum(len(gpd.read_file(out / f"{scene.stem}.gpkg", layer=scene.stem)) for scene in scenes)
+    again = CliRunner().invoke(app, [*args, "--json"])
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.stdout)
+    assert report["skipped"] == len(scenes) and report["merged"] == {
+        "path": str(merged), "status": "skipped", "message": f"{merged}: exists (use --overwrite to redo)",
+        "scenes": None, "polygons": None, "crs": None, "reprojected": [],
+    }
+    refused = CliRunner().invoke(app, ["predict", str(run), str(scenes[0]), "-o", str(out), "--vector", "none", "--vector-merge"])
+    assert refused.exit_code == 2 and "Error: --vector-merge merges the scenes' polygons" in refused.output
+
+
 def test_evaluate_prints_per_class_iou_and_json(trained) -> None:
     data, run = trained
     runner = CliRunner()

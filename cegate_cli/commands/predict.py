@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         vector: Annotated[str, typer.Option("--vector", help=help_of(VectorOptions, "fmt"))] = VectorOptions.fmt or NO_VECTOR,
         min_area: Annotated[float, typer.Option("--min-area", help=help_of(VectorOptions, "min_area_m2"))] = VectorOptions.min_area_m2,
         simplify: Annotated[float, typer.Option("--simplify", help=help_of(VectorOptions, "simplify_m"))] = VectorOptions.simplify_m,
+        vector_merge: Annotated[bool, typer.Option("--vector-merge", help=help_of(VectorOptions, "merge"))] = VectorOptions.merge,
         weights: WeightsOpt = MapOptions.weights,
         device: DeviceOpt = MapOptions.device,
         offline: OfflineOpt = False,
@@ -59,7 +60,9 @@ def register(app: typer.Typer) -> None:
         written = tuple(o.name for o in switched_outputs() if switches[o.name])
         options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, outputs=written,
                              weights=weights, offline=offline_flag(offline), token=token)
-        vectors = VectorOptions(fmt=None if vector == NO_VECTOR else vector, min_area_m2=min_area, simplify_m=simplify)  # type: ignore[arg-type]
+        vectors = VectorOptions(
+            fmt=None if vector == NO_VECTOR else vector, min_area_m2=min_area, simplify_m=simplify, merge=vector_merge  # type: ignore[arg-type]
+        )
         feedback.threads(threads)
         started = time.perf_counter()
         with main_progress(feedback) as progress:
@@ -79,10 +82,21 @@ def register(app: typer.Typer) -> None:
                 for warning in getattr(scene, "warnings", ()) or ():
                     named = warning if warning.startswith(outcome.source.name) else f"{outcome.source.name}: {warning}"
                     feedback.warn(f"warning: {named}")
+        merged = summary.merged
+        if merged is not None and merged.layer is not None:
+            if not as_json:
+                stdout.print(str(merged.path), markup=False)
+            if merged.layer.note:
+                feedback.say(merged.layer.note)
         feedback.say(f"{len(summary.done)} done, {len(summary.skipped)} skipped, {len(summary.failed)} failed")
+        if merged is not None and merged.status == "skipped":
+            feedback.say(str(merged.message))
         if summary.failed:
             for outcome in summary.failed:
                 feedback.warn(f"Error: {outcome.message}")  # the message names the file
+        if merged is not None and merged.status == "failed":
+            feedback.warn(f"Error: {merged.message}")
+        if not summary.ok:
             raise typer.Exit(code=1)
 
-    app.command(name="predict")(with_flags(predict_command, output_switches(), after="simplify"))
+    app.command(name="predict")(with_flags(predict_command, output_switches(), after="vector_merge"))

@@ -9,7 +9,8 @@ month) is fed each scene's own facts, read from its metadata (`scene_conditions`
 Under torchrun each process maps every world-size-th scene, each scene whole on one process (a
 scene is the unit a user can check and redo; splitting one across GPUs would need its blended
 seams exchanged). The outcomes are then gathered, so every process returns the same summary of
-all scenes, in input order, and can exit with the same code.
+all scenes, in input order, and can exit with the same code. The batch's merged polygon layer
+(`--vector-merge`) is written once, by rank 0, from every rank's scene files after that gather.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +37,7 @@ from cegate_cli.infra.progress import phase
 from cegate_cli.run import LoadedRun, load_run, read_manifest
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
 from cegate_cli.predict.outputs import switched_outputs
-from cegate_cli.predict.batch import FileOutcome, check_unique_stems, check_out_dir
+from cegate_cli.predict.batch import FileOutcome, check_merge_target, check_unique_stems, check_out_dir, merge_batch
 from cegate_cli.predict.tiling import plan_tiles
 
 T = TypeVar("T")
@@ -81,14 +82,19 @@ def predict_run(
     check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
     check_unique_stems(sources)  # over all scenes: two processes must never write the same file
+    if vectors.merge:
+        switches = {output.name: output.name in options.outputs for output in switched_outputs()}
+        check_merge_target(sources, Path(out_dir), vectors, overwrite, switches)
     sizes = scene_cost.survey(sources)  # a scene too large to map is refused before the run loads
     if loaded is None:
         with phase(progress, f"loading the run {run_dir}"), _stopped_before_mapping(out_dir):
             loaded = load_for_inference(run_dir, options)
     share = distributed.shard(sources)
     progress = scene_cost.announce([s for s in sizes if s.source in share], _tile_counter(loaded, options), options.tile, progress)
-    local = _map_scenes(loaded, share, Path(out_dir), options, vectors, overwrite, progress)
+    local = _map_scenes(loaded, share, Path(out_dir), options, replace(vectors, merge=False), overwrite, progress)
     summary = BatchSummary(_in_input_order(distributed.gather_objects(local.outcomes)))
+    if vectors.merge:  # once, from every rank's scenes
+        summary.merged = distributed.on_main(merge_batch, summary, Path(out_dir), vectors, loaded.manifest.classes, overwrite, progress)
     distributed.rank_log("summary", done=len(summary.done), skipped=len(summary.skipped), failed=len(summary.failed))
     return summary
 

@@ -84,14 +84,28 @@ def scene_result(outcome: FileOutcome, class_table: ClassTable | None = None) ->
 
 
 def batch_result(summary: BatchSummary, class_table: ClassTable | None = None, seconds: float | None = None) -> dict[str, Any]:
-    """A `predict` over many scenes: counts, the whole batch's wall time, and every scene."""
-    return {
+    """A `predict` over many scenes: counts, the whole batch's wall time, every scene, and the
+    merged polygon layer when one was asked for (`--vector-merge`)."""
+    result: dict[str, Any] = {
         "done": len(summary.done),
         "skipped": len(summary.skipped),
         "failed": len(summary.failed),
         "seconds": None if seconds is None else round(seconds, 3),
         "scenes": [scene_result(outcome, class_table) for outcome in summary.outcomes],
     }
+    merged = summary.merged
+    if merged is not None:
+        layer = merged.layer
+        result["merged"] = {
+            "path": str(merged.path),
+            "status": merged.status,
+            "message": merged.message,
+            "scenes": layer.scenes if layer is not None else None,
+            "polygons": layer.features if layer is not None else None,
+            "crs": layer.crs if layer is not None else None,
+            "reprojected": list(layer.reprojected) if layer is not None else [],
+        }
+    return result
 
 
 def demo_result(result: DemoResult) -> dict[str, Any]:

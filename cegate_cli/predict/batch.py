@@ -5,7 +5,8 @@ in its own try: a file the user can fix (unreadable, missing bands, corrupt pixe
 with its message and the loop goes on; errors that would hit every file (a broken model, out of
 memory, Ctrl-C) still stop everything. Outputs that already exist are kept unless `overwrite`,
 which makes an interrupted batch cheap to resume; a mask whose polygons are missing is
-vectorised again without predicting again.
+vectorised again without predicting again. With `VectorOptions(merge=True)` the scenes'
+polygons are merged into one layer once the batch ends (vector_merge.py says when).
 
 The library prints nothing; the CLI passes a `BatchProgress` to draw its bars.
 """
@@ -31,10 +32,11 @@ from cegate_cli.data.raster import not_a_file_reason, open_raster
 from cegate_cli.data.stac import looks_like_item, scene_name
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError, MappingInterrupted
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
-from cegate_cli.predict.legend import write_legend
-from cegate_cli.predict.outputs import output_markers, raster_output, switched_outputs, vector_format
+from cegate_cli.predict.legend import write_legend, write_polygon_style
+from cegate_cli.predict.outputs import output_markers, raster_output, switched_outputs, vector_format, vector_side_files
+from cegate_cli.predict.vector_merge import MergeOutcome, check_merge, merge_polygons, merged_path
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
-from cegate_cli.infra.progress import BatchProgress  # the base class lives where displays can import it without torch
+from cegate_cli.infra.progress import BatchProgress, phase  # the base class lives where displays can import it without torch
 from cegate_cli.predict.vector_options import VectorOptions
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -81,6 +83,10 @@ class OutputPaths:
         assert side_files is not None
         return side_files(self.mask)
 
+    def vector_style(self) -> tuple[Path, ...]:
+        """The polygons' side files: their QGIS .qml (written with them); none without polygons."""
+        return () if self.vector is None else vector_side_files(self.vector)
+
 
 @dataclass(frozen=True)
 class FileOutcome:
@@ -97,6 +103,8 @@ class FileOutcome:
 @dataclass
 class BatchSummary:
     outcomes: list[FileOutcome] = field(default_factory=list)
+    merged: MergeOutcome | None = None
+    """The batch's one polygon layer (`VectorOptions(merge=True)`); None when not asked for."""
 
     @property
     def done(self) -> list[FileOutcome]:
@@ -112,8 +120,8 @@ class BatchSummary:
 
     @property
     def ok(self) -> bool:
-        """False if any file failed: the CLI exits non-zero."""
-        return not self.failed
+        """False if any file, or the merged layer, failed: the CLI exits non-zero."""
+        return not self.failed and (self.merged is None or self.merged.status != "failed")
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -200,7 +208,8 @@ def predict_many(
     progress: BatchProgress | None = None,
     scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> BatchSummary:
-    """Predict (and vectorise) every input; failures are collected, not raised.
+    """Predict (and vectorise) every input; failures are collected, not raised. With
+    `vectors.merge`, the scenes' polygons are then merged into one layer (`summary.merged`).
 
     `bands` is a fixed tuple of 1-based band indexes or a function giving them per file (e.g.
     `lambda p: match_bands(choice, p)`, whose errors then fail only that file). `scene_context`,
@@ -209,15 +218,16 @@ def predict_many(
     """
     progress = progress or BatchProgress()
     sources = [Path(p) for p in inputs]
+    switches = {o.name: bool(getattr(options, o.name)) for o in switched_outputs()}
     check_unique_stems(sources)
     check_out_dir(out_dir)
+    if vectors.merge:
+        check_merge_target(sources, out_dir, vectors, overwrite, switches)
     if Path(out_dir).is_dir():  # temporaries of an earlier run that was killed (kill -9, out of memory)
         sweep_stale_temporaries(out_dir)
     summary = BatchSummary()
     for index, source in enumerate(sources):
-        outputs = output_paths(
-            source, out_dir, vector_format=vectors.fmt, **{o.name: getattr(options, o.name) for o in switched_outputs()}
-        )
+        outputs = output_paths(source, out_dir, vector_format=vectors.fmt, **switches)
         try:
             outcome = _one_file(
                 model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context
@@ -226,7 +236,78 @@ def predict_many(
             raise interrupted(summary, sources, index, out_dir, overwrite) from exc
         summary.outcomes.append(outcome)
         progress.file_finished(outcome)
+    if vectors.merge:
+        summary.merged = merge_batch(summary, out_dir, vectors, class_table, overwrite, progress)
     return summary
+
+
+def check_merge_target(
+    sources: Sequence[Path], out_dir: Path, vectors: VectorOptions, overwrite: bool, switches: dict[str, bool]
+) -> None:
+    """Refuse, before anything is mapped, a merged layer that could not end up holding the batch
+    (vector_merge.py: an existing one kept while scenes are still to map, a scene named like it)."""
+    assert vectors.fmt is not None
+    pending = [] if overwrite else [s for s in sources if _pending(output_paths(s, out_dir, vector_format=vectors.fmt, **switches))]
+    check_merge(vectors.fmt, [scene_name(s) for s in sources], out_dir, pending, overwrite)
+
+
+def merge_batch(
+    summary: BatchSummary,
+    out_dir: Path,
+    vectors: VectorOptions,
+    class_table: ClassTable,
+    overwrite: bool = False,
+    progress: BatchProgress | None = None,
+) -> MergeOutcome:
+    """The batch's one polygon layer, from its scenes' polygon files, once every scene is mapped
+    (written, kept, or not written with the reason; vector_merge.py)."""
+    assert vectors.fmt is not None
+    path = merged_path(out_dir, vectors.fmt)
+    total = len(summary.outcomes)
+    if summary.failed:
+        earlier = "; the one there is from an earlier run" if path.exists() else ""
+        return MergeOutcome(path, "skipped", message=(
+            f"{path}: not written, {len(summary.failed)} of {total} scenes failed and it holds whole batches; "
+            f"run the same command again once they map (finished scenes are skipped){earlier}"
+        ))
+    if path.exists() and not overwrite:
+        if not summary.done:
+            return MergeOutcome(path, "skipped", message=f"{path}: exists (use --overwrite to redo)")
+        return MergeOutcome(path, "failed", message=(  # check_merge_target refuses this before mapping
+            f"{path}: exists and does not hold the {len(summary.done)} scene(s) mapped now; remove it and run again to merge them"
+        ))
+    parts = [(scene_name(o.source), o.outputs.vector) for o in summary.outcomes if o.outputs.vector is not None and o.outputs.vector.exists()]
+    if not parts:
+        return MergeOutcome(path, "skipped", message=f"{path}: not written, no scene has polygons (none has a CRS)")
+    try:
+        with phase(progress, f"merging the polygons of {len(parts)} scenes into {path}"):
+            layer = merge_polygons(parts, path, fmt=vectors.fmt, class_table=class_table)
+    except (CegateError, OSError) as exc:
+        return MergeOutcome(path, "failed", message=_message(path, exc))
+    except KeyboardInterrupt as exc:
+        finished = tuple(o.source for o in summary.outcomes)
+        raise MappingInterrupted(
+            f"Interrupted: {out_dir}: all {total} scenes finished; stopped while merging their polygons into {path.name}, "
+            "which is left unwritten (nothing half-written); run the same command again to write it (finished scenes are skipped)",
+            finished, total,
+        ) from exc
+    return MergeOutcome(path, "done", layer)
+
+
+def _pending(outputs: OutputPaths) -> bool:
+    """Whether a scene has outputs still to write (what a batch without overwrite would map or vectorise)."""
+    need_predict, need_vector, _ = _work(outputs, overwrite=False)
+    return need_predict or need_vector
+
+
+def _work(outputs: OutputPaths, overwrite: bool) -> tuple[bool, bool, OutputPaths]:
+    """Whether a scene is to be mapped, and vectorised; and its outputs, less the polygons that an
+    existing mask without a CRS never gets (nothing is missing there)."""
+    need_predict = overwrite or any(not p.exists() for p in outputs.rasters())
+    need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
+    if need_vector and not need_predict and not _has_crs(outputs.mask):
+        return need_predict, False, replace(outputs, vector=None)
+    return need_predict, need_vector, outputs
 
 
 def interrupted(summary: BatchSummary, sources: Sequence[Path], index: int, out_dir: Path, overwrite: bool) -> MappingInterrupted:
@@ -268,14 +349,10 @@ def _one_file(
     progress: BatchProgress,
     scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
 ) -> FileOutcome:
-    need_predict = overwrite or any(not p.exists() for p in outputs.rasters())
-    need_vector = outputs.vector is not None and (overwrite or need_predict or not outputs.vector.exists())
-    if need_vector and not need_predict and not _has_crs(outputs.mask):
-        need_vector = False  # the mask of a scene without a CRS never gets polygons: nothing is missing
-        outputs = replace(outputs, vector=None)
+    need_predict, need_vector, outputs = _work(outputs, overwrite)
     if not need_predict:
         try:
-            _restore_legend(outputs, class_table)
+            _restore_legend(outputs, class_table, restyle=not need_vector)
         except OSError as exc:
             progress.file_started(source, index, total, 0)
             return FileOutcome(source, "failed", outputs, message=_message(source, exc))
@@ -323,10 +400,13 @@ def _one_file(
     return FileOutcome(source, "done", outputs, scene, vector, message=note)
 
 
-def _restore_legend(outputs: OutputPaths, class_table: ClassTable) -> None:
-    """Write the legend sidecars of a kept mask that lacks them (made by an older cegate, or deleted)."""
+def _restore_legend(outputs: OutputPaths, class_table: ClassTable, restyle: bool = True) -> None:
+    """Write the legend sidecars of a kept mask, and with `restyle` the style of its kept polygons,
+    that lack them (made by an older cegate, or deleted)."""
     if not all(p.exists() for p in outputs.legend()):
         write_legend(outputs.mask, class_table)
+    if restyle and outputs.vector is not None and outputs.vector.exists() and not all(p.exists() for p in outputs.vector_style()):
+        write_polygon_style(outputs.vector, class_table)
 
 
 def _has_crs(mask: Path) -> bool:

@@ -15,6 +15,11 @@ by other software:
 
 Both sidecars are written atomically; `write_legend` is called before the mask is renamed into
 place, so a mask under its final name always has them.
+
+Polygons get the same colours: `<name>.qml` beside each polygon file (`polygon_qml`), a
+categorized renderer on `class_id` with one fill per class, its name as the legend label. QGIS
+loads it as the layer's default style by the same naming rule, and the GeoPackage sink also
+stores it inside the file (vector_io.py).
 """
 
 from __future__ import annotations
@@ -108,6 +113,59 @@ def qml(class_table: ClassTable) -> str:
     ET.SubElement(root, "blendMode").text = "0"
     ET.indent(root)
     return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def polygon_style_path(polygon_path: Path) -> Path:
+    """The polygons' QGIS style: `a.gpkg` -> `a.qml` (QGIS's default-style name, as for the mask)."""
+    return Path(polygon_path).with_suffix(".qml")
+
+
+def polygon_qml(class_table: ClassTable, attribute: str = "class_id") -> str:
+    """A QGIS layer style for polygons: categorized on `attribute`, one solid fill per class in the
+    mask's colour, labelled with its name.
+
+    Each fill's outline is a hairline of its own colour, so neighbouring polygons meet without the
+    background showing through the anti-aliased seam, and the map looks like the mask. Symbol
+    properties are written both as QGIS 3.18+ writes them (`Option`) and as older releases read
+    them (`prop`); each release reads the form it knows.
+    """
+    root = ET.Element(
+        "qgis", version=QGIS_STYLE_VERSION, styleCategories="Symbology", hasScaleBasedVisibilityFlag="0",
+        minScale="1e+08", maxScale="0",
+    )
+    renderer = ET.SubElement(
+        root, "renderer-v2", type="categorizedSymbol", attr=attribute, symbollevels="0", forceraster="0", enableorderby="0"
+    )
+    categories = ET.SubElement(renderer, "categories")
+    symbols = ET.SubElement(renderer, "symbols")
+    for index, c in enumerate(sorted(class_table.classes, key=lambda c: c.id)):
+        ET.SubElement(categories, "category", value=str(c.id), symbol=str(index), label=c.name, render="true")
+        symbol = ET.SubElement(symbols, "symbol", type="fill", name=str(index), alpha="1", clip_to_extent="1", force_rhr="0")
+        layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "pass": "0", "locked": "0", "enabled": "1"})
+        rgba = "{},{},{},255".format(*c.color)
+        properties = {
+            "color": rgba, "style": "solid", "outline_color": rgba, "outline_style": "solid", "outline_width": "0",
+            "outline_width_unit": "MM", "joinstyle": "miter",
+        }
+        options = ET.SubElement(layer, "Option", type="Map")
+        for key, value in properties.items():
+            ET.SubElement(options, "Option", name=key, type="QString", value=value)
+        for key, value in properties.items():
+            ET.SubElement(layer, "prop", k=key, v=value)
+    ET.SubElement(renderer, "rotation")
+    ET.SubElement(renderer, "sizescale")
+    ET.SubElement(root, "blendMode").text = "0"
+    ET.SubElement(root, "featureBlendMode").text = "0"
+    ET.SubElement(root, "layerGeometryType").text = "2"  # polygons
+    ET.indent(root)
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_polygon_style(polygon_path: Path, class_table: ClassTable) -> Path:
+    """Write `<name>.qml` beside `polygon_path` (atomically)."""
+    style = polygon_style_path(polygon_path)
+    write_text_atomic(style, polygon_qml(class_table))
+    return style
 
 
 def write_legend(mask_path: Path, class_table: ClassTable) -> tuple[Path, Path]:

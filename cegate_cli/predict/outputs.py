@@ -7,9 +7,11 @@ Two sorts of output:
   it by the same name: `MapOptions(outputs=("confidence",))`, `PredictOptions(confidence=True)`,
   `OutputPaths.confidence`, `predict_scene(confidence_path=...)`.
 - polygon formats, made from the finished mask (vectorize.py): `--vector <name>` picks one,
-  written as `OUT/<stem><suffix>` by its sink (vector_io.py). A format is its sink and one
-  `register_vector_format` call; one from outside the package (a test's, a plugin's) registers
-  itself the same way.
+  written as `OUT/<stem><suffix>` by its sink (vector_io.py), with a QGIS style beside it
+  (`OUT/<stem>.qml`, the mask's colours). A format is its sink and one `register_vector_format`
+  call; one from outside the package (a test's, a plugin's) registers itself the same way. A
+  format that can be read back (`reader`) also offers the batch's one layer, `--vector-merge`:
+  every scene's polygons with a `scene` column in `OUT/polygons<suffix>` (vector_merge.py).
 
 The rasters' values come from the blender (blend.py) and their bands from writer.py, so a new
 raster is declared here and computed there.
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.predict.legend import legend_paths
+from cegate_cli.predict.legend import legend_paths, polygon_style_path
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,34 @@ class VectorFormat:
     sink: str
     """"module:Class" of its writer (vector_io.py), a FeatureSink made as `Class(path, crs)` with
     the mask's CRS; named, not imported, so its libraries load only when polygons are written."""
+    reader: str | None = None
+    """"module:function" reading a file of this format back as `(crs, batches)` (vector_io.py's
+    `read_features`); the batch's merged layer is made from them. None: `--vector-merge` refuses
+    the format."""
+    embeds_style: bool = False
+    """Its sink takes `style=` (a QGIS style, QML text) and stores it inside the file, where QGIS
+    finds it when the file travels without its `.qml`."""
 
-    def open_sink(self, path: Path, crs: Any) -> Any:
-        module, _, name = self.sink.partition(":")
-        return getattr(importlib.import_module(module), name)(path, crs)
+    def open_sink(self, path: Path, crs: Any, style: str | None = None) -> Any:
+        """The writer for `path`; `style` reaches only a sink that embeds it."""
+        extra = {"style": style} if self.embeds_style and style is not None else {}
+        return _named(self.sink)(path, crs, **extra)
+
+    def read(self, path: Path) -> tuple[Any, Any]:
+        """`(crs, batches)` of a file of this format (KeyError if it has no reader)."""
+        if self.reader is None:
+            raise KeyError(self.name)
+        return _named(self.reader)(path)
+
+    @property
+    def merged_name(self) -> str:
+        """The batch's one layer, `--vector-merge`: `polygons.gpkg`."""
+        return f"{MERGED_STEM}{self.suffix}"
+
+
+def _named(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 RASTER_OUTPUTS: tuple[RasterOutput, ...] = (
@@ -105,11 +131,21 @@ def unregister_vector_format(name: str) -> None:
     _VECTOR_FORMATS[:] = [fmt for fmt in _VECTOR_FORMATS if fmt.name != name]
 
 
+MERGED_STEM = "polygons"
+"""`--vector-merge` writes the whole batch's polygons to `OUT/polygons<suffix>` (a scene with this
+stem is refused then, its own polygons would take that name)."""
+
+_READER = "cegate_cli.predict.vector_io:read_features"
 register_vector_format(
-    VectorFormat("geojson", "GeoJSON", ".geojson", "EPSG:4326", lonlat=True, sink="cegate_cli.predict.vector_io:GeoJSONSink")
+    VectorFormat(
+        "geojson", "GeoJSON", ".geojson", "EPSG:4326", lonlat=True, sink="cegate_cli.predict.vector_io:GeoJSONSink", reader=_READER
+    )
 )
 register_vector_format(
-    VectorFormat("gpkg", "GeoPackage", ".gpkg", "native CRS", lonlat=False, sink="cegate_cli.predict.vector_io:GeoPackageSink")
+    VectorFormat(
+        "gpkg", "GeoPackage", ".gpkg", "native CRS", lonlat=False, sink="cegate_cli.predict.vector_io:GeoPackageSink",
+        reader=_READER, embeds_style=True,
+    )
 )
 
 SCRATCH_MARKER = ".stream"
@@ -132,6 +168,11 @@ def switched_outputs() -> tuple[RasterOutput, ...]:
 def output_markers() -> tuple[str, ...]:
     """Stem endings of every GeoTIFF cegate writes into an output folder, scratch files included."""
     return tuple(output.marker for output in RASTER_OUTPUTS) + (SCRATCH_MARKER,)
+
+
+def vector_side_files(path: Path) -> tuple[Path, ...]:
+    """The files written beside a polygon file of any format: its QGIS style, `<name>.qml`."""
+    return (polygon_style_path(path),)
 
 
 def vector_formats() -> tuple[VectorFormat, ...]:

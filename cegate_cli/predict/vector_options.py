@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 
 from cegate_cli.infra.option_fields import option
-from cegate_cli.predict.outputs import NO_VECTOR, vector_formats
+from cegate_cli.predict.outputs import MERGED_STEM, NO_VECTOR, vector_formats
 
 DEFAULT_MIN_AREA_M2 = 10.0
 
@@ -31,7 +31,9 @@ class VectorOptions:
     ("geojson", "gpkg"); `fmt=None` writes none.
 
     Regions smaller than `min_area_m2` are merged into their neighbours before polygons are
-    made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines).
+    made; `simplify_m` is a tolerance in metres (0: the exact pixel outlines). `merge` also
+    writes the whole batch's polygons as one layer with a `scene` column, `OUT/polygons<suffix>`
+    (predict/vector_merge.py).
     """
 
     fmt: str | None = option(
@@ -46,15 +48,28 @@ class VectorOptions:
         flag="--min-area",
     )
     simplify_m: float = option(0.0, help="Simplify polygon outlines by this many metres.", flag="--simplify")
+    merge: bool = option(
+        False,
+        help=f"Also write the whole batch's polygons as one layer, OUT/{MERGED_STEM}.<format> with a scene column, once "
+        "every scene is mapped (a GeoPackage in the first scene's CRS).",
+        flag="--vector-merge",
+    )
 
     def check(self) -> None:
-        """Refuse a format no writer has, and areas or tolerances that are negative or not finite
-        (`inf` would merge every region into one, `nan` compares false and kept every one)."""
+        """Refuse a format no writer has, a merge of no polygons or of a format that cannot be read
+        back, and areas or tolerances that are negative or not finite (`inf` would merge every
+        region into one, `nan` compares false and kept every one)."""
         from cegate_cli.errors import InputError
-        from cegate_cli.predict.outputs import vector_format_names
+        from cegate_cli.predict.outputs import vector_format, vector_format_names
 
         if self.fmt is not None and self.fmt not in vector_format_names():
             raise InputError(f"--vector {self.fmt!r}: choose {', '.join(vector_format_names())} or {NO_VECTOR}")
+        if self.merge:
+            mergeable = " or ".join(f"--vector {fmt.name}" for fmt in vector_formats() if fmt.reader is not None)
+            if self.fmt is None:
+                raise InputError(f"--vector-merge merges the scenes' polygons, and --vector {NO_VECTOR} writes none; give {mergeable}")
+            if vector_format(self.fmt).reader is None:
+                raise InputError(f"--vector-merge: {vector_format(self.fmt).label} polygons cannot be read back to merge; use {mergeable}")
         if not (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0):
             raise InputError(
                 f"--min-area {self.min_area_m2}: give square metres as a finite number, 0 or more "

@@ -40,6 +40,7 @@ from cegate_cli.data.gdal import gdal_detail
 from cegate_cli.data.raster import mask_nodata, open_raster
 from cegate_cli.errors import DataError, InputError
 from cegate_cli.predict.geodesy import GroundScale, pixels_to_crs
+from cegate_cli.predict.legend import polygon_qml, write_polygon_style
 from cegate_cli.predict.outputs import vector_format, vector_format_names
 from cegate_cli.predict.vector_io import FeatureBatch, FeatureSink
 
@@ -79,7 +80,8 @@ def vectorize_mask(
     simplify_m: float = 0.0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> VectorResult:
-    """Write the mask's class regions as polygons with class_id, class_name and area_m2.
+    """Write the mask's class regions as polygons with class_id, class_name and area_m2, and their
+    QGIS style (`<name>.qml`, the mask's colours) beside them.
 
     `fmt` names a format of predict/outputs.py: GeoJSON is in EPSG:4326 (RFC 7946), GeoPackage in
     the mask's own CRS. Regions smaller than `min_area_m2` are merged into their neighbours first;
@@ -111,7 +113,7 @@ def vectorize_mask(
         nodata = class_table.ignore_index if nodata is None else nodata
         block_rows = dataset.block_shapes[0][0]
         chunk = max(block_rows, -(-chunk_rows // block_rows) * block_rows)
-        sink: FeatureSink = form.open_sink(out_path, dataset.crs)
+        sink: FeatureSink = form.open_sink(out_path, dataset.crs, style=polygon_qml(class_table))
         stitcher = _Stitcher(dataset.height)
         features: dict[int, int] = {}
         areas: dict[int, float] = {}
@@ -130,6 +132,7 @@ def vectorize_mask(
                     areas[int(class_id)] = areas.get(int(class_id), 0.0) + float(area)
             if stitcher.open_regions:
                 raise RuntimeError("internal error: regions left open after the last strip")
+            write_polygon_style(out_path, class_table)  # before the polygons take their name, like the mask's legend
     return VectorResult(
         path=out_path,
         fmt=fmt,
