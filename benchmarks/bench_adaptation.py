@@ -93,8 +93,16 @@ def target_scores(model, eval_dir: Path, stats, bands, class_table, patch: int, 
     for pair in folder.pairs:
         mask = work / f"{pair.image.stem}.mask.tif"
         predict_scene(
-            model, pair.image, mask, band_indexes=match_bands(bands, pair.image), stats=stats, class_table=class_table,
-            tile=128, overlap=32, batch_size=4, multiple_of=patch,
+            model,
+            pair.image,
+            mask,
+            band_indexes=match_bands(bands, pair.image),
+            stats=stats,
+            class_table=class_table,
+            tile=128,
+            overlap=32,
+            batch_size=4,
+            multiple_of=patch,
         )
         evaluate_scene(mask, pair.mask, num_classes=class_table.num_classes, ignore_index=class_table.ignore_index, matrix=matrix)
         with rasterio.open(mask) as predicted, rasterio.open(pair.mask) as truth:
@@ -127,17 +135,26 @@ def near_boundary(label, ignore_index: int, radius: int):
 
 
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
-    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
-    from cegate_cli.run import load_run
     from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+    from cegate_cli.run import load_run
     from cegate_cli.train.target_data import discover_target, target_stats
 
     root = work / f"seed{seed}"
     data = make_demo_dataset(root / "data", n_source=args.n_source, n_target=args.n_target, size=args.size, seed=seed, n_target_eval=args.n_eval)
     train = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=seed, select=args.select,
-        warmup_steps=min(25, args.steps // 10), val_every=args.steps, val_crops=8, save_every=args.steps, fisher_samples=8,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        seed=seed,
+        select=args.select,
+        warmup_steps=min(25, args.steps // 10),
+        val_every=args.steps,
+        val_crops=8,
+        save_every=args.steps,
+        fisher_samples=8,
         device="cpu",
     )
     self_training = SelfTrainConfig(confidence=args.confidence, class_balance=args.class_balance)
@@ -147,14 +164,20 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
         loaded = load_run(run_dir, device="cpu")
         m = loaded.manifest
         scores = target_scores(
-            loaded.model, data.target_labels_dir, stats or m.normalization, m.bands, m.classes, loaded.model.backbone.patch_size,
+            loaded.model,
+            data.target_labels_dir,
+            stats or m.normalization,
+            m.bands,
+            m.classes,
+            loaded.model.backbone.patch_size,
             root / "maps" / key,
         )
         results[key] = {**scores, "seconds": seconds}
         print(
             f"seed {seed}  {key:<14} target mIoU {scores['target_miou']:.4f}  error near boundaries "
             f"{scores['error_near_boundary']:.2%}, inside {scores['error_interior']:.2%}  ({seconds:.0f} s)",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
 
     wanted = set(args.rows)
@@ -172,15 +195,33 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
     for key, norm in (("dacs_sstats", "source"), ("dacs", "target")):
         if key in wanted:
             started = time.perf_counter()
-            adapt(AdaptOptions(source=data.source_dir, out=root / key, backbone="tiny", train=train, target=data.target_dir,
-                               self_training=replace(self_training, target_norm=norm), overwrite=True))
+            adapt(
+                AdaptOptions(
+                    source=data.source_dir,
+                    out=root / key,
+                    backbone="tiny",
+                    train=train,
+                    target=data.target_dir,
+                    self_training=replace(self_training, target_norm=norm),
+                    overwrite=True,
+                )
+            )
             score(key, root / key, time.perf_counter() - started)
     for key, norm in (("from_sstats", "source"), ("from", "target")):
         if key in wanted:
             started = time.perf_counter()
             continued = replace(train, steps=args.from_steps, warmup_steps=0, save_every=args.from_steps, val_every=0)
-            adapt(AdaptOptions(source=None, out=root / key, train=continued, target=data.target_dir, from_run=source_run,
-                               self_training=replace(self_training, target_norm=norm), overwrite=True))
+            adapt(
+                AdaptOptions(
+                    source=None,
+                    out=root / key,
+                    train=continued,
+                    target=data.target_dir,
+                    from_run=source_run,
+                    self_training=replace(self_training, target_norm=norm),
+                    overwrite=True,
+                )
+            )
             score(key, root / key, time.perf_counter() - started)
     if "oracle" in wanted:
         labeled = make_labeled_target(root / "oracle_data", args.n_source, args.size, seed)
@@ -192,14 +233,18 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
 
 def make_labeled_target(folder: Path, count: int, size: int, seed: int) -> Path:
     """Labeled target-domain scenes for the oracle, from seeds no demo scene uses."""
-    from cegate_cli.infra.atomic import write_text_atomic
     from cegate_cli.data.synthetic import classes_yaml, make_scene
+    from cegate_cli.infra.atomic import write_text_atomic
 
     for i in range(count):
         name = f"target_oracle_{i:03d}.tif"
         make_scene(
-            folder / "images" / name, folder / "masks" / name, size=(size, size if i % 3 != 2 else size * 3 // 4),
-            domain="target", seed=10_000 * (seed + 1) + i, origin=(300000.0 + i * size * 25.0, 5100000.0),
+            folder / "images" / name,
+            folder / "masks" / name,
+            size=(size, size if i % 3 != 2 else size * 3 // 4),
+            domain="target",
+            seed=10_000 * (seed + 1) + i,
+            origin=(300000.0 + i * size * 25.0, 5100000.0),
         )
     write_text_atomic(folder / "classes.yaml", classes_yaml())
     return folder
@@ -208,7 +253,8 @@ def make_labeled_target(folder: Path, count: int, size: int, seed: int) -> Path:
 def table(per_seed: dict[int, dict[str, dict[str, float]]], rows: list[str]) -> str:
     seeds = sorted(per_seed)
     lines = [
-        "| method | target mIoU, mean ± std | " + " | ".join(f"seed {s}" for s in seeds)
+        "| method | target mIoU, mean ± std | "
+        + " | ".join(f"seed {s}" for s in seeds)
         + f" | gain over source only, same statistics (paired) | pixel error within {BOUNDARY_PX} px of a class boundary / elsewhere"
         " | minutes per run |",
         "|---|---|" + "---|" * len(seeds) + "---|---|---|",
@@ -229,7 +275,8 @@ def table(per_seed: dict[int, dict[str, dict[str, float]]], rows: list[str]) -> 
         if paired:
             gain = f"{statistics.mean(paired):+.3f} ± {statistics.stdev(paired) if len(paired) > 1 else 0.0:.3f}"
         lines.append(
-            f"| {label} | {statistics.mean(values):.3f} ± {spread:.3f} | " + " | ".join(f"{v:.3f}" for v in values)
+            f"| {label} | {statistics.mean(values):.3f} ± {spread:.3f} | "
+            + " | ".join(f"{v:.3f}" for v in values)
             + f" | {gain} | {near:.1%} / {inside:.2%} | {minutes:.1f} |"
         )
     return "\n".join(lines)
@@ -257,14 +304,19 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_report(path: Path, text: str, command: str, machine: str, minutes: float, args: argparse.Namespace) -> None:
     """Replace the generated block of docs/adaptation.md, keeping the hand-written text around it."""
-    replace_block(path, "bench_adaptation", [
-        *measured_header(machine, minutes, command),
-        f"Scenes {args.size} px; {args.n_source} labeled source, {args.n_target} unlabeled target and {args.n_eval} held-out "
-        f"labeled target scenes per seed; `tiny` backbone; {args.steps} steps (the --from run: {args.from_steps} more), "
-        f"batch {args.batch_size}, crop {args.crop}, select {args.select}, confidence {args.confidence}.",
-        "",
-        text,
-    ], "# Domain adaptation\n\n")
+    replace_block(
+        path,
+        "bench_adaptation",
+        [
+            *measured_header(machine, minutes, command),
+            f"Scenes {args.size} px; {args.n_source} labeled source, {args.n_target} unlabeled target and {args.n_eval} held-out "
+            f"labeled target scenes per seed; `tiny` backbone; {args.steps} steps (the --from run: {args.from_steps} more), "
+            f"batch {args.batch_size}, crop {args.crop}, select {args.select}, confidence {args.confidence}.",
+            "",
+            text,
+        ],
+        "# Domain adaptation\n\n",
+    )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,16 @@ def measure(backbone: str, seed: int, source_only: bool, steps: int, root: Path)
     names = [c.name for c in result.adapted.manifest.classes.classes]
     iou = [None if v != v else float(v) for v in matrix.iou()]
     return {
-        "backbone": backbone, "seed": seed, "mode": "source-only" if source_only else "self-training", "steps": steps,
-        "miou": float(matrix.miou()), "iou": iou, "classes": names, "seconds": seconds,
-        "load_before": load_before, "load_after": os.getloadavg()[0],
+        "backbone": backbone,
+        "seed": seed,
+        "mode": "source-only" if source_only else "self-training",
+        "steps": steps,
+        "miou": float(matrix.miou()),
+        "iou": iou,
+        "classes": names,
+        "seconds": seconds,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
         "selected": [f"{k}@{l}" for k, l in result.adapted.manifest.final_selection],
     }
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 def worker(args: argparse.Namespace) -> None:
     """One process of a run (rank 0 of 1 without torchrun)."""
-    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.infra.distributed import gather_objects, world
     from cegate_cli.options.train import TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.train.supervised import SupervisedTrainer
 
     # Every rank clocks its own steps (the reporter is rank 0's only): wall and CPU time after
@@ -50,8 +50,17 @@ def worker(args: argparse.Namespace) -> None:
     SupervisedTrainer._train_step = clocked  # type: ignore[method-assign]
     current = world()
     config = TrainConfig(
-        steps=args.steps, batch_size=args.global_batch // current.size, crop=args.crop, seed=0, device="cpu",
-        val_fraction=0.0, reselect_every=0, fisher_samples=4, select="0.25", save_every=args.steps, warmup_steps=1,
+        steps=args.steps,
+        batch_size=args.global_batch // current.size,
+        crop=args.crop,
+        seed=0,
+        device="cpu",
+        val_fraction=0.0,
+        reselect_every=0,
+        fisher_samples=4,
+        select="0.25",
+        save_every=args.steps,
+        warmup_steps=1,
     )
     started = time.perf_counter()
     adapt(AdaptOptions(source=Path(args.data), out=Path(args.out), backbone="tiny", train=config))
@@ -59,8 +68,11 @@ def worker(args: argparse.Namespace) -> None:
     cpu_per_step = gather_objects((cpu[-1] - cpu[args.warmup]) / timed)
     if current.is_main:
         result = {
-            "processes": current.size, "batch_per_process": config.batch_size, "step_seconds": (wall[-1] - wall[args.warmup]) / timed,
-            "cpu_seconds": sum(cpu_per_step), "wall_seconds": time.perf_counter() - started,
+            "processes": current.size,
+            "batch_per_process": config.batch_size,
+            "step_seconds": (wall[-1] - wall[args.warmup]) / timed,
+            "cpu_seconds": sum(cpu_per_step),
+            "wall_seconds": time.perf_counter() - started,
         }
         Path(args.result).write_text(json.dumps(result))
 
@@ -78,9 +90,23 @@ def driver(args: argparse.Namespace) -> None:
             threads = args.threads or max(1, args.cores // processes)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             common = [
-                __file__, "--role", "worker", "--data", str(data.source_dir), "--out", str(root / f"run{index}"),
-                "--result", str(root / f"result{index}.json"), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                "--global-batch", str(args.global_batch), "--crop", str(args.crop),
+                __file__,
+                "--role",
+                "worker",
+                "--data",
+                str(data.source_dir),
+                "--out",
+                str(root / f"run{index}"),
+                "--result",
+                str(root / f"result{index}.json"),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--global-batch",
+                str(args.global_batch),
+                "--crop",
+                str(args.crop),
             ]
             if processes == 1:
                 command = [sys.executable, *common]
@@ -91,13 +117,17 @@ def driver(args: argparse.Namespace) -> None:
             result["threads_per_process"] = threads
             rows.append(result)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"tiny backbone, crop {args.crop}, global batch {args.global_batch}, {args.steps} steps ({args.warmup} warm-up), "
-          f"{args.cores} cores, load average {load:.1f}")
+    print(
+        f"tiny backbone, crop {args.crop}, global batch {args.global_batch}, {args.steps} steps ({args.warmup} warm-up), "
+        f"{args.cores} cores, load average {load:.1f}"
+    )
     print("| processes | batch per process | threads per process | s / step (wall) | CPU s / step (all processes) | crops / s |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['processes']} | {row['batch_per_process']} | {row['threads_per_process']} | "
-              f"{row['step_seconds']:.3f} | {row['cpu_seconds']:.3f} | {args.global_batch / row['step_seconds']:.1f} |")
+        print(
+            f"| {row['processes']} | {row['batch_per_process']} | {row['threads_per_process']} | "
+            f"{row['step_seconds']:.3f} | {row['cpu_seconds']:.3f} | {args.global_batch / row['step_seconds']:.1f} |"
+        )
 
 
 def main() -> None:

@@ -71,8 +71,7 @@ def random_backbone(family: str, folder: Path) -> str:
 
         torch.manual_seed(0)
         encoder = ClayEncoder(AUTHORS_SIZES["large"])
-        save_file({"model.encoder." + k: v.contiguous() for k, v in authors_state_dict(encoder).items()},
-                  str(folder / "clay-v1.5.safetensors"))
+        save_file({"model.encoder." + k: v.contiguous() for k, v in authors_state_dict(encoder).items()}, str(folder / "clay-v1.5.safetensors"))
     return str(folder)
 
 
@@ -104,18 +103,29 @@ def worker(spec: dict) -> dict:
         from cegate_cli.toolbox.config import ToolboxConfig
 
         started = time.perf_counter()
-        result = adapt(AdaptOptions(
-            source=Path(spec["source"]), out=Path(spec["run"]), backbone=spec["backbone"], bands="red,green,blue,nir",
-            kinds=tuple(spec["kinds"].split(",")), toolbox=ToolboxConfig(kinds=tuple(spec["kinds"].split(","))),
-            train=TrainConfig(steps=spec["steps"], crop=spec["crop"], batch_size=spec["batch"], selection=spec["selection"],
-                              val_every=0, save_every=10**6, seed=0),
-            overwrite=True,
-        ))
+        result = adapt(
+            AdaptOptions(
+                source=Path(spec["source"]),
+                out=Path(spec["run"]),
+                backbone=spec["backbone"],
+                bands="red,green,blue,nir",
+                kinds=tuple(spec["kinds"].split(",")),
+                toolbox=ToolboxConfig(kinds=tuple(spec["kinds"].split(","))),
+                train=TrainConfig(
+                    steps=spec["steps"], crop=spec["crop"], batch_size=spec["batch"], selection=spec["selection"], val_every=0, save_every=10**6, seed=0
+                ),
+                overwrite=True,
+            )
+        )
         timing = result.manifest.timing
-        return {"seconds": time.perf_counter() - started, "train_seconds": timing.train_seconds,
-                "fisher_seconds": timing.fisher_seconds, "steps": spec["steps"],
-                "trainable": result.manifest.parameters.modules_trained + result.manifest.parameters.decoder if result.manifest.parameters else None,
-                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+        return {
+            "seconds": time.perf_counter() - started,
+            "train_seconds": timing.train_seconds,
+            "fisher_seconds": timing.fisher_seconds,
+            "steps": spec["steps"],
+            "trainable": result.manifest.parameters.modules_trained + result.manifest.parameters.decoder if result.manifest.parameters else None,
+            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
     from cegate_cli.pipelines.inference import MapOptions, load_for_inference, predict_run
     from cegate_cli.predict.vector_options import VectorOptions
 
@@ -196,8 +206,13 @@ def render(rows: list[dict], prompt: list[dict], command: str, info: str) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    parser.add_argument("--prompt-families", nargs="*", choices=FAMILIES, default=["tiny", "galileo-nano", "prithvi-eo-2-tiny"],
-                        help="families whose predict cost is also measured with and without the prompt kind")
+    parser.add_argument(
+        "--prompt-families",
+        nargs="*",
+        choices=FAMILIES,
+        default=["tiny", "galileo-nano", "prithvi-eo-2-tiny"],
+        help="families whose predict cost is also measured with and without the prompt kind",
+    )
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "naip")
     parser.add_argument("--train-tiles", type=int, default=8)
     parser.add_argument("--scenes", type=int, default=4, help="NAIP test tiles predicted")
@@ -225,26 +240,42 @@ def main(argv: list[str] | None = None) -> int:
         backbone = random_backbone(family, work / "backbones" / family)
         kinds_list = [TOOLBOX, WITH_PROMPT] if family in args.prompt_families else []
         run = work / "runs" / family
-        adapt_result = measure({**common, "job": "adapt", "source": str(source), "run": str(run), "backbone": backbone,
-                                "kinds": TOOLBOX, "selection": "fisher-cost"})
+        adapt_result = measure(
+            {**common, "job": "adapt", "source": str(source), "run": str(run), "backbone": backbone, "kinds": TOOLBOX, "selection": "fisher-cost"}
+        )
         predicted = measure({**common, "job": "predict", "run": str(run), "scenes": str(scenes), "out": str(work / "maps" / family)})
         rows.append({"family": family, "adapt": adapt_result, "predict": predicted})
-        print(f"{family}: {adapt_result['train_seconds'] / args.steps:.2f} s/step, {mib(adapt_result['peak_rss'])}; "
-              f"predict {predicted['seconds']:.1f} s, {mib(predicted['peak_rss'])}", file=sys.stderr, flush=True)
+        print(
+            f"{family}: {adapt_result['train_seconds'] / args.steps:.2f} s/step, {mib(adapt_result['peak_rss'])}; "
+            f"predict {predicted['seconds']:.1f} s, {mib(predicted['peak_rss'])}",
+            file=sys.stderr,
+            flush=True,
+        )
         runs_all = []
         for kinds in kinds_list:
             runs_all.append(work / "runs" / f"{family}-all-{len(kinds)}")
-            measure({**common, "job": "adapt", "source": str(source), "run": str(runs_all[-1]), "backbone": backbone,
-                     "kinds": kinds, "selection": "all", "steps": 2})
+            measure(
+                {
+                    **common,
+                    "job": "adapt",
+                    "source": str(source),
+                    "run": str(runs_all[-1]),
+                    "backbone": backbone,
+                    "kinds": kinds,
+                    "selection": "all",
+                    "steps": 2,
+                }
+            )
         if kinds_list:
             timed = measure({**common, "job": "forward", "runs": [str(r) for r in runs_all], "reps": args.reps, "bands": 4})
             without, with_prompt = timed["medians"]
-            prompt.append({"family": family, "without": without, "with": with_prompt, "times": timed["times"],
-                           "tiles": timed["tiles"], "tile": timed["tile"]})
+            prompt.append({"family": family, "without": without, "with": with_prompt, "times": timed["times"], "tiles": timed["tiles"], "tile": timed["tile"]})
             print(f"{family} prompt: {with_prompt / without:.2f}x", file=sys.stderr, flush=True)
-    info = (f"{dt.date.today().isoformat()}, {cpu_name()}, {platform.system()}, {args.threads} torch threads, "
-            f"{args.train_tiles} NAIP train tiles, {args.scenes} test tiles of 256 x 256, load {load_start}-{load_average()}, "
-            f"{(time.perf_counter() - started) / 60:.0f} min")
+    info = (
+        f"{dt.date.today().isoformat()}, {cpu_name()}, {platform.system()}, {args.threads} torch threads, "
+        f"{args.train_tiles} NAIP train tiles, {args.scenes} test tiles of 256 x 256, load {load_start}-{load_average()}, "
+        f"{(time.perf_counter() - started) / 60:.0f} min"
+    )
     block = render(rows, prompt, command, info)
     if args.json:
         args.json.write_text(json.dumps({"command": command, "info": info, "rows": rows, "prompt": prompt}, indent=1), encoding="utf-8")

@@ -118,8 +118,12 @@ def measure(steps: int, repeats: int, settle: float, scratch: Path) -> list[dict
                     busy.wait()
             policy = "libgomp default (torch imported first)" if variant == "before" else "PASSIVE"
             rows.append({"repeat": repeat, "load": load, "cegate": variant, "wait_policy": policy, **result})
-            print(f"repeat {repeat} {load:4} {variant:6} {result['wall_seconds']:7.1f} s  load {result['load_1min_at_start']:.2f}  "
-                  f"{result['threads'] or '(threads: ' + str(len(cores)) + ', --threads)'}", file=sys.stderr, flush=True)
+            print(
+                f"repeat {repeat} {load:4} {variant:6} {result['wall_seconds']:7.1f} s  load {result['load_1min_at_start']:.2f}  "
+                f"{result['threads'] or '(threads: ' + str(len(cores)) + ', --threads)'}",
+                file=sys.stderr,
+                flush=True,
+            )
             previous_load = load
     return rows
 
@@ -166,25 +170,27 @@ def write_doc(path: Path, rows: list[dict], info: dict, steps: int) -> None:
         return statistics.median(r["wall_seconds"] for r in rows if r["load"] == load and r["cegate"] == variant)
 
     slowdown = [f"- {variant}: busy / idle = {median('busy', variant) / median('idle', variant):.2f}x" for variant in ("before", "now")]
-    text = "\n".join([
-        "# The demo on a machine that also runs other things",
-        "",
-        f"Measured by `benchmarks/bench_load.py`: `cegate demo --steps {steps}` in a fresh process per run, "
-        "idle and with one busy loop pinned to one core (`busy`), as cegate was before "
-        "(torch's default OpenMP wait policy, one thread per usable core) and as it is `now` "
-        "(OMP_WAIT_POLICY=PASSIVE, threads from the cores free when it starts).",
-        "",
-        *table(rows),
-        "",
-        "Slowdown under one busy loop (median wall time):",
-        *slowdown,
-        "",
-        f"Machine: {info['usable_cores']} usable cores ({info['cpu']}), {info['platform']}, Python {info['python']}, "
-        f"torch {info['torch']}. Measured {info['date']}.",
-        "The load column is the 1-minute load average when each run started: anything above 0 in an `idle` "
-        "row is other people's work on the machine, which this benchmark does not control.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# The demo on a machine that also runs other things",
+            "",
+            f"Measured by `benchmarks/bench_load.py`: `cegate demo --steps {steps}` in a fresh process per run, "
+            "idle and with one busy loop pinned to one core (`busy`), as cegate was before "
+            "(torch's default OpenMP wait policy, one thread per usable core) and as it is `now` "
+            "(OMP_WAIT_POLICY=PASSIVE, threads from the cores free when it starts).",
+            "",
+            *table(rows),
+            "",
+            "Slowdown under one busy loop (median wall time):",
+            *slowdown,
+            "",
+            f"Machine: {info['usable_cores']} usable cores ({info['cpu']}), {info['platform']}, Python {info['python']}, "
+            f"torch {info['torch']}. Measured {info['date']}.",
+            "The load column is the 1-minute load average when each run started: anything above 0 in an `idle` "
+            "row is other people's work on the machine, which this benchmark does not control.",
+            "",
+        ]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

@@ -78,9 +78,18 @@ def generate(path: Path, width: int, height: int, bands: int) -> dict:
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     profile = dict(
-        driver="GTiff", width=width, height=height, count=bands, dtype="uint16", crs="EPSG:32633",
-        transform=from_origin(500000.0, 5000000.0, 10.0, 10.0), tiled=True, blockxsize=512, blockysize=512,
-        nodata=0, bigtiff="yes",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=bands,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=from_origin(500000.0, 5000000.0, 10.0, 10.0),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        nodata=0,
+        bigtiff="yes",
     )
     columns = np.arange(width, dtype=np.float32)
     with rasterio.Env(GDAL_CACHEMAX=64 * 2**20), rasterio.open(path, "w", **profile) as dst:
@@ -116,8 +125,15 @@ def run_prediction(scene: Path, out: Path, args: argparse.Namespace) -> dict:
     classes = ClassTable.from_ids(list(range(args.classes)))
     cpu_started, started = _cpu_seconds(), time.perf_counter()
     result = predict_scene(
-        model, scene, out, band_indexes=tuple(range(1, args.bands + 1)), stats=stats, class_table=classes,
-        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+        model,
+        scene,
+        out,
+        band_indexes=tuple(range(1, args.bands + 1)),
+        stats=stats,
+        class_table=classes,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
     )
     return {
         "tiles": result.tiles,
@@ -167,9 +183,26 @@ def _peak_rss_mib() -> float:
 
 
 def _subprocess(role: str, args: argparse.Namespace, **extra: str) -> dict:
-    command = [sys.executable, __file__, "--role", role, "--tile", str(args.tile), "--overlap", str(args.overlap),
-               "--batch-size", str(args.batch_size), "--classes", str(args.classes), "--bands", str(args.bands),
-               "--model", args.model, "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--role",
+        role,
+        "--tile",
+        str(args.tile),
+        "--overlap",
+        str(args.overlap),
+        "--batch-size",
+        str(args.batch_size),
+        "--classes",
+        str(args.classes),
+        "--bands",
+        str(args.bands),
+        "--model",
+        args.model,
+        "--threads",
+        str(args.threads),
+    ]
     for key, value in extra.items():
         command += [f"--{key.replace('_', '-')}", value]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -89,18 +89,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--select", default="0.25")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--decoder", choices=("unet", "linear"), default="unet",
-                        help="segmentation head; a linear head cannot absorb the shift itself, so the backbone's modules must")
+    parser.add_argument(
+        "--decoder",
+        choices=("unet", "linear"),
+        default="unet",
+        help="segmentation head; a linear head cannot absorb the shift itself, so the backbone's modules must",
+    )
     parser.add_argument("--rows", nargs="+", default=[r.key for r in ROWS], choices=[r.key for r in ROWS])
-    parser.add_argument("--dacs-rows", nargs="*", default=["none", "all", "random", "fisher", "fisher_re"], choices=[r.key for r in ROWS],
-                        help="rows also run with the unlabeled target (DACS), in each DACS mode of --modes")
+    parser.add_argument(
+        "--dacs-rows",
+        nargs="*",
+        default=["none", "all", "random", "fisher", "fisher_re"],
+        choices=[r.key for r in ROWS],
+        help="rows also run with the unlabeled target (DACS), in each DACS mode of --modes",
+    )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--work", type=Path, default=None, help="folder for data and runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file for the table (its generated block is replaced)")
     parser.add_argument("--json", type=Path, default=None, help="also write every number as JSON")
-    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
-                        help="render the tables from earlier --json files instead of training (e.g. a run cut off after some "
-                             "seeds, or runs of different --modes); their results are merged seed by seed and mode by mode")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="render the tables from earlier --json files instead of training (e.g. a run cut off after some "
+        "seeds, or runs of different --modes); their results are merged seed by seed and mode by mode",
+    )
     return parser.parse_args(argv)
 
 
@@ -116,9 +130,7 @@ def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
         missing, unexpected = loaded.model.backbone.load_state_dict(backbone, strict=False)
         if unexpected:
             raise RuntimeError(f"{run_dir}: backbone tensors that fit nothing: {unexpected[:3]}")
-    scores = target_scores(
-        loaded.model, eval_dir, manifest.normalization, manifest.bands, manifest.classes, loaded.model.backbone.patch_size, scratch
-    )
+    scores = target_scores(loaded.model, eval_dir, manifest.normalization, manifest.bands, manifest.classes, loaded.model.backbone.patch_size, scratch)
     parameters = manifest.parameters
     trained = parameters.decoder + (parameters.backbone if manifest.training.selection == "full" else parameters.modules_trained)
     source_val = manifest.saved_val_miou
@@ -131,17 +143,27 @@ def evaluate(run_dir: Path, eval_dir: Path, scratch: Path) -> dict[str, float]:
 
 
 def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, dict[str, float]]]:
-    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.data.synthetic import make_demo_dataset
-    from cegate_cli.toolbox import ToolboxConfig
     from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+    from cegate_cli.toolbox import ToolboxConfig
 
     root = work / f"seed{seed}"
     data = make_demo_dataset(root / "data", size=args.size, seed=seed)
     base = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=seed, select=args.select,
-        warmup_steps=min(25, args.steps // 10), val_every=max(1, args.steps // 4), val_crops=8, save_every=args.steps,
-        fisher_samples=8, device="cpu", decoder=args.decoder,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        seed=seed,
+        select=args.select,
+        warmup_steps=min(25, args.steps // 10),
+        val_every=max(1, args.steps // 4),
+        val_crops=8,
+        save_every=args.steps,
+        fisher_samples=8,
+        device="cpu",
+        decoder=args.decoder,
     )
     results: dict[str, dict[str, dict[str, float]]] = {mode: {} for mode in MODES}
     plan = [(mode, key) for mode in args.modes for key in (args.rows if mode == "source" else args.dacs_rows)]
@@ -150,18 +172,27 @@ def run_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, dict[
         train = replace(base, selection=row.selection, reselect_every=(args.steps // 3 if row.reselect else 0))
         run_dir = root / mode / key
         started = time.perf_counter()
-        adapt(AdaptOptions(
-            source=data.source_dir, out=run_dir, backbone="tiny", kinds=row.kinds, toolbox=ToolboxConfig(), train=train,
-            target=data.target_dir if mode != "source" else None, overwrite=True,
-            self_training=SelfTrainConfig(target_norm="source" if mode == "dacs_sstats" else "target"),
-        ))
+        adapt(
+            AdaptOptions(
+                source=data.source_dir,
+                out=run_dir,
+                backbone="tiny",
+                kinds=row.kinds,
+                toolbox=ToolboxConfig(),
+                train=train,
+                target=data.target_dir if mode != "source" else None,
+                overwrite=True,
+                self_training=SelfTrainConfig(target_norm="source" if mode == "dacs_sstats" else "target"),
+            )
+        )
         seconds = time.perf_counter() - started
         scores = evaluate(run_dir, data.target_labels_dir, root / "maps" / mode / key)
         results[mode][key] = {**scores, "seconds": seconds}
         print(
             f"seed {seed} {mode:<6} {key:<10} target mIoU {scores['target_miou']:.4f}  source val {scores['source_val_miou']:.4f}  "
             f"trained {scores['trained_parameters']:,}  ({seconds:.0f} s)",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     return results
 
@@ -171,7 +202,8 @@ def table(per_seed: dict[int, dict], mode: str, keys: list[str]) -> str:
     same seed: seeds change the scenes, and that shared part of the variance cancels in the pair."""
     seeds = sorted(per_seed)
     lines = [
-        "| method | target mIoU, mean ± std | " + " | ".join(f"seed {s}" for s in seeds)
+        "| method | target mIoU, mean ± std | "
+        + " | ".join(f"seed {s}" for s in seeds)
         + " | minus Fisher once, paired | source val mIoU (mean) | trained parameters | s per run |",
         "|---|---|" + "---|" * len(seeds) + "---|---|---|---|",
     ]
@@ -186,7 +218,8 @@ def table(per_seed: dict[int, dict], mode: str, keys: list[str]) -> str:
         by_seed = [f"{per_seed[s][mode][row.key]['target_miou']:.3f}" if row.key in per_seed[s].get(mode, {}) else "–" for s in seeds]
         params = sorted({g["trained_parameters"] for g in got})
         lines.append(
-            f"| {row.label} | {statistics.mean(values):.3f} ± {spread} | " + " | ".join(by_seed)
+            f"| {row.label} | {statistics.mean(values):.3f} ± {spread} | "
+            + " | ".join(by_seed)
             + f" | {paired(per_seed, mode, row.key)} | {statistics.mean(g['source_val_miou'] for g in got):.3f} | "
             + "/".join(f"{p:,}" for p in params)
             + f" | {statistics.mean(g['seconds'] for g in got):.0f} |"
@@ -269,15 +302,20 @@ def render(args: argparse.Namespace, per_seed: dict[int, dict], command: str, mi
 def write_report(path: Path, tables: dict[str, str], command: str, where: str, minutes: float, args: argparse.Namespace) -> None:
     """Replace the generated block of docs/benchmarks.md, keeping the hand-written text around it."""
     name = "bench_quality" if args.decoder == "unet" else f"bench_quality_{args.decoder}"  # one generated block per head
-    replace_block(path, name, [
-        *measured_header(where, minutes, command),
-        f"Demo scenes {args.size} px (6 labeled source, 4 unlabeled target, 4 held-out labeled target per seed); `tiny` "
-        f"backbone, {args.decoder} head; {args.steps} steps, batch {args.batch_size}, crop {args.crop}, lr {args.lr}, select {args.select} "
-        f"(random and Fisher rows), seeds {' '.join(map(str, args.seeds))}. Trained parameters count the head and the trained "
-        "modules (full fine-tuning: the head and the backbone); where reselection or seeds give different counts, all are listed.",
-        "",
-        *[part for mode, text in tables.items() for part in (f"### {MODE_TITLES[mode]}", "", text, "")],
-    ], "# Benchmarks\n\n## Quality\n\n")
+    replace_block(
+        path,
+        name,
+        [
+            *measured_header(where, minutes, command),
+            f"Demo scenes {args.size} px (6 labeled source, 4 unlabeled target, 4 held-out labeled target per seed); `tiny` "
+            f"backbone, {args.decoder} head; {args.steps} steps, batch {args.batch_size}, crop {args.crop}, lr {args.lr}, select {args.select} "
+            f"(random and Fisher rows), seeds {' '.join(map(str, args.seeds))}. Trained parameters count the head and the trained "
+            "modules (full fine-tuning: the head and the backbone); where reselection or seeds give different counts, all are listed.",
+            "",
+            *[part for mode, text in tables.items() for part in (f"### {MODE_TITLES[mode]}", "", text, "")],
+        ],
+        "# Benchmarks\n\n## Quality\n\n",
+    )
 
 
 if __name__ == "__main__":

@@ -51,11 +51,16 @@ from real_shift import Shift, shift_folder  # noqa: E402
 from real_table import EARLIER_TRAIN, MODE_SUFFIX, render_block  # noqa: E402
 from report_block import cpu_name, replace_block  # noqa: E402
 
-from cegate_cli.model.decoder import DECODERS  # noqa: E402
-from cegate_cli.options.train import SELECTIONS, TrainConfig  # noqa: E402
 from cegate_cli.backbone.galileo_backbone import GalileoOptions  # noqa: E402
-from cegate_cli.options.train import SCHEDULES, TARGET_NORMS, SelfTrainConfig  # noqa: E402
-from cegate_cli.options.train import LOSSES  # noqa: E402
+from cegate_cli.model.decoder import DECODERS  # noqa: E402
+from cegate_cli.options.train import (  # noqa: E402  # noqa: E402
+    LOSSES,  # noqa: E402
+    SCHEDULES,
+    SELECTIONS,
+    TARGET_NORMS,
+    SelfTrainConfig,
+    TrainConfig,
+)
 from cegate_cli.toolbox import ToolboxConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,22 +75,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
-    parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "naip",
-                        help="NAIP folder with train/ and test/ (images/, masks/, classes.yaml); read only")
-    parser.add_argument("--dubai", type=Path, default=REPO / ".." / "shared" / "data" / "dubai",
-                        help="the two-region aerial pair (source/, target/): settings dubai and dubai-reverse")
-    parser.add_argument("--marida", type=Path, default=REPO / ".." / "shared" / "data" / "marida" / "built" / "marida",
-                        help="MARIDA as built by its prep.py (train/, test/): setting marida")
-    parser.add_argument("--max-tiles", type=int, default=None,
-                        help="use only the first N tiles (by name) of train and of test: smoke runs")
-    parser.add_argument("--rules", nargs="+", choices=[*SELECTIONS, *VARIANTS], default=list(SELECTIONS),
-                        help="cegate rows: what trains (fisher = cegate; random, all, none = head only, full = full fine-tuning; "
-                             f"{', '.join(VARIANTS)}: Fisher variants, see VARIANTS)")
-    parser.add_argument("--target", nargs="+", dest="target_modes", choices=TARGET_MODES, default=list(TARGET_MODES),
-                        help="settings with an unlabeled target: train on the source only; target-stats: that run with the target "
-                             "read under the target folder's statistics (normalisation alone, no self-training); self-training")
-    parser.add_argument("--reference-rules", nargs="*", choices=[*SELECTIONS, *VARIANTS], default=["fisher"],
-                        help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / ".." / "shared" / "data" / "naip",
+        help="NAIP folder with train/ and test/ (images/, masks/, classes.yaml); read only",
+    )
+    parser.add_argument(
+        "--dubai",
+        type=Path,
+        default=REPO / ".." / "shared" / "data" / "dubai",
+        help="the two-region aerial pair (source/, target/): settings dubai and dubai-reverse",
+    )
+    parser.add_argument(
+        "--marida",
+        type=Path,
+        default=REPO / ".." / "shared" / "data" / "marida" / "built" / "marida",
+        help="MARIDA as built by its prep.py (train/, test/): setting marida",
+    )
+    parser.add_argument("--max-tiles", type=int, default=None, help="use only the first N tiles (by name) of train and of test: smoke runs")
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        choices=[*SELECTIONS, *VARIANTS],
+        default=list(SELECTIONS),
+        help="cegate rows: what trains (fisher = cegate; random, all, none = head only, full = full fine-tuning; "
+        f"{', '.join(VARIANTS)}: Fisher variants, see VARIANTS)",
+    )
+    parser.add_argument(
+        "--target",
+        nargs="+",
+        dest="target_modes",
+        choices=TARGET_MODES,
+        default=list(TARGET_MODES),
+        help="settings with an unlabeled target: train on the source only; target-stats: that run with the target "
+        "read under the target folder's statistics (normalisation alone, no self-training); self-training",
+    )
+    parser.add_argument(
+        "--reference-rules",
+        nargs="*",
+        choices=[*SELECTIONS, *VARIANTS],
+        default=["fisher"],
+        help="naip-shift: rules also trained on the shifted train tiles with labels (the upper bound)",
+    )
     parser.add_argument("--backbone", nargs="+", default=["tiny"], help="backbone spec(s), passed to adapt() as given")
     parser.add_argument("--decoder", nargs="+", choices=DECODERS, default=[TrainConfig.decoder])
     parser.add_argument("--steps", type=int, default=300)
@@ -94,26 +126,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="task loss of the cegate rows")
     parser.add_argument("--rare-crops", type=int, default=defaults.rare_crops, help="candidate windows per training crop")
-    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=defaults.calibrate,
-                        help="fit class-score offsets on validation after training (adapt --calibrate)")
-    parser.add_argument("--val-crops", type=int, default=defaults.val_crops,
-                        help="validation crops (best step, calibration)")
-    parser.add_argument("--class-weight-power", type=float, default=defaults.class_weight_power,
-                        help="exponent of the balanced class weights (0: every class alike)")
-    parser.add_argument("--illumination", type=float, default=defaults.illumination,
-                        help="shared brightness/contrast jitter of source crops (TrainConfig.illumination)")
+    parser.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.calibrate,
+        help="fit class-score offsets on validation after training (adapt --calibrate)",
+    )
+    parser.add_argument("--val-crops", type=int, default=defaults.val_crops, help="validation crops (best step, calibration)")
+    parser.add_argument(
+        "--class-weight-power", type=float, default=defaults.class_weight_power, help="exponent of the balanced class weights (0: every class alike)"
+    )
+    parser.add_argument(
+        "--illumination", type=float, default=defaults.illumination, help="shared brightness/contrast jitter of source crops (TrainConfig.illumination)"
+    )
     parser.add_argument("--adapt-schedule", choices=SCHEDULES, default=SelfTrainConfig.schedule, help="self-training schedule")
     parser.add_argument("--adapt-steps", type=int, default=None, help="source-first: steps after the source run (default: the library's)")
     parser.add_argument("--target-norm", choices=TARGET_NORMS, default=SelfTrainConfig.target_norm, help="self-training: target statistics")
-    parser.add_argument("--source-batch", action=argparse.BooleanOptionalAction, default=SelfTrainConfig.source_batch,
-                        help="self-training: a plain source batch every step beside the mixed one")
+    parser.add_argument(
+        "--source-batch",
+        action=argparse.BooleanOptionalAction,
+        default=SelfTrainConfig.source_batch,
+        help="self-training: a plain source batch every step beside the mixed one",
+    )
     parser.add_argument("--guard", action=argparse.BooleanOptionalAction, default=SelfTrainConfig.guard, help="source-first: the guard")
     parser.add_argument("--prior-alignment", action="store_true", help="self-training: align pseudo-labels to the source prior")
     parser.add_argument("--patch-size", type=int, default=None, help="Galileo backbones: patch size (default: cegate's)")
-    parser.add_argument("--oracle", action="store_true",
-                        help="also train the head with each single module, then the oracle's set (the top single-module "
-                             "gains, as many as --select gives): the selection study's upper bound (slow: one run per module); "
-                             "in-domain settings only (naip)")
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also train the head with each single module, then the oracle's set (the top single-module "
+        "gains, as many as --select gives): the selection study's upper bound (slow: one run per module); "
+        "in-domain settings only (naip)",
+    )
     parser.add_argument("--kinds", default=None, help="toolbox kinds of the cegate rows, a comma list (default: the default toolbox)")
     parser.add_argument("--select", default=defaults.select, help="share or count of modules for fisher and random")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -124,8 +168,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synthetic-size", type=int, default=256, help="synthetic: scene side in pixels")
     parser.add_argument("--work", type=Path, default=None, help="folder for shifted tiles and runs (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here (rewritten after each run)")
-    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
-                        help="render earlier --json files (merged; a later file's run replaces an earlier one's) instead of running")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="render earlier --json files (merged; a later file's run replaces an earlier one's) instead of running",
+    )
     parser.add_argument("--out", type=Path, default=None, help="markdown page whose generated block is replaced")
     parser.add_argument("--note", default=None, help="a line put first in the generated block (e.g. that it is a smoke run)")
     args = parser.parse_args(argv)
@@ -180,19 +229,23 @@ def prepare(setting: str, seed: int, args: argparse.Namespace, work: Path) -> Do
 
         demo = make_demo_dataset(work / "synthetic" / f"seed{seed}", size=args.synthetic_size, seed=seed)
         count = lambda folder: len(first_tiles(folder, None))  # noqa: E731
-        scenes = (f"{count(demo.source_dir)} labeled source, {count(demo.target_dir)} unlabeled target and "
-                  f"{count(demo.target_labels_dir)} held-out target scenes of {args.synthetic_size} px, generated from the run's seed")
+        scenes = (
+            f"{count(demo.source_dir)} labeled source, {count(demo.target_dir)} unlabeled target and "
+            f"{count(demo.target_labels_dir)} held-out target scenes of {args.synthetic_size} px, generated from the run's seed"
+        )
         return Domains(demo.source_dir, demo.target_labels_dir, demo.target_dir, None, {"scenes": scenes})
     if setting in REAL_PAIRS:
         return real_pair(setting, args, work)
     if setting == "marida":
-        return Domains(args.marida / "train", args.marida / "test", data={"train_tiles": len(first_tiles(args.marida / "train", None)),
-                                                                         "test_tiles": len(first_tiles(args.marida / "test", None))})
+        return Domains(
+            args.marida / "train",
+            args.marida / "test",
+            data={"train_tiles": len(first_tiles(args.marida / "train", None)), "test_tiles": len(first_tiles(args.marida / "test", None))},
+        )
     train, test = args.data / "train", args.data / "test"
     subset = "all" if args.max_tiles is None else f"first{args.max_tiles}"  # one folder per subset: no stale links
     source = view(train, args.max_tiles, work / "naip" / subset / "train")
-    counts = {"train_tiles": len(first_tiles(train, args.max_tiles)), "test_tiles": len(first_tiles(test, args.max_tiles)),
-              "bands": list(band_names(train))}
+    counts = {"train_tiles": len(first_tiles(train, args.max_tiles)), "test_tiles": len(first_tiles(test, args.max_tiles)), "bands": list(band_names(train))}
     if setting == "naip":
         return Domains(source, view(test, args.max_tiles, work / "naip" / subset / "test"), data=counts)
     shift = Shift.draw(args.shift_seed, len(counts["bands"]))
@@ -229,8 +282,12 @@ def real_pair(setting: str, args: argparse.Namespace, work: Path) -> Domains:
     else:
         source, test, reference = root / "target" / "train", root / "source" / "test", root / "source" / "train"
         target = images_only(reference, work / setting / "unlabeled")
-    counts = {"train_tiles": len(first_tiles(source, None)), "test_tiles": len(first_tiles(test, None)),
-              "target_images": len(list((target / "images").glob("*.tif"))), "direction": f"{source.parent.name}/{source.name} -> {test.parent.name}/{test.name}"}
+    counts = {
+        "train_tiles": len(first_tiles(source, None)),
+        "test_tiles": len(first_tiles(test, None)),
+        "target_images": len(list((target / "images").glob("*.tif"))),
+        "direction": f"{source.parent.name}/{source.name} -> {test.parent.name}/{test.name}",
+    }
     return Domains(source, test, target, reference, counts)
 
 
@@ -315,8 +372,16 @@ def score_baseline(predict: Callable[[np.ndarray], np.ndarray], test: Path, sour
         classes = np.where(valid, predict(x).reshape(valid.shape), NODATA).astype(np.uint8)
         mapped = scratch / f"{pair.image.stem}.mask.tif"
         with rasterio.open(pair.image) as ds:
-            profile = {"driver": "GTiff", "width": ds.width, "height": ds.height, "count": 1, "dtype": "uint8",
-                       "crs": ds.crs, "transform": ds.transform, "nodata": NODATA}
+            profile = {
+                "driver": "GTiff",
+                "width": ds.width,
+                "height": ds.height,
+                "count": 1,
+                "dtype": "uint8",
+                "crs": ds.crs,
+                "transform": ds.transform,
+                "nodata": NODATA,
+            }
         with rasterio.open(mapped, "w", **profile) as out:
             out.write(classes, 1)
         evaluate_scene(mapped, pair.mask, num_classes=table.num_classes, ignore_index=table.ignore_index, matrix=matrix)
@@ -359,13 +424,13 @@ def baseline_records(setting: str, seed: int, domains: Domains, args: argparse.N
     if domains.target is not None:
         started = time.perf_counter()
         convert = to_source_units(domains.source, domains.target, seed)
-        records.append(scored("pixel+target", lambda x: model.predict(convert(x)), domains.source,
-                              fit_s + time.perf_counter() - started, model.parameter_count))
+        records.append(
+            scored("pixel+target", lambda x: model.predict(convert(x)), domains.source, fit_s + time.perf_counter() - started, model.parameter_count)
+        )
     if domains.reference is not None:
         started = time.perf_counter()
         reference, _ = fit_pixel(domains.reference, seed, args.pixel_samples)
-        records.append(scored("pixel-reference", reference.predict, domains.reference, time.perf_counter() - started,
-                              reference.parameter_count))
+        records.append(scored("pixel-reference", reference.predict, domains.reference, time.perf_counter() - started, reference.parameter_count))
     return records
 
 
@@ -393,16 +458,16 @@ def oracle_singles(depth: int, backbone: str, decoder: str) -> list[CegateRun]:
     """The oracle study's runs of one seed: the head with each single module (issue 12)."""
     from cegate_cli.toolbox.module_key import KINDS
 
-    return [CegateRun("all", "source-only", backbone, decoder, ((kind, layer),), f"only {kind}@{layer}")
-            for layer in range(depth) for kind in KINDS]
+    return [CegateRun("all", "source-only", backbone, decoder, ((kind, layer),), f"only {kind}@{layer}") for layer in range(depth) for kind in KINDS]
 
 
 def oracle_set(records: list[dict[str, Any]], count: int, backbone: str, decoder: str) -> CegateRun:
     """The oracle's set of `count` modules: the largest single-module gains over the head alone,
     measured on the test tiles of this seed (what no rule can see: the upper bound of selection)."""
     head = next(r["miou"] for r in records if r["row"] == "none" and r["backbone"] == backbone and r["decoder"] == decoder)
-    gains = {tuple(r["modules"][0]): r["miou"] - head for r in records
-             if r["row"].startswith("only ") and r["backbone"] == backbone and r["decoder"] == decoder}
+    gains = {
+        tuple(r["modules"][0]): r["miou"] - head for r in records if r["row"].startswith("only ") and r["backbone"] == backbone and r["decoder"] == decoder
+    }
     best = sorted(gains, key=lambda key: -gains[key])[:count]
     return CegateRun("all", "source-only", backbone, decoder, tuple(sorted(best, key=lambda k: (k[1], k[0]))), "oracle")
 
@@ -411,11 +476,9 @@ def plan(domains: Domains, args: argparse.Namespace) -> list[CegateRun]:
     """Every cegate run of one setting and seed, in the order they are run (a target-stats row is
     scored from its source-only run, right after it: see `target_stats_record`)."""
     modes = ["source-only"] if domains.target is None else [m for m in args.target_modes if m != "target-stats"]
-    runs = [CegateRun(rule, mode, backbone, decoder)
-            for backbone in args.backbone for decoder in args.decoder for mode in modes for rule in args.rules]
+    runs = [CegateRun(rule, mode, backbone, decoder) for backbone in args.backbone for decoder in args.decoder for mode in modes for rule in args.rules]
     if domains.reference is not None:
-        runs += [CegateRun(rule, "reference", backbone, decoder)
-                 for backbone in args.backbone for decoder in args.decoder for rule in args.reference_rules]
+        runs += [CegateRun(rule, "reference", backbone, decoder) for backbone in args.backbone for decoder in args.decoder for rule in args.reference_rules]
     return runs
 
 
@@ -431,8 +494,23 @@ def train_config(args: argparse.Namespace, seed: int, decoder: str, rule: str, f
     `fixed_set`: an oracle run, whose candidates are exactly the modules it trains, so it selects
     them all ("1.0"); `--select 6` would ask for 6 of its 1 candidate and be refused."""
     config = replace(
-        TrainConfig(), steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, select="1.0" if fixed_set else args.select, seed=seed, loss=args.loss, rare_crops=args.rare_crops, class_weight_power=args.class_weight_power, illumination=args.illumination, calibrate=args.calibrate, val_crops=args.val_crops,
-        device=args.device, decoder=decoder, selection="fisher" if rule in VARIANTS else rule, save_every=args.steps,
+        TrainConfig(),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        select="1.0" if fixed_set else args.select,
+        seed=seed,
+        loss=args.loss,
+        rare_crops=args.rare_crops,
+        class_weight_power=args.class_weight_power,
+        illumination=args.illumination,
+        calibrate=args.calibrate,
+        val_crops=args.val_crops,
+        device=args.device,
+        decoder=decoder,
+        selection="fisher" if rule in VARIANTS else rule,
+        save_every=args.steps,
         warmup_steps=None,  # derived again for these steps (a tenth, at most 25), as `adapt --steps` does
     )
     if rule == "fisher-warmup":
@@ -448,8 +526,14 @@ those records trained with: a self-training record lists the ones it differs in.
 
 
 def self_training_config(args: argparse.Namespace) -> SelfTrainConfig:
-    return SelfTrainConfig(prior_alignment=args.prior_alignment, schedule=args.adapt_schedule, adapt_steps=args.adapt_steps,
-                           target_norm=args.target_norm, guard=args.guard, source_batch=args.source_batch)
+    return SelfTrainConfig(
+        prior_alignment=args.prior_alignment,
+        schedule=args.adapt_schedule,
+        adapt_steps=args.adapt_steps,
+        target_norm=args.target_norm,
+        guard=args.guard,
+        source_batch=args.source_batch,
+    )
 
 
 def toolbox_config(rule: str, kinds: str | None = None) -> ToolboxConfig:
@@ -508,8 +592,7 @@ class TrainedRuns:
         return found[0] if found else run_folder(work, setting, seed, run)
 
 
-def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
-                  trained: TrainedRuns) -> dict[str, Any]:
+def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path, trained: TrainedRuns) -> dict[str, Any]:
     from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
     found = trained.find(domains, seed, run)
@@ -517,14 +600,21 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         return rescored_record(setting, seed, run, domains, args, *found)
     run_dir = run_folder(work, setting, seed, run)
     started = time.perf_counter()
-    result = adapt(AdaptOptions(
-        source=domains.reference if run.mode == "reference" else domains.source, out=run_dir, backbone=run.backbone,
-        train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)), toolbox=toolbox_config(run.rule, args.kinds), only_modules=run.modules or None,
-        **({"kinds": tuple(args.kinds.split(","))} if args.kinds else {}),
-        target=domains.target if run.mode == "self-training" else None,
-        overwrite=True, self_training=self_training_config(args),
-        galileo=GalileoOptions(patch_size=args.patch_size),
-    ))
+    result = adapt(
+        AdaptOptions(
+            source=domains.reference if run.mode == "reference" else domains.source,
+            out=run_dir,
+            backbone=run.backbone,
+            train=train_config(args, seed, run.decoder, run.rule, fixed_set=bool(run.modules)),
+            toolbox=toolbox_config(run.rule, args.kinds),
+            only_modules=run.modules or None,
+            **({"kinds": tuple(args.kinds.split(","))} if args.kinds else {}),
+            target=domains.target if run.mode == "self-training" else None,
+            overwrite=True,
+            self_training=self_training_config(args),
+            galileo=GalileoOptions(patch_size=args.patch_size),
+        )
+    )
     train_s = time.perf_counter() - started
     evaluation, loaded, scored = evaluated(run_dir, domains, args)
     count = trained_parameters(result.manifest.parameters, run.rule)
@@ -545,29 +635,36 @@ def cegate_record(setting: str, seed: int, run: CegateRun, domains: Domains, arg
         entry["guard"] = guard
         if guard["kept"] == "source":
             adapted, _, _ = evaluated(run_dir, domains, args, weights="last")
-            entry["adapted"] = {"miou": adapted.matrix.to_dict(loaded.manifest.classes)["miou"],
-                                "iou": {c["name"]: c["iou"] for c in adapted.matrix.to_dict(loaded.manifest.classes)["classes"]}}
-        print(f"  guard kept the {guard['kept']} model" + (f" (adapted: {entry['adapted']['miou']:.4f})" if "adapted" in entry else "")
-              + f"; {'; '.join(guard['reasons'])}; shares {guard['source_shares']} -> {guard['adapted_shares']}, agreement "
-              f"{guard['agreement']}, source val {guard['source_val_miou']} -> {guard['adapted_val_miou']}", file=sys.stderr, flush=True)
-    trained.add(domains, seed, run, run_dir, {**how, "train_seconds": entry["train_seconds"],
-                                               "trained_parameters": count, "trained_in": setting})
+            entry["adapted"] = {
+                "miou": adapted.matrix.to_dict(loaded.manifest.classes)["miou"],
+                "iou": {c["name"]: c["iou"] for c in adapted.matrix.to_dict(loaded.manifest.classes)["classes"]},
+            }
+        print(
+            f"  guard kept the {guard['kept']} model"
+            + (f" (adapted: {entry['adapted']['miou']:.4f})" if "adapted" in entry else "")
+            + f"; {'; '.join(guard['reasons'])}; shares {guard['source_shares']} -> {guard['adapted_shares']}, agreement "
+            f"{guard['agreement']}, source val {guard['source_val_miou']} -> {guard['adapted_val_miou']}",
+            file=sys.stderr,
+            flush=True,
+        )
+    trained.add(domains, seed, run, run_dir, {**how, "train_seconds": entry["train_seconds"], "trained_parameters": count, "trained_in": setting})
     return entry
 
 
-def rescored_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace,
-                    run_dir: Path, how: dict[str, Any]) -> dict[str, Any]:
+def rescored_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, run_dir: Path, how: dict[str, Any]) -> dict[str, Any]:
     """A run another setting trained on the same source (see TrainedRuns), scored on this
     setting's test tiles: `how` it trained (its selection, training seconds and parameters, and
     `trained_in`, the setting that trained it) as cegate_record stored it."""
     evaluation, loaded, scored = evaluated(run_dir, domains, args)
-    entry = record(setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, how["train_seconds"], scored,
-                   how["trained_parameters"], run, args)
+    entry = record(
+        setting, run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, how["train_seconds"], scored, how["trained_parameters"], run, args
+    )
     return {**entry, **how}
 
 
-def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path,
-                        trained: TrainedRuns) -> dict[str, Any]:
+def target_stats_record(
+    setting: str, seed: int, run: CegateRun, domains: Domains, args: argparse.Namespace, work: Path, trained: TrainedRuns
+) -> dict[str, Any]:
     """The source-only run, its target read with the target folder's own band statistics: a copy
     of the run whose run.json holds the statistics `adapt --target` would store, scored as
     `evaluate` scores it. It separates what renormalisation alone gives from what self-training
@@ -591,37 +688,84 @@ def target_stats_record(setting: str, seed: int, run: CegateRun, domains: Domain
         write_manifest(run_dir, manifest)
     restat_s = time.perf_counter() - started
     evaluation, loaded, scored = evaluated(run_dir, domains, args)
-    return record(setting, stats_run.row, seed, domains, evaluation.matrix, loaded.manifest.classes, restat_s, scored,
-                  trained_parameters(loaded.manifest.parameters, run.rule), stats_run, args)
+    return record(
+        setting,
+        stats_run.row,
+        seed,
+        domains,
+        evaluation.matrix,
+        loaded.manifest.classes,
+        restat_s,
+        scored,
+        trained_parameters(loaded.manifest.parameters, run.rule),
+        stats_run,
+        args,
+    )
 
 
 # --------------------------------------------------------------------------- records and the main loop
 
 
 def record(
-    setting: str, row: str, seed: int, domains: Domains, matrix: Any, table: Any, train_s: float, eval_s: float,
-    parameters: int, run: CegateRun | None, args: argparse.Namespace | None = None,
+    setting: str,
+    row: str,
+    seed: int,
+    domains: Domains,
+    matrix: Any,
+    table: Any,
+    train_s: float,
+    eval_s: float,
+    parameters: int,
+    run: CegateRun | None,
+    args: argparse.Namespace | None = None,
 ) -> dict[str, Any]:
     """One row x seed as JSON: ConfusionMatrix's own summary plus what produced it."""
     scores = matrix.to_dict(table)
     entry = {
-        "setting": setting, "row": row, "seed": seed, "data": domains.data,
-        "backbone": run.backbone if run else None, "decoder": run.decoder if run else None,
-        "rule": run.rule if run else None, "mode": run.mode if run else "baseline",
-        "train": ({"steps": args.steps, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "select": args.select, "loss": args.loss, "rare_crops": args.rare_crops,
-                   **{name: getattr(args, name) for name in EARLIER_TRAIN if getattr(args, name) != EARLIER_TRAIN[name]},
-                   **({"prior_alignment": True} if args.prior_alignment else {}),
-                   **({name: getattr(args, name) for name in SELF_TRAINING_EARLIER if getattr(args, name) != SELF_TRAINING_EARLIER[name]}
-                      if run.mode == "self-training" else {}),
-                   **({"patch_size": args.patch_size} if args.patch_size else {})}
-                  if run and args else None),
-        "miou": scores["miou"], "accuracy": scores["overall_accuracy"], "pixels": scores["pixels"],
+        "setting": setting,
+        "row": row,
+        "seed": seed,
+        "data": domains.data,
+        "backbone": run.backbone if run else None,
+        "decoder": run.decoder if run else None,
+        "rule": run.rule if run else None,
+        "mode": run.mode if run else "baseline",
+        "train": (
+            {
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "crop": args.crop,
+                "lr": args.lr,
+                "select": args.select,
+                "loss": args.loss,
+                "rare_crops": args.rare_crops,
+                **{name: getattr(args, name) for name in EARLIER_TRAIN if getattr(args, name) != EARLIER_TRAIN[name]},
+                **({"prior_alignment": True} if args.prior_alignment else {}),
+                **(
+                    {name: getattr(args, name) for name in SELF_TRAINING_EARLIER if getattr(args, name) != SELF_TRAINING_EARLIER[name]}
+                    if run.mode == "self-training"
+                    else {}
+                ),
+                **({"patch_size": args.patch_size} if args.patch_size else {}),
+            }
+            if run and args
+            else None
+        ),
+        "miou": scores["miou"],
+        "accuracy": scores["overall_accuracy"],
+        "pixels": scores["pixels"],
         "iou": {c["name"]: c["iou"] for c in scores["classes"]},
-        "train_seconds": round(train_s, 2), "eval_seconds": round(eval_s, 2), "trained_parameters": parameters,
+        "train_seconds": round(train_s, 2),
+        "eval_seconds": round(eval_s, 2),
+        "trained_parameters": parameters,
     }
-    print(f"{setting} {row} seed {seed}" + (f" [{run.backbone}/{run.decoder}]" if run else "")
-          + f": mIoU {entry['miou']:.4f}, accuracy {entry['accuracy']:.4f}, {train_s:.0f} s train + {eval_s:.0f} s eval",
-          file=sys.stderr, flush=True)
+    print(
+        f"{setting} {row} seed {seed}"
+        + (f" [{run.backbone}/{run.decoder}]" if run else "")
+        + f": mIoU {entry['miou']:.4f}, accuracy {entry['accuracy']:.4f}, {train_s:.0f} s train + {eval_s:.0f} s eval",
+        file=sys.stderr,
+        flush=True,
+    )
     return entry
 
 
@@ -632,8 +776,8 @@ def machine(args: argparse.Namespace) -> str:
 def check_backbones(specs: list[str]) -> None:
     """Resolve every backbone before the first run, so a misspelt or unreachable spec fails in
     seconds instead of after the baselines and the runs of the other backbones."""
-    from cegate_cli.errors import InputError
     from cegate_cli.backbone.hub import resolve_backbone
+    from cegate_cli.errors import InputError
 
     for spec in specs:
         try:
@@ -646,9 +790,14 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Run every setting x seed x row; the JSON is rewritten after each run so a cut-off run keeps its numbers."""
     started, clock = _dt.datetime.now().isoformat(timespec="minutes"), time.perf_counter()
     saved: dict[str, Any] = {
-        "command": command, "started": started, "machine": machine(args), "threads": args.threads,
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "load_start": os.getloadavg()[0],
-        "args": {k: str(v) for k, v in vars(args).items()}, "records": [],
+        "command": command,
+        "started": started,
+        "machine": machine(args),
+        "threads": args.threads,
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+        "load_start": os.getloadavg()[0],
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "records": [],
     }
 
     def save() -> None:
@@ -681,16 +830,16 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return saved
 
 
-def oracle_runs(setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path,
-                saved: dict[str, Any], save: Callable[[], None], trained: TrainedRuns) -> None:
+def oracle_runs(
+    setting: str, seed: int, domains: Domains, args: argparse.Namespace, work: Path, saved: dict[str, Any], save: Callable[[], None], trained: TrainedRuns
+) -> None:
     """--oracle: the head alone (unless a row ran it), each single module, then the oracle's set."""
     from cegate_cli.toolbox.fisher import parse_select
     from cegate_cli.toolbox.module_key import KINDS
 
     for backbone in args.backbone:
         for decoder in args.decoder:
-            here = [r for r in saved["records"] if r["seed"] == seed and r["setting"] == setting and r["backbone"] == backbone
-                    and r["decoder"] == decoder]
+            here = [r for r in saved["records"] if r["seed"] == seed and r["setting"] == setting and r["backbone"] == backbone and r["decoder"] == decoder]
             if not any(r["row"] == "none" for r in here):
                 here.append(cegate_record(setting, seed, CegateRun("none", "source-only", backbone, decoder), domains, args, work, trained))
                 saved["records"].append(here[-1])
@@ -713,8 +862,15 @@ def merge(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         saved = json.loads(path.read_text(encoding="utf-8"))
         headers.append({k: v for k, v in saved.items() if k != "records"})
         for entry in saved["records"]:
-            key = (entry["setting"], entry["row"], entry["seed"], entry["backbone"], entry["decoder"],
-                   json.dumps(entry["data"], sort_keys=True), json.dumps(entry["train"], sort_keys=True))
+            key = (
+                entry["setting"],
+                entry["row"],
+                entry["seed"],
+                entry["backbone"],
+                entry["decoder"],
+                json.dumps(entry["data"], sort_keys=True),
+                json.dumps(entry["train"], sort_keys=True),
+            )
             merged[key] = entry
     return list(merged.values()), headers
 

@@ -94,8 +94,8 @@ def run_job(job: Job) -> dict:
 
 
 def _pretrained(model: str):
-    from cegate_cli.backbone.vit import PretrainedViT
     from cegate_cli.backbone.tiny import build_tiny_vit
+    from cegate_cli.backbone.vit import PretrainedViT
 
     if model == "tiny":
         return build_tiny_vit()
@@ -320,12 +320,17 @@ def worker_predict(job: Job) -> dict:
 
 
 def worker_adapt(job: Job) -> dict:
-    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.options.train import TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
     train = TrainConfig(
-        steps=job.adapt_steps, crop=job.adapt_crop, batch_size=job.adapt_batch, device=job.device,
-        val_every=max(1, job.adapt_steps // 2), save_every=job.adapt_steps, warmup_steps=min(25, job.adapt_steps // 10),
+        steps=job.adapt_steps,
+        crop=job.adapt_crop,
+        batch_size=job.adapt_batch,
+        device=job.device,
+        val_every=max(1, job.adapt_steps // 2),
+        save_every=job.adapt_steps,
+        warmup_steps=min(25, job.adapt_steps // 10),
     )
     out = Path(job.workdir) / "adapt-run"
     result = adapt(AdaptOptions(source=Path(job.data) / "source", out=out, backbone="tiny", train=train, overwrite=True))
@@ -476,16 +481,13 @@ def measure(model: str, decoder: str, args: argparse.Namespace, common: dict) ->
     for config in args.configs:
         print(f"[{name}] training: {config}", file=sys.stderr, flush=True)
         selected = select.get("by_rule", {}).get(config, select["selected"])
-        res["train"][config] = run_job(
-            Job("train", model, decoder=decoder, config=config, selected=selected, steps=args.steps, warmup=args.warmup, **common)
-        )
+        res["train"][config] = run_job(Job("train", model, decoder=decoder, config=config, selected=selected, steps=args.steps, warmup=args.warmup, **common))
         r = res["train"][config]
         print(f"    {r['step_seconds']:.3f} s/step, {mib(r['peak_bytes'])}, {r['trainable']:,} trainable", file=sys.stderr)
     res["backbone_parameters"] = res["train"]["full"]["backbone"]
     print(f"[{name}] prediction, LoRA merged vs unmerged", file=sys.stderr, flush=True)
     res["predict"] = run_job(
-        Job("predict", model, decoder=decoder, selected=select["selected"], predict_batch=args.predict_batch,
-            predict_reps=args.predict_reps, **common)
+        Job("predict", model, decoder=decoder, selected=select["selected"], predict_batch=args.predict_batch, predict_reps=args.predict_reps, **common)
     )
     return res
 
@@ -493,10 +495,20 @@ def measure(model: str, decoder: str, args: argparse.Namespace, common: dict) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--decoders", nargs="+", choices=("unet", "linear"), default=["unet", "linear"],
-                        help="segmentation heads: unet is what adapt uses; linear shows the backbone's own cost")
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS),
-                        help="training configurations to time (full is always included: every ratio is against it)")
+    parser.add_argument(
+        "--decoders",
+        nargs="+",
+        choices=("unet", "linear"),
+        default=["unet", "linear"],
+        help="segmentation heads: unet is what adapt uses; linear shows the backbone's own cost",
+    )
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=CONFIGS,
+        default=list(CONFIGS),
+        help="training configurations to time (full is always included: every ratio is against it)",
+    )
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per configuration")
@@ -522,8 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sys.path.insert(0, str(REPO))
-    from cegate_cli.infra.atomic import write_json_atomic, write_text_atomic
     from cegate_cli.data.synthetic import make_demo_dataset
+    from cegate_cli.infra.atomic import write_json_atomic, write_text_atomic
 
     started = time.perf_counter()
     load_before = load_average()

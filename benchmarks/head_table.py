@@ -62,21 +62,26 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
     classes = list(first["iou"])
     t = first["train"]
     lines = [
-        f"### {first['setting']}: {first['backbone']}, rule {first['row']}, heads compared" if vary == "decoder" else
-        f"### {first['setting']}: {first['backbone']}, {first['decoder']} head, rule {first['row']}, {vary} compared",
+        f"### {first['setting']}: {first['backbone']}, rule {first['row']}, heads compared"
+        if vary == "decoder"
+        else f"### {first['setting']}: {first['backbone']}, {first['decoder']} head, rule {first['row']}, {vary} compared",
         "",
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}). "
         "Bold: a class below the per-pixel classifier.",
         "",
         f"| {'head' if vary == 'decoder' else vary} | mIoU, mean ± std | minus {base}, paired (ahead) | "
-        + " | ".join(f"IoU {c}" for c in classes) + " | trained parameters | train s per run |",
+        + " | ".join(f"IoU {c}" for c in classes)
+        + " | trained parameters | train s per run |",
         "|---|---|---|" + "---|" * len(classes) + "---|---|",
     ]
     pixel_iou = {c: statistics.mean(pixel[s]["iou"][c] for s in seeds) for c in classes} if len(pixel) == len(seeds) else {}
     if pixel_iou:
-        lines.append(f"| per-pixel Gaussian classifier | {mean_std([pixel[s]['miou'] for s in seeds])} | – | "
-                     + " | ".join(f"{pixel_iou[c]:.3f}" for c in classes) + " | – | – |")
+        lines.append(
+            f"| per-pixel Gaussian classifier | {mean_std([pixel[s]['miou'] for s in seeds])} | – | "
+            + " | ".join(f"{pixel_iou[c]:.3f}" for c in classes)
+            + " | – | – |"
+        )
     for head, runs in by_head.items():
         entries = [runs[s] for s in seeds]
         cells = []
@@ -84,15 +89,20 @@ def table(heads: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]],
             iou = statistics.mean(e["iou"][c] for e in entries)
             cells.append(f"**{iou:.3f}**" if pixel_iou and iou < pixel_iou[c] else f"{iou:.3f}")
         seconds = statistics.mean(e["train_seconds"] for e in entries)
-        lines.append(f"| {head} | {mean_std([e['miou'] for e in entries])} | {paired(by_head, head, base)} | " + " | ".join(cells)
-                     + f" | {parameter_range(entries)} | {seconds:.0f} |")
+        lines.append(
+            f"| {head} | {mean_std([e['miou'] for e in entries])} | {paired(by_head, head, base)} | "
+            + " | ".join(cells)
+            + f" | {parameter_range(entries)} | {seconds:.0f} |"
+        )
     return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", type=Path, help="bench_real.py --json files")
-    parser.add_argument("--vary", default="decoder", help="the setting compared: decoder, or training settings (class_weight_power; several: calibrate,val_crops)")
+    parser.add_argument(
+        "--vary", default="decoder", help="the setting compared: decoder, or training settings (class_weight_power; several: calibrate,val_crops)"
+    )
     parser.add_argument("--reference", nargs="+", default=["linear", "unet"], help="the value others are paired with (first that ran)")
     parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
     parser.add_argument("--block", default="head_study", help="name of that block")

@@ -74,7 +74,8 @@ def render(table: dict[str, dict[str, dict[int, dict]]], commands: list[str]) ->
         lines += [
             f"### {setting}: galileo-nano, fisher-cost, linear-pixel head, 300 steps",
             "",
-            "| row | seeds | mIoU, mean ± std | " + " | ".join(f"IoU {c}" for c in classes)
+            "| row | seeds | mIoU, mean ± std | "
+            + " | ".join(f"IoU {c}" for c in classes)
             + " | trained parameters | minus head alone, paired (ahead) | minus the toolbox, paired (ahead) |",
             "|---|---:|---:|" + "---:|" * len(classes) + "---:|---:|---:|",
         ]

@@ -1,8 +1,8 @@
 """Write docs/benchmarks-predict.md from the JSON files that bench_predict.py saved.
 
-    python benchmarks/bench_predict.py --model patch --sizes 2048 2048x16384 16384 --json benchmarks/results/bench_predict_patch.json
-    python benchmarks/bench_predict.py --model conv  --sizes 2048 2048x16384 16384 --json benchmarks/results/bench_predict_conv.json
-    python benchmarks/predict_table.py
+python benchmarks/bench_predict.py --model patch --sizes 2048 2048x16384 16384 --json benchmarks/results/bench_predict_patch.json
+python benchmarks/bench_predict.py --model conv  --sizes 2048 2048x16384 16384 --json benchmarks/results/bench_predict_conv.json
+python benchmarks/predict_table.py
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import Affine
 
-from cegate_cli.infra.atomic import atomic_path, write_text_atomic
 from cegate_cli.data.synthetic import _blur  # the demo's sensor blur: one Gaussian for both benchmarks
+from cegate_cli.infra.atomic import atomic_path, write_text_atomic
 
 GAIN_RANGE = (0.75, 1.05)  # above ~1.05 the bright NAIP NIR (median 219 DN) would clip at 255
 GAMMA_RANGE = (0.7, 1.4)  # drawn log-uniformly, so brightening and darkening curves are equally likely
@@ -72,13 +72,8 @@ class Shift:
 
     def describe(self, band_names: tuple[str, ...]) -> str:
         """One line for the docs: the drawn values band by band."""
-        per_band = ", ".join(
-            f"{name} gain {g:.3f} gamma {y:.3f} offset {o:+.1f}" for name, g, y, o in zip(band_names, self.gain, self.gamma, self.offset)
-        )
-        return (
-            f"seed {self.seed}; blur sigma {self.blur_sigma:g} source px, {self.scale}x{self.scale} area resampling, "
-            f"noise {self.noise:g} DN; {per_band}"
-        )
+        per_band = ", ".join(f"{name} gain {g:.3f} gamma {y:.3f} offset {o:+.1f}" for name, g, y, o in zip(band_names, self.gain, self.gamma, self.offset))
+        return f"seed {self.seed}; blur sigma {self.blur_sigma:g} source px, {self.scale}x{self.scale} area resampling, noise {self.noise:g} DN; {per_band}"
 
 
 def _rounded(values: np.ndarray) -> tuple[float, ...]:

@@ -19,8 +19,19 @@ from real_shift import Shift
 from report_block import measured_header, run_dates
 
 RULE_ORDER = (
-    "none", "full", "all", "random", "random-cost", "fisher",
-    "fisher-cost", "fisher-block", "fisher-agree", "fisher-warmup", "fisher-kaiming", "fisher-rescore", "oracle",
+    "none",
+    "full",
+    "all",
+    "random",
+    "random-cost",
+    "fisher",
+    "fisher-cost",
+    "fisher-block",
+    "fisher-agree",
+    "fisher-warmup",
+    "fisher-kaiming",
+    "fisher-rescore",
+    "oracle",
 )
 RULE_LABELS = {
     "none": "frozen backbone + head",
@@ -140,8 +151,9 @@ def paired(by_row: dict[str, dict[int, dict[str, Any]]], row: str, partner: str 
     if partner is None or partner == row or partner not in by_row:
         return "–"
     seeds = sorted(set(by_row[row]) & set(by_row[partner]))
-    diffs = _finite(by_row[row][s]["miou"] - by_row[partner][s]["miou"] for s in seeds
-                    if by_row[row][s]["miou"] is not None and by_row[partner][s]["miou"] is not None)
+    diffs = _finite(
+        by_row[row][s]["miou"] - by_row[partner][s]["miou"] for s in seeds if by_row[row][s]["miou"] is not None and by_row[partner][s]["miou"] is not None
+    )
     if not diffs:
         return "–"
     spread = f" ± {statistics.stdev(diffs):.3f}" if len(diffs) > 1 else ""
@@ -162,7 +174,8 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     classes = list(rows[0]["iou"])
     targets = any(added_to(row, by_row) for row in by_row)
     lines = [
-        "| row | mIoU, mean ± std | " + " | ".join(f"IoU {c}" for c in classes)
+        "| row | mIoU, mean ± std | "
+        + " | ".join(f"IoU {c}" for c in classes)
         + " | accuracy | s per run (train + eval) | trained parameters | minus pixel, paired (ahead) | minus Fisher, paired (ahead) |"
         + (" minus the row it adds to, paired (ahead) |" if targets else ""),
         "|---|---|" + "---|" * len(classes) + "---|---|---|---|---|" + ("---|" if targets else ""),

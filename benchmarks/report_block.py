@@ -85,8 +85,11 @@ def study_header(headers: list[dict], seeds: list[int], rendered_by: str) -> lis
     lines = measured_header(machines, minutes, per_seed_commands(headers, seeds, rendered_by), run_dates(headers))
     loads = [float(x) for h in headers for x in (h.get("load_start"), h.get("load_end")) if x is not None]
     if loads:
-        lines += [f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "
-                  "(the machine was shared; mIoU does not depend on load, seconds do).", ""]
+        lines += [
+            f"1-minute load average at the start and end of the {len(headers)} runs: {min(loads):.2f} to {max(loads):.2f} "
+            "(the machine was shared; mIoU does not depend on load, seconds do).",
+            "",
+        ]
     return lines
 
 

@@ -133,7 +133,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 def oracle_summary(by: dict[tuple[str, int], dict[str, Any]], seed: int) -> str:
     """One seed's oracle runs in a line: the head alone, the best and worst single module, the oracle's set."""
     head = by[("none", seed)]["miou"]
-    singles = sorted(((r["miou"], row[len("only "):]) for (row, s), r in by.items() if s == seed and row.startswith("only ")), reverse=True)
+    singles = sorted(((r["miou"], row[len("only ") :]) for (row, s), r in by.items() if s == seed and row.startswith("only ")), reverse=True)
     helped = sum(miou > head for miou, _ in singles)
     oracle = by[("oracle", seed)]
     return (
@@ -171,14 +171,14 @@ def rank_correlations(run: dict[str, Any], gains: dict[str, float]) -> tuple[flo
 
 
 def mean_and_seeds(values: list[float]) -> str:
-    """"+0.38 (+0.38, +0.12)": the mean and each seed's value, or "–" where nothing was measured."""
+    """ "+0.38 (+0.38, +0.12)": the mean and each seed's value, or "–" where nothing was measured."""
     return (f"{statistics.mean(values):+.2f} (" + ", ".join(f"{v:+.2f}" for v in values) + ")") if values else "–"
 
 
 def single_gains(by: dict[tuple[str, int], dict[str, Any]], seed: int) -> dict[str, float]:
     """One seed's oracle gains: each single module's mIoU minus the head alone's, by module name."""
     head = by[("none", seed)]["miou"]
-    return {row[len("only "):]: r["miou"] - head for (row, s), r in by.items() if s == seed and row.startswith("only ")}
+    return {row[len("only ") :]: r["miou"] - head for (row, s), r in by.items() if s == seed and row.startswith("only ")}
 
 
 def gain_consistency(gains: dict[int, dict[str, float]], cost_run: dict[str, Any] | None) -> str:
@@ -272,8 +272,38 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
     return lines
 
 
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 """Student's t, two-sided 95%, for 1..30 degrees of freedom (beyond: 1.96); a table, so the
 benchmarks need no statistics package."""
 
@@ -317,7 +347,9 @@ def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str 
     head = "Test for a default (ahead of random selection of the same size and of all modules, each on more than half the seeds): "
     verdict = f"passed by {'; '.join(named(r) for r in passed)}." if passed else f"passed by no rule; closest: {named(closest)}."
     tied = [r for r in compared if within_noise(to_all[r])]
-    parts = [f" Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): {'; '.join(row_label(r) for r in tied) or 'no rule'}."]
+    parts = [
+        f" Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): {'; '.join(row_label(r) for r in tied) or 'no rule'}."
+    ]
     for word, sign in (("ahead of", 1), ("behind", -1)):
         beyond = [r for r in compared if r not in tied and sign * statistics.mean(to_all[r]) > 0]
         if beyond:
@@ -327,7 +359,7 @@ def default_test(by_rule: dict[str, dict[int, float]], seeds: list[int]) -> str 
 
 
 def later_options(train: dict[str, Any]) -> str:
-    """", uncalibrated, 16 validation crops" (how the first studies trained) or ", calibrated, 64
+    """ ", uncalibrated, 16 validation crops" (how the first studies trained) or ", calibrated, 64
     validation crops" (today's defaults): options bench_real records only where they differ from
     real_table.EARLIER_TRAIN, named in the header so a reader can tell the two apart."""
     options = {**EARLIER_TRAIN, **train}
@@ -364,13 +396,19 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         f"{t['steps']} steps, batch {t['batch_size']}, crop {t['crop']}, lr {t['lr']}, loss {t.get('loss', 'ce')}, "
         f"rare crops {t.get('rare_crops', 1)}, select {t['select']}{later_options(t)}; {len(seeds)} paired seeds ({' '.join(map(str, seeds))}).",
         "",
-        "| " + " | ".join(["rule", "mIoU, mean ± std", *(f"minus {partner_labels[p]}, paired (ahead)" for p in partners),
-                            "trained parameters", "train s per run"]) + " |",
+        "| "
+        + " | ".join(["rule", "mIoU, mean ± std", *(f"minus {partner_labels[p]}, paired (ahead)" for p in partners), "trained parameters", "train s per run"])
+        + " |",
         "|" + "---|" * (4 + len(partners)),
     ]
     for rule in order:
-        cells = [row_label(rule), mean_std([by_rule[rule][s] for s in seeds]), *(paired(by_rule, rule, p, seeds) for p in partners),
-                 parameter_range(runs[rule]), f"{statistics.mean(r['train_seconds'] for r in runs[rule]):.0f}"]
+        cells = [
+            row_label(rule),
+            mean_std([by_rule[rule][s] for s in seeds]),
+            *(paired(by_rule, rule, p, seeds) for p in partners),
+            parameter_range(runs[rule]),
+            f"{statistics.mean(r['train_seconds'] for r in runs[rule]):.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if verdict := default_test(by_rule, seeds):
         lines += ["", verdict]
@@ -406,13 +444,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="page whose generated block is replaced (default: print)")
     parser.add_argument("--decoder", default=None, help="only the runs with this head (files may hold runs of several)")
     parser.add_argument("--settings", nargs="+", default=None, help="only these settings (files may hold several)")
-    parser.add_argument("--rules", nargs="+", default=None,
-                        help="only these rules (e.g. the pair run on more seeds than the rest; the table uses the seeds every rule shares)")
-    parser.add_argument("--select", default=None,
-                        help="only the runs at this --select (e.g. 0.5), with the head-alone and all-modules runs, which ignore it")
-    parser.add_argument("--mode", choices=[m for m in MODE_SUFFIX if m != "reference"], default="source-only",
-                        help="the runs compared: source-only; target-stats (source-only, the target read with its own "
-                             "statistics); self-training. Reference runs (trained on target labels) join as the headroom")
+    parser.add_argument(
+        "--rules", nargs="+", default=None, help="only these rules (e.g. the pair run on more seeds than the rest; the table uses the seeds every rule shares)"
+    )
+    parser.add_argument("--select", default=None, help="only the runs at this --select (e.g. 0.5), with the head-alone and all-modules runs, which ignore it")
+    parser.add_argument(
+        "--mode",
+        choices=[m for m in MODE_SUFFIX if m != "reference"],
+        default="source-only",
+        help="the runs compared: source-only; target-stats (source-only, the target read with its own "
+        "statistics); self-training. Reference runs (trained on target labels) join as the headroom",
+    )
     parser.add_argument("--block", default="selection_study", help="name of that block (<!-- NAME:begin --> ... <!-- NAME:end -->)")
     args = parser.parse_args(argv)
     records, headers = load(args.json, args.mode)
@@ -427,9 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     if not any(r.get("rule") and r["mode"] == args.mode for r in records):
         print(f"no cegate {args.mode} records in those files", file=sys.stderr)
         return 2
-    options = "".join([f" --decoder {args.decoder}" if args.decoder else "", f" --settings {' '.join(args.settings)}" if args.settings else "",
-                       f" --rules {' '.join(args.rules)}" if args.rules else "", f" --select {args.select}" if args.select else "",
-                       f" --mode {args.mode}" if args.mode != "source-only" else "", f" --block {args.block}" if args.block != "selection_study" else ""])
+    options = "".join(
+        [
+            f" --decoder {args.decoder}" if args.decoder else "",
+            f" --settings {' '.join(args.settings)}" if args.settings else "",
+            f" --rules {' '.join(args.rules)}" if args.rules else "",
+            f" --select {args.select}" if args.select else "",
+            f" --mode {args.mode}" if args.mode != "source-only" else "",
+            f" --block {args.block}" if args.block != "selection_study" else "",
+        ]
+    )
     write_or_print(args.out, args.block, render(records, headers, options), "# Selection study\n\n")
     return 0
 

@@ -49,9 +49,12 @@ def variant(record: dict[str, Any]) -> str:
     options = {name: train.get(name, default) for name, default in SELF_TRAINING_EARLIER.items()}
     if options["adapt_schedule"] == "joint":
         return "--target as shipped before: DACS from step 0" + ("" if options["target_norm"] == "target" else ", source statistics")
-    parts = [f"adapt steps {options['adapt_steps']}" if options["adapt_steps"] else "",
-             "" if options["target_norm"] == "auto" else f"`--target-norm {options['target_norm']}`",
-             "" if options["source_batch"] else "no source batch", "" if options["guard"] else "no guard"]
+    parts = [
+        f"adapt steps {options['adapt_steps']}" if options["adapt_steps"] else "",
+        "" if options["target_norm"] == "auto" else f"`--target-norm {options['target_norm']}`",
+        "" if options["source_batch"] else "no source batch",
+        "" if options["guard"] else "no guard",
+    ]
     return "--target, source-first" + "".join(f", {p}" for p in parts if p)
 
 
@@ -65,8 +68,14 @@ def rejudged(record: dict[str, Any], source: dict[str, Any] | None, class_names:
         return record
     from cegate_cli.train.guard import judge
 
-    again = judge(tuple(verdict["source_shares"]), tuple(verdict["adapted_shares"]), verdict["agreement"],
-                  verdict["source_val_miou"], verdict["adapted_val_miou"], class_names)
+    again = judge(
+        tuple(verdict["source_shares"]),
+        tuple(verdict["adapted_shares"]),
+        verdict["agreement"],
+        verdict["source_val_miou"],
+        verdict["adapted_val_miou"],
+        class_names,
+    )
     adapted = record.get("adapted") or {"miou": record["miou"], "iou": record["iou"]}
     if again.kept == verdict["kept"]:
         return record
@@ -75,8 +84,11 @@ def rejudged(record: dict[str, Any], source: dict[str, Any] | None, class_names:
 
 
 def label(row: str) -> str:
-    return {"source-only": "source only", "target-stats": "source only, target read with its own statistics",
-            "reference": "reference: trained on target labels"}.get(row, BASELINES.get(row, row))
+    return {
+        "source-only": "source only",
+        "target-stats": "source only, target read with its own statistics",
+        "reference": "reference: trained on target labels",
+    }.get(row, BASELINES.get(row, row))
 
 
 def render(records: list[dict[str, Any]], headers: list[dict[str, Any]], backbone: str) -> list[str]:
@@ -95,10 +107,13 @@ def render(records: list[dict[str, Any]], headers: list[dict[str, Any]], backbon
         for name, by_seed in rows.items():
             if name.startswith("--target, source-first"):
                 rows[name] = {seed: rejudged(r, source.get(seed), classes) for seed, r in by_seed.items()}
-        lines += [f"### {title}, `{backbone}`", "",
-                  "| row | seeds | mIoU | " + " | ".join(classes) + " | minus source only, paired (ahead) | gap to reference closed "
-                  "| guard kept source (adapted model's mIoU) | train time / source only |",
-                  "|---|---|---|" + "---|" * len(classes) + "---|---|---|---|"]
+        lines += [
+            f"### {title}, `{backbone}`",
+            "",
+            "| row | seeds | mIoU | " + " | ".join(classes) + " | minus source only, paired (ahead) | gap to reference closed "
+            "| guard kept source (adapted model's mIoU) | train time / source only |",
+            "|---|---|---|" + "---|" * len(classes) + "---|---|---|---|",
+        ]
         for name, by_seed in sorted(rows.items(), key=lambda item: _order(item[0])):
             seeds = sorted(by_seed)
             miou = [by_seed[s]["miou"] for s in seeds]
@@ -106,11 +121,19 @@ def render(records: list[dict[str, Any]], headers: list[dict[str, Any]], backbon
             common = [s for s in seeds if s in source]
             diffs = [by_seed[s]["miou"] - source[s]["miou"] for s in common]
             ties = sum(d == 0 for d in diffs)
-            pair = "–" if name == "source-only" or not diffs else (
-                f"{statistics.mean(diffs):+.3f}{f' ± {statistics.stdev(diffs):.3f}' if len(diffs) > 1 else ''} "
-                f"({sum(d > 0 for d in diffs)}/{len(diffs)}{f', {ties} equal' if ties else ''})")
-            gaps = [(by_seed[s]["miou"] - source[s]["miou"]) / (reference[s]["miou"] - source[s]["miou"])
-                    for s in common if s in reference and reference[s]["miou"] > source[s]["miou"]]
+            pair = (
+                "–"
+                if name == "source-only" or not diffs
+                else (
+                    f"{statistics.mean(diffs):+.3f}{f' ± {statistics.stdev(diffs):.3f}' if len(diffs) > 1 else ''} "
+                    f"({sum(d > 0 for d in diffs)}/{len(diffs)}{f', {ties} equal' if ties else ''})"
+                )
+            )
+            gaps = [
+                (by_seed[s]["miou"] - source[s]["miou"]) / (reference[s]["miou"] - source[s]["miou"])
+                for s in common
+                if s in reference and reference[s]["miou"] > source[s]["miou"]
+            ]
             closed = f"{statistics.mean(gaps):.0%}" if gaps and name.startswith("--target") else "–"
             guarded = [by_seed[s] for s in seeds if "guard" in by_seed[s]]
             kept = "–"
@@ -118,11 +141,17 @@ def render(records: list[dict[str, Any]], headers: list[dict[str, Any]], backbon
                 fired = [g for g in guarded if g["guard"]["kept"] == "source"]
                 adapted = ", ".join(f"{g['adapted']['miou']:.3f} on seed {g['seed']}" for g in fired)
                 kept = f"{len(fired)}/{len(guarded)}" + (f" ({adapted})" if fired else "")
-            ratios = [by_seed[s]["train_seconds"] / source[s]["train_seconds"] for s in common
-                      if by_seed[s]["mode"] in ("self-training", "reference") and source[s]["train_seconds"]]
+            ratios = [
+                by_seed[s]["train_seconds"] / source[s]["train_seconds"]
+                for s in common
+                if by_seed[s]["mode"] in ("self-training", "reference") and source[s]["train_seconds"]
+            ]
             ratio = f"{statistics.mean(ratios):.2f}x" if ratios and name != "source-only" else "–"
-            lines.append(f"| {label(name)} | {len(seeds)} | {mean_std(miou)} | " + " | ".join(f"{v:.3f}" for v in per_class)
-                         + f" | {pair} | {closed} | {kept} | {ratio} |")
+            lines.append(
+                f"| {label(name)} | {len(seeds)} | {mean_std(miou)} | "
+                + " | ".join(f"{v:.3f}" for v in per_class)
+                + f" | {pair} | {closed} | {kept} | {ratio} |"
+            )
         lines.append("")
     return lines
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.data.synthetic import make_demo_dataset
+from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.pipelines.inference import MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import VectorOptions
 from cegate_cli.reporting.report import run_report
-from cegate_cli.options.train import TrainConfig
 
 
 def main(work: Path) -> None:
@@ -30,8 +30,9 @@ def main(work: Path) -> None:
     print("selected modules:", ", ".join(chosen))
 
     options = MapOptions(tile=256, overlap=32)
-    summary = predict_run(result.run_dir, [data.target_dir / "images"], work / "maps", options=options,
-                          vectors=VectorOptions(fmt="geojson", min_area_m2=2000.0), overwrite=True)
+    summary = predict_run(
+        result.run_dir, [data.target_dir / "images"], work / "maps", options=options, vectors=VectorOptions(fmt="geojson", min_area_m2=2000.0), overwrite=True
+    )
     for outcome in summary.done:
         print("wrote", *outcome.outputs.all())
 

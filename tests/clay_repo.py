@@ -9,7 +9,6 @@ entries; tensors and plain values only, as `torch.load(weights_only=True)` reads
 from __future__ import annotations
 
 import torch
-
 from hub_repos import torch_save_bytes
 
 CLAY_REPO = "made-with-clay/Clay"
@@ -30,12 +29,14 @@ def tiny_clay_checkpoint(seed: int = 0) -> dict[str, object]:
         if not tensor.any():  # the class token, kernel and bias tokens and biases start at zero: not in a trained model
             tensor = torch.randn(tensor.shape, generator=generator) * 0.02
         state["model.encoder." + key] = tensor.detach().clone()
-    state.update({
-        "model.decoder.mask_patch": torch.zeros(16),
-        "model.decoder.transformer.layers.0.0.to_qkv.weight": torch.randn(48, 16, generator=generator),
-        "model.teacher.cls_token": torch.zeros(1, 1, 32),
-        "model.proj.weight": torch.randn(32, 192, generator=generator),
-    })
+    state.update(
+        {
+            "model.decoder.mask_patch": torch.zeros(16),
+            "model.decoder.transformer.layers.0.0.to_qkv.weight": torch.randn(48, 16, generator=generator),
+            "model.teacher.cls_token": torch.zeros(1, 1, 32),
+            "model.proj.weight": torch.randn(32, 192, generator=generator),
+        }
+    )
     return {
         "epoch": 0,
         "global_step": 10,

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hubserver import HubStandIn, point_hub_client_at
 
 from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
-from hubserver import HubStandIn, point_hub_client_at
 
 
 @pytest.fixture()

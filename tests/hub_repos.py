@@ -23,9 +23,9 @@ from pathlib import Path
 
 import timm
 import torch
-from torch import nn
 from timm.models import _hub as timm_hub
 from timm.models.vision_transformer import Block
+from torch import nn
 
 TIMM_ARCH = "vit_tiny_patch16_224"
 TIMM_ARGS = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, patch_size=8)
@@ -89,9 +89,7 @@ def tiny_prithvi_checkpoint(seed: int = 0, tubelet: int = 1) -> dict[str, torch.
         "encoder.cls_token": torch.randn(1, 1, PRITHVI_DIM, generator=generator) * 0.02,
         # Random rather than sin-cos, so a test sees whether the checkpoint's own values were used.
         "encoder.pos_embed": torch.randn(1, 1 + PRITHVI_FRAMES // tubelet * grid * grid, PRITHVI_DIM, generator=generator),
-        "encoder.patch_embed.proj.weight": torch.randn(
-            PRITHVI_DIM, channels, tubelet, PRITHVI_PATCH, PRITHVI_PATCH, generator=generator
-        ) * 0.05,
+        "encoder.patch_embed.proj.weight": torch.randn(PRITHVI_DIM, channels, tubelet, PRITHVI_PATCH, PRITHVI_PATCH, generator=generator) * 0.05,
         "encoder.patch_embed.proj.bias": torch.randn(PRITHVI_DIM, generator=generator) * 0.1,
         "encoder.temporal_embed_enc.scale": torch.full((1,), 0.1),
         "encoder.location_embed_enc.scale": torch.full((1,), 0.1),
@@ -137,9 +135,7 @@ TINY_TL_WEIGHTS = "Prithvi_EO_V2_tiny_TL.pt"
 _PRITHVI_TINY_REFERENCE = Path(__file__).parent / "fixtures" / "prithvi_tiny" / "reference.json"
 
 
-def tiny_tl_checkpoint(
-    depth: int = 12, seed: int = 0, time_scale: float = 0.1, location_scale: float = 0.1
-) -> dict[str, torch.Tensor]:
+def tiny_tl_checkpoint(depth: int = 12, seed: int = 0, time_scale: float = 0.1, location_scale: float = 0.1) -> dict[str, torch.Tensor]:
     """The tiny-TL MAE checkpoint's tensors (real names and shapes, four-frame position embeddings),
     random encoder weights, the first `depth` encoder blocks only; the decoder, which cegate drops,
     is zeros stored as one broadcast value so the file stays small."""

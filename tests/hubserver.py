@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -99,7 +99,7 @@ class HubStandIn:
 
     # ------------------------------------------------------------------------- lifecycle
 
-    def start(self) -> "HubStandIn":
+    def start(self) -> HubStandIn:
         for server in (self._hub, self._cdn):
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             thread.start()
@@ -117,7 +117,7 @@ class HubStandIn:
             thread.join(timeout=5)
         self._threads.clear()
 
-    def __enter__(self) -> "HubStandIn":
+    def __enter__(self) -> HubStandIn:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -127,9 +127,7 @@ class HubStandIn:
 
     def _log(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
-            self.requests.append(
-                LoggedRequest(handler.command, handler.path, handler.headers.get("Authorization"))
-            )
+            self.requests.append(LoggedRequest(handler.command, handler.path, handler.headers.get("Authorization")))
 
     def _handle_cdn(self, handler: BaseHTTPRequestHandler) -> None:
         self._log(handler)
@@ -152,8 +150,7 @@ class HubStandIn:
 
     def _repo_or_error(self, handler: BaseHTTPRequestHandler, repo_id: str) -> StandInRepo | None:
         if (handler.headers.get("Authorization") or "").startswith(f"Bearer {INVALID_TOKEN_PREFIX}"):
-            _send(handler, 401, b'{"error": "Invalid credentials in Authorization header"}',
-                  {"X-Error-Message": "Invalid credentials in Authorization header"})
+            _send(handler, 401, b'{"error": "Invalid credentials in Authorization header"}', {"X-Error-Message": "Invalid credentials in Authorization header"})
             return None
         repo = self.repos.get(repo_id)
         if repo is None:  # the Hub answers 401 to anonymous requests, 404 to authenticated ones
@@ -164,12 +161,20 @@ class HubStandIn:
             auth = handler.headers.get("Authorization") or ""
             token = auth.removeprefix("Bearer ").strip()
             if not token:
-                _error(handler, 401, "GatedRepo",
-                       f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it. Please log in.")
+                _error(
+                    handler,
+                    401,
+                    "GatedRepo",
+                    f"Access to model {repo_id} is restricted. You must have access to it and be authenticated to access it. Please log in.",
+                )
                 return None
             if token not in repo.allowed_tokens:
-                _error(handler, 403, "GatedRepo",
-                       f"Access to model {repo_id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{repo_id} to ask for access.")
+                _error(
+                    handler,
+                    403,
+                    "GatedRepo",
+                    f"Access to model {repo_id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{repo_id} to ask for access.",
+                )
                 return None
         return repo
 
@@ -188,25 +193,34 @@ class HubStandIn:
             return
         files = repo.commits[sha]
         if path not in files:
-            _error(handler, 404, "EntryNotFound", f"{path} does not exist on \"{revision}\"",
-                   {"X-Repo-Commit": sha})
+            _error(handler, 404, "EntryNotFound", f'{path} does not exist on "{revision}"', {"X-Repo-Commit": sha})
             return
         data = files[path]
         if path.endswith(LFS_SUFFIXES):
             digest = hashlib.sha256(data).hexdigest()
-            _send(handler, 302, b"", {
-                "Location": f"{self.cdn}/blobs/{digest}",
-                "X-Repo-Commit": sha,
-                "X-Linked-Etag": f'"{digest}"',
-                "X-Linked-Size": str(len(data)),
-                "ETag": f'W/"{_git_blob_sha1(digest.encode())}"',
-            })
+            _send(
+                handler,
+                302,
+                b"",
+                {
+                    "Location": f"{self.cdn}/blobs/{digest}",
+                    "X-Repo-Commit": sha,
+                    "X-Linked-Etag": f'"{digest}"',
+                    "X-Linked-Size": str(len(data)),
+                    "ETag": f'W/"{_git_blob_sha1(digest.encode())}"',
+                },
+            )
             return
-        _send(handler, 200, data, {
-            "X-Repo-Commit": sha,
-            "ETag": f'"{_git_blob_sha1(data)}"',
-            "Content-Type": "application/octet-stream",
-        })
+        _send(
+            handler,
+            200,
+            data,
+            {
+                "X-Repo-Commit": sha,
+                "ETag": f'"{_git_blob_sha1(data)}"',
+                "Content-Type": "application/octet-stream",
+            },
+        )
 
     def _model_info(self, handler: BaseHTTPRequestHandler, parts: list[str]) -> None:
         if len(parts) < 2:
@@ -247,8 +261,7 @@ def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: di
         handler.wfile.write(body)
 
 
-def _error(handler: BaseHTTPRequestHandler, status: int, code: str, message: str,
-           extra: dict[str, str] | None = None) -> None:
+def _error(handler: BaseHTTPRequestHandler, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
     headers = {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json"}
     headers.update(extra or {})
     _send(handler, status, json.dumps({"error": message}).encode(), headers)

@@ -6,15 +6,45 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from cegate_cli.pipelines.adapt import AdaptOptions
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions
 
 SMALL = TrainConfig(
-    steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
-    fisher_samples=2, select="3", seed=3, device="cpu",
+    steps=4,
+    batch_size=2,
+    crop=32,
+    lr=2e-3,
+    warmup_steps=1,
+    val_every=2,
+    val_crops=2,
+    save_every=2,
+    fisher_samples=2,
+    select="3",
+    seed=3,
+    device="cpu",
 )
-CLI_TRAIN = ["--backbone", "tiny", "--steps", "4", "--crop", "32", "--batch-size", "2", "--fisher-samples", "2",
-             "--select", "3", "--val-every", "2", "--save-every", "2", "--seed", "3", "--device", "cpu"]
+CLI_TRAIN = [
+    "--backbone",
+    "tiny",
+    "--steps",
+    "4",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--fisher-samples",
+    "2",
+    "--select",
+    "3",
+    "--val-every",
+    "2",
+    "--save-every",
+    "2",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+]
 """SMALL as command-line flags."""
 
 

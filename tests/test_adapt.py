@@ -11,15 +11,24 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import OutputExistsError, RunFolderError
-from cegate_cli.run import read_manifest
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.run import read_manifest
 
 SMALL = TrainConfig(
-    steps=6, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=3, val_crops=4, save_every=2,
-    fisher_samples=3, select="4", seed=3,
+    steps=6,
+    batch_size=2,
+    crop=32,
+    lr=2e-3,
+    warmup_steps=1,
+    val_every=3,
+    val_crops=4,
+    save_every=2,
+    fisher_samples=3,
+    select="4",
+    seed=3,
 )
 
 
@@ -101,8 +110,28 @@ def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = runner.invoke(
         app,
-        ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny", "--steps", "3", "--crop", "32",
-         "--batch-size", "2", "--fisher-samples", "2", "--select", "3", "--val-every", "3", "--modules", "lora,earth"],
+        [
+            "adapt",
+            str(demo.source_dir),
+            "-o",
+            str(out),
+            "--backbone",
+            "tiny",
+            "--steps",
+            "3",
+            "--crop",
+            "32",
+            "--batch-size",
+            "2",
+            "--fisher-samples",
+            "2",
+            "--select",
+            "3",
+            "--val-every",
+            "3",
+            "--modules",
+            "lora,earth",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "run folder" in result.output
@@ -116,8 +145,15 @@ def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:
     assert report["status"] == "complete"
     lowest = min(layer for _, layer in chosen)  # one selection (no rescoring): its lowest block bounds autograd
     assert lowest >= 3  # the default rule, fisher-cost, keeps the backward pass to the upper half of the 6 blocks
-    assert report["compute"] == {"rule": "fisher-cost", "selected": 3, "candidates": 12, "depth": 6, "lowest_block": lowest,
-                                 "backward_blocks": 6 - lowest, "backward_share": (6 - lowest) / 6}
+    assert report["compute"] == {
+        "rule": "fisher-cost",
+        "selected": 3,
+        "candidates": 12,
+        "depth": 6,
+        "lowest_block": lowest,
+        "backward_blocks": 6 - lowest,
+        "backward_share": (6 - lowest) / 6,
+    }
     assert f"autograd runs through blocks {lowest}-5 ({6 - lowest} of 6)" in shown.output
     assert "rule       fisher-cost: the modules whose gradient" in shown.output  # the rule in words, not only its name
     again = runner.invoke(app, ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny"])
@@ -154,15 +190,17 @@ def test_compute_line_says_what_the_selection_skipped() -> None:
     assert describe_compute({**base, "lowest_block": 12, "backward_blocks": 12}).endswith(
         "autograd runs through blocks 12-23 (12 of 24): blocks 0-11 run forward only, 50% of the backbone's backward pass skipped"
     )
-    assert describe_compute({**base, "lowest_block": 1, "backward_blocks": 23}).endswith("block 0 runs forward only, 4% of the backbone's backward pass skipped")
+    assert describe_compute({**base, "lowest_block": 1, "backward_blocks": 23}).endswith(
+        "block 0 runs forward only, 4% of the backbone's backward pass skipped"
+    )
     assert "head only" in describe_compute({**base, "rule": "none", "lowest_block": None, "backward_blocks": 0})
     assert "all 24 blocks" in describe_compute({**base, "rule": "full", "lowest_block": 0, "backward_blocks": 24})
 
 
 def test_every_selection_rule_is_explained_in_words() -> None:
     """inspect and report say what a rule chose; a rule added without a sentence would print its bare name."""
-    from cegate_cli.reporting.report import RULE_MEANINGS, describe_rule
     from cegate_cli.options.train import SELECTIONS
+    from cegate_cli.reporting.report import RULE_MEANINGS, describe_rule
 
     assert set(RULE_MEANINGS) == set(SELECTIONS)
     assert "upper half of the blocks" in describe_rule("fisher-cost") and "random" in describe_rule("fisher-cost")
@@ -173,8 +211,11 @@ def test_a_run_keeps_its_calibration_in_the_best_weights_and_run_json(demo, tmp_
     from cegate_cli.train.calibrate import Calibration
 
     # Known offsets, so the test sees them travel whatever the small run's own search finds.
-    monkeypatch.setattr(supervised, "fit_class_offsets",
-                        lambda scores, labels, num_classes, ignore_index: Calibration((0.5, -0.25, 0.0, 1.0)[:num_classes], 0.4, 0.5, len(labels)))
+    monkeypatch.setattr(
+        supervised,
+        "fit_class_offsets",
+        lambda scores, labels, num_classes, ignore_index: Calibration((0.5, -0.25, 0.0, 1.0)[:num_classes], 0.4, 0.5, len(labels)),
+    )
     options = AdaptOptions(source=demo.source_dir, out=tmp_path / "on", backbone="tiny", train=SMALL)
     adapt(options)
     adapt(replace(options, out=tmp_path / "off", train=replace(SMALL, calibrate=False)))
@@ -196,20 +237,44 @@ def test_a_run_keeps_its_calibration_in_the_best_weights_and_run_json(demo, tmp_
     assert "calibrated class scores water +0.50, vegetation -0.25, bare soil +1.00: validation mIoU 0.400 -> 0.500" in shown.output
 
 
-def test_adapt_inspect_and_report_show_the_calibrated_miou_of_the_saved_weights(
-    demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_adapt_inspect_and_report_show_the_calibrated_miou_of_the_saved_weights(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """adapt's summary used to show the mIoU before calibration while inspect showed it after:
     both (and the HTML report) now give the value of the weights predict uses."""
     from cegate_cli.train import supervised
     from cegate_cli.train.calibrate import Calibration
 
-    monkeypatch.setattr(supervised, "fit_class_offsets",
-                        lambda scores, labels, num_classes, ignore_index: Calibration((1.0,) + (0.0,) * (num_classes - 1), 0.4, 0.625, len(labels)))
+    monkeypatch.setattr(
+        supervised,
+        "fit_class_offsets",
+        lambda scores, labels, num_classes, ignore_index: Calibration((1.0,) + (0.0,) * (num_classes - 1), 0.4, 0.625, len(labels)),
+    )
     runner = CliRunner()
     out = tmp_path / "run"
-    trained = runner.invoke(app, ["adapt", str(demo.source_dir), "-o", str(out), "--backbone", "tiny", "--steps", "2", "--crop", "32",
-                                  "--batch-size", "2", "--fisher-samples", "2", "--select", "2", "--val-every", "2", "--device", "cpu"])
+    trained = runner.invoke(
+        app,
+        [
+            "adapt",
+            str(demo.source_dir),
+            "-o",
+            str(out),
+            "--backbone",
+            "tiny",
+            "--steps",
+            "2",
+            "--crop",
+            "32",
+            "--batch-size",
+            "2",
+            "--fisher-samples",
+            "2",
+            "--select",
+            "2",
+            "--val-every",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     manifest = read_manifest(out)
     assert manifest.saved_val_miou == 0.625 and manifest.metrics.best_val_miou != 0.625

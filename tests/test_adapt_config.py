@@ -12,12 +12,12 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions
 from cegate_cli.backbone.galileo_backbone import GalileoOptions
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
-from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions
+from cegate_cli.toolbox.config import ToolboxConfig
 
 TINY = {"backbone": "tiny", "steps": 4, "batch-size": 2, "crop": 32, "val-every": 2, "fisher-samples": 2, "select": 3, "device": "cpu"}
 
@@ -77,9 +77,34 @@ def test_options_come_from_the_file_and_flags_win(data, tmp_path: Path) -> None:
 def test_a_run_remade_from_its_config_yaml_trains_the_same_thing(data, tmp_path: Path) -> None:
     runner = CliRunner()
     first = tmp_path / "first"
-    args = ["adapt", str(data.source_dir), "-o", str(first), "-b", "tiny", "--steps", "4", "--batch-size", "2", "--crop", "32",
-            "--val-every", "2", "--fisher-samples", "2", "--select", "3", "--device", "cpu", "--modules", "lora,adapter",
-            "--no-augment", "--lr", "0.003", "-q"]
+    args = [
+        "adapt",
+        str(data.source_dir),
+        "-o",
+        str(first),
+        "-b",
+        "tiny",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--val-every",
+        "2",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "3",
+        "--device",
+        "cpu",
+        "--modules",
+        "lora,adapter",
+        "--no-augment",
+        "--lr",
+        "0.003",
+        "-q",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     second = tmp_path / "second"
     again = runner.invoke(app, ["adapt", "--config", str(first / "config.yaml"), "-o", str(second), "-q"])

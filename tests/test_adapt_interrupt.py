@@ -35,9 +35,33 @@ def demo(demo_dataset):
 
 def test_ctrl_c_during_adapt_says_where_it_stopped_and_how_to_resume(demo, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "cegate_cli", "adapt", str(demo.source_dir), "-o", str(run), "--backbone", "tiny",
-               "--steps", "100000", "--crop", "32", "--batch-size", "2", "--fisher-samples", "2", "--select", "2",
-               "--val-every", "100000", "--save-every", "3", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "cegate_cli",
+        "adapt",
+        str(demo.source_dir),
+        "-o",
+        str(run),
+        "--backbone",
+        "tiny",
+        "--steps",
+        "100000",
+        "--crop",
+        "32",
+        "--batch-size",
+        "2",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "2",
+        "--val-every",
+        "100000",
+        "--save-every",
+        "3",
+        "--device",
+        "cpu",
+    ]
     victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, text=True, preexec_fn=_default_ctrl_c)
     deadline = time.monotonic() + 120
     record = run / "state" / "trainer.json"

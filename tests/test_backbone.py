@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
+from small_models import small_vit as shared_small_vit
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.weights_io import pickle_loading_is_safe, read_weights
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, build_tiny_vit, tiny_vit_args
 from cegate_cli.backbone.vit import Backbone, evenly_spaced_layers
-from cegate_cli.model.decoder import DECODERS
+from cegate_cli.backbone.weights_io import pickle_loading_is_safe, read_weights
 from cegate_cli.errors import InputError
+from cegate_cli.model.decoder import DECODERS
 from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
-from small_models import small_vit as shared_small_vit
 
 
 def perturb(toolbox: Toolbox, seed: int = 0, std: float = 0.05) -> None:
@@ -44,16 +44,12 @@ def tiny_backbone_with_toolbox() -> tuple[Backbone, Toolbox]:
 # -- feature levels ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "depth,expected", [(6, (1, 2, 3, 5)), (12, (2, 5, 8, 11)), (24, (5, 11, 17, 23)), (2, (0, 1)), (1, (0,))]
-)
+@pytest.mark.parametrize("depth,expected", [(6, (1, 2, 3, 5)), (12, (2, 5, 8, 11)), (24, (5, 11, 17, 23)), (2, (0, 1)), (1, (0,))])
 def test_feature_layers_spread_over_the_depth_and_end_with_the_last_block(depth: int, expected: tuple[int, ...]) -> None:
     assert evenly_spaced_layers(depth) == expected
 
 
-@pytest.mark.parametrize(
-    "overrides", [{}, {"reg_tokens": 4}, {"class_token": False, "global_pool": "avg"}], ids=["cls", "registers", "none"]
-)
+@pytest.mark.parametrize("overrides", [{}, {"reg_tokens": 4}, {"class_token": False, "global_pool": "avg"}], ids=["cls", "registers", "none"])
 def test_features_equal_timms_own_intermediates(overrides: dict[str, object]) -> None:
     """Running the blocks ourselves must give what timm gives, prefix tokens (class, registers) dropped."""
     vit = small_vit(**overrides).eval()
@@ -61,9 +57,7 @@ def test_features_equal_timms_own_intermediates(overrides: dict[str, object]) ->
     x = images(channels=3, size=(32, 56))
     with torch.no_grad():
         ours = backbone(x)
-        theirs = vit.forward_intermediates(
-            x, indices=list(backbone.feature_layers), norm=False, output_fmt="NCHW", intermediates_only=True
-        )
+        theirs = vit.forward_intermediates(x, indices=list(backbone.feature_layers), norm=False, output_fmt="NCHW", intermediates_only=True)
     assert backbone.num_prefix_tokens == vit.num_prefix_tokens
     assert len(ours) == len(theirs) == len(backbone.feature_layers)
     for a, b in zip(ours, theirs):
@@ -151,11 +145,7 @@ def test_blocks_below_grad_from_layer_hold_no_graph(cut: int) -> None:
     handles = [backbone.vit.patch_embed.register_forward_hook(lambda _m, _a, out: outputs.__setitem__("embed", out))]
     for index, block in enumerate(backbone.vit.blocks):
         handles.append(block.register_forward_hook(lambda _m, _a, out, i=index: outputs.__setitem__(f"block{i}", out)))
-        handles.append(
-            backbone.frequency[str(index)].register_forward_hook(
-                lambda _m, _a, out, i=index: outputs.__setitem__(f"earth{i}", out)
-            )
-        )
+        handles.append(backbone.frequency[str(index)].register_forward_hook(lambda _m, _a, out, i=index: outputs.__setitem__(f"earth{i}", out)))
     features = backbone(x)
     for handle in handles:
         handle.remove()

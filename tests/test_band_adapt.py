@@ -23,8 +23,15 @@ RGB = ("red", "green", "blue")
 def rgb_vit() -> VisionTransformer:
     torch.manual_seed(0)
     vit = VisionTransformer(
-        img_size=32, patch_size=8, in_chans=3, num_classes=0, embed_dim=32, depth=2, num_heads=2,
-        dynamic_img_size=True, global_pool="",
+        img_size=32,
+        patch_size=8,
+        in_chans=3,
+        num_classes=0,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        dynamic_img_size=True,
+        global_pool="",
     )
     with torch.no_grad():  # distinct kernels and a non-zero bias, so a wrong copy cannot hide
         vit.patch_embed.proj.bias.normal_()
@@ -89,9 +96,7 @@ def test_no_matching_band_keeps_the_response_to_a_uniform_image(targets: tuple[s
     mapping = adapt_vit_bands(adapted, RGB, targets)
     assert mapping.matched == 0
     for level in (-0.7, 0.3, 2.0):
-        assert max_diff(
-            features(adapted, torch.full((1, len(targets), 32, 48), level)), features(original, torch.full((1, 3, 32, 48), level))
-        ) <= 1e-5
+        assert max_diff(features(adapted, torch.full((1, len(targets), 32, 48), level)), features(original, torch.full((1, 3, 32, 48), level))) <= 1e-5
 
 
 def test_unnamed_pretrained_bands_match_by_position_only_when_counts_agree() -> None:

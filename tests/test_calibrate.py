@@ -62,7 +62,7 @@ def test_offsets_in_the_class_bias_shift_every_pixel_of_every_head(name: str) ->
     tensors = {f"decoder.{k}": v.clone() for k, v in head.state_dict().items()}
     offsets = (0.5, -1.0, 0.0, 2.0)
     shifted = with_class_offsets(tensors, offsets)
-    head.load_state_dict({k[len("decoder."):]: v for k, v in shifted.items()})
+    head.load_state_dict({k[len("decoder.") :]: v for k, v in shifted.items()})
     after = head(features, images)
     assert torch.allclose(after - before, torch.tensor(offsets).view(1, 4, 1, 1).expand_as(before), atol=1e-5)
     assert torch.allclose(head.classifier.bias.detach() - tensors["decoder.classifier.bias"], torch.tensor(offsets))

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+from data_rasters import write_tif
 from typer.testing import CliRunner
 
-from cegate_cli.data.classes import ClassTable
 from cegate_cli.cli import app
+from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
-from data_rasters import write_tif
 
 
 def test_rare_absent_and_single_image_classes_are_flagged_and_common_ones_are_not() -> None:
@@ -40,8 +40,24 @@ def test_adapt_warns_about_a_class_labeled_on_a_few_pixels_and_records_it(tmp_pa
         write_tif(data / "images" / f"t{i}.tif", rng.integers(1, 255, (4, 48, 48)).astype(np.uint8), descriptions=("blue", "green", "red", "nir"))
         write_tif(data / "masks" / f"t{i}.tif", mask)
     run = tmp_path / "run"
-    flags = ["--backbone", "tiny", "--steps", "2", "--batch-size", "2", "--crop", "32", "--fisher-samples", "2", "--select", "2",
-             "--val-every", "1", "--device", "cpu"]
+    flags = [
+        "--backbone",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "2",
+        "--val-every",
+        "1",
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(app, ["adapt", str(data), "-o", str(run), *flags])
     assert result.exit_code == 0, result.output
     assert "class 'class_2' (id 2) is 0.06% of the labeled pixels (4 px in 1 of 3 images)" in result.output

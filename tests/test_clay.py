@@ -80,13 +80,12 @@ def encoder(info: dict[str, Any]) -> ClayEncoder:
 
 
 def case_tensors(reference: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    return {key[len(name) + 1:]: value for key, value in reference.items() if key.startswith(name + ".")}
+    return {key[len(name) + 1 :]: value for key, value in reference.items() if key.startswith(name + ".")}
 
 
 def run(encoder: ClayEncoder, case: dict[str, torch.Tensor], **changes: Any) -> dict[str, torch.Tensor]:
     """Embedding, every block's output and the encoder output for the case's inputs (or `changes`)."""
-    inputs = {"images": case["pixels"], "wavelengths_um": case["waves"], "gsd_m": case["gsd"],
-              "time": case["time"], "location": case["latlon"], **changes}
+    inputs = {"images": case["pixels"], "wavelengths_um": case["waves"], "gsd_m": case["gsd"], "time": case["time"], "location": case["latlon"], **changes}
     with torch.no_grad():
         tokens, _ = encoder.embed(**inputs)
         out = {"embedded": tokens[:, 1:]}
@@ -114,8 +113,7 @@ def test_reproduces_the_authors_outputs(encoder: ClayEncoder, reference: dict[st
     assert got["encoded"].shape == case["encoded"].shape
     assert sorted(k for k in case if k.startswith("block.")) == [f"block.{i}" for i in range(encoder.depth)]
     assert largest_difference(got, case) <= TOLERANCE
-    assert torch.allclose(encoder(case["pixels"], case["waves"], case["gsd"], case["time"], case["latlon"]), case["encoded"],
-                          rtol=0, atol=TOLERANCE)
+    assert torch.allclose(encoder(case["pixels"], case["waves"], case["gsd"], case["time"], case["latlon"]), case["encoded"], rtol=0, atol=TOLERANCE)
 
 
 def test_the_comparison_catches_wrong_wavelengths_pixel_sizes_and_metadata(encoder: ClayEncoder, reference: dict[str, torch.Tensor]) -> None:
@@ -146,7 +144,13 @@ def test_reproduces_the_authors_outputs_at_clay_v1_5_size(reference: dict[str, t
     """Clay v1.5's real dimensions (311M weights, rebuilt from the seed the reference was made with)."""
     large = info["large"]
     assert (large["dim"], large["depth"], large["heads"], large["dim_head"], large["mlp_ratio"], large["patch_size"]) == (
-        CLAY_V1_5.dim, CLAY_V1_5.depth, CLAY_V1_5.heads, CLAY_V1_5.dim_head, CLAY_V1_5.mlp_ratio, CLAY_V1_5.patch_size)
+        CLAY_V1_5.dim,
+        CLAY_V1_5.depth,
+        CLAY_V1_5.heads,
+        CLAY_V1_5.dim_head,
+        CLAY_V1_5.mlp_ratio,
+        CLAY_V1_5.patch_size,
+    )
     shapes = {key: tuple(shape) for key, shape in info["large_keys"]}
     with torch.device("meta"):
         model = ClayEncoder(CLAY_V1_5)
@@ -308,18 +312,20 @@ def clay_v1_5_keys_from_the_authors_code() -> dict[str, tuple[int, ...]]:
     }
     for i in range(depth):
         block = f"transformer.layers.{i}."
-        keys.update({
-            block + "0.norm.weight": (dim,),
-            block + "0.norm.bias": (dim,),
-            block + "0.to_qkv.weight": (3 * inner, dim),
-            block + "0.to_out.weight": (dim, inner),
-            block + "1.net.0.weight": (dim,),
-            block + "1.net.0.bias": (dim,),
-            block + "1.net.1.weight": (hidden, dim),
-            block + "1.net.1.bias": (hidden,),
-            block + "1.net.3.weight": (dim, hidden),
-            block + "1.net.3.bias": (dim,),
-        })
+        keys.update(
+            {
+                block + "0.norm.weight": (dim,),
+                block + "0.norm.bias": (dim,),
+                block + "0.to_qkv.weight": (3 * inner, dim),
+                block + "0.to_out.weight": (dim, inner),
+                block + "1.net.0.weight": (dim,),
+                block + "1.net.0.bias": (dim,),
+                block + "1.net.1.weight": (hidden, dim),
+                block + "1.net.1.bias": (hidden,),
+                block + "1.net.3.weight": (dim, hidden),
+                block + "1.net.3.bias": (dim,),
+            }
+        )
     return keys
 
 
@@ -328,12 +334,14 @@ def test_the_clay_v1_5_checkpoint_keys_and_shapes_are_accepted(info: dict[str, A
     assert len(expected) == 265
     assert expected_authors_shapes(CLAY_V1_5) == expected
     assert {key: tuple(shape) for key, shape in info["large_keys"]} == expected  # recorded from the authors' code
-    checkpoint = {"state_dict": {
-        **{"model.encoder." + key: torch.empty(shape, device="meta") for key, shape in expected.items()},
-        "model.decoder.mask_patch": torch.empty(512, device="meta"),
-        "model.teacher.cls_token": torch.empty(1, 1, 1024, device="meta"),
-        "model.proj.weight": torch.empty(1024, 1024, device="meta"),
-    }}
+    checkpoint = {
+        "state_dict": {
+            **{"model.encoder." + key: torch.empty(shape, device="meta") for key, shape in expected.items()},
+            "model.decoder.mask_patch": torch.empty(512, device="meta"),
+            "model.teacher.cls_token": torch.empty(1, 1, 1024, device="meta"),
+            "model.proj.weight": torch.empty(1024, 1024, device="meta"),
+        }
+    }
     state = encoder_state(checkpoint, "clay-v1.5.ckpt")
     assert config_from_state(state) == CLAY_V1_5
     with torch.device("meta"):
@@ -362,8 +370,12 @@ def test_band_table_is_the_authors_metadata(info: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("bands", "gsd", "platform", "wavelengths"),
     [
-        (("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"), 10.0, "sentinel-2-l2a",
-         (0.493, 0.56, 0.665, 0.704, 0.74, 0.783, 0.842, 0.865, 1.61, 2.19)),
+        (
+            ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12"),
+            10.0,
+            "sentinel-2-l2a",
+            (0.493, 0.56, 0.665, 0.704, 0.74, 0.783, 0.842, 0.865, 1.61, 2.19),
+        ),
         (("red", "green", "blue", "nir"), 0.6, "naip", (0.65, 0.56, 0.48, 0.842)),
         (("R", "G", "B"), 0.3, "linz", (0.635, 0.555, 0.465)),
         (("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"), 30.0, "landsat-c2l2-sr", (0.48, 0.56, 0.65, 0.86, 1.6, 2.2)),

@@ -16,23 +16,23 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from clay_repo import CLAY_CHECKPOINT, CLAY_REPO, tiny_clay_checkpoint, tiny_clay_repo
+from data_rasters import write_tif
+from hubserver import HubStandIn
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from cegate_cli.backbone.clay import AUTHORS_SIZES, ClayEncoder, Conditions, encode_location, encode_time
 from cegate_cli.backbone.clay_backbone import ClayBackbone, PretrainedClay, load_pretrained_clay, run_conditions
 from cegate_cli.backbone.clay_inputs import ClayBandUse, ClayInputs, ClayRecord, ClayShape, settle_clay_inputs
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.backbone.registry import find_alias, load_pretrained
 from cegate_cli.cli import app
 from cegate_cli.data.scene_info import SceneInfo
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import BackboneNotFoundError, InputError
-from cegate_cli.backbone.hub import resolve_backbone
-from cegate_cli.pipelines.inference import MapOptions, load_for_inference, scene_conditions
 from cegate_cli.infra.record_fields import FieldTypeError
-from clay_repo import CLAY_CHECKPOINT, CLAY_REPO, tiny_clay_checkpoint, tiny_clay_repo
-from data_rasters import write_tif
-from hubserver import HubStandIn
+from cegate_cli.pipelines.inference import MapOptions, load_for_inference, scene_conditions
 
 RGBN = ("blue", "green", "red", "nir")
 S2_WAVES = (0.493, 0.56, 0.665, 0.842)
@@ -120,8 +120,26 @@ def test_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, repo_fi
         tag_date(source / "images" / name, date)
     runner = CliRunner()
     run = tmp_path / "run"
-    flags = ["--backbone", "clay-v1", "--modules", "lora,adapter,earth,prompt", "--steps", "3", "--crop", "32", "--batch-size", "2",
-             "--fisher-samples", "2", "--select", "3", "--val-every", "3", "--device", "cpu"]
+    flags = [
+        "--backbone",
+        "clay-v1",
+        "--modules",
+        "lora,adapter,earth,prompt",
+        "--steps",
+        "3",
+        "--crop",
+        "32",
+        "--batch-size",
+        "2",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "3",
+        "--val-every",
+        "3",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, ["adapt", str(source), "-o", str(run), *flags])
     assert result.exit_code == 0, result.output
 
@@ -152,14 +170,16 @@ def test_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, repo_fi
     hub.stop()  # predict and evaluate find the backbone in the cache at the recorded revision
     scenes = demo.target_dir / "images"
     maps = tmp_path / "maps"
-    predicted = runner.invoke(app, ["predict", str(run), str(scenes), "-o", str(maps), "--tile", "32", "--overlap", "8",
-                                    "--device", "cpu", "--offline", "--vector", "none"])
+    predicted = runner.invoke(
+        app, ["predict", str(run), str(scenes), "-o", str(maps), "--tile", "32", "--overlap", "8", "--device", "cpu", "--offline", "--vector", "none"]
+    )
     assert predicted.exit_code == 0, predicted.output
     for scene in sorted(scenes.glob("*.tif")):
         with rasterio.open(maps / f"{scene.stem}.mask.tif") as mask, rasterio.open(scene) as image:
             assert mask.shape == image.shape and mask.crs == image.crs
-    evaluated = runner.invoke(app, ["evaluate", str(run), str(demo.target_labels_dir), "--json", "--tile", "32", "--overlap", "8",
-                                    "--device", "cpu", "--offline"])
+    evaluated = runner.invoke(
+        app, ["evaluate", str(run), str(demo.target_labels_dir), "--json", "--tile", "32", "--overlap", "8", "--device", "cpu", "--offline"]
+    )
     assert evaluated.exit_code == 0, evaluated.output
     assert 0.0 <= json.loads(evaluated.stdout)["miou"] <= 1.0
 
@@ -210,8 +230,10 @@ def stats_of(paths: list[Path], bands: tuple[str, ...] = RGBN) -> BandStats:
 
 def test_aerial_8_bit_imagery_is_naip_with_its_statistics(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    paths = [write_scene(tmp_path / f"n{i}.tif", rng.integers(60, 160, (4, 16, 16)).astype(np.uint8), 0.6, date)
-             for i, date in enumerate(("2020-07-01", None, "2020-07-03"))]
+    paths = [
+        write_scene(tmp_path / f"n{i}.tif", rng.integers(60, 160, (4, 16, 16)).astype(np.uint8), 0.6, date)
+        for i, date in enumerate(("2020-07-01", None, "2020-07-03"))
+    ]
     inputs, stats, warnings = settle_clay_inputs(RGBN, paths, stats_of(paths))
     assert inputs.platform == "naip" and inputs.wavelengths_um == (0.48, 0.56, 0.65, 0.842)  # NAIP's, not Sentinel-2's
     assert (inputs.gsd_m, inputs.date, inputs.normalize) == (0.6, "2020-07-01", "pretrained")  # the lower median of two dates
@@ -235,8 +257,17 @@ def test_scene_conditions_feed_a_scenes_own_facts_and_zeros_for_unknowns() -> No
     torch.manual_seed(0)
     encoder = ClayEncoder(AUTHORS_SIZES["tiny"]).eval()
     pretrained = PretrainedClay(encoder, "clay-tiny")
-    inputs = ClayInputs("naip", tuple(ClayBandUse(b, b, w) for b, w in zip(RGBN, (0.48, 0.56, 0.65, 0.842))), 0.6,
-                        date="2020-07-01", date_from="imagery", lon=-75.0, lat=40.0, place_from="imagery", normalize="pretrained")
+    inputs = ClayInputs(
+        "naip",
+        tuple(ClayBandUse(b, b, w) for b, w in zip(RGBN, (0.48, 0.56, 0.65, 0.842))),
+        0.6,
+        date="2020-07-01",
+        date_from="imagery",
+        lon=-75.0,
+        lat=40.0,
+        place_from="imagery",
+        normalize="pretrained",
+    )
     backbone, mapping = pretrained.build(RGBN, None, inputs)
     assert mapping.source_channel == tuple(pretrained.band_names.index(b) for b in RGBN)
     assert backbone.conditions == Conditions(0.6, encode_time(dt.datetime(2020, 7, 1)), encode_location(40.0, -75.0))
@@ -255,8 +286,17 @@ def test_scene_conditions_feed_a_scenes_own_facts_and_zeros_for_unknowns() -> No
 
 
 def test_the_record_reads_back_and_names_a_damaged_field() -> None:
-    inputs = ClayInputs("sentinel-2-l2a", tuple(ClayBandUse(b, b, w) for b, w in zip(RGBN, S2_WAVES)), 10.0,
-                        date="2021-06-11", date_from="imagery", lon=13.5, lat=46.9, place_from="imagery", normalize="pretrained")
+    inputs = ClayInputs(
+        "sentinel-2-l2a",
+        tuple(ClayBandUse(b, b, w) for b, w in zip(RGBN, S2_WAVES)),
+        10.0,
+        date="2021-06-11",
+        date_from="imagery",
+        lon=13.5,
+        lat=46.9,
+        place_from="imagery",
+        normalize="pretrained",
+    )
     record = ClayRecord(inputs, ClayShape(192, 6, 4, 48, 2.0, 8))
     written = json.loads(json.dumps(record.to_dict()))
     assert ClayRecord.from_dict(written) == record

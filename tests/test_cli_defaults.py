@@ -13,18 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cegate_cli.errors import InputError
 from typer.testing import CliRunner
 
-from cegate_cli.options.adapt import AdaptOptions
 from cegate_cli.cli import app
+from cegate_cli.errors import InputError
+from cegate_cli.options.adapt import AdaptOptions
 from cegate_cli.options.demo import DemoOptions
-from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.options.report import ReportOptions
-from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.predict.vector_options import VectorOptions
+from cegate_cli.toolbox.config import ToolboxConfig
 
 
 class _Called(Exception):
@@ -78,8 +77,11 @@ def test_adapt_and_the_library_derive_the_same_defaults_from_the_same_values(mon
     tmp_path = tmp_path.resolve()
     options = _cli_adapt_options(monkeypatch, tmp_path, "--steps", "100", "--lora-rank", "4", "--save-every", "500")
     library = AdaptOptions(
-        source=tmp_path / "source", out=tmp_path / "run", saved_config=options.saved_config,
-        train=TrainConfig(steps=100, save_every=500), toolbox=ToolboxConfig(lora_rank=4),
+        source=tmp_path / "source",
+        out=tmp_path / "run",
+        saved_config=options.saved_config,
+        train=TrainConfig(steps=100, save_every=500),
+        toolbox=ToolboxConfig(lora_rank=4),
     )
     assert options == library
     assert (options.train.warmup_steps, options.train.save_every) == (10, 100)

@@ -19,8 +19,7 @@ from cegate_cli.commands.plain_progress import PlainBatchProgress, PlainTrainRep
 from cegate_cli.data.synthetic import make_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["-b", "tiny", "--steps", "4", "--batch-size", "2", "--crop", "32", "--val-every", "2", "--fisher-samples", "2",
-        "--select", "3", "--device", "cpu"]
+TINY = ["-b", "tiny", "--steps", "4", "--batch-size", "2", "--crop", "32", "--val-every", "2", "--fisher-samples", "2", "--select", "3", "--device", "cpu"]
 MAP = ["--tile", "48", "--overlap", "8", "--device", "cpu"]
 EVERY_LINE = {"CEGATE_PROGRESS_SECONDS": "0"}
 """Every phase and every step gets its lines: tiny runs are quicker than the default 2 s / 15 s."""
@@ -226,7 +225,7 @@ def test_evaluate_table_shows_the_confusion_matrix(run: Path, data) -> None:
     as_json = json.loads(runner.invoke(app, ["evaluate", str(run), str(data.target_labels_dir), *MAP, "--json", "-q"]).stdout)
     text = table.stdout
     assert "confusion matrix (pixels; rows: label, columns: predicted)" in text
-    block = text[text.index("confusion matrix"):]
+    block = text[text.index("confusion matrix") :]
     for row in as_json["classes"]:
         cells = [f"{n:,}" for n in as_json["matrix"][row["id"]]]
         line = next(line for line in block.splitlines() if line.strip().startswith(row["name"]))
@@ -242,7 +241,11 @@ def test_adapt_with_stderr_to_a_file_writes_progress_while_it_runs(data, tmp_pat
     with open(log, "w") as handle:
         done = subprocess.run(
             [sys.executable, "-m", "cegate_cli", "adapt", str(data.source_dir), "-o", str(tmp_path / "run"), *TINY],
-            stdout=subprocess.PIPE, stderr=handle, text=True, env=env, timeout=600,
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
+            env=env,
+            timeout=600,
         )
     text = log.read_text()
     assert done.returncode == 0, text
@@ -264,7 +267,12 @@ def test_demo_json_and_its_phases_in_a_log(tmp_path: Path) -> None:
     assert set(seconds) == {"data", "adapt", "predict", "evaluate", "total"}
     assert seconds["total"] >= seconds["adapt"] > 0
     log = result.stderr
-    for phase in ("generating a labeled source and a shifted target domain", "loading the backbone galileo-nano", "band statistics of",
-                  "Fisher scoring of", "scoring the target maps against the held-out labels"):
-        assert f"{phase}" in log and ": done in" in log[log.index(phase):], phase
+    for phase in (
+        "generating a labeled source and a shifted target domain",
+        "loading the backbone galileo-nano",
+        "band statistics of",
+        "Fisher scoring of",
+        "scoring the target maps against the held-out labels",
+    ):
+        assert f"{phase}" in log and ": done in" in log[log.index(phase) :], phase
     assert "training: done in" in log and "scene 1/" in log

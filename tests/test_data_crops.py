@@ -82,9 +82,7 @@ def test_augmentation_keeps_image_and_labels_aligned(tmp_path) -> None:
     value = np.random.default_rng(3).integers(0, 4, (h, w)).astype(np.uint8)
     image = np.stack([value.astype(np.uint16) * 100 + 50] * 2)
     image[:, :, :6] = 0
-    pair = ImagePair(
-        write_tif(tmp_path / "images" / "a.tif", image, nodata=0), write_tif(tmp_path / "masks" / "a.tif", value)
-    )
+    pair = ImagePair(write_tif(tmp_path / "images" / "a.tif", image, nodata=0), write_tif(tmp_path / "masks" / "a.tif", value))
     stats = BandStats(("a", "b"), (0.0, 0.0), (1.0, 1.0))
     with CropSampler([pair], [(1, 2)], stats, crop=24, ignore_index=255, augment=Augment(gain=0.0, offset=0.0)) as s:
         batches = [s.sample(step, 4, seed=0) for step in range(4)]
@@ -168,8 +166,7 @@ def test_rare_crops_see_a_rare_class_more_often_and_stay_reproducible(tmp_path) 
     weights = [0.2, 5.0]
 
     def share_with_rare(candidates: int) -> float:
-        sampler = CropSampler([pair], [(1, 2)], STATS, crop=32, ignore_index=255, augment=False,
-                              rare_class_weights=weights, candidates=candidates)
+        sampler = CropSampler([pair], [(1, 2)], STATS, crop=32, ignore_index=255, augment=False, rare_class_weights=weights, candidates=candidates)
         batches = [sampler.sample(step, 8, seed=1) for step in range(25)]
         return float(np.mean([bool((m == 1).any()) for b in batches for m in b.masks]))
 

@@ -84,9 +84,7 @@ def test_target_is_blurrier_noisier_and_coarser(tmp_path) -> None:
     src = [render_scene((128, 128), "source", s, collar=False) for s in range(3)]
     tgt = [render_scene((128, 128), "target", s, collar=False) for s in range(3)]
     # built-up texture is crisp in the source, smeared by blur in the target
-    assert np.mean([high_frequency_share(p, l, 2) for p, l in src]) > 1.3 * np.mean(
-        [high_frequency_share(p, l, 2) for p, l in tgt]
-    )
+    assert np.mean([high_frequency_share(p, l, 2) for p, l in src]) > 1.3 * np.mean([high_frequency_share(p, l, 2) for p, l in tgt])
     # water is flat in the source, noisy in the target
     assert np.mean([p[3][l == 0].std() for p, l in tgt]) > 2 * np.mean([p[3][l == 0].std() for p, l in src])
     make_scene(tmp_path / "t.tif", None, size=32, domain="target", seed=0)

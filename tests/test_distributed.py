@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_rasters import write_tif
 from safetensors.torch import load_file
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.data.crops import CropBatch, CropSampler
 from cegate_cli.errors import RunFolderError
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.pipelines.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
-from data_rasters import write_tif
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 
@@ -35,8 +35,28 @@ RUN_WRITES = sorted(["prepare_run_dir", "write_manifest", "write_run_config", "s
 """What rank 0 writes to a run folder, each exactly once: the folder, run.json at the start and the
 end, config.yaml (the command line's options) at the start, best and last weights."""
 ADAPT_FLAGS = [
-    "--backbone", "tiny", "--steps", str(STEPS), "--batch-size", str(BATCH), "--crop", "32", "--fisher-samples", str(FISHER),
-    "--select", "4", "--reselect-every", "3", "--val-every", "3", "--lr", "2e-3", "--seed", "3", "--device", "cpu",
+    "--backbone",
+    "tiny",
+    "--steps",
+    str(STEPS),
+    "--batch-size",
+    str(BATCH),
+    "--crop",
+    "32",
+    "--fisher-samples",
+    str(FISHER),
+    "--select",
+    "4",
+    "--reselect-every",
+    "3",
+    "--val-every",
+    "3",
+    "--lr",
+    "2e-3",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
 ]
 
 
@@ -135,8 +155,10 @@ class _TwoRanksInOne(CropSampler):
         labeled = [int((p.masks != 255).sum()) for p in parts]
         assert labeled[0] == labeled[1], "equal labeled pixels per rank is what makes the two losses equal"
         return CropBatch(
-            torch.cat([p.images for p in parts]), torch.cat([p.masks for p in parts]),
-            torch.cat([p.valid for p in parts]), parts[0].windows + parts[1].windows,
+            torch.cat([p.images for p in parts]),
+            torch.cat([p.masks for p in parts]),
+            torch.cat([p.valid for p in parts]),
+            parts[0].windows + parts[1].windows,
         )
 
 
@@ -198,8 +220,16 @@ def test_two_ranks_train_what_one_process_trains_on_the_same_global_batch(two_ra
     monkeypatch.setattr("cegate_cli.pipelines.adapt.CropSampler", _TwoRanksInOne)
     monkeypatch.setattr("cegate_cli.train.supervised.build_adamw", lambda named, lr, *_: torch.optim.SGD(list(named.values()), lr=lr))
     manifest = read_manifest(two_ranks.run)
-    adapt(AdaptOptions(source=two_ranks.data, out=emulated_out, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox,
-                       train=replace(manifest.training, lr=SGD_LR, loss="ce")))
+    adapt(
+        AdaptOptions(
+            source=two_ranks.data,
+            out=emulated_out,
+            backbone="tiny",
+            kinds=manifest.kinds,
+            toolbox=manifest.toolbox,
+            train=replace(manifest.training, lr=SGD_LR, loss="ce"),
+        )
+    )
     emulated = load_file(str(emulated_out / "adapter_last.safetensors"))
     ddp_run, emulated_run = read_manifest(ddp_out), read_manifest(emulated_out)
     assert ddp_run.timing.processes == 2 and emulated_run.timing.processes == 1
@@ -253,8 +283,9 @@ def test_resuming_a_two_rank_run_in_one_process_is_refused(two_ranks: TwoRankRun
     shutil.copytree(two_ranks.run, run)
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     manifest = read_manifest(run)
-    options = AdaptOptions(source=two_ranks.data, out=run, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox,
-                           train=manifest.training, resume=True)
+    options = AdaptOptions(
+        source=two_ranks.data, out=run, backbone="tiny", kinds=manifest.kinds, toolbox=manifest.toolbox, train=manifest.training, resume=True
+    )
     with pytest.raises(RunFolderError, match=r"trained by 2 process\(es\), now there are 1"):
         adapt(options)
     assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
@@ -318,8 +349,24 @@ def test_two_rank_vector_merge_is_written_once_from_both_ranks_scenes(two_ranks:
     import geopandas as gpd
 
     out = tmp_path / "maps"
-    args = ["-m", "cegate_cli", "predict", str(two_ranks.run), str(two_ranks.data / "images"), "-o", str(out),
-            "--tile", "64", "--overlap", "16", "--device", "cpu", "--vector", "gpkg", "--vector-merge"]
+    args = [
+        "-m",
+        "cegate_cli",
+        "predict",
+        str(two_ranks.run),
+        str(two_ranks.data / "images"),
+        "-o",
+        str(out),
+        "--tile",
+        "64",
+        "--overlap",
+        "16",
+        "--device",
+        "cpu",
+        "--vector",
+        "gpkg",
+        "--vector-merge",
+    ]
     result = _torchrun(args, tmp_path, tmp_path / "log")
     assert result.returncode == 0, result.stderr[-3000:]
     merged = gpd.read_file(out / "polygons.gpkg", layer="polygons")

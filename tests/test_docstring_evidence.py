@@ -35,9 +35,7 @@ FIGURES = {
     "mIoU figure": re.compile(r"\d?\.\d{2,}\s*(?:\w+\s)?mIoU\b|\bmIoU\s*(?:of |from |at |was |is )?[-+]?\d?\.\d", re.I),
     "speed or size ratio": re.compile(r"\b\d+(\.\d+)?\s*(x|times) (faster|slower|of)\b|\b\d\.\d{2,}x\b", re.I),
     "seed count": re.compile(r"\b\d+ (paired )?seeds\b|\bahead on \d+ of \d+\b", re.I),
-    "measured value": re.compile(
-        r"\bmeasured\b[^.;]{0,80}?\d+(\.\d+)?\s?(ms|s|seconds|min|minutes|MB|GB|MiB|GiB|%)(?!\w)", re.I
-    ),
+    "measured value": re.compile(r"\bmeasured\b[^.;]{0,80}?\d+(\.\d+)?\s?(ms|s|seconds|min|minutes|MB|GB|MiB|GiB|%)(?!\w)", re.I),
 }
 
 
@@ -76,10 +74,7 @@ def evidence_in(path: Path) -> list[str]:
 
 def test_no_history_or_figures_in_docstrings_and_comments():
     found = [hit for path in sorted(PACKAGE.rglob("*.py")) for hit in evidence_in(path)]
-    assert not found, (
-        "docstrings and comments say what and why; history goes to CHANGELOG.md, figures to docs/:\n"
-        + "\n".join(found)
-    )
+    assert not found, "docstrings and comments say what and why; history goes to CHANGELOG.md, figures to docs/:\n" + "\n".join(found)
 
 
 def test_the_patterns_flag_history_and_figures():

@@ -13,15 +13,15 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
+from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.pipelines.inference import MapOptions, evaluate_run
 from cegate_cli.run import read_manifest
-from cegate_cli.toolbox import LoRAQV, ToolboxConfig, attach_toolbox
+from cegate_cli.toolbox import LoRAQV, attach_toolbox
 from cegate_cli.toolbox.lora.layer import attach_lora
-from cegate_cli.options.train import TrainConfig
 
 EVA_ARCH = "eva02_tiny_patch14_224"
 EVA_ARGS = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, patch_size=8, in_chans=3, qkv_fused=False)
@@ -82,9 +82,7 @@ def test_lora_on_separate_projections_merges_and_unmerges_exactly() -> None:
     assert torch.allclose(lora.base_layer["q"].weight, original["q"], atol=1e-6)
     assert torch.allclose(lora.base_layer["v"].weight, original["v"], atol=1e-6)
     # The toolbox's parameter names are the same as for a fused qkv: saved runs read alike.
-    assert sorted(n for n, _ in lora.named_parameters() if not n.startswith("base_layer.")) == [
-        "lora_A_q", "lora_A_v", "lora_B_q", "lora_B_v"
-    ]
+    assert sorted(n for n, _ in lora.named_parameters() if not n.startswith("base_layer.")) == ["lora_A_q", "lora_A_v", "lora_B_q", "lora_B_v"]
 
 
 def test_attention_without_supported_projections_names_the_layouts() -> None:

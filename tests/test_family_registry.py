@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.backbone import BackboneFamily, HubAlias, get_family, list_families, register_family, unregister_family
 from cegate_cli.backbone.band_adapt import BandMapping, adapt_vit_bands
-from cegate_cli.backbone.family import SPECIFIC_MATCH, NO_MATCH, FittedInputs, RepoFiles
+from cegate_cli.backbone.family import NO_MATCH, SPECIFIC_MATCH, FittedInputs, RepoFiles
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.backbone.registry import family_for_config, find_alias
 from cegate_cli.backbone.source import BackboneSource
 from cegate_cli.backbone.vit import Backbone
@@ -32,9 +32,9 @@ from cegate_cli.data.scene_info import SceneInfo, read_scene_info
 from cegate_cli.data.stats import BandStats
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
-from cegate_cli.backbone.hub import resolve_backbone
-from cegate_cli.pipelines.inference import MapOptions, load_for_inference, predict_run, scene_conditions
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.pipelines.inference import MapOptions, load_for_inference, predict_run, scene_conditions
 
 PICO_ARGS = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=24, depth=2, num_heads=2, num_classes=0, global_pool="", dynamic_img_size=True)
 PICO_BANDS = ("red", "green", "blue")
@@ -242,9 +242,8 @@ def test_built_in_families_keep_their_aliases_and_config_layouts() -> None:
 def test_scene_info_reads_pixel_size_date_and_centre(tmp_path: Path) -> None:
     import numpy as np
     import rasterio
-    from rasterio.transform import from_origin
-
     from data_rasters import write_tif
+    from rasterio.transform import from_origin
 
     scene = write_tif(tmp_path / "utm.tif", np.zeros((1, 10, 20), np.uint8), crs="EPSG:32633", transform=from_origin(500000, 4000000, 20.0, 20.0))
     with rasterio.open(scene, "r+") as ds:

@@ -12,6 +12,8 @@ from torch import nn
 
 from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.errors import InputError
+from cegate_cli.model.segmentation import build_model
+from cegate_cli.toolbox import Toolbox, ToolboxConfig, ToolboxModule
 from cegate_cli.toolbox.fisher import (
     FisherScores,
     Selection,
@@ -20,8 +22,6 @@ from cegate_cli.toolbox.fisher import (
     parse_select,
     select_top,
 )
-from cegate_cli.model.segmentation import build_model
-from cegate_cli.toolbox import Toolbox, ToolboxConfig, ToolboxModule
 
 # -- a toy whose squared gradients are known in closed form ---------------------------------------
 #
@@ -184,9 +184,15 @@ def test_selection_picks_the_modules_the_loss_depends_on() -> None:
 
 def test_normalisation_is_within_each_kind() -> None:
     raw = {
-        ("lora", 0): 100.0, ("lora", 1): 200.0, ("lora", 2): 300.0,
-        ("earth", 0): 1.0, ("earth", 1): 2.0, ("earth", 2): 6.0,
-        ("adapter", 0): 0.0, ("adapter", 1): 0.0, ("adapter", 2): 0.0,
+        ("lora", 0): 100.0,
+        ("lora", 1): 200.0,
+        ("lora", 2): 300.0,
+        ("earth", 0): 1.0,
+        ("earth", 1): 2.0,
+        ("earth", 2): 6.0,
+        ("adapter", 0): 0.0,
+        ("adapter", 1): 0.0,
+        ("adapter", 2): 0.0,
     }
     normalized = normalize_within_kind(raw)
     assert normalized[("lora", 0)] == pytest.approx(0.5)
@@ -213,8 +219,17 @@ def test_select_top_orders_by_layer_and_breaks_ties_deterministically() -> None:
 @pytest.mark.parametrize(
     "text,candidates,expected",
     [
-        ("6", 18, 6), (6, 18, 6), ("18", 18, 18), ("1", 18, 1), (1, 18, 1),
-        ("0.25", 18, 5), (0.5, 18, 9), ("0.01", 18, 1), ("1.0", 18, 18), (1.0, 18, 18), ("1e-9", 4, 1),
+        ("6", 18, 6),
+        (6, 18, 6),
+        ("18", 18, 18),
+        ("1", 18, 1),
+        (1, 18, 1),
+        ("0.25", 18, 5),
+        (0.5, 18, 9),
+        ("0.01", 18, 1),
+        ("1.0", 18, 18),
+        (1.0, 18, 18),
+        ("1e-9", 4, 1),
     ],
 )
 def test_parse_select_reads_counts_and_fractions(text: str | float, candidates: int, expected: int) -> None:
@@ -224,9 +239,15 @@ def test_parse_select_reads_counts_and_fractions(text: str | float, candidates: 
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("six", "give a count"), ("", "give a count"), (None, "give a count"),
-        ("0", "positive"), ("-2", "positive"), ("nan", "positive"), ("inf", "positive"),
-        ("2.5", "whole number"), ("19", "only 18 candidate"),
+        ("six", "give a count"),
+        ("", "give a count"),
+        (None, "give a count"),
+        ("0", "positive"),
+        ("-2", "positive"),
+        ("nan", "positive"),
+        ("inf", "positive"),
+        ("2.5", "whole number"),
+        ("19", "only 18 candidate"),
     ],
 )
 def test_parse_select_rejects_unusable_values(text: object, message: str) -> None:

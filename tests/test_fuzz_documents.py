@@ -23,21 +23,21 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cegate_cli.infra import documents
-from cegate_cli.data.bands import BandChoice
-from cegate_cli.data.classes import ClassInfo, ClassTable, load_class_table
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.cli import app
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.adapt import adapt_command
+from cegate_cli.data.bands import BandChoice
+from cegate_cli.data.classes import ClassInfo, ClassTable, load_class_table
 from cegate_cli.data.stac import read_item
 from cegate_cli.data.stats import BandStats
-from cegate_cli.infra.documents import read_json, read_yaml
 from cegate_cli.errors import CegateError, DataError, DocumentError, RunFolderError
-from cegate_cli.backbone.hub import resolve_backbone
-from cegate_cli.run import BackboneRecord, BandCopy, RunManifest, read_manifest
-from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.infra import documents
+from cegate_cli.infra.documents import read_json, read_yaml
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.run import BackboneRecord, BandCopy, RunManifest, read_manifest
 from cegate_cli.run.state import read_state, record_path, write_state
+from cegate_cli.toolbox.config import ToolboxConfig
 
 SEED = 20240932
 GOOD_CLASSES = "ignore_index: 255\nclasses:\n  - {id: 0, name: water, color: '#1f78b4'}\n  - {id: 1, name: land}\n"
@@ -238,14 +238,25 @@ def test_mutated_config_files_load_or_are_one_line(tmp_path: Path) -> None:
 def _good_manifest() -> dict[str, Any]:
     table = ClassTable((ClassInfo(0, "water", (0, 0, 255)), ClassInfo(1, "land", (0, 255, 0))))
     backbone = BackboneRecord(
-        source=resolve_backbone("tiny"), architecture="cegate_tiny_vit_patch8", pretrained_bands=("blue", "green", "red", "nir"),
+        source=resolve_backbone("tiny"),
+        architecture="cegate_tiny_vit_patch8",
+        pretrained_bands=("blue", "green", "red", "nir"),
         band_mapping=(BandCopy("red", "red"), BandCopy("green", "green"), BandCopy("blue", "blue")),
-        patch_size=8, embed_dim=96, depth=6, parameters=670_000,
+        patch_size=8,
+        embed_dim=96,
+        depth=6,
+        parameters=670_000,
     )
     manifest = RunManifest(
-        backbone=backbone, bands=BandChoice((1, 2, 3), ("red", "green", "blue")),
-        normalization=BandStats(("red", "green", "blue"), (1.0, 2.0, 3.0), (1.0, 1.0, 1.0)), classes=table,
-        toolbox=ToolboxConfig(), training=TrainConfig(), kinds=("lora", "adapter"), select_count=3, status="complete",
+        backbone=backbone,
+        bands=BandChoice((1, 2, 3), ("red", "green", "blue")),
+        normalization=BandStats(("red", "green", "blue"), (1.0, 2.0, 3.0), (1.0, 1.0, 1.0)),
+        classes=table,
+        toolbox=ToolboxConfig(),
+        training=TrainConfig(),
+        kinds=("lora", "adapter"),
+        select_count=3,
+        status="complete",
     )
     return manifest.to_dict()
 
@@ -359,4 +370,3 @@ def test_a_hostile_stac_item_is_one_line(name: str, tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_item(path)
     assert HOSTILE_JSON[name][1] in _one_line(err.value, path)
-

@@ -27,9 +27,9 @@ from rasterio.transform import from_origin
 from cegate_cli.data.bands import bands_for_images
 from cegate_cli.data.crops import CropSampler
 from cegate_cli.data.folder import check_image_contents, discover_labeled
+from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import CegateError
-from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.predict.engine import count_tiles, predict_scene
 from cegate_cli.train.target_data import discover_target
 
@@ -225,15 +225,20 @@ def _one_case(case: Case, root: Path) -> None:
         case,
         "predict_scene",
         lambda: predict_scene(
-            pixel_model(case.bands, 3, seed=case.number), image, out, band_indexes=tuple(range(1, case.bands + 1)),
-            stats=stats, class_table=class_table(3), tile=16, overlap=4, batch_size=2,
+            pixel_model(case.bands, 3, seed=case.number),
+            image,
+            out,
+            band_indexes=tuple(range(1, case.bands + 1)),
+            stats=stats,
+            class_table=class_table(3),
+            tile=16,
+            overlap=4,
+            batch_size=2,
         ),
     )
     if ok:
         assert result.width == case.width and result.height == case.height
-        _expect_ok_or_cegate_error(
-            case, "evaluate_scene", lambda: evaluate_scene(out, root / "masks" / "scene.tif", num_classes=3, ignore_index=255)
-        )
+        _expect_ok_or_cegate_error(case, "evaluate_scene", lambda: evaluate_scene(out, root / "masks" / "scene.tif", num_classes=3, ignore_index=255))
 
 
 def test_random_rasters_work_or_fail_with_one_cegate_error(tmp_path: Path) -> None:

@@ -106,8 +106,21 @@ def test_converter_is_reproducible_and_made_the_shipped_files(tmp_path: Path) ->
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     for out in (tmp_path / "a", tmp_path / "b"):
-        assert module.main(["--encoder", str(AUTHORS / "encoder.pt"), "--config", str(AUTHORS / "config.json"),
-                            "--normalization", str(AUTHORS / "normalization.json"), "--out", str(out)]) == 0
+        assert (
+            module.main(
+                [
+                    "--encoder",
+                    str(AUTHORS / "encoder.pt"),
+                    "--config",
+                    str(AUTHORS / "config.json"),
+                    "--normalization",
+                    str(AUTHORS / "normalization.json"),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     for suffix in ("safetensors", "json", "LICENSE"):
         first = (tmp_path / "a" / f"galileo-nano.{suffix}").read_bytes()
         assert first == (tmp_path / "b" / f"galileo-nano.{suffix}").read_bytes(), suffix

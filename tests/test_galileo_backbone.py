@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from data_rasters import write_tif
+from hubserver import HubStandIn
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli.backbone.galileo import SPACE_TIME_BANDS
+from cegate_cli.backbone import load_pretrained
 from cegate_cli.backbone.embedded import GALILEO_NANO_WEIGHTS
+from cegate_cli.backbone.galileo import SPACE_TIME_BANDS
 from cegate_cli.backbone.galileo_backbone import (
     GalileoBackbone,
     GalileoInputs,
@@ -22,15 +25,12 @@ from cegate_cli.backbone.galileo_backbone import (
     plan_groups,
     resolve_galileo_inputs,
 )
-from cegate_cli.backbone import load_pretrained
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.cli import app
 from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import InputError
-from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import LoRAQV, ToolboxConfig
-from data_rasters import write_tif
-from hubserver import HubStandIn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "backbones" / "galileo-nano"
 RGBN = ("red", "green", "blue", "nir")
@@ -210,8 +210,30 @@ def test_adapt_inspect_predict_evaluate_with_galileo_nano(tmp_path: Path) -> Non
     data = _labeled(tmp_path / "data")
     run = tmp_path / "run"
     runner = CliRunner()
-    flags = ["--backbone", "galileo-nano", "--steps", "4", "--batch-size", "2", "--crop", "32", "--fisher-samples", "2",
-             "--select", "3", "--val-every", "2", "--decoder", "linear", "--patch-size", "4", "--month", "5", "--device", "cpu"]
+    flags = [
+        "--backbone",
+        "galileo-nano",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "3",
+        "--val-every",
+        "2",
+        "--decoder",
+        "linear",
+        "--patch-size",
+        "4",
+        "--month",
+        "5",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, ["adapt", str(data), "-o", str(run), *flags])
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "run.json").read_text())

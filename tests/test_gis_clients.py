@@ -55,8 +55,14 @@ def test_qgis_and_gdal_show_class_names_colours_and_read_the_geopackage_cleanly(
     with torch.no_grad():
         model.bias[3] = -1e4  # id 3 has no class (the table skips it): never predicted, as after training
     summary = predict_many(
-        model, [scene], tmp_path / "out", bands=(1, 2, 3), stats=band_stats(3), class_table=CLASSES,
-        options=PredictOptions(tile=128, overlap=32), vectors=VectorOptions(fmt="gpkg", merge=True),
+        model,
+        [scene],
+        tmp_path / "out",
+        bands=(1, 2, 3),
+        stats=band_stats(3),
+        class_table=CLASSES,
+        options=PredictOptions(tile=128, overlap=32),
+        vectors=VectorOptions(fmt="gpkg", merge=True),
     )
     assert summary.ok and summary.merged.status == "done"
     mask, gpkg, merged = tmp_path / "out" / "scene.mask.tif", tmp_path / "out" / "scene.gpkg", tmp_path / "out" / "polygons.gpkg"

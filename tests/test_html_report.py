@@ -15,17 +15,18 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import DEMO_CLASSES, make_demo_dataset
+from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.reporting.png import png_bytes
 from cegate_cli.reporting.svg_chart import Series, line_chart, nice_ticks
-from cegate_cli.options.train import TrainConfig
 
 Image = pytest.importorskip("PIL.Image")  # decodes what the page embeds (Pillow comes with torchvision)
 
-TRAIN = TrainConfig(steps=6, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=6,
-                    fisher_samples=2, select="3", reselect_every=3, seed=1, device="cpu")
+TRAIN = TrainConfig(
+    steps=6, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=6, fisher_samples=2, select="3", reselect_every=3, seed=1, device="cpu"
+)
 MAP = ["--device", "cpu"]
 IMG = re.compile(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)' alt='([^']*)'")
 
@@ -171,8 +172,11 @@ def test_scene_previews_show_the_prediction_and_the_label_pixel_for_pixel(traine
     scenes = sorted((data.target_labels_dir / "images").glob("*.tif"))
     assert [caption.split(" (")[0] for caption, _ in pictures] == ["input", "prediction", "label"] * len(scenes)
     for scene, (image, prediction, label) in zip(scenes, zip(*[iter(pictures)] * 3)):
-        with rasterio.open(scene) as src, rasterio.open(masks / f"{scene.stem}.mask.tif") as mask, \
-                rasterio.open(data.target_labels_dir / "masks" / scene.name) as truth:
+        with (
+            rasterio.open(scene) as src,
+            rasterio.open(masks / f"{scene.stem}.mask.tif") as mask,
+            rasterio.open(data.target_labels_dir / "masks" / scene.name) as truth,
+        ):
             nodata = src.dataset_mask() == 0
             assert image[1].shape == (src.height, src.width, 4)  # small scenes are shown whole, not resampled
             assert np.array_equal(image[1][..., 3] == 0, nodata)
@@ -218,18 +222,29 @@ def test_the_page_renders_in_headless_chromium(trained, tmp_path: Path) -> None:
     """The page as a browser draws it, offline: not blank, with the charts, the class colours and the previews."""
     data, run, evaluation = trained
     page = tmp_path / "page.html"
-    result = CliRunner().invoke(app, ["report", str(run), "-o", str(page), "--evaluation", str(evaluation),
-                                      "--scenes", str(data.target_labels_dir), *MAP])
+    result = CliRunner().invoke(app, ["report", str(run), "-o", str(page), "--evaluation", str(evaluation), "--scenes", str(data.target_labels_dir), *MAP])
     assert result.exit_code == 0, result.output
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2600", f"--screenshot={shot}", page.as_uri()],
-        check=True, capture_output=True, timeout=180,
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,2600",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
     )
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     assert pixels.std() > 20  # not one flat colour
-    colours = {tuple(p) for p in pixels[:: 7]}
+    colours = {tuple(p) for p in pixels[::7]}
     assert len(colours) > 200
     for c in DEMO_CLASSES.classes:  # legend swatches, IoU bars and mask previews in the class colours
         assert np.all(pixels == np.array(c.color), axis=1).sum() > 500, c.name

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_repos import tiny_timm_repo, write_hub_cache
 from safetensors.torch import save_file
 
 from cegate_cli.backbone import load_pretrained
-from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
-from cegate_cli.backbone.registry import known_specs
 from cegate_cli.backbone.hub import BackboneSource, file_sha256, resolve_backbone
-from hub_repos import tiny_timm_repo, write_hub_cache
+from cegate_cli.backbone.registry import known_specs
+from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -166,8 +166,13 @@ def test_embedded_tiny_needs_no_download(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_backbone_source_round_trips_through_json(tmp_path: Path) -> None:
     source = BackboneSource(
-        spec="dinov2-small", kind="timm", repo_id="timm/vit_small_patch14_dinov2.lvd142m", revision=COMMIT,
-        local_dir=tmp_path, config_path=tmp_path / "config.json", weights_path=tmp_path / "model.safetensors",
+        spec="dinov2-small",
+        kind="timm",
+        repo_id="timm/vit_small_patch14_dinov2.lvd142m",
+        revision=COMMIT,
+        local_dir=tmp_path,
+        config_path=tmp_path / "config.json",
+        weights_path=tmp_path / "model.safetensors",
         weights_sha256="ab" * 32,
     )
     data = json.loads(json.dumps(source.to_dict()))

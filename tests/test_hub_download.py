@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cegate_cli.backbone import load_pretrained
-from cegate_cli.errors import BackboneNotFoundError, HubAuthError, HubConnectionError, OfflineNotCachedError
-from cegate_cli.backbone.hub import pull_backbone, resolve_backbone
 from hub_repos import tiny_prithvi_repo, tiny_timm_repo
 from hubserver import HubStandIn
+
+from cegate_cli.backbone import load_pretrained
+from cegate_cli.backbone.hub import pull_backbone, resolve_backbone
+from cegate_cli.errors import BackboneNotFoundError, HubAuthError, HubConnectionError, OfflineNotCachedError
 
 REPO = "someorg/tiny-vit"
 
@@ -85,9 +85,7 @@ def test_repo_without_safetensors_falls_back_to_pickle(hub: HubStandIn, tmp_path
 def test_missing_repo_is_not_found(hub: HubStandIn) -> None:
     with pytest.raises(BackboneNotFoundError) as info:
         resolve_backbone("hf-hub:someorg/does-not-exist")
-    assert str(info.value) == (
-        "backbone 'hf-hub:someorg/does-not-exist' not found on the Hub (check the name; private repos need HF_TOKEN)"
-    )
+    assert str(info.value) == ("backbone 'hf-hub:someorg/does-not-exist' not found on the Hub (check the name; private repos need HF_TOKEN)")
     with pytest.raises(BackboneNotFoundError, match="not found on the Hub"):  # 404 when a token is sent
         resolve_backbone("hf-hub:someorg/does-not-exist", token="hf_some_token")
 

@@ -21,8 +21,8 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning
 from typer.testing import CliRunner
 
-from cegate_cli.data.classes import load_class_table
 from cegate_cli.cli import app
+from cegate_cli.data.classes import load_class_table
 from cegate_cli.data.crops import CropSampler, CropWindow
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.data.stats import BandStats
@@ -178,8 +178,8 @@ def test_cli_bad_map_values_are_refused_before_the_run_is_read(tmp_path: Path, c
 
 
 def test_select_spelling_decides_count_or_fraction() -> None:
-    from cegate_cli.toolbox.fisher import parse_select
     from cegate_cli.errors import InputError
+    from cegate_cli.toolbox.fisher import parse_select
 
     assert parse_select("5", 18) == 5 and parse_select("0.25", 18) == 5 and parse_select("1.0", 18) == 18
     with pytest.raises(InputError, match="for 5 modules write 5"):
@@ -228,8 +228,14 @@ def test_labeled_folder_names_what_each_odd_file_really_is(labeled: Path, tmp_pa
 
 def _predict(inputs, out: Path, **kwargs):
     return predict_many(
-        pixel_model(), inputs, out, bands=(1, 2, 3), stats=band_stats(3), class_table=class_table(4),
-        options=PredictOptions(tile=32, overlap=8), **kwargs,
+        pixel_model(),
+        inputs,
+        out,
+        bands=(1, 2, 3),
+        stats=band_stats(3),
+        class_table=class_table(4),
+        options=PredictOptions(tile=32, overlap=8),
+        **kwargs,
     )
 
 
@@ -354,8 +360,8 @@ def test_all_nan_image_among_good_ones_is_named_and_no_valid_pixel_anywhere_is_a
 def test_adapt_reports_degenerate_images_and_refuses_data_without_valid_pixels(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
     from cegate_cli.options.train import TrainConfig
+    from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
     root = _degenerate_folder(tmp_path / "data")
     config = TrainConfig(steps=1, batch_size=2, crop=16, warmup_steps=0, val_every=1, val_crops=1, save_every=1, fisher_samples=2, select="2")

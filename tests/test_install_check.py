@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cegate_cli.infra import install_check
 from cegate_cli.cli import app
+from cegate_cli.infra import install_check
 
 VERSIONS = {"torch": "2.14.1+cu130", "torchvision": "0.24.0+cu128"}
 

@@ -14,23 +14,23 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox.fisher import empirical_fisher
-from cegate_cli.reporting.html_report import write_report
 from cegate_cli.model.segmentation import build_model
-from cegate_cli.toolbox.module_key import ModuleKey, in_order
+from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.reporting.html_report import write_report
 from cegate_cli.run import load_run, read_manifest
 from cegate_cli.toolbox.attach import attach_toolbox
 from cegate_cli.toolbox.base import BlockSite, ToolboxModule
+from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox.fisher import empirical_fisher
 from cegate_cli.toolbox.kinds import KindOptions, KindSpec, kind_names, parse_kinds, register_kind, unregister_kind
 from cegate_cli.toolbox.lora.layer import LoRA
-from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.options.train import TrainConfig
+from cegate_cli.toolbox.module_key import ModuleKey, in_order
 
 COLOR = "#a0522d"
 
@@ -69,8 +69,14 @@ def attach_probe(site: BlockSite, options: ProbeOptions) -> Probe:
 
 
 SPEC = KindSpec(
-    name="probe", position=5, label="test (a bottleneck on the block output)", title="Probe (test)", color=COLOR,
-    options=ProbeOptions, attach=attach_probe, fisher_parameters=("up.*",),
+    name="probe",
+    position=5,
+    label="test (a bottleneck on the block output)",
+    title="Probe (test)",
+    color=COLOR,
+    options=ProbeOptions,
+    attach=attach_probe,
+    fisher_parameters=("up.*",),
 )
 
 
@@ -127,7 +133,11 @@ def test_a_registered_kind_is_in_the_config_the_order_and_the_kind_words(probe_k
     assert ToolboxConfig().kinds == parse_kinds(None) == ("probe", "lora", "adapter", "earth")  # prompt: only when named
     assert parse_kinds("probe,lora") == ("probe", "lora")
     assert in_order([("earth", 0), ("lora", 1), ("probe", 1), ("lora", 0), ("probe", 0)]) == [
-        ("probe", 0), ("lora", 0), ("earth", 0), ("probe", 1), ("lora", 1)
+        ("probe", 0),
+        ("lora", 0),
+        ("earth", 0),
+        ("probe", 1),
+        ("lora", 1),
     ]
     config = ToolboxConfig(kinds=("probe",), probe_width=6, lora_rank=2)
     data = config.to_dict()
@@ -143,10 +153,10 @@ def test_a_registered_kind_is_in_the_config_the_order_and_the_kind_words(probe_k
 def test_a_run_with_a_registered_kind_trains_saves_loads_and_shows_in_inspect_and_report(probe_kind, tmp_path: Path) -> None:
     data = make_demo_dataset(tmp_path / "data", n_source=3, n_target=1, size=48, seed=3)
     kinds = ("lora", "probe")
-    train = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=0, save_every=2, fisher_samples=2,
-                        select="1.0", seed=0, device="cpu")
-    run = adapt(AdaptOptions(source=data.source_dir, out=tmp_path / "run", backbone="tiny", kinds=kinds,
-                             toolbox=ToolboxConfig(kinds=kinds, probe_width=2), train=train)).run_dir
+    train = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=0, save_every=2, fisher_samples=2, select="1.0", seed=0, device="cpu")
+    run = adapt(
+        AdaptOptions(source=data.source_dir, out=tmp_path / "run", backbone="tiny", kinds=kinds, toolbox=ToolboxConfig(kinds=kinds, probe_width=2), train=train)
+    ).run_dir
     manifest = read_manifest(run)
     assert manifest.toolbox.kinds == kinds and manifest.toolbox.probe_width == 2
     assert {key.kind for key in manifest.final_selection} == set(kinds)
@@ -167,6 +177,5 @@ def test_a_library_run_whose_kinds_are_not_in_its_toolbox_is_refused_in_one_line
     data = make_demo_dataset(tmp_path / "data", n_source=2, n_target=1, size=48, seed=3)
     train = TrainConfig(steps=1, batch_size=2, crop=32, val_every=0, fisher_samples=2, device="cpu")
     with pytest.raises(InputError, match=r"module kinds lora, adapter, earth are not in the toolbox this run builds \(prompt\)"):
-        adapt(AdaptOptions(source=data.source_dir, out=tmp_path / "run", backbone="tiny",
-                           toolbox=ToolboxConfig(kinds=("prompt",)), train=train))
+        adapt(AdaptOptions(source=data.source_dir, out=tmp_path / "run", backbone="tiny", toolbox=ToolboxConfig(kinds=("prompt",)), train=train))
     assert not (tmp_path / "run" / "run.json").exists()

@@ -10,8 +10,8 @@ import torch
 from predict_rasters import class_table, write_scene
 from rasterio.transform import from_origin
 
-from cegate_cli.errors import DataError
 from cegate_cli.data.metrics import ConfusionMatrix, evaluate_scene
+from cegate_cli.errors import DataError
 
 # target -> prediction pairs: 3 classes, class 2 never in the labels
 TARGET = np.array([0, 0, 0, 0, 1, 1, 1, 255, 0, 1])

@@ -25,7 +25,7 @@ def test_json_form_round_trips_in_the_order_given() -> None:
 
 
 def test_the_written_name_parses_back_to_the_key() -> None:
-    """"earth@11", as run.json's selection history and the benchmarks' JSON write a module, is the key again."""
+    """ "earth@11", as run.json's selection history and the benchmarks' JSON write a module, is the key again."""
     for key in (ModuleKey("lora", 0), ModuleKey("earth", 11)):
         assert ModuleKey.parse(str(key)) == key and isinstance(ModuleKey.parse(str(key)).layer, int)
 

@@ -17,13 +17,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.gdal import NETWORK_DEFAULTS, network_defaults
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
-TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
-                    fisher_samples=2, select="3", seed=0, device="cpu")
+TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2, fisher_samples=2, select="3", seed=0, device="cpu")
 
 
 @contextmanager
@@ -40,7 +39,7 @@ def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
         while not stop.is_set():
             try:
                 held.append(server.accept()[0])
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -59,12 +58,22 @@ def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
 
 def _item(path: Path, base: str) -> Path:
     assets = {
-        name: {"href": f"{base}/{name}.tif", "type": "image/tiff; application=geotiff", "roles": ["data"],
-               "eo:bands": [{"name": name, "common_name": name}]}
+        name: {"href": f"{base}/{name}.tif", "type": "image/tiff; application=geotiff", "roles": ["data"], "eo:bands": [{"name": name, "common_name": name}]}
         for name in ("blue", "green", "red", "nir")
     }
-    path.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "silent-scene", "geometry": None,
-                                "properties": {"datetime": "2023-01-02T00:00:00Z"}, "links": [], "assets": assets}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "stac_version": "1.0.0",
+                "id": "silent-scene",
+                "geometry": None,
+                "properties": {"datetime": "2023-01-02T00:00:00Z"},
+                "links": [],
+                "assets": assets,
+            }
+        )
+    )
     return path
 
 

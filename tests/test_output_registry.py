@@ -14,8 +14,8 @@ import shapely
 from predict_rasters import band_stats, class_table, pixel_model, random_scene, write_scene
 
 from cegate_cli.errors import InputError
-from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.predict import PredictOptions, VectorOptions, output_paths, predict_many
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.predict.outputs import (
     NO_VECTOR,
     VectorFormat,

@@ -13,23 +13,40 @@ import time
 from pathlib import Path
 
 import pytest
+from run_folder_helpers import error_line, snapshot
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.run import read_manifest
-from run_folder_helpers import error_line, snapshot
 
 pytestmark = pytest.mark.slow  # real subprocesses killed with SIGKILL
 
-ARGS = ["--backbone", "tiny", "--crop", "32", "--batch-size", "2", "--fisher-samples", "2", "--select", "4",
-        "--val-every", "20", "--save-every", "2", "--device", "cpu"]
+ARGS = [
+    "--backbone",
+    "tiny",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--fisher-samples",
+    "2",
+    "--select",
+    "4",
+    "--val-every",
+    "20",
+    "--save-every",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 def _adapt(source: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "cegate_cli", "adapt", str(source), "-o", str(out), *ARGS, *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cegate_cli", "adapt", str(source), "-o", str(out), *ARGS, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
 
 
 def test_sigkill_during_overwrite_then_restore_or_resume(tmp_path: Path) -> None:

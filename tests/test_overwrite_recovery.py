@@ -11,16 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from run_folder_helpers import CLI_TRAIN, error_line, small_options, snapshot
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import TrainingInterrupted
+from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.run import read_manifest
 from cegate_cli.run.replaced import PARTIAL_DIR
-from cegate_cli.options.train import TrainConfig
 from cegate_cli.train.reporter import SilentReporter
-from run_folder_helpers import CLI_TRAIN, error_line, small_options, snapshot
 
 ASIDE = ".replaced-run"
 AS_CLI = {"lr": TrainConfig.lr, "warmup_steps": TrainConfig.warmup_steps}
@@ -74,7 +74,7 @@ def test_every_command_names_the_earlier_run_and_restore_puts_it_back(demo, comp
 
 def test_resume_finishes_the_new_run_and_then_drops_the_earlier_one(demo, complete_run: Path, tmp_path: Path) -> None:
     run, _ = _stopped_overwrite(demo, complete_run, tmp_path)
-    flags = [*CLI_TRAIN[:CLI_TRAIN.index("--seed")], "--seed", "5", *CLI_TRAIN[CLI_TRAIN.index("--seed") + 2:]]
+    flags = [*CLI_TRAIN[: CLI_TRAIN.index("--seed")], "--seed", "5", *CLI_TRAIN[CLI_TRAIN.index("--seed") + 2 :]]
     result = CliRunner().invoke(app, ["adapt", str(demo.source_dir), "-o", str(run), *flags, "--resume"])
     assert result.exit_code == 0, result.output
     assert f"the earlier run stays in {run / ASIDE} until it completes" in result.output
@@ -124,8 +124,28 @@ def test_ctrl_c_during_overwrite_gives_a_way_back_that_works(demo, complete_run:
     message = str(stopped.value)
     assert "--resume in place of --overwrite" in message and str(run / ASIDE) in message and f"cegate restore {run}" in message
     assert read_manifest(run).status == "interrupted"
-    flags = ["--backbone", "tiny", "--steps", "6", "--crop", "32", "--batch-size", "2", "--fisher-samples", "2",
-             "--select", "3", "--val-every", "2", "--save-every", "2", "--seed", "5", "--device", "cpu"]
+    flags = [
+        "--backbone",
+        "tiny",
+        "--steps",
+        "6",
+        "--crop",
+        "32",
+        "--batch-size",
+        "2",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "3",
+        "--val-every",
+        "2",
+        "--save-every",
+        "2",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+    ]
     resumed = CliRunner().invoke(app, ["adapt", str(demo.source_dir), "-o", str(run), *flags, "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert read_manifest(run).status == "complete" and not (run / ASIDE).exists()

@@ -28,9 +28,7 @@ def _scenes(folder, names, size=(70, 90)):
 
 def _run(inputs, out, **kwargs):
     kwargs.setdefault("options", OPTIONS)
-    return predict_many(
-        pixel_model(), inputs, out, bands=(1, 2, 3), stats=band_stats(3), class_table=class_table(4), **kwargs
-    )
+    return predict_many(pixel_model(), inputs, out, bands=(1, 2, 3), stats=band_stats(3), class_table=class_table(4), **kwargs)
 
 
 def test_expand_files_folders_and_globs(tmp_path):
@@ -132,8 +130,15 @@ def test_band_lookup_failure_fails_only_that_file_and_progress_is_reported(tmp_p
 
     recorder = Recorder()
     summary = predict_many(
-        pixel_model(), scenes, tmp_path / "out", bands=bands, stats=band_stats(3), class_table=class_table(4),
-        options=OPTIONS, vectors=VectorOptions(fmt=None), progress=recorder,
+        pixel_model(),
+        scenes,
+        tmp_path / "out",
+        bands=bands,
+        stats=band_stats(3),
+        class_table=class_table(4),
+        options=OPTIONS,
+        vectors=VectorOptions(fmt=None),
+        progress=recorder,
     )
     assert summary.failed[0].message == f"{scenes[1]}: no band named 'nir'"
     starts = [e for e in recorder.events if e[0] == "start"]

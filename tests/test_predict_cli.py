@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,10 +11,10 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
 TRAIN = TrainConfig(steps=4, batch_size=2, crop=32, warmup_steps=1, val_every=4, val_crops=2, save_every=4, fisher_samples=2, select="3", seed=0)
 
@@ -57,7 +56,9 @@ def test_one_bad_scene_fails_alone(trained, tmp_path: Path) -> None:
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"not a tiff at all")
     good = sorted((data.target_dir / "images").glob("*.tif"))[0]
-    result = CliRunner().invoke(app, ["predict", str(run), str(good), str(bad), "-o", str(tmp_path / "o"), "--tile", "48", "--overlap", "8", "--vector", "none"])
+    result = CliRunner().invoke(
+        app, ["predict", str(run), str(good), str(bad), "-o", str(tmp_path / "o"), "--tile", "48", "--overlap", "8", "--vector", "none"]
+    )
     assert result.exit_code == 1
     assert "broken.tif" in result.output and "1 done" in result.output and "1 failed" in result.output
     assert (tmp_path / "o" / f"{good.stem}.mask.tif").is_file()
@@ -100,8 +101,13 @@ def test_predict_vector_merge_writes_one_layer_for_the_batch(trained, tmp_path: 
     assert again.exit_code == 0, again.output
     report = json.loads(again.stdout)
     assert report["skipped"] == len(scenes) and report["merged"] == {
-        "path": str(merged), "status": "skipped", "message": f"{merged}: exists (use --overwrite to redo)",
-        "scenes": None, "polygons": None, "crs": None, "reprojected": [],
+        "path": str(merged),
+        "status": "skipped",
+        "message": f"{merged}: exists (use --overwrite to redo)",
+        "scenes": None,
+        "polygons": None,
+        "crs": None,
+        "reprojected": [],
     }
     refused = CliRunner().invoke(app, ["predict", str(run), str(scenes[0]), "-o", str(out), "--vector", "none", "--vector-merge"])
     assert refused.exit_code == 2 and "Error: --vector-merge merges the scenes' polygons" in refused.output

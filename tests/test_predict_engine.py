@@ -187,9 +187,7 @@ def test_missing_band_and_wrong_statistics_are_reported(tmp_path):
         _predict(pixel_model(), src, tmp_path / "m.tif")
     src3 = write_scene(tmp_path / "three.tif", random_scene(40, 40))
     with pytest.raises(InputError, match="statistics"):
-        predict_scene(
-            pixel_model(), src3, tmp_path / "m.tif", band_indexes=(1, 2), stats=STATS, class_table=class_table(4)
-        )
+        predict_scene(pixel_model(), src3, tmp_path / "m.tif", band_indexes=(1, 2), stats=STATS, class_table=class_table(4))
 
 
 def test_bfloat16_autocast_runs_on_cpu(tmp_path):

@@ -13,9 +13,9 @@ from data_rasters import write_tif
 from predict_rasters import band_stats, class_table, pixel_model, random_scene, write_scene
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines import inference
 from cegate_cli.cli import app
 from cegate_cli.errors import MappingInterrupted
+from cegate_cli.pipelines import inference
 from cegate_cli.predict import PredictOptions, predict_many
 from cegate_cli.predict.batch import BatchSummary, FileOutcome, interrupted, output_paths
 
@@ -60,8 +60,7 @@ def test_ctrl_c_names_the_finished_scenes_and_leaves_nothing_half_written(tmp_pa
 def test_ctrl_c_with_overwrite_says_to_rerun_without_it(tmp_path: Path) -> None:
     scenes = _scenes(tmp_path / "in", 2)
     with pytest.raises(MappingInterrupted, match="1 not started; run the same command without --overwrite to map the rest"):
-        predict_many(CtrlCAt(at=1), scenes, tmp_path / "out", bands=(1, 2, 3), stats=band_stats(3), class_table=class_table(4),
-                     options=OPTIONS, overwrite=True)
+        predict_many(CtrlCAt(at=1), scenes, tmp_path / "out", bands=(1, 2, 3), stats=band_stats(3), class_table=class_table(4), options=OPTIONS, overwrite=True)
 
 
 def test_cli_prints_the_interrupt_as_one_line_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,9 +73,11 @@ def test_cli_prints_the_interrupt_as_one_line_and_exits_130(tmp_path: Path, monk
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), str(tmp_path), "-o", str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 130, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines == [f"Interrupted: {tmp_path / 'out'}: 0 of 2 scenes finished, stopped in a.tif, which left nothing half-written "
-                     "(outputs take their names only once complete), 1 not started; run the same command again to map the rest "
-                     "(finished scenes are skipped)"]
+    assert lines == [
+        f"Interrupted: {tmp_path / 'out'}: 0 of 2 scenes finished, stopped in a.tif, which left nothing half-written "
+        "(outputs take their names only once complete), 1 not started; run the same command again to map the rest "
+        "(finished scenes are skipped)"
+    ]
 
 
 @pytest.fixture()

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import rasterio
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.infra.atomic import _HOST, atomic_path, sweep_stale_temporaries
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
-                    fisher_samples=2, select="2", seed=0, device="cpu")
+TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2, fisher_samples=2, select="2", seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +52,25 @@ def test_kill_9_during_predict_leaves_no_final_output_and_the_next_run_clears_up
     run = adapt(AdaptOptions(source=demo.source_dir, out=tmp_path / "run", backbone="tiny", train=TRAIN)).run_dir
     scene = _big_scene(demo, tmp_path / "big.tif", 768)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "cegate_cli", "predict", str(run), str(scene), "-o", str(out), "--tile", "256",
-               "--overlap", "32", "--device", "cpu", "--vector", "none", "--confidence"]
+    command = [
+        sys.executable,
+        "-m",
+        "cegate_cli",
+        "predict",
+        str(run),
+        str(scene),
+        "-o",
+        str(out),
+        "--tile",
+        "256",
+        "--overlap",
+        "32",
+        "--device",
+        "cpu",
+        "--vector",
+        "none",
+        "--confidence",
+    ]
     victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     deadline = time.monotonic() + 120
     while not _temporaries(out) and victim.poll() is None and time.monotonic() < deadline:

@@ -34,8 +34,16 @@ GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
 def _predict(src: Path, out: Path, table: ClassTable | None = None, model=None, **kwargs):
     table = table or class_table(4)
     return predict_scene(
-        model or pixel_model(), src, out / f"{src.stem}.mask.tif", band_indexes=(1, 2, 3), stats=STATS,
-        class_table=table, tile=128, overlap=32, batch_size=4, **kwargs,
+        model or pixel_model(),
+        src,
+        out / f"{src.stem}.mask.tif",
+        band_indexes=(1, 2, 3),
+        stats=STATS,
+        class_table=table,
+        tile=128,
+        overlap=32,
+        batch_size=4,
+        **kwargs,
     )
 
 
@@ -51,9 +59,7 @@ def test_every_raster_predict_writes_is_a_valid_cog(tmp_path, height, width, lev
     data = random_scene(height, width)
     data[:, : height // 5, : width // 4] = 0  # a nodata corner
     src = write_scene(tmp_path / "scene.tif", data, nodata=0)
-    result = _predict(
-        src, tmp_path / "out", confidence_path=tmp_path / "out" / "c.tif", probabilities_path=tmp_path / "out" / "p.tif"
-    )
+    result = _predict(src, tmp_path / "out", confidence_path=tmp_path / "out" / "c.tif", probabilities_path=tmp_path / "out" / "p.tif")
     for path in (result.mask_path, tmp_path / "out" / "c.tif", tmp_path / "out" / "p.tif"):
         valid, errors, warnings = cog_validate(str(path))
         assert valid and errors == [] and warnings == [], (path.name, errors, warnings)
@@ -84,9 +90,7 @@ def test_overviews_take_the_most_frequent_class_and_average_percentages(tmp_path
     assert set(np.unique(confidence)) == {75}
 
 
-GAPPY = ClassTable(
-    (ClassInfo(0, "water", (0, 0, 255)), ClassInfo(2, "roads & <rails>", (128, 128, 128)), ClassInfo(3, "forest", (0, 128, 0)))
-)
+GAPPY = ClassTable((ClassInfo(0, "water", (0, 0, 255)), ClassInfo(2, "roads & <rails>", (128, 128, 128)), ClassInfo(3, "forest", (0, 128, 0))))
 
 
 def _gdal_view(mask: Path, tmp_path: Path) -> ET.Element:
@@ -132,8 +136,14 @@ def test_a_kept_mask_gets_its_missing_legend_back_without_predicting_again(tmp_p
     scenes = [write_scene(tmp_path / "in" / "a.tif", random_scene(70, 90))]
     options = PredictOptions(tile=64, overlap=16)
     run = lambda: predict_many(  # noqa: E731
-        pixel_model(), scenes, tmp_path / "out", bands=(1, 2, 3), stats=STATS, class_table=class_table(4),
-        options=options, vectors=VectorOptions(fmt=None),
+        pixel_model(),
+        scenes,
+        tmp_path / "out",
+        bands=(1, 2, 3),
+        stats=STATS,
+        class_table=class_table(4),
+        options=options,
+        vectors=VectorOptions(fmt=None),
     )
     assert len(run().done) == 1
     mask, style, aux = tmp_path / "out" / "a.mask.tif", tmp_path / "out" / "a.mask.qml", tmp_path / "out" / "a.mask.tif.aux.xml"
@@ -185,8 +195,14 @@ def test_probabilities_agree_with_the_mask_and_the_confidence(tmp_path):
 def test_probabilities_come_from_batch_options_and_are_never_taken_as_inputs(tmp_path):
     scenes = [write_scene(tmp_path / "in" / "a.tif", random_scene(70, 90))]
     summary = predict_many(
-        pixel_model(), scenes, tmp_path / "in", bands=(1, 2, 3), stats=STATS, class_table=class_table(4),
-        options=PredictOptions(tile=64, overlap=16, probabilities=True), vectors=VectorOptions(fmt=None),
+        pixel_model(),
+        scenes,
+        tmp_path / "in",
+        bands=(1, 2, 3),
+        stats=STATS,
+        class_table=class_table(4),
+        options=PredictOptions(tile=64, overlap=16, probabilities=True),
+        vectors=VectorOptions(fmt=None),
     )
     outputs = summary.done[0].outputs
     assert outputs.probabilities == tmp_path / "in" / "a.probabilities.tif" and outputs.probabilities.is_file()
@@ -196,8 +212,14 @@ def test_probabilities_come_from_batch_options_and_are_never_taken_as_inputs(tmp
     assert expand_inputs([tmp_path / "in"]) == scenes  # not a.mask.tif, not a.probabilities.tif
     outputs.probabilities.unlink()  # missing: the scene is mapped again
     again = predict_many(
-        pixel_model(), scenes, tmp_path / "in", bands=(1, 2, 3), stats=STATS, class_table=class_table(4),
-        options=PredictOptions(tile=64, overlap=16, probabilities=True), vectors=VectorOptions(fmt=None),
+        pixel_model(),
+        scenes,
+        tmp_path / "in",
+        bands=(1, 2, 3),
+        stats=STATS,
+        class_table=class_table(4),
+        options=PredictOptions(tile=64, overlap=16, probabilities=True),
+        vectors=VectorOptions(fmt=None),
     )
     assert len(again.done) == 1 and outputs.probabilities.is_file()
 
@@ -227,8 +249,14 @@ def test_predict_merges_regions_below_the_default_minimum_area(tmp_path):
 
     def polygons(vectors: VectorOptions, out: Path):
         summary = predict_many(
-            pixel_model(), [src], out, bands=(1, 2, 3), stats=STATS, class_table=class_table(4),
-            options=PredictOptions(tile=64, overlap=16), vectors=vectors,
+            pixel_model(),
+            [src],
+            out,
+            bands=(1, 2, 3),
+            stats=STATS,
+            class_table=class_table(4),
+            options=PredictOptions(tile=64, overlap=16),
+            vectors=vectors,
         )
         return summary.done[0].vectors
 

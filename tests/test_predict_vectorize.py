@@ -81,9 +81,7 @@ def test_areas_are_square_metres_and_min_area_removes_only_small_regions(tmp_pat
     assert frame.class_name.tolist() == [CLASSES.name_of(c) for c in frame.class_id]
 
     # regions of at least min_area pixels survive unchanged: compare with the unsieved output
-    full = gpd.read_file(
-        vectorize_mask(src, tmp_path / "full.gpkg", class_table=CLASSES, fmt="gpkg", chunk_rows=32).path
-    )
+    full = gpd.read_file(vectorize_mask(src, tmp_path / "full.gpkg", class_table=CLASSES, fmt="gpkg", chunk_rows=32).path)
     big = full[full.area_m2 >= 4 * min_area]
     kept = _rasterize(frame, mask.shape, UTM_TRANSFORM)
     big_pixels = _rasterize(big, mask.shape, UTM_TRANSFORM)

@@ -10,19 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from timm.models.vision_transformer import Block
-
-from cegate_cli.backbone import load_pretrained
-from cegate_cli.backbone.prithvi import (
-    HLS_BANDS,
-    PrithviConfig,
-    convert_prithvi_state_dict,
-    prithvi_vit,
-    sincos_pos_embed_frame0,
-)
-from cegate_cli.errors import InputError
-from cegate_cli.backbone.hub import resolve_backbone
 from hub_repos import (
     PRITHVI_DEPTH,
     PRITHVI_DIM,
@@ -33,15 +20,27 @@ from hub_repos import (
     tiny_prithvi_config,
     torch_save_bytes,
 )
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from cegate_cli.backbone import load_pretrained
+from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.backbone.prithvi import (
+    HLS_BANDS,
+    PrithviConfig,
+    convert_prithvi_state_dict,
+    prithvi_vit,
+    sincos_pos_embed_frame0,
+)
+from cegate_cli.errors import InputError
 
 
 def prithvi_encoder_reference(state: dict[str, torch.Tensor], images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Prithvi's single-frame encoder forward written out from the original tensors, with no coordinates:
     (patch tokens after the Conv3d, final normalised tokens)."""
-    enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     video = images.unsqueeze(2)  # (B, C, T=1, H, W)
-    patches = F.conv3d(video, enc["patch_embed.proj.weight"], enc["patch_embed.proj.bias"],
-                       stride=(1, PRITHVI_PATCH, PRITHVI_PATCH))
+    patches = F.conv3d(video, enc["patch_embed.proj.weight"], enc["patch_embed.proj.bias"], stride=(1, PRITHVI_PATCH, PRITHVI_PATCH))
     tokens = patches.flatten(2).transpose(1, 2)  # (B, T*h*w, D), t slowest, then rows, then columns
     per_frame = tokens.shape[1]
     pos = enc["pos_embed"]
@@ -51,7 +50,7 @@ def prithvi_encoder_reference(state: dict[str, torch.Tensor], images: torch.Tens
     for index in range(PRITHVI_DEPTH):
         block = Block(PRITHVI_DIM, PRITHVI_HEADS, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
         prefix = f"blocks.{index}."
-        block.load_state_dict({k[len(prefix):]: v for k, v in enc.items() if k.startswith(prefix)})
+        block.load_state_dict({k[len(prefix) :]: v for k, v in enc.items() if k.startswith(prefix)})
         x = block.eval()(x)
     x = F.layer_norm(x, (PRITHVI_DIM,), enc["norm.weight"], enc["norm.bias"], eps=1e-5)
     return tokens, x

@@ -16,9 +16,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from data_rasters import write_tif
+from hub_repos import TINY_TL_REPO, TINY_TL_WEIGHTS, tiny_tl_checkpoint, tiny_tl_config, tiny_tl_repo
+from hubserver import HubStandIn
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.backbone.prithvi import HLS_BANDS, prithvi_vit
 from cegate_cli.backbone.prithvi_family import WEIGHT_FILES
 from cegate_cli.backbone.prithvi_tl import PrithviTLViT, SceneCoordinates
@@ -29,13 +33,9 @@ from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
 from cegate_cli.data.bands import match_bands
 from cegate_cli.data.scene_info import SceneInfo, read_scene_info
-from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.infra.record_fields import FieldTypeError
 from cegate_cli.pipelines.inference import MapOptions, load_for_inference
 from cegate_cli.predict.batch import PredictOptions, predict_many
-from cegate_cli.infra.record_fields import FieldTypeError
-from data_rasters import write_tif
-from hub_repos import TINY_TL_REPO, TINY_TL_WEIGHTS, tiny_tl_checkpoint, tiny_tl_config, tiny_tl_repo
-from hubserver import HubStandIn
 
 HLS_S30 = ("B02", "B03", "B04", "B8A", "B11", "B12")
 """How HLS S30 names the six bands Prithvi takes (blue, green, red, narrow NIR, SWIR 1, SWIR 2)."""
@@ -44,9 +44,7 @@ SIZE = 64
 UTM = "EPSG:32633"
 
 
-def hls_scene(
-    path: Path, seed: int, when: date | None, origin: tuple[float, float] | None, mask: Path | None = None
-) -> Path:
+def hls_scene(path: Path, seed: int, when: date | None, origin: tuple[float, float] | None, mask: Path | None = None) -> Path:
     """A 6-band HLS-like scene (reflectance x 10,000, int16) with water on the left, vegetation on
     the right; dated by an HLS-style SENSING_TIME tag and georeferenced in UTM 33N when asked."""
     rng = np.random.default_rng(seed)
@@ -218,8 +216,26 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
 
     data = labeled_folder(tmp_path / "data")
     run = tmp_path / "run"
-    flags = ["--backbone", "prithvi-eo-2-tiny", "--modules", "lora,adapter,earth,prompt", "--steps", "3", "--batch-size", "2",
-             "--crop", "32", "--fisher-samples", "2", "--select", "2", "--val-every", "3", "--device", "cpu"]
+    flags = [
+        "--backbone",
+        "prithvi-eo-2-tiny",
+        "--modules",
+        "lora,adapter,earth,prompt",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--crop",
+        "32",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "2",
+        "--val-every",
+        "3",
+        "--device",
+        "cpu",
+    ]
     adapted = runner.invoke(app, ["adapt", str(data), "-o", str(run), *flags])
     assert adapted.exit_code == 0, adapted.output
     manifest = json.loads((run / "run.json").read_text())
@@ -244,8 +260,9 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
     hls_scene(scenes / "undated.tif", 9, None, origin)
     hls_scene(scenes / "bare.tif", 9, None, None)
     maps = tmp_path / "maps"
-    predicted = runner.invoke(app, ["predict", str(run), str(scenes), "-o", str(maps), "--tile", "64", "--overlap", "16", "--probabilities",
-                                    "--vector", "none", "--device", "cpu"])
+    predicted = runner.invoke(
+        app, ["predict", str(run), str(scenes), "-o", str(maps), "--tile", "64", "--overlap", "16", "--probabilities", "--vector", "none", "--device", "cpu"]
+    )
     assert predicted.exit_code == 0, predicted.output
     shares = {name: probabilities(maps / f"{name}.probabilities.tif").astype(int) for name in ("spring", "autumn", "undated", "bare")}
     assert np.abs(shares["spring"] - shares["autumn"]).max() > 0  # another date, another map
@@ -255,13 +272,17 @@ def test_pull_adapt_inspect_predict_evaluate_through_the_cli(hub: HubStandIn, tm
     loaded = load_for_inference(run, MapOptions(device="cpu"))
     model_backbone = loaded.model.backbone
     assert isinstance(model_backbone, PrithviTLBackbone) and model_backbone.takes_scene_info
+
     def reference(coordinates: SceneCoordinates, out: Path) -> np.ndarray:
         model_backbone.coordinates = coordinates
         summary = predict_many(
-            loaded.model, [scenes / "spring.tif"], out, bands=lambda p: match_bands(loaded.manifest.bands, p),
-            stats=loaded.manifest.normalization, class_table=loaded.manifest.classes,
-            options=PredictOptions(tile=64, overlap=16, batch_size=MapOptions().batch_size,
-                                   multiple_of=16, probabilities=True),
+            loaded.model,
+            [scenes / "spring.tif"],
+            out,
+            bands=lambda p: match_bands(loaded.manifest.bands, p),
+            stats=loaded.manifest.normalization,
+            class_table=loaded.manifest.classes,
+            options=PredictOptions(tile=64, overlap=16, batch_size=MapOptions().batch_size, multiple_of=16, probabilities=True),
         )
         assert [o.status for o in summary.outcomes] == ["done"]
         return probabilities(out / "spring.probabilities.tif").astype(int)

@@ -124,8 +124,7 @@ def test_the_real_tiny_tl_checkpoint_layout_loads(shapes: str) -> None:
     assert len([k for k in layout if k.startswith("encoder.blocks.") and k.endswith("qkv.weight")]) == 12
     generator = torch.Generator().manual_seed(0)
     checkpoint = {
-        key: (torch.zeros(1).expand(shape) if key.startswith("decoder.") else 0.02 * torch.randn(shape, generator=generator))
-        for key, shape in layout.items()
+        key: (torch.zeros(1).expand(shape) if key.startswith("decoder.") else 0.02 * torch.randn(shape, generator=generator)) for key, shape in layout.items()
     }
     config = {k: v for k, v in REFERENCE["real_checkpoint"]["config"].items() if not k.startswith("decoder_")}
     config["num_frames"] = 1 if shapes == "shapes_one_frame" else 4
@@ -160,7 +159,12 @@ def test_scene_coordinates_are_checked_and_read_from_a_date() -> None:
     scene = SceneCoordinates.from_date(date(2020, 9, 1), 45.0, -120.0)
     assert (scene.year, scene.day_of_year) == (2020, 245)  # HLS names this day 2020245
     assert SceneCoordinates.from_date(None, 1.0, 2.0).has_time is False
-    for bad in (dict(year=2020), dict(latitude=3.0), dict(year=2020, day_of_year=0),
-                dict(latitude=91.0, longitude=0.0), dict(latitude=0.0, longitude=float("nan"))):
+    for bad in (
+        dict(year=2020),
+        dict(latitude=3.0),
+        dict(year=2020, day_of_year=0),
+        dict(latitude=91.0, longitude=0.0),
+        dict(latitude=0.0, longitude=float("nan")),
+    ):
         with pytest.raises(InputError):
             SceneCoordinates(**bad)  # type: ignore[arg-type]

@@ -12,17 +12,35 @@ import rasterio
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_families import EVA_ARCH, EVA_ARGS, eva
+from test_galileo_backbone import _labeled
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
 from cegate_cli.run import load_run
 from cegate_cli.toolbox.kinds import kind_spec
-from test_families import EVA_ARCH, EVA_ARGS, eva
-from test_galileo_backbone import _labeled
 
 ALL_FOUR = "lora,adapter,earth,prompt"
-TRAIN = ["--steps", "3", "--batch-size", "2", "--crop", "32", "--fisher-samples", "2", "--val-every", "3",
-         "--selection", "fisher", "--select", "1.0", "--decoder", "linear", "--device", "cpu"]
+TRAIN = [
+    "--steps",
+    "3",
+    "--batch-size",
+    "2",
+    "--crop",
+    "32",
+    "--fisher-samples",
+    "2",
+    "--val-every",
+    "3",
+    "--selection",
+    "fisher",
+    "--select",
+    "1.0",
+    "--decoder",
+    "linear",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +100,14 @@ def test_eva_adapts_with_prompts_then_predicts_and_evaluates(demo, tmp_path: Pat
     config = {"architecture": EVA_ARCH, "model_args": EVA_ARGS, "band_names": ["red", "green", "blue"]}
     (folder / "config.json").write_text(json.dumps(config))
     save_file({k: v.contiguous() for k, v in eva(seed=4).state_dict().items()}, str(folder / "model.safetensors"))
-    manifest = adapt_map_and_check(CliRunner(), demo.source_dir, demo.target_dir / "images", tmp_path / "run", tmp_path / "maps",
-                                   "--backbone", str(folder))
+    manifest = adapt_map_and_check(CliRunner(), demo.source_dir, demo.target_dir / "images", tmp_path / "run", tmp_path / "maps", "--backbone", str(folder))
     assert manifest["backbone"]["architecture"] == EVA_ARCH
 
 
 @pytest.mark.slow
 def test_galileo_adapts_with_prompts_then_predicts_and_evaluates(tmp_path: Path) -> None:
     data = _labeled(tmp_path / "data")
-    manifest = adapt_map_and_check(CliRunner(), data, data / "images", tmp_path / "run", tmp_path / "maps",
-                                   "--backbone", "galileo-nano", "--patch-size", "4", "--month", "5")
+    manifest = adapt_map_and_check(
+        CliRunner(), data, data / "images", tmp_path / "run", tmp_path / "maps", "--backbone", "galileo-nano", "--patch-size", "4", "--month", "5"
+    )
     assert manifest["backbone"]["architecture"] == "galileo-nano"

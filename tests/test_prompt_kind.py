@@ -10,6 +10,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from small_models import small_vit
+from test_families import eva
+from test_galileo_backbone import galileo
+from test_galileo_backbone import images as galileo_images
 from torch import nn
 from typer.testing import CliRunner
 
@@ -22,15 +26,11 @@ from cegate_cli.backbone.tiny import TINY_BANDS, build_tiny_vit
 from cegate_cli.backbone.vit import Backbone
 from cegate_cli.cli import app
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox.fisher import empirical_fisher
 from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
+from cegate_cli.toolbox.fisher import empirical_fisher
 from cegate_cli.toolbox.kinds import default_kind_names, kind_spec
 from cegate_cli.toolbox.prompt.layer import VisualPrompt
-from small_models import small_vit
-from test_families import eva
-from test_galileo_backbone import galileo
-from test_galileo_backbone import images as galileo_images
 
 EVERY_KIND = ("lora", "adapter", "earth", "prompt")
 
@@ -52,8 +52,19 @@ def clay() -> ClayBackbone:
 
 def prithvi_tl() -> Backbone:
     torch.manual_seed(0)
-    vit = PrithviTLViT(("time", "location"), True, img_size=32, patch_size=8, in_chans=6, embed_dim=32, depth=2, num_heads=2,
-                       dynamic_img_size=True, num_classes=0, global_pool="")
+    vit = PrithviTLViT(
+        ("time", "location"),
+        True,
+        img_size=32,
+        patch_size=8,
+        in_chans=6,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        dynamic_img_size=True,
+        num_classes=0,
+        global_pool="",
+    )
     return Backbone(vit)
 
 
@@ -227,4 +238,3 @@ def test_the_command_line_lists_the_option_and_the_kind() -> None:
     assert printed.exit_code == 0 and "prompt-tokens: 10" in printed.output
     shown = runner.invoke(app, ["adapt", "--help"], env={"COLUMNS": "250"})
     assert "--prompt-tokens" in shown.output and "lora, adapter, earth, prompt" in shown.output
-

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_repos import tiny_timm_repo
+from hubserver import HubStandIn
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app, main
-from hub_repos import tiny_timm_repo
-from hubserver import HubStandIn
 
 REPO = "someorg/tiny-vit"
 
@@ -59,9 +59,7 @@ def test_pull_errors_are_one_line_with_exit_code_2(hub: HubStandIn, capsys: pyte
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.strip() == (
-        "Error: backbone 'hf-hub:someorg/missing' not found on the Hub (check the name; private repos need HF_TOKEN)"
-    )
+    assert captured.err.strip() == ("Error: backbone 'hf-hub:someorg/missing' not found on the Hub (check the name; private repos need HF_TOKEN)")
 
 
 def test_pull_tiny_needs_nothing() -> None:
@@ -80,7 +78,10 @@ def test_pull_in_a_fresh_process_uses_hf_endpoint_and_hf_home(tmp_path: Path) ->
         env.update(HF_ENDPOINT=stand_in.endpoint, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
         done = subprocess.run(
             [sys.executable, "-m", "cegate_cli", "pull", f"hf-hub:{REPO}"],
-            env=env, capture_output=True, text=True, timeout=120,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert done.returncode == 0, done.stderr
         assert parse_rows(done.stdout)["revision"] == commit

@@ -22,9 +22,9 @@ from rasterio.transform import from_origin
 
 from cegate_cli.data.bands import band_names_of
 from cegate_cli.data.folder import discover_labeled
+from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError, DataFileNotFoundError
-from cegate_cli.data.metrics import evaluate_scene
 from cegate_cli.predict import vectorize_mask
 from cegate_cli.predict.engine import count_tiles
 
@@ -86,16 +86,12 @@ def test_every_reader_says_what_an_odd_file_really_is_before_opening_it(tmp_path
 def _scene_and_labels(root: Path, labels_transform: Any, labels_crs: str | None = "EPSG:32633") -> tuple[Path, Path]:
     """A labeled folder of one 16 x 16 scene on UTM_TRANSFORM, whose mask has `labels_transform`."""
     scene = write_scene(root / "images" / "a.tif", np.full((1, 16, 16), 100, np.uint16))
-    labels = write_scene(
-        root / "masks" / "a.tif", np.tile(np.array([0, 1], np.uint8), (16, 8)), crs=labels_crs, transform=labels_transform
-    )
+    labels = write_scene(root / "masks" / "a.tif", np.tile(np.array([0, 1], np.uint8), (16, 8)), crs=labels_crs, transform=labels_transform)
     return scene, labels
 
 
 @pytest.mark.parametrize("shift_pixels, same", [(0.001, True), (0.5, False)])
-def test_evaluate_and_the_labeled_folder_forgive_the_same_georeference_rounding(
-    tmp_path: Path, shift_pixels: float, same: bool
-) -> None:
+def test_evaluate_and_the_labeled_folder_forgive_the_same_georeference_rounding(tmp_path: Path, shift_pixels: float, same: bool) -> None:
     """One tolerance, a hundredth of a pixel: evaluate used to refuse any shift above 1e-6 pixel
     that the labeled folder (and so `adapt` and `evaluate` on a folder) had accepted."""
     shifted = from_origin(500000.0 + 10.0 * shift_pixels, 5000000.0, 10.0, 10.0)

@@ -53,12 +53,7 @@ def broken(page: Path, target: str) -> bool:
 
 
 def test_relative_links_resolve():
-    found = [
-        f"{page.relative_to(ROOT)}:{line}: {target}"
-        for page in PAGES
-        for line, target in relative_links(page)
-        if broken(page, target)
-    ]
+    found = [f"{page.relative_to(ROOT)}:{line}: {target}" for page in PAGES for line, target in relative_links(page) if broken(page, target)]
     assert not found, "links to missing files or headings:\n" + "\n".join(found)
 
 

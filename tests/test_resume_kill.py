@@ -18,15 +18,37 @@ from cegate_cli.data.synthetic import make_demo_dataset
 
 pytestmark = pytest.mark.slow  # real subprocesses (torchrun, kill, signals): the README's full run covers them
 
-ARGS = ["--backbone", "tiny", "--steps", "60", "--crop", "32", "--batch-size", "2", "--fisher-samples", "2",
-        "--select", "4", "--val-every", "20", "--save-every", "2", "--device", "cpu", "--seed", "5"]
+ARGS = [
+    "--backbone",
+    "tiny",
+    "--steps",
+    "60",
+    "--crop",
+    "32",
+    "--batch-size",
+    "2",
+    "--fisher-samples",
+    "2",
+    "--select",
+    "4",
+    "--val-every",
+    "20",
+    "--save-every",
+    "2",
+    "--device",
+    "cpu",
+    "--seed",
+    "5",
+]
 
 
 def _adapt(source: Path, out: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "cegate_cli", "adapt", str(source), "-o", str(out), *ARGS, *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
     )
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_folder_helpers import CLI_TRAIN, error_line, small_options
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import RunFolderError
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.run.state import read_state, write_state
-from run_folder_helpers import CLI_TRAIN, error_line, small_options
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,13 @@ def test_resume_never_unpickles_and_stays_bit_exact(demo, tmp_path: Path, monkey
 
 
 def test_state_writer_and_reader_are_a_matching_pair(tmp_path: Path) -> None:
-    state = {"step": 3, "history": [(1, 0.1), (2, float("nan"))], "nested": {"t": torch.arange(4.0), "none": None},
-             "scalar": torch.tensor(7.0), "rng": torch.random.get_rng_state()}
+    state = {
+        "step": 3,
+        "history": [(1, 0.1), (2, float("nan"))],
+        "nested": {"t": torch.arange(4.0), "none": None},
+        "scalar": torch.tensor(7.0),
+        "rng": torch.random.get_rng_state(),
+    }
     write_state(tmp_path / "state", state)
     back = read_state(tmp_path / "state")
     assert back["step"] == 3 and back["history"][0] == [1, 0.1] and back["history"][1][1] != back["history"][1][1]

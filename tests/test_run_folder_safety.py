@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_folder_helpers import CLI_TRAIN, error_line, small_options, snapshot
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import RunFolderError
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.run import read_manifest
 from cegate_cli.run.lock import LOCK_NAME, RunLock
-from run_folder_helpers import CLI_TRAIN, error_line, small_options, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,12 @@ def complete_run(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "bad",
-    [["--crop", "63"], ["--select", "999"], ["--device", "tpu"],
-     pytest.param(["--device", "cuda"], marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA"))],
+    [
+        ["--crop", "63"],
+        ["--select", "999"],
+        ["--device", "tpu"],
+        pytest.param(["--device", "cuda"], marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
+    ],
     ids=["crop", "select", "device", "cuda"],
 )
 def test_overwrite_with_an_invalid_option_leaves_the_run_untouched(demo, complete_run: Path, tmp_path: Path, bad: list[str]) -> None:
@@ -50,15 +54,32 @@ def test_overwrite_with_an_invalid_option_leaves_the_run_untouched(demo, complet
     assert read_manifest(run).status == "complete"
 
 
-
 @pytest.mark.slow
 def test_a_second_adapt_into_a_busy_run_folder_is_refused(demo, tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "cegate_cli", "adapt", str(demo.source_dir), "-o", str(run), "--backbone", "tiny",
-            "--crop", "32", "--batch-size", "2", "--fisher-samples", "2", "--select", "3", "--device", "cpu"]
-    first = subprocess.Popen([*base, "--steps", "100000", "--val-every", "100000"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, env=env)
+    base = [
+        sys.executable,
+        "-m",
+        "cegate_cli",
+        "adapt",
+        str(demo.source_dir),
+        "-o",
+        str(run),
+        "--backbone",
+        "tiny",
+        "--crop",
+        "32",
+        "--batch-size",
+        "2",
+        "--fisher-samples",
+        "2",
+        "--select",
+        "3",
+        "--device",
+        "cpu",
+    ]
+    first = subprocess.Popen([*base, "--steps", "100000", "--val-every", "100000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
         deadline = time.monotonic() + 120
         while not (run / "run.json").exists() and first.poll() is None and time.monotonic() < deadline:
@@ -83,7 +104,6 @@ def test_the_run_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     holder.release()
     RunLock(tmp_path).acquire().release()
     assert (tmp_path / LOCK_NAME).is_file()
-
 
 
 def test_out_pointing_at_a_file_is_one_line(demo, tmp_path: Path) -> None:
@@ -129,9 +149,9 @@ def test_out_in_a_read_only_folder_for_real(demo, tmp_path: Path) -> None:
 def test_overwrite_puts_the_old_run_back_when_the_new_one_fails(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The old run is set aside, not deleted: a new run that fails mid-training (a full disk, a
     crash) leaves the old run exactly as it was; one that completes replaces it."""
-    from cegate_cli.train.supervised import SupervisedTrainer
-
     from dataclasses import replace
+
+    from cegate_cli.train.supervised import SupervisedTrainer
 
     run = tmp_path / "run"
     adapt(small_options(demo, run))

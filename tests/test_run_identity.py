@@ -8,14 +8,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from run_folder_helpers import error_line, small_options
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.cli import app
+from cegate_cli.pipelines.adapt import adapt
 from cegate_cli.run import read_manifest
-from run_folder_helpers import error_line, small_options
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,7 @@ def runs(demo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def _predict(run: Path, demo, out: Path):
     scene = sorted((demo.target_dir / "images").glob("*.tif"))[0]
-    return CliRunner().invoke(app, ["predict", str(run), str(scene), "-o", str(out), "--tile", "48", "--overlap", "8",
-                                    "--vector", "none", "--device", "cpu"])
+    return CliRunner().invoke(app, ["predict", str(run), str(scene), "-o", str(out), "--tile", "48", "--overlap", "8", "--vector", "none", "--device", "cpu"])
 
 
 def test_predict_and_evaluate_refuse_an_adapter_copied_from_another_run(demo, runs, tmp_path: Path) -> None:

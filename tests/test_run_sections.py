@@ -6,15 +6,16 @@ a value of the wrong type names its field."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from cegate_cli.backbone.galileo_options import GalileoInputs, GroupFill
 from cegate_cli.errors import RunFolderError
-from cegate_cli.run import read_manifest
 from cegate_cli.options.train import SelfTrainConfig
+from cegate_cli.run import read_manifest
 
 RECORDS = Path(__file__).resolve().parent / "run_records"
 
@@ -76,9 +77,7 @@ def test_the_sections_answer_by_attribute(tmp_path: Path) -> None:
         ("dacs", lambda d: d.update(adaptation=[]), "adaptation is not an object of fields"),
     ],
 )
-def test_a_wrong_value_in_a_section_names_the_field(
-    name: str, change: Callable[[dict], Any], expected: str, tmp_path: Path
-) -> None:
+def test_a_wrong_value_in_a_section_names_the_field(name: str, change: Callable[[dict], Any], expected: str, tmp_path: Path) -> None:
     data = _record(name)
     change(data)
     with pytest.raises(RunFolderError) as err:

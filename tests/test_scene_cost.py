@@ -13,17 +13,16 @@ import rasterio
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli.predict import scene_cost
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
-from cegate_cli.infra.capacity import MAX_BLOCK_BYTES, MAX_SCENE_PIXELS
 from cegate_cli.cli import app
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import DataError
+from cegate_cli.infra.capacity import MAX_BLOCK_BYTES, MAX_SCENE_PIXELS
 from cegate_cli.infra.progress import BatchProgress
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.predict import scene_cost
 
-TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
-                    fisher_samples=2, select="3", seed=0, device="cpu")
+TRAIN = TrainConfig(steps=2, batch_size=2, crop=32, warmup_steps=1, val_every=2, val_crops=2, save_every=2, fisher_samples=2, select="3", seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +33,18 @@ def run(demo_dataset, tmp_path_factory: pytest.TempPathFactory):
 
 def _declared(path: Path, width: int, height: int, **layout) -> Path:
     """A GeoTIFF that declares `width` x `height` x 4 bands but stores no block (sparse)."""
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 4, "dtype": "uint16", "compress": "deflate",
-               "sparse_ok": True, "crs": "EPSG:32633", "transform": from_origin(500000, 5000000, 1, 1), **layout}
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 4,
+        "dtype": "uint16",
+        "compress": "deflate",
+        "sparse_ok": True,
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000, 5000000, 1, 1),
+        **layout,
+    }
     with rasterio.open(path, "w", **profile):
         pass
     assert path.stat().st_size < 2_000_000  # the block index only (38,000 tiles of the largest)
@@ -66,9 +75,21 @@ def test_a_strip_gdal_reads_row_by_row_is_accepted(tmp_path: Path) -> None:
 
 def test_a_real_tiled_file_passes(tmp_path: Path) -> None:
     path = tmp_path / "tiled.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=600, height=600, count=4, dtype="uint16", tiled=True,
-                       blockxsize=256, blockysize=256, compress="deflate", crs="EPSG:32633",
-                       transform=from_origin(500000, 5000000, 1, 1)) as dataset:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=600,
+        height=600,
+        count=4,
+        dtype="uint16",
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 5000000, 1, 1),
+    ) as dataset:
         dataset.write(np.ones((4, 600, 600), np.uint16))
     with open_raster(path) as dataset:
         assert dataset.read(1, window=((300, 310), (300, 310))).sum() == 100
@@ -91,8 +112,10 @@ def test_predict_says_what_each_scene_costs_and_estimates_the_time(run, tmp_path
     demo, run_dir = run
     monkeypatch.setattr(scene_cost, "ESTIMATE_FROM_SECONDS", 0.0)  # the scenes here take a second, not minutes
     scenes = sorted((demo.target_dir / "images").glob("*.tif"))
-    result = CliRunner().invoke(app, ["predict", str(run_dir), *map(str, scenes), "-o", str(tmp_path / "maps"),
-                                      "--tile", "32", "--overlap", "8", "--batch-size", "1", "--vector", "none"])
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(run_dir), *map(str, scenes), "-o", str(tmp_path / "maps"), "--tile", "32", "--overlap", "8", "--batch-size", "1", "--vector", "none"],
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"scene 1/2 {scenes[0].name}: 64 x 64 px, 9 tiles of 32 px to map", result.output
@@ -118,8 +141,7 @@ def test_the_estimate_is_the_rate_of_the_first_batch() -> None:
     now = [100.0]
     sizes = [scene_cost.SceneSize(Path(f"s{i}.tif"), 20000, 20000) for i in range(12)]
     wrapped = scene_cost.announce(sizes, lambda size: 50, 512, seen)
-    assert seen.lines == ["12 scenes: 4,800.0 million px, 600 tiles of up to 512 px to map; the largest, s0.tif: "
-                          "20,000 x 20,000 px (400.0 million px)"]
+    assert seen.lines == ["12 scenes: 4,800.0 million px, 600 tiles of up to 512 px to map; the largest, s0.tif: 20,000 x 20,000 px (400.0 million px)"]
     assert isinstance(wrapped, scene_cost.RateEstimate)
     wrapped.clock = lambda: now[0]
     wrapped.file_started(Path("s0.tif"), 1, 12, 50)
@@ -128,5 +150,6 @@ def test_the_estimate_is_the_rate_of_the_first_batch() -> None:
     now[0] += 2.0
     wrapped.tiles_done(4)
     assert seen.tiles == 8
-    assert seen.lines[1:] == ["estimate: about 5 min for the 596 tiles left, at 2 tiles/s measured on the first batch "
-                              "(a rough figure: that batch includes the model's warm-up)"]
+    assert seen.lines[1:] == [
+        "estimate: about 5 min for the 596 tiles left, at 2 tiles/s measured on the first batch (a rough figure: that batch includes the model's warm-up)"
+    ]

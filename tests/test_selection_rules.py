@@ -9,13 +9,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cegate_cli.options.train import TrainConfig
 from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.run import read_manifest
-from cegate_cli.options.train import TrainConfig
 
 SMALL = TrainConfig(
-    steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=4, save_every=4,
-    fisher_samples=2, select="4", seed=3, reselect_every=2,
+    steps=4,
+    batch_size=2,
+    crop=32,
+    lr=2e-3,
+    warmup_steps=1,
+    val_every=2,
+    val_crops=4,
+    save_every=4,
+    fisher_samples=2,
+    select="4",
+    seed=3,
+    reselect_every=2,
 )
 
 
@@ -134,8 +144,13 @@ def test_only_modules_restricts_the_candidates_so_all_trains_exactly_them(demo, 
     """The oracle study's single-module runs (benchmarks/bench_real.py --oracle): `only_modules` with rule all."""
     from cegate_cli.errors import InputError
 
-    options = AdaptOptions(source=demo.source_dir, out=tmp_path / "one", backbone="tiny", only_modules=(("earth", 2),),
-                           train=replace(SMALL, selection="all", select="1", reselect_every=0))
+    options = AdaptOptions(
+        source=demo.source_dir,
+        out=tmp_path / "one",
+        backbone="tiny",
+        only_modules=(("earth", 2),),
+        train=replace(SMALL, selection="all", select="1", reselect_every=0),
+    )
     result = adapt(options)
     assert [s.selected for s in result.outcome.selections] == [[("earth", 2)]]
     assert {tuple(k) for k in read_manifest(tmp_path / "one").ever_selected} == {("earth", 2)}
@@ -146,8 +161,8 @@ def test_only_modules_restricts_the_candidates_so_all_trains_exactly_them(demo, 
 
 def test_random_cost_draws_only_from_the_blocks_fisher_cost_may_use(demo, tmp_path: Path) -> None:
     """The control for fisher-cost: the same blocks, chosen without scores (6 blocks: 3-5 hold 9 modules)."""
-    from cegate_cli.toolbox.fisher import within_cost_budget
     from cegate_cli.toolbox.config import ToolboxConfig
+    from cegate_cli.toolbox.fisher import within_cost_budget
 
     keys = [(kind, layer) for layer in range(6) for kind in ToolboxConfig().kinds]  # the default toolbox's 3 kinds
     assert {layer for _, layer in within_cost_budget(keys, 4, 6)} == {3, 4, 5}

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from selection_table import T_975, default_test, within_noise, gain_consistency, gain_means, groups, rank_correlations, single_gains  # noqa: E402
+from selection_table import T_975, default_test, gain_consistency, gain_means, groups, rank_correlations, single_gains, within_noise  # noqa: E402
 
 KINDS = ("lora", "adapter", "earth")
 
@@ -84,8 +84,15 @@ def test_gains_are_averaged_by_kind_and_by_block() -> None:
 
 def study_run(row: str, seed: int, select: str, steps: int = 300) -> dict:
     """One source-only run record of bench_real.py as selection_table.load hands it on."""
-    return {"row": row, "seed": seed, "setting": "naip", "backbone": "galileo-nano", "decoder": "linear-pixel",
-            "mode": "source-only", "train": {"steps": steps, "select": select}}
+    return {
+        "row": row,
+        "seed": seed,
+        "setting": "naip",
+        "backbone": "galileo-nano",
+        "decoder": "linear-pixel",
+        "mode": "source-only",
+        "train": {"steps": steps, "select": select},
+    }
 
 
 def test_the_head_alone_and_all_modules_pair_with_rules_run_at_another_select() -> None:
@@ -121,9 +128,14 @@ def test_the_default_test_counts_seeds_ahead_of_both_partners() -> None:
 def test_the_default_test_names_the_closest_rule_when_none_passes() -> None:
     by_rule = {"random": {0: 0.6, 1: 0.6}, "all": {0: 0.7, 1: 0.7}, "fisher-cost": {0: 0.65, 1: 0.71}, "none": {0: 0.5, 1: 0.5}}
     line = default_test(by_rule, [0, 1])
-    assert "passed by no rule; closest: Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 2 seeds, of all modules on 1)." in line
-    assert line.endswith("Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): "
-                         "Fisher, upper half of the blocks only (fisher-cost). Behind it beyond that noise: random selection, same k; frozen backbone + head.")
+    assert (
+        "passed by no rule; closest: Fisher, upper half of the blocks only (fisher-cost) (ahead of random selection on 2 of 2 seeds, of all modules on 1)."
+        in line
+    )
+    assert line.endswith(
+        "Within the seeds' noise of all modules (the paired difference's 95% interval contains zero): "
+        "Fisher, upper half of the blocks only (fisher-cost). Behind it beyond that noise: random selection, same k; frozen backbone + head."
+    )
     assert default_test({k: v for k, v in by_rule.items() if k != "all"}, [0, 1]) is None
 
 
@@ -143,5 +155,7 @@ def test_a_tie_is_a_paired_difference_whose_interval_contains_zero() -> None:
 
 def test_a_rule_clearly_above_all_modules_is_named_ahead_not_behind() -> None:
     by_rule = {"random": {0: 0.6, 1: 0.6, 2: 0.6}, "all": {0: 0.6, 1: 0.6, 2: 0.6}, "fisher-cost": {0: 0.70, 1: 0.71, 2: 0.70}}
-    assert default_test(by_rule, [0, 1, 2]).endswith("Within the seeds' noise of all modules (the paired difference's 95% interval "
-                                                     "contains zero): random selection, same k. Ahead of it beyond that noise: Fisher, upper half of the blocks only (fisher-cost).")
+    assert default_test(by_rule, [0, 1, 2]).endswith(
+        "Within the seeds' noise of all modules (the paired difference's 95% interval "
+        "contains zero): random selection, same k. Ahead of it beyond that noise: Fisher, upper half of the blocks only (fisher-cost)."
+    )

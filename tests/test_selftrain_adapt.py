@@ -13,17 +13,26 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.errors import DataError, InputError, RunFolderError
-from cegate_cli.toolbox.fisher import select_top
-from cegate_cli.run import read_manifest
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.run import read_manifest
 from cegate_cli.run.state import read_state
+from cegate_cli.toolbox.fisher import select_top
 
 SMALL = TrainConfig(
-    steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
-    fisher_samples=4, select="3", seed=5,
+    steps=4,
+    batch_size=2,
+    crop=32,
+    lr=2e-3,
+    warmup_steps=1,
+    val_every=2,
+    val_crops=2,
+    save_every=2,
+    fisher_samples=4,
+    select="3",
+    seed=5,
 )
 # A low threshold so the few-step teacher of a test has confident pixels to learn from.
 LOW = SelfTrainConfig(confidence=0.3, stats_every=2, schedule="joint")  # DACS from step 0; source-first: test_source_first.py
@@ -42,9 +51,7 @@ def dacs_run(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _dacs(demo, out: Path, **changes) -> AdaptOptions:
-    return AdaptOptions(
-        source=demo.source_dir, out=out, backbone="tiny", train=replace(SMALL, **changes), target=demo.target_dir, self_training=LOW
-    )
+    return AdaptOptions(source=demo.source_dir, out=out, backbone="tiny", train=replace(SMALL, **changes), target=demo.target_dir, self_training=LOW)
 
 
 def _from(demo, run: Path, out: Path, **changes) -> AdaptOptions:
@@ -99,8 +106,9 @@ def test_predict_and_inspect_read_self_trained_runs(demo, dacs_run: Path, tmp_pa
     runner = CliRunner()
     for run in (dacs_run, tmp_path / "cont"):
         out = tmp_path / f"maps-{run.name}"
-        mapped = runner.invoke(app, ["predict", str(run), str(demo.target_labels_dir / "images"), "-o", str(out), "--tile", "64",
-                                     "--overlap", "16", "--vector", "none"])
+        mapped = runner.invoke(
+            app, ["predict", str(run), str(demo.target_labels_dir / "images"), "-o", str(out), "--tile", "64", "--overlap", "16", "--vector", "none"]
+        )
         assert mapped.exit_code == 0, mapped.output
         masks = sorted(out.glob("*.mask.tif"))
         assert len(masks) == 1
@@ -180,8 +188,7 @@ def test_meaningless_combinations_are_refused(demo, dacs_run: Path, tmp_path: Pa
         adapt(replace(_from(demo, dacs_run, dacs_run), overwrite=True))
     assert read_manifest(dacs_run).status == "complete"
     runner = CliRunner()
-    result = runner.invoke(app, ["adapt", "--from", str(dacs_run), "--target", str(demo.target_dir), "-o", str(tmp_path / "y"),
-                                 "--backbone", "tiny"])
+    result = runner.invoke(app, ["adapt", "--from", str(dacs_run), "--target", str(demo.target_dir), "-o", str(tmp_path / "y"), "--backbone", "tiny"])
     assert result.exit_code == 2 and "--backbone" in result.output and "earlier run" in result.output
     result = runner.invoke(app, ["adapt", "-o", str(tmp_path / "y")])
     assert result.exit_code == 2 and "SOURCE" in result.output
@@ -192,8 +199,30 @@ def test_cli_source_plus_target(demo, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = runner.invoke(
         app,
-        ["adapt", str(demo.source_dir), "--target", str(demo.target_dir), "-o", str(out), "--backbone", "tiny", "--steps", "2",
-         "--crop", "32", "--batch-size", "2", "--fisher-samples", "2", "--select", "2", "--confidence", "0.5", "--ema", "0.9"],
+        [
+            "adapt",
+            str(demo.source_dir),
+            "--target",
+            str(demo.target_dir),
+            "-o",
+            str(out),
+            "--backbone",
+            "tiny",
+            "--steps",
+            "2",
+            "--crop",
+            "32",
+            "--batch-size",
+            "2",
+            "--fisher-samples",
+            "2",
+            "--select",
+            "2",
+            "--confidence",
+            "0.5",
+            "--ema",
+            "0.9",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "source+target" in result.output and "pseudo-labels at step" in result.output
@@ -201,9 +230,29 @@ def test_cli_source_plus_target(demo, tmp_path: Path) -> None:
     assert manifest.adaptation.self_training.confidence == 0.5 and manifest.adaptation.self_training.ema == 0.9
     continued = runner.invoke(
         app,
-        ["adapt", "--from", str(out), "--target", str(demo.target_dir), "-o", str(tmp_path / "cont"), "--steps", "2",
-         "--crop", "32", "--batch-size", "2", "--fisher-samples", "2", "--select", "1", "--confidence", "0.5",
-         "--target-norm", "source"],
+        [
+            "adapt",
+            "--from",
+            str(out),
+            "--target",
+            str(demo.target_dir),
+            "-o",
+            str(tmp_path / "cont"),
+            "--steps",
+            "2",
+            "--crop",
+            "32",
+            "--batch-size",
+            "2",
+            "--fisher-samples",
+            "2",
+            "--select",
+            "1",
+            "--confidence",
+            "0.5",
+            "--target-norm",
+            "source",
+        ],
     )
     assert continued.exit_code == 0, continued.output
     assert "(target)" in continued.output

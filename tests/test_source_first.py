@@ -10,16 +10,25 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
-from cegate_cli.run import read_manifest
-from cegate_cli.train import guard
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.run import read_manifest
 from cegate_cli.run.state import read_state
+from cegate_cli.train import guard
 
 SMALL = TrainConfig(
-    steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2,
-    fisher_samples=4, select="3", seed=5,
+    steps=4,
+    batch_size=2,
+    crop=32,
+    lr=2e-3,
+    warmup_steps=1,
+    val_every=2,
+    val_crops=2,
+    save_every=2,
+    fisher_samples=4,
+    select="3",
+    seed=5,
 )
 FIRST = SelfTrainConfig(confidence=0.3, stats_every=1, adapt_steps=3)
 
@@ -37,9 +46,7 @@ def source_only(demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _first(demo, out: Path, **changes) -> AdaptOptions:
-    return AdaptOptions(
-        source=demo.source_dir, out=out, backbone="tiny", train=SMALL, target=demo.target_dir, self_training=replace(FIRST, **changes)
-    )
+    return AdaptOptions(source=demo.source_dir, out=out, backbone="tiny", train=SMALL, target=demo.target_dir, self_training=replace(FIRST, **changes))
 
 
 def _equal(a: Path, b: Path) -> bool:
@@ -47,9 +54,7 @@ def _equal(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-def test_the_source_phase_is_the_source_only_run_and_the_guard_can_keep_it(
-    demo, source_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_source_phase_is_the_source_only_run_and_the_guard_can_keep_it(demo, source_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(guard, "SOURCE_DROP", -1.0)  # any source validation "falls": the guard must keep the source model
     result = adapt(_first(demo, tmp_path / "run"))
     manifest = read_manifest(tmp_path / "run")
@@ -125,5 +130,4 @@ def test_the_guard_reads_a_vanished_class_and_a_forgotten_source() -> None:
     assert rare.kept == "adapted"
     forgot = guard.judge((0.5, 0.4, 0.1), (0.5, 0.4, 0.1), 0.9, 0.60, 0.50, names)
     assert forgot.kept == "source" and "0.600 to 0.500" in forgot.reasons[0]
-    assert guard.GuardVerdict.from_dict(vanished.to_dict()) == replace(vanished, source_shares=(0.5, 0.4, 0.1),
-                                                                         adapted_shares=(0.55, 0.42, 0.03))
+    assert guard.GuardVerdict.from_dict(vanished.to_dict()) == replace(vanished, source_shares=(0.5, 0.4, 0.1), adapted_shares=(0.55, 0.42, 0.03))

@@ -13,14 +13,14 @@ import rasterio
 from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
-from cegate_cli.pipelines.adapt import AdaptOptions, adapt
 from cegate_cli.cli import app
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.stac import read_item, scene_name
 from cegate_cli.data.synthetic import make_demo_dataset
 from cegate_cli.errors import DataError, DataFileNotFoundError
-from cegate_cli.run import read_manifest
 from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, adapt
+from cegate_cli.run import read_manifest
 
 pytest.importorskip("pystac")  # a test dependency only: the items are built with it, cegate reads them without
 
@@ -108,7 +108,11 @@ def test_stac_1_1_bands_field_and_remote_hrefs_through_vsicurl(data, tmp_path: P
     served = tmp_path / "served"
     with serving(served) as base:
         item = item_over_bands(
-            stack, tmp_path / "remote.json", "remote", stac11=True, asset_folder=served,
+            stack,
+            tmp_path / "remote.json",
+            "remote",
+            stac11=True,
+            asset_folder=served,
             href_of=lambda path: f"{base}/{path.name}",
         )
         bands = read_item(item).bands
@@ -122,8 +126,9 @@ def test_stac_1_1_bands_field_and_remote_hrefs_through_vsicurl(data, tmp_path: P
     # skip sidecars for the remote URLs alone, not for every file of the process.
     local = tmp_path / "local.tif"
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False):
-        with rasterio.open(local, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32633",
-                           transform=from_origin(500000, 5000000, 1, 1)) as dst:
+        with rasterio.open(
+            local, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:32633", transform=from_origin(500000, 5000000, 1, 1)
+        ) as dst:
             dst.write(np.ones((1, 8, 8), np.uint8))
             dst.write_mask(np.pad(np.full((8, 4), 255, np.uint8), ((0, 0), (0, 4))))
     assert (tmp_path / "local.tif.msk").is_file()
@@ -132,15 +137,33 @@ def test_stac_1_1_bands_field_and_remote_hrefs_through_vsicurl(data, tmp_path: P
 
 
 def _single_band(path: Path, values: np.ndarray, pixel: float, *, crs: str = "EPSG:32633", origin=(500000.0, 5000000.0)) -> None:
-    profile = {"driver": "GTiff", "height": values.shape[0], "width": values.shape[1], "count": 1, "dtype": values.dtype.name,
-               "crs": crs, "transform": from_origin(*origin, pixel, pixel)}
+    profile = {
+        "driver": "GTiff",
+        "height": values.shape[0],
+        "width": values.shape[1],
+        "count": 1,
+        "dtype": values.dtype.name,
+        "crs": crs,
+        "transform": from_origin(*origin, pixel, pixel),
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(values, 1)
 
 
 def _item(path: Path, assets: dict[str, dict]) -> Path:
-    path.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": path.stem, "geometry": None,
-                                "properties": {"datetime": "2023-01-02T00:00:00Z"}, "links": [], "assets": assets}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "stac_version": "1.0.0",
+                "id": path.stem,
+                "geometry": None,
+                "properties": {"datetime": "2023-01-02T00:00:00Z"},
+                "links": [],
+                "assets": assets,
+            }
+        )
+    )
     return path
 
 
@@ -149,11 +172,14 @@ def test_coarser_bands_on_the_same_extent_are_resampled_onto_the_finest_grid(tmp
     coarse = np.arange(20 * 20, dtype=np.uint16).reshape(20, 20) + 7
     _single_band(tmp_path / "red.tif", fine, 10.0)
     _single_band(tmp_path / "swir.tif", coarse, 20.0)
-    item = _item(tmp_path / "s2.json", {
-        "B04": {"href": "red.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"name": "B04", "common_name": "red"}]},
-        "B11": {"href": "swir.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"name": "B11", "common_name": "swir16"}]},
-        "thumbnail": {"href": "missing.jpg", "type": "image/jpeg", "roles": ["thumbnail"]},
-    })
+    item = _item(
+        tmp_path / "s2.json",
+        {
+            "B04": {"href": "red.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"name": "B04", "common_name": "red"}]},
+            "B11": {"href": "swir.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"name": "B11", "common_name": "swir16"}]},
+            "thumbnail": {"href": "missing.jpg", "type": "image/jpeg", "roles": ["thumbnail"]},
+        },
+    )
     with open_raster(item) as ds:
         assert ds.descriptions == ("red", "swir_1") and ds.shape == (40, 40) and ds.transform.a == 10.0
         assert np.array_equal(ds.read(1), fine)
@@ -163,10 +189,13 @@ def test_coarser_bands_on_the_same_extent_are_resampled_onto_the_finest_grid(tmp
 def test_assets_on_different_grids_are_one_clear_error(tmp_path: Path) -> None:
     _single_band(tmp_path / "red.tif", np.ones((30, 30), np.uint16), 10.0)
     _single_band(tmp_path / "nir.tif", np.ones((30, 30), np.uint16), 10.0, origin=(500300.0, 5000000.0))
-    item = _item(tmp_path / "shifted.json", {
-        "red": {"href": "red.tif", "eo:bands": [{"name": "red"}]},
-        "nir": {"href": "nir.tif", "eo:bands": [{"name": "nir"}]},
-    })
+    item = _item(
+        tmp_path / "shifted.json",
+        {
+            "red": {"href": "red.tif", "eo:bands": [{"name": "red"}]},
+            "nir": {"href": "nir.tif", "eo:bands": [{"name": "nir"}]},
+        },
+    )
     with pytest.raises(DataError) as caught:
         open_raster(item)
     message = str(caught.value)
@@ -176,14 +205,30 @@ def test_assets_on_different_grids_are_one_clear_error(tmp_path: Path) -> None:
 
 def test_the_single_band_data_asset_wins_over_a_visual_composite(tmp_path: Path) -> None:
     _single_band(tmp_path / "red.tif", np.full((8, 8), 5, np.uint16), 10.0)
-    with rasterio.open(tmp_path / "visual.tif", "w", driver="GTiff", height=8, width=8, count=3, dtype="uint8",
-                       crs="EPSG:32633", transform=from_origin(500000.0, 5000000.0, 10.0, 10.0)) as dst:
+    with rasterio.open(
+        tmp_path / "visual.tif",
+        "w",
+        driver="GTiff",
+        height=8,
+        width=8,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000.0, 5000000.0, 10.0, 10.0),
+    ) as dst:
         dst.write(np.full((3, 8, 8), 200, np.uint8))
-    item = _item(tmp_path / "mixed.json", {
-        "visual": {"href": "visual.tif", "type": "image/tiff", "roles": ["visual"],
-                   "eo:bands": [{"name": "B04", "common_name": "red"}, {"name": "B03", "common_name": "green"}, {"name": "B02", "common_name": "blue"}]},
-        "red": {"href": "red.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"name": "B04", "common_name": "red"}]},
-    })
+    item = _item(
+        tmp_path / "mixed.json",
+        {
+            "visual": {
+                "href": "visual.tif",
+                "type": "image/tiff",
+                "roles": ["visual"],
+                "eo:bands": [{"name": "B04", "common_name": "red"}, {"name": "B03", "common_name": "green"}, {"name": "B02", "common_name": "blue"}],
+            },
+            "red": {"href": "red.tif", "type": "image/tiff", "roles": ["data"], "eo:bands": [{"name": "B04", "common_name": "red"}]},
+        },
+    )
     chosen = {band.name: (band.asset, band.band) for band in read_item(item).bands}
     assert chosen == {"blue": ("visual", 3), "green": ("visual", 2), "red": ("red", 1)}
     with open_raster(item) as ds:

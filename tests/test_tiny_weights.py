@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.tiny import TINY_INIT_SEED, build_tiny_vit, tiny_vit_args
 from cegate_cli.backbone.embedded import TINY_WEIGHTS
 from cegate_cli.backbone.hub import file_sha256
+from cegate_cli.backbone.tiny import TINY_INIT_SEED, build_tiny_vit, tiny_vit_args
 
 RECORD = TINY_WEIGHTS.with_suffix(".json")
 
@@ -31,8 +31,24 @@ def _load_script():  # tools/ is outside the package: the script that made the w
 pretrain_main = _load_script().main
 
 # A run small enough for a test: two domains of one 64 px scene, 32 and 64 px crops, two steps.
-SMALL = ["--steps", "2", "--batch-size", "4", "--crop-sizes", "32,64", "--domains", "2", "--scenes-per-domain", "1",
-         "--scene-size", "64", "--heldout-domains", "1", "--log-every", "1"]
+SMALL = [
+    "--steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--crop-sizes",
+    "32,64",
+    "--domains",
+    "2",
+    "--scenes-per-domain",
+    "1",
+    "--scene-size",
+    "64",
+    "--heldout-domains",
+    "1",
+    "--log-every",
+    "1",
+]
 
 
 def test_shipped_weights_load_strictly_into_the_architecture() -> None:

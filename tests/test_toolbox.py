@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
+from small_models import small_vit as shared_small_vit
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -30,7 +31,6 @@ from cegate_cli.toolbox import (
     parse_kinds,
     split_frequencies,
 )
-from small_models import small_vit as shared_small_vit
 
 CROP = (32, 48)  # 4 x 6 tokens with the tiny backbone's patch 8: small and not square
 
@@ -148,9 +148,7 @@ def test_lora_equals_peft_lora_with_the_same_a_and_b(rank: int, alpha: float) ->
     lora: LoRAQKV = toolbox.modules[("lora", 3)]  # type: ignore[assignment]
     dim = lora.dim
 
-    reference = inject_adapter_in_model(
-        LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q", "v"]), _QV(lora.base_layer, dim)
-    )
+    reference = inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q", "v"]), _QV(lora.base_layer, dim))
     with torch.no_grad():
         reference.q.lora_A["default"].weight.copy_(lora.lora_A_q)
         reference.q.lora_B["default"].weight.copy_(lora.lora_B_q)
@@ -295,9 +293,7 @@ def test_bypassed_modules_are_not_computed_and_get_no_gradient() -> None:
         grads = [p.grad for p in toolbox.modules[key].own_parameters()]
         assert all(g is not None for g in grads), key
         assert sum(float(g.abs().sum()) for g in grads) > 0, key
-    assert {id(p) for p in toolbox.trainable_parameters()} == {
-        id(p) for key in active for p in toolbox.modules[key].own_parameters()
-    }
+    assert {id(p) for p in toolbox.trainable_parameters()} == {id(p) for key in active for p in toolbox.modules[key].own_parameters()}
 
 
 def test_bypassed_parameters_are_off_the_graph_even_if_marked_trainable() -> None:

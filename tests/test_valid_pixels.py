@@ -21,9 +21,9 @@ from rasterio.windows import Window
 from cegate_cli.data.classes import ClassInfo, ClassTable
 from cegate_cli.data.crops import CropSampler, CropWindow
 from cegate_cli.data.folder import ImagePair
-from cegate_cli.data.windows import read_image_window
-from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.data.metrics import evaluate_scene
+from cegate_cli.data.stats import BandStats, compute_band_stats
+from cegate_cli.data.windows import read_image_window
 from cegate_cli.predict.engine import predict_scene
 from cegate_cli.predict.reader import SceneReader
 from cegate_cli.predict.tiling import plan_tiles
@@ -221,7 +221,13 @@ def test_the_alpha_band_read_as_data_is_said_once(tmp_path: Path) -> None:
 
     stats = BandStats(("r", "g", "b", "nir"), (100.0,) * 4, (10.0,) * 4)
     scene = predict_scene(
-        ConstantLogits([2.0, 0.0]), paths[0], tmp_path / "t0.mask.tif", band_indexes=(1, 2, 3, 4), stats=stats,
-        class_table=TABLE, tile=4, overlap=0,
+        ConstantLogits([2.0, 0.0]),
+        paths[0],
+        tmp_path / "t0.mask.tif",
+        band_indexes=(1, 2, 3, 4),
+        stats=stats,
+        class_table=TABLE,
+        tile=4,
+        overlap=0,
     )
     assert [w for w in scene.warnings if "alpha" in w] == [f"t0.tif: {said[0].split(': ', 1)[1]}"]

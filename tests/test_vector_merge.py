@@ -26,8 +26,12 @@ from cegate_cli.predict.vector_io import GeoPackageSink
 
 OPTIONS = PredictOptions(tile=64, overlap=16)
 CLASSES = ClassTable(
-    (ClassInfo(0, "water", (31, 120, 180)), ClassInfo(1, "forest", (51, 160, 44)), ClassInfo(2, "roads & <rails>", (227, 26, 28)),
-     ClassInfo(3, "bare soil", (253, 191, 111)))
+    (
+        ClassInfo(0, "water", (31, 120, 180)),
+        ClassInfo(1, "forest", (51, 160, 44)),
+        ClassInfo(2, "roads & <rails>", (227, 26, 28)),
+        ClassInfo(3, "bare soil", (253, 191, 111)),
+    )
 )
 ZONE_34 = from_origin(300000.0, 5000000.0, 10.0, 10.0)  # EPSG:32634, west of lon 21 E: next to the 33N scenes
 
@@ -43,8 +47,14 @@ def _scenes(folder: Path, names: list[str], crs: dict[str, str] | None = None) -
 def _run(scenes: list[Path], out: Path, fmt: str = "gpkg", merge: bool = True, **kwargs):
     kwargs.setdefault("options", OPTIONS)
     return predict_many(
-        kwargs.pop("model", pixel_model()), scenes, out, bands=(1, 2, 3), stats=band_stats(3), class_table=CLASSES,
-        vectors=VectorOptions(fmt=fmt, merge=merge), **kwargs,
+        kwargs.pop("model", pixel_model()),
+        scenes,
+        out,
+        bands=(1, 2, 3),
+        stats=band_stats(3),
+        class_table=CLASSES,
+        vectors=VectorOptions(fmt=fmt, merge=merge),
+        **kwargs,
     )
 
 
@@ -133,8 +143,7 @@ def test_every_polygon_file_has_the_masks_colours_as_a_qgis_style(tmp_path: Path
         gpkg = out / f"{name}.gpkg"
         with sqlite3.connect(gpkg) as db:
             rows = db.execute(
-                "SELECT f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, styleQML, useAsDefault "
-                "FROM layer_styles"
+                "SELECT f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, styleQML, useAsDefault FROM layer_styles"
             ).fetchall()
             registered = db.execute("SELECT data_type FROM gpkg_contents WHERE table_name = 'layer_styles'").fetchall()
             version = db.execute("PRAGMA user_version").fetchone()[0]

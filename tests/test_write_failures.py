@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
+from run_folder_helpers import CLI_TRAIN, error_line
 from typer.testing import CliRunner
 
 from cegate_cli.cli import app
 from cegate_cli.run import read_manifest
 from cegate_cli.run.state import read_state
-from run_folder_helpers import CLI_TRAIN, error_line
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +65,11 @@ def test_a_failing_weights_write_is_one_line(demo, tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.parametrize(("code", "fix"), [(errno.ENOSPC, "free disk space"), (errno.EROFS, "on a writable disk")])
-def test_predict_on_a_full_or_read_only_disk_is_one_line_without_errno(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     code: int, fix: str) -> None:
+def test_predict_on_a_full_or_read_only_disk_is_one_line_without_errno(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, fix: str) -> None:
+    from run_folder_helpers import small_options
+
     import cegate_cli.infra.atomic as atomic_module
     from cegate_cli.pipelines.adapt import adapt
-    from run_folder_helpers import small_options
 
     run = adapt(small_options(demo, tmp_path / "run")).run_dir
     out = tmp_path / "maps"

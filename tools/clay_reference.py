@@ -78,14 +78,21 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    Case("sentinel2", "sentinel-2-l2a",
-         ("blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"),
-         32, 10.0, ("2023-07-14T10:30:00", "2022-01-03T11:00:00"), ((48.85, 2.35), (-33.9, 18.4)), 1),
-    Case("sentinel2_subset", "sentinel-2-l2a", ("nir", "red", "green", "swir16"), 16, 20.0,
-         ("2021-04-20T10:00:00",), ((61.2, -149.9),), 2),
+    Case(
+        "sentinel2",
+        "sentinel-2-l2a",
+        ("blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"),
+        32,
+        10.0,
+        ("2023-07-14T10:30:00", "2022-01-03T11:00:00"),
+        ((48.85, 2.35), (-33.9, 18.4)),
+        1,
+    ),
+    Case("sentinel2_subset", "sentinel-2-l2a", ("nir", "red", "green", "swir16"), 16, 20.0, ("2021-04-20T10:00:00",), ((61.2, -149.9),), 2),
     Case("naip", "naip", ("red", "green", "blue", "nir"), 24, 0.6, ("2021-06-01T00:00:00",), ((39.0, -76.5),), 3),
-    Case("landsat", "landsat-c2l2-sr", ("red", "green", "blue", "nir08", "swir16", "swir22"), 16, 30.0,
-         ("2020-09-09T15:45:00", None), ((35.7, 139.7), None), 4),
+    Case(
+        "landsat", "landsat-c2l2-sr", ("red", "green", "blue", "nir08", "swir16", "swir22"), 16, 30.0, ("2020-09-09T15:45:00", None), ((35.7, 139.7), None), 4
+    ),
     Case("sentinel1", "sentinel-1-rtc", ("vv", "vh"), 16, 10.0, ("2019-12-31T05:00:00",), ((0.0, -60.0),), 5),
 )
 LARGE_CASE = Case("large", "sentinel-2-l2a", CASES[0].bands, 16, 10.0, ("2023-07-14T10:30:00",), ((48.85, 2.35),), 6)
@@ -165,10 +172,7 @@ def run_case(encoder: Any, case: Case, metadata: dict[str, Any], blocks: Sequenc
     layers = encoder.transformer.layers
     wanted = range(len(layers)) if blocks is None else blocks
     captured: dict[int, torch.Tensor] = {}
-    handles = [
-        layers[i][1].register_forward_hook(lambda _m, args, out, i=i: captured.__setitem__(i, (args[0] + out).detach().clone()))
-        for i in wanted
-    ]
+    handles = [layers[i][1].register_forward_hook(lambda _m, args, out, i=i: captured.__setitem__(i, (args[0] + out).detach().clone())) for i in wanted]
     with torch.no_grad():
         patches, _ = encoder.to_patch_embed(cube["pixels"], cube["waves"])
         embedded = encoder.add_encodings(patches, cube["time"], cube["latlon"], cube["gsd"])
@@ -194,10 +198,7 @@ def platform_values(metadata: dict[str, Any]) -> dict[str, Any]:
         bands = entry["bands"]
         values[name] = {
             "gsd": float(entry["gsd"]),
-            "bands": [
-                [band, float(bands["wavelength"][band]), float(bands["mean"][band]), float(bands["std"][band])]
-                for band in entry["band_order"]
-            ],
+            "bands": [[band, float(bands["wavelength"][band]), float(bands["mean"][band]), float(bands["std"][band])] for band in entry["band_order"]],
         }
     return values
 

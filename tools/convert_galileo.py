@@ -17,8 +17,8 @@ import hashlib
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from safetensors.torch import save_file
 
@@ -41,8 +41,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def convert(encoder: Path, config: Path, normalization: Path, out: Path, name: str, license_path: Path,
-            source_folder: str) -> dict[str, object]:
+def convert(encoder: Path, config: Path, normalization: Path, out: Path, name: str, license_path: Path, source_folder: str) -> dict[str, object]:
     """Write the three files; return the record written as <name>.json."""
     authors_config = json.loads(config.read_text(encoding="utf-8"))
     model_config = GalileoConfig.from_authors_config(authors_config, str(config))
@@ -56,8 +55,7 @@ def convert(encoder: Path, config: Path, normalization: Path, out: Path, name: s
     shutil.copyfile(license_path, out / f"{name}.LICENSE")
     record: dict[str, object] = {
         "format": FORMAT,
-        "what": "Galileo encoder (Tseng et al., ICML 2025), pretrained by its authors; loaded by "
-                "cegate_cli.backbone.galileo.load_galileo.",
+        "what": "Galileo encoder (Tseng et al., ICML 2025), pretrained by its authors; loaded by cegate_cli.backbone.galileo.load_galileo.",
         "architecture": "galileo_encoder",
         "model": {"encoder": authors_config["model"]["encoder"]},
         "bands": list(SPACE_TIME_BANDS),

@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from cegate_cli.infra.atomic import atomic_path, write_json_atomic
+from cegate_cli.backbone.hub import file_sha256
 from cegate_cli.backbone.tiny import TINY_ARCHITECTURE, TINY_BANDS, tiny_vit_args
 from cegate_cli.backbone.vit import evenly_spaced_layers
 from cegate_cli.data.synthetic import DEMO_CLASSES, MASK_NODATA, NODATA, DomainStyle, render_scene
 from cegate_cli.errors import InputError
-from cegate_cli.backbone.hub import file_sha256
+from cegate_cli.infra.atomic import atomic_path, write_json_atomic
 
 FORMAT = "cegate-tiny-pretrain/1"
 SCENE_NAMESPACE = 0x7E1A  # scene seeds: SeedSequence([seed, SCENE_NAMESPACE, domain, scene]); the demo uses [seed, group, i]
@@ -92,9 +92,7 @@ class PretrainConfig:
             raise InputError(f"--mask-ratio {self.mask_ratio} must be between 0 and 1 (exclusive), e.g. 0.75")
         bad = [c for c in self.crop_sizes if c % patch or c < patch or c > self.scene_size]
         if bad:
-            raise InputError(
-                f"--crop-sizes {bad} must be multiples of the patch size {patch} no larger than --scene-size {self.scene_size}"
-            )
+            raise InputError(f"--crop-sizes {bad} must be multiples of the patch size {patch} no larger than --scene-size {self.scene_size}")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -186,10 +184,7 @@ def build_domains(config: PretrainConfig, first: int, count: int) -> list[Domain
     for index in range(first, first + count):
         style_rng = np.random.default_rng(np.random.SeedSequence([config.seed, SCENE_NAMESPACE, index, 0]))
         style = random_style(style_rng)
-        rendered = [
-            render_styled(config.scene_size, style, _scene_seed(config.seed, index, scene))
-            for scene in range(config.scenes_per_domain)
-        ]
+        rendered = [render_styled(config.scene_size, style, _scene_seed(config.seed, index, scene)) for scene in range(config.scenes_per_domain)]
         images = np.stack([r[0] for r in rendered])
         labels = np.stack([r[1] for r in rendered])
         valid = images[:, 0] != NODATA
@@ -203,9 +198,7 @@ def _scene_seed(seed: int, domain: int, scene: int) -> int:
     return int(np.random.SeedSequence([seed, SCENE_NAMESPACE, domain, scene + 1]).generate_state(1)[0])
 
 
-def sample_batch(
-    domains: Sequence[Domain], rng: np.random.Generator, count: int, crop: int, mismatch_prob: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(domains: Sequence[Domain], rng: np.random.Generator, count: int, crop: int, mismatch_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised crops (count, 4, crop, crop) with 0 at nodata, and labels (count, crop, crop) int64."""
     images = np.zeros((count, 4, crop, crop), np.float32)
     labels = np.full((count, crop, crop), MASK_NODATA, np.int64)
@@ -255,9 +248,7 @@ class PretrainHeads(nn.Module):
         self.decoder_embed = nn.Linear(dim, config.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_dim))
         nn.init.normal_(self.mask_token, std=0.02)
-        self.decoder_blocks = nn.ModuleList(
-            Block(config.decoder_dim, num_heads=4, mlp_ratio=4.0, qkv_bias=True) for _ in range(config.decoder_depth)
-        )
+        self.decoder_blocks = nn.ModuleList(Block(config.decoder_dim, num_heads=4, mlp_ratio=4.0, qkv_bias=True) for _ in range(config.decoder_depth))
         self.decoder_norm = nn.LayerNorm(config.decoder_dim)
         self.decoder_pred = nn.Linear(config.decoder_dim, self.patch * self.patch * channels)
         self.level_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in self.levels)
@@ -282,9 +273,7 @@ def embed(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
     return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
 
 
-def mae_loss(
-    vit: VisionTransformer, heads: PretrainHeads, images: torch.Tensor, mask_ratio: float, generator: torch.Generator
-) -> torch.Tensor:
+def mae_loss(vit: VisionTransformer, heads: PretrainHeads, images: torch.Tensor, mask_ratio: float, generator: torch.Generator) -> torch.Tensor:
     """Reconstruction error of the hidden patches, over patches without nodata."""
     b, _, h, w = images.shape
     grid = (h // heads.patch, w // heads.patch)
@@ -563,9 +552,18 @@ def parse_args(argv: Sequence[str]) -> tuple[Path, PretrainConfig, int]:
     except ValueError:
         raise InputError(f"--crop-sizes {args.crop_sizes!r}: give whole numbers separated by commas, e.g. 64,96") from None
     config = PretrainConfig(
-        seed=args.seed, steps=args.steps, batch_size=args.batch_size, crop_sizes=crops, domains=args.domains,
-        scenes_per_domain=args.scenes_per_domain, scene_size=args.scene_size, heldout_domains=args.heldout_domains,
-        mask_ratio=args.mask_ratio, supervised_weight=args.supervised_weight, lr=args.lr, threads=args.threads,
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop_sizes=crops,
+        domains=args.domains,
+        scenes_per_domain=args.scenes_per_domain,
+        scene_size=args.scene_size,
+        heldout_domains=args.heldout_domains,
+        mask_ratio=args.mask_ratio,
+        supervised_weight=args.supervised_weight,
+        lr=args.lr,
+        threads=args.threads,
     )
     config.check()
     return args.out, config, max(1, args.log_every)

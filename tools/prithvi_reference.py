@@ -33,9 +33,9 @@ import importlib.util
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
 
 import torch
 from safetensors.torch import save_file
@@ -131,8 +131,7 @@ def build(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     module = load_authors_module(args.prithvi_mae)
-    source_file = args.prithvi_mae if args.prithvi_mae.is_file() else (
-        args.prithvi_mae / "terratorch" / "models" / "backbones" / "prithvi_mae.py")
+    source_file = args.prithvi_mae if args.prithvi_mae.is_file() else (args.prithvi_mae / "terratorch" / "models" / "backbones" / "prithvi_mae.py")
     config = dict(TINY_TL, depth=args.depth)
     torch.manual_seed(args.seed)
     encoder = module.PrithviViT(**config).eval()
@@ -154,7 +153,7 @@ def build(argv: Sequence[str] | None = None) -> int:
             variants += [("time", temporal, None), ("location", None, location)]
         for label, time_coords, place_coords in variants:
             captured: list[torch.Tensor] = []
-            hook = encoder.blocks[-1].register_forward_hook(lambda _m, _i, out: captured.append(out.detach().clone()))
+            hook = encoder.blocks[-1].register_forward_hook(lambda _m, _i, out, captured=captured: captured.append(out.detach().clone()))
             with torch.no_grad():
                 features = encoder.forward_features(normalise(raw), time_coords, place_coords)
             hook.remove()
@@ -162,8 +161,9 @@ def build(argv: Sequence[str] | None = None) -> int:
             outputs[f"{name}.final"] = features[-1].contiguous()
             if size != "224":  # kept small: the 224 tokens are 150 kB a tensor
                 outputs[f"{name}.last_block"] = captured[0].contiguous()
-            cases.append({"name": name, "size": size, "height": height, "width": width,
-                          "temporal": time_coords is not None, "location": place_coords is not None})
+            cases.append(
+                {"name": name, "size": size, "height": height, "width": width, "temporal": time_coords is not None, "location": place_coords is not None}
+            )
 
     weights = {f"encoder.{key}": value.detach().half().contiguous() for key, value in encoder.state_dict().items()}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +172,7 @@ def build(argv: Sequence[str] | None = None) -> int:
     save_file(outputs, str(args.out / "outputs.safetensors"), metadata={"format": FORMAT})
     record = {
         "format": FORMAT,
-        "what": "Random-weight Prithvi-EO-2.0 tiny-TL encoder run by the authors' PrithviViT.forward_features; "
-                "regenerate with tools/prithvi_reference.py.",
+        "what": "Random-weight Prithvi-EO-2.0 tiny-TL encoder run by the authors' PrithviViT.forward_features; regenerate with tools/prithvi_reference.py.",
         "source": SOURCE,
         "source_sha256": hashlib.sha256(source_file.read_bytes()).hexdigest(),
         "torch": torch.__version__,

@@ -367,7 +367,7 @@ def authors_key(own: str) -> str:
 def own_key(authors: str) -> str | None:
     """The authors' parameter name -> cegate's; None for a transformer name cegate has no place for."""
     if authors.startswith("transformer.norm."):
-        return authors[len("transformer."):]
+        return authors[len("transformer.") :]
     match = _AUTHORS_BLOCK.match(authors)
     if match:
         for mine, theirs in _BLOCK_KEYS:
@@ -403,9 +403,7 @@ def load_authors_state(encoder: ClayEncoder, state: Mapping[str, torch.Tensor], 
         "unexpected": [key for key in state if key not in expected],
     }
     if any(groups.values()):
-        raise InputError(
-            f"weights '{source}' do not fit the Clay encoder ({encoder.config.describe()}): {describe_key_problems(groups)}"
-        )
+        raise InputError(f"weights '{source}' do not fit the Clay encoder ({encoder.config.describe()}): {describe_key_problems(groups)}")
     own = {own_key(key): value for key, value in state.items()}
     encoder.load_state_dict(own, strict=True)  # type: ignore[arg-type]
 
@@ -415,7 +413,7 @@ def encoder_state(checkpoint: Mapping[str, Any], source: str) -> dict[str, torch
     prefix removed) or from a file that holds the encoder's keys alone."""
     nested = checkpoint.get("state_dict")
     state = nested if isinstance(nested, Mapping) else checkpoint
-    encoder = {key[len(CHECKPOINT_PREFIX):]: value for key, value in state.items() if key.startswith(CHECKPOINT_PREFIX)}
+    encoder = {key[len(CHECKPOINT_PREFIX) :]: value for key, value in state.items() if key.startswith(CHECKPOINT_PREFIX)}
     if not encoder and "cls_token" in state and any(key.startswith("patch_embedding.") for key in state):
         encoder = dict(state)
     if not encoder:

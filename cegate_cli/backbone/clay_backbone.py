@@ -163,9 +163,7 @@ class PretrainedClay:
         recorded = tuple(band.band for band in inputs.bands)
         if recorded != tuple(bands):
             raise InputError(f"Clay inputs were settled for the bands {', '.join(recorded)}, not {', '.join(bands)}")
-        backbone = ClayBackbone(
-            self.encoder, bands, platform_named(inputs.platform), run_conditions(inputs), wavelengths_um=inputs.wavelengths_um
-        )
+        backbone = ClayBackbone(self.encoder, bands, platform_named(inputs.platform), run_conditions(inputs), wavelengths_um=inputs.wavelengths_um)
         known = self.band_names
         return backbone, BandMapping(tuple(bands), tuple(known.index(band.name) for band in backbone.table))
 
@@ -182,9 +180,7 @@ def architecture_name(encoder: ClayEncoder) -> str:
     """`clay-v1.5` or `clay-v1-base` for the published sizes, else `clay-<authors' size>`."""
     config = encoder.config
     for name, size in AUTHORS_SIZES.items():
-        if (size.dim, size.depth, size.heads, size.dim_head, size.mlp_ratio) == (
-            config.dim, config.depth, config.heads, config.dim_head, config.mlp_ratio
-        ):
+        if (size.dim, size.depth, size.heads, size.dim_head, size.mlp_ratio) == (config.dim, config.depth, config.heads, config.dim_head, config.mlp_ratio):
             return _RELEASES.get(name, f"clay-{name}")
     return f"clay-{config.dim}x{config.depth}"
 

@@ -48,41 +48,84 @@ class ClayPlatform:
 
 
 def _platform(name: str, gsd_m: float, rows: Sequence[tuple[str, float, float, float]]) -> ClayPlatform:
-    return ClayPlatform(
-        name, gsd_m, tuple(ClayBand(canonical_band_name(b), b, wave, mean, std) for b, wave, mean, std in rows)
-    )
+    return ClayPlatform(name, gsd_m, tuple(ClayBand(canonical_band_name(b), b, wave, mean, std) for b, wave, mean, std in rows))
 
 
 # (authors' band name, centre wavelength in um, mean, std), in the authors' band order.
 PLATFORMS: tuple[ClayPlatform, ...] = (
-    _platform("sentinel-2-l2a", 10.0, (
-        ("blue", 0.493, 1105.0, 1809.0), ("green", 0.56, 1355.0, 1757.0), ("red", 0.665, 1552.0, 1888.0),
-        ("rededge1", 0.704, 1887.0, 1870.0), ("rededge2", 0.74, 2422.0, 1732.0), ("rededge3", 0.783, 2630.0, 1697.0),
-        ("nir", 0.842, 2743.0, 1742.0), ("nir08", 0.865, 2785.0, 1648.0), ("swir16", 1.61, 2388.0, 1470.0),
-        ("swir22", 2.19, 1835.0, 1379.0),
-    )),
-    _platform("landsat-c2l2-sr", 30.0, (
-        ("red", 0.65, 13705.0, 9578.0), ("green", 0.56, 13310.0, 9408.0), ("blue", 0.48, 12474.0, 10144.0),
-        ("nir08", 0.86, 17801.0, 8277.0), ("swir16", 1.6, 14615.0, 5300.0), ("swir22", 2.2, 12701.0, 4522.0),
-    )),
-    _platform("landsat-c2l1", 30.0, (
-        ("red", 0.65, 10678.0, 6025.0), ("green", 0.56, 10563.0, 5411.0), ("blue", 0.48, 11083.0, 5468.0),
-        ("nir08", 0.86, 14792.0, 6746.0), ("swir16", 1.6, 12276.0, 5897.0), ("swir22", 2.2, 10114.0, 4850.0),
-    )),
-    _platform("naip", 1.0, (
-        ("red", 0.65, 110.16, 47.23), ("green", 0.56, 115.41, 39.82), ("blue", 0.48, 98.15, 35.43),
-        ("nir", 0.842, 139.04, 49.86),
-    )),
-    _platform("linz", 0.5, (
-        ("red", 0.635, 89.96, 41.83), ("green", 0.555, 99.46, 36.96), ("blue", 0.465, 89.51, 31.45),
-    )),
+    _platform(
+        "sentinel-2-l2a",
+        10.0,
+        (
+            ("blue", 0.493, 1105.0, 1809.0),
+            ("green", 0.56, 1355.0, 1757.0),
+            ("red", 0.665, 1552.0, 1888.0),
+            ("rededge1", 0.704, 1887.0, 1870.0),
+            ("rededge2", 0.74, 2422.0, 1732.0),
+            ("rededge3", 0.783, 2630.0, 1697.0),
+            ("nir", 0.842, 2743.0, 1742.0),
+            ("nir08", 0.865, 2785.0, 1648.0),
+            ("swir16", 1.61, 2388.0, 1470.0),
+            ("swir22", 2.19, 1835.0, 1379.0),
+        ),
+    ),
+    _platform(
+        "landsat-c2l2-sr",
+        30.0,
+        (
+            ("red", 0.65, 13705.0, 9578.0),
+            ("green", 0.56, 13310.0, 9408.0),
+            ("blue", 0.48, 12474.0, 10144.0),
+            ("nir08", 0.86, 17801.0, 8277.0),
+            ("swir16", 1.6, 14615.0, 5300.0),
+            ("swir22", 2.2, 12701.0, 4522.0),
+        ),
+    ),
+    _platform(
+        "landsat-c2l1",
+        30.0,
+        (
+            ("red", 0.65, 10678.0, 6025.0),
+            ("green", 0.56, 10563.0, 5411.0),
+            ("blue", 0.48, 11083.0, 5468.0),
+            ("nir08", 0.86, 14792.0, 6746.0),
+            ("swir16", 1.6, 12276.0, 5897.0),
+            ("swir22", 2.2, 10114.0, 4850.0),
+        ),
+    ),
+    _platform(
+        "naip",
+        1.0,
+        (
+            ("red", 0.65, 110.16, 47.23),
+            ("green", 0.56, 115.41, 39.82),
+            ("blue", 0.48, 98.15, 35.43),
+            ("nir", 0.842, 139.04, 49.86),
+        ),
+    ),
+    _platform(
+        "linz",
+        0.5,
+        (
+            ("red", 0.635, 89.96, 41.83),
+            ("green", 0.555, 99.46, 36.96),
+            ("blue", 0.465, 89.51, 31.45),
+        ),
+    ),
     _platform("sentinel-1-rtc", 10.0, (("vv", 3.5, -12.113, 8.314), ("vh", 4.0, -18.673, 8.017))),
-    _platform("modis", 500.0, (
-        ("sur_refl_b01", 0.645, 1072.0, 1643.0), ("sur_refl_b02", 0.858, 1624.0, 1878.0),
-        ("sur_refl_b03", 0.469, 931.0, 1449.0), ("sur_refl_b04", 0.555, 1023.0, 1538.0),
-        ("sur_refl_b05", 1.24, 1599.0, 1763.0), ("sur_refl_b06", 1.64, 1404.0, 1618.0),
-        ("sur_refl_b07", 2.13, 1051.0, 1396.0),
-    )),
+    _platform(
+        "modis",
+        500.0,
+        (
+            ("sur_refl_b01", 0.645, 1072.0, 1643.0),
+            ("sur_refl_b02", 0.858, 1624.0, 1878.0),
+            ("sur_refl_b03", 0.469, 931.0, 1449.0),
+            ("sur_refl_b04", 0.555, 1023.0, 1538.0),
+            ("sur_refl_b05", 1.24, 1599.0, 1763.0),
+            ("sur_refl_b06", 1.64, 1404.0, 1618.0),
+            ("sur_refl_b07", 2.13, 1051.0, 1396.0),
+        ),
+    ),
 )
 PLATFORM_NAMES: tuple[str, ...] = tuple(platform.name for platform in PLATFORMS)
 
@@ -132,7 +175,5 @@ def band_table(bands: Sequence[str], platform: ClayPlatform) -> tuple[ClayBand, 
     found = [platform.band(name) for name in bands]
     missing = [name for name, band in zip(bands, found) if band is None]
     if missing:
-        raise InputError(
-            f"band(s) {', '.join(missing)} are not among Clay's {platform.name} bands ({', '.join(platform.band_names)})"
-        )
+        raise InputError(f"band(s) {', '.join(missing)} are not among Clay's {platform.name} bands ({', '.join(platform.band_names)})")
     return tuple(band for band in found if band is not None)

@@ -63,6 +63,5 @@ class ClayFamily(BackboneFamily):
             f"platform   {inputs.platform}: {waves}",
             f"inputs     {inputs.describe_conditions()}",
             "           predict feeds each scene its own pixel size, date and place (unknown date or place: zeros)",
-            f"encoder    dim {shape.dim}, depth {shape.depth}, heads {shape.heads} x {shape.dim_head}, "
-            f"MLP ratio {shape.mlp_ratio:g}, patch {shape.patch_size}",
+            f"encoder    dim {shape.dim}, depth {shape.depth}, heads {shape.heads} x {shape.dim_head}, MLP ratio {shape.mlp_ratio:g}, patch {shape.patch_size}",
         ]

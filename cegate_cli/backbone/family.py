@@ -101,7 +101,7 @@ class FittedInputs:
     warnings for the user."""
 
     inputs: Any
-    stats: "BandStats"
+    stats: BandStats
     warnings: tuple[str, ...] = ()
 
 
@@ -128,16 +128,16 @@ class Pretrained(Protocol):
         """Refuse a band choice or family options this model cannot take, before any pixel is read."""
         ...
 
-    def fit_inputs(self, options: Any, images: Sequence[Path], stats: "BandStats") -> FittedInputs:
+    def fit_inputs(self, options: Any, images: Sequence[Path], stats: BandStats) -> FittedInputs:
         """The run's inputs, settled from its training images (paths) and band statistics."""
         ...
 
-    def build(self, bands: Sequence[str], stats: "BandStats | None", inputs: Any) -> tuple["BlockBackbone", "BandMapping"]:
+    def build(self, bands: Sequence[str], stats: BandStats | None, inputs: Any) -> tuple[BlockBackbone, BandMapping]:
         """The backbone for these bands fed with `inputs` (None: the family's defaults), and which
         pretrained band each of the run's bands takes."""
         ...
 
-    def pretrained_backbone(self) -> "BlockBackbone":
+    def pretrained_backbone(self) -> BlockBackbone:
         """The backbone as pretrained, fed every band it knows (what `inspect --backbone` counts)."""
         ...
 
@@ -170,7 +170,7 @@ class BackboneFamily:
     this family's without a config.json, for authors who publish a checkpoint alone (Clay): hub.py
     then resolves the spec by these files, and `load` gets a source whose `config_path` is None."""
 
-    def embedded_source(self, spec: str) -> "BackboneSource":
+    def embedded_source(self, spec: str) -> BackboneSource:
         raise NotImplementedError(f"backbone family {self.name!r} ships no backbone")
 
     def config_match(self, config: dict[str, Any]) -> int:
@@ -181,11 +181,11 @@ class BackboneFamily:
         """The weights among the model's files (the config.json named this family)."""
         raise NotImplementedError(f"backbone family {self.name!r} reads no model folders")
 
-    def load(self, source: "BackboneSource") -> Pretrained:
+    def load(self, source: BackboneSource) -> Pretrained:
         """The pretrained model the files of `source` hold, weights loaded."""
         raise NotImplementedError
 
-    def record(self, backbone: "BlockBackbone", inputs: Any) -> FamilyRecord | None:
+    def record(self, backbone: BlockBackbone, inputs: Any) -> FamilyRecord | None:
         """The family's section of run.json for a built backbone fed with `inputs`."""
         return None
 

@@ -22,19 +22,20 @@ round-trip, without appearing as trainable parameters.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cegate_cli.backbone.weights_io import load_state_strict, read_weights
 from cegate_cli.backbone.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
-from cegate_cli.infra.documents import read_json
+from cegate_cli.backbone.weights_io import load_state_strict, read_weights
 from cegate_cli.errors import DocumentError, InputError
+from cegate_cli.infra.documents import read_json
 
 SPACE_TIME_BANDS: tuple[str, ...] = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")
 GROUPS: dict[str, tuple[int, ...]] = {
@@ -72,7 +73,7 @@ class GalileoConfig:
             raise InputError(f"Galileo needs embed_dim divisible by 16 and by num_heads, got {self.embed_dim}")
 
     @classmethod
-    def from_authors_config(cls, config: dict[str, Any], source: str = "config") -> "GalileoConfig":
+    def from_authors_config(cls, config: dict[str, Any], source: str = "config") -> GalileoConfig:
         """Read `model.encoder`; training-only keys (drop_path, freeze_projections) are ignored."""
         try:
             enc = config["model"]["encoder"]
@@ -105,14 +106,19 @@ class PretrainedNormalization:
     unscaled_bands: tuple[str, ...] = ("NDVI",)
 
     @classmethod
-    def from_json(cls, path: Path | str) -> "PretrainedNormalization":
+    def from_json(cls, path: Path | str) -> PretrainedNormalization:
         """From cegate's galileo-*.json (key "normalization") or the authors' normalization.json (key "13")."""
         data = _read_json(Path(path))
         try:
             if "normalization" in data:
                 norm = data["normalization"]
-                return cls(tuple(norm["bands"]), tuple(map(float, norm["mean"])), tuple(map(float, norm["std"])),
-                           float(norm["std_multiplier"]), tuple(norm["unscaled_bands"]))
+                return cls(
+                    tuple(norm["bands"]),
+                    tuple(map(float, norm["mean"])),
+                    tuple(map(float, norm["std"])),
+                    float(norm["std_multiplier"]),
+                    tuple(norm["unscaled_bands"]),
+                )
             stats = data[str(len(SPACE_TIME_BANDS))]
             return cls(SPACE_TIME_BANDS, tuple(map(float, stats["mean"])), tuple(map(float, stats["std"])))
         except (KeyError, TypeError, ValueError) as exc:
@@ -156,7 +162,7 @@ def sincos_2d(rows: int, cols: int, dim: int, step: float, device: torch.device 
     return torch.cat([by_col[None, :, :].expand(rows, -1, -1), by_row[:, None, :].expand(-1, cols, -1)], dim=-1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _resize_pinv(base: int, new: int) -> torch.Tensor:
     """(new*new, base*base): the pseudo-inverse of antialiased bicubic resizing base -> new.
 
@@ -282,9 +288,7 @@ class GalileoEncoder(nn.Module):
         self.time_embed = _buffer_tree(_layer_shapes(_TIME_GROUPS, d))
         self.static_embed = _buffer_tree(_layer_shapes(_STATIC_GROUPS, d))
 
-    def embed(
-        self, s_t_x: torch.Tensor, groups: Sequence[str], months: torch.Tensor, patch_size: int, gsd_m: float
-    ) -> torch.Tensor:
+    def embed(self, s_t_x: torch.Tensor, groups: Sequence[str], months: torch.Tensor, patch_size: int, gsd_m: float) -> torch.Tensor:
         """(B, H, W, T, 13) normalised bands -> (B, H/p, W/p, T, len(groups), D) tokens, in `groups`' order.
 
         Only the named groups are embedded (the rest of `s_t_x` is never read); every sample
@@ -312,9 +316,7 @@ class GalileoEncoder(nn.Module):
         shape = (b, rows, cols, t, g, q)
         return torch.cat([part.to(self.norm.weight.dtype).expand(shape) for part in parts], dim=-1)
 
-    def _check(
-        self, s_t_x: torch.Tensor, groups: Sequence[str], months: torch.Tensor, patch_size: int, gsd_m: float
-    ) -> tuple[int, int, int, int]:
+    def _check(self, s_t_x: torch.Tensor, groups: Sequence[str], months: torch.Tensor, patch_size: int, gsd_m: float) -> tuple[int, int, int, int]:
         if s_t_x.ndim != 5 or s_t_x.shape[-1] != len(SPACE_TIME_BANDS):
             raise InputError(f"Galileo takes (B, H, W, T, {len(SPACE_TIME_BANDS)}) inputs, got {tuple(s_t_x.shape)}")
         b, h, w, t, _ = s_t_x.shape
@@ -322,9 +324,7 @@ class GalileoEncoder(nn.Module):
         if unknown or not groups or len(set(groups)) != len(groups):
             raise InputError(f"Galileo groups {list(groups)} must be distinct names among {', '.join(GROUPS)}")
         if not 1 <= patch_size <= self.config.max_patch_size or h % patch_size or w % patch_size:
-            raise InputError(
-                f"patch size {patch_size} must be 1..{self.config.max_patch_size} and divide the {h}x{w} input"
-            )
+            raise InputError(f"patch size {patch_size} must be 1..{self.config.max_patch_size} and divide the {h}x{w} input")
         if t > self.config.max_sequence_length:
             raise InputError(f"Galileo takes at most {self.config.max_sequence_length} timesteps, got {t}")
         if tuple(months.shape) != (b, t) or months.dtype != torch.long or bool((months < 0).any() | (months > 11).any()):
@@ -339,9 +339,7 @@ class GalileoEncoder(nn.Module):
             tokens = block(tokens)
         return tokens
 
-    def forward(
-        self, s_t_x: torch.Tensor, s_t_m: torch.Tensor, months: torch.Tensor, patch_size: int, gsd_m: float
-    ) -> torch.Tensor:
+    def forward(self, s_t_x: torch.Tensor, s_t_m: torch.Tensor, months: torch.Tensor, patch_size: int, gsd_m: float) -> torch.Tensor:
         """The authors' format: mask (B, H, W, T, 7), 1 = absent -> (B, h, w, T, 7, D), absent groups zero."""
         present = present_groups(s_t_m)
         x = self.embed(s_t_x, present, months, patch_size, gsd_m)

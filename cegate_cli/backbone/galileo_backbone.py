@@ -58,8 +58,18 @@ if TYPE_CHECKING:
 
 # cegate canonical band name -> Galileo space-time band
 GALILEO_BAND_OF: dict[str, str] = {
-    "vv": "VV", "vh": "VH", "blue": "B2", "green": "B3", "red": "B4", "red_edge_1": "B5", "red_edge_2": "B6",
-    "red_edge_3": "B7", "nir": "B8", "nir_narrow": "B8A", "swir_1": "B11", "swir_2": "B12",
+    "vv": "VV",
+    "vh": "VH",
+    "blue": "B2",
+    "green": "B3",
+    "red": "B4",
+    "red_edge_1": "B5",
+    "red_edge_2": "B6",
+    "red_edge_3": "B7",
+    "nir": "B8",
+    "nir_narrow": "B8A",
+    "swir_1": "B11",
+    "swir_2": "B12",
 }
 CANONICAL_OF: dict[str, str] = {galileo: canonical for canonical, galileo in GALILEO_BAND_OF.items()}
 
@@ -105,8 +115,7 @@ def plan_groups(bands: Sequence[str]) -> GroupPlan:
             groups.append(group)
     if not groups:
         needs = "; ".join(
-            f"{group}: {', '.join(CANONICAL_OF.get(SPACE_TIME_BANDS[i], SPACE_TIME_BANDS[i]) for i in members)}"
-            if group != "NDVI" else "NDVI: red and nir"
+            f"{group}: {', '.join(CANONICAL_OF.get(SPACE_TIME_BANDS[i], SPACE_TIME_BANDS[i]) for i in members)}" if group != "NDVI" else "NDVI: red and nir"
             for group, members in GROUPS.items()
         )
         raise InputError(

@@ -12,19 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cegate_cli.backbone.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
 from cegate_cli.backbone.family import NO_MATCH, SPECIFIC_MATCH, BackboneFamily, HubAlias, Pretrained, RepoFiles
 from cegate_cli.backbone.galileo_options import GalileoInputs, GalileoRecord
 from cegate_cli.backbone.registry import register_family
 from cegate_cli.backbone.source import BackboneSource, file_sha256
-from cegate_cli.backbone.embedded import GALILEO_NANO_CONFIG, GALILEO_NANO_WEIGHTS
 
 REPO = "nasaharvest/galileo"
 NANO_SPEC = "galileo-nano"
 WEIGHT_NAMES = ("encoder.safetensors", "encoder.pt")
 
 _MONTH_FROM = {"option": " (--month)", "imagery": " (from the files' dates)", "default": " (default: no date tags)"}
-_PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one",
-                  "default": " and month where its tags give one"}
+_PREDICT_MONTH = {"option": " (the month stays --month's)", "imagery": " and month where its tags give one", "default": " and month where its tags give one"}
 
 
 @register_family

@@ -30,18 +30,14 @@ class GalileoOptions:
     """What a user may set for Galileo (`--patch-size`, `--month`, `--normalize`); None and
     "auto" mean: decide from the imagery (see `galileo_backbone.resolve_galileo_inputs`)."""
 
-    patch_size: int | None = option(
-        None, help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", flag="--patch-size"
-    )
+    patch_size: int | None = option(None, help="Galileo: pixels per patch side, 1-8 (smaller: finer maps, slower).", flag="--patch-size")
     month: int | None = option(
         None,
         help=f"Galileo: month of the imagery, 1-12 (default: from the files' date tags, else {DEFAULT_MONTH + 1}).",
         flag="--month",
     )
     """0 = January; the CLI takes 1-12."""
-    normalize: str = option(
-        "auto", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).", flag="--normalize"
-    )
+    normalize: str = option("auto", help="Galileo: auto, pretrained (Sentinel-2 reflectance statistics) or data (the run's own).", flag="--normalize")
 
     def check(self, max_patch_size: int | None = None) -> None:
         """Refuse values no Galileo run can use. Checked for every backbone (a typo is a typo even

@@ -34,6 +34,7 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
 
 from cegate_cli.backbone.family import BackboneFamily
+from cegate_cli.backbone.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
 from cegate_cli.backbone.registry import (
     bare_weight_families,
     embedded_family,
@@ -43,7 +44,6 @@ from cegate_cli.backbone.registry import (
 )
 from cegate_cli.backbone.source import CONFIG_NAME, BackboneSource, file_sha256, read_backbone_config
 from cegate_cli.errors import BackboneNotFoundError, InputError, OfflineNotCachedError
-from cegate_cli.backbone.hub_errors import HUB_PREFIX, HubRequest, hub_errors, offline_error
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -123,7 +123,7 @@ def alias_help() -> str:
 def _parse_spec(spec: str, revision: str | None) -> Path | tuple[str, str | None, BackboneFamily | None, str | None]:
     """A local folder, or (repo_id, revision, the family an alias names, subfolder) for a Hub repo."""
     if spec.startswith(HUB_PREFIX):
-        body = spec[len(HUB_PREFIX):]
+        body = spec[len(HUB_PREFIX) :]
         path, _, spec_revision = body.partition("@")
         parts = path.split("/")
         repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:]) or None
@@ -259,7 +259,7 @@ class HubFiles:
         with hub_errors(request, None, self.commit):
             info = HfApi(token=request.token).model_info(request.repo_id, revision=self.commit, token=request.token)
         prefix = f"{request.subfolder}/" if request.subfolder else ""
-        inside = (s.rfilename[len(prefix):] for s in (info.siblings or []) if s.rfilename.startswith(prefix))
+        inside = (s.rfilename[len(prefix) :] for s in (info.siblings or []) if s.rfilename.startswith(prefix))
         return sorted(name for name in inside if "/" not in name and name.endswith(suffix))
 
 
@@ -359,10 +359,7 @@ def _download_first(request: HubRequest, filenames: tuple[str, ...], revision: s
                 continue
         if not_cached is not None:
             raise not_cached
-        raise BackboneNotFoundError(
-            f"backbone {request.shown} has no weights at revision {revision or 'main'}: "
-            f"expected {' or '.join(filenames)}"
-        )
+        raise BackboneNotFoundError(f"backbone {request.shown} has no weights at revision {revision or 'main'}: expected {' or '.join(filenames)}")
 
 
 def _commit_from_api(request: HubRequest) -> str | None:

@@ -132,13 +132,10 @@ def hub_errors(request: HubRequest, filename: str | None, revision: str | None) 
     except GatedRepoError as exc:  # before RepositoryNotFoundError: it is a subclass
         raise _auth_error(request, _status_of(exc)) from exc
     except RepositoryNotFoundError as exc:
-        raise BackboneNotFoundError(
-            f"backbone {request.shown} not found on the Hub (check the name; private repos need HF_TOKEN)"
-        ) from exc
+        raise BackboneNotFoundError(f"backbone {request.shown} not found on the Hub (check the name; private repos need HF_TOKEN)") from exc
     except RevisionNotFoundError as exc:
         raise BackboneNotFoundError(
-            f"revision '{revision}' of backbone {request.shown} not found on the Hub; "
-            "give a branch, tag or commit sha that exists"
+            f"revision '{revision}' of backbone {request.shown} not found on the Hub; give a branch, tag or commit sha that exists"
         ) from exc
     except LocalEntryNotFoundError as exc:  # before EntryNotFoundError: a subclass in some versions
         if request.offline:
@@ -149,9 +146,7 @@ def hub_errors(request: HubRequest, filename: str | None, revision: str | None) 
         detail = next((str(c).splitlines()[0] for c in _causes(exc) if isinstance(c, _TRANSPORT_ERRORS) and str(c)), "no answer")
         raise _connection_error(request, detail) from exc
     except EntryNotFoundError as exc:
-        raise BackboneNotFoundError(
-            f"backbone {request.shown} has no file '{filename}' at revision {revision or 'main'}"
-        ) from exc
+        raise BackboneNotFoundError(f"backbone {request.shown} has no file '{filename}' at revision {revision or 'main'}") from exc
     except HFValidationError as exc:
         raise InputError(f"'{request.repo_id}' is not a valid Hub repo name: {exc}") from exc
     except HfHubHTTPError as exc:

@@ -26,13 +26,13 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-from cegate_cli.backbone.weights_io import load_state_strict
-from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.backbone.prithvi_tl import COORDINATE_KINDS, PrithviTLViT
 from cegate_cli.backbone.prithvi_tl_backbone import PretrainedPrithviTL
+from cegate_cli.backbone.vit import PretrainedViT
+from cegate_cli.backbone.weights_io import load_state_strict
 from cegate_cli.errors import InputError
 
 HLS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
@@ -40,10 +40,24 @@ HLS_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir_narrow", "swir_1", "s
 # Prithvi's config.json lists HLS L30 (Landsat OLI) codes, where B05 is the narrow NIR, not
 # Sentinel-2's red edge; terratorch's HLSBands names appear in other configs.
 _PRITHVI_BAND_NAMES: dict[str, str] = {
-    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "nir_narrow", "B06": "swir_1", "B07": "swir_2",
-    "COASTAL_AEROSOL": "coastal", "BLUE": "blue", "GREEN": "green", "RED": "red", "NIR_NARROW": "nir_narrow",
-    "NIR_BROAD": "nir", "SWIR_1": "swir_1", "SWIR_2": "swir_2", "RED_EDGE_1": "red_edge_1",
-    "RED_EDGE_2": "red_edge_2", "RED_EDGE_3": "red_edge_3",
+    "B01": "coastal",
+    "B02": "blue",
+    "B03": "green",
+    "B04": "red",
+    "B05": "nir_narrow",
+    "B06": "swir_1",
+    "B07": "swir_2",
+    "COASTAL_AEROSOL": "coastal",
+    "BLUE": "blue",
+    "GREEN": "green",
+    "RED": "red",
+    "NIR_NARROW": "nir_narrow",
+    "NIR_BROAD": "nir",
+    "SWIR_1": "swir_1",
+    "SWIR_2": "swir_2",
+    "RED_EDGE_1": "red_edge_1",
+    "RED_EDGE_2": "red_edge_2",
+    "RED_EDGE_3": "red_edge_3",
 }
 
 # The Prithvi-EO-2.0 defaults (terratorch's prithvi_vit.py), used where a config.json is silent.
@@ -77,7 +91,7 @@ class PrithviConfig:
     coords_scale_learn: bool = False
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], source: str) -> "PrithviConfig":
+    def from_config(cls, config: dict[str, Any], source: str) -> PrithviConfig:
         cfg = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else config
         try:
             patch = cfg.get("patch_size", (1, 16, 16))
@@ -146,14 +160,12 @@ def sincos_pos_embed_frame0(embed_dim: int, grid_h: int, grid_w: int) -> torch.T
     return torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), grid], dim=0).float().unsqueeze(0)
 
 
-def encoder_state_dict(
-    checkpoint: dict[str, Any], source: str, coords_encoding: tuple[str, ...] = ()
-) -> dict[str, torch.Tensor]:
+def encoder_state_dict(checkpoint: dict[str, Any], source: str, coords_encoding: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """The encoder's tensors with Prithvi's prefixes removed (MAE `encoder.*` or the flat v1 layout);
     the time and location encoders only where `coords_encoding` names them."""
     state = _unwrap(checkpoint)
     if any(key.startswith("encoder.") for key in state):
-        encoder = {key[len("encoder."):]: value for key, value in state.items() if key.startswith("encoder.")}
+        encoder = {key[len("encoder.") :]: value for key, value in state.items() if key.startswith("encoder.")}
     else:
         encoder = {key: value for key, value in state.items() if not _is_decoder_key(key)}
     dropped = tuple(prefix for kind, prefix in zip(COORDINATE_KINDS, _METADATA_ENCODERS) if kind not in coords_encoding)
@@ -161,10 +173,7 @@ def encoder_state_dict(
     missing = [key for key in _REQUIRED_KEYS if key not in encoder]
     if missing:
         sample = ", ".join(sorted(state)[:8]) or "(no tensors)"
-        raise InputError(
-            f"'{source}' is not a Prithvi checkpoint cegate understands: it lacks {', '.join(missing)}; "
-            f"its first keys are {sample}"
-        )
+        raise InputError(f"'{source}' is not a Prithvi checkpoint cegate understands: it lacks {', '.join(missing)}; its first keys are {sample}")
     return encoder
 
 
@@ -178,10 +187,7 @@ def convert_prithvi_state_dict(
     kernel = encoder.pop("patch_embed.proj.weight")
     if kernel.ndim == 5:
         if kernel.shape[2] != 1:
-            raise InputError(
-                f"'{source}' embeds {kernel.shape[2]} frames per patch (tubelet); cegate maps single images "
-                "and only converts tubelet size 1"
-            )
+            raise InputError(f"'{source}' embeds {kernel.shape[2]} frames per patch (tubelet); cegate maps single images and only converts tubelet size 1")
         kernel = kernel[:, :, 0]
     if kernel.ndim != 4:
         raise InputError(f"'{source}' has a patch embedding of shape {tuple(kernel.shape)}; expected (D, C, 1, p, p)")
@@ -231,10 +237,7 @@ def prithvi_vit(config_json: dict[str, Any], checkpoint: dict[str, Any], config_
     state = convert_prithvi_state_dict(checkpoint, config, weights_path, keep_coordinate_encoders=True)
     vit = build_prithvi_vit(config)
     if state["patch_embed.proj.weight"].shape[1] != config.in_chans:
-        raise InputError(
-            f"'{weights_path}' embeds {state['patch_embed.proj.weight'].shape[1]} bands but its config says "
-            f"in_chans={config.in_chans}"
-        )
+        raise InputError(f"'{weights_path}' embeds {state['patch_embed.proj.weight'].shape[1]} bands but its config says in_chans={config.in_chans}")
     load_state_strict(vit, state, weights_path, f"{config.architecture} (from '{config_path}')")
     vit.pretrained_cfg = {
         "architecture": config.architecture,
@@ -267,9 +270,7 @@ def _coords_encoding(value: Any, source: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)) or any(kind not in COORDINATE_KINDS for kind in value):
-        raise InputError(
-            f"Prithvi config '{source}' has coords_encoding {value!r}; expected a list of {list(COORDINATE_KINDS)}"
-        )
+        raise InputError(f"Prithvi config '{source}' has coords_encoding {value!r}; expected a list of {list(COORDINATE_KINDS)}")
     return tuple(kind for kind in COORDINATE_KINDS if kind in value)
 
 
@@ -287,7 +288,7 @@ def _unwrap(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
             continue
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         tensors[key] = value
     return tensors
 

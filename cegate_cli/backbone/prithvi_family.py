@@ -37,12 +37,8 @@ WEIGHT_FILES: dict[str, str] = {
 class PrithviFamily(BackboneFamily):
     name = "prithvi"
     aliases = {
-        "prithvi-eo-2-300m": HubAlias(
-            "ibm-nasa-geospatial/Prithvi-EO-2.0-300M", "Prithvi-EO-2.0 ViT-L/16, 6 HLS bands, 300M parameters"
-        ),
-        "prithvi-eo-2-600m": HubAlias(
-            "ibm-nasa-geospatial/Prithvi-EO-2.0-600M", "Prithvi-EO-2.0 ViT-H/14, 6 HLS bands, 600M parameters"
-        ),
+        "prithvi-eo-2-300m": HubAlias("ibm-nasa-geospatial/Prithvi-EO-2.0-300M", "Prithvi-EO-2.0 ViT-L/16, 6 HLS bands, 300M parameters"),
+        "prithvi-eo-2-600m": HubAlias("ibm-nasa-geospatial/Prithvi-EO-2.0-600M", "Prithvi-EO-2.0 ViT-H/14, 6 HLS bands, 600M parameters"),
         "prithvi-eo-2-tiny": HubAlias(
             "ibm-nasa-geospatial/Prithvi-EO-2.0-tiny-TL",
             "Prithvi-EO-2.0 tiny-TL ViT/16 (width 192, 12 blocks), 6 HLS bands, date and place inputs, 5M parameters",

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from cegate_cli.errors import InputError
 
@@ -70,7 +71,7 @@ class SceneCoordinates:
             raise InputError(f"longitude {self.longitude} is outside -180..180 degrees")
 
     @classmethod
-    def from_date(cls, when: date | None, latitude: float | None = None, longitude: float | None = None) -> "SceneCoordinates":
+    def from_date(cls, when: date | None, latitude: float | None = None, longitude: float | None = None) -> SceneCoordinates:
         """From an acquisition date (its year and day of year) and a centre."""
         if when is None:
             return cls(latitude=latitude, longitude=longitude)

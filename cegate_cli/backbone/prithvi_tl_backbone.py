@@ -127,8 +127,7 @@ def fit_coordinates(coords_encoding: Sequence[str], images: Sequence[Path]) -> t
             centres.append(centre)
     count = len(images)
     warnings: list[str] = []
-    values: dict[str, Any] = {"coords_encoding": tuple(coords_encoding), "images": count,
-                              "dated_images": len(dates), "located_images": len(centres)}
+    values: dict[str, Any] = {"coords_encoding": tuple(coords_encoding), "images": count, "dated_images": len(dates), "located_images": len(centres)}
     if "time" in coords_encoding:
         if dates:
             when = sorted(dates)[(len(dates) - 1) // 2]
@@ -139,9 +138,7 @@ def fit_coordinates(coords_encoding: Sequence[str], images: Sequence[Path]) -> t
                     f"with the others' median date, {when.isoformat()}"
                 )
         else:
-            warnings.append(
-                f"no training image has a date tag ({DATE_TAGS_HINT}): the run trains and maps without Prithvi's time input"
-            )
+            warnings.append(f"no training image has a date tag ({DATE_TAGS_HINT}): the run trains and maps without Prithvi's time input")
     if "location" in coords_encoding:
         if centres:
             values.update(
@@ -150,10 +147,7 @@ def fit_coordinates(coords_encoding: Sequence[str], images: Sequence[Path]) -> t
                 location_from="imagery",
             )
             if len(centres) < count:
-                warnings.append(
-                    f"{count - len(centres)} of {count} training images are not georeferenced; the run trains with the "
-                    "others' median centre"
-                )
+                warnings.append(f"{count - len(centres)} of {count} training images are not georeferenced; the run trains with the others' median centre")
         else:
             warnings.append("no training image is georeferenced: the run trains and maps without Prithvi's location input")
     inputs = PrithviTLInputs(**values)
@@ -173,9 +167,7 @@ class PretrainedPrithviTL(PretrainedViT):
         inputs, warnings = fit_coordinates(self.vit.coords_encoding, images)
         return FittedInputs(inputs, stats, tuple(warnings))
 
-    def build(
-        self, bands: Sequence[str], stats: BandStats | None = None, inputs: PrithviTLInputs | None = None
-    ) -> tuple[PrithviTLBackbone, BandMapping]:
+    def build(self, bands: Sequence[str], stats: BandStats | None = None, inputs: PrithviTLInputs | None = None) -> tuple[PrithviTLBackbone, BandMapping]:
         mapping = adapt_vit_bands(self.vit, self.band_names, bands)
         return PrithviTLBackbone(self.vit, inputs), mapping
 

@@ -119,18 +119,11 @@ class PrithviTLRecord:
         else:
             time = "not in the model"
         if inputs.uses_location:
-            place = (
-                f"{inputs.latitude:.4f}, {inputs.longitude:.4f} (lat, lon; median centre of {inputs.located_images} of "
-                f"{inputs.images} training images)"
-            )
+            place = f"{inputs.latitude:.4f}, {inputs.longitude:.4f} (lat, lon; median centre of {inputs.located_images} of {inputs.images} training images)"
         elif "location" in inputs.coords_encoding:
             place = "not used (no training image is georeferenced)"
         else:
             place = "not in the model"
         used = [kind for kind, on in (("date", inputs.uses_time), ("centre", inputs.uses_location)) if on]
-        fed = (
-            f"predict feeds each scene its own {' and '.join(used)}; a scene without one gets no such term"
-            if used else "predict feeds no time or location"
-        )
+        fed = f"predict feeds each scene its own {' and '.join(used)}; a scene without one gets no such term" if used else "predict feeds no time or location"
         return [f"time       {time}", f"location   {place}", f"           {fed}"]
-

@@ -123,8 +123,6 @@ def family_for_config(config: dict[str, Any], spec: str) -> BackboneFamily:
     matching = [family for score, family in scored if score == best]
     if len(matching) > 1 and best == SPECIFIC_MATCH:
         raise InputError(
-            f"the config.json of '{spec}' fits the backbone families {', '.join(f.name for f in matching)} alike; "
-            "it cannot tell which one to load"
+            f"the config.json of '{spec}' fits the backbone families {', '.join(f.name for f in matching)} alike; it cannot tell which one to load"
         )
     return matching[0]
-

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.backbone.registry import list_families
-from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DocumentError, InputError
+from cegate_cli.infra.documents import read_json
 
 CONFIG_NAME = "config.json"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from cegate_cli.backbone.vit import PretrainedViT
 from cegate_cli.backbone.embedded import TINY_WEIGHTS
+from cegate_cli.backbone.vit import PretrainedViT
 
 TINY_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir")
 TINY_ARCHITECTURE = "cegate_tiny_vit_patch8"

@@ -4,10 +4,10 @@ and `cegate demo` run offline; built by backbone/tiny.py. Recorded in run.json a
 
 from __future__ import annotations
 
+from cegate_cli.backbone.embedded import TINY_WEIGHTS
 from cegate_cli.backbone.family import BackboneFamily, Pretrained
 from cegate_cli.backbone.registry import register_family
 from cegate_cli.backbone.source import BackboneSource, file_sha256
-from cegate_cli.backbone.embedded import TINY_WEIGHTS
 
 SPEC = "tiny"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from cegate_cli.backbone.band_adapt import BandMapping, adapt_vit_bands
 from cegate_cli.backbone.base import BlockBackbone, TokenLayout, evenly_spaced_layers

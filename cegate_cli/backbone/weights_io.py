@@ -66,17 +66,13 @@ def load_state_strict(vit: torch.nn.Module, state: dict[str, torch.Tensor], weig
     own = vit.state_dict()
     groups = {
         "wrong shape": [
-            f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
-            for key, value in state.items()
-            if key in own and own[key].shape != value.shape
+            f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}" for key, value in state.items() if key in own and own[key].shape != value.shape
         ],
         "missing": [key for key in own if key not in state],
         "unexpected": [key for key in state if key not in own],
     }
     if any(groups.values()):
-        raise InputError(
-            f"weights '{weights_path}' do not fit architecture {architecture!r}: {describe_key_problems(groups)}"
-        )
+        raise InputError(f"weights '{weights_path}' do not fit architecture {architecture!r}: {describe_key_problems(groups)}")
     vit.load_state_dict(state, strict=True)
 
 

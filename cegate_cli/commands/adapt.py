@@ -1,9 +1,9 @@
 """`cegate adapt`: select toolbox modules by Fisher information and train them.
 
-    cegate adapt SOURCE -o RUN                        labeled source only
-    cegate adapt SOURCE --target TARGET -o RUN        + unlabeled target (DACS self-training)
-    cegate adapt --from RUN --target TARGET -o RUN2   continue RUN on the unlabeled target only
-    cegate adapt --config adapt.yaml                  options from YAML (flags win); RUN/config.yaml re-makes a run
+cegate adapt SOURCE -o RUN                        labeled source only
+cegate adapt SOURCE --target TARGET -o RUN        + unlabeled target (DACS self-training)
+cegate adapt --from RUN --target TARGET -o RUN2   continue RUN on the unlabeled target only
+cegate adapt --config adapt.yaml                  options from YAML (flags win); RUN/config.yaml re-makes a run
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand
 
+from cegate_cli.backbone.galileo_options import DEFAULT_PATCH_SIZE, GalileoOptions
 from cegate_cli.commands import adapt_config
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
@@ -23,7 +24,6 @@ from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, Revision
 from cegate_cli.commands.registered_flags import kind_size_flags, with_flags
 from cegate_cli.infra.option_fields import help_of
 from cegate_cli.options.adapt import AdaptOptions
-from cegate_cli.backbone.galileo_options import DEFAULT_PATCH_SIZE, GalileoOptions
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
 DATA = "Data"
@@ -65,16 +65,10 @@ def adapt_command(
     ctx: typer.Context,
     *,
     # -- Data
-    source: Annotated[
-        Optional[Path], typer.Argument(help=help_of(AdaptOptions, "source"), show_default=False)
-    ] = None,
+    source: Annotated[Optional[Path], typer.Argument(help=help_of(AdaptOptions, "source"), show_default=False)] = None,
     bands: Annotated[Optional[str], typer.Option("--bands", help=help_of(AdaptOptions, "bands"), rich_help_panel=DATA)] = None,
-    classes: Annotated[
-        Optional[Path], typer.Option("--classes", help=help_of(AdaptOptions, "classes_file"), rich_help_panel=DATA)
-    ] = None,
-    ignore_index: Annotated[
-        Optional[int], typer.Option("--ignore-index", help=help_of(AdaptOptions, "ignore_index"), rich_help_panel=DATA)
-    ] = None,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help=help_of(AdaptOptions, "classes_file"), rich_help_panel=DATA)] = None,
+    ignore_index: Annotated[Optional[int], typer.Option("--ignore-index", help=help_of(AdaptOptions, "ignore_index"), rich_help_panel=DATA)] = None,
     align: Annotated[bool, typer.Option("--align", help=help_of(AdaptOptions, "align"), rich_help_panel=DATA)] = AdaptOptions.align,
     # -- Model and toolbox
     backbone: Annotated[
@@ -91,16 +85,10 @@ def adapt_command(
         Optional[int],
         typer.Option("--patch-size", help=help_of(GalileoOptions, "patch_size"), show_default=str(DEFAULT_PATCH_SIZE), rich_help_panel=MODEL),
     ] = None,
-    month: Annotated[
-        Optional[int], typer.Option("--month", help=help_of(GalileoOptions, "month"), show_default=False, rich_help_panel=MODEL)
-    ] = None,
-    normalize: Annotated[
-        str, typer.Option("--normalize", help=help_of(GalileoOptions, "normalize"), rich_help_panel=MODEL)
-    ] = GalileoOptions.normalize,
+    month: Annotated[Optional[int], typer.Option("--month", help=help_of(GalileoOptions, "month"), show_default=False, rich_help_panel=MODEL)] = None,
+    normalize: Annotated[str, typer.Option("--normalize", help=help_of(GalileoOptions, "normalize"), rich_help_panel=MODEL)] = GalileoOptions.normalize,
     # -- Selection
-    selection: Annotated[
-        str, typer.Option("--selection", help=help_of(TrainConfig, "selection"), rich_help_panel=SELECTION)
-    ] = TrainConfig.selection,
+    selection: Annotated[str, typer.Option("--selection", help=help_of(TrainConfig, "selection"), rich_help_panel=SELECTION)] = TrainConfig.selection,
     select: Annotated[str, typer.Option("--select", help=help_of(TrainConfig, "select"), rich_help_panel=SELECTION)] = TrainConfig.select,
     fisher_samples: Annotated[
         int, typer.Option("--fisher-samples", help=help_of(TrainConfig, "fisher_samples"), rich_help_panel=SELECTION)
@@ -110,9 +98,7 @@ def adapt_command(
     ] = TrainConfig.reselect_every,
     # -- Training
     steps: Annotated[int, typer.Option("--steps", help=help_of(TrainConfig, "steps"), rich_help_panel=TRAINING)] = TrainConfig.steps,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help=help_of(TrainConfig, "batch_size"), rich_help_panel=TRAINING)
-    ] = TrainConfig.batch_size,
+    batch_size: Annotated[int, typer.Option("--batch-size", help=help_of(TrainConfig, "batch_size"), rich_help_panel=TRAINING)] = TrainConfig.batch_size,
     crop: Annotated[int, typer.Option("--crop", help=help_of(TrainConfig, "crop"), rich_help_panel=TRAINING)] = TrainConfig.crop,
     lr: Annotated[float, typer.Option("--lr", help=help_of(TrainConfig, "lr"), rich_help_panel=TRAINING)] = TrainConfig.lr,
     seed: Annotated[int, typer.Option("--seed", help=help_of(TrainConfig, "seed"), rich_help_panel=TRAINING)] = TrainConfig.seed,
@@ -121,34 +107,22 @@ def adapt_command(
     class_weight_power: Annotated[
         float, typer.Option("--class-weight-power", help=help_of(TrainConfig, "class_weight_power"), rich_help_panel=TRAINING)
     ] = TrainConfig.class_weight_power,
-    rare_crops: Annotated[
-        int, typer.Option("--rare-crops", help=help_of(TrainConfig, "rare_crops"), rich_help_panel=TRAINING)
-    ] = TrainConfig.rare_crops,
-    augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help=help_of(TrainConfig, "augment"), rich_help_panel=TRAINING)
-    ] = TrainConfig.augment,
+    rare_crops: Annotated[int, typer.Option("--rare-crops", help=help_of(TrainConfig, "rare_crops"), rich_help_panel=TRAINING)] = TrainConfig.rare_crops,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help=help_of(TrainConfig, "augment"), rich_help_panel=TRAINING)] = TrainConfig.augment,
     illumination: Annotated[
         float, typer.Option("--illumination", help=help_of(TrainConfig, "illumination"), rich_help_panel=TRAINING)
     ] = TrainConfig.illumination,
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help=help_of(TrainConfig, "val_fraction"), rich_help_panel=TRAINING)
     ] = TrainConfig.val_fraction,
-    val_every: Annotated[
-        int, typer.Option("--val-every", help=help_of(TrainConfig, "val_every"), rich_help_panel=TRAINING)
-    ] = TrainConfig.val_every,
+    val_every: Annotated[int, typer.Option("--val-every", help=help_of(TrainConfig, "val_every"), rich_help_panel=TRAINING)] = TrainConfig.val_every,
     calibrate: Annotated[
         bool, typer.Option("--calibrate/--no-calibrate", help=help_of(TrainConfig, "calibrate"), rich_help_panel=TRAINING)
     ] = TrainConfig.calibrate,
-    save_every: Annotated[
-        int, typer.Option("--save-every", help=help_of(TrainConfig, "save_every"), rich_help_panel=TRAINING)
-    ] = TrainConfig.save_every,
+    save_every: Annotated[int, typer.Option("--save-every", help=help_of(TrainConfig, "save_every"), rich_help_panel=TRAINING)] = TrainConfig.save_every,
     # -- Adaptation (--target)
-    target: Annotated[
-        Optional[Path], typer.Option("--target", help=help_of(AdaptOptions, "target"), show_default=False, rich_help_panel=ADAPTATION)
-    ] = None,
-    from_run: Annotated[
-        Optional[Path], typer.Option("--from", help=help_of(AdaptOptions, "from_run"), show_default=False, rich_help_panel=ADAPTATION)
-    ] = None,
+    target: Annotated[Optional[Path], typer.Option("--target", help=help_of(AdaptOptions, "target"), show_default=False, rich_help_panel=ADAPTATION)] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from", help=help_of(AdaptOptions, "from_run"), show_default=False, rich_help_panel=ADAPTATION)] = None,
     adapt_schedule: Annotated[
         str, typer.Option("--adapt-schedule", help=help_of(SelfTrainConfig, "schedule"), rich_help_panel=ADAPTATION)
     ] = SelfTrainConfig.schedule,
@@ -156,9 +130,7 @@ def adapt_command(
         Optional[int],
         typer.Option("--adapt-steps", help=help_of(SelfTrainConfig, "adapt_steps"), show_default=False, rich_help_panel=ADAPTATION),
     ] = None,
-    guard: Annotated[
-        bool, typer.Option("--guard/--no-guard", help=help_of(SelfTrainConfig, "guard"), rich_help_panel=ADAPTATION)
-    ] = SelfTrainConfig.guard,
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help=help_of(SelfTrainConfig, "guard"), rich_help_panel=ADAPTATION)] = SelfTrainConfig.guard,
     confidence: Annotated[
         float, typer.Option("--confidence", help=help_of(SelfTrainConfig, "confidence"), rich_help_panel=ADAPTATION)
     ] = SelfTrainConfig.confidence,
@@ -167,21 +139,15 @@ def adapt_command(
     ] = SelfTrainConfig.class_balance,
     prior_alignment: Annotated[
         bool,
-        typer.Option(
-            "--prior-alignment/--no-prior-alignment", help=help_of(SelfTrainConfig, "prior_alignment"), rich_help_panel=ADAPTATION
-        ),
+        typer.Option("--prior-alignment/--no-prior-alignment", help=help_of(SelfTrainConfig, "prior_alignment"), rich_help_panel=ADAPTATION),
     ] = SelfTrainConfig.prior_alignment,
     ema: Annotated[float, typer.Option("--ema", help=help_of(SelfTrainConfig, "ema"), rich_help_panel=ADAPTATION)] = SelfTrainConfig.ema,
     target_norm: Annotated[
         str, typer.Option("--target-norm", help=help_of(SelfTrainConfig, "target_norm"), rich_help_panel=ADAPTATION)
     ] = SelfTrainConfig.target_norm,
     # -- Output and run
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help=help_of(AdaptOptions, "out"), show_default=False, rich_help_panel=RUN)
-    ],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help=help_of(AdaptOptions, "overwrite"), rich_help_panel=RUN)
-    ] = AdaptOptions.overwrite,
+    out: Annotated[Path, typer.Option("--out", "-o", help=help_of(AdaptOptions, "out"), show_default=False, rich_help_panel=RUN)],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=help_of(AdaptOptions, "overwrite"), rich_help_panel=RUN)] = AdaptOptions.overwrite,
     resume: Annotated[bool, typer.Option("--resume", help=help_of(AdaptOptions, "resume"), rich_help_panel=RUN)] = AdaptOptions.resume,
     config: Annotated[
         Optional[Path],
@@ -213,8 +179,8 @@ def adapt_command(
 ) -> None:
     """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
     folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
-    from cegate_cli.pipelines.adapt import adapt
     from cegate_cli.infra.distributed import is_main
+    from cegate_cli.pipelines.adapt import adapt
     from cegate_cli.pipelines.results import adapt_result
 
     feedback = Feedback.from_flags(quiet, verbose)

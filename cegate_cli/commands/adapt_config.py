@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from cegate_cli.infra.documents import read_yaml
 from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError
+from cegate_cli.infra.documents import read_yaml
 
 NOT_IN_FILE = ("config", "print-config", "help", "token")
 """Options a config file cannot set: the file itself, and the Hub token (a secret: HF_TOKEN)."""
@@ -41,12 +41,55 @@ FROM_RUN = ("backbone", "bands", "classes", "ignore-index", "decoder", "align")
 """What a run continued with --from takes from the earlier run (its run.json), with the toolbox
 kinds' size flags (`from_run_keys`)."""
 FILE_ORDER = (
-    "out", "source", "target", "from", "confidence", "class-balance", "prior-alignment", "ema", "target-norm",
-    "adapt-schedule", "adapt-steps", "guard", "backbone", "revision", "offline", "bands", "classes", "ignore-index",
-    "align", "modules", "select", "reselect-every", "selection", "loss", "rare-crops", "class-weight-power", "calibrate",
-    "fisher-samples", "steps", "batch-size", "crop", "lr", "seed", "device", "val-fraction", "val-every", "decoder",
-    "augment", "illumination", "save-every", "patch-size", "month", "normalize", "overwrite", "resume", "threads",
-    "json", "quiet", "verbose",
+    "out",
+    "source",
+    "target",
+    "from",
+    "confidence",
+    "class-balance",
+    "prior-alignment",
+    "ema",
+    "target-norm",
+    "adapt-schedule",
+    "adapt-steps",
+    "guard",
+    "backbone",
+    "revision",
+    "offline",
+    "bands",
+    "classes",
+    "ignore-index",
+    "align",
+    "modules",
+    "select",
+    "reselect-every",
+    "selection",
+    "loss",
+    "rare-crops",
+    "class-weight-power",
+    "calibrate",
+    "fisher-samples",
+    "steps",
+    "batch-size",
+    "crop",
+    "lr",
+    "seed",
+    "device",
+    "val-fraction",
+    "val-every",
+    "decoder",
+    "augment",
+    "illumination",
+    "save-every",
+    "patch-size",
+    "month",
+    "normalize",
+    "overwrite",
+    "resume",
+    "threads",
+    "json",
+    "quiet",
+    "verbose",
 )
 """The order of the keys in the template and in RUN/config.yaml, with the toolbox kinds' size flags
 after `decoder` (`file_keys`). Its own, not the command's: `adapt --help` lists the options by
@@ -229,8 +272,7 @@ def check_from_run(ctx: Any) -> None:
         config = ctx.params.get("config")
         where = f" (set in {config})" if config is not None and any(ctx.get_parameter_source(params[k].name).name == "DEFAULT_MAP" for k in named) else ""
         raise InputError(
-            f"{', '.join('--' + k for k in named)}{where}: with --from these come from the earlier run "
-            f"({ctx.params['from_run']}/run.json); leave them out"
+            f"{', '.join('--' + k for k in named)}{where}: with --from these come from the earlier run ({ctx.params['from_run']}/run.json); leave them out"
         )
 
 
@@ -238,8 +280,8 @@ def library_defaults() -> dict[str, Any]:
     """The library's values of the options the command declares as None (`--help` shows them):
     there None, on the command line or as `null` in a config file, means the library's default,
     and RUN/config.yaml and the template record the value itself."""
-    from cegate_cli.options.adapt import AdaptOptions
     from cegate_cli.commands.registered_flags import kind_size_defaults
+    from cegate_cli.options.adapt import AdaptOptions
 
     return {"backbone": AdaptOptions.backbone, **kind_size_defaults()}
 
@@ -279,21 +321,19 @@ def parameter_values(command: Any, config: Mapping[str, Any]) -> types.SimpleNam
     return types.SimpleNamespace(**{param.name: config.get(key) for key, param in params.items() if key not in RUNTIME})
 
 
-def adapt_options(
-    values: types.SimpleNamespace, *, saved_config: dict[str, Any], token: str | None, offline: bool, overwrite: bool, resume: bool
-) -> Any:
+def adapt_options(values: types.SimpleNamespace, *, saved_config: dict[str, Any], token: str | None, offline: bool, overwrite: bool, resume: bool) -> Any:
     """`AdaptOptions` from a resolved configuration read by parameter name (`parameter_values`):
     one mapping for a run started from flags and one re-made from its config.yaml, so both train
     the same thing. Every field is passed by name from the parameter of that flag (`--batch-size`:
     `batch_size` -> `TrainConfig(batch_size=...)`, whose field names the flag in its metadata);
     the toolbox kinds' sizes come from their registry (`kind_size_values`)."""
-    from cegate_cli.options.adapt import AdaptOptions
     from cegate_cli.backbone.galileo_options import GalileoOptions
     from cegate_cli.commands.options import offline_flag
     from cegate_cli.commands.registered_flags import kind_size_values
-    from cegate_cli.toolbox.kinds import parse_kinds
-    from cegate_cli.toolbox.config import ToolboxConfig
+    from cegate_cli.options.adapt import AdaptOptions
     from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+    from cegate_cli.toolbox.config import ToolboxConfig
+    from cegate_cli.toolbox.kinds import parse_kinds
 
     def path(value: Any) -> Path | None:
         return None if value is None else Path(value)

@@ -43,9 +43,7 @@ def register(app: typer.Typer) -> None:
         reporter = feedback.train_reporter()
         try:
             with feedback.batch_progress() as progress:
-                options = DemoOptions(
-                    root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only, backbone=backbone
-                )
+                options = DemoOptions(root=folder, steps=steps, seed=seed, overwrite=overwrite, device=device, source_only=source_only, backbone=backbone)
                 result = run_demo(options, reporter, progress)
         finally:
             reporter.finish()

@@ -13,10 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cegate_cli.commands.console import stdout
-from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt
-from cegate_cli.commands.options import DeviceOpt, JsonOpt, OfflineOpt, RunArg, TokenOpt, offline_flag
-from cegate_cli.commands.options import BatchOpt, OverlapOpt, TileOpt, WeightsOpt
-from cegate_cli.commands.feedback import main_progress
+from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt, main_progress
+from cegate_cli.commands.options import BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag
 from cegate_cli.predict.map_options import MapOptions
 
 
@@ -60,8 +58,7 @@ def register(app: typer.Typer) -> None:
         from cegate_cli.pipelines.inference import evaluate_run
 
         feedback = Feedback.from_flags(quiet, verbose)
-        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights,
-                             offline=offline_flag(offline), token=token)
+        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights, offline=offline_flag(offline), token=token)
         feedback.threads(threads)
         with main_progress(feedback) as progress:
             evaluation, loaded = evaluate_run(run, labeled, options=options, progress=progress, keep_masks=keep_masks)

@@ -40,15 +40,12 @@ class Level(IntEnum):
 
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors, warnings and the result: no progress.")]
-VerboseOpt = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Also thread and device choices, Fisher scores, every phase, and progress lines every 5 s.")
-]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also thread and device choices, Fisher scores, every phase, and progress lines every 5 s.")]
 ThreadsOpt = Annotated[
     Optional[int],
     typer.Option(
         "--threads",
-        help="CPU threads to compute with (default: the cores free now, from the CPU affinity and the 1-minute load; "
-        "or OMP_NUM_THREADS if set).",
+        help="CPU threads to compute with (default: the cores free now, from the CPU affinity and the 1-minute load; or OMP_NUM_THREADS if set).",
         show_default=False,
     ),
 ]
@@ -117,8 +114,7 @@ class Feedback:
         if self.level == Level.QUIET:
             return QuietTrainReporter(self.console)
         reporter: Any = (
-            RichTrainReporter(self.console, verbose=verbose) if self.live
-            else PlainTrainReporter(self.console, progress_interval(self.level), verbose=verbose)
+            RichTrainReporter(self.console, verbose=verbose) if self.live else PlainTrainReporter(self.console, progress_interval(self.level), verbose=verbose)
         )
         reporter.phase_delay = phase_delay(self.level)
         return reporter

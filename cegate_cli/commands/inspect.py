@@ -17,6 +17,7 @@ from cegate_cli.commands.options import JsonOpt, OfflineOpt, RevisionOpt, TokenO
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.kinds import kind_names
 
+
 def register(app: typer.Typer) -> None:
     @app.command(name="inspect")
     def inspect_command(
@@ -59,8 +60,7 @@ def _backbone_lines(info: dict[str, Any]) -> list[str]:
         f"backbone   {source.get('spec', info.get('spec'))}  ({info.get('architecture')})",
         f"source     {source.get('kind')}  {source.get('repo_id') or source.get('local_dir') or ''}  revision {revision}",
         f"weights    sha256 {sha}",
-        f"shape      depth {info.get('depth')}, width {info.get('embed_dim')}, patch {info.get('patch_size')}, "
-        f"{info.get('parameters', 0):,} parameters",
+        f"shape      depth {info.get('depth')}, width {info.get('embed_dim')}, patch {info.get('patch_size')}, {info.get('parameters', 0):,} parameters",
     ]
 
 
@@ -95,16 +95,12 @@ def render_run(report: dict[str, Any]) -> None:
     mapping = info.get("band_mapping") or []
     family = get_family(info["source"]["kind"])
     section = info.get(family.record_key) if family.record_key else None
-    described = [
-        f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-{family.unmatched_band}" for m in mapping
-    ]
+    described = [f"{m['band']}<-{m['copied_from']}" if m["copied_from"] is not None else f"{m['band']}<-{family.unmatched_band}" for m in mapping]
     stdout.print(f"bands      {', '.join(described) if described else ', '.join(report['bands']['names'])}")
     for line in family.describe(family.read_record(section)) if section else []:
         stdout.print(escape(line))
     classes = report["classes"]
-    swatches = "  ".join(
-        f"[rgb({c['color'][0]},{c['color'][1]},{c['color'][2]})]■[/] {c['id']} {c['name']}" for c in classes["classes"]
-    )
+    swatches = "  ".join(f"[rgb({c['color'][0]},{c['color'][1]},{c['color'][2]})]■[/] {c['id']} {c['name']}" for c in classes["classes"])
     stdout.print(f"classes    {swatches}   (ignore {classes['ignore_index']})")
 
     adaptation = report.get("adaptation") or {}

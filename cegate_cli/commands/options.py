@@ -14,12 +14,8 @@ from cegate_cli.infra.shared_help import DEVICE_HELP, OFFLINE_HELP, REVISION_HEL
 from cegate_cli.predict.map_options import MapOptions
 
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help=REVISION_HELP)]
-TokenOpt = Annotated[
-    Optional[str], typer.Option("--token", envvar="HF_TOKEN", show_envvar=False, help=TOKEN_HELP)
-]
-OfflineOpt = Annotated[
-    bool, typer.Option("--offline", help=OFFLINE_HELP)
-]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", envvar="HF_TOKEN", show_envvar=False, help=TOKEN_HELP)]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help=OFFLINE_HELP)]
 DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from cegate_cli.infra.progress import BatchProgress
-from cegate_cli.train.reporter import SilentReporter
 from cegate_cli.infra.words import counted
+from cegate_cli.train.reporter import SilentReporter
 
 if TYPE_CHECKING:
-    from cegate_cli.toolbox.fisher import Selection
     from cegate_cli.predict.batch import FileOutcome
+    from cegate_cli.toolbox.fisher import Selection
 
 TOP_SCORES = 8
 """How many Fisher scores `--verbose` lists after each selection."""

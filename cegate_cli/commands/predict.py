@@ -12,7 +12,17 @@ import typer
 from cegate_cli.commands.console import stdout
 from cegate_cli.commands.feedback import Feedback, QuietOpt, ThreadsOpt, VerboseOpt, main_progress
 from cegate_cli.commands.options import (
-    BatchOpt, DeviceOpt, JsonOpt, OfflineOpt, OverlapOpt, OverwriteOpt, RunArg, TileOpt, TokenOpt, WeightsOpt, offline_flag,
+    BatchOpt,
+    DeviceOpt,
+    JsonOpt,
+    OfflineOpt,
+    OverlapOpt,
+    OverwriteOpt,
+    RunArg,
+    TileOpt,
+    TokenOpt,
+    WeightsOpt,
+    offline_flag,
 )
 from cegate_cli.commands.registered_flags import Flag, with_flags
 from cegate_cli.infra.option_fields import help_of
@@ -58,10 +68,14 @@ def register(app: typer.Typer) -> None:
         feedback = Feedback.from_flags(quiet, verbose)
 
         written = tuple(o.name for o in switched_outputs() if switches[o.name])
-        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, outputs=written,
-                             weights=weights, offline=offline_flag(offline), token=token)
+        options = MapOptions(
+            tile=tile, overlap=overlap, batch_size=batch_size, device=device, outputs=written, weights=weights, offline=offline_flag(offline), token=token
+        )
         vectors = VectorOptions(
-            fmt=None if vector == NO_VECTOR else vector, min_area_m2=min_area, simplify_m=simplify, merge=vector_merge  # type: ignore[arg-type]
+            fmt=None if vector == NO_VECTOR else vector,
+            min_area_m2=min_area,
+            simplify_m=simplify,
+            merge=vector_merge,  # type: ignore[arg-type]
         )
         feedback.threads(threads)
         started = time.perf_counter()

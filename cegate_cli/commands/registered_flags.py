@@ -66,11 +66,7 @@ def kind_size_flags() -> list[Flag]:
     (the library's default, shown in `--help`), the default itself in `--print-config`."""
     from cegate_cli.toolbox.kinds import size_options
 
-    return [
-        Flag(option.flag, Optional[option.type], None, option.help, show_default=str(option.default))
-        for option in size_options()
-        if option.flag
-    ]
+    return [Flag(option.flag, Optional[option.type], None, option.help, show_default=str(option.default)) for option in size_options() if option.flag]
 
 
 def kind_size_values(config: typing.Mapping[str, Any]) -> dict[str, Any]:
@@ -78,11 +74,7 @@ def kind_size_values(config: typing.Mapping[str, Any]) -> dict[str, Any]:
     flag keys (`lora-rank: 4`); a key with no value leaves the kind's default."""
     from cegate_cli.toolbox.kinds import size_options
 
-    return {
-        option.key: config[option.flag[2:]]
-        for option in size_options()
-        if option.flag and config.get(option.flag[2:]) is not None
-    }
+    return {option.key: config[option.flag[2:]] for option in size_options() if option.flag and config.get(option.flag[2:]) is not None}
 
 
 def kind_size_defaults() -> dict[str, Any]:

@@ -25,9 +25,7 @@ def band_names_of(path: Path) -> tuple[str, ...]:
 
 
 def _names_from_descriptions(descriptions: Sequence[str | None]) -> tuple[str, ...]:
-    return tuple(
-        canonical_band_name(d) if d and d.strip() else f"band_{i}" for i, d in enumerate(descriptions, start=1)
-    )
+    return tuple(canonical_band_name(d) if d and d.strip() else f"band_{i}" for i, d in enumerate(descriptions, start=1))
 
 
 def _open(path: Path) -> Any:
@@ -72,7 +70,7 @@ class BandChoice:
 
 
 def parse_band_spec(spec: str) -> tuple[int | str, ...]:
-    """"1,2,3" or "red, green,nir" -> tokens (ints are 1-based indexes, strings canonical names)."""
+    """ "1,2,3" or "red, green,nir" -> tokens (ints are 1-based indexes, strings canonical names)."""
     tokens: list[int | str] = []
     for part in spec.split(","):
         part = part.strip()
@@ -104,18 +102,13 @@ def resolve_bands(spec: str | None, path: Path) -> BandChoice:
         else:
             hits = [i for i, n in enumerate(names, start=1) if n == token]
             if len(hits) > 1:
-                raise DataError(
-                    f"{path}: band {token!r} appears {len(hits)} times {_describe(names)}; choose by number instead"
-                )
+                raise DataError(f"{path}: band {token!r} appears {len(hits)} times {_describe(names)}; choose by number instead")
             if not hits:
                 missing.append(token)
                 continue
             indexes.append(hits[0])
     if missing:
-        raise DataError(
-            f"{path}: no band {', '.join(missing)}; the file has {_describe(names)}. "
-            "Name bands by number or by these names with --bands."
-        )
+        raise DataError(f"{path}: no band {', '.join(missing)}; the file has {_describe(names)}. Name bands by number or by these names with --bands.")
     if len(set(indexes)) != len(indexes):
         raise InputError(f"--bands {spec!r} names the same band twice in {path} {_describe(names)}")
     return BandChoice(tuple(indexes), tuple(names[i - 1] for i in indexes))

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from rasterio.enums import Interleaving
 
-from cegate_cli.infra.capacity import MAX_BLOCK_BYTES, size_words
 from cegate_cli.errors import DataError
+from cegate_cli.infra.capacity import MAX_BLOCK_BYTES, size_words
 
 
 def largest_block(dataset: Any) -> tuple[int, int, int]:

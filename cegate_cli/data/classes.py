@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.infra.documents import read_yaml
 from cegate_cli.errors import DataError, DocumentError
+from cegate_cli.infra.documents import read_yaml
 
 DEFAULT_IGNORE_INDEX = 255
 MAX_IGNORE_INDEX = 255
@@ -40,10 +40,7 @@ class ClassTable:
             twice = sorted({i for i in ids if ids.count(i) > 1})
             raise DataError(f"class id(s) {twice} appear more than once (ids {ids}); give every class its own id")
         if self.ignore_index in ids:
-            raise DataError(
-                f"class id {self.ignore_index} is also the ignore index; choose another "
-                "ignore_index in classes.yaml or with --ignore-index"
-            )
+            raise DataError(f"class id {self.ignore_index} is also the ignore index; choose another ignore_index in classes.yaml or with --ignore-index")
         for c in self.classes:
             if not 0 <= c.id <= 254:
                 raise DataError(f"class id {c.id} ({c.name!r}) must be between 0 and 254")
@@ -160,7 +157,11 @@ def load_class_table(path: Path, ignore_index: int | None = None) -> ClassTable:
         classes.append(ClassInfo(class_id, str(name), color))
     if ignore_index is None:
         ignore_index = _whole_number(
-            data.get("ignore_index", DEFAULT_IGNORE_INDEX), "ignore_index", 0, MAX_IGNORE_INDEX, path,
+            data.get("ignore_index", DEFAULT_IGNORE_INDEX),
+            "ignore_index",
+            0,
+            MAX_IGNORE_INDEX,
+            path,
             f"it is the mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}); leave the line out for the default",
         )
     try:

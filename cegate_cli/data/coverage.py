@@ -38,9 +38,7 @@ def class_coverage(table: ClassTable, label_counts: Mapping[int, int], label_ima
     number of images holding it (the ignore index is not a class and counts for nothing)."""
     labeled = sum(n for value, n in label_counts.items() if value != table.ignore_index)
     return [
-        ClassCoverage(
-            c.id, c.name, int(label_counts.get(c.id, 0)), label_counts.get(c.id, 0) / labeled if labeled else 0.0, int(label_images.get(c.id, 0))
-        )
+        ClassCoverage(c.id, c.name, int(label_counts.get(c.id, 0)), label_counts.get(c.id, 0) / labeled if labeled else 0.0, int(label_images.get(c.id, 0)))
         for c in table.classes
     ]
 
@@ -50,10 +48,7 @@ def coverage_warnings(coverage: list[ClassCoverage], total_images: int) -> list[
     lines = []
     for c in coverage:
         if c.pixels == 0:
-            lines.append(
-                f"class {c.name!r} (id {c.class_id}) has no labeled pixels: it cannot be learned; label some of it, "
-                "or remove it from classes.yaml"
-            )
+            lines.append(f"class {c.name!r} (id {c.class_id}) has no labeled pixels: it cannot be learned; label some of it, or remove it from classes.yaml")
         elif c.share < MIN_SHARE or (c.images < MIN_IMAGES and total_images >= MIN_IMAGES):
             lines.append(
                 f"class {c.name!r} (id {c.class_id}) is {100 * c.share:.2f}% of the labeled pixels ({c.pixels:,} px in {c.images} of "

@@ -20,8 +20,8 @@ from rasterio.windows import Window
 from cegate_cli.data.folder import ImagePair
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.raster_cache import RasterCache
-from cegate_cli.data.windows import read_image_window, read_mask_window
 from cegate_cli.data.stats import BandStats
+from cegate_cli.data.windows import read_image_window, read_mask_window
 from cegate_cli.errors import InputError
 
 # A crop whose labeled (or, unlabeled, valid) share is below this is redrawn a few times; the best
@@ -251,9 +251,7 @@ class CropSampler:
         for _ in range(RETRIES + 1):
             scene = int(rng.choice(len(self.images), p=self._weights))
             height, width = self.sizes[scene]
-            window = CropWindow(
-                scene, int(rng.integers(max(height - self.crop, 0) + 1)), int(rng.integers(max(width - self.crop, 0) + 1))
-            )
+            window = CropWindow(scene, int(rng.integers(max(height - self.crop, 0) + 1)), int(rng.integers(max(width - self.crop, 0) + 1)))
             image, labels, valid = self._read(window)
             useful = valid if labels is None else labels != self.ignore_index
             score = int(useful.sum())
@@ -280,9 +278,7 @@ class CropSampler:
             pair = self.pairs[where.scene]
             labels = np.full((self.crop, self.crop), self.ignore_index, dtype=np.int64)
             source = pair.mask_source
-            labels[:h, :w] = read_mask_window(
-                self._cache.mask(source), window, nodata_value=source.nodata_value, ignore_index=self.ignore_index
-            )
+            labels[:h, :w] = read_mask_window(self._cache.mask(source), window, nodata_value=source.nodata_value, ignore_index=self.ignore_index)
             labels[~valid] = self.ignore_index
         return image, labels, valid
 

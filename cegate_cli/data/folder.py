@@ -110,7 +110,7 @@ def _open_problem(path: Path, exc: DataError) -> str:
     text = str(exc)
     prefix = f"{path}: "
     if text.startswith(prefix) and exc.__cause__ is None:
-        return text[len(prefix):]
+        return text[len(prefix) :]
     return f"cannot read ({exc.__cause__ or exc})"
 
 
@@ -178,9 +178,7 @@ def discover_labeled(
         raise DataFileNotFoundError(f"{root}: no such folder (expected {root}/images and {root}/masks)")
     for sub in (images_dir, masks_dir):
         if not sub.is_dir():
-            raise DataFileNotFoundError(
-                f"{root}: no {sub.name}/ folder; a labeled folder holds images/ and masks/ with the same file names"
-            )
+            raise DataFileNotFoundError(f"{root}: no {sub.name}/ folder; a labeled folder holds images/ and masks/ with the same file names")
     problems: list[str] = []
     images = _by_stem(_scenes(images_dir), root, problems)
     masks = _by_stem(_tiffs(masks_dir), root, problems)
@@ -229,10 +227,7 @@ def discover_labeled(
         bad = sorted(v for v in pair_labels if v != ignore and (v not in explicit.ids if explicit else not 0 <= v <= 254))
         if bad:
             expected = f"the classes in {table_path.name} {list(explicit.ids)}" if explicit else "class ids 0-254"
-            problems.append(
-                f"{_rel(pair.mask, root)}: mask values {_short(bad)} are not {expected} "
-                f"or the ignore index {ignore}"
-            )
+            problems.append(f"{_rel(pair.mask, root)}: mask values {_short(bad)} are not {expected} or the ignore index {ignore}")
         pairs.append(pair)
     for value, files in nodata_dropped.items():
         warnings.append(
@@ -244,9 +239,7 @@ def discover_labeled(
     if problems:
         shown = problems[:MAX_PROBLEM_LINES]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        raise DataError(
-            f"{len(problems)} problem(s) in labeled folder {root}:\n" + "\n".join(f"  - {p}" for p in shown) + more
-        )
+        raise DataError(f"{len(problems)} problem(s) in labeled folder {root}:\n" + "\n".join(f"  - {p}" for p in shown) + more)
 
     present = {v for v, n in label_counts.items() if n}
     if explicit is not None:
@@ -254,10 +247,7 @@ def discover_labeled(
     else:
         table = ClassTable.from_ids(sorted(present - {ignore}), ignore_index=ignore)
     if not present - {ignore}:
-        raise DataError(
-            f"{root}: the masks hold no labels, only the ignore index {ignore}; "
-            "check the masks or set the ignore index with --ignore-index"
-        )
+        raise DataError(f"{root}: the masks hold no labels, only the ignore index {ignore}; check the masks or set the ignore index with --ignore-index")
     if present == {0, ignore} and ignore == DEFAULT_IGNORE_INDEX:
         warnings.append(
             f"the masks hold only the values 0 and {ignore}, and {ignore} is the ignore index, so only class 0 "
@@ -280,9 +270,7 @@ def _short(values: list[int], limit: int = 12) -> str:
     return str(values) if len(values) <= limit else str(values[:limit])[:-1] + ", ...]"
 
 
-def _check_pair(
-    image: Path, mask: Path, root: Path, align: bool, problems: list[str], warnings: list[str]
-) -> tuple[ImagePair, dict[int, int]] | None:
+def _check_pair(image: Path, mask: Path, root: Path, align: bool, problems: list[str], warnings: list[str]) -> tuple[ImagePair, dict[int, int]] | None:
     """Open both files, compare grids, scan mask values; append problems, return None if unusable."""
     opened: list[Any] = []
     try:
@@ -306,8 +294,7 @@ def _check_pair(
         warp = False
         if differences and not align:
             problems.append(
-                f"{mask_name}: grid differs from {_rel(image, root)} ({'; '.join(differences)}); "
-                "reproject the mask onto the image grid or pass --align"
+                f"{mask_name}: grid differs from {_rel(image, root)} ({'; '.join(differences)}); reproject the mask onto the image grid or pass --align"
             )
             usable = False
         elif differences:
@@ -372,9 +359,7 @@ class ImageContents:
     they would make its mIoU NaN, so callers leave them out."""
 
 
-def check_image_contents(
-    images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], crop: int, root: Path
-) -> ImageContents:
+def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], crop: int, root: Path) -> ImageContents:
     """Warnings about images that train badly or not at all, each naming its files; a DataError
     when no image has a single valid pixel (nothing could be trained).
 
@@ -409,12 +394,8 @@ def check_image_contents(
             f"{root}: no valid pixel in any of the {len(images)} image(s) ({_listed(empty)}): every pixel is nodata, "
             "NaN or masked in at least one of the bands used; check the files' nodata value, or choose other bands with --bands"
         )
-    warnings = _grouped(
-        empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation"
-    )
-    warnings += _grouped(
-        small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)"
-    )
+    warnings = _grouped(empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation")
+    warnings += _grouped(small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)")
     for band, names in sorted(alpha_as_data.items()):
         warnings.append(f"{len(names)} image(s) ({_listed(names)}): {alpha_as_data_note(band)}")
     used = {p: d for p, d in dtypes.items() if p not in empty_paths}  # an image left out has no scale to compare
@@ -424,8 +405,9 @@ def check_image_contents(
         for dtype in sorted(set(counts) - {usual}):
             odd = [_rel(p, root) for p, d in used.items() if d == dtype]
             warnings += _grouped(
-                odd, f"holds {dtype} values while {n} of {len(used)} images hold {usual}; all are normalised with the same "
-                "statistics, so check it is on the same scale (rescale it or leave it out)"
+                odd,
+                f"holds {dtype} values while {n} of {len(used)} images hold {usual}; all are normalised with the same "
+                "statistics, so check it is on the same scale (rescale it or leave it out)",
             )
     return ImageContents(warnings, frozenset(empty_paths))
 

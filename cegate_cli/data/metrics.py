@@ -65,10 +65,7 @@ class ConfusionMatrix:
         for name, values in (("label", t), ("prediction", p)):
             if values.size and (values.min() < 0 or values.max() >= k):
                 bad = sorted(set(np.unique(values[(values < 0) | (values >= k)]).tolist()))[:5]
-                raise DataError(
-                    f"{name} holds class id(s) {bad}, outside 0..{k - 1}; "
-                    f"check the class table or set the ignore index (now {self.ignore_index})"
-                )
+                raise DataError(f"{name} holds class id(s) {bad}, outside 0..{k - 1}; check the class table or set the ignore index (now {self.ignore_index})")
         self.matrix += np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -181,8 +178,7 @@ def evaluate_scene(
                 valid = pred_validity.of(pred_ds, pred[None], window) & true_validity.of(true_ds, target[None], window)
             except RasterioError as exc:
                 raise DataError(
-                    f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({gdal_detail(exc)}); "
-                    "a file may be truncated or corrupt"
+                    f"{mask_pred_path} / {mask_true_path}: reading rows from {row} failed ({gdal_detail(exc)}); a file may be truncated or corrupt"
                 ) from exc
             try:
                 matrix.update(pred, target, valid)
@@ -196,10 +192,7 @@ def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader, pa: P
     compared only where both files have a CRS: a prediction of a scene without georeference has none."""
     parts = grid_mismatches(a, b, one_sided_crs_differs=False)
     if "size" in parts:
-        raise DataError(
-            f"{pa} is {a.width} x {a.height} pixels but {pb} is {b.width} x {b.height}; "
-            "labels must be on the scene's own pixel grid"
-        )
+        raise DataError(f"{pa} is {a.width} x {a.height} pixels but {pb} is {b.width} x {b.height}; labels must be on the scene's own pixel grid")
     if "crs" in parts:
         raise DataError(f"{pa} is in {a.crs} but {pb} in {b.crs}; labels must be on the scene's own pixel grid")
     if "transform" in parts:

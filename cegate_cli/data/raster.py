@@ -96,8 +96,7 @@ def check_geotiff(ds: Any, path: Path) -> None:
         return
     what = _DRIVER_WORDS.get(ds.driver, f"a {ds.driver} file")
     raise DataError(
-        f"{path}: is {what} with a .tif name, not a GeoTIFF; convert it "
-        f"(e.g. gdal_translate -of GTiff {Path(path).name} out.tif) or export it as GeoTIFF"
+        f"{path}: is {what} with a .tif name, not a GeoTIFF; convert it (e.g. gdal_translate -of GTiff {Path(path).name} out.tif) or export it as GeoTIFF"
     )
 
 

@@ -40,8 +40,8 @@ from rasterio.io import MemoryFile
 from cegate_cli.data.band_names import CANONICAL_BANDS, canonical_band_name
 from cegate_cli.data.blocks import check_blocks
 from cegate_cli.data.gdal import gdal_detail, network_defaults, network_hint, quiet_open
-from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DataError, DataFileNotFoundError, DocumentError
+from cegate_cli.infra.documents import read_json
 
 ITEM_SUFFIX = ".json"
 VSICURL_PREFIX = "/vsicurl?empty_dir=yes&url="
@@ -50,8 +50,16 @@ SKIPPED_ROLES = frozenset({"thumbnail", "overview", "metadata"})
 """Assets with only these roles are never read: previews, not measurements."""
 _NOT_RASTER_TYPES = ("application/json", "application/xml", "text/", "application/geo+json", "image/png", "image/jpeg")
 _GDAL_TYPES = {
-    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
-    "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64",
+    "uint8": "Byte",
+    "int8": "Int8",
+    "uint16": "UInt16",
+    "int16": "Int16",
+    "uint32": "UInt32",
+    "int32": "Int32",
+    "uint64": "UInt64",
+    "int64": "Int64",
+    "float32": "Float32",
+    "float64": "Float64",
 }
 
 
@@ -68,6 +76,7 @@ class ItemBand:
     def shown(self) -> str:
         """The href as the user wrote it (the URL, not GDAL's /vsicurl? form), for messages."""
         return shown_href(self.href)
+
     band: int
     """1-based band of the asset file."""
     nodata: float | None
@@ -132,12 +141,11 @@ def read_item(path: str | os.PathLike[str]) -> StacItem:
     if not isinstance(data, dict) or data.get("type") != "Feature" or not isinstance(data.get("assets"), dict):
         kind = data.get("type") if isinstance(data, dict) else type(data).__name__
         raise DataError(
-            f"{path}: not a STAC item (type {kind!r}, expected a \"Feature\" with \"assets\"); "
-            "give item JSON files, not a catalog, collection or search result"
+            f'{path}: not a STAC item (type {kind!r}, expected a "Feature" with "assets"); give item JSON files, not a catalog, collection or search result'
         )
     item_id = data.get("id")
     if not isinstance(item_id, str) or not item_id.strip():
-        raise DataError(f"{path}: the STAC item has no \"id\"; every item needs one (outputs are named from it)")
+        raise DataError(f'{path}: the STAC item has no "id"; every item needs one (outputs are named from it)')
     bands = _choose_bands(path, data["assets"])
     if not bands:
         raise DataError(
@@ -209,7 +217,7 @@ def _number(value: Any) -> float | None:
 
 def shown_href(path: str) -> str:
     """An asset path as the user gave it: the URL of a /vsicurl?...&url= path, else the path."""
-    return unquote(path[len(VSICURL_PREFIX):]) if path.startswith(VSICURL_PREFIX) else path
+    return unquote(path[len(VSICURL_PREFIX) :]) if path.startswith(VSICURL_PREFIX) else path
 
 
 def gdal_path(href: str, item_path: Path) -> str:
@@ -228,10 +236,7 @@ def gdal_path(href: str, item_path: Path) -> str:
     if scheme == "file":
         return unquote(parsed.path)
     if len(scheme) > 1:  # one letter is a Windows drive
-        raise DataError(
-            f"{item_path}: asset href {href!r} uses {scheme}://, which cegate cannot read; "
-            "use a local path, http(s):// or s3://"
-        )
+        raise DataError(f"{item_path}: asset href {href!r} uses {scheme}://, which cegate cannot read; use a local path, http(s):// or s3://")
     local = Path(unquote(href))
     return os.path.normpath(local if local.is_absolute() else Path(item_path).resolve().parent / local)
 
@@ -259,8 +264,9 @@ def _probe(item: StacItem, band: ItemBand) -> _Grid:
     try:
         with quiet_open(band.href) as ds:
             check_blocks(ds, where)
-            return _Grid(ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals),
-                         tuple(tuple(shape) for shape in ds.block_shapes))
+            return _Grid(
+                ds.width, ds.height, ds.transform, ds.crs, ds.count, tuple(ds.dtypes), tuple(ds.nodatavals), tuple(tuple(shape) for shape in ds.block_shapes)
+            )
     except (RasterioError, OSError) as exc:  # the errors data/raster.py's open_raster catches
         detail = gdal_detail(exc)
         remote = band.href.startswith("/vsi")
@@ -302,8 +308,15 @@ def item_vrt(item: StacItem) -> str:
         rows, columns = grid.blocks[band.band - 1]
         # Declared here, GDAL opens the asset only when its pixels are read (one less round trip
         # per remote asset each time the item is opened).
-        ET.SubElement(source, "SourceProperties", RasterXSize=str(grid.width), RasterYSize=str(grid.height),
-                      DataType=_GDAL_TYPES[np.dtype(grid.dtypes[band.band - 1]).name], BlockXSize=str(columns), BlockYSize=str(rows))
+        ET.SubElement(
+            source,
+            "SourceProperties",
+            RasterXSize=str(grid.width),
+            RasterYSize=str(grid.height),
+            DataType=_GDAL_TYPES[np.dtype(grid.dtypes[band.band - 1]).name],
+            BlockXSize=str(columns),
+            BlockYSize=str(rows),
+        )
         ET.SubElement(source, "SrcRect", xOff="0", yOff="0", xSize=str(grid.width), ySize=str(grid.height))
         ET.SubElement(source, "DstRect", xOff="0", yOff="0", xSize=str(target.width), ySize=str(target.height))
     return ET.tostring(root, encoding="unicode")

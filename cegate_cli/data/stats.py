@@ -117,8 +117,7 @@ def compute_band_stats(
             used += 1
     if used == 0:
         raise DataError(
-            f"no valid pixels in {min(total, 4 * budget)} sampled windows of {len(images)} image(s) "
-            f"(first: {images[0]}); are the images all nodata?"
+            f"no valid pixels in {min(total, 4 * budget)} sampled windows of {len(images)} image(s) (first: {images[0]}); are the images all nodata?"
         )
     std = np.sqrt(m2 / count)
     floor = np.maximum(STD_FLOOR_ABS, STD_FLOOR_REL * np.abs(mean))

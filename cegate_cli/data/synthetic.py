@@ -22,8 +22,8 @@ import numpy as np
 import rasterio
 from rasterio.transform import from_origin
 
-from cegate_cli.infra.atomic import atomic_path, write_text_atomic
 from cegate_cli.data.classes import ClassInfo, ClassTable
+from cegate_cli.infra.atomic import atomic_path, write_text_atomic
 
 Domain = Literal["source", "target"]
 
@@ -76,7 +76,13 @@ class DomainStyle:
 STYLES: dict[str, DomainStyle] = {
     "source": DomainStyle(10.0, (1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 0.0), 0.0, 60.0, 1.0, "EPSG:32633"),
     "target": DomainStyle(
-        15.0, (1.18, 1.12, 1.1, 0.78), (380.0, 320.0, 260.0, 120.0), 1.2, 200.0, 0.5, "EPSG:32634",
+        15.0,
+        (1.18, 1.12, 1.1, 0.78),
+        (380.0, 320.0, 260.0, 120.0),
+        1.2,
+        200.0,
+        0.5,
+        "EPSG:32634",
         season=((0, 0, 0, 0), (0, -80, 150, -600), (0, 0, 0, 0), (-50, -100, -150, -300)),
     ),
 }
@@ -298,9 +304,7 @@ def _scene_seed(seed: int, group: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, group, index]).generate_state(1)[0])
 
 
-def make_demo_dataset(
-    root: Path, *, n_source: int = 6, n_target: int = 4, size: int = 256, seed: int = 0, n_target_eval: int | None = None
-) -> DemoDataset:
+def make_demo_dataset(root: Path, *, n_source: int = 6, n_target: int = 4, size: int = 256, seed: int = 0, n_target_eval: int | None = None) -> DemoDataset:
     """Write a labeled source folder, an unlabeled target folder and a labeled held-out target folder.
 
     Existing files of the same names are replaced. Every third scene is narrower (3/4 width) so

@@ -43,9 +43,7 @@ def atomic_path(final: str | os.PathLike[str], suffix: str | None = None) -> Ite
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(final.parent)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.tmp-{os.getpid()}@{_HOST}-", suffix=final.suffix if suffix is None else suffix, dir=final.parent
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.tmp-{os.getpid()}@{_HOST}-", suffix=final.suffix if suffix is None else suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # writers create the file themselves; some (GDAL, pyogrio) refuse to overwrite

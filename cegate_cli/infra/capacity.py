@@ -49,7 +49,7 @@ def check_pass(*, side: int, side_flag: str, batch: int, batch_flag: str, unit: 
 
 
 def machine_memory() -> str:
-    """"this machine has 15.6 GiB of memory", or words saying it is unknown."""
+    """ "this machine has 15.6 GiB of memory", or words saying it is unknown."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):

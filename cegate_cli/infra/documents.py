@@ -208,8 +208,7 @@ def _check_expansion(root: Node) -> None:
             line = node.start_mark.line + 1
             if values[key] > MAX_YAML_VALUES:
                 raise _Refused(
-                    f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values (line {line}); "
-                    "write the values out instead of nesting aliases"
+                    f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values (line {line}); write the values out instead of nesting aliases"
                 )
             if depth[key] > MAX_DEPTH:
                 raise _Refused(f"{_too_deep()} once its aliases are expanded (line {line})")

@@ -35,9 +35,7 @@ def record_fields(cls: type, data: Any, *, section: str, unknown: str = "refuse"
     strange = [key for key in data if key not in {prefix + name for name in names}]
     if strange and unknown == "refuse":
         raise FieldTypeError(f"{section}.{strange[0]} is not a field cegate knows")
-    return {
-        name: checked_value(data[prefix + name], hints[name], f"{section}.{prefix}{name}") for name in names if prefix + name in data
-    }
+    return {name: checked_value(data[prefix + name], hints[name], f"{section}.{prefix}{name}") for name in names if prefix + name in data}
 
 
 def require_object(data: Any, section: str) -> None:

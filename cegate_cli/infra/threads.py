@@ -128,10 +128,7 @@ class ThreadChoice:
         policy = os.environ.get(WAIT_POLICY_ENV, "(unset)")
         if _late:
             policy += ", set after torch was imported: OpenMP keeps its default"
-        return (
-            f"threads: {self.threads} ({self.reason}; {self.cores} usable cores, {self.measured} {load}; "
-            f"{WAIT_POLICY_ENV}={policy})"
-        )
+        return f"threads: {self.threads} ({self.reason}; {self.cores} usable cores, {self.measured} {load}; {WAIT_POLICY_ENV}={policy})"
 
 
 def free_cores(cores: int, load: float | None) -> int:

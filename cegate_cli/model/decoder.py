@@ -51,9 +51,7 @@ class UNetDecoder(nn.Module):
             nn.Sequential(nn.Conv2d(embed_dim, channels, 1, bias=False), _norm(channels), nn.GELU())
             for channels in reversed(stage_widths)  # features come shallow -> deep
         )
-        self.fuse = nn.ModuleList(
-            ConvBlock(stage_widths[step - 1] + stage_widths[step], stage_widths[step]) for step in range(1, num_levels)
-        )
+        self.fuse = nn.ModuleList(ConvBlock(stage_widths[step - 1] + stage_widths[step], stage_widths[step]) for step in range(1, num_levels))
         stem_width = 16
         self.stem = ConvBlock(in_chans, stem_width)
         self.final = ConvBlock(stage_widths[-1] + stem_width, stage_widths[-1])

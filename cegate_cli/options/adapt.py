@@ -15,10 +15,10 @@ from cegate_cli.backbone.galileo_options import GalileoOptions
 from cegate_cli.data.classes import DEFAULT_IGNORE_INDEX
 from cegate_cli.infra.option_fields import option
 from cegate_cli.infra.shared_help import OFFLINE_HELP, REVISION_HELP, TOKEN_HELP
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+from cegate_cli.toolbox.config import ToolboxConfig
 from cegate_cli.toolbox.kinds import default_kind_names, kind_names
 from cegate_cli.toolbox.module_key import ModuleKey
-from cegate_cli.toolbox.config import ToolboxConfig
-from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 
 _BACKBONE_HELP = (
     "Backbone: hf-hub:ORG/NAME or hf-hub:ORG/NAME/FOLDER for a model in a repo's folder (optionally @REVISION), a local folder, or an alias (dinov2-small|base|large, "
@@ -26,17 +26,12 @@ _BACKBONE_HELP = (
     "Not with --from."
 )
 
-_MODULES_HELP = (
-    f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated), or all: the default toolbox "
-    f"({', '.join(default_kind_names())})."
-)
+_MODULES_HELP = f"Module kinds to choose from: {', '.join(kind_names())} (comma-separated), or all: the default toolbox ({', '.join(default_kind_names())})."
 
 
 @dataclass(frozen=True)
 class AdaptOptions:
-    source: Path | None = option(
-        help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml). Not with --from.", flag="SOURCE"
-    )
+    source: Path | None = option(help="Labeled folder: images/ and masks/ with matching names (+ classes.yaml). Not with --from.", flag="SOURCE")
     """Labeled folder; None when continuing an earlier run (`from_run`) on the target only."""
     out: Path = option(help="Run folder to write.", flag="--out")
     backbone: str = option("galileo-nano", help=_BACKBONE_HELP, flag="--backbone")
@@ -48,13 +43,9 @@ class AdaptOptions:
     revision: str | None = option(None, help=REVISION_HELP, flag="--revision")
     token: str | None = option(None, help=TOKEN_HELP, flag="--token")
     offline: bool | None = option(None, help=OFFLINE_HELP, flag="--offline")
-    bands: str | None = option(
-        None, help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).", flag="--bands"
-    )
+    bands: str | None = option(None, help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).", flag="--bands")
     classes_file: Path | None = option(None, help="classes.yaml (default: SOURCE/classes.yaml if present).", flag="--classes")
-    ignore_index: int | None = option(
-        None, help=f"Mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}).", flag="--ignore-index"
-    )
+    ignore_index: int | None = option(None, help=f"Mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}).", flag="--ignore-index")
     align: bool = option(False, help="Warp masks onto their image's grid (nearest) when grids differ.", flag="--align")
     kinds: tuple[str, ...] = option(ToolboxConfig().kinds, help=_MODULES_HELP, flag="--modules")
     """The kinds selection chooses from (default: the default toolbox's, `--modules all`)."""
@@ -68,9 +59,7 @@ class AdaptOptions:
     resume: bool = option(False, help="Continue an interrupted run in --out with the same options.", flag="--resume")
     target: Path | None = option(None, help="Unlabeled target folder (images only): self-train on it.", flag="--target")
     """Unlabeled target folder: self-training (with `source`: DACS; with `from_run`: target only)."""
-    from_run: Path | None = option(
-        None, help="Continue this finished run on --target without any labels (no SOURCE).", flag="--from"
-    )
+    from_run: Path | None = option(None, help="Continue this finished run on --target without any labels (no SOURCE).", flag="--from")
     """A finished run to continue on `target` (backbone, bands, classes, toolbox come from it)."""
     self_training: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     galileo: GalileoOptions = field(default_factory=GalileoOptions)

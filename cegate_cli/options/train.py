@@ -83,21 +83,15 @@ class TrainConfig:
     reselect_every: int = option(0, help="Re-score and reselect every N steps (0 = once).", flag="--reselect-every")
     fisher_samples: int = option(16, help="Crops used to estimate the Fisher scores.", flag="--fisher-samples")
     augment: bool = option(True, help="Flips, rotations, band jitter.", flag="--augment")
-    illumination: float = option(
-        0.0, help="Brightness and contrast jitter shared by all bands of a source crop (0 = off).", flag="--illumination"
-    )
+    illumination: float = option(0.0, help="Brightness and contrast jitter shared by all bands of a source crop (0 = off).", flag="--illumination")
     """With `augment`: strength of a brightness and contrast jitter shared by every band of a
     source crop (data/crops.py Augment), so the model does not learn the source's exposure."""
-    rare_crops: int = option(
-        4, help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).", flag="--rare-crops"
-    )
+    rare_crops: int = option(4, help="Draw N candidate crops and keep the one richest in rare classes (1 = plain random crops).", flag="--rare-crops")
     """Candidate windows per training crop; above 1 the one whose labels weigh most by the
     balanced class weights is kept (data/crops.py), so rare classes are seen more often (1 =
     plain random crops). Default 4: on the NAIP tiles, where water is 1.4% of the pixels, it
     lifted water's IoU most (docs/benchmarks-real.md)."""
-    loss: str = option(
-        "balanced+dice", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice.", flag="--loss"
-    )
+    loss: str = option("balanced+dice", help="ce, balanced (classes weighted by their rarity in the labels) or balanced+dice.", flag="--loss")
     """Task loss (LOSSES): "ce", "balanced" (class-weighted by the labels' shares),
     "balanced+dice". Default balanced+dice: real labels are imbalanced and mIoU weighs every class
     alike; on the NAIP tiles plain ce left building and water near 0 IoU (docs/benchmarks-real.md)."""
@@ -113,8 +107,7 @@ class TrainConfig:
     recall."""
     calibrate: bool = option(
         True,
-        help="After training, fit one offset per class on the validation images so no class is overpredicted "
-        "(stored in the head's weights).",
+        help="After training, fit one offset per class on the validation images so no class is overpredicted (stored in the head's weights).",
         flag="--calibrate",
     )
     """After training, fit one offset per class on the validation crops and add it to the head's
@@ -177,18 +170,30 @@ class TrainConfig:
         "training" forever), `--fisher-samples 0` surfaced as an internal crop-sampler message
         and `--val-fraction 1.5` was silently capped; every message names the flag.
         """
+        from cegate_cli.errors import InputError
         from cegate_cli.infra.capacity import check_pass
         from cegate_cli.model.decoder import DECODERS
-        from cegate_cli.errors import InputError
         from cegate_cli.toolbox.fisher import parse_select_spec
 
-        at_least_one = {"--steps": "steps", "--batch-size": "batch_size", "--fisher-samples": "fisher_samples", "--crop": "crop",
-                        "validation crops": "val_crops", "--save-every": "save_every", "--rare-crops": "rare_crops"}
+        at_least_one = {
+            "--steps": "steps",
+            "--batch-size": "batch_size",
+            "--fisher-samples": "fisher_samples",
+            "--crop": "crop",
+            "validation crops": "val_crops",
+            "--save-every": "save_every",
+            "--rare-crops": "rare_crops",
+        }
         for flag, name in at_least_one.items():
             if getattr(self, name) < 1:
                 raise InputError(f"{flag} {getattr(self, name)}: must be at least 1 (default {_default(name)})")
-        not_negative = {"--seed": "seed", "--val-every": "val_every", "--reselect-every": "reselect_every", "warmup steps": "warmup_steps",
-                        "head_warmup": "head_warmup"}
+        not_negative = {
+            "--seed": "seed",
+            "--val-every": "val_every",
+            "--reselect-every": "reselect_every",
+            "warmup steps": "warmup_steps",
+            "head_warmup": "head_warmup",
+        }
         for flag, name in not_negative.items():
             if getattr(self, name) < 0:
                 raise InputError(f"{flag} {getattr(self, name)}: must be 0 or more (default {_default(name)})")
@@ -201,9 +206,7 @@ class TrainConfig:
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise InputError(f"weight decay {self.weight_decay}: must be a number >= 0")
         if not (math.isfinite(self.class_weight_power) and 0 <= self.class_weight_power <= 2):
-            raise InputError(
-                f"--class-weight-power {self.class_weight_power}: must lie in [0, 2] (default {_default('class_weight_power')})"
-            )
+            raise InputError(f"--class-weight-power {self.class_weight_power}: must lie in [0, 2] (default {_default('class_weight_power')})")
         if not (math.isfinite(self.illumination) and 0 <= self.illumination <= 2):
             raise InputError(f"--illumination {self.illumination}: must lie in [0, 2] (default {_default('illumination')})")
         if not (math.isfinite(self.poly_power) and self.poly_power >= 0):
@@ -211,10 +214,7 @@ class TrainConfig:
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise InputError(f"gradient clip {self.grad_clip}: must be a number >= 0 (0 = off)")
         if not (math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1):
-            raise InputError(
-                f"--val-fraction {self.val_fraction}: the share of images held out for validation lies in [0, 1) "
-                "(e.g. 0.2; 0 = no validation)"
-            )
+            raise InputError(f"--val-fraction {self.val_fraction}: the share of images held out for validation lies in [0, 1) (e.g. 0.2; 0 = no validation)")
         if self.decoder not in DECODERS:
             raise InputError(f"--decoder {self.decoder!r}: choose one of {', '.join(DECODERS)}")
         if self.loss not in LOSSES:
@@ -273,9 +273,7 @@ class SelfTrainConfig:
     no pseudo-label on unconfident pixels (train/selftrain.py).
     """
 
-    confidence: float = option(
-        0.968, help="Teacher probability above which a target pixel's pseudo-label counts.", flag="--confidence"
-    )
+    confidence: float = option(0.968, help="Teacher probability above which a target pixel's pseudo-label counts.", flag="--confidence")
     """Teacher softmax probability above which a target pixel's pseudo-label counts as confident."""
     class_balance: float = option(
         0.5,
@@ -288,8 +286,7 @@ class SelfTrainConfig:
     """Teacher = ema * teacher + (1 - ema) * student after every step."""
     target_norm: str = option(
         "auto",
-        help="Normalise target images with the target folder's statistics, the source's, or "
-        "(auto) those the source model is more confident under.",
+        help="Normalise target images with the target folder's statistics, the source's, or (auto) those the source model is more confident under.",
         flag="--target-norm",
     )
     """'target': target crops are normalised with statistics of the target folder (stored in the run
@@ -320,14 +317,11 @@ class SelfTrainConfig:
     from its own shares when self-training began."""
     schedule: str = option(
         "source-first",
-        help="source-first: train the source-only run, then adapt it and keep it only if the "
-        "guard finds nothing wrong; joint: DACS self-training from step 0.",
+        help="source-first: train the source-only run, then adapt it and keep it only if the guard finds nothing wrong; joint: DACS self-training from step 0.",
         flag="--adapt-schedule",
     )
     """With a labeled source: "source-first" or "joint" (see SCHEDULES)."""
-    adapt_steps: int | None = option(
-        None, help="source-first: self-training steps after the source run (default: a quarter of --steps).", flag="--adapt-steps"
-    )
+    adapt_steps: int | None = option(None, help="source-first: self-training steps after the source run (default: a quarter of --steps).", flag="--adapt-steps")
     """source-first: self-training steps after the source run. None: a quarter of the steps (at
     least 1), filled in by `for_steps`, which keeps a run within 1.5x the time of source only."""
     source_batch: bool = True
@@ -335,8 +329,7 @@ class SelfTrainConfig:
     only the source pixels ClassMix pastes into target crops carry source labels."""
     guard: bool = option(
         True,
-        help="source-first: keep the source model when adaptation makes a class vanish from "
-        "the target map or the source validation fall.",
+        help="source-first: keep the source model when adaptation makes a class vanish from the target map or the source validation fall.",
         flag="--guard",
     )
     """source-first: keep the source model when the adapted one looks worse on what can be seen

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cegate_cli.infra import distributed
 from cegate_cli.backbone.family import normalizes_with_own_statistics
+from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.backbone.registry import family_of
 from cegate_cli.data.bands import bands_for_images
 from cegate_cli.data.classes import MAX_IGNORE_INDEX
@@ -31,13 +31,13 @@ from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError
-from cegate_cli.toolbox.fisher import parse_select
-from cegate_cli.backbone.hub import resolve_backbone
+from cegate_cli.infra import distributed
+from cegate_cli.infra.progress import phase
+from cegate_cli.infra.words import counted
 from cegate_cli.model.segmentation import build_model
 from cegate_cli.options.adapt import AdaptOptions
+from cegate_cli.options.train import SelfTrainConfig, TrainConfig
 from cegate_cli.pipelines.adapt_record import Fitting, fit_and_record
-from cegate_cli.infra.progress import phase
-from cegate_cli.toolbox.module_key import ModuleKey, keys_to_json
 from cegate_cli.run import (
     AdaptationRecord,
     BackboneRecord,
@@ -52,14 +52,14 @@ from cegate_cli.run import (
     state_dir,
 )
 from cegate_cli.toolbox import KINDS
-from cegate_cli.options.train import SelfTrainConfig, TrainConfig
+from cegate_cli.toolbox.fisher import parse_select
+from cegate_cli.toolbox.module_key import ModuleKey, keys_to_json
 from cegate_cli.train.ddp import for_world
 from cegate_cli.train.losses import balanced_class_weights
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.selftrain import SelfTrainer, TargetInputs
 from cegate_cli.train.supervised import SupervisedTrainer, TrainInputs, TrainOutcome
 from cegate_cli.train.target_data import TargetFolder, discover_target, target_stats
-from cegate_cli.infra.words import counted
 
 MODES = ("supervised", "source+target", "target")
 # The teacher labels a weak view: geometry only, no radiometric jitter (the strong view has that).
@@ -130,8 +130,13 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
     else:
         fitting = _fitting_from_source(options, reporter, device, mode)
     outcome = fit_and_record(
-        options.out, fitting, overwrite=options.overwrite, resume=options.resume, saved_config=options.saved_config,
-        stop_after=stop_after, started=started,
+        options.out,
+        fitting,
+        overwrite=options.overwrite,
+        resume=options.resume,
+        saved_config=options.saved_config,
+        stop_after=stop_after,
+        started=started,
     )
     return AdaptResult(Path(options.out), fitting.manifest, outcome, fitting.warnings)
 
@@ -185,8 +190,14 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         warnings.append(warning)
         reporter.message(f"warning: {warning}")
     built = build_model(
-        pretrained, choice.names, table.num_classes, options.toolbox, decoder=config.decoder, seed=config.seed,
-        normalization=stats, inputs=family_inputs,
+        pretrained,
+        choice.names,
+        table.num_classes,
+        options.toolbox,
+        decoder=config.decoder,
+        seed=config.seed,
+        normalization=stats,
+        inputs=family_inputs,
     )
     _check_kinds_built(built.toolbox.keys(), options)
     candidates = _candidates(built.toolbox.keys(), options)
@@ -194,9 +205,14 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     weights = balanced_class_weights(folder.label_counts, table.num_classes, power=config.class_weight_power)  # loss and rare-class crops
     loss_weights = None if config.loss == "ce" else weights
     sampler = CropSampler(
-        train_pairs, [indexes_of[p.image] for p in train_pairs], stats, config.crop, table.ignore_index,
+        train_pairs,
+        [indexes_of[p.image] for p in train_pairs],
+        stats,
+        config.crop,
+        table.ignore_index,
         augment=Augment(illumination=config.illumination) if config.augment else False,
-        rare_class_weights=weights.tolist() if config.rare_crops > 1 else None, candidates=config.rare_crops,
+        rare_class_weights=weights.tolist() if config.rare_crops > 1 else None,
+        candidates=config.rare_crops,
     )
     validation = []
     if val_pairs:
@@ -241,8 +257,18 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     if recorded is not None:
         manifest.run_id = recorded.run_id  # a resumed run stays the same run
     inputs = TrainInputs(
-        built.model, built.toolbox, sampler, validation, table, config, device, select_count, tuple(options.kinds),
-        class_weights=loss_weights, keep_best=target is None, candidates=candidates,
+        built.model,
+        built.toolbox,
+        sampler,
+        validation,
+        table,
+        config,
+        device,
+        select_count,
+        tuple(options.kinds),
+        class_weights=loss_weights,
+        keep_best=target is None,
+        candidates=candidates,
     )
     target_sampler = source_view = None
     if target is None:
@@ -293,8 +319,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     candidates = _candidates(toolbox.keys(), options)
     if not candidates:
         raise InputError(
-            f"--modules {','.join(options.kinds)}: the run {options.from_run} has no such modules "
-            f"(its toolbox holds {', '.join(earlier.toolbox.kinds)})"
+            f"--modules {','.join(options.kinds)}: the run {options.from_run} has no such modules (its toolbox holds {', '.join(earlier.toolbox.kinds)})"
         )
     select_count = _select_count(config, candidates)
     table = earlier.classes
@@ -316,12 +341,19 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     )
     if recorded is not None:
         manifest.run_id = recorded.run_id
-    manifest.adaptation = _adaptation_section(
-        "target", target, self_config, source_stats=earlier.normalization, from_run=options.from_run, kept=kept
-    )
+    manifest.adaptation = _adaptation_section("target", target, self_config, source_stats=earlier.normalization, from_run=options.from_run, kept=kept)
     target_sampler = CropSampler(target.images, target.band_indexes, tstats, config.crop, table.ignore_index, augment=WEAK_VIEW)
     inputs = TrainInputs(
-        model, toolbox, target_sampler, [], table, config, device, select_count, manifest.kinds, keep_best=False,
+        model,
+        toolbox,
+        target_sampler,
+        [],
+        table,
+        config,
+        device,
+        select_count,
+        manifest.kinds,
+        keep_best=False,
         candidates=candidates,
     )
     prior = _class_prior(earlier.data.label_counts, table.num_classes)

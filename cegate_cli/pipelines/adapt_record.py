@@ -15,16 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.infra import distributed
 from cegate_cli.data.crops import CropSampler
 from cegate_cli.errors import TrainingInterrupted
-from cegate_cli.toolbox.module_key import ModuleKey
+from cegate_cli.infra import distributed
 from cegate_cli.run import (
     ADAPTER_BEST,
     ADAPTER_LAST,
-    MetricsRecord,
     REPLACED_DIR,
     RUN_JSON,
+    MetricsRecord,
     RunManifest,
     TimingRecord,
     parameter_summary,
@@ -37,6 +36,7 @@ from cegate_cli.run import (
     write_run_config,
 )
 from cegate_cli.run.folder import replaced_run_note
+from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.train.selftrain import SelfTrainer
 from cegate_cli.train.supervised import SupervisedTrainer, TrainOutcome
 
@@ -122,10 +122,7 @@ def _interrupted_message(trainer: SupervisedTrainer, out: Path, *, replacing: bo
                 f"Interrupted: {out}: {stopped}, before the first resume state was written; the earlier run "
                 "is back in place; run the same command again to replace it"
             )
-        return (
-            f"Interrupted: {out}: {stopped}, before the first resume state was written; "
-            "run the same command with --overwrite to start again"
-        )
+        return f"Interrupted: {out}: {stopped}, before the first resume state was written; run the same command with --overwrite to start again"
     if replacing:
         again = "again" if resumed else "with --resume in place of --overwrite"
         return (
@@ -133,10 +130,7 @@ def _interrupted_message(trainer: SupervisedTrainer, out: Path, *, replacing: bo
             f"to continue from there; the earlier run stays in {out / REPLACED_DIR} until then "
             f"(`cegate restore {out}` puts it back instead)"
         )
-    return (
-        f"Interrupted: {out}: {stopped}; the resume state holds step {trainer.saved_step}: "
-        "run the same command with --resume to continue from there"
-    )
+    return f"Interrupted: {out}: {stopped}; the resume state holds step {trainer.saved_step}: run the same command with --resume to continue from there"
 
 
 def mark_stopped(run_dir: Path, status: str) -> None:

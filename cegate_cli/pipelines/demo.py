@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cegate_cli.pipelines.adapt import AdaptOptions, AdaptResult, adapt
 from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
-from cegate_cli.options.demo import DemoOptions
 from cegate_cli.errors import OutputExistsError
+from cegate_cli.infra.progress import phase
+from cegate_cli.options.demo import DemoOptions
+from cegate_cli.options.train import TrainConfig
+from cegate_cli.pipelines.adapt import AdaptOptions, AdaptResult, adapt
 from cegate_cli.pipelines.inference import Evaluation, MapOptions, evaluate_run, predict_run
 from cegate_cli.predict import BatchProgress, BatchSummary, VectorOptions
-from cegate_cli.infra.progress import phase
-from cegate_cli.options.train import TrainConfig
 from cegate_cli.train.reporter import TrainReporter
 
 
@@ -41,13 +41,27 @@ class DemoResult:
 
 def demo_train_config(options: DemoOptions) -> TrainConfig:
     return TrainConfig(
-        steps=options.steps, batch_size=8, crop=64, lr=2e-3, warmup_steps=min(20, options.steps // 10),
-        seed=options.seed, device=options.device, val_every=max(1, options.steps // 5), val_crops=32,
-        save_every=max(1, options.steps // 5), fisher_samples=16, select="0.25", reselect_every=0,
+        steps=options.steps,
+        batch_size=8,
+        crop=64,
+        lr=2e-3,
+        warmup_steps=min(20, options.steps // 10),
+        seed=options.seed,
+        device=options.device,
+        val_every=max(1, options.steps // 5),
+        val_crops=32,
+        save_every=max(1, options.steps // 5),
+        fisher_samples=16,
+        select="0.25",
+        reselect_every=0,
         # The demo's four generated classes are balanced; its measured figures
         # (docs/benchmarks.md, docs/demo.md) were taken with plain cross-entropy, random crops, the
         # unet head and the plain Fisher rule, without calibration.
-        loss="ce", rare_crops=1, decoder="unet", selection="fisher", calibrate=False,
+        loss="ce",
+        rare_crops=1,
+        decoder="unet",
+        selection="fisher",
+        calibrate=False,
     )
 
 
@@ -77,7 +91,11 @@ def run_demo(
     clock.lap("data")
     adapted = adapt(
         AdaptOptions(
-            source=data.source_dir, out=root / "run", backbone=options.backbone, train=demo_train_config(options), overwrite=True,
+            source=data.source_dir,
+            out=root / "run",
+            backbone=options.backbone,
+            train=demo_train_config(options),
+            overwrite=True,
             target=None if options.source_only else data.target_dir,
         ),
         reporter,
@@ -86,8 +104,13 @@ def run_demo(
     map_options = MapOptions(tile=256, overlap=32, batch_size=4, device=options.device)
     predictions_dir = root / "predictions"
     predictions = predict_run(
-        adapted.run_dir, [data.target_dir / "images"], predictions_dir, options=map_options,
-        vectors=VectorOptions(fmt="geojson"), overwrite=True, progress=progress,
+        adapted.run_dir,
+        [data.target_dir / "images"],
+        predictions_dir,
+        options=map_options,
+        vectors=VectorOptions(fmt="geojson"),
+        overwrite=True,
+        progress=progress,
     )
     clock.lap("predict")
     with phase(reporter, "scoring the target maps against the held-out labels"):

@@ -24,21 +24,20 @@ from typing import Any, TypeVar
 
 import torch
 
-from cegate_cli.infra import distributed
-from cegate_cli.predict import scene_cost
 from cegate_cli.data.bands import match_bands
+from cegate_cli.data.folder import discover_labeled
+from cegate_cli.data.metrics import ConfusionMatrix, evaluate_scene
 from cegate_cli.data.raster import open_raster
 from cegate_cli.data.scene_info import read_scene_info
-from cegate_cli.data.folder import discover_labeled
 from cegate_cli.errors import Interrupted, MappingInterrupted
-from cegate_cli.predict.map_options import MapOptions
-from cegate_cli.data.metrics import ConfusionMatrix, evaluate_scene
+from cegate_cli.infra import distributed
 from cegate_cli.infra.progress import phase
-from cegate_cli.run import LoadedRun, load_run, read_manifest
-from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many
+from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many, scene_cost
+from cegate_cli.predict.batch import FileOutcome, check_merge_target, check_out_dir, check_unique_stems, merge_batch
+from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.predict.outputs import switched_outputs
-from cegate_cli.predict.batch import FileOutcome, check_merge_target, check_unique_stems, check_out_dir, merge_batch
 from cegate_cli.predict.tiling import plan_tiles
+from cegate_cli.run import LoadedRun, load_run, read_manifest
 
 T = TypeVar("T")
 
@@ -228,9 +227,9 @@ def _evaluation_interrupted(exc: MappingInterrupted, labeled_dir: Path, keep_mas
     else:
         masks = f"nothing was written to {keep_masks}"
     return MappingInterrupted(
-        f"Interrupted: {labeled_dir}: {mapped}, none scored (scores are printed once every image is mapped); {masks}; "
-        "run the same command again to evaluate",
-        exc.finished, exc.total,
+        f"Interrupted: {labeled_dir}: {mapped}, none scored (scores are printed once every image is mapped); {masks}; run the same command again to evaluate",
+        exc.finished,
+        exc.total,
     )
 
 

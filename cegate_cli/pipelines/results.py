@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cegate_cli.pipelines.adapt import AdaptResult
     from cegate_cli.data.classes import ClassTable
+    from cegate_cli.pipelines.adapt import AdaptResult
     from cegate_cli.pipelines.demo import DemoResult
     from cegate_cli.predict.batch import BatchSummary, FileOutcome
 

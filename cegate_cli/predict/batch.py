@@ -25,19 +25,19 @@ from typing import Literal
 import torch
 from rasterio.errors import RasterioError
 
-from cegate_cli.infra.atomic import os_error_words, sweep_stale_temporaries
 from cegate_cli.data.classes import ClassTable
-from cegate_cli.data.stats import BandStats
 from cegate_cli.data.raster import not_a_file_reason, open_raster
 from cegate_cli.data.stac import looks_like_item, scene_name
+from cegate_cli.data.stats import BandStats
 from cegate_cli.errors import CegateError, DataError, DataFileNotFoundError, InputError, MappingInterrupted
+from cegate_cli.infra.atomic import os_error_words, sweep_stale_temporaries
+from cegate_cli.infra.progress import BatchProgress, phase  # the base class lives where displays can import it without torch
 from cegate_cli.predict.engine import Model, SceneResult, count_tiles, predict_scene
 from cegate_cli.predict.legend import write_legend, write_polygon_style
 from cegate_cli.predict.outputs import output_markers, raster_output, switched_outputs, vector_format, vector_side_files
 from cegate_cli.predict.vector_merge import MergeOutcome, check_merge, merge_polygons, merged_path
-from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
-from cegate_cli.infra.progress import BatchProgress, phase  # the base class lives where displays can import it without torch
 from cegate_cli.predict.vector_options import VectorOptions
+from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 OUTPUT_MARKERS = output_markers()  # our own outputs (and scratch files), never inputs
@@ -229,9 +229,7 @@ def predict_many(
     for index, source in enumerate(sources):
         outputs = output_paths(source, out_dir, vector_format=vectors.fmt, **switches)
         try:
-            outcome = _one_file(
-                model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context
-            )
+            outcome = _one_file(model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context)
         except KeyboardInterrupt as exc:
             raise interrupted(summary, sources, index, out_dir, overwrite) from exc
         summary.outcomes.append(outcome)
@@ -241,9 +239,7 @@ def predict_many(
     return summary
 
 
-def check_merge_target(
-    sources: Sequence[Path], out_dir: Path, vectors: VectorOptions, overwrite: bool, switches: dict[str, bool]
-) -> None:
+def check_merge_target(sources: Sequence[Path], out_dir: Path, vectors: VectorOptions, overwrite: bool, switches: dict[str, bool]) -> None:
     """Refuse, before anything is mapped, a merged layer that could not end up holding the batch
     (vector_merge.py: an existing one kept while scenes are still to map, a scene named like it)."""
     assert vectors.fmt is not None
@@ -266,16 +262,24 @@ def merge_batch(
     total = len(summary.outcomes)
     if summary.failed:
         earlier = "; the one there is from an earlier run" if path.exists() else ""
-        return MergeOutcome(path, "skipped", message=(
-            f"{path}: not written, {len(summary.failed)} of {total} scenes failed and it holds whole batches; "
-            f"run the same command again once they map (finished scenes are skipped){earlier}"
-        ))
+        return MergeOutcome(
+            path,
+            "skipped",
+            message=(
+                f"{path}: not written, {len(summary.failed)} of {total} scenes failed and it holds whole batches; "
+                f"run the same command again once they map (finished scenes are skipped){earlier}"
+            ),
+        )
     if path.exists() and not overwrite:
         if not summary.done:
             return MergeOutcome(path, "skipped", message=f"{path}: exists (use --overwrite to redo)")
-        return MergeOutcome(path, "failed", message=(  # check_merge_target refuses this before mapping
-            f"{path}: exists and does not hold the {len(summary.done)} scene(s) mapped now; remove it and run again to merge them"
-        ))
+        return MergeOutcome(
+            path,
+            "failed",
+            message=(  # check_merge_target refuses this before mapping
+                f"{path}: exists and does not hold the {len(summary.done)} scene(s) mapped now; remove it and run again to merge them"
+            ),
+        )
     parts = [(scene_name(o.source), o.outputs.vector) for o in summary.outcomes if o.outputs.vector is not None and o.outputs.vector.exists()]
     if not parts:
         return MergeOutcome(path, "skipped", message=f"{path}: not written, no scene has polygons (none has a CRS)")
@@ -289,7 +293,8 @@ def merge_batch(
         raise MappingInterrupted(
             f"Interrupted: {out_dir}: all {total} scenes finished; stopped while merging their polygons into {path.name}, "
             "which is left unwritten (nothing half-written); run the same command again to write it (finished scenes are skipped)",
-            finished, total,
+            finished,
+            total,
         ) from exc
     return MergeOutcome(path, "done", layer)
 
@@ -440,10 +445,7 @@ def check_unique_stems(sources: Sequence[Path]) -> None:
         stem = scene_name(source)
         other = seen.setdefault(stem, source)
         if other != source:
-            raise InputError(
-                f"{other} and {source} would both write {stem}.mask.tif; "
-                "predict them into different output folders or rename one"
-            )
+            raise InputError(f"{other} and {source} would both write {stem}.mask.tif; predict them into different output folders or rename one")
 
 
 def _message(source: Path, exc: BaseException) -> str:

@@ -61,9 +61,7 @@ class RowAssembler:
         self._cells_per_row = -(-width // cell)
         self._open: dict[int, list] = {}  # strip -> [ids, confidence, probabilities, cells still missing]
 
-    def add(
-        self, cy: int, cx: int, ids: np.ndarray, confidence: np.ndarray | None, probabilities: np.ndarray | None = None
-    ) -> None:
+    def add(self, cy: int, cx: int, ids: np.ndarray, confidence: np.ndarray | None, probabilities: np.ndarray | None = None) -> None:
         y = cy * self.cell
         strip = y // self.strip_rows
         entry = self._open.get(strip)
@@ -99,9 +97,7 @@ class BlendAccumulator:
     each, when the assembler collects them.
     """
 
-    def __init__(
-        self, plan: TilePlan, num_classes: int, *, cell: int, assembler: RowAssembler, probability_ids: tuple[int, ...] = ()
-    ):
+    def __init__(self, plan: TilePlan, num_classes: int, *, cell: int, assembler: RowAssembler, probability_ids: tuple[int, ...] = ()):
         if len(probability_ids) != assembler.probability_bands:
             raise ValueError(f"{len(probability_ids)} probability classes for {assembler.probability_bands} bands")
         self.plan = plan

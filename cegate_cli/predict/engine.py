@@ -110,8 +110,13 @@ def predict_scene(
 
         probability_ids = tuple(sorted(class_table.ids)) if probabilities_path is not None else ()
         writer = MaskWriter(
-            dst_mask, grid, class_table, confidence_path=confidence_path, probabilities_path=probabilities_path,
-            probability_ids=probability_ids, source=src,
+            dst_mask,
+            grid,
+            class_table,
+            confidence_path=confidence_path,
+            probabilities_path=probabilities_path,
+            probability_ids=probability_ids,
+            source=src,
         )
         with _bounded_block_cache(dataset, plan), writer:
 
@@ -172,9 +177,7 @@ def _run_model(
     besides the logits.
     """
     inputs = torch.from_numpy(pixels).to(device)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
-    )
+    autocast = torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
     with autocast:
         logits = model(inputs)
     if not isinstance(logits, torch.Tensor) or logits.ndim != 4:
@@ -186,8 +189,7 @@ def _run_model(
         )
     if logits.shape[1] != num_classes:
         raise InputError(
-            f"the model returns {logits.shape[1]} class scores but the class table has ids 0..{num_classes - 1}; "
-            "use the class table the model was trained with"
+            f"the model returns {logits.shape[1]} class scores but the class table has ids 0..{num_classes - 1}; use the class table the model was trained with"
         )
     return logits
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from cegate_cli.infra.atomic import write_text_atomic
 from cegate_cli.data.classes import ClassTable
+from cegate_cli.infra.atomic import write_text_atomic
 
 # GDAL's raster attribute table codes (gdal.h: GDALRATFieldType, GDALRATFieldUsage)
 _GFT_INTEGER, _GFT_STRING = 0, 2
@@ -89,14 +89,22 @@ def pam_xml(class_table: ClassTable) -> str:
 def qml(class_table: ClassTable) -> str:
     """A QGIS layer style: paletted renderer on band 1, one entry per class, nearest resampling."""
     root = ET.Element(
-        "qgis", version=QGIS_STYLE_VERSION, styleCategories="Symbology", hasScaleBasedVisibilityFlag="0",
-        minScale="1e+08", maxScale="0",
+        "qgis",
+        version=QGIS_STYLE_VERSION,
+        styleCategories="Symbology",
+        hasScaleBasedVisibilityFlag="0",
+        minScale="1e+08",
+        maxScale="0",
     )
     pipe = ET.SubElement(root, "pipe")
     provider = ET.SubElement(pipe, "provider")
     ET.SubElement(
-        provider, "resampling", enabled="false", zoomedInResamplingMethod="nearestNeighbour",
-        zoomedOutResamplingMethod="nearestNeighbour", maxOversampling="2",
+        provider,
+        "resampling",
+        enabled="false",
+        zoomedInResamplingMethod="nearestNeighbour",
+        zoomedOutResamplingMethod="nearestNeighbour",
+        maxOversampling="2",
     )
     renderer = ET.SubElement(pipe, "rasterrenderer", type="paletted", band="1", opacity="1", alphaBand="-1", nodataColor="")
     ET.SubElement(renderer, "rasterTransparency")
@@ -106,8 +114,15 @@ def qml(class_table: ClassTable) -> str:
         ET.SubElement(palette, "paletteEntry", value=str(c.id), label=c.name, color=color, alpha="255")
     ET.SubElement(pipe, "brightnesscontrast", brightness="0", contrast="0", gamma="1")
     ET.SubElement(
-        pipe, "huesaturation", saturation="0", grayscaleMode="0", colorizeOn="0", colorizeRed="255",
-        colorizeGreen="128", colorizeBlue="128", colorizeStrength="100",
+        pipe,
+        "huesaturation",
+        saturation="0",
+        grayscaleMode="0",
+        colorizeOn="0",
+        colorizeRed="255",
+        colorizeGreen="128",
+        colorizeBlue="128",
+        colorizeStrength="100",
     )
     ET.SubElement(pipe, "rasterresampler", maxOversampling="2")
     ET.SubElement(root, "blendMode").text = "0"
@@ -130,12 +145,14 @@ def polygon_qml(class_table: ClassTable, attribute: str = "class_id") -> str:
     them (`prop`); each release reads the form it knows.
     """
     root = ET.Element(
-        "qgis", version=QGIS_STYLE_VERSION, styleCategories="Symbology", hasScaleBasedVisibilityFlag="0",
-        minScale="1e+08", maxScale="0",
+        "qgis",
+        version=QGIS_STYLE_VERSION,
+        styleCategories="Symbology",
+        hasScaleBasedVisibilityFlag="0",
+        minScale="1e+08",
+        maxScale="0",
     )
-    renderer = ET.SubElement(
-        root, "renderer-v2", type="categorizedSymbol", attr=attribute, symbollevels="0", forceraster="0", enableorderby="0"
-    )
+    renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=attribute, symbollevels="0", forceraster="0", enableorderby="0")
     categories = ET.SubElement(renderer, "categories")
     symbols = ET.SubElement(renderer, "symbols")
     for index, c in enumerate(sorted(class_table.classes, key=lambda c: c.id)):
@@ -144,8 +161,13 @@ def polygon_qml(class_table: ClassTable, attribute: str = "class_id") -> str:
         layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "pass": "0", "locked": "0", "enabled": "1"})
         rgba = "{},{},{},255".format(*c.color)
         properties = {
-            "color": rgba, "style": "solid", "outline_color": rgba, "outline_style": "solid", "outline_width": "0",
-            "outline_width_unit": "MM", "joinstyle": "miter",
+            "color": rgba,
+            "style": "solid",
+            "outline_color": rgba,
+            "outline_style": "solid",
+            "outline_width": "0",
+            "outline_width_unit": "MM",
+            "joinstyle": "miter",
         }
         options = ET.SubElement(layer, "Option", type="Map")
         for key, value in properties.items():

@@ -30,8 +30,8 @@ class MapOptions:
 
     def check(self) -> None:
         """Refuse values no mapping can use, before the run is loaded; every message names the flag."""
-        from cegate_cli.infra.capacity import check_pass
         from cegate_cli.errors import InputError
+        from cegate_cli.infra.capacity import check_pass
         from cegate_cli.predict.outputs import switched_outputs
 
         names = [output.name for output in switched_outputs()]

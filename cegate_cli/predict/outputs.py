@@ -107,9 +107,7 @@ def _named(target: str) -> Any:
 RASTER_OUTPUTS: tuple[RasterOutput, ...] = (
     RasterOutput("mask", "class ids, colour table and class names", switch=False, side_files=legend_paths),
     RasterOutput("confidence", "Also write <stem>.confidence.tif (max probability)."),
-    RasterOutput(
-        "probabilities", "Also write <stem>.probabilities.tif: one band per class (named after it), probability in percent."
-    ),
+    RasterOutput("probabilities", "Also write <stem>.probabilities.tif: one band per class (named after it), probability in percent."),
 )
 """In the order `OutputPaths.all()` lists them (after the polygons)."""
 
@@ -137,14 +135,18 @@ stem is refused then, its own polygons would take that name)."""
 
 _READER = "cegate_cli.predict.vector_io:read_features"
 register_vector_format(
-    VectorFormat(
-        "geojson", "GeoJSON", ".geojson", "EPSG:4326", lonlat=True, sink="cegate_cli.predict.vector_io:GeoJSONSink", reader=_READER
-    )
+    VectorFormat("geojson", "GeoJSON", ".geojson", "EPSG:4326", lonlat=True, sink="cegate_cli.predict.vector_io:GeoJSONSink", reader=_READER)
 )
 register_vector_format(
     VectorFormat(
-        "gpkg", "GeoPackage", ".gpkg", "native CRS", lonlat=False, sink="cegate_cli.predict.vector_io:GeoPackageSink",
-        reader=_READER, embeds_style=True,
+        "gpkg",
+        "GeoPackage",
+        ".gpkg",
+        "native CRS",
+        lonlat=False,
+        sink="cegate_cli.predict.vector_io:GeoPackageSink",
+        reader=_READER,
+        embeds_style=True,
     )
 )
 

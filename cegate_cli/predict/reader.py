@@ -30,13 +30,10 @@ class SceneReader:
         bad = [b for b in band_indexes if not 1 <= b <= dataset.count]
         if bad:
             raise DataError(
-                f"{path}: has {dataset.count} band(s) but band(s) {bad} were asked for; "
-                "check that the scene has the bands the model was trained on"
+                f"{path}: has {dataset.count} band(s) but band(s) {bad} were asked for; check that the scene has the bands the model was trained on"
             )
         if len(stats.mean) != len(band_indexes) or len(stats.std) != len(band_indexes):
-            raise InputError(
-                f"normalisation statistics cover {len(stats.mean)} band(s) but {len(band_indexes)} band(s) were chosen"
-            )
+            raise InputError(f"normalisation statistics cover {len(stats.mean)} band(s) but {len(band_indexes)} band(s) were chosen")
         self.dataset = dataset
         self.path = path
         self.band_indexes = tuple(band_indexes)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.infra.capacity import MAX_SCENE_PIXELS, size_words
 from cegate_cli.data.raster import open_raster
 from cegate_cli.errors import CegateError, DataError
+from cegate_cli.infra.capacity import MAX_SCENE_PIXELS, size_words
 from cegate_cli.infra.progress import BatchProgress
 
 LISTED_SCENES = 10
@@ -81,8 +81,7 @@ def announce(
     else:
         largest = max(sizes, key=lambda s: s.pixels)
         pixels = sum(s.pixels for s in sizes)
-        say(f"{len(sizes)} scenes: {_pixels(pixels)}, {_tiles(total)} of up to {tile} px to map; "
-            f"the largest, {largest.source.name}: {_size(largest)}")
+        say(f"{len(sizes)} scenes: {_pixels(pixels)}, {_tiles(total)} of up to {tile} px to map; the largest, {largest.source.name}: {_size(largest)}")
     return RateEstimate(progress, total, say)
 
 
@@ -113,8 +112,7 @@ class RateEstimate(BatchProgress):
     """Passes everything on to the display it wraps; after the first batch of tiles, says once how
     long the tiles left will take at the rate measured on that batch."""
 
-    def __init__(self, inner: BatchProgress, total_tiles: int, say: Callable[[str], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, inner: BatchProgress, total_tiles: int, say: Callable[[str], None], clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.total = total_tiles
         self.say = say

@@ -105,9 +105,7 @@ class GeoJSONSink:
             return
         oriented = shapely.orient_polygons(batch.geometries, exterior_cw=False)
         rounded = shapely.transform(oriented, lambda coords: np.round(coords, GEOJSON_DECIMALS))
-        for geometry, class_id, name, area in zip(
-            shapely.to_geojson(rounded), batch.class_ids, batch.class_names, batch.areas_m2
-        ):
+        for geometry, class_id, name, area in zip(shapely.to_geojson(rounded), batch.class_ids, batch.class_names, batch.areas_m2):
             scene = {} if batch.scene is None else {"scene": batch.scene}
             properties = json.dumps({**scene, "class_id": int(class_id), "class_name": name, "area_m2": round(float(area), 2)})
             separator = "" if self._first else ",\n"
@@ -152,7 +150,12 @@ class GeoPackageSink:
             crs=self.crs,
         )
         pyogrio.write_dataframe(
-            frame, self._tmp, layer=self.layer, driver="GPKG", geometry_type="Polygon", append=self._created,
+            frame,
+            self._tmp,
+            layer=self.layer,
+            driver="GPKG",
+            geometry_type="Polygon",
+            append=self._created,
             dataset_options=None if self._created else {"VERSION": GPKG_VERSION},
         )
         self._created = True

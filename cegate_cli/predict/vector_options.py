@@ -72,10 +72,7 @@ class VectorOptions:
                 raise InputError(f"--vector-merge: {vector_format(self.fmt).label} polygons cannot be read back to merge; use {mergeable}")
         if not (math.isfinite(self.min_area_m2) and self.min_area_m2 >= 0):
             raise InputError(
-                f"--min-area {self.min_area_m2}: give square metres as a finite number, 0 or more "
-                f"(0 keeps every region; default {DEFAULT_MIN_AREA_M2:g})"
+                f"--min-area {self.min_area_m2}: give square metres as a finite number, 0 or more (0 keeps every region; default {DEFAULT_MIN_AREA_M2:g})"
             )
         if not (math.isfinite(self.simplify_m) and self.simplify_m >= 0):
-            raise InputError(
-                f"--simplify {self.simplify_m}: give metres as a finite number, 0 or more (0 keeps the exact pixel outlines)"
-            )
+            raise InputError(f"--simplify {self.simplify_m}: give metres as a finite number, 0 or more (0 keeps the exact pixel outlines)")

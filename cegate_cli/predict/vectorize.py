@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
 import rasterio
 import shapely
@@ -105,9 +106,7 @@ def vectorize_mask(
         scale = GroundScale.of(dataset.crs, dataset.transform)
         if form.lonlat and not scale.geodetic:
             others = [other.name for other in map(vector_format, vector_format_names()) if not other.lonlat]
-            raise DataError(
-                f"{mask_path}: its CRS cannot be converted to longitude/latitude, which {form.label} requires; use {' or '.join(others)}"
-            )
+            raise DataError(f"{mask_path}: its CRS cannot be converted to longitude/latitude, which {form.label} requires; use {' or '.join(others)}")
         warnings = () if scale.geodetic else (f"{mask_path.name}: CRS not tied to the Earth; areas are planar",)
         nodata = mask_nodata(dataset)  # a nodata value the mask cannot hold marks nothing (data/raster.py)
         nodata = class_table.ignore_index if nodata is None else nodata
@@ -151,9 +150,7 @@ def _read_sieved(dataset: rasterio.DatasetReader, path: Path, y0: int, y1: int, 
     try:
         values = dataset.read(1, window=Window(0, top, dataset.width, bottom - top))
     except RasterioError as exc:
-        raise DataError(
-            f"{path}: reading rows {top}-{bottom} failed ({gdal_detail(exc)}); the mask may be corrupt"
-        ) from exc
+        raise DataError(f"{path}: reading rows {top}-{bottom} failed ({gdal_detail(exc)}); the mask may be corrupt") from exc
     if values.dtype != np.uint8:
         values = values.astype(np.uint8) if values.max(initial=0) <= 255 else values.astype(np.int32)
     if min_pixels > 1:
@@ -275,4 +272,3 @@ def _finish(
     if lonlat:
         geometries = scale.lonlat(geometries)
     return FeatureBatch(geometries, class_ids, [class_table.name_of(int(c)) for c in class_ids], areas)
-

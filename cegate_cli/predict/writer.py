@@ -29,8 +29,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from cegate_cli import __version__
-from cegate_cli.infra.atomic import atomic_path, scratch_path
 from cegate_cli.data.classes import ClassTable
+from cegate_cli.infra.atomic import atomic_path, scratch_path
 from cegate_cli.predict.cog import Resampling, block_size_for, copy_as_cog, stream_profile
 from cegate_cli.predict.legend import write_legend
 
@@ -203,9 +203,7 @@ class MaskWriter:
     def _source_tags(self) -> dict[str, str]:
         return {"CEGATE_SOURCE": self.source.name} if self.source is not None else {}
 
-    def write_rows(
-        self, row: int, ids: np.ndarray, confidence: np.ndarray | None = None, probabilities: np.ndarray | None = None
-    ) -> None:
+    def write_rows(self, row: int, ids: np.ndarray, confidence: np.ndarray | None = None, probabilities: np.ndarray | None = None) -> None:
         """Write class ids (rows, width) starting at `row`, with the confidence (rows, width) and
         probabilities (bands, rows, width) of the same rows; strips should start on a block row."""
         window = Window(0, row, self.grid.width, ids.shape[0])
@@ -222,8 +220,12 @@ class MaskWriter:
                 for output in self._outputs():
                     assert output.scratch is not None and output.staged is not None
                     copy_as_cog(
-                        output.scratch, output.staged, resampling=output.resampling, block=self.block,
-                        width=self.grid.width, height=self.grid.height,
+                        output.scratch,
+                        output.staged,
+                        resampling=output.resampling,
+                        block=self.block,
+                        width=self.grid.width,
+                        height=self.grid.height,
                     )
                 write_legend(self._mask.final, self.class_table)
         except BaseException as error:

@@ -18,19 +18,19 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.infra.atomic import write_text_atomic, writing
 from cegate_cli.data.classes import ClassTable
-from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import DataFileNotFoundError, DocumentError, InputError, OutputExistsError
-from cegate_cli.toolbox.module_key import ModuleKey
+from cegate_cli.infra.atomic import write_text_atomic, writing
+from cegate_cli.infra.documents import read_json
+from cegate_cli.infra.words import counted
+from cegate_cli.options.report import ReportOptions
 from cegate_cli.reporting.png import png_bytes
 from cegate_cli.reporting.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
-from cegate_cli.options.report import ReportOptions
 from cegate_cli.reporting.report_scenes import ScenePreview, choose_scenes, scene_previews
-from cegate_cli.run import read_manifest
 from cegate_cli.reporting.svg_chart import ChartStyle, Marker, Series, line_chart
+from cegate_cli.run import read_manifest
 from cegate_cli.toolbox.kinds import kind_spec, registered_kinds
-from cegate_cli.infra.words import counted
+from cegate_cli.toolbox.module_key import ModuleKey
 
 REPORT_NAME = "report.html"
 GENERATOR_TAG = "<meta name='generator' content='cegate report'>"
@@ -78,8 +78,9 @@ def check_report_path(out: Path, *, overwrite: bool) -> None:
         raise OutputExistsError(f"{out} already exists and is not a report cegate wrote; add --overwrite to replace it, or choose another -o")
 
 
-def write_report(run_dir: Path, out: Path | None = None, options: ReportOptions = ReportOptions(), *,
-                 overwrite: bool = False, progress: Any = None) -> ReportResult:
+def write_report(
+    run_dir: Path, out: Path | None = None, options: ReportOptions = ReportOptions(), *, overwrite: bool = False, progress: Any = None
+) -> ReportResult:
     """Build the page for `run_dir` and write it to `out` (default RUN/report.html) atomically."""
     options.check()
     out = Path(out) if out is not None else default_report_path(run_dir)
@@ -89,8 +90,7 @@ def write_report(run_dir: Path, out: Path | None = None, options: ReportOptions 
     scenes: list[ScenePreview] = []
     if options.scenes:  # the slow part (the model, the scenes) comes after every cheap check
         chosen = choose_scenes(options.scenes, options.max_scenes)
-        scenes = scene_previews(run_dir, chosen, classes, size=options.preview_size,
-                                masks=options.masks, map_options=options.map_options, progress=progress)
+        scenes = scene_previews(run_dir, chosen, classes, size=options.preview_size, masks=options.masks, map_options=options.map_options, progress=progress)
     page = build_page(run_dir, evaluation, scenes)
     with writing(out, "write the report"):
         write_text_atomic(out, page)
@@ -115,8 +115,7 @@ def load_evaluation(path: Path, classes: ClassTable) -> dict[str, Any]:
     ours = {c.id: c.name for c in classes.classes}
     if theirs != ours or len(matrix) != classes.num_classes:
         raise InputError(
-            f"--evaluation {path}: its classes {sorted(theirs.items())} are not this run's {sorted(ours.items())}; "
-            "give the evaluation of this run"
+            f"--evaluation {path}: its classes {sorted(theirs.items())} are not this run's {sorted(ours.items())}; give the evaluation of this run"
         )
     return data
 
@@ -170,17 +169,28 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
     training = manifest.training
     rows = [
         ("status", f"{report['status']}, {report['mode']}, created {report['created']}"),
-        ("backbone", f"{source.get('spec', '?')} ({backbone.get('architecture')}): depth {backbone.get('depth')}, "
-                     f"width {backbone.get('embed_dim')}, patch {backbone.get('patch_size')}, {backbone.get('parameters', 0):,} parameters"),
+        (
+            "backbone",
+            f"{source.get('spec', '?')} ({backbone.get('architecture')}): depth {backbone.get('depth')}, "
+            f"width {backbone.get('embed_dim')}, patch {backbone.get('patch_size')}, {backbone.get('parameters', 0):,} parameters",
+        ),
         ("bands", ", ".join(report["bands"]["names"])),
-        ("training", f"{counted(training.steps, 'step')} of {counted(training.batch_size, 'crop')} of {training.crop} px, lr {training.lr:g}, "
-                     f"loss {training.loss}, selection {training.selection} ({report['select_count']} modules)"),
+        (
+            "training",
+            f"{counted(training.steps, 'step')} of {counted(training.batch_size, 'crop')} of {training.crop} px, lr {training.lr:g}, "
+            f"loss {training.loss}, selection {training.selection} ({report['select_count']} modules)",
+        ),
         ("images", f"{len(data.get('train_images', []))} for training, {len(data.get('val_images', []))} held out for validation"),
     ]
     if params:
         trained = params.get("modules_trained", 0) + params.get("decoder", 0)
-        rows.append(("trained", f"{trained:,} parameters (modules {params.get('modules_trained', 0):,} + head "
-                                f"{params.get('decoder', 0):,}): {params.get('trainable_share', 0):.2%} of the backbone"))
+        rows.append(
+            (
+                "trained",
+                f"{trained:,} parameters (modules {params.get('modules_trained', 0):,} + head "
+                f"{params.get('decoder', 0):,}): {params.get('trainable_share', 0):.2%} of the backbone",
+            )
+        )
     result = []
     best = describe_best(metrics)
     if best is not None:
@@ -193,8 +203,13 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
     if metrics.get("calibration"):
         rows.append(("calibrated", describe_calibration(metrics["calibration"], report["classes"])))
     if timing.get("total_seconds"):
-        rows.append(("time", f"{timing['total_seconds']:.1f} s in all, Fisher scoring {timing.get('fisher_seconds', 0):.1f} s "
-                             f"({timing.get('fisher_share', 0):.0%}), on {timing.get('device')}"))
+        rows.append(
+            (
+                "time",
+                f"{timing['total_seconds']:.1f} s in all, Fisher scoring {timing.get('fisher_seconds', 0):.1f} s "
+                f"({timing.get('fisher_share', 0):.0%}), on {timing.get('device')}",
+            )
+        )
     adaptation = report.get("adaptation") or {}
     if adaptation:
         rows.append(("adapted to", f"{adaptation.get('target')} ({adaptation.get('target_images')} unlabeled images, {adaptation.get('mode')})"))
@@ -206,8 +221,7 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
 
 def _legend(classes: ClassTable) -> str:
     items = "".join(
-        f"<li><span class='swatch' style='background:{_hex(c.color)}'></span>"
-        f"<b>{c.id}</b> {escape(c.name)} <span class='muted'>{_hex(c.color)}</span></li>"
+        f"<li><span class='swatch' style='background:{_hex(c.color)}'></span><b>{c.id}</b> {escape(c.name)} <span class='muted'>{_hex(c.color)}</span></li>"
         for c in classes.classes
     )
     items += f"<li><span class='swatch checker'></span><b>{classes.ignore_index}</b> no data / unlabeled (transparent)</li>"
@@ -219,13 +233,24 @@ def _curves(report: dict[str, Any], metrics: dict[str, Any], steps: int, classes
     markers = tuple(Marker(step, "rescored") for step in rescored)
     loss = line_chart(
         [Series("training loss", [tuple(p) for p in metrics.get("loss_history", [])], "#444")],
-        title="Training loss", x_label="step", y_label="loss", style=ChartStyle(markers=markers),
+        title="Training loss",
+        x_label="step",
+        y_label="loss",
+        style=ChartStyle(markers=markers),
     )
     best = metrics.get("best_step")
     val_markers = markers + ((Marker(best, "best", "#d62728"),) if best is not None else ())
     validation = line_chart(
-        [Series(f"validation mIoU ({metrics.get('validation') or 'held-out images'})", [tuple(p) for p in metrics.get("val_history", [])], "#1f77b4", dots=True)],
-        title="Validation mIoU", x_label="step", y_label="mIoU", y_range=(0.0, 1.0), style=ChartStyle(markers=val_markers),
+        [
+            Series(
+                f"validation mIoU ({metrics.get('validation') or 'held-out images'})", [tuple(p) for p in metrics.get("val_history", [])], "#1f77b4", dots=True
+            )
+        ],
+        title="Validation mIoU",
+        x_label="step",
+        y_label="mIoU",
+        y_range=(0.0, 1.0),
+        style=ChartStyle(markers=val_markers),
     )
     charts = [loss, validation, *_pseudo_label_charts(report, classes)]
     note = f"{counted(steps, 'step')}; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
@@ -239,13 +264,21 @@ def _pseudo_label_charts(report: dict[str, Any], classes: ClassTable) -> list[st
     if not pseudo:
         return []
     confidence = line_chart(
-        [Series("confident share", [(p["step"], p["confident_share"]) for p in pseudo], "#222"),
-         Series("mean weight", [(p["step"], p["mean_weight"]) for p in pseudo], "#999", dashed=True)],
-        title="Pseudo-labels on target crops", x_label="step", y_label="share of pixels", y_range=(0.0, 1.0),
+        [
+            Series("confident share", [(p["step"], p["confident_share"]) for p in pseudo], "#222"),
+            Series("mean weight", [(p["step"], p["mean_weight"]) for p in pseudo], "#999", dashed=True),
+        ],
+        title="Pseudo-labels on target crops",
+        x_label="step",
+        y_label="share of pixels",
+        y_range=(0.0, 1.0),
     )
     shares = line_chart(
         [Series(c.name, [(p["step"], p["class_share"].get(c.name, math.nan)) for p in pseudo], _hex(c.color)) for c in classes.classes],
-        title="Pseudo-label class shares (class colours)", x_label="step", y_label="share of pixels", y_range=(0.0, 1.0),
+        title="Pseudo-label class shares (class colours)",
+        x_label="step",
+        y_label="share of pixels",
+        y_range=(0.0, 1.0),
         style=ChartStyle(legend=False),
     )
     return [confidence, shares]
@@ -281,8 +314,10 @@ def _selection(report: dict[str, Any]) -> str:
             )
         rows.append(f"<tr><th>{layer}</th>{''.join(cells)}</tr>")
     grid = f"<table class='grid'>{head}{''.join(rows)}</table>"
-    note = (f"Fisher scores at step {report['score_step']}, normalised per kind (1.0 = an average block for that kind); "
-            f"● = selected ({report['select_count']} of {len(scores)}), darker = more of the task's gradient.")
+    note = (
+        f"Fisher scores at step {report['score_step']}, normalised per kind (1.0 = an average block for that kind); "
+        f"● = selected ({report['select_count']} of {len(scores)}), darker = more of the task's gradient."
+    )
     if any(s.get("kept") for s in scores):
         note += " k = kept from the earlier run."
     compute = report.get("compute")
@@ -312,15 +347,13 @@ def _history(history: list[dict[str, Any]]) -> str:
     rows = []
     for name in order:
         color = _kind_color(ModuleKey.parse(name).kind)
-        cells = "".join(
-            f"<td><span class='dot' style='background:{color}'></span></td>" if name in event["selected"] else "<td></td>"
-            for event in shown
-        )
+        cells = "".join(f"<td><span class='dot' style='background:{color}'></span></td>" if name in event["selected"] else "<td></td>" for event in shown)
         rows.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
     changes = [e for e in history if e["added"] or e["removed"]]
-    summary = "".join(
-        f"<li>step {e['step']}: +{escape(', '.join(e['added']) or '-')} &minus;{escape(', '.join(e['removed']) or '-')}</li>" for e in changes
-    ) or "<li>the same modules at every rescoring</li>"
+    summary = (
+        "".join(f"<li>step {e['step']}: +{escape(', '.join(e['added']) or '-')} &minus;{escape(', '.join(e['removed']) or '-')}</li>" for e in changes)
+        or "<li>the same modules at every rescoring</li>"
+    )
     caption = f"modules chosen at each Fisher scoring; columns: the step ({len(history)} scorings{', some left out' if shown is not history else ''})"
     return f"<table class='history'><caption>{caption}</caption>{head}{''.join(rows)}</table><ul class='changes'>{summary}</ul>"
 
@@ -337,11 +370,17 @@ def _evaluation(evaluation: dict[str, Any], classes: ClassTable) -> str:
             f"<td>{_fmt(iou)}</td><td>{_fmt(row.get('f1'))}</td><td>{_fmt(row.get('precision'))}</td><td>{_fmt(row.get('recall'))}</td>"
             f"<td>{_fmt(row.get('pixels'))}</td></tr>"
         )
-    table = ("<table class='iou'><tr><th>class</th><th colspan='2'>IoU</th><th>F1</th><th>precision</th><th>recall</th><th>pixels</th></tr>"
-             + "".join(bars) + "</table>")
+    table = (
+        "<table class='iou'><tr><th>class</th><th colspan='2'>IoU</th><th>F1</th><th>precision</th><th>recall</th><th>pixels</th></tr>"
+        + "".join(bars)
+        + "</table>"
+    )
     head = f"<p class='big'>mIoU <b>{_fmt(evaluation.get('miou'))}</b> &nbsp; overall accuracy <b>{_fmt(evaluation.get('overall_accuracy'))}</b> &nbsp; {_fmt(evaluation.get('pixels'))} pixels, {len(evaluation.get('files', []))} images</p>"
-    return _section("Evaluation", head + f"<div class='selection'><div>{table}</div><div>{_confusion(evaluation['matrix'], present)}</div></div>",
-                    "From `cegate evaluate --json`; classes absent from labels and prediction have no IoU (-).")
+    return _section(
+        "Evaluation",
+        head + f"<div class='selection'><div>{table}</div><div>{_confusion(evaluation['matrix'], present)}</div></div>",
+        "From `cegate evaluate --json`; classes absent from labels and prediction have no IoU (-).",
+    )
 
 
 def _confusion(matrix: list[list[int]], rows: list[dict[str, Any]]) -> str:
@@ -377,8 +416,10 @@ def _scenes(scenes: Sequence[ScenePreview]) -> str:
                 f"width='{round(width * scale)}' height='{round(height * scale)}'>"
                 f"<figcaption>{escape(picture.caption)}{'<br>' + shares if shares else ''}</figcaption></figure>"
             )
-        blocks.append(f"<div class='scene'><h3>{escape(scene.name)} <span class='muted'>{escape(str(scene.source))}</span></h3>"
-                      f"<div class='figures'>{''.join(figures)}</div></div>")
+        blocks.append(
+            f"<div class='scene'><h3>{escape(scene.name)} <span class='muted'>{escape(str(scene.source))}</span></h3>"
+            f"<div class='figures'>{''.join(figures)}</div></div>"
+        )
     return _section("Scenes", "".join(blocks), "Input, the run's prediction, and the label where the folder has one; transparent = no data.")
 
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cegate_cli.toolbox.fisher import select_top
 from cegate_cli.run import AdaptationRecord, calibrated, read_manifest, saved_val_miou
-from cegate_cli.toolbox.module_key import in_order, keys_from_json
-from cegate_cli.toolbox.kinds import kind_labels
 from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox.fisher import select_top
+from cegate_cli.toolbox.kinds import kind_labels
+from cegate_cli.toolbox.module_key import in_order, keys_from_json
 
 
 def backbone_report(
     spec: str, *, revision: str | None = None, token: str | None = None, offline: bool | None = None, toolbox: ToolboxConfig | None = None
 ) -> dict[str, Any]:
     """The backbone and every candidate module with its size (needs the weights, so it may download)."""
-    from cegate_cli.backbone.registry import load_pretrained
     from cegate_cli.backbone.hub import resolve_backbone
+    from cegate_cli.backbone.registry import load_pretrained
     from cegate_cli.toolbox.attach import attach_toolbox
 
     source = resolve_backbone(spec, revision=revision, token=token, offline=offline)
@@ -25,10 +25,7 @@ def backbone_report(
     backbone = pretrained.pretrained_backbone()  # fed every band it knows
     backbone_params = sum(p.numel() for p in backbone.parameters())
     box = attach_toolbox(backbone, toolbox or ToolboxConfig())
-    modules = [
-        {**key.to_json(), "parameters": box.parameter_count(key), "share_of_backbone": box.parameter_count(key) / backbone_params}
-        for key in box.keys()
-    ]
+    modules = [{**key.to_json(), "parameters": box.parameter_count(key), "share_of_backbone": box.parameter_count(key) / backbone_params} for key in box.keys()]
     total = sum(m["parameters"] for m in modules)
     return {
         "backbone": {
@@ -181,10 +178,7 @@ def describe_compute(compute: dict[str, Any]) -> str:
     else:
         below = "block 0 runs" if lowest == 1 else f"blocks 0-{lowest - 1} run"
         saved = f"{below} forward only, {lowest / depth:.0%} of the backbone's backward pass skipped"
-    return (
-        f"rule {compute['rule']}, {budget}; autograd runs through blocks {lowest}-{depth - 1} "
-        f"({compute['backward_blocks']} of {depth}): {saved}"
-    )
+    return f"rule {compute['rule']}, {budget}; autograd runs through blocks {lowest}-{depth - 1} ({compute['backward_blocks']} of {depth}): {saved}"
 
 
 def describe_best(metrics: dict[str, Any]) -> str | None:

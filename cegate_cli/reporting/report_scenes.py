@@ -81,9 +81,7 @@ def scene_previews(
         ]
 
 
-def _predict(
-    run_dir: Path, sources: list[Path], scratch: Path, map_options: MapOptions | None, progress: Any
-) -> tuple[dict[Path, Path], dict[Path, str]]:
+def _predict(run_dir: Path, sources: list[Path], scratch: Path, map_options: MapOptions | None, progress: Any) -> tuple[dict[Path, Path], dict[Path, str]]:
     from cegate_cli.pipelines.inference import MapOptions, predict_run
     from cegate_cli.predict.vector_options import VectorOptions
 

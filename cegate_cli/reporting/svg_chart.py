@@ -86,8 +86,9 @@ def _label(value: float) -> str:
     return f"{value:.3g}"
 
 
-def line_chart(series: Sequence[Series], *, title: str, x_label: str, y_label: str,
-               y_range: tuple[float, float] | None = None, style: ChartStyle = ChartStyle()) -> str:
+def line_chart(
+    series: Sequence[Series], *, title: str, x_label: str, y_label: str, y_range: tuple[float, float] | None = None, style: ChartStyle = ChartStyle()
+) -> str:
     """The SVG text of a line chart; non-finite points are left out."""
     clean = [(s, [(float(x), float(y)) for x, y in s.points if math.isfinite(x) and math.isfinite(y)]) for s in series]
     xs = [x for _, pts in clean for x, _ in pts] + [m.x for m in style.markers]

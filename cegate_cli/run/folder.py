@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 import cegate_cli.run.lock as runlock
-from cegate_cli.infra.atomic import writing
 from cegate_cli.errors import OutputExistsError, RunFolderError
-from cegate_cli.run.layout import REPLACED_DIR, RUN_FILES, RUN_JSON, STATE_DIR
+from cegate_cli.infra.atomic import writing
+from cegate_cli.run.layout import REPLACED_DIR, RUN_JSON, STATE_DIR
 from cegate_cli.run.replaced import move_aside, put_back, set_aside, stopped_overwrite_note, undo_partial
 from cegate_cli.run.state import has_state, refuse_legacy
 
@@ -34,8 +34,8 @@ def check_run_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
     if _holds_files(out):
         if not overwrite:
             raise OutputExistsError(
-                stopped or f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue "
-                "an interrupted run, or --overwrite to replace it"
+                stopped
+                or f"{out} already exists and is not empty; choose another -o/--out, add --resume to continue an interrupted run, or --overwrite to replace it"
             )
         if not (_holds_run(out) or set_aside(out) is not None):
             raise OutputExistsError(f"{out} is not empty and is not a cegate run folder; refusing to write into it")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from cegate_cli.backbone.hub import BackboneSource, resolve_backbone
 from cegate_cli.backbone.registry import family_of
 from cegate_cli.errors import RunFolderError
-from cegate_cli.backbone.hub import BackboneSource, resolve_backbone
 from cegate_cli.model.segmentation import SegmentationModel, build_model
 from cegate_cli.run.manifest import RunManifest, read_manifest
 from cegate_cli.run.replaced import stopped_overwrite_note
@@ -66,9 +66,7 @@ def load_run(
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.status != "complete":
-        raise RunFolderError(
-            stopped_overwrite_note(run_dir) or f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume"
-        )
+        raise RunFolderError(stopped_overwrite_note(run_dir) or f"{run_dir}: the run has not finished (status {manifest.status!r}); resume it with --resume")
     source = source_for_run(manifest, offline=offline, token=token)
     pretrained = family_of(source).load(source)
     built = build_model(
@@ -86,4 +84,3 @@ def load_run(
     target = resolve_device(device)
     built.model.to(target)
     return LoadedRun(run_dir, manifest, built.model, built.toolbox, target)
-

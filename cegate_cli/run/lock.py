@@ -49,9 +49,7 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise RunFolderError(
-                f"{self.folder}: cannot write into this folder ({exc.strerror or exc}); choose another -o/--out"
-            ) from exc
+            raise RunFolderError(f"{self.folder}: cannot write into this folder ({exc.strerror or exc}); choose another -o/--out") from exc
         if fcntl is not None:
             deadline = time.monotonic() + ACQUIRE_SECONDS
             while True:
@@ -69,9 +67,7 @@ class RunLock:
             os.write(fd, f"{os.getpid()}\n".encode())
         except OSError as exc:
             os.close(fd)
-            raise RunFolderError(
-                f"{self.path}: cannot write ({exc.strerror or exc}); free disk space or choose another -o/--out"
-            ) from exc
+            raise RunFolderError(f"{self.path}: cannot write ({exc.strerror or exc}); free disk space or choose another -o/--out") from exc
         self._fd = fd
         return self
 
@@ -133,7 +129,4 @@ def _read_pid(fd: int) -> int | None:
 
 def _busy(folder: Path, pid: int | None) -> RunFolderError:
     who = f"another cegate process (PID {pid})" if pid is not None else "another cegate process"
-    return RunFolderError(
-        f"{folder}: {who} is writing this run folder; wait for it to finish, "
-        "or choose another -o/--out"
-    )
+    return RunFolderError(f"{folder}: {who} is writing this run folder; wait for it to finish, or choose another -o/--out")

@@ -18,16 +18,16 @@ from typing import Any
 import yaml
 
 from cegate_cli import __version__
-from cegate_cli.infra.atomic import write_json_atomic, write_text_atomic, writing
 from cegate_cli.data.bands import BandChoice
 from cegate_cli.data.classes import ClassTable
 from cegate_cli.data.stats import BandStats
-from cegate_cli.infra.documents import read_json
 from cegate_cli.errors import CegateError, DocumentError, RunFolderError
-from cegate_cli.toolbox.fisher import Selection
-from cegate_cli.toolbox.module_key import ModuleKey, keys_from_json, keys_to_json
+from cegate_cli.infra.atomic import write_json_atomic, write_text_atomic, writing
+from cegate_cli.infra.documents import read_json
 from cegate_cli.infra.record_fields import FieldTypeError
+from cegate_cli.options.train import TrainConfig
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, CONFIG_YAML, RUN_FORMAT, RUN_JSON
+from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.run.sections import (
     AdaptationRecord,
     BackboneRecord,
@@ -36,9 +36,9 @@ from cegate_cli.run.sections import (
     ParameterRecord,
     TimingRecord,
 )
-from cegate_cli.run.replaced import stopped_overwrite_note
 from cegate_cli.toolbox import ToolboxConfig
-from cegate_cli.options.train import TrainConfig
+from cegate_cli.toolbox.fisher import Selection
+from cegate_cli.toolbox.module_key import ModuleKey, keys_from_json, keys_to_json
 
 
 @dataclass
@@ -183,10 +183,7 @@ def write_manifest(run_dir: Path, manifest: RunManifest) -> None:
         write_json_atomic(path, manifest.to_dict())
 
 
-CONFIG_HEADER = (
-    "# The options of `cegate adapt` that made this run, defaults included.\n"
-    "# Re-make it with: cegate adapt --config {path} -o NEW_RUN_FOLDER\n"
-)
+CONFIG_HEADER = "# The options of `cegate adapt` that made this run, defaults included.\n# Re-make it with: cegate adapt --config {path} -o NEW_RUN_FOLDER\n"
 
 
 def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -205,9 +202,7 @@ def read_manifest(run_dir: Path) -> RunManifest:
     sizes checked (they decide allocations), or one RunFolderError naming the file and the field."""
     path = Path(run_dir) / RUN_JSON
     if not os.path.lexists(path):
-        raise RunFolderError(
-            stopped_overwrite_note(run_dir) or f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`"
-        )
+        raise RunFolderError(stopped_overwrite_note(run_dir) or f"{run_dir} is not a cegate run folder (no {RUN_JSON}); create one with `cegate adapt`")
     try:
         data = read_json(path)
     except DocumentError as exc:

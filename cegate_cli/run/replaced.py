@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cegate_cli.run.lock as runlock
+from cegate_cli.errors import CegateError, RunFolderError
 from cegate_cli.infra.atomic import writing
 from cegate_cli.infra.documents import read_json
-from cegate_cli.errors import CegateError, RunFolderError
 from cegate_cli.run.layout import REPLACED_DIR, RUN_FILES, RUN_JSON, STATE_DIR
 
 PARTIAL_DIR = f"{REPLACED_DIR}.partial"

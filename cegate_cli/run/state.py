@@ -34,9 +34,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from cegate_cli.errors import CegateError, DocumentError, RunFolderError
 from cegate_cli.infra.atomic import atomic_path, write_text_atomic
 from cegate_cli.infra.documents import read_json
-from cegate_cli.errors import CegateError, DocumentError, RunFolderError
 
 STATE_FORMAT = "cegate-train-state/2"
 TENSORS = "trainer.safetensors"
@@ -208,7 +208,7 @@ def _read_pair(tensor_file: Path, record_file: Path) -> dict[str, Any]:
         found = record.get("format") if isinstance(record, dict) else None
         raise _Mismatch(record_file, f"format {found!r}, expected {STATE_FORMAT!r}")
     if not isinstance(record.get("state"), dict):
-        raise _Mismatch(record_file, "incomplete (no \"state\" object)")
+        raise _Mismatch(record_file, 'incomplete (no "state" object)')
     try:
         with safe_open(str(tensor_file), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}

@@ -29,15 +29,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from cegate_cli.errors import RunFolderError
 from cegate_cli.infra.atomic import atomic_path, writing
 from cegate_cli.model.decoder import CLASS_BIAS
-from cegate_cli.errors import RunFolderError
 from cegate_cli.predict.map_options import WEIGHTS
-from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST, RUN_FORMAT, RUN_JSON
 from cegate_cli.run.misfit import describe_misfit
 from cegate_cli.run.sections import ParameterRecord
 from cegate_cli.toolbox.attach import Toolbox
+from cegate_cli.toolbox.module_key import ModuleKey
 
 if TYPE_CHECKING:  # the model pulls in every backbone family: reading run.json must not need them
     from cegate_cli.model.segmentation import SegmentationModel
@@ -49,9 +49,7 @@ BACKBONE_PREFIX = "backbone."
 
 
 # -- writing: what a trained model leaves in its run ----------------------------------------------
-def run_tensors(
-    model: SegmentationModel, toolbox: Toolbox, keys: Iterable[ModuleKey], *, whole_backbone: bool = False
-) -> dict[str, torch.Tensor]:
+def run_tensors(model: SegmentationModel, toolbox: Toolbox, keys: Iterable[ModuleKey], *, whole_backbone: bool = False) -> dict[str, torch.Tensor]:
     """CPU copies of what a run's adapter file holds: the modules `keys` (the run's ever selected),
     the head and the band-fitted embedding; with `whole_backbone` (the full fine-tuning baseline, not
     a product mode) the backbone's own weights too. Copies, so later training steps leave them be."""
@@ -90,9 +88,7 @@ def weights_path(run_dir: Path, which: str = "best") -> Path:
     return Path(run_dir) / (ADAPTER_BEST if which == "best" else ADAPTER_LAST)
 
 
-def restore_weights(
-    run_dir: Path, manifest: RunManifest, model: SegmentationModel, toolbox: Toolbox, which: str = "best"
-) -> list[ModuleKey]:
+def restore_weights(run_dir: Path, manifest: RunManifest, model: SegmentationModel, toolbox: Toolbox, which: str = "best") -> list[ModuleKey]:
     """Put a run's trained weights into `model` (built from its run.json) and switch on the modules
     those weights were validated with. Refuses, as a RunFolderError, weights of another run, a
     damaged file, a selected module without its tensors, and tensors that fit no place."""

@@ -16,10 +16,10 @@ from torch import nn
 
 from cegate_cli.backbone.base import BlockBackbone
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.toolbox.base import BlockSite, ToolboxModule
-from cegate_cli.toolbox.kinds import attach_hook, kind_spec, registered_kinds
 from cegate_cli.toolbox.config import ToolboxConfig
+from cegate_cli.toolbox.kinds import attach_hook, kind_spec, registered_kinds
+from cegate_cli.toolbox.module_key import ModuleKey, in_order
 
 
 class Toolbox:
@@ -68,7 +68,8 @@ class Toolbox:
         """The parameters of module `key` that Fisher scores: those its kind names (all by default)."""
         patterns = kind_spec(key[0]).fisher_parameters
         return [
-            p for name, p in self.modules[key].named_parameters()
+            p
+            for name, p in self.modules[key].named_parameters()
             if not name.startswith("base_layer.") and any(fnmatchcase(name, pattern) for pattern in patterns)
         ]
 

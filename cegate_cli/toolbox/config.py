@@ -26,9 +26,7 @@ class ToolboxConfig:
     kinds: tuple[str, ...]
     sizes: tuple[tuple[str, KindOptions], ...]
 
-    def __init__(
-        self, kinds: tuple[str, ...] | None = None, sizes: tuple[tuple[str, KindOptions], ...] | None = None, **flat: Any
-    ) -> None:
+    def __init__(self, kinds: tuple[str, ...] | None = None, sizes: tuple[tuple[str, KindOptions], ...] | None = None, **flat: Any) -> None:
         """Sizes by their flat names (`lora_rank=4`), over `sizes` (what `dataclasses.replace`
         passes on) or else the kind's defaults. Defaults derived from others (LoRA alpha from the
         rank) are worked out when a kind's options are made, so run.json records the value the run

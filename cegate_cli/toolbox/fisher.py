@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from cegate_cli.errors import InputError
-from cegate_cli.toolbox.module_key import ModuleKey, in_order, keys_from_json, keys_to_json
 from cegate_cli.toolbox.attach import Toolbox
+from cegate_cli.toolbox.module_key import ModuleKey, in_order, keys_from_json, keys_to_json
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -34,10 +34,7 @@ class FisherScores:
     def to_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
-            "scores": [
-                {**key.to_json(), "raw": self.raw[key], "normalized": self.normalized[key]}
-                for key in in_order(self.raw)
-            ],
+            "scores": [{**key.to_json(), "raw": self.raw[key], "normalized": self.normalized[key]} for key in in_order(self.raw)],
         }
 
     @classmethod
@@ -214,7 +211,7 @@ def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, dep
         return select_top({key: scores[key] for key in allowed}, k)
     if rule == "fisher-block":
         totals: dict[int, float] = {}
-        for (kind, layer), value in scores.items():
+        for (_kind, layer), value in scores.items():
             totals[layer] = totals.get(layer, 0.0) + value
         relative = {key: (value / totals[key[1]] if totals[key[1]] > 0 else 0.0) for key, value in scores.items()}
         return select_top(relative, k)
@@ -252,8 +249,7 @@ def parse_select_spec(text: str | int | float) -> tuple[str, float]:
         return "fraction", value
     whole = f"; for {int(value)} modules write {int(value)}" if value == int(value) else ""
     raise InputError(
-        f"--select {text!r}: a count must be a whole number written without a decimal point (e.g. 6) "
-        f"and a fraction must be at most 1 (e.g. 0.25){whole}"
+        f"--select {text!r}: a count must be a whole number written without a decimal point (e.g. 6) and a fraction must be at most 1 (e.g. 0.25){whole}"
     )
 
 

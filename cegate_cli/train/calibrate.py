@@ -56,13 +56,11 @@ class Calibration:
 
     def to_dict(self) -> dict[str, object]:
         """As run.json and the resume state hold it: offsets by output channel (the class id)."""
-        return {"offsets": list(self.offsets), "val_miou_before": self.miou_before, "val_miou_after": self.miou_after,
-                "pixels": self.pixels}
+        return {"offsets": list(self.offsets), "val_miou_before": self.miou_before, "val_miou_after": self.miou_after, "pixels": self.pixels}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        return cls(tuple(float(o) for o in data["offsets"]), float(data["val_miou_before"]), float(data["val_miou_after"]),
-                   int(data["pixels"]))
+        return cls(tuple(float(o) for o in data["offsets"]), float(data["val_miou_before"]), float(data["val_miou_after"]), int(data["pixels"]))
 
 
 def pixel_stride(pixels: int, limit: int = MAX_PIXELS) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cegate_cli.toolbox.module_key import ModuleKey
 from cegate_cli.toolbox.attach import Toolbox
+from cegate_cli.toolbox.module_key import ModuleKey
 
 
 def apply_selection(toolbox: Toolbox, selected: Iterable[ModuleKey]) -> None:

@@ -32,7 +32,7 @@ statistics made the better maps (docs/benchmarks-real.md)."""
 
 
 def choose_normalization(source_confidence: float, target_confidence: float) -> str:
-    """"target" or "source": the statistics `--target-norm auto` reads the target with."""
+    """ "target" or "source": the statistics `--target-norm auto` reads the target with."""
     return "target" if target_confidence >= source_confidence + TARGET_NORM_MARGIN else "source"
 
 
@@ -61,8 +61,11 @@ class GuardVerdict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GuardVerdict:
         return cls(
-            str(data["kept"]), tuple(str(r) for r in data.get("reasons", ())), tuple(float(s) for s in data["source_shares"]),
-            tuple(float(s) for s in data["adapted_shares"]), float(data["agreement"]),
+            str(data["kept"]),
+            tuple(str(r) for r in data.get("reasons", ())),
+            tuple(float(s) for s in data["source_shares"]),
+            tuple(float(s) for s in data["adapted_shares"]),
+            float(data["agreement"]),
             None if data.get("source_val_miou") is None else float(data["source_val_miou"]),
             None if data.get("adapted_val_miou") is None else float(data["adapted_val_miou"]),
         )

@@ -71,9 +71,7 @@ def balanced_class_weights(label_counts: Mapping[int, int], num_classes: int, po
     return weights
 
 
-def segmentation_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int, kind: str, class_weight: torch.Tensor | None
-) -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, kind: str, class_weight: torch.Tensor | None) -> torch.Tensor:
     """The task loss a run trains (and scores Fisher information) with; `kind` is one of
     `cegate_cli.options.train.LOSSES`."""
     if kind == "ce":

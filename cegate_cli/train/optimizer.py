@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 
-def build_adamw(named: dict[str, nn.Parameter], lr: float, weight_decay: float, previous: torch.optim.AdamW | None = None, previous_names: list[str] | None = None) -> torch.optim.AdamW:
+def build_adamw(
+    named: dict[str, nn.Parameter], lr: float, weight_decay: float, previous: torch.optim.AdamW | None = None, previous_names: list[str] | None = None
+) -> torch.optim.AdamW:
     """AdamW over `named` (stable names), with no weight decay on biases, norms and scales."""
     decay = [p for name, p in named.items() if p.ndim >= 2]
     no_decay = [p for name, p in named.items() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     if previous is not None and previous_names is not None:
         old_by_name = dict(zip(previous_names, _ordered_params(previous)))
         for name, parameter in named.items():
@@ -47,6 +47,5 @@ def restore_optimizer_state(optimizer: torch.optim.Optimizer, names: list[str], 
     for name, parameter in zip(names, _ordered_params(optimizer)):
         if name in state:
             optimizer.state[parameter] = {
-                key: (value.to(parameter.device) if torch.is_tensor(value) and key != "step" else value)
-                for key, value in state[name].items()
+                key: (value.to(parameter.device) if torch.is_tensor(value) and key != "step" else value) for key, value in state[name].items()
             }

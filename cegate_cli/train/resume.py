@@ -40,8 +40,7 @@ def save_state(self: SupervisedTrainer) -> None:
         "best_step": self.progress.best_step,
         "best_weights": self.progress.best_weights,
         "best_selection": [list(k) for k in self.progress.best_selection],
-        **({"best_calibration": self.progress.best_calibration.to_dict()}
-           if self.progress.best_calibration is not None else {}),
+        **({"best_calibration": self.progress.best_calibration.to_dict()} if self.progress.best_calibration is not None else {}),
         "val_history": self.progress.val_history,
         "loss_history": self.progress.loss_history,
         "fisher_seconds": self.progress.fisher_seconds,
@@ -54,6 +53,7 @@ def save_state(self: SupervisedTrainer) -> None:
     }
     write_state(self.state_dir, state)  # atomic; on failure the previous state stays
     self.saved_step = self.progress.step
+
 
 def load_state(self: SupervisedTrainer) -> None:
     """Read the resume state back into the trainer, refusing one made with other settings or
@@ -78,8 +78,7 @@ def load_state(self: SupervisedTrainer) -> None:
         # other crops: the resumed run would silently differ from an uninterrupted one.
         launch = "without torchrun" if processes == 1 else f"under torchrun with --nproc-per-node/--nnodes giving {processes} processes"
         raise RunFolderError(
-            f"{where}: this run was trained by {processes} process(es), now there are {world().size}; "
-            f"resume it {launch}, or start over with --overwrite"
+            f"{where}: this run was trained by {processes} process(es), now there are {world().size}; resume it {launch}, or start over with --overwrite"
         )
     try:
         restore(self, state)
@@ -87,6 +86,7 @@ def load_state(self: SupervisedTrainer) -> None:
         raise RunFolderError(f"{where}: damaged resume state ({exc!r}); start over with --overwrite") from exc
     self.saved_step = self.progress.step
     self.load_extra_state(state)
+
 
 def restore(self: SupervisedTrainer, state: dict[str, Any]) -> None:
     """Put a read state back into the model, optimizer, progress and RNG."""

@@ -30,19 +30,19 @@ import numpy as np
 import torch
 
 from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.options.train import SelfTrainConfig
+from cegate_cli.run.state import plain
 from cegate_cli.toolbox.fisher import SOURCE_MODEL, FisherScores, Selection
 from cegate_cli.toolbox.module_key import ModuleKey, in_order
 from cegate_cli.train.classmix import classmix_masks, mix
-from cegate_cli.options.train import SelfTrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
 from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
-from cegate_cli.train.strong_view import StrongAugment
 from cegate_cli.train.schedule import lr_factor
+from cegate_cli.train.strong_view import StrongAugment
 from cegate_cli.train.supervised import FISHER_SEED_OFFSET, SupervisedTrainer, TrainInputs, TrainOutcome
-from cegate_cli.run.state import plain
 from cegate_cli.train.teacher import EMATeacher
 
 TARGET_SEED_OFFSET = 7_919  # target crops: their own stream, so they never repeat the source's draws
@@ -240,8 +240,9 @@ class SelfTrainer(SupervisedTrainer):
         agree = float((predictions["source"] == predictions["adapted"])[valid].float().mean()) if bool(valid.any()) else 1.0
         adapted_val = next((miou for step, miou in reversed(outcome.val_history) if step > self.source_steps), None)
         names = [c.name for c in self.inputs.class_table.classes]
-        return judge(class_shares(predictions["source"], valid, k), class_shares(predictions["adapted"], valid, k), agree,
-                     outcome.best_miou, adapted_val, names)
+        return judge(
+            class_shares(predictions["source"], valid, k), class_shares(predictions["adapted"], valid, k), agree, outcome.best_miou, adapted_val, names
+        )
 
     def _teacher_labels(self, images: torch.Tensor, valid: torch.Tensor) -> PseudoLabels:
         with self._autocast():
@@ -327,8 +328,9 @@ class SelfTrainer(SupervisedTrainer):
             stats["drift"] = round(prior_distance(stats["class_share"], torch.tensor(start["class_share"])), 4)
             if stats["drift"] > self.self_config.drift_warning and not self._warned_drift:
                 self._warned_drift = True
-                shares = ", ".join(f"{c.name} {s:.0%} (was {p:.0%})" for c, s, p in
-                                   zip(self.inputs.class_table.classes, stats["class_share"], start["class_share"]))
+                shares = ", ".join(
+                    f"{c.name} {s:.0%} (was {p:.0%})" for c, s, p in zip(self.inputs.class_table.classes, stats["class_share"], start["class_share"])
+                )
                 self.reporter.message(
                     f"warning: at step {step} the pseudo-labels' class shares moved far from the teacher's own at step "
                     f"{start['step']} ({shares}); self-training may be collapsing onto a few classes"

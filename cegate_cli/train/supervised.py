@@ -18,6 +18,14 @@ import numpy as np
 import torch
 
 from cegate_cli.data.classes import ClassTable
+from cegate_cli.data.metrics import ConfusionMatrix
+from cegate_cli.infra.progress import phase
+from cegate_cli.infra.words import counted
+from cegate_cli.model.segmentation import SegmentationModel
+from cegate_cli.options.train import SELECTIONS, TrainConfig
+from cegate_cli.run.state import record_path
+from cegate_cli.run.weights import run_tensors, with_class_offsets
+from cegate_cli.toolbox.attach import Toolbox
 from cegate_cli.toolbox.fisher import (
     FISHER_RULES,
     HEAD_WARMUP,
@@ -28,22 +36,14 @@ from cegate_cli.toolbox.fisher import (
     select_by_fisher_rule,
     within_cost_budget,
 )
-from cegate_cli.data.metrics import ConfusionMatrix
-from cegate_cli.model.segmentation import SegmentationModel
 from cegate_cli.toolbox.module_key import KINDS, ModuleKey, in_order
-from cegate_cli.infra.progress import phase
-from cegate_cli.run.weights import run_tensors, with_class_offsets
-from cegate_cli.toolbox.attach import Toolbox
+from cegate_cli.train import resume
 from cegate_cli.train.calibrate import Calibration, fit_class_offsets, pixel_stride
-from cegate_cli.options.train import SELECTIONS, TrainConfig
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.losses import segmentation_loss
 from cegate_cli.train.optimizer import build_adamw, ordered_names
-from cegate_cli.train import resume
 from cegate_cli.train.reporter import SilentReporter, TrainReporter
 from cegate_cli.train.schedule import lr_factor
-from cegate_cli.run.state import record_path
-from cegate_cli.infra.words import counted
 
 FISHER_SEED_OFFSET = 104_729  # Fisher crops come from their own stream, never the training batches
 
@@ -130,9 +130,7 @@ class SupervisedTrainer:
         self.progress = _Progress()
         self.optimizer: torch.optim.AdamW | None = None
         self.optimizer_names: list[str] = []
-        self.candidates = (
-            list(inputs.candidates) if inputs.candidates is not None else [key for key in self.toolbox.keys() if key[0] in inputs.kinds]
-        )
+        self.candidates = list(inputs.candidates) if inputs.candidates is not None else [key for key in self.toolbox.keys() if key[0] in inputs.kinds]
 
     @property
     def state_file(self) -> Path | None:

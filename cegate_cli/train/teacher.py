@@ -50,8 +50,7 @@ class EMATeacher:
         bypassed, so teacher and student run them identically: not at all)."""
         current = trained_tensors(self.model)
         self.tensors = {
-            name: self.tensors[name] if name in self.tensors and self.tensors[name].shape == p.shape else p.detach().clone()
-            for name, p in current.items()
+            name: self.tensors[name] if name in self.tensors and self.tensors[name].shape == p.shape else p.detach().clone() for name, p in current.items()
         }
 
     def restart(self) -> None:

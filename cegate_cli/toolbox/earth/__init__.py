@@ -13,15 +13,10 @@ EARTH_INITS = ("identity", "kaiming")
 @dataclass(frozen=True)
 class EarthOptions(KindOptions):
     hidden: int = field(default=16, metadata={"help": "Width of each of the three experts' bottlenecks."})
-    low_freq_ratio: float = field(
-        default=0.25, metadata={"help": "Share of each frequency axis (a centred box) that counts as low frequency."}
-    )
+    low_freq_ratio: float = field(default=0.25, metadata={"help": "Share of each frequency axis (a centred box) that counts as low frequency."})
     init: str = field(
         default="identity",
-        metadata={
-            "help": '"identity" (zero up projections, so the toolbox starts as an exact identity) or "kaiming" '
-            "(the Earth-Adapter authors' init)."
-        },
+        metadata={"help": '"identity" (zero up projections, so the toolbox starts as an exact identity) or "kaiming" (the Earth-Adapter authors\' init).'},
     )
 
     def check(self) -> None:

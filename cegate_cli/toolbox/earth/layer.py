@@ -43,9 +43,7 @@ def split_frequencies(grid: torch.Tensor, ratio: float) -> tuple[torch.Tensor, t
 class EarthAdapter(ToolboxModule):
     kind = "earth"
 
-    def __init__(
-        self, layer: int, dim: int, hidden: int = 16, low_freq_ratio: float = 0.25, num_prefix_tokens: int = 1, init: str = "identity"
-    ) -> None:
+    def __init__(self, layer: int, dim: int, hidden: int = 16, low_freq_ratio: float = 0.25, num_prefix_tokens: int = 1, init: str = "identity") -> None:
         super().__init__(layer)
         if init not in EARTH_INITS:
             raise ValueError(f"Earth-Adapter init {init!r}: choose {' or '.join(EARTH_INITS)}")
@@ -67,18 +65,12 @@ class EarthAdapter(ToolboxModule):
         low = low.reshape(batch, dim, count).transpose(1, 2)
         high = high.reshape(batch, dim, count).transpose(1, 2)
         weights = self.router(patches).softmax(dim=-1)  # (B, N, 3)
-        mixed = (
-            weights[..., 0:1] * self.experts[0](patches)
-            + weights[..., 1:2] * self.experts[1](low)
-            + weights[..., 2:3] * self.experts[2](high)
-        )
+        mixed = weights[..., 0:1] * self.experts[0](patches) + weights[..., 1:2] * self.experts[1](low) + weights[..., 2:3] * self.experts[2](high)
         return torch.cat((prefix, patches + mixed * self.scale), dim=1)
 
 
 def attach(site: BlockSite, options: EarthOptions) -> EarthAdapter:
     """The kind's hook: on the block's output, which the backbone's loop hands over with its grid."""
-    earth = EarthAdapter(
-        site.layer, site.dim, options.hidden, options.low_freq_ratio, site.backbone.num_prefix_tokens, init=options.init
-    )
+    earth = EarthAdapter(site.layer, site.dim, options.hidden, options.low_freq_ratio, site.backbone.num_prefix_tokens, init=options.init)
     site.backbone.frequency[str(site.layer)] = earth
     return earth

@@ -28,10 +28,7 @@ class LoRAOptions(KindOptions):
         if self.rank < 1:
             raise InputError(f"--lora-rank {self.rank}: the LoRA rank must be at least 1 (e.g. 8)")
         if self.rank > MAX_WIDTH:
-            raise InputError(
-                f"--lora-rank {self.rank}: at most {MAX_WIDTH}; a rank above the backbone's embedding width "
-                "adds memory and nothing else (e.g. 8)"
-            )
+            raise InputError(f"--lora-rank {self.rank}: at most {MAX_WIDTH}; a rank above the backbone's embedding width adds memory and nothing else (e.g. 8)")
         assert self.alpha is not None  # made so in __post_init__
         if not math.isfinite(self.alpha):
             raise InputError(f"LoRA alpha {self.alpha}: must be a finite number")

@@ -188,6 +188,4 @@ def attach_lora(attention: nn.Module, layer: int, rank: int, alpha: float) -> Lo
             setattr(attention, v_name, separate.value_projection)
             return separate
     supported = ", ".join(["a fused Linear `qkv`"] + [f"Linears `{q}` and `{v}`" for q, v in SEPARATE_QV_NAMES])
-    raise InputError(
-        f"block {layer}: LoRA supports attention with {supported}; found {type(attention).__name__} without them"
-    )
+    raise InputError(f"block {layer}: LoRA supports attention with {supported}; found {type(attention).__name__} without them")

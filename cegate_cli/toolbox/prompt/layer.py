@@ -100,8 +100,7 @@ def attach(site: BlockSite, options: PromptOptions) -> VisualPrompt:
     attention = getattr(block, "attn", None)
     if not isinstance(attention, nn.Module):
         raise InputError(
-            f"block {site.layer} ({type(block).__name__}) has no attention module `attn` for the prompts; "
-            "leave prompt out of --modules for this backbone"
+            f"block {site.layer} ({type(block).__name__}) has no attention module `attn` for the prompts; leave prompt out of --modules for this backbone"
         )
     prompt = VisualPrompt(attention, site.layer, site.dim, options.tokens, site.backbone.num_prefix_tokens)
     block.attn = prompt
