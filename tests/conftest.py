@@ -7,9 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hubserver import HubStandIn, point_hub_client_at
 
 from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
+
+SESSION_THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored() -> Iterator[None]:
+    """Each test runs with the session's torch thread count: a command run in-process (its
+    `--threads`, or cegate's choice on a busy machine), in a test or a module's fixture, must not
+    change a later test's float summation order, which the reference-equality tests compare to 1e-5."""
+    torch.set_num_threads(SESSION_THREADS)
+    yield
+    torch.set_num_threads(SESSION_THREADS)
 
 
 @pytest.fixture()

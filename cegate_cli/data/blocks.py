@@ -2,11 +2,10 @@
 
 GDAL reads a raster block by block (a tile, or a strip of rows) and inflates a compressed block
 whole for any window that touches it. A file stored as one compressed strip therefore costs its
-whole image in memory at every window read: 20000 x 20000 x 4 bands at 16 bits, 3 MB on disk,
-took 5.2 GB per read. The block sizes checked are the ones GDAL reports for the open dataset,
-so a file GDAL can read row by row anyway (an uncompressed strip, which it splits into rows)
-passes; only what would really be inflated whole is refused, with the command that rewrites
-the file tiled.
+whole image in memory at every window read, however small the window and the file on disk.
+The block sizes checked are the ones GDAL reports for the open dataset, so a file GDAL can read
+row by row anyway (an uncompressed strip, which it splits into rows) passes; only what would
+really be inflated whole is refused, with the command that rewrites the file tiled.
 """
 
 from __future__ import annotations

@@ -5,13 +5,11 @@ library's defaults in `--help` without loading the model stack.
 
 Why 10 m² by default: a map's smallest region should be smaller than anything it is meant to
 show and larger than per-pixel noise. 10 m² is a garden shed. On sub-metre imagery it removes
-the speckle that otherwise becomes most of the polygons: on the 43 NAIP test tiles (0.6 m) a
-per-pixel classifier's masks give 12,723 polygons unfiltered and 1,805 at 10 m² (building area
--9 %), and the labels themselves 847 and 509 (building area unchanged), where 100 m² would drop
-30 % of the predicted building area and 2,000 m² (what the demo used before) every building.
-On imagery with pixels of 3.2 m or coarser (Sentinel-2, Landsat, HLS) one pixel already covers
-10 m², so nothing is removed there and a single pixel stays a polygon. `--min-area` changes it
-(0 keeps every region). Measured with benchmarks/min_area.py; see docs/README.md.
+the speckle that otherwise becomes most of the polygons, while a larger area would start to
+drop buildings; on imagery with pixels of 3.2 m or coarser (Sentinel-2, Landsat, HLS) one pixel
+already covers 10 m², so nothing is removed and a single pixel stays a polygon. `--min-area`
+changes it (0 keeps every region). The polygon counts and areas behind the choice are in
+docs/README.md ("What predict writes"; benchmarks/min_area.py).
 """
 
 from __future__ import annotations
