@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from hubserver import HubStandIn, point_hub_client_at
 
 from cegate_cli.data.synthetic import DemoDataset, make_demo_dataset
+from cegate_cli.infra.threads import prefer_passive_waiting
+
+prefer_passive_waiting()  # as the CLI does before torch loads: idle threads sleep, not spin, beside other work
+import torch  # noqa: E402
 
 SESSION_THREADS = torch.get_num_threads()
 

@@ -24,47 +24,47 @@ if TYPE_CHECKING:
     from cegate_cli.train.supervised import SupervisedTrainer
 
 
-def save_state(self: SupervisedTrainer) -> None:
+def save_state(trainer: SupervisedTrainer) -> None:
     """Write the trainer's resume state (rank 0 only): every trained tensor, the optimizer's moments,
     progress and RNG; atomic, so on failure the previous state stays."""
-    if self.state_dir is None or self.inputs.rank != 0:
+    if trainer.state_dir is None or trainer.inputs.rank != 0:
         return
-    assert self.optimizer is not None
+    assert trainer.optimizer is not None
     state = {
-        "config": self.config.resume_fingerprint(),
+        "config": trainer.config.resume_fingerprint(),
         "processes": world().size,
-        "step": self.progress.step,
-        "selections": [s.to_dict() for s in self.progress.selections],
-        "ever_selected": [list(k) for k in self.progress.ever_selected],
-        "best_miou": self.progress.best_miou,
-        "best_step": self.progress.best_step,
-        "best_weights": self.progress.best_weights,
-        "best_selection": [list(k) for k in self.progress.best_selection],
-        **({"best_calibration": self.progress.best_calibration.to_dict()} if self.progress.best_calibration is not None else {}),
-        "val_history": self.progress.val_history,
-        "loss_history": self.progress.loss_history,
-        "fisher_seconds": self.progress.fisher_seconds,
-        "train_seconds": self.progress.train_seconds,
-        "toolbox": {n: t.detach().cpu() for n, t in self.toolbox.state_dict_of(self.toolbox.keys()).items()},
-        "decoder": {n: t.detach().cpu() for n, t in self.model.decoder.state_dict().items()},
-        "optimizer": optimizer_state_by_name(self.optimizer, self.optimizer_names),
+        "step": trainer.progress.step,
+        "selections": [s.to_dict() for s in trainer.progress.selections],
+        "ever_selected": [list(k) for k in trainer.progress.ever_selected],
+        "best_miou": trainer.progress.best_miou,
+        "best_step": trainer.progress.best_step,
+        "best_weights": trainer.progress.best_weights,
+        "best_selection": [list(k) for k in trainer.progress.best_selection],
+        **({"best_calibration": trainer.progress.best_calibration.to_dict()} if trainer.progress.best_calibration is not None else {}),
+        "val_history": trainer.progress.val_history,
+        "loss_history": trainer.progress.loss_history,
+        "fisher_seconds": trainer.progress.fisher_seconds,
+        "train_seconds": trainer.progress.train_seconds,
+        "toolbox": {n: t.detach().cpu() for n, t in trainer.toolbox.state_dict_of(trainer.toolbox.keys()).items()},
+        "decoder": {n: t.detach().cpu() for n, t in trainer.model.decoder.state_dict().items()},
+        "optimizer": optimizer_state_by_name(trainer.optimizer, trainer.optimizer_names),
         "cpu_rng": torch.random.get_rng_state(),
-        **self.extra_state(),
+        **trainer.extra_state(),
     }
-    write_state(self.state_dir, state)  # atomic; on failure the previous state stays
-    self.saved_step = self.progress.step
+    write_state(trainer.state_dir, state)  # atomic; on failure the previous state stays
+    trainer.saved_step = trainer.progress.step
 
 
-def load_state(self: SupervisedTrainer) -> None:
+def load_state(trainer: SupervisedTrainer) -> None:
     """Read the resume state back into the trainer, refusing one made with other settings or
     another process count (the resumed run would differ from an uninterrupted one)."""
-    if self.state_dir is None:
+    if trainer.state_dir is None:
         raise RunFolderError("nothing to resume: this run keeps no resume state; run without --resume")
-    if self.config.selection == "full":
+    if trainer.config.selection == "full":
         raise RunFolderError("the full fine-tuning baseline (--selection full) keeps no backbone in its resume state; start over")
-    state = read_state(self.state_dir)  # safetensors + JSON: nothing here can run code
-    where = self.state_file
-    fingerprint = plain(self.config.resume_fingerprint())
+    state = read_state(trainer.state_dir)  # safetensors + JSON: nothing here can run code
+    where = trainer.state_file
+    fingerprint = plain(trainer.config.resume_fingerprint())
     saved = {k: v for k, v in (state.get("config") or {}).items() if k not in NOT_FINGERPRINTED}
     if saved != fingerprint:
         changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
@@ -81,18 +81,18 @@ def load_state(self: SupervisedTrainer) -> None:
             f"{where}: this run was trained by {processes} process(es), now there are {world().size}; resume it {launch}, or start over with --overwrite"
         )
     try:
-        restore(self, state)
+        restore(trainer, state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise RunFolderError(f"{where}: damaged resume state ({exc!r}); start over with --overwrite") from exc
-    self.saved_step = self.progress.step
-    self.load_extra_state(state)
+    trainer.saved_step = trainer.progress.step
+    trainer.load_extra_state(state)
 
 
-def restore(self: SupervisedTrainer, state: dict[str, Any]) -> None:
+def restore(trainer: SupervisedTrainer, state: dict[str, Any]) -> None:
     """Put a read state back into the model, optimizer, progress and RNG."""
-    self.toolbox.load_state(state["toolbox"])
-    self.model.decoder.load_state_dict(state["decoder"])
-    progress = self.progress
+    trainer.toolbox.load_state(state["toolbox"])
+    trainer.model.decoder.load_state_dict(state["decoder"])
+    progress = trainer.progress
     progress.step = int(state["step"])
     progress.selections = [Selection.from_dict(s) for s in state["selections"]]
     progress.ever_selected = {(k, int(l)) for k, l in state["ever_selected"]}
@@ -107,8 +107,8 @@ def restore(self: SupervisedTrainer, state: dict[str, Any]) -> None:
     progress.fisher_seconds = float(state["fisher_seconds"])
     progress.train_seconds = float(state["train_seconds"])
     torch.random.set_rng_state(state["cpu_rng"])
-    apply_selection(self.toolbox, progress.selections[-1].selected)
-    self.model.to(self.inputs.device)
-    self._rebuild_optimizer()
-    assert self.optimizer is not None
-    restore_optimizer_state(self.optimizer, self.optimizer_names, state["optimizer"])
+    apply_selection(trainer.toolbox, progress.selections[-1].selected)
+    trainer.model.to(trainer.inputs.device)
+    trainer._rebuild_optimizer()
+    assert trainer.optimizer is not None
+    restore_optimizer_state(trainer.optimizer, trainer.optimizer_names, state["optimizer"])
