@@ -113,6 +113,27 @@ def test_predict_vector_merge_writes_one_layer_for_the_batch(trained, tmp_path: 
     assert refused.exit_code == 2 and "Error: --vector-merge merges the scenes' polygons" in refused.output
 
 
+def test_many_scenes_with_the_same_problem_share_one_warning_line(trained, tmp_path: Path) -> None:
+    """Scenes whose last band is tagged alpha but read as data (NAIP's habit): said once for the
+    batch, naming the first scenes, not once per scene."""
+    from rasterio.enums import ColorInterp
+
+    data, run = trained
+    source = sorted((data.target_dir / "images").glob("*.tif"))[0]
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for i in range(7):
+        copy = scenes / f"s{i}.tif"
+        copy.write_bytes(source.read_bytes())
+        with rasterio.open(copy, "r+") as dst:
+            dst.colorinterp = [*dst.colorinterp[:-1], ColorInterp.alpha]
+    result = CliRunner().invoke(app, ["predict", str(run), str(scenes), "-o", str(tmp_path / "o"), "--tile", "48", "--overlap", "8", "--vector", "none"])
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "tagged as alpha" in line]
+    assert len(said) == 1, said
+    assert said[0].startswith("warning: 7 images (s0.tif, s1.tif, s2.tif, s3.tif, s4.tif and 2 more): each band ")
+
+
 def test_evaluate_prints_per_class_iou_and_json(trained) -> None:
     data, run = trained
     runner = CliRunner()

@@ -88,14 +88,21 @@ def register(app: typer.Typer) -> None:
         if as_json:
             result = {"run": str(run), "out_dir": str(out), **batch_result(summary, read_manifest(run).classes, time.perf_counter() - started)}
             stdout.print_json(json.dumps(result))
+        from cegate_cli.data.folder import grouped
+
+        scenes_by_warning: dict[str, list[str]] = {}  # one line for many scenes with the same problem
         for outcome in summary.done:
             if not as_json:
                 stdout.print(" ".join(str(p) for p in outcome.outputs.all()), markup=False)
             scene = outcome.scene
             if scene is not None:
+                name = outcome.source.name
                 for warning in getattr(scene, "warnings", ()) or ():
-                    named = warning if warning.startswith(outcome.source.name) else f"{outcome.source.name}: {warning}"
-                    feedback.warn(f"warning: {named}")
+                    what = warning.removeprefix(f"{name}: ")
+                    scenes_by_warning.setdefault(what, []).append(name)
+        for what, names in scenes_by_warning.items():
+            for line in grouped(names, what):
+                feedback.warn(f"warning: {line}")
         merged = summary.merged
         if merged is not None and merged.layer is not None:
             if not as_json:

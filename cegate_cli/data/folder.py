@@ -394,8 +394,8 @@ def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[in
             f"{root}: no valid pixel in any of the {len(images)} image(s) ({_listed(empty)}): every pixel is nodata, "
             "NaN or masked in at least one of the bands used; check the files' nodata value, or choose other bands with --bands"
         )
-    warnings = _grouped(empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation")
-    warnings += _grouped(small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)")
+    warnings = grouped(empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation")
+    warnings += grouped(small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)")
     for band, names in sorted(alpha_as_data.items()):
         warnings.append(f"{len(names)} image(s) ({_listed(names)}): {alpha_as_data_note(band)}")
     used = {p: d for p, d in dtypes.items() if p not in empty_paths}  # an image left out has no scale to compare
@@ -404,7 +404,7 @@ def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[in
         usual, n = counts.most_common(1)[0]
         for dtype in sorted(set(counts) - {usual}):
             odd = [_rel(p, root) for p, d in used.items() if d == dtype]
-            warnings += _grouped(
+            warnings += grouped(
                 odd,
                 f"holds {dtype} values while {n} of {len(used)} images hold {usual}; all are normalised with the same "
                 "statistics, so check it is on the same scale (rescale it or leave it out)",
@@ -424,8 +424,8 @@ def _listed(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - FILES_PER_WARNING} more" if len(names) > FILES_PER_WARNING else "")
 
 
-def _grouped(names: Sequence[str], what: str) -> list[str]:
-    """One warning per file, or one line for many files with the same problem."""
+def grouped(names: Sequence[str], what: str) -> list[str]:
+    """One warning per file, or one line for many files with the same problem (`FILES_PER_WARNING`)."""
     if len(names) <= FILES_PER_WARNING:
         return [f"{name}: {what}" for name in names]
     return [f"{len(names)} images ({_listed(names)}): each {what}"]
