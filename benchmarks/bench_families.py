@@ -150,7 +150,10 @@ def worker(spec: dict) -> dict:
     seconds = time.perf_counter() - started
     import rasterio
 
-    pixels = sum(rasterio.open(p).width * rasterio.open(p).height for p in scenes)
+    pixels = 0
+    for scene in scenes:
+        with rasterio.open(scene) as src:
+            pixels += src.width * src.height
     return {"seconds": seconds, "pixels": pixels, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
