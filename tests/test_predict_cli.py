@@ -113,9 +113,9 @@ def test_predict_vector_merge_writes_one_layer_for_the_batch(trained, tmp_path: 
     assert refused.exit_code == 2 and "Error: --vector-merge merges the scenes' polygons" in refused.output
 
 
-def test_many_scenes_with_the_same_problem_share_one_warning_line(trained, tmp_path: Path) -> None:
+def test_many_scenes_with_the_same_note_share_one_line(trained, tmp_path: Path) -> None:
     """Scenes whose last band is tagged alpha but read as data (NAIP's habit): said once for the
-    batch, naming the first scenes, not once per scene."""
+    batch, naming the first scenes, not once per scene; a note, not a warning."""
     from rasterio.enums import ColorInterp
 
     data, run = trained
@@ -131,7 +131,7 @@ def test_many_scenes_with_the_same_problem_share_one_warning_line(trained, tmp_p
     assert result.exit_code == 0, result.output
     said = [line for line in result.output.splitlines() if "tagged as alpha" in line]
     assert len(said) == 1, said
-    assert said[0].startswith("warning: 7 images (s0.tif, s1.tif, s2.tif, s3.tif, s4.tif and 2 more): each band ")
+    assert said[0].startswith("note: 7 images (s0.tif, s1.tif, s2.tif, s3.tif, s4.tif and 2 more): each band ")
 
 
 def test_evaluate_prints_per_class_iou_and_json(trained) -> None:

@@ -208,16 +208,19 @@ def test_an_internal_mask_still_masks_when_the_alpha_band_is_data(tmp_path: Path
 
 
 def test_the_alpha_band_read_as_data_is_said_once(tmp_path: Path) -> None:
-    """One line for the whole folder in adapt, naming the band and what was done; one per scene in predict."""
+    """One note for the whole folder in adapt, naming the band and what was done; one per scene in
+    predict. A note, not a warning: nothing is wrong with such a file."""
     from cegate_cli.data.folder import check_image_contents
 
     paths = [_naip_rgbn(tmp_path / "images" / f"t{i}.tif")[0] for i in range(7)]
     contents = check_image_contents(paths, [(1, 2, 3, 4)] * len(paths), crop=8, root=tmp_path)
-    said = [w for w in contents.warnings if "alpha" in w]
+    said = [n for n in contents.notes if "alpha" in n]
     assert len(said) == 1
     assert said[0].startswith("7 image(s) (images/t0.tif") and "band 4 is tagged as alpha" in said[0]
     assert "read as data and not as a nodata mask" in said[0]
-    assert not check_image_contents(paths, [(1, 2, 3)] * len(paths), crop=8, root=tmp_path).warnings
+    assert not [w for w in contents.warnings if "alpha" in w]
+    rgb_only = check_image_contents(paths, [(1, 2, 3)] * len(paths), crop=8, root=tmp_path)
+    assert not rgb_only.warnings and not rgb_only.notes
 
     stats = BandStats(("r", "g", "b", "nir"), (100.0,) * 4, (10.0,) * 4)
     scene = predict_scene(
@@ -230,4 +233,42 @@ def test_the_alpha_band_read_as_data_is_said_once(tmp_path: Path) -> None:
         tile=4,
         overlap=0,
     )
-    assert [w for w in scene.warnings if "alpha" in w] == [f"t0.tif: {said[0].split(': ', 1)[1]}"]
+    assert [n for n in scene.notes if "alpha" in n] == [f"t0.tif: {said[0].split(': ', 1)[1]}"]
+    assert not [w for w in scene.warnings if "alpha" in w]
+
+
+def test_adapt_and_predict_on_naip_style_files_print_a_note_and_no_warning(tmp_path: Path) -> None:
+    """Healthy R, G, B, NIR files whose NIR is tagged alpha: `adapt` and `predict` say once what
+    they did as "note:", print no "warning:" line, and keep the note out of the warnings they record."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cegate_cli.cli import app
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    half = np.zeros((32, 32), np.uint8)
+    half[:, 16:] = 1
+    for stem in ("a", "b"):
+        image = write_tif(data / "images" / f"{stem}.tif", rng.integers(1, 255, (4, 32, 32)).astype(np.uint8), descriptions=("red", "green", "blue", "nir"))
+        with rasterio.open(image, "r+") as dst:
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        write_tif(data / "masks" / f"{stem}.tif", half)
+    run = tmp_path / "run"
+    flags = ["--backbone", "tiny", "--steps", "2", "--batch-size", "2", "--crop", "32", "--fisher-samples", "2", "--select", "2", "--val-every", "1"]
+    adapted = CliRunner().invoke(app, ["adapt", str(data), "-o", str(run), *flags, "--device", "cpu"])
+    assert adapted.exit_code == 0, adapted.output
+    notes = [line for line in adapted.output.splitlines() if "tagged as alpha" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: 2 image(s) (images/a.tif, images/b.tif): band 4 is tagged as alpha"), adapted.output
+    assert not [line for line in adapted.output.splitlines() if line.startswith("warning:")], adapted.output
+    recorded = json.loads((run / "run.json").read_text())["data"]
+    assert recorded["notes"] == [notes[0].removeprefix("note: ")] and recorded["warnings"] == []
+
+    mapped = CliRunner().invoke(app, ["predict", str(run), str(data / "images"), "-o", str(tmp_path / "maps"), "--vector", "none", "--device", "cpu", "--json"])
+    assert mapped.exit_code == 0, mapped.output
+    notes = [line for line in mapped.output.splitlines() if line.startswith("note:")]  # the JSON on stdout quotes them too
+    assert [line.split(": band 4 is tagged as alpha")[0] for line in notes] == ["note: a.tif", "note: b.tif"], mapped.output
+    assert not [line for line in mapped.output.splitlines() if line.startswith("warning:")], mapped.output
+    scenes = json.loads(mapped.stdout)["scenes"]
+    assert [len(s["notes"]) for s in scenes] == [1, 1] and [s["warnings"] for s in scenes] == [[], []]

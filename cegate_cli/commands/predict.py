@@ -91,18 +91,22 @@ def register(app: typer.Typer) -> None:
         from cegate_cli.data.folder import grouped
 
         scenes_by_warning: dict[str, list[str]] = {}  # one line for many scenes with the same problem
+        scenes_by_note: dict[str, list[str]] = {}  # and for many with the same note (no problem: not a warning)
         for outcome in summary.done:
             if not as_json:
                 stdout.print(" ".join(str(p) for p in outcome.outputs.all()), markup=False)
             scene = outcome.scene
             if scene is not None:
                 name = outcome.source.name
-                for warning in getattr(scene, "warnings", ()) or ():
-                    what = warning.removeprefix(f"{name}: ")
-                    scenes_by_warning.setdefault(what, []).append(name)
+                for said, by_what in ((getattr(scene, "warnings", ()), scenes_by_warning), (getattr(scene, "notes", ()), scenes_by_note)):
+                    for text in said or ():
+                        by_what.setdefault(text.removeprefix(f"{name}: "), []).append(name)
         for what, names in scenes_by_warning.items():
             for line in grouped(names, what):
                 feedback.warn(f"warning: {line}")
+        for what, names in scenes_by_note.items():
+            for line in grouped(names, what):
+                feedback.say(f"note: {line}")
         merged = summary.merged
         if merged is not None and merged.layer is not None:
             if not as_json:

@@ -351,17 +351,21 @@ def _scan_values(ds: Any) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class ImageContents:
-    """What `check_image_contents` found: warnings for the user, and the images to leave out."""
+    """What `check_image_contents` found: warnings and notes for the user, and the images to leave out."""
 
     warnings: list[str]
     empty: frozenset[Path]
     """Images without a single valid pixel: they cannot teach anything, and held out for validation
     they would make its mIoU NaN, so callers leave them out."""
+    notes: list[str] = field(default_factory=list)
+    """What cegate did that the user may want to know but that is no problem (an alpha-tagged
+    band read as data): printed as "note:", not counted among the warnings."""
 
 
 def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], crop: int, root: Path) -> ImageContents:
-    """Warnings about images that train badly or not at all, each naming its files; a DataError
-    when no image has a single valid pixel (nothing could be trained).
+    """Warnings about images that train badly or not at all and notes about what is read in an
+    unexpected way, each naming its files; a DataError when no image has a single valid pixel
+    (nothing could be trained).
 
     Caught here, before training, because otherwise each of these trains without a word:
     - an image with no valid pixel (all NaN, all nodata, fully masked) for the bands the run uses
@@ -369,8 +373,8 @@ def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[in
     - an image smaller than the crop is padded with unlabeled pixels, most of each crop wasted;
     - an image stored in another data type than the rest (uint8 among uint16) is most likely on
       another value scale, yet all are normalised with the same statistics;
-    - a band tagged alpha that the run reads as data (NAIP's NIR) is not used as a mask: said once
-      for all such images, since the user may have meant it as transparency.
+    - a band tagged alpha that the run reads as data (NAIP's NIR) is not used as a mask: a note,
+      said once for all such images, since the user may have meant it as transparency.
     The valid-pixel scan stops at the first valid pixel, so a good image costs one window read.
     """
     empty: list[str] = []
@@ -396,8 +400,7 @@ def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[in
         )
     warnings = grouped(empty, "has no valid pixel (every pixel is nodata, NaN or masked in a band the run uses); left out of training and validation")
     warnings += grouped(small, f"is smaller than --crop {crop}; its crops are padded with unlabeled pixels (a smaller --crop uses it better)")
-    for band, names in sorted(alpha_as_data.items()):
-        warnings.append(f"{len(names)} image(s) ({_listed(names)}): {alpha_as_data_note(band)}")
+    notes = [f"{len(names)} image(s) ({_listed(names)}): {alpha_as_data_note(band)}" for band, names in sorted(alpha_as_data.items())]
     used = {p: d for p, d in dtypes.items() if p not in empty_paths}  # an image left out has no scale to compare
     counts = Counter(used.values())
     if len(counts) > 1:
@@ -409,7 +412,7 @@ def check_image_contents(images: Sequence[Path], band_indexes: Sequence[tuple[in
                 f"holds {dtype} values while {n} of {len(used)} images hold {usual}; all are normalised with the same "
                 "statistics, so check it is on the same scale (rescale it or leave it out)",
             )
-    return ImageContents(warnings, frozenset(empty_paths))
+    return ImageContents(warnings, frozenset(empty_paths), notes)
 
 
 def _has_valid_pixel(ds: Any, validity: PixelValidity) -> bool:
@@ -425,7 +428,7 @@ def _listed(names: Sequence[str]) -> str:
 
 
 def grouped(names: Sequence[str], what: str) -> list[str]:
-    """One warning per file, or one line for many files with the same problem (`FILES_PER_WARNING`)."""
+    """One line per file, or one line for many files with the same problem or note (`FILES_PER_WARNING`)."""
     if len(names) <= FILES_PER_WARNING:
         return [f"{name}: {what}" for name in names]
     return [f"{len(names)} images ({_listed(names)}): each {what}"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from cegate_cli.data.bands import bands_for_images
 from cegate_cli.data.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from cegate_cli.data.crops import Augment, CropSampler
-from cegate_cli.data.folder import ImagePair, check_image_contents, discover_labeled
+from cegate_cli.data.folder import ImageContents, ImagePair, check_image_contents, discover_labeled
 from cegate_cli.data.stats import BandStats, compute_band_stats
 from cegate_cli.errors import InputError, RunFolderError
 from cegate_cli.infra import distributed
@@ -72,6 +72,8 @@ class AdaptResult:
     manifest: RunManifest
     outcome: TrainOutcome
     warnings: list[str]
+    notes: list[str] = field(default_factory=list)
+    """What the run did that is no problem (an alpha-tagged band read as data): not warnings."""
 
 
 def check_options(options: AdaptOptions) -> str:
@@ -138,7 +140,7 @@ def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_aft
         stop_after=stop_after,
         started=started,
     )
-    return AdaptResult(Path(options.out), fitting.manifest, outcome, fitting.warnings)
+    return AdaptResult(Path(options.out), fitting.manifest, outcome, fitting.warnings, fitting.notes)
 
 
 def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device: torch.device, mode: str) -> Fitting:
@@ -156,10 +158,12 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     target = discover_target(options.target, choice, source=options.source) if options.target is not None else None
     contents = check_image_contents(folder.images, per_image, config.crop, options.source)
     found = list(contents.warnings)
+    notes = list(contents.notes)
     found += coverage_warnings(class_coverage(table, folder.label_counts, folder.label_images), len(folder.pairs))
     if target is not None:
-        target, target_warnings = _usable_target(target, config.crop)
-        found += target_warnings
+        target, target_contents = _usable_target(target, config.crop)
+        found += target_contents.warnings
+        notes += target_contents.notes
     warnings += found  # shown once the crop size is known to be usable (a refused --crop is the one line then)
     indexes_of = {pair.image: idx for pair, idx in zip(folder.pairs, per_image)}
     usable = [pair for pair in folder.pairs if pair.image not in contents.empty]
@@ -181,6 +185,8 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     options.toolbox.check_width(pretrained.embed_dim)
     for warning in found:
         reporter.message(f"warning: {warning}")
+    for note in notes:
+        reporter.message(f"note: {note}")
 
     with phase(reporter, f"band statistics of {counted(len(train_pairs), 'image')}"):
         stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
@@ -249,6 +255,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
             train_images=tuple(str(p.image) for p in train_pairs),
             val_images=tuple(str(p.image) for p in val_pairs),
             warnings=tuple(warnings),
+            notes=tuple(notes),
             label_pixels={str(k): int(v) for k, v in sorted(folder.label_counts.items())},
             label_images={str(k): int(v) for k, v in sorted(folder.label_images.items())},
             class_weights=None if loss_weights is None else tuple(round(float(w), 4) for w in loss_weights),
@@ -291,7 +298,7 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
         trainer = for_world(SelfTrainer)(
             inputs, TargetInputs(target_sampler, sampler, self_config, prior=prior, source_view=source_view), state_dir(run_dir), reporter
         )
-    return Fitting(trainer, manifest, candidates, warnings, [sampler] + [s for s in (target_sampler, source_view) if s is not None])
+    return Fitting(trainer, manifest, candidates, warnings, [sampler] + [s for s in (target_sampler, source_view) if s is not None], notes)
 
 
 def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: torch.device) -> Fitting:
@@ -306,7 +313,8 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     target = discover_target(options.target, earlier.bands)
     if Path(options.from_run).resolve() == Path(options.out).resolve():
         raise InputError(f"-o {options.out} is the run given to --from; write the continued run to another folder")
-    target, warnings = _usable_target(target, config.crop)
+    target, contents = _usable_target(target, config.crop)
+    warnings, notes = list(contents.warnings), list(contents.notes)
     run_dir = Path(options.out)
     recorded = _check_resume_mode_from(run_dir, options)
     with phase(reporter, f"loading the run {options.from_run}"):
@@ -315,6 +323,8 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     _check_crop(config.crop, model.backbone.patch_size)
     for warning in warnings:
         reporter.message(f"warning: {warning}")
+    for note in notes:
+        reporter.message(f"note: {note}")
     kept = list(toolbox.active_keys)
     candidates = _candidates(toolbox.keys(), options)
     if not candidates:
@@ -337,7 +347,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
         kinds=tuple(k for k in KINDS if any(c[0] == k for c in candidates)),
         select_count=select_count,
         mode="target",
-        data=DataRecord(from_run=str(Path(options.from_run).resolve()), warnings=tuple(warnings)).with_target(*_target_data(target)),
+        data=DataRecord(from_run=str(Path(options.from_run).resolve()), warnings=tuple(warnings), notes=tuple(notes)).with_target(*_target_data(target)),
     )
     if recorded is not None:
         manifest.run_id = recorded.run_id
@@ -358,7 +368,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     )
     prior = _class_prior(earlier.data.label_counts, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
-    return Fitting(trainer, manifest, candidates, warnings, [target_sampler])
+    return Fitting(trainer, manifest, candidates, warnings, [target_sampler], notes)
 
 
 def _select_count(config: TrainConfig, candidates: list[ModuleKey]) -> int:
@@ -395,12 +405,13 @@ def _candidates(keys: list[ModuleKey], options: AdaptOptions) -> list[ModuleKey]
     return [key for key in keys if key[0] in options.kinds and (listed is None or tuple(key) in listed)]
 
 
-def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, list[str]]:
-    """The target folder without images that have no valid pixel, and the warnings about it."""
+def _usable_target(target: TargetFolder, crop: int) -> tuple[TargetFolder, ImageContents]:
+    """The target folder without images that have no valid pixel, and what its check found (the
+    warnings and notes about it)."""
     contents = check_image_contents(target.images, target.band_indexes, crop, target.root)
     kept = [(image, idx) for image, idx in zip(target.images, target.band_indexes) if image not in contents.empty]
     usable = replace(target, images=tuple(i for i, _ in kept), band_indexes=tuple(b for _, b in kept))
-    return usable, list(contents.warnings)
+    return usable, contents
 
 
 def _class_prior(label_counts: dict[int, int], num_classes: int) -> torch.Tensor | None:

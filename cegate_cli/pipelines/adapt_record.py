@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class Fitting:
     warnings: list[str]
     samplers: list[CropSampler]
     """Closed once training ends, however it ends."""
+    notes: list[str] = field(default_factory=list)
+    """What the run did that is no problem (an alpha-tagged band read as data): not warnings."""
 
 
 def fit_and_record(

@@ -51,6 +51,7 @@ def adapt_result(result: AdaptResult) -> dict[str, Any]:
         "pseudo_labels": history[-1] if history else None,
         "timing": manifest.timing.to_dict() if manifest.timing is not None else {},
         "warnings": list(result.warnings),
+        "notes": list(result.notes),
         "files": {key: str(run_dir / name) for key, name in files.items() if (run_dir / name).exists()},
     }
 
@@ -77,6 +78,7 @@ def scene_result(outcome: FileOutcome, class_table: ClassTable | None = None) ->
                 for cid, n in sorted(scene.class_counts.items())
             ],
             warnings=list(scene.warnings),
+            notes=list(scene.notes),
         )
     if outcome.vectors is not None:
         entry["polygons"] = outcome.vectors.features

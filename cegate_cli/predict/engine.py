@@ -51,6 +51,8 @@ class SceneResult:
     tiles: int
     seconds: float
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    """What the user may want to know that is no problem (an alpha-tagged band read as data)."""
     blend_peak_mib: float = 0.0  # most memory the blender's cells held at once
     probabilities_path: Path | None = None
 
@@ -158,7 +160,8 @@ def predict_scene(
         nodata_pixels=int(counts[NODATA]),
         tiles=len(plan),
         seconds=time.perf_counter() - started,
-        warnings=_grid_warnings(src, grid) + _alpha_warnings(src, reader),
+        warnings=_grid_warnings(src, grid),
+        notes=_alpha_notes(src, reader),
         blend_peak_mib=blender.peak_cells * (num_classes + 1) * CELL * CELL * 4 / 2**20,
         probabilities_path=probabilities_path,
     )
@@ -267,8 +270,9 @@ def _grid_warnings(src: Path, grid: RasterGrid) -> tuple[str, ...]:
     )
 
 
-def _alpha_warnings(src: Path, reader: SceneReader) -> tuple[str, ...]:
-    """Once per scene, not per tile: its alpha-tagged band is read as data, not as a mask."""
+def _alpha_notes(src: Path, reader: SceneReader) -> tuple[str, ...]:
+    """Once per scene, not per tile: its alpha-tagged band is read as data, not as a mask (a note,
+    not a warning: that is what NAIP-style files need)."""
     return () if reader.alpha_as_data is None else (f"{src.name}: {alpha_as_data_note(reader.alpha_as_data)}",)
 
 

@@ -39,7 +39,7 @@ class SceneReader:
         self.band_indexes = tuple(band_indexes)
         self.stats = stats
         self._validity = PixelValidity(dataset, self.band_indexes)  # the rule training used, planned once
-        self.alpha_as_data = self._validity.alpha_as_data  # an alpha-tagged band read as data, for one warning
+        self.alpha_as_data = self._validity.alpha_as_data  # an alpha-tagged band read as data, for one note
 
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
         """(C, tile.height, tile.width) float32 normalised pixels and a (h, w) bool valid mask.

@@ -122,6 +122,9 @@ class DataRecord:
     target: str | None = None
     target_images: tuple[str, ...] | None = None
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] | None = None
+    """What the run did that is no problem (an alpha-tagged band read as data); None in a run.json
+    from before notes were kept apart from the warnings (it writes out without the key)."""
     label_pixels: dict[str, int] | None = None
     """Labeled pixels per class id (JSON keys are text)."""
     label_images: dict[str, int] | None = None
@@ -139,12 +142,13 @@ class DataRecord:
 
     def to_dict(self) -> dict[str, Any]:
         if self.from_run is not None:
-            return {"from_run": self.from_run, **_present(self, "target", "target_images"), "warnings": list(self.warnings)}
+            return {"from_run": self.from_run, **_present(self, "target", "target_images"), "warnings": list(self.warnings), **_present(self, "notes")}
         data = {
             "source": self.source,
             "train_images": list(self.train_images),
             "val_images": list(self.val_images),
             "warnings": list(self.warnings),
+            **_present(self, "notes"),
             "label_pixels": dict(self.label_pixels or {}),
             "label_images": dict(self.label_images or {}),
             "class_weights": None if self.class_weights is None else list(self.class_weights),
