@@ -313,8 +313,9 @@ class SelfTrainConfig:
     """Align the teacher's class shares to the source labels' before taking pseudo-labels
     (train/pseudo.py `align_to_prior`): a guard against collapse onto the majority classes."""
     drift_warning: float = 0.25
-    """Warn when the trained teacher's pseudo-label class shares move this far (total variation)
-    from its own shares when self-training began."""
+    """Warn when the trained teacher's pseudo-label class shares, pooled over a few records at each
+    end (train/pseudo.py `pooled_drift`), move this far (total variation) from its own shares when
+    self-training began."""
     schedule: str = option(
         "source-first",
         help="source-first: train the source-only run, then adapt it and keep it only if the guard finds nothing wrong; joint: DACS self-training from step 0.",

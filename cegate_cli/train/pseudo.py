@@ -122,3 +122,19 @@ def pseudo_label_stats(step: int, pseudo: PseudoLabels, num_classes: int) -> dic
         "class_share": [round(float(c) / total, 4) if total else 0.0 for c in all_counts],
         "confident_class_share": [round(float(c) / confident, 4) if confident else 0.0 for c in sure_counts],
     }
+
+
+DRIFT_WINDOW = 5
+"""Records pooled on each side of the drift comparison: one record is one batch of crops, whose
+class mix is the crops' ground (a crop in the sea is all water), not the teacher's drift."""
+
+
+def pooled_drift(history: list[list[float]], window: int = DRIFT_WINDOW) -> float | None:
+    """Total variation between the mean class shares of the first `window` records and of the last
+    `window`; None until the two windows no longer overlap."""
+    if len(history) < 2 * window:
+        return None
+    count = len(history[0])
+    first = [sum(record[c] for record in history[:window]) / window for c in range(count)]
+    last = [sum(record[c] for record in history[-window:]) / window for c in range(count)]
+    return 0.5 * sum(abs(a - b) for a, b in zip(first, last))

@@ -38,7 +38,7 @@ from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
-from cegate_cli.train.pseudo import PseudoLabels, prior_distance, pseudo_label, pseudo_label_stats
+from cegate_cli.train.pseudo import DRIFT_WINDOW, PseudoLabels, pooled_drift, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.schedule import lr_factor
 from cegate_cli.train.strong_view import StrongAugment
@@ -323,19 +323,20 @@ class SelfTrainer(SupervisedTrainer):
         stats = pseudo_label_stats(step, pseudo, self.num_classes)
         if self.target.prior is not None:
             stats["prior_distance"] = round(prior_distance(stats["class_share"], self.target.prior), 4)
-        start = next((h for h in self.pseudo_history if h["step"] >= self._teacher_trained_from()), None)
-        if start is not None:
-            stats["drift"] = round(prior_distance(stats["class_share"], torch.tensor(start["class_share"])), 4)
-            if stats["drift"] > self.self_config.drift_warning and not self._warned_drift:
-                self._warned_drift = True
-                shares = ", ".join(
-                    f"{c.name} {s:.0%} (was {p:.0%})" for c, s, p in zip(self.inputs.class_table.classes, stats["class_share"], start["class_share"])
-                )
-                self.reporter.message(
-                    f"warning: at step {step} the pseudo-labels' class shares moved far from the teacher's own at step "
-                    f"{start['step']} ({shares}); self-training may be collapsing onto a few classes"
-                )
         self.pseudo_history.append(stats)
+        judged = [h for h in self.pseudo_history if h["step"] >= self._teacher_trained_from()]
+        drift = pooled_drift([h["class_share"] for h in judged])
+        if drift is None:
+            return
+        stats["drift"] = round(drift, 4)
+        if drift > self.self_config.drift_warning and not self._warned_drift:
+            self._warned_drift = True
+            first, last = judged[:DRIFT_WINDOW], judged[-DRIFT_WINDOW:]
+            shares = ", ".join(f"{c.name} {_mean_share(last, i):.0%} (was {_mean_share(first, i):.0%})" for i, c in enumerate(self.inputs.class_table.classes))
+            self.reporter.message(
+                f"warning: by step {step} the pseudo-labels' class shares (mean of the last {DRIFT_WINDOW} records) moved far from "
+                f"the teacher's own from step {first[0]['step']} on ({shares}); self-training may be collapsing onto a few classes"
+            )
 
     def _teacher_trained_from(self) -> int:
         """The first step whose teacher has learnt something: the drift warning compares later
@@ -374,3 +375,7 @@ class SelfTrainer(SupervisedTrainer):
         self.pseudo_history = list(state.get("pseudo_history", []))
         choice = state.get("normalization_choice")
         self.normalization = None if choice is None else dict(choice)
+
+
+def _mean_share(records: list[dict[str, Any]], index: int) -> float:
+    return sum(r["class_share"][index] for r in records) / len(records)
