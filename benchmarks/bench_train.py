@@ -189,7 +189,7 @@ def _peak() -> int:
 
 
 def worker_select(job: Job) -> dict:
-    from cegate_cli.toolbox.fisher import empirical_fisher, parse_select, select_by_fisher_rule
+    from cegate_cli.toolbox.fisher import empirical_fisher, modules_to_score, normalize_within_kind, parse_select, select_by_fisher_rule
     from cegate_cli.train.losses import masked_cross_entropy
 
     built = _build(job)
@@ -200,7 +200,11 @@ def worker_select(job: Job) -> dict:
         built.model, built.toolbox, zip(batch.images, batch.masks), lambda logits, target: masked_cross_entropy(logits, target, 255), keys
     )
     count = parse_select(job.select, len(keys))
-    by_rule = {rule: select_by_fisher_rule(rule, scores.normalized, count, built.toolbox.backbone.depth) for rule in FISHER_CONFIGS}
+    depth = built.toolbox.backbone.depth
+    by_rule = {}
+    for rule in FISHER_CONFIGS:  # each rule ranks what `adapt` would score for it: fisher-cost its own blocks, normalised among them
+        pool = set(modules_to_score(rule, keys, count, depth))
+        by_rule[rule] = select_by_fisher_rule(rule, normalize_within_kind({k: v for k, v in scores.raw.items() if k in pool}), count, depth)
     seconds = time.perf_counter() - started
     return {
         "selected": [list(key) for key in by_rule["fisher"]],

@@ -156,18 +156,18 @@ def candidates(run: dict[str, Any], modules: list[str]) -> list[str]:
     return [str(key) for key in allowed]
 
 
-def rank_correlations(run: dict[str, Any], gains: dict[str, float]) -> tuple[float, float] | None:
+def rank_correlations(run: dict[str, Any], gains: dict[str, float]) -> tuple[float | None, float] | None:
     """Spearman between a run's scores and the single-module gains: over every module, and over the
     modules its rule may pick. The second is what tells whether fisher-cost's scores choose well
-    within its blocks; over every module its scores are the paper's rule's."""
+    within its blocks. The first needs a score for every module: fisher-cost runs of earlier
+    versions scored them all (their scores are then the paper's rule's); today's score only the
+    modules they may pick, so for them it is None (not measured), never a figure over fewer modules."""
     if not run.get("scores") or not gains:
         return None
     modules = sorted(set(gains) & set(run["scores"]))
     allowed = candidates(run, modules)
-    return (
-        spearman([run["scores"][k] for k in modules], [gains[k] for k in modules]),
-        spearman([run["scores"][k] for k in allowed], [gains[k] for k in allowed]),
-    )
+    overall = spearman([run["scores"][k] for k in modules], [gains[k] for k in modules]) if set(gains) <= set(run["scores"]) else None
+    return overall, spearman([run["scores"][k] for k in allowed], [gains[k] for k in allowed])
 
 
 def mean_and_seeds(values: list[float]) -> str:
@@ -257,7 +257,8 @@ def oracle_lines(rows: list[dict[str, Any]], rules: list[str], seeds: list[int])
             regrets.append(oracle["miou"] - run["miou"])
             both = rank_correlations(run, gains[seed])
             if both:
-                correlations.append(both[0])
+                if both[0] is not None:
+                    correlations.append(both[0])
                 allowed_correlations.append(both[1])
             if run.get("selected"):
                 overlaps.append(len(set(run["selected"]) & set(oracle["selected"])) / max(1, len(oracle["selected"])))

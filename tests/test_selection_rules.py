@@ -169,3 +169,69 @@ def test_random_cost_draws_only_from_the_blocks_fisher_cost_may_use(demo, tmp_pa
     assert {layer for _, layer in within_cost_budget(keys, 12, 6)} == {2, 3, 4, 5}  # the cut moves down just enough
     result = _run(demo, tmp_path / "rc", selection="random-cost")
     assert all(len(s.selected) == 4 and min(layer for _, layer in s.selected) >= 3 for s in result.outcome.selections)
+
+
+def test_fisher_cost_scores_only_the_modules_it_may_pick() -> None:
+    """Scoring fewer modules changes nothing of which modules fisher-cost may pick: the pool of its
+    own pool is the pool, with the cut at its place and moved down alike; the other rules score all."""
+    from cegate_cli.toolbox.fisher import FISHER_RULES, modules_to_score, select_by_fisher_rule, within_cost_budget
+
+    keys = [(kind, layer) for layer in range(6) for kind in ("lora", "adapter", "earth")]
+    scores = {key: 10.0 ** (5 - key[1]) * (2.0 if key[0] == "adapter" else 1.0) for key in keys}
+    for k in (3, 9, 12):
+        pool = modules_to_score("fisher-cost", keys, k, 6)
+        assert pool == within_cost_budget(keys, k, 6) and within_cost_budget(pool, k, 6) == pool
+        picked = select_by_fisher_rule("fisher-cost", {key: scores[key] for key in pool}, k, 6)
+        assert picked == select_by_fisher_rule("fisher-cost", scores, k, 6)
+    assert {layer for _, layer in modules_to_score("fisher-cost", keys, 4, 6)} == {3, 4, 5}
+    for rule in FISHER_RULES:
+        if rule != "fisher-cost":
+            assert modules_to_score(rule, keys, 4, 6) == keys
+
+
+def _spy_on_scoring(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, int]]]:
+    """The modules each Fisher scoring of the trainer switched on."""
+    from cegate_cli.train import supervised
+
+    scored: list[list[tuple[str, int]]] = []
+    real = supervised.empirical_fisher
+
+    def spy(model, toolbox, samples, loss_fn, keys=None, statistic="fisher"):
+        scored.append([tuple(key) for key in keys])
+        return real(model, toolbox, samples, loss_fn, keys=keys, statistic=statistic)
+
+    monkeypatch.setattr(supervised, "empirical_fisher", spy)
+    return scored
+
+
+def test_fisher_cost_run_scores_and_picks_only_in_the_blocks_at_or_above_the_cut(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiny has 6 blocks: with --select 4, blocks 3-5 (9 modules) are all fisher-cost may pick, so
+    they are all it scores; blocks 0-2 are recorded as not scored, and the pick is their top 4."""
+    import json
+
+    from cegate_cli.toolbox.fisher import normalize_within_kind, select_top
+
+    scored = _spy_on_scoring(monkeypatch)
+    result = _run(demo, tmp_path / "fc", selection="fisher-cost")
+    upper = {(kind, layer) for layer in (3, 4, 5) for kind in ("lora", "adapter", "earth")}
+    lower = [(kind, layer) for layer in (0, 1, 2) for kind in ("lora", "adapter", "earth")]
+    assert len(scored) == 2 and all(set(keys) == upper for keys in scored)  # step 0 and the rescoring at step 2
+    for selection in result.outcome.selections:
+        assert selection.rule == "fisher-cost" and set(selection.scores.raw) == upper
+        assert selection.scores.normalized == normalize_within_kind(selection.scores.raw)  # normalised among the scored only
+        assert selection.selected == select_top(selection.scores.normalized, 4)
+        assert sorted(selection.unscored) == sorted(lower)
+    history = json.loads((tmp_path / "fc" / "run.json").read_text())["selection"]["history"]
+    assert all(len(event["unscored"]) == 9 and len(event["scores"]) == 9 for event in history)
+
+
+def test_fisher_run_still_scores_every_candidate(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    scored = _spy_on_scoring(monkeypatch)
+    result = _run(demo, tmp_path / "f", selection="fisher", reselect_every=0)
+    assert [len(keys) for keys in scored] == [18]
+    (selection,) = result.outcome.selections
+    assert len(selection.scores.raw) == 18 and selection.unscored == []
+    (event,) = json.loads((tmp_path / "f" / "run.json").read_text())["selection"]["history"]
+    assert "unscored" not in event and len(event["scores"]) == 18  # run.json as written before

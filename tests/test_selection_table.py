@@ -36,6 +36,15 @@ def test_fisher_cost_is_judged_on_the_blocks_it_may_pick() -> None:
     assert overall < 0
 
 
+def test_a_fisher_cost_run_that_scored_only_its_blocks_has_no_correlation_over_every_module() -> None:
+    """fisher-cost scores only the blocks it may pick (3-5): the correlation over every module is not
+    measured (None, shown as "–"), not taken over the scored modules and labelled as every module."""
+    run, gains = constructed_run("fisher-cost")
+    scored = {name: value for name, value in run["scores"].items() if int(name.split("@")[1]) >= 3}
+    overall, allowed = rank_correlations({**run, "scores": scored}, gains)
+    assert overall is None and allowed == pytest.approx(1.0)
+
+
 def test_the_papers_rule_may_pick_every_module() -> None:
     """The global top k draws from every block: both correlations are the same number."""
     run, gains = constructed_run("fisher")

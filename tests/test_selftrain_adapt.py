@@ -101,6 +101,31 @@ def test_from_run_continues_on_the_target_only(demo, dacs_run: Path, tmp_path: P
     assert {tuple(k.split(".")[1:3]) for k in weights if k.startswith("toolbox.")} == {(k, str(l)) for k, l in manifest.ever_selected}
 
 
+def test_from_run_scores_its_kept_modules_below_the_cost_cut_but_picks_above_it(demo, tmp_path: Path) -> None:
+    """fisher-cost continuing a run whose modules sit in blocks 0 and 1 (of tiny's 6): those stay
+    switched on and are scored with blocks 3-5, the rest of blocks 0-2 is not scored, and the
+    target's own pick comes from blocks 3-5 only."""
+    earlier = tmp_path / "low"
+    low_kept = (("lora", 0), ("earth", 1))
+    adapt(AdaptOptions(source=demo.source_dir, out=earlier, backbone="tiny", only_modules=low_kept, train=replace(SMALL, steps=2, select="2", selection="all")))
+    adapt(_from(demo, earlier, tmp_path / "cont", select="2", steps=2))
+    manifest = read_manifest(tmp_path / "cont")
+    assert manifest.training.selection == "fisher-cost"
+    assert {(m["kind"], m["layer"]) for m in manifest.adaptation.kept_modules} == set(low_kept)
+    kinds = ("lora", "adapter", "earth")
+    upper = {(kind, layer) for layer in (3, 4, 5) for kind in kinds}
+    (selection,) = manifest.selections
+    assert set(selection.scores.raw) == upper | set(low_kept)
+    assert set(selection.unscored) == {(kind, layer) for layer in (0, 1, 2) for kind in kinds} - set(low_kept)
+    picked = set(selection.selected) - set(low_kept)
+    assert set(selection.selected) >= set(low_kept)
+    assert picked == set(select_top({key: v for key, v in selection.scores.normalized.items() if key in upper}, 2))
+    report = json.loads(CliRunner().invoke(app, ["inspect", str(tmp_path / "cont"), "--json"]).stdout)
+    assert {(s["kind"], s["layer"]) for s in report["scores"] if s["score"] is None} == set(selection.unscored)
+    assert {(s["kind"], s["layer"]) for s in report["scores"] if s["kept"]} == set(low_kept)
+    assert report["compute"]["candidates"] == 18
+
+
 def test_predict_and_inspect_read_self_trained_runs(demo, dacs_run: Path, tmp_path: Path) -> None:
     adapt(_from(demo, dacs_run, tmp_path / "cont", steps=2, save_every=1))
     runner = CliRunner()

@@ -108,6 +108,8 @@ def render_run(report: dict[str, Any]) -> None:
         render_adaptation_header(adaptation)
     scores = report["scores"]
     if scores:
+        from cegate_cli.reporting.report import NOT_SCORED, describe_unscored  # report.py loads torch: not at CLI start-up
+
         kinds = [k for k in kind_names() if any(s["kind"] == k for s in scores)]
         kept = sum(1 for s in scores if s.get("kept"))
         legend = f"* = selected, {report['select_count']} of {len(scores)}"
@@ -125,6 +127,8 @@ def render_run(report: dict[str, Any]) -> None:
                 s = by_key.get((kind, layer))
                 if s is None:
                     cells.append("")
+                elif s["score"] is None:  # below the rule's cost cut: never scored, not a score of 0
+                    cells.append(f"[dim]{NOT_SCORED}   [/]")
                 elif s.get("kept"):
                     cells.append(f"[bold green]{s['score']:.2f} {'k*' if s.get('chosen') else 'k '}[/]")
                 elif s["selected"]:
@@ -133,6 +137,9 @@ def render_run(report: dict[str, Any]) -> None:
                     cells.append(f"[dim]{s['score']:.2f}  [/]")
             table.add_row(str(layer), *cells)
         stdout.print(table)
+        unscored = describe_unscored(scores, report["compute"]["rule"])
+        if unscored:
+            stdout.print(escape(unscored))
 
     params = report["parameters"]
     if params:

@@ -25,7 +25,7 @@ from cegate_cli.infra.documents import read_json
 from cegate_cli.infra.words import counted
 from cegate_cli.options.report import ReportOptions
 from cegate_cli.reporting.png import png_bytes
-from cegate_cli.reporting.report import describe_best, describe_calibration, describe_compute, describe_rule, run_report
+from cegate_cli.reporting.report import NOT_SCORED, describe_best, describe_calibration, describe_compute, describe_rule, describe_unscored, run_report
 from cegate_cli.reporting.report_scenes import ScenePreview, choose_scenes, scene_previews
 from cegate_cli.reporting.svg_chart import ChartStyle, Marker, Series, line_chart
 from cegate_cli.run import read_manifest
@@ -294,7 +294,7 @@ def _selection(report: dict[str, Any]) -> str:
         return _section("Selection", "<p>No Fisher scores recorded (selection rule without scoring).</p>")
     kinds = [spec for spec in registered_kinds() if any(s["kind"] == spec.name for s in scores)]
     by_key = {(s["kind"], s["layer"]): s for s in scores}
-    top = max((s["score"] for s in scores), default=1.0) or 1.0
+    top = max((s["score"] for s in scores if s["score"] is not None), default=1.0) or 1.0
     head = "<tr><th>block</th>" + "".join(f"<th><span class='swatch' style='background:{k.color}'></span>{escape(k.title)}</th>" for k in kinds) + "</tr>"
     rows = []
     for layer in sorted({s["layer"] for s in scores}):
@@ -303,6 +303,9 @@ def _selection(report: dict[str, Any]) -> str:
             s = by_key.get((kind, layer))
             if s is None:
                 cells.append("<td></td>")
+                continue
+            if s["score"] is None:  # below the rule's cost cut: never scored, not a score of 0
+                cells.append(f"<td class='unscored' title='not scored'>{NOT_SCORED}</td>")
                 continue
             t = max(0.0, min(1.0, s["score"] / top))
             style = f"background:rgba(33,102,172,{0.08 + 0.8 * t:.2f});color:{'#fff' if t > 0.55 else '#111'}"
@@ -314,12 +317,16 @@ def _selection(report: dict[str, Any]) -> str:
             )
         rows.append(f"<tr><th>{layer}</th>{''.join(cells)}</tr>")
     grid = f"<table class='grid'>{head}{''.join(rows)}</table>"
+    unscored = describe_unscored(scores, report["compute"]["rule"])
+    average = "an average scored block" if unscored else "an average block"
     note = (
-        f"Fisher scores at step {report['score_step']}, normalised per kind (1.0 = an average block for that kind); "
+        f"Fisher scores at step {report['score_step']}, normalised per kind (1.0 = {average} for that kind); "
         f"● = selected ({report['select_count']} of {len(scores)}), darker = more of the task's gradient."
     )
     if any(s.get("kept") for s in scores):
         note += " k = kept from the earlier run."
+    if unscored:
+        note += f" {unscored}."
     compute = report.get("compute")
     if compute and compute.get("depth"):
         note += f" Rule {compute['rule']}: {describe_rule(compute['rule'])}. Compute: {describe_compute(compute)}."
@@ -435,7 +442,7 @@ table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;text-align:r
 .checker,figure img{background:repeating-conic-gradient(#ddd 0 25%,#fff 0 50%) 0 0/12px 12px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:12px}.chart{width:100%;height:auto}
 .selection{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}
-.grid td{min-width:64px;border:2px solid #fff;font-variant-numeric:tabular-nums}.grid td.chosen{outline:3px solid #d62728;outline-offset:-3px;font-weight:700}
+.grid td{min-width:64px;border:2px solid #fff;font-variant-numeric:tabular-nums}.grid td.chosen{outline:3px solid #d62728;outline-offset:-3px;font-weight:700}.grid td.unscored{color:#888;background:#f4f4f4}
 .history th,.history td{padding:2px 6px;text-align:center;border-bottom:1px solid #f0f0f0}.history th:first-child{text-align:left}
 .history caption,.confusion caption{caption-side:top;text-align:left;font-size:12px;color:#555;padding-bottom:4px;max-width:300px}
 .dot{display:inline-block;width:11px;height:11px;border-radius:50%}.changes{font-size:12px;color:#444;padding-left:18px}

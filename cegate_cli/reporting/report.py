@@ -46,7 +46,11 @@ def backbone_report(
 
 
 def run_report(run_dir: Path) -> dict[str, Any]:
-    """Everything a person asks about a run: what was chosen, where, why, and how it went."""
+    """Everything a person asks about a run: what was chosen, where, why, and how it went.
+
+    The score grid lists every candidate: a module the rule could not pick and so did not score
+    (fisher-cost below its cost cut, `Selection.unscored`) has "score" and "raw" None, so readers
+    show it as not scored, never as 0. Runs that scored every candidate read as before."""
     manifest = read_manifest(run_dir)
     final = manifest.selections[-1] if manifest.selections else None
     kept = set(keys_from_json(list(manifest.adaptation.kept_modules))) if manifest.adaptation is not None else set()
@@ -56,12 +60,13 @@ def run_report(run_dir: Path) -> dict[str, Any]:
         # With --from, the selection is the kept modules plus the target's top k; tell them apart.
         eligible = {key: v for key, v in final.scores.normalized.items() if key[0] in manifest.kinds}
         chosen = set(select_top(eligible, manifest.select_count)) if kept else selected
-        for key in in_order(final.scores.normalized):
+        normalized, raw = final.scores.normalized, final.scores.raw
+        for key in in_order([*normalized, *(key for key in final.unscored if key not in normalized)]):
             grid.append(
                 {
                     **key.to_json(),
-                    "score": final.scores.normalized[key],
-                    "raw": final.scores.raw[key],
+                    "score": normalized.get(key),
+                    "raw": raw.get(key),
                     "selected": key in selected,
                     "chosen": key in chosen,
                     "kept": key in kept,
@@ -119,7 +124,11 @@ def selection_compute(manifest: Any) -> dict[str, Any]:
     """
     rule = manifest.training.selection
     depth = manifest.backbone.depth
-    candidates = len(manifest.selections[-1].scores.raw) if manifest.selections else None
+    if manifest.selections:
+        final = manifest.selections[-1]
+        candidates: int | None = len(final.scores.raw) + len(set(final.unscored) - set(final.scores.raw))
+    else:
+        candidates = None
     layers = [layer for selection in manifest.selections for _, layer in selection.selected]
     layers += [layer for _, layer in manifest.ever_selected]
     if rule == "full":
@@ -159,6 +168,21 @@ RULE_MEANINGS = {
     "full": "no module: the whole backbone trains with the head (full fine-tuning)",
 }
 """What each selection rule chose, in a sentence for someone who has not read the paper (inspect, report)."""
+
+
+NOT_SCORED = "–"
+"""How inspect and the report show a module the rule did not score (never as a score of 0)."""
+
+
+def describe_unscored(scores: list[dict[str, Any]], rule: str) -> str | None:
+    """The legend line for the grid's unscored modules (inspect, report); None when all were scored."""
+    blocks = sorted({s["layer"] for s in scores if s["score"] is None})
+    if not blocks:
+        return None
+    contiguous = blocks == list(range(blocks[0], blocks[-1] + 1))
+    where = f"block {blocks[0]}" if len(blocks) == 1 else f"blocks {blocks[0]}-{blocks[-1]}" if contiguous else f"blocks {', '.join(map(str, blocks))}"
+    lie = "lies" if len(blocks) == 1 else "lie"
+    return f"{NOT_SCORED} = not scored: {where} {lie} below {rule}'s cost cut, where it may not pick, so scoring skipped them"
 
 
 def describe_rule(rule: str) -> str:

@@ -4,15 +4,16 @@ Score of module m: the empirical Fisher information, the mean over M samples of 
 gradient of the task loss, summed over m's parameters (those its kind names for scoring,
 toolbox/kinds.py: all of them for the built-in kinds). Kinds differ in size (a LoRA holds more
 parameters than an Earth-Adapter router), so scores are normalised within each kind across
-layers (divided by the kind's mean, so 1.0 is "an average layer for this kind") before the top
-k of all (kind, layer) pairs are taken.
+the scored layers (divided by the kind's mean, so 1.0 is "an average scored layer for this
+kind") before the top k of the (kind, layer) pairs are taken. Only the modules a rule may pick
+are scored (`modules_to_score`): fisher-cost never scores the blocks below its cost cut.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -53,6 +54,10 @@ class Selection:
     scores: FisherScores
     seconds: float = 0.0
     rule: str = "fisher"
+    unscored: list[ModuleKey] = field(default_factory=list)
+    """Candidates left unscored because the rule could not pick them (fisher-cost: those below
+    its cost cut), so readers show them as not scored rather than as a score of 0. Empty where
+    every candidate was scored, and then absent from the JSON, as in runs written before."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +65,7 @@ class Selection:
             "rule": self.rule,
             "seconds": round(self.seconds, 3),
             "selected": keys_to_json(self.selected),
+            **({"unscored": keys_to_json(self.unscored)} if self.unscored else {}),
             **self.scores.to_dict(),
         }
 
@@ -71,6 +77,7 @@ class Selection:
             scores=FisherScores.from_dict(data),
             seconds=float(data.get("seconds", 0.0)),
             rule=str(data.get("rule", "fisher")),
+            unscored=keys_from_json(data.get("unscored", [])),
         )
 
 
@@ -140,7 +147,8 @@ def empirical_fisher(
 
 
 def normalize_within_kind(raw: dict[ModuleKey, float]) -> dict[ModuleKey, float]:
-    """Divide each score by its kind's mean over layers; a kind with all zeros stays zero."""
+    """Divide each score by its kind's mean over the layers in `raw` (the scored ones only, so a
+    rule that scores fewer blocks normalises among those); a kind with all zeros stays zero."""
     normalized = {}
     for kind in {key[0] for key in raw}:
         keys = [key for key in raw if key[0] == kind]
@@ -180,7 +188,9 @@ COST_BUDGET_RULES = ("fisher-cost", "random-cost")
 def within_cost_budget(keys: list[ModuleKey], k: int, depth: int) -> list[ModuleKey]:
     """The modules fisher-cost (and its random control, random-cost) may pick: those in blocks at or
     above the cut that keeps the backward pass within COST_BUDGET of the blocks, the cut lowered just
-    enough when fewer than k modules lie above it."""
+    enough when fewer than k modules lie above it. Applied to its own result (with the same k and
+    depth) it returns that result again, so fisher-cost may score only these modules and still
+    pick among the same ones."""
     cut = depth - max(1, math.floor(depth * COST_BUDGET))
     allowed = [key for key in keys if key[1] >= cut]
     if len(allowed) < k:
@@ -191,6 +201,19 @@ def within_cost_budget(keys: list[ModuleKey], k: int, depth: int) -> list[Module
     return allowed
 
 
+def modules_to_score(rule: str, candidates: list[ModuleKey], k: int, depth: int) -> list[ModuleKey]:
+    """The candidates a Fisher rule needs scores for: the ones it may pick.
+
+    fisher-cost may pick only `within_cost_budget`'s modules, so only those are scored: scoring
+    switches every scored module on and carries autograd down to the lowest of them, so scoring
+    the blocks below the cut would cost the backward pass (time, and the process's memory peak)
+    the rule exists to save, for scores it cannot use. The other rules rank every candidate.
+    """
+    if rule == "fisher-cost":
+        return within_cost_budget(list(candidates), k, depth)
+    return list(candidates)
+
+
 def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, depth: int) -> list[ModuleKey]:
     """The k modules a Fisher rule picks from per-kind normalised scores.
 
@@ -198,7 +221,9 @@ def select_by_fisher_rule(rule: str, scores: dict[ModuleKey, float], k: int, dep
     - "fisher-cost": the top k among blocks at or above the cut that keeps the backward pass within
       COST_BUDGET of the blocks. A module in block l needs autograd through blocks l..L-1, and
       gradient magnitudes grow toward the input, so the plain rule picks blocks 0-2 and pays for
-      the whole backward pass; this rule buys the no-autograd saving for the lower blocks.
+      the whole backward pass; this rule buys the no-autograd saving for the lower blocks. Given
+      scores of every candidate it keeps those within the budget; given only those
+      (`modules_to_score`, what training scores) it ranks them all.
     - "fisher-block": scores divided by their block's total before the top k, so every block
       competes on which of its modules matters, not on how large its gradients are (depth bias).
     - "fisher-agree": the global top k of scores measured as the squared mean gradient

@@ -104,7 +104,10 @@ class SelfTrainer(SupervisedTrainer):
         return in_order(keys)
 
     def fisher_keys(self) -> list[ModuleKey]:
-        return self._order(set(self.candidates) | set(self.target.kept))
+        """The modules the rule may pick, and the kept modules of the earlier run: those stay
+        switched on in the model, so they are scored with the rest (and count in each kind's
+        normalisation), though picking stays among the rule's own modules."""
+        return self._order(set(self.pickable()) | set(self.target.kept))
 
     def active_set(self, chosen: list[ModuleKey]) -> list[ModuleKey]:
         return self._order(set(chosen) | set(self.target.kept))

@@ -32,6 +32,7 @@ from cegate_cli.toolbox.fisher import (
     FisherScores,
     Selection,
     empirical_fisher,
+    modules_to_score,
     score_statistic,
     select_by_fisher_rule,
     within_cost_budget,
@@ -172,9 +173,15 @@ class SupervisedTrainer:
         fisher_batch = self.inputs.sampler.sample(step, config.fisher_samples, config.seed + FISHER_SEED_OFFSET, self.inputs.rank)
         return fisher_batch.images.to(self.inputs.device), fisher_batch.masks.to(self.inputs.device)
 
+    def pickable(self) -> list[ModuleKey]:
+        """The candidates the Fisher rule may pick (fisher-cost: those at or above its cost cut;
+        the other rules: every candidate). Only these are scored and ranked: a module the rule
+        cannot pick would cost scoring its backward pass for a score nothing uses."""
+        return modules_to_score(self.config.selection, self.candidates, self.inputs.select_count, self.toolbox.backbone.depth)
+
     def fisher_keys(self) -> list[ModuleKey]:
-        """Modules switched on while scoring: the candidates (self-training adds kept modules)."""
-        return self.candidates
+        """Modules switched on while scoring: those the rule may pick (self-training adds kept modules)."""
+        return self.pickable()
 
     def active_set(self, chosen: list[ModuleKey]) -> list[ModuleKey]:
         """What runs and trains after a selection: the chosen modules (self-training may add more)."""
@@ -184,6 +191,9 @@ class SupervisedTrainer:
         """Called after every (re)selection, once the trainable set is in place."""
 
     def select(self, step: int) -> Selection:
+        """Score the modules the rule may pick (and whatever `fisher_keys` adds), pick among the
+        pickable ones only, and install the choice. Candidates left unscored are recorded as
+        such (`Selection.unscored`), so readers of the run show them as not scored."""
         if self.config.selection not in FISHER_RULES:
             return self._select_by_rule(step)
         if step < self.config.head_warmup:  # the head learns alone first; scoring comes at head_warmup
@@ -192,10 +202,11 @@ class SupervisedTrainer:
         keys = self.fisher_keys()
         with phase(self.reporter, f"Fisher scoring of {counted(len(keys), 'module')} on {counted(self.config.fisher_samples, 'crop')}"):
             scores, seconds = self._fisher_scores(step, keys)
-        candidates = set(self.candidates)
-        eligible = {key: value for key, value in scores.normalized.items() if key in candidates}
+        pool = set(self.pickable())
+        eligible = {key: value for key, value in scores.normalized.items() if key in pool}
         picked = select_by_fisher_rule(self.config.selection, eligible, self.inputs.select_count, self.toolbox.backbone.depth)
-        selection = Selection(step=step, selected=self.active_set(picked), scores=scores, seconds=seconds, rule=self.config.selection)
+        unscored = in_order(key for key in self.candidates if key not in scores.raw)
+        selection = Selection(step=step, selected=self.active_set(picked), scores=scores, seconds=seconds, rule=self.config.selection, unscored=unscored)
         self.progress.fisher_seconds += seconds
         return self._install(selection)
 
