@@ -1,7 +1,8 @@
 """The prompt kind (deep visual prompt tuning): an exact identity on every family until its gate
-moves, VPT-deep's arithmetic once it has, prompts without rotary positions on Eva, gradient to
-the gate at once and to the prompts once the gate is off zero, Fisher scores, its size option,
-and outside the default toolbox."""
+moves, VPT-deep's arithmetic once it has, one attention pass that gives the two-pass output and
+gate gradient on every family (and the fallback for attention it does not know), prompts
+without rotary positions on Eva, gradient to the gate at once and to the prompts once the gate
+is off zero, Fisher scores, its size option, and outside the default toolbox."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from small_models import small_vit
 from test_families import eva
 from test_galileo_backbone import galileo
 from test_galileo_backbone import images as galileo_images
+from timm.models.vision_transformer import Attention as TimmAttention
 from torch import nn
 from typer.testing import CliRunner
 
@@ -30,6 +32,7 @@ from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 from cegate_cli.toolbox.fisher import empirical_fisher
 from cegate_cli.toolbox.kinds import default_kind_names, kind_spec
+from cegate_cli.toolbox.prompt.attention import attention_access
 from cegate_cli.toolbox.prompt.layer import VisualPrompt
 
 EVERY_KIND = ("lora", "adapter", "earth", "prompt")
@@ -168,6 +171,105 @@ def test_on_eva_the_prompts_get_no_rotary_position() -> None:
             attention.num_prefix_tokens -= 4
     expected = torch.cat((expected[:, :prefix], expected[:, prefix + 4 :]), dim=1)
     assert (got - expected).abs().max().item() <= 1e-5
+
+
+def with_toolbox(family: str) -> tuple[BlockBackbone, Toolbox, torch.Tensor, contextlib.AbstractContextManager]:
+    """A family's backbone with every kind in each block, the LoRA, adapter and Earth-Adapter
+    updates moved off zero, and the prompt gates at 0."""
+    if family == "galileo-nano":
+        built = galileo(kinds=EVERY_KIND)
+        backbone, toolbox, x, context = built.model.backbone, built.toolbox, galileo_images(), contextlib.nullcontext()
+    else:
+        backbone, x, make_context = FAMILIES[family]()
+        toolbox, context = attach_toolbox(backbone, ToolboxConfig(kinds=EVERY_KIND, prompt_tokens=5)), make_context(backbone)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for module in toolbox:
+            if not isinstance(module, VisualPrompt):
+                for parameter in module.own_parameters():
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return backbone.eval(), toolbox, x, context
+
+
+def attention_calls(backbone: BlockBackbone, toolbox: Toolbox, x: torch.Tensor, context) -> list[tuple[VisualPrompt, torch.Tensor, dict]]:
+    """Each prompt module with the input and keyword arguments its block gives it."""
+    calls: list[tuple[VisualPrompt, torch.Tensor, dict]] = []
+    hooks = [
+        prompt.register_forward_hook(lambda module, args, kwargs, out: calls.append((module, args[0], kwargs)), with_kwargs=True)
+        for prompt in prompts_of(toolbox)
+    ]
+    try:
+        with torch.no_grad(), context:
+            backbone(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == backbone.depth
+    return calls
+
+
+@pytest.mark.parametrize("family", [*sorted(FAMILIES), "galileo-nano"])
+def test_one_attention_pass_gives_the_two_pass_output_and_the_gates_gradient(family: str) -> None:
+    """Every family the kind supports takes the one-pass path; its output for a gate off zero, the
+    prompts' gradient there, and the output's derivative by the gate at zero (what Fisher scores)
+    are the two-pass ones."""
+    backbone, toolbox, x, context = with_toolbox(family)
+    for prompt, tokens, kwargs in attention_calls(backbone, toolbox, x, context):
+        assert attention_access(prompt.base_layer, kwargs) is not None
+        with torch.no_grad():
+            prompt.gate.fill_(0.7)
+            assert (prompt(tokens, **kwargs) - prompt.two_pass(tokens, kwargs)).abs().max().item() <= 1e-5
+        weights = torch.randn(prompt(tokens, **kwargs).shape, generator=torch.Generator().manual_seed(prompt.layer))
+        one, two = [torch.autograd.grad((out * weights).sum(), prompt.prompts)[0] for out in (prompt(tokens, **kwargs), prompt.two_pass(tokens, kwargs))]
+        assert (one - two).abs().max().item() <= 1e-5 * max(1.0, two.abs().max().item())
+        with torch.no_grad():
+            prompt.gate.zero_()
+        one, two = gate_derivative(prompt(tokens, **kwargs), prompt.gate), gate_derivative(prompt.two_pass(tokens, kwargs), prompt.gate)
+        assert two.abs().max().item() > 0 and (one - two).abs().max().item() <= 1e-5
+
+
+def gate_derivative(out: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """d out / d gate, element by element: the gradient by the gate for a cotangent v is linear in
+    v, and its own gradient by v is the derivative."""
+    cotangent = torch.zeros_like(out, requires_grad=True)
+    (by_gate,) = torch.autograd.grad(out, gate, cotangent, create_graph=True)
+    return torch.autograd.grad(by_gate, cotangent)[0]
+
+
+def test_prompts_that_take_all_of_the_attention_leave_no_trace_of_underflow() -> None:
+    """Prompt logits so far above the image tokens' that x's share of the attention mass
+    underflows: attention over x alone then needs its own pass, and the output stays the
+    two-pass one."""
+    vit = small_vit().eval()
+    attention = vit.blocks[0].attn
+    prompt = VisualPrompt(attention, layer=0, dim=32, tokens=3, num_prefix_tokens=1)
+    tokens = torch.randn(2, 13, 32, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        prompt.gate.fill_(0.3)
+        prompt.prompts.copy_(tokens[:1, 1:4] * 1e4)
+        heads = attention_access(attention, {}).heads(attention, tokens, prompt.prompts, {})  # type: ignore[union-attr]
+        lead = (heads.q @ heads.prompt_k.transpose(-2, -1)).amax(-1) - (heads.q @ heads.k.transpose(-2, -1)).amax(-1)
+        assert lead.max().item() * heads.q.shape[-1] ** -0.5 > 200  # exp underflows at some 100 nats
+        one, two = prompt(tokens), prompt.two_pass(tokens, {})
+    assert torch.isfinite(one).all() and (one - two).abs().max().item() <= 1e-5 * max(1.0, two.abs().max().item())
+
+
+def test_an_attention_class_without_an_entry_is_called_twice_as_a_black_box() -> None:
+    class OwnAttention(TimmAttention):
+        """A subclass may compute differently: it gets no entry of its parent's."""
+
+    vit = small_vit().eval()
+    own = OwnAttention(32, num_heads=2, qkv_bias=True)
+    own.load_state_dict(vit.blocks[1].attn.state_dict())
+    prompt = VisualPrompt(own, layer=1, dim=32, tokens=3, num_prefix_tokens=1)
+    tokens = torch.randn(2, 13, 32, generator=torch.Generator().manual_seed(9))
+    assert attention_access(own, {}) is None and attention_access(vit.blocks[1].attn, {}) is not None
+    assert attention_access(vit.blocks[1].attn, {"is_causal": True}) is None  # a keyword the entry does not know
+    with torch.no_grad():
+        prompt.gate.fill_(0.5)
+        expected = VisualPrompt(vit.blocks[1].attn, layer=1, dim=32, tokens=3, num_prefix_tokens=1)
+        expected.load_state_dict(prompt.state_dict())
+        assert (prompt(tokens) - expected(tokens)).abs().max().item() <= 1e-5
 
 
 def _loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

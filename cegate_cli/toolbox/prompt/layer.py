@@ -19,8 +19,26 @@ of log g on the prompts' logits) is exact only at a bias of -inf, through which 
 passes, and any finite bias fails on backbones whose attention logits run into the thousands
 (galileo-nano's first block): there the smallest weight let in moves the features by whole
 units. The gate's gradient at 0 is how far the prompts would move the output (Fisher scores the
-module by it), and once g moves the prompts receive gradient in proportion to it. The cost:
-attention runs twice in a block whose module is active.
+module by it), and once g moves the prompts receive gradient in proportion to it.
+
+One attention pass computes both terms. With per-head queries q of x's tokens and keys and
+values of x (k_x, v_x) and of the prompts (k_p, v_p), one softmax over the keys [k_x; k_p] with
+values [v_x, 1, 0] for x's keys and [0, 0, 1] for the prompts' gives N_x / Z (N_x: x's values
+weighted by exp(logit); Z: exp(logit) summed over all keys), the share of the attention mass on
+x's keys, s_x = Z_x / Z, and on the prompts', s_p = Z_p / Z. Then
+
+    attention over x alone          = (N_x / Z) / s_x
+    attention over prompts and x    = N_x / Z + s_p * softmax(q k_p^T) v_p
+
+(the prompts' own part, over their few keys, computed apart), combined per head before the
+layer's affine tail (timm: its output gate and projection), where gating equals gating its
+output. The prompts' values stay out of the pass, so neither term is a small difference of large
+ones, however much of the attention the prompts take. Attention over x alone is a pass of its
+own where s_x underflows (the prompts' logits far above all of x's) and while g is exactly 0:
+then the prompts get a gradient of exactly 0, as Adam would otherwise move them on rounding
+noise. With g = 0 and no gradient asked of it the module returns attention's own output and
+runs nothing else. attention.py holds what each attention class exposes for this; with a class
+it does not know the module calls the attention as a black box, twice (`two_pass`).
 
 Rotary position embeddings passed as `rope` (timm Eva) are sized to the patch tokens; the
 prompts get the identity rotation (sin 0, cos 1), so they carry no position.
@@ -28,14 +46,17 @@ prompts get the identity rotation (sin 0, cos 1), so they carry no position.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cegate_cli.errors import InputError
 from cegate_cli.toolbox.base import BlockSite, ToolboxModule
 from cegate_cli.toolbox.prompt import PromptOptions
+from cegate_cli.toolbox.prompt.attention import AttentionAccess, attention_access
 
 
 class VisualPrompt(ToolboxModule):
@@ -58,15 +79,53 @@ class VisualPrompt(ToolboxModule):
         return int(self.prompts.shape[1])
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        out = self.base_layer(x, **kwargs)
         if not self.active:
-            return out
-        return out + self.gate.to(out.dtype) * (self.prompted(x, kwargs) - out)
-
-    def prompted(self, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
-        """Attention over the prompts and `x`, at `x`'s tokens only."""
+            return self.base_layer(x, **kwargs)
         if kwargs.get("attn_mask") is not None:
             raise ValueError(f"prompt in block {self.layer}: the attention was given a mask of its own, which the prompts cannot extend")
+        gradient = torch.is_grad_enabled() and self.gate.requires_grad
+        if not gradient and self.gate_is_zero():
+            return self.base_layer(x, **kwargs)
+        access = attention_access(self.base_layer, kwargs)
+        if access is None:
+            return self.two_pass(x, kwargs)
+        return self.one_pass(access, x, kwargs, exact_alone=gradient and self.gate_is_zero())
+
+    def gate_is_zero(self) -> bool:
+        return bool(self.gate.detach() == 0)
+
+    def two_pass(self, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """The fallback: attention as a black box, once over `x` and once over the prompts and `x`."""
+        out = self.base_layer(x, **kwargs)
+        return out + self.gate.to(out.dtype) * (self.prompted(x, kwargs) - out)
+
+    def one_pass(self, access: AttentionAccess, x: torch.Tensor, kwargs: dict[str, Any], exact_alone: bool = False) -> torch.Tensor:
+        """The module's output from one attention pass over x's keys and the prompts' (the module
+        docstring has the algebra); `exact_alone`: attention over x alone from a pass of its own."""
+        attention = self.base_layer
+        heads = access.heads(attention, x, self.prompts.to(x.dtype), kwargs)
+        q, k, v = heads.q, heads.k, heads.v
+        batch, count, _, width = v.shape
+        prompt_k = heads.prompt_k.to(k.dtype).expand(batch, count, -1, -1)
+        prompt_v = heads.prompt_v.to(v.dtype).expand(batch, count, -1, -1)
+        attended = F.scaled_dot_product_attention(q, torch.cat((k, prompt_k), dim=2), marked_values(v, prompt_k.shape[2]))
+        within, mass_x, mass_p = attended[..., :width], attended[..., width : width + 1], attended[..., width + 1 : width + 2]
+        scale = 1.0 / math.sqrt(q.shape[-1])  # scaled_dot_product_attention's own
+        weights = torch.softmax(q @ prompt_k.transpose(-2, -1) * scale, dim=-1)
+        together = within + mass_p * (weights.to(prompt_v.dtype) @ prompt_v)
+        if exact_alone:
+            alone = F.scaled_dot_product_attention(q, k, v)
+        else:
+            lost = mass_x <= _smallest_share(mass_x.dtype)
+            alone = within / torch.where(lost, torch.ones_like(mass_x), mass_x)
+            if bool(lost.any()):
+                alone = torch.where(lost, F.scaled_dot_product_attention(q, k, v), alone)
+        merged = access.merge(attention, alone)
+        merged = merged + self.gate.to(merged.dtype) * (access.merge(attention, together) - merged)
+        return access.tail(attention, x, merged)
+
+    def prompted(self, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        """Attention over the prompts and `x`, at `x`'s tokens only: the attention called as a black box."""
         prefix, count = self.num_prefix_tokens, self.tokens
         prompts = self.prompts.to(x.dtype).expand(x.shape[0], -1, -1)
         sequence = torch.cat((x[:, :prefix], prompts, x[:, prefix:]), dim=1)
@@ -75,6 +134,30 @@ class VisualPrompt(ToolboxModule):
 
     def extra_repr(self) -> str:
         return f"tokens={self.tokens}, after {self.num_prefix_tokens} prefix token(s)"
+
+
+MARK_ALIGNMENT = 8
+"""The value width of the one pass is rounded up to a multiple of this, as fused attention
+kernels want it."""
+
+
+def marked_values(v: torch.Tensor, prompts: int) -> torch.Tensor:
+    """The values of the one pass, (batch, heads, tokens + prompts, width + marks): x's values
+    with a 1 in the first mark column, then `prompts` rows of zeros with a 1 in the second."""
+    batch, count, tokens, width = v.shape
+    marks = -(-(width + 2) // MARK_ALIGNMENT) * MARK_ALIGNMENT - width
+    of_x = v.new_zeros(marks)
+    of_x[0] = 1
+    of_prompts = v.new_zeros(width + marks)
+    of_prompts[width + 1] = 1
+    rows_x = torch.cat((v, of_x.expand(batch, count, tokens, marks)), dim=-1)
+    return torch.cat((rows_x, of_prompts.expand(batch, count, prompts, width + marks)), dim=2)
+
+
+def _smallest_share(dtype: torch.dtype) -> float:
+    """Below this, x's share of the attention mass has lost digits to underflow."""
+    info = torch.finfo(dtype)
+    return info.tiny / info.eps
 
 
 def with_prompt_positions(kwargs: dict[str, Any], count: int, patches: int) -> dict[str, Any]:
