@@ -111,3 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         sys.exit(INTERRUPTED)
+
+
+if __name__ == "__main__":  # `python -m cegate_cli.cli`, as well as `python -m cegate_cli`
+    main()

@@ -171,6 +171,44 @@ def test_plain_scene_lines_show_tiles_and_eta_at_the_interval(tmp_path: Path) ->
     assert 9 <= len(lines) <= 12
 
 
+def test_plain_scene_lines_count_one_tile_and_say_when_a_mask_was_kept(tmp_path: Path) -> None:
+    """A 256 px tile is "1 tile", and a scene whose mask an earlier call left (only its polygons
+    made now) says so and how to map it again, instead of a bare "done" as if it had been mapped."""
+    from cegate_cli.predict.batch import FileOutcome, OutputPaths
+
+    lines: list[str] = []
+
+    class Console:
+        def print(self, text: str, **_: object) -> None:
+            lines.append(text)
+
+    progress = PlainBatchProgress(Console(), interval=10.0, clock=lambda: 0.0)  # type: ignore[arg-type]
+    small, kept = tmp_path / "small.tif", tmp_path / "kept.tif"
+    progress.file_started(small, 0, 2, 1)
+    progress.file_finished(FileOutcome(small, "done", OutputPaths(tmp_path / "small.mask.tif", None, None)))
+    progress.file_started(kept, 1, 2, 0)
+    outputs = OutputPaths(tmp_path / "kept.mask.tif", tmp_path / "kept.geojson", None)
+    progress.file_finished(FileOutcome(kept, "done", outputs, message="mask existed; polygons made from it"))
+    assert lines == [
+        "scene 1/2 small.tif: 1 tile ...",
+        "scene 1/2 small.tif: done in 0.0 s",
+        "scene 2/2 kept.tif ...",
+        "scene 2/2 kept.tif: done in 0.0 s (mask existed; polygons made from it; use --overwrite to map it again)",
+    ]
+
+
+def test_a_rerun_into_the_same_folder_says_which_masks_it_kept(run: Path, data, tmp_path: Path) -> None:
+    out = tmp_path / "maps"
+    first = CliRunner().invoke(app, ["predict", str(run), str(data.target_dir / "images"), "-o", str(out), *MAP, "-q"])
+    assert first.exit_code == 0, first.output
+    for polygons in out.glob("*.geojson"):
+        polygons.unlink()
+    again = CliRunner().invoke(app, ["predict", str(run), str(data.target_dir / "images"), "-o", str(out), *MAP], env=EVERY_LINE)
+    assert again.exit_code == 0, again.output
+    kept = [line for line in again.stderr.splitlines() if "mask existed; polygons made from it; use --overwrite to map it again" in line]
+    assert len(kept) == 2, again.stderr
+
+
 def test_quiet_leaves_the_result_alone_and_verbose_says_more(data, tmp_path: Path) -> None:
     runner = CliRunner()
     quiet = runner.invoke(app, ["adapt", str(data.source_dir), "-o", str(tmp_path / "q"), *TINY, "--quiet"])

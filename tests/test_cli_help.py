@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -25,3 +30,13 @@ def test_switches_show_bare_and_default_on_switches_show_their_negation() -> Non
         after = lines[switch].split()[2]  # the word after the switch: its help (or short form), never a value
         assert not after.startswith("<"), lines[switch]
     assert lines["--steps"].split()[2] == "<int>"  # options that take a value still say which
+
+
+@pytest.mark.parametrize("module", ["cegate_cli", "cegate_cli.cli"])
+def test_python_dash_m_runs_the_cli_by_either_module_name(module: str) -> None:
+    """`python -m cegate_cli.cli` once exited 0 without a word: cli.py defined main() but never called it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("cegate "), done.stdout + done.stderr
+    refused = subprocess.run([sys.executable, "-m", module, "predict", "--device", "gpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip(), refused.stdout + refused.stderr

@@ -204,3 +204,22 @@ def test_mask_scan_reads_in_windows(tmp_path, monkeypatch) -> None:
     with pytest.raises(DataError, match=r"mask values \[300\]"):
         discover_labeled(tmp_path)
     assert len(seen) == 9 and max(w.width for w in seen) == 8
+
+
+def test_a_near_miss_of_a_labeled_folder_names_the_one_meant(tmp_path) -> None:
+    """The folders a newcomer gives by mistake: its images/ (or masks/), the folder above the
+    labeled ones, or a typo of its name. Each error ends with the labeled folder to give."""
+    for name in ("train", "test"):
+        _pair(tmp_path / name, "a", _labels())
+    for given in (tmp_path / "train" / "images", tmp_path / "train" / "masks"):
+        with pytest.raises(DataFileNotFoundError, match=rf"; did you mean {tmp_path / 'train'}, which holds images/ and masks/\?$"):
+            discover_labeled(given)
+    with pytest.raises(DataFileNotFoundError, match=rf"; did you mean {tmp_path / 'test'} or {tmp_path / 'train'}, labeled folders inside it\?$"):
+        discover_labeled(tmp_path)
+    with pytest.raises(DataFileNotFoundError, match=rf"no such folder .*; did you mean {tmp_path / 'train'}\?$"):
+        discover_labeled(tmp_path / "traim")
+    (tmp_path / "other").mkdir()
+    for plain in (tmp_path / "other", tmp_path / "elsewhere"):  # nothing near: the message as before
+        with pytest.raises(DataFileNotFoundError) as caught:
+            discover_labeled(plain)
+        assert "did you mean" not in str(caught.value)

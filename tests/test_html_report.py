@@ -249,3 +249,19 @@ def test_the_page_renders_in_headless_chromium(trained, tmp_path: Path) -> None:
     for c in DEMO_CLASSES.classes:  # legend swatches, IoU bars and mask previews in the class colours
         assert np.all(pixels == np.array(c.color), axis=1).sum() > 500, c.name
     assert np.all(pixels == (0x1F, 0x77, 0xB4), axis=1).sum() > 0  # the validation curve's colour
+
+
+def test_a_run_scored_once_reads_1_scoring_chosen_once(trained, tmp_path: Path) -> None:
+    _, run, _ = trained
+    assert CliRunner().invoke(app, ["report", str(run), "-o", str(tmp_path / "two.html")]).exit_code == 0
+    assert "(2 scorings)" in (tmp_path / "two.html").read_text(encoding="utf-8")  # rescored at step 3
+    once = tmp_path / "once"
+    shutil.copytree(run, once)
+    record = json.loads((once / "run.json").read_text())
+    record["selection"]["history"] = record["selection"]["history"][:1]
+    (once / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["report", str(once)])
+    assert result.exit_code == 0, result.output
+    page = (once / "report.html").read_text(encoding="utf-8")
+    assert "(1 scoring)" in page and "chosen once (--reselect-every N rescores every N steps)" in page
+    assert "1 scorings" not in page and "at every rescoring" not in page

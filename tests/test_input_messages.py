@@ -26,7 +26,7 @@ from cegate_cli.data.classes import load_class_table
 from cegate_cli.data.crops import CropSampler, CropWindow
 from cegate_cli.data.folder import discover_labeled
 from cegate_cli.data.stats import BandStats
-from cegate_cli.errors import DataError, InputError
+from cegate_cli.errors import DataError, DataFileNotFoundError, InputError
 from cegate_cli.predict import PredictOptions, VectorOptions, expand_inputs, predict_many
 
 GOOD_CLASSES = "classes:\n  - {id: 0, name: water}\n  - {id: 1, name: land}\n"
@@ -253,6 +253,17 @@ def test_predict_names_what_each_odd_input_really_is(tmp_path: Path) -> None:
     assert "is a named pipe (FIFO)" in messages["fifo.tif"]
     assert "is a symbolic link that loops back on itself" in messages["loop.tif"]
     assert "is a PNG image with a .tif name" in messages["png.tif"]
+
+
+def test_predict_given_a_labeled_folder_names_its_images_folder(tmp_path: Path) -> None:
+    """`predict RUN ./test` where ./test holds images/ and masks/: the error names ./test/images."""
+    write_scene(tmp_path / "test" / "images" / "s.tif", random_scene(20, 20))
+    (tmp_path / "test" / "masks").mkdir()
+    with pytest.raises(DataFileNotFoundError, match=rf"test: folder holds no .*; did you mean {tmp_path / 'test' / 'images'}\?$"):
+        expand_inputs([str(tmp_path / "test")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFileNotFoundError, match=r"empty: folder holds no .tif/.tiff scenes or STAC item .json files$"):
+        expand_inputs([str(tmp_path / "empty")])
 
 
 def test_predict_out_pointing_at_a_file_is_refused_up_front(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def selection_line(selection: Selection) -> str:
     chosen = ", ".join(f"{kind}@{layer}" for kind, layer in selection.selected) or "none"
     if not selection.scores.samples:
         return f"step {selection.step}: selection rule {selection.rule}: {chosen}"
-    return f"step {selection.step}: Fisher selection ({selection.scores.samples} samples, {selection.seconds:.1f}s): {chosen}"
+    return f"step {selection.step}: Fisher selection ({selection.scores.samples} samples, {duration(selection.seconds)}): {chosen}"
 
 
 def top_scores_line(selection: Selection, count: int = TOP_SCORES) -> str | None:
@@ -210,12 +210,16 @@ class QuietTrainReporter(SilentReporter):
 
 
 def scene_finished_line(outcome: FileOutcome, index: int, total: int, seconds: float) -> str:
-    """One line for a scene's end: done with its duration, skipped, or failed with the reason."""
+    """One line for a scene's end: done with its duration (and, when its mask was kept from an
+    earlier call into the same folder rather than mapped now, that and how to map it again),
+    skipped, or failed with the reason."""
     where = f"scene {index}/{total} {outcome.source.name}"
     if outcome.status == "failed":
         return f"{where}: failed: {outcome.message or ''}"
     if outcome.status == "skipped":
         return f"{where}: skipped: {outcome.message or 'outputs exist (use --overwrite)'}"
+    if outcome.scene is None and outcome.message:  # not mapped now: its mask was kept
+        return f"{where}: done in {duration(seconds)} ({outcome.message}; use --overwrite to map it again)"
     return f"{where}: done in {duration(seconds)}"
 
 
@@ -245,7 +249,7 @@ class PlainBatchProgress(PhaseLines, BatchProgress):
         self.started = self.clock()
         self.ticker = Ticker(self.interval, self.clock)
         self.ticker.due()  # the start line below stands for the first tick
-        what = f": {tiles} tiles" if tiles else ""
+        what = f": {counted(tiles, 'tile')}" if tiles else ""
         self.say(f"scene {self.index}/{total_files} {self.source.name}{what} ...")
 
     def tiles_done(self, count: int) -> None:

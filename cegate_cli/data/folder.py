@@ -8,6 +8,7 @@ Masks are scanned in windows, so a folder of huge scenes is checked without load
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -126,6 +127,37 @@ def _by_stem(files: list[Path], root: Path, problems: list[str]) -> dict[str, Pa
     return found
 
 
+def _is_labeled(folder: Path) -> bool:
+    return (folder / "images").is_dir() and (folder / "masks").is_dir()
+
+
+def _labeled_nearby_hint(root: Path, shown: int = 3) -> str:
+    """For a folder that is not a labeled one, the labeled folder the user likely meant: its
+    parent when it is that folder's images/ or masks/, or the labeled folders inside it."""
+    try:
+        if root.resolve().name in ("images", "masks") and _is_labeled(root.resolve().parent):
+            parent = root.parent if root.name in ("images", "masks") else root.resolve().parent
+            return f"; did you mean {parent}, which holds images/ and masks/?"
+        inside = sorted(d.name for d in root.iterdir() if d.is_dir() and _is_labeled(d))
+    except OSError:
+        return ""
+    if not inside:
+        return ""
+    listed = " or ".join(str(root / name) for name in inside[:shown]) + (f" ({len(inside) - shown} more)" if len(inside) > shown else "")
+    return f"; did you mean {listed}, labeled folders inside it?"
+
+
+def _similar_folder_hint(root: Path) -> str:
+    """For a folder that does not exist, a folder beside it with a close name (a typo)."""
+    parent = root.parent
+    try:
+        names = [d.name for d in parent.iterdir() if d.is_dir()] if parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(root.name, names, n=1, cutoff=0.75)
+    return f"; did you mean {parent / close[0]}?" if close else ""
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -175,10 +207,12 @@ def discover_labeled(
     root = Path(root)
     images_dir, masks_dir = root / "images", root / "masks"
     if not root.is_dir():
-        raise DataFileNotFoundError(f"{root}: no such folder (expected {root}/images and {root}/masks)")
+        raise DataFileNotFoundError(f"{root}: no such folder (expected {root}/images and {root}/masks){_similar_folder_hint(root)}")
     for sub in (images_dir, masks_dir):
         if not sub.is_dir():
-            raise DataFileNotFoundError(f"{root}: no {sub.name}/ folder; a labeled folder holds images/ and masks/ with the same file names")
+            raise DataFileNotFoundError(
+                f"{root}: no {sub.name}/ folder; a labeled folder holds images/ and masks/ with the same file names{_labeled_nearby_hint(root)}"
+            )
     problems: list[str] = []
     images = _by_stem(_scenes(images_dir), root, problems)
     masks = _by_stem(_tiffs(masks_dir), root, problems)

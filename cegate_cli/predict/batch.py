@@ -141,7 +141,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         elif path.is_dir():
             matches = sorted(p for p in path.iterdir() if _is_scene(p) and not _is_unlisted_dir(p))
             if not matches:
-                raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes or STAC item .json files")
+                raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes or STAC item .json files{_images_folder_hint(path)}")
         elif any(char in str(entry) for char in "*?["):
             matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if _is_scene(Path(p)) and not _is_unlisted_dir(Path(p)))
             if not matches:
@@ -163,6 +163,16 @@ def _is_scene(path: Path) -> bool:
     if looks_like_item(path):
         return True
     return name.endswith(RASTER_SUFFIXES) and not any(name.endswith(m + s) for m in OUTPUT_MARKERS for s in RASTER_SUFFIXES)
+
+
+def _images_folder_hint(folder: Path) -> str:
+    """For a folder without scenes whose images/ has some (a labeled folder): name that folder."""
+    images = folder / "images"
+    try:
+        has_scenes = images.is_dir() and any(_is_scene(p) and not _is_unlisted_dir(p) for p in images.iterdir())
+    except OSError:
+        return ""
+    return f"; did you mean {images}?" if has_scenes else ""
 
 
 def _is_unlisted_dir(path: Path) -> bool:

@@ -357,11 +357,14 @@ def _history(history: list[dict[str, Any]]) -> str:
         cells = "".join(f"<td><span class='dot' style='background:{color}'></span></td>" if name in event["selected"] else "<td></td>" for event in shown)
         rows.append(f"<tr><th>{escape(name)}</th>{cells}</tr>")
     changes = [e for e in history if e["added"] or e["removed"]]
+    unchanged = "<li>the same modules at every rescoring</li>" if len(history) > 1 else "<li>chosen once (--reselect-every N rescores every N steps)</li>"
     summary = (
         "".join(f"<li>step {e['step']}: +{escape(', '.join(e['added']) or '-')} &minus;{escape(', '.join(e['removed']) or '-')}</li>" for e in changes)
-        or "<li>the same modules at every rescoring</li>"
+        or unchanged
     )
-    caption = f"modules chosen at each Fisher scoring; columns: the step ({len(history)} scorings{', some left out' if shown is not history else ''})"
+    caption = (
+        f"modules chosen at each Fisher scoring; columns: the step ({counted(len(history), 'scoring')}{', some left out' if shown is not history else ''})"
+    )
     return f"<table class='history'><caption>{caption}</caption>{head}{''.join(rows)}</table><ul class='changes'>{summary}</ul>"
 
 
