@@ -131,7 +131,7 @@ class mix is the crops' ground (a crop in the sea is all water), not the teacher
 
 def pooled_drift(history: list[list[float]], window: int = DRIFT_WINDOW) -> float | None:
     """Total variation between the mean class shares of the first `window` records and of the last
-    `window`; None until the two windows no longer overlap."""
+    `window`; None while the two windows would overlap."""
     if len(history) < 2 * window:
         return None
     count = len(history[0])
