@@ -108,9 +108,15 @@ class VisualPrompt(ToolboxModule):
         batch, count, _, width = v.shape
         prompt_k = heads.prompt_k.to(k.dtype).expand(batch, count, -1, -1)
         prompt_v = heads.prompt_v.to(v.dtype).expand(batch, count, -1, -1)
-        attended = F.scaled_dot_product_attention(q, torch.cat((k, prompt_k), dim=2), marked_values(v, prompt_k.shape[2]))
-        within, mass_x, mass_p = attended[..., :width], attended[..., width : width + 1], attended[..., width + 1 : width + 2]
+        values = marked_values(v, prompt_k.shape[2])
         scale = 1.0 / math.sqrt(q.shape[-1])  # scaled_dot_product_attention's own
+        # Queries and keys padded with zeros to the values' width (their products unchanged, the
+        # scale given): fused CPU and CUDA kernels want one width for all three, and without them
+        # attention falls back to a path several times slower.
+        padding = (0, max(0, values.shape[-1] - q.shape[-1]))
+        keys = F.pad(torch.cat((k, prompt_k), dim=2), padding)
+        attended = F.scaled_dot_product_attention(F.pad(q, padding), keys, values, scale=scale)
+        within, mass_x, mass_p = attended[..., :width], attended[..., width : width + 1], attended[..., width + 1 : width + 2]
         weights = torch.softmax(q @ prompt_k.transpose(-2, -1) * scale, dim=-1)
         together = within + mass_p * (weights.to(prompt_v.dtype) @ prompt_v)
         if exact_alone:
@@ -137,8 +143,8 @@ class VisualPrompt(ToolboxModule):
 
 
 MARK_ALIGNMENT = 8
-"""The value width of the one pass is rounded up to a multiple of this, as fused attention
-kernels want it."""
+"""The value width of the one pass (and the queries' and keys', padded to it) is rounded up to a
+multiple of this, as fused attention kernels want it."""
 
 
 def marked_values(v: torch.Tensor, prompts: int) -> torch.Tensor:
