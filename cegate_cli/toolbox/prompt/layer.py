@@ -126,8 +126,7 @@ class VisualPrompt(ToolboxModule):
             alone = within / torch.where(lost, torch.ones_like(mass_x), mass_x)
             if bool(lost.any()):
                 alone = torch.where(lost, F.scaled_dot_product_attention(q, k, v), alone)
-        merged = access.merge(attention, alone)
-        merged = merged + self.gate.to(merged.dtype) * (access.merge(attention, together) - merged)
+        merged = access.merge(attention, alone + self.gate.to(alone.dtype) * (together - alone))  # per head: the projection after is linear
         return access.tail(attention, x, merged)
 
     def prompted(self, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
