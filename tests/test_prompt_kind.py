@@ -254,6 +254,22 @@ def test_prompts_that_take_all_of_the_attention_leave_no_trace_of_underflow() ->
     assert torch.isfinite(one).all() and (one - two).abs().max().item() <= 1e-5 * max(1.0, two.abs().max().item())
 
 
+def test_timm_scale_norm_is_mixed_after_the_norm_as_two_passes_mix() -> None:
+    """timm's `scale_norm` puts a LayerNorm between the merged heads and the projection: the gate
+    must mix the normed outputs, as the two-pass path does, not the heads before the norm."""
+    attention = TimmAttention(32, num_heads=2, qkv_bias=True, scale_norm=True, norm_layer=nn.LayerNorm).eval()
+    with torch.no_grad():
+        for parameter in attention.norm.parameters():
+            parameter.normal_(generator=torch.Generator().manual_seed(3))
+    assert not isinstance(attention.norm, nn.Identity)
+    prompt = VisualPrompt(attention, layer=0, dim=32, tokens=3, num_prefix_tokens=1)
+    tokens = torch.randn(2, 13, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        prompt.gate.fill_(0.6)
+        one, two = prompt(tokens), prompt.two_pass(tokens, {})
+    assert (one - two).abs().max().item() <= 1e-5 * max(1.0, two.abs().max().item())
+
+
 def test_an_attention_class_without_an_entry_is_called_twice_as_a_black_box() -> None:
     class OwnAttention(TimmAttention):
         """A subclass may compute differently: it gets no entry of its parent's."""

@@ -51,13 +51,16 @@ class AttentionAccess:
     call, those in `keywords`); `merge(attention, heads)`: (batch, heads, tokens, width) ->
     (batch, tokens, heads * width), what the forward does to the softmax's output before its
     affine part; `tail(attention, x, merged)`: the rest, affine in `merged`; `declines(attention)`:
-    true where this layer's forward cannot be split so (attention dropout while training)."""
+    true where this layer's forward cannot be split so (attention dropout while training);
+    `linear_merge(attention)`: true where `merge` is linear too (no norm in it), so the gate may
+    mix per head before one merge instead of after two."""
 
     heads: Callable[[Any, torch.Tensor, torch.Tensor, Mapping[str, Any]], Heads]
     merge: Callable[[Any, torch.Tensor], torch.Tensor]
     tail: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
     keywords: frozenset[str] = field(default_factory=frozenset)
     declines: Callable[[Any], bool] = lambda attention: False
+    linear_merge: Callable[[Any], bool] = lambda attention: True
 
 
 _ACCESS: dict[type, AttentionAccess] = {}
@@ -145,6 +148,11 @@ def _timm_merge(attention: Any, heads: torch.Tensor) -> torch.Tensor:
     return merged if norm is None else norm(merged)
 
 
+def _timm_linear_merge(attention: Any) -> bool:
+    """timm's scale norm (a LayerNorm after the heads merge, `scale_norm`) is not linear."""
+    return isinstance(getattr(attention, "norm", None), (type(None), nn.Identity))
+
+
 def _timm_tail(attention: Any, x: torch.Tensor, merged: torch.Tensor) -> torch.Tensor:
     gate = getattr(attention, "gate", None)  # timm's own output gate, when built `gated`
     if gate is not None:
@@ -197,5 +205,5 @@ def _eva_heads(attention: EvaAttention, x: torch.Tensor, prompts: torch.Tensor, 
     return Heads(q, k, v, prompt_k, prompt_v)
 
 
-register_attention(TimmAttention, AttentionAccess(_timm_heads, _timm_merge, _timm_tail, declines=_timm_declines))
-register_attention(EvaAttention, AttentionAccess(_eva_heads, _timm_merge, _timm_tail, frozenset({"rope"}), _timm_declines))
+register_attention(TimmAttention, AttentionAccess(_timm_heads, _timm_merge, _timm_tail, declines=_timm_declines, linear_merge=_timm_linear_merge))
+register_attention(EvaAttention, AttentionAccess(_eva_heads, _timm_merge, _timm_tail, frozenset({"rope"}), _timm_declines, _timm_linear_merge))

@@ -126,7 +126,12 @@ class VisualPrompt(ToolboxModule):
             alone = within / torch.where(lost, torch.ones_like(mass_x), mass_x)
             if bool(lost.any()):
                 alone = torch.where(lost, F.scaled_dot_product_attention(q, k, v), alone)
-        merged = access.merge(attention, alone + self.gate.to(alone.dtype) * (together - alone))  # per head: the projection after is linear
+        gate = self.gate.to(alone.dtype)
+        if access.linear_merge(attention):  # mix per head, merge once
+            merged = access.merge(attention, alone + gate * (together - alone))
+        else:  # a norm in the merge: mix after it, as the two passes would
+            merged = access.merge(attention, alone)
+            merged = merged + gate * (access.merge(attention, together) - merged)
         return access.tail(attention, x, merged)
 
     def prompted(self, x: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
