@@ -94,18 +94,19 @@ def test_gsd_month_and_normalisation_come_from_the_imagery(tmp_path: Path) -> No
         ds.update_tags(TIFFTAG_DATETIME="2021:03:14 10:00:00")
     s2 = BandStats(("blue", "green", "red", "nir"), (1400.0, 1500.0, 1450.0, 2600.0), (500.0, 500.0, 600.0, 900.0))
     pretrained = load_pretrained(resolve_backbone("galileo-nano"))
-    inputs, stats, warnings = resolve_galileo_inputs(GalileoOptions(), [path], s2, pretrained.normalization)
-    assert (inputs.gsd_m, inputs.month, inputs.normalize, inputs.patch_size) == (20.0, 2, "pretrained", 8) and not warnings
+    inputs, stats, warnings, notes = resolve_galileo_inputs(GalileoOptions(), [path], s2, pretrained.normalization)
+    assert (inputs.gsd_m, inputs.month, inputs.normalize, inputs.patch_size) == (20.0, 2, "pretrained", 8) and not warnings and not notes
     assert inputs.month_from == "imagery"
     norm = pretrained.normalization
     assert stats.mean == tuple(norm.mean[norm.bands.index(b)] for b in ("B2", "B3", "B4", "B8"))
     aerial = BandStats(("blue", "green", "red", "nir"), (90.0, 100.0, 80.0, 120.0), (30.0, 30.0, 25.0, 40.0))
-    inputs, stats, _ = resolve_galileo_inputs(GalileoOptions(month=10), [path], aerial, norm)
+    inputs, stats, _, _ = resolve_galileo_inputs(GalileoOptions(month=10), [path], aerial, norm)
     assert (inputs.month, inputs.month_from, inputs.normalize, stats) == (10, "option", "data", aerial)
     with rasterio.open(path, "r+") as ds:
         ds.transform = from_origin(500000, 4000000, 0.6, 0.6)
-    _, _, warnings = resolve_galileo_inputs(GalileoOptions(), [path], aerial, norm)
-    assert len(warnings) == 1 and "0.6 m pixels" in warnings[0] and "--backbone tiny" in warnings[0]  # aerial: says what did better
+    _, _, warnings, notes = resolve_galileo_inputs(GalileoOptions(), [path], aerial, norm)
+    assert not warnings  # aerial imagery is no problem: advice, a note, says what did better
+    assert len(notes) == 1 and "0.6 m pixels" in notes[0] and "--backbone tiny" in notes[0]
     with pytest.raises(InputError, match="--normalize pretrained: band\\(s\\) band_5"):
         resolve_galileo_inputs(GalileoOptions(normalize="pretrained"), [path], BandStats(("red", "band_5"), (1.0, 1.0), (1.0, 1.0)), norm)
 

@@ -97,12 +97,13 @@ class FamilyRecord(Protocol):
 @dataclass(frozen=True)
 class FittedInputs:
     """What `Pretrained.fit_inputs` settles for a run: the family's inputs (None: it takes none),
-    the band statistics to normalise with (the run's own, or the family's pretraining ones), and
-    warnings for the user."""
+    the band statistics to normalise with (the run's own, or the family's pretraining ones),
+    warnings for the user, and notes (advice on a healthy run)."""
 
     inputs: Any
     stats: BandStats
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 class Pretrained(Protocol):

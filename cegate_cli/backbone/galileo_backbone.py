@@ -239,8 +239,8 @@ def resolve_galileo_inputs(
     images: Sequence[Any],
     stats: BandStats,
     normalization: PretrainedNormalization,
-) -> tuple[GalileoInputs, BandStats, list[str]]:
-    """(inputs, the statistics to normalise with, warnings) for a run on `images` (paths).
+) -> tuple[GalileoInputs, BandStats, list[str], list[str]]:
+    """(inputs, the statistics to normalise with, warnings, notes) for a run on `images` (paths).
 
     Ground sample distance: the median pixel size of the images, in metres. Month: `options.month`,
     else the most common acquisition month the images' tags give, else July. Normalisation:
@@ -255,6 +255,7 @@ def resolve_galileo_inputs(
 
     options.check()
     warnings: list[str] = []
+    notes: list[str] = []  # advice on a healthy run, not a problem
     sizes, months = [], []
     for path in list(images)[:64]:
         with open_raster(path) as ds:  # a STAC item opens as its bands (data/stac.py)
@@ -266,7 +267,7 @@ def resolve_galileo_inputs(
     if sizes:
         gsd = float(statistics.median(sizes))
         if gsd < FINE_PIXELS_M:
-            warnings.append(
+            notes.append(
                 f"the images have {gsd:.2g} m pixels; Galileo was pretrained on 10 m Sentinel-1/2 imagery, and on the aerial "
                 "benchmark cegate measured (NAIP, 0.6 m) `--backbone tiny` made better maps in less time: try it too "
                 "(docs/benchmarks-real.md)"
@@ -293,7 +294,7 @@ def resolve_galileo_inputs(
             )
         stats = BandStats(tuple(stats.names), tuple(reference[0]), tuple(reference[1]))
     inputs = GalileoInputs(options.patch_size or DEFAULT_PATCH_SIZE, gsd, month, normalize, month_from)
-    return inputs, stats, warnings
+    return inputs, stats, warnings, notes
 
 
 @dataclass
@@ -324,8 +325,8 @@ class PretrainedGalileo:
         plan_groups(bands)
 
     def fit_inputs(self, options: GalileoOptions | None, images: Sequence[Path], stats: BandStats) -> FittedInputs:
-        inputs, stats, warnings = resolve_galileo_inputs(options or GalileoOptions(), images, stats, self.normalization)
-        return FittedInputs(inputs, stats, tuple(warnings))
+        inputs, stats, warnings, notes = resolve_galileo_inputs(options or GalileoOptions(), images, stats, self.normalization)
+        return FittedInputs(inputs, stats, tuple(warnings), tuple(notes))
 
     def build(self, bands: Sequence[str], stats: BandStats | None, inputs: GalileoInputs | None) -> tuple[GalileoBackbone, BandMapping]:
         """Galileo also needs the run's band statistics (to compute NDVI from raw values)."""

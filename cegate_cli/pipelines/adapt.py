@@ -195,6 +195,9 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     for warning in fitted.warnings:
         warnings.append(warning)
         reporter.message(f"warning: {warning}")
+    for note in fitted.notes:
+        notes.append(note)
+        reporter.message(f"note: {note}")
     built = build_model(
         pretrained,
         choice.names,
