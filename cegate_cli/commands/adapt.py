@@ -131,6 +131,9 @@ def adapt_command(
         typer.Option("--adapt-steps", help=help_of(SelfTrainConfig, "adapt_steps"), show_default=False, rich_help_panel=ADAPTATION),
     ] = None,
     guard: Annotated[bool, typer.Option("--guard/--no-guard", help=help_of(SelfTrainConfig, "guard"), rich_help_panel=ADAPTATION)] = SelfTrainConfig.guard,
+    prototypes: Annotated[
+        float, typer.Option("--prototypes", help=help_of(SelfTrainConfig, "prototypes"), rich_help_panel=ADAPTATION)
+    ] = SelfTrainConfig.prototypes,
     confidence: Annotated[
         float, typer.Option("--confidence", help=help_of(SelfTrainConfig, "confidence"), rich_help_panel=ADAPTATION)
     ] = SelfTrainConfig.confidence,

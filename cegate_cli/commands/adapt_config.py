@@ -53,6 +53,7 @@ FILE_ORDER = (
     "adapt-schedule",
     "adapt-steps",
     "guard",
+    "prototypes",
     "backbone",
     "revision",
     "offline",
@@ -373,6 +374,7 @@ def adapt_options(values: types.SimpleNamespace, *, saved_config: dict[str, Any]
         schedule=values.adapt_schedule,
         adapt_steps=values.adapt_steps,
         guard=values.guard,
+        prototypes=values.prototypes,
     )
     galileo = GalileoOptions(
         patch_size=values.patch_size,

@@ -209,6 +209,8 @@ def render_adaptation_header(adaptation: dict[str, Any]) -> None:
     )
     if adaptation.get("guard"):
         stdout.print(escape(f"guard      {adaptation.get('weights')}"))
+    if adaptation.get("prototypes"):
+        stdout.print(escape(f"prototypes {adaptation['prototypes'].get('sentence')}"))
 
 
 def render_pseudo_labels(adaptation: dict[str, Any], max_rows: int = 12) -> None:

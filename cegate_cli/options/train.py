@@ -335,6 +335,13 @@ class SelfTrainConfig:
     )
     """source-first: keep the source model when the adapted one looks worse on what can be seen
     without target labels (a class vanishing from the target map, source validation falling)."""
+    prototypes: float = option(
+        0.5,
+        help="At the end, blend this share of the target's class centroids into the head's classifier (0 = off).",
+        flag="--prototypes",
+    )
+    """The kept model's class scores become (1 - p) of its classifier's and p of the nearest target
+    class centroid's, found without labels (train/prototypes.py); 0 leaves the head as trained."""
 
     def for_steps(self, steps: int) -> SelfTrainConfig:
         """This configuration for a run of `steps` steps: what it leaves to the run's length filled in.
@@ -358,6 +365,7 @@ class SelfTrainConfig:
         known.setdefault("schedule", "joint")  # runs recorded before the option trained jointly, without a guard
         known.setdefault("guard", False)
         known.setdefault("target_norm", "target")
+        known.setdefault("prototypes", 0.0)  # runs recorded before the option kept the head as trained
         return cls(**known)
 
     def check(self) -> None:
@@ -374,6 +382,8 @@ class SelfTrainConfig:
             raise InputError(f"--adapt-schedule {self.schedule!r}: choose {' or '.join(SCHEDULES)}")
         if self.adapt_steps is not None and self.adapt_steps < 1:
             raise InputError(f"--adapt-steps {self.adapt_steps}: must be at least 1 (default: a quarter of --steps)")
+        if not 0.0 <= self.prototypes <= 1.0:
+            raise InputError(f"--prototypes {self.prototypes}: a share between 0 and 1 (0 = keep the head as trained)")
         if self.target_norm not in TARGET_NORMS:
             raise InputError(f"--target-norm {self.target_norm!r}: choose {' or '.join(TARGET_NORMS)}")
         if self.stats_every is not None and self.stats_every < 1:

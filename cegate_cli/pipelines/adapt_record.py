@@ -176,6 +176,10 @@ def record_outcome(run_dir: Path, fitting: Fitting, outcome: TrainOutcome, start
             adapt_steps=trainer.adapt_steps if trainer.source_steps else None,
             normalization_choice=trainer.normalization,
         )
+        if trainer.prototypes is not None:
+            names = [c.name for c in inputs.class_table.classes]
+            record = {"blend": trainer.self_config.prototypes, **trainer.prototypes.to_dict(), "sentence": trainer.prototypes.sentence(names)}
+            adaptation = replace(adaptation, prototypes=record)
         if trainer.verdict is not None:
             adaptation = replace(adaptation, guard=trainer.verdict.to_dict(), weights=trainer.verdict.sentence())
             kept_source = trainer.verdict.kept == "source"  # the source-only run's model: read as that run reads

@@ -215,6 +215,8 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
         rows.append(("adapted to", f"{adaptation.get('target')} ({adaptation.get('target_images')} unlabeled images, {adaptation.get('mode')})"))
         if adaptation.get("guard"):
             rows.append(("adaptation", str(adaptation.get("weights"))))
+        if adaptation.get("prototypes"):
+            rows.append(("prototypes", str(adaptation["prototypes"].get("sentence"))))
     body = "<table class='facts'>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
     return _section("Run", body)
 

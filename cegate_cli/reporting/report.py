@@ -254,5 +254,6 @@ def adaptation_report(section: AdaptationRecord | None, class_names: list[str]) 
         "teacher_bytes": section.teacher_bytes,
         "weights": section.weights,
         "guard": section.guard,
+        "prototypes": section.prototypes,
         "pseudo_labels": history,
     }

@@ -303,6 +303,9 @@ class AdaptationRecord:
     """source-first with --target-norm auto: the statistics chosen and why."""
     guard: dict[str, Any] | None = None
     """source-first: `train.guard.GuardVerdict.to_dict()`."""
+    prototypes: dict[str, Any] | None = None
+    """The head's blend with the target's class centroids (`train.prototypes.PrototypeFit`), its
+    share and what it changed; None when `--prototypes 0` or for runs before the option."""
 
     @property
     def normalization_used(self) -> str:
@@ -321,7 +324,7 @@ class AdaptationRecord:
             "self_training": self.self_training.to_dict(),
             "weights": self.weights,
             "pseudo_labels": _json(self.pseudo_labels),
-            **_present(self, "teacher_bytes", "source_steps", "adapt_steps", "normalization_choice", "guard"),
+            **_present(self, "teacher_bytes", "source_steps", "adapt_steps", "normalization_choice", "guard", "prototypes"),
         }
 
     @classmethod

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.model.decoder import CLASS_BIAS
 from cegate_cli.options.train import SelfTrainConfig
 from cegate_cli.run.state import plain
 from cegate_cli.toolbox.fisher import SOURCE_MODEL, FisherScores, Selection
@@ -38,6 +39,7 @@ from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
+from cegate_cli.train.prototypes import CLASS_WEIGHT, PROTOTYPE_SEED_OFFSET, PrototypeFit, classifier_inputs, fit_prototypes, prototype_tiles, with_prototypes
 from cegate_cli.train.pseudo import DRIFT_WINDOW, PseudoLabels, pooled_drift, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.schedule import lr_factor
@@ -87,6 +89,8 @@ class SelfTrainer(SupervisedTrainer):
         # trained model (an earlier run, or the source phase) averages at full strength at once.
         self.teacher = EMATeacher(self.model, target.config.ema, warmup=target.mode == "source+target" and not self.source_steps)
         self.verdict: GuardVerdict | None = None
+        self.prototypes: PrototypeFit | None = None
+        """The head's blend with the target's class centroids, when the run made one."""
         self.normalization: dict[str, Any] | None = None
         """--target-norm auto: which statistics self-training read the target with, and why."""
         self._start_shares: list[float] | None = None
@@ -214,16 +218,47 @@ class SelfTrainer(SupervisedTrainer):
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainOutcome:
         outcome = super().fit(resume=resume, stop_after=stop_after)
-        if not self.source_steps or not outcome.completed:
+        if not outcome.completed:
             return outcome
-        verdict = self._judge(outcome)
-        if not self.self_config.guard:
-            verdict = replace(verdict, kept="adapted")
-        self.verdict = verdict
-        self.reporter.message(f"adaptation: {verdict.sentence()}")
-        if verdict.kept == "adapted":
-            return replace(outcome, best_weights=outcome.last_weights, best_selection=list(self.toolbox.active_keys))
+        if self.source_steps:
+            verdict = self._judge(outcome)
+            if not self.self_config.guard:
+                verdict = replace(verdict, kept="adapted")
+            self.verdict = verdict
+            self.reporter.message(f"adaptation: {verdict.sentence()}")
+            if verdict.kept == "adapted":
+                outcome = replace(outcome, best_weights=outcome.last_weights, best_selection=list(self.toolbox.active_keys))
+        if self.self_config.prototypes > 0:
+            outcome = self._fit_prototypes(outcome)
         return outcome
+
+    @torch.no_grad()
+    def _fit_prototypes(self, outcome: TrainOutcome) -> TrainOutcome:
+        """The kept model with its classifier blended with the target's class centroids, found on
+        fixed target tiles read in the units predict will read the target with."""
+        from cegate_cli.run.weights import DECODER_PREFIX
+
+        kept_source = self.verdict is not None and self.verdict.kept == "source"
+        read_as_source = self.source_steps and (kept_source or (self.normalization or {}).get("chosen") == "source")
+        stats = self.target.source.stats if read_as_source and self.target.source is not None else self.target.target.stats
+        tiles = prototype_tiles(self.target.target, stats, self.ignore, self.config.seed + PROTOTYPE_SEED_OFFSET)
+        self._load(outcome.best_weights)
+        apply_selection(self.toolbox, outcome.best_selection)
+        self.model.eval()
+        device = self.inputs.device
+
+        def run(images: torch.Tensor) -> torch.Tensor:
+            with self._autocast():
+                return self.model(images.to(device))
+
+        features, scores = classifier_inputs(self.model, tiles, run, self.config.seed + PROTOTYPE_SEED_OFFSET)
+        prefix = DECODER_PREFIX
+        fit = fit_prototypes(
+            outcome.best_weights[f"{prefix}{CLASS_WEIGHT}"], outcome.best_weights[f"{prefix}{CLASS_BIAS}"], features, scores, self.self_config.prototypes
+        )
+        self.prototypes = fit
+        self.reporter.message(f"adaptation: {fit.sentence([c.name for c in self.inputs.class_table.classes])}")
+        return replace(outcome, best_weights=with_prototypes(outcome.best_weights, fit, prefix))
 
     @torch.no_grad()
     def _judge(self, outcome: TrainOutcome) -> GuardVerdict:
