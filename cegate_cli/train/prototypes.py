@@ -39,8 +39,8 @@ POSITIONS_PER_TILE = 1024
 features of every tile fit in memory whatever the head's resolution."""
 PROTOTYPE_SEED_OFFSET = 15_485_863
 MIN_PIXELS = 16
-"""A class with fewer feature vectors than this (it hardly occurs on the target) keeps the source
-classifier's row: its centroid would be noise."""
+"""A class the model gives less probability mass than this many feature vectors, or that ends with
+fewer assigned, keeps the source classifier's row: its centroid would be noise."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,11 @@ def fit_prototypes(weight: torch.Tensor, bias: torch.Tensor, features: torch.Ten
     k = scores.shape[1]
     probabilities = torch.softmax(scores, dim=1)
     centroids = (probabilities.T @ features) / probabilities.sum(0).clamp_min(1e-12)[:, None]
+    present = probabilities.sum(0) >= MIN_PIXELS  # a class the model hardly gives the target gets no centroid
     counts = torch.zeros(k, dtype=torch.long)
     for _ in range(ROUNDS):
-        assigned = (F.normalize(features, dim=1) @ F.normalize(centroids, dim=1).T).argmax(1)
+        similarity = F.normalize(features, dim=1) @ F.normalize(centroids, dim=1).T
+        assigned = similarity.masked_fill(~present, -torch.inf).argmax(1)
         counts = torch.bincount(assigned, minlength=k)
         onehot = F.one_hot(assigned, k).double()
         moved = (onehot.T @ features) / counts.clamp_min(1)[:, None].double()

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from cegate_cli.errors import InputError, RunFolderError
+from cegate_cli.infra.progress import phase
 from cegate_cli.model.decoder import CLASS_BIAS
 from cegate_cli.options.train import SelfTrainConfig
 from cegate_cli.run.state import plain
@@ -39,7 +40,17 @@ from cegate_cli.train.classmix import classmix_masks, mix
 from cegate_cli.train.gating import apply_selection
 from cegate_cli.train.guard import GuardVerdict, choose_normalization, class_shares, judge
 from cegate_cli.train.losses import masked_cross_entropy
-from cegate_cli.train.prototypes import CLASS_WEIGHT, PROTOTYPE_SEED_OFFSET, PrototypeFit, classifier_inputs, fit_prototypes, prototype_tiles, with_prototypes
+from cegate_cli.train.prototypes import (
+    CLASS_WEIGHT,
+    PROTOTYPE_SEED_OFFSET,
+    TILE,
+    TILES,
+    PrototypeFit,
+    classifier_inputs,
+    fit_prototypes,
+    prototype_tiles,
+    with_prototypes,
+)
 from cegate_cli.train.pseudo import DRIFT_WINDOW, PseudoLabels, pooled_drift, prior_distance, pseudo_label, pseudo_label_stats
 from cegate_cli.train.reporter import TrainReporter
 from cegate_cli.train.schedule import lr_factor
@@ -251,7 +262,8 @@ class SelfTrainer(SupervisedTrainer):
             with self._autocast():
                 return self.model(images.to(device))
 
-        features, scores = classifier_inputs(self.model, tiles, run, self.config.seed + PROTOTYPE_SEED_OFFSET)
+        with phase(self.reporter, f"class centroids of the target (up to {TILES} tiles of {TILE} px)"):
+            features, scores = classifier_inputs(self.model, tiles, run, self.config.seed + PROTOTYPE_SEED_OFFSET)
         prefix = DECODER_PREFIX
         fit = fit_prototypes(
             outcome.best_weights[f"{prefix}{CLASS_WEIGHT}"], outcome.best_weights[f"{prefix}{CLASS_BIAS}"], features, scores, self.self_config.prototypes
