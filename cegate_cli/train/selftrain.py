@@ -173,6 +173,9 @@ class SelfTrainer(SupervisedTrainer):
         self.teacher.restart()
         if self.target.source_view is not None and self.normalization is None:
             self.normalization = self._choose_normalization()
+        if self.self_config.prototypes > 0 and self.self_config.prototypes_at == "start":
+            self._load(self._prototype_blend(self.source_model(), list(self.toolbox.active_keys), self.target_crops.stats))
+            self.teacher.restart()
 
     @property
     def target_crops(self) -> Any:
@@ -243,18 +246,23 @@ class SelfTrainer(SupervisedTrainer):
             outcome = self._fit_prototypes(outcome)
         return outcome
 
-    @torch.no_grad()
     def _fit_prototypes(self, outcome: TrainOutcome) -> TrainOutcome:
         """The kept model with its classifier blended with the target's class centroids, found on
         fixed target tiles read in the units predict will read the target with."""
-        from cegate_cli.run.weights import DECODER_PREFIX
-
+        if self.self_config.prototypes_at == "start" and self.source_steps:
+            return outcome
         kept_source = self.verdict is not None and self.verdict.kept == "source"
         read_as_source = self.source_steps and (kept_source or (self.normalization or {}).get("chosen") == "source")
         stats = self.target.source.stats if read_as_source and self.target.source is not None else self.target.target.stats
+        return replace(outcome, best_weights=self._prototype_blend(outcome.best_weights, outcome.best_selection, stats))
+
+    @torch.no_grad()
+    def _prototype_blend(self, tensors: dict[str, torch.Tensor], selection: list[ModuleKey], stats: Any) -> dict[str, torch.Tensor]:
+        from cegate_cli.run.weights import DECODER_PREFIX
+
         tiles = prototype_tiles(self.target.target, stats, self.ignore, self.config.seed + PROTOTYPE_SEED_OFFSET)
-        self._load(outcome.best_weights)
-        apply_selection(self.toolbox, outcome.best_selection)
+        self._load(tensors)
+        apply_selection(self.toolbox, selection)
         self.model.eval()
         device = self.inputs.device
 
@@ -265,12 +273,10 @@ class SelfTrainer(SupervisedTrainer):
         with phase(self.reporter, f"class centroids of the target (up to {TILES} tiles of {TILE} px)"):
             features, scores = classifier_inputs(self.model, tiles, run, self.config.seed + PROTOTYPE_SEED_OFFSET)
         prefix = DECODER_PREFIX
-        fit = fit_prototypes(
-            outcome.best_weights[f"{prefix}{CLASS_WEIGHT}"], outcome.best_weights[f"{prefix}{CLASS_BIAS}"], features, scores, self.self_config.prototypes
-        )
+        fit = fit_prototypes(tensors[f"{prefix}{CLASS_WEIGHT}"], tensors[f"{prefix}{CLASS_BIAS}"], features, scores, self.self_config.prototypes)
         self.prototypes = fit
         self.reporter.message(f"adaptation: {fit.sentence([c.name for c in self.inputs.class_table.classes])}")
-        return replace(outcome, best_weights=with_prototypes(outcome.best_weights, fit, prefix))
+        return with_prototypes(tensors, fit, prefix)
 
     @torch.no_grad()
     def _judge(self, outcome: TrainOutcome) -> GuardVerdict:
