@@ -147,6 +147,18 @@ def test_evaluate_prints_per_class_iou_and_json(trained) -> None:
     assert len(report["files"]) == 2
 
 
+def test_evaluate_names_a_wrong_test_folder_before_loading_the_model(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cegate_cli.pipelines import inference
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the test folder was checked")
+
+    monkeypatch.setattr(inference, "load_for_inference", never)
+    _, run = trained
+    result = CliRunner().invoke(app, ["evaluate", str(run), str(tmp_path / "no-such-folder")])
+    assert result.exit_code == 2 and "no-such-folder" in result.output
+
+
 def test_predict_on_a_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "nope"), str(tmp_path), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not a cegate run folder" in result.output

@@ -181,12 +181,13 @@ def evaluate_run(
     options.check()
     if keep_masks is not None:
         check_out_dir(Path(keep_masks), "--keep-masks")
+    recorded = read_manifest(run_dir)  # the folders are checked before the model loads (seconds)
+    folder = discover_labeled(Path(labeled_dir), ignore_index=recorded.classes.ignore_index)
+    images = [pair.image for pair in folder.pairs]
+    check_unique_stems(images)
     with phase(progress, f"loading the run {run_dir}"), _stopped_before_mapping(Path(labeled_dir), "scored"):
         loaded = load_for_inference(run_dir, options)
     table = loaded.manifest.classes
-    folder = discover_labeled(Path(labeled_dir), ignore_index=table.ignore_index)
-    images = [pair.image for pair in folder.pairs]
-    check_unique_stems(images)
     masks = {pair.image: pair.mask for pair in folder.pairs}
     with tempfile.TemporaryDirectory(prefix="cegate-eval-") as scratch:
         out_dir = keep_masks if keep_masks is not None else Path(scratch)
