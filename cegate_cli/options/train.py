@@ -342,9 +342,6 @@ class SelfTrainConfig:
     )
     """The kept model's class scores become (1 - p) of its classifier's and p of the nearest target
     class centroid's, found without labels (train/prototypes.py); 0 leaves the head as trained."""
-    prototypes_at: str = "end"
-    """source-first: blend the kept model at the "end", or the source model at the "start" of
-    self-training (teacher and student then begin from the blend)."""
 
     def for_steps(self, steps: int) -> SelfTrainConfig:
         """This configuration for a run of `steps` steps: what it leaves to the run's length filled in.

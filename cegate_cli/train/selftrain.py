@@ -173,9 +173,6 @@ class SelfTrainer(SupervisedTrainer):
         self.teacher.restart()
         if self.target.source_view is not None and self.normalization is None:
             self.normalization = self._choose_normalization()
-        if self.self_config.prototypes > 0 and self.self_config.prototypes_at == "start":
-            self._load(self._prototype_blend(self.source_model(), list(self.toolbox.active_keys), self.target_crops.stats))
-            self.teacher.restart()
 
     @property
     def target_crops(self) -> Any:
@@ -249,8 +246,6 @@ class SelfTrainer(SupervisedTrainer):
     def _fit_prototypes(self, outcome: TrainOutcome) -> TrainOutcome:
         """The kept model with its classifier blended with the target's class centroids, found on
         fixed target tiles read in the units predict will read the target with."""
-        if self.self_config.prototypes_at == "start" and self.source_steps:
-            return outcome
         kept_source = self.verdict is not None and self.verdict.kept == "source"
         read_as_source = self.source_steps and (kept_source or (self.normalization or {}).get("chosen") == "source")
         stats = self.target.source.stats if read_as_source and self.target.source is not None else self.target.target.stats
