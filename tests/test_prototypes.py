@@ -93,7 +93,7 @@ def test_features_are_read_at_valid_positions_only_and_bounded_per_tile() -> Non
 
 
 SMALL = TrainConfig(steps=4, batch_size=2, crop=32, lr=2e-3, warmup_steps=1, val_every=2, val_crops=2, save_every=2, fisher_samples=4, select="3", seed=5)
-FIRST = SelfTrainConfig(confidence=0.3, stats_every=1, adapt_steps=3)
+FIRST = SelfTrainConfig(confidence=0.3, stats_every=1, adapt_steps=3, prototypes=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,10 @@ def test_prototypes_out_of_range_is_one_line() -> None:
 
     with pytest.raises(InputError, match="--prototypes 1.5"):
         replace(FIRST, prototypes=1.5).check()
+
+
+def test_a_joint_run_blends_its_last_models_classifier(demo, tmp_path: Path) -> None:
+    adapt(_options(demo, tmp_path / "joint", schedule="joint"))
+    best, last = (load_file(str(tmp_path / "joint" / name)) for name in ("adapter.safetensors", "adapter_last.safetensors"))
+    assert {k for k in last if not torch.equal(best[k], last[k])} == set(CLASSIFIER)
+    assert read_manifest(tmp_path / "joint").adaptation.prototypes["blend"] == 0.5

@@ -30,7 +30,7 @@ SMALL = TrainConfig(
     select="3",
     seed=5,
 )
-FIRST = SelfTrainConfig(confidence=0.3, stats_every=1, adapt_steps=3, prototypes=0.0)  # the head as trained: see test_prototypes.py
+FIRST = SelfTrainConfig(confidence=0.3, stats_every=1, adapt_steps=3)
 
 
 @pytest.fixture(scope="module")

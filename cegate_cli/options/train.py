@@ -336,7 +336,7 @@ class SelfTrainConfig:
     """source-first: keep the source model when the adapted one looks worse on what can be seen
     without target labels (a class vanishing from the target map, source validation falling)."""
     prototypes: float = option(
-        0.5,
+        0.0,
         help="At the end, blend this share of the target's class centroids into the head's classifier (0 = off).",
         flag="--prototypes",
     )
