@@ -183,21 +183,15 @@ def _fitting_from_source(options: AdaptOptions, reporter: TrainReporter, device:
     patch = pretrained.patch_size(family_options)
     _check_crop(config.crop, patch)
     options.toolbox.check_width(pretrained.embed_dim)
-    for warning in found:
-        reporter.message(f"warning: {warning}")
-    for note in notes:
-        reporter.message(f"note: {note}")
+    _say(reporter, found, notes)
 
     with phase(reporter, f"band statistics of {counted(len(train_pairs), 'image')}"):
         stats = compute_band_stats([p.image for p in train_pairs], [indexes_of[p.image] for p in train_pairs], choice.names, seed=config.seed)
     fitted = pretrained.fit_inputs(family_options, [p.image for p in train_pairs], stats)
     stats, family_inputs = fitted.stats, fitted.inputs
-    for warning in fitted.warnings:
-        warnings.append(warning)
-        reporter.message(f"warning: {warning}")
-    for note in fitted.notes:
-        notes.append(note)
-        reporter.message(f"note: {note}")
+    warnings += fitted.warnings
+    notes += fitted.notes
+    _say(reporter, fitted.warnings, fitted.notes)
     built = build_model(
         pretrained,
         choice.names,
@@ -324,10 +318,7 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
         loaded = load_run(options.from_run, device=config.device, weights="best", offline=options.offline, token=options.token)
     model, toolbox = loaded.model, loaded.toolbox
     _check_crop(config.crop, model.backbone.patch_size)
-    for warning in warnings:
-        reporter.message(f"warning: {warning}")
-    for note in notes:
-        reporter.message(f"note: {note}")
+    _say(reporter, warnings, notes)
     kept = list(toolbox.active_keys)
     candidates = _candidates(toolbox.keys(), options)
     if not candidates:
@@ -372,6 +363,14 @@ def _fitting_from_run(options: AdaptOptions, reporter: TrainReporter, device: to
     prior = _class_prior(earlier.data.label_counts, table.num_classes)
     trainer = for_world(SelfTrainer)(inputs, TargetInputs(target_sampler, None, self_config, tuple(kept), prior=prior), state_dir(run_dir), reporter)
     return Fitting(trainer, manifest, candidates, warnings, [target_sampler], notes)
+
+
+def _say(reporter: TrainReporter, warnings: Sequence[str], notes: Sequence[str]) -> None:
+    """What the checks found, warnings first: one line each, as "warning: ..." and "note: ..."."""
+    for warning in warnings:
+        reporter.message(f"warning: {warning}")
+    for note in notes:
+        reporter.message(f"note: {note}")
 
 
 def _select_count(config: TrainConfig, candidates: list[ModuleKey]) -> int:
