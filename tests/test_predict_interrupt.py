@@ -94,6 +94,7 @@ def test_ctrl_c_during_evaluate_says_nothing_was_scored_and_where_the_masks_are(
     labeled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: bool
 ) -> None:
     table = class_table(2)
+    monkeypatch.setattr(inference, "read_manifest", lambda run: SimpleNamespace(classes=table))
     monkeypatch.setattr(inference, "load_for_inference", lambda run, options: SimpleNamespace(manifest=SimpleNamespace(classes=table)))
 
     def map_one_then_stop(loaded, sources, out_dir, *args: object) -> None:
