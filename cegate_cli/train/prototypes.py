@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from cegate_cli.data.crops import CropSampler
 from cegate_cli.data.stats import BandStats
 from cegate_cli.model.decoder import CLASS_BIAS
+from cegate_cli.train.guard import class_shares
 
 CLASS_WEIGHT = "classifier.weight"
 ROUNDS = 2
@@ -150,8 +151,8 @@ def fit_prototypes(weight: torch.Tensor, bias: torch.Tensor, features: torch.Ten
     return PrototypeFit(
         weight=new_weight[:, :, None, None].to(weight.dtype),
         bias=new_bias.to(bias.dtype),
-        source_shares=_shares(before, k),
-        blended_shares=_shares(after, k),
+        source_shares=class_shares(before, torch.ones_like(before, dtype=torch.bool), k),
+        blended_shares=class_shares(after, torch.ones_like(after, dtype=torch.bool), k),
         agreement=float((before == after).double().mean()),
         vectors=int(features.shape[0]),
         fitted_classes=tuple(int(i) for i in torch.nonzero(fitted).flatten()),
@@ -164,8 +165,3 @@ def with_prototypes(tensors: dict[str, torch.Tensor], fit: PrototypeFit, prefix:
     changed[f"{prefix}{CLASS_WEIGHT}"] = fit.weight.to(tensors[f"{prefix}{CLASS_WEIGHT}"].dtype)
     changed[f"{prefix}{CLASS_BIAS}"] = fit.bias.to(tensors[f"{prefix}{CLASS_BIAS}"].dtype)
     return changed
-
-
-def _shares(classes: torch.Tensor, k: int) -> tuple[float, ...]:
-    counts = torch.bincount(classes, minlength=k).double()
-    return tuple(float(c) for c in counts / counts.sum().clamp_min(1))

@@ -243,21 +243,19 @@ class SelfTrainer(SupervisedTrainer):
             outcome = self._fit_prototypes(outcome)
         return outcome
 
+    @torch.no_grad()
     def _fit_prototypes(self, outcome: TrainOutcome) -> TrainOutcome:
         """The kept model with its classifier blended with the target's class centroids, found on
         fixed target tiles read in the units predict will read the target with."""
+        from cegate_cli.run.weights import DECODER_PREFIX
+
         kept_source = self.verdict is not None and self.verdict.kept == "source"
         read_as_source = self.source_steps and (kept_source or (self.normalization or {}).get("chosen") == "source")
         stats = self.target.source.stats if read_as_source and self.target.source is not None else self.target.target.stats
-        return replace(outcome, best_weights=self._prototype_blend(outcome.best_weights, outcome.best_selection, stats))
-
-    @torch.no_grad()
-    def _prototype_blend(self, tensors: dict[str, torch.Tensor], selection: list[ModuleKey], stats: Any) -> dict[str, torch.Tensor]:
-        from cegate_cli.run.weights import DECODER_PREFIX
-
-        tiles = prototype_tiles(self.target.target, stats, self.ignore, self.config.seed + PROTOTYPE_SEED_OFFSET)
+        tensors = outcome.best_weights
+        seed = self.config.seed + PROTOTYPE_SEED_OFFSET
         self._load(tensors)
-        apply_selection(self.toolbox, selection)
+        apply_selection(self.toolbox, outcome.best_selection)
         self.model.eval()
         device = self.inputs.device
 
@@ -266,12 +264,13 @@ class SelfTrainer(SupervisedTrainer):
                 return self.model(images.to(device))
 
         with phase(self.reporter, f"class centroids of the target (up to {TILES} tiles of {TILE} px)"):
-            features, scores = classifier_inputs(self.model, tiles, run, self.config.seed + PROTOTYPE_SEED_OFFSET)
-        prefix = DECODER_PREFIX
-        fit = fit_prototypes(tensors[f"{prefix}{CLASS_WEIGHT}"], tensors[f"{prefix}{CLASS_BIAS}"], features, scores, self.self_config.prototypes)
+            features, scores = classifier_inputs(self.model, prototype_tiles(self.target.target, stats, self.ignore, seed), run, seed)
+        fit = fit_prototypes(
+            tensors[f"{DECODER_PREFIX}{CLASS_WEIGHT}"], tensors[f"{DECODER_PREFIX}{CLASS_BIAS}"], features, scores, self.self_config.prototypes
+        )
         self.prototypes = fit
         self.reporter.message(f"adaptation: {fit.sentence([c.name for c in self.inputs.class_table.classes])}")
-        return with_prototypes(tensors, fit, prefix)
+        return replace(outcome, best_weights=with_prototypes(tensors, fit, DECODER_PREFIX))
 
     @torch.no_grad()
     def _judge(self, outcome: TrainOutcome) -> GuardVerdict:
