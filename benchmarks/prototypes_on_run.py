@@ -14,14 +14,13 @@ import json
 import shutil
 from pathlib import Path
 
-from cegate_cli.data.bands import match_bands
-from cegate_cli.data.crops import CropSampler
 from cegate_cli.model.decoder import CLASS_BIAS
 from cegate_cli.pipelines.inference import load_for_inference
 from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.run.layout import ADAPTER_BEST, ADAPTER_LAST
 from cegate_cli.run.weights import DECODER_PREFIX, load_weights, save_weights
 from cegate_cli.train.prototypes import CLASS_WEIGHT, PROTOTYPE_SEED_OFFSET, classifier_inputs, fit_prototypes, prototype_tiles, with_prototypes
+from cegate_cli.train.target_data import discover_target
 
 
 def main() -> None:
@@ -33,10 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_for_inference(args.run, MapOptions())
     manifest = loaded.manifest
-    images = sorted(p for p in args.target.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-    target = CropSampler(images, [match_bands(manifest.bands, p) for p in images], manifest.normalization, 128, manifest.classes.ignore_index, augment=False)
+    target = discover_target(args.target, manifest.bands)
     seed = manifest.training.seed + PROTOTYPE_SEED_OFFSET  # the tiles and positions a run of this seed reads
-    tiles = prototype_tiles(target, manifest.normalization, manifest.classes.ignore_index, seed)
+    tiles = prototype_tiles(target.images, target.band_indexes, manifest.normalization, manifest.classes.ignore_index, seed)
     loaded.model.eval()
     features, scores = classifier_inputs(loaded.model, tiles, loaded.model, seed)
     tensors = load_weights(args.run / ADAPTER_BEST, manifest.run_id)

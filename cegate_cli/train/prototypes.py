@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,9 +83,10 @@ class PrototypeFit:
         }
 
 
-def prototype_tiles(target: CropSampler, stats: BandStats, ignore_index: int, seed: int) -> Iterator[Any]:
-    """Fixed target tiles, normalised with `stats`, in batches of four, read as they are needed."""
-    sampler = CropSampler(target.images, target.band_indexes, stats, TILE, ignore_index, augment=False)
+def prototype_tiles(images: Sequence[Path], band_indexes: Sequence[tuple[int, ...]], stats: BandStats, ignore_index: int, seed: int) -> Iterator[Any]:
+    """Fixed tiles of the target `images`, normalised with `stats`, in batches of four, read as
+    they are needed."""
+    sampler = CropSampler(images, band_indexes, stats, TILE, ignore_index, augment=False)
     try:
         windows = sampler.fixed_windows(TILES, seed)
         for i in range(0, len(windows), 4):

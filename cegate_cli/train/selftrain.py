@@ -264,7 +264,9 @@ class SelfTrainer(SupervisedTrainer):
                 return self.model(images.to(device))
 
         with phase(self.reporter, f"class centroids of the target (up to {TILES} tiles of {TILE} px)"):
-            features, scores = classifier_inputs(self.model, prototype_tiles(self.target.target, stats, self.ignore, seed), run, seed)
+            features, scores = classifier_inputs(
+                self.model, prototype_tiles(self.target.target.images, self.target.target.band_indexes, stats, self.ignore, seed), run, seed
+            )
         fit = fit_prototypes(
             tensors[f"{DECODER_PREFIX}{CLASS_WEIGHT}"], tensors[f"{DECODER_PREFIX}{CLASS_BIAS}"], features, scores, self.self_config.prototypes
         )
