@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -126,6 +128,28 @@ def test_cli_bad_adapt_values_are_refused_before_anything_is_written(labeled: Pa
     assert result.exit_code == 2, result.output
     assert expected in one_error_line(result.output)
     assert not out.exists()  # no run.json left in status "training", not even an empty folder
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["adapt", "{labeled}", "-o", "{out}", "--steps", "-3"],
+        ["adapt", "{labeled}", "-o", "{out}", "--normalize", "foo"],
+        ["adapt", "{labeled}", "-o", "{out}", "--select", "5.0"],
+        ["adapt", "{labeled}", "-o", "{out}", "--decoder", "foo"],
+        ["adapt", "{labeled}", "-o", "{out}", "--resume", "--overwrite"],
+        ["predict", "{out}", "{labeled}", "-o", "{out}", "--tile", "7"],
+        ["predict", "{out}", "{labeled}", "-o", "{out}", "--min-area", "nan"],
+        ["evaluate", "{out}", "{labeled}", "--batch-size", "0"],
+    ],
+)
+def test_a_mistyped_value_is_answered_before_torch_loads(labeled: Path, tmp_path: Path, command: list[str]) -> None:
+    """A typo is answered in a fraction of a second: the checks are the torch-free option classes'."""
+    code = "import sys\nfrom cegate_cli.cli import main\ntry:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n"
+    args = [part.format(labeled=labeled, out=tmp_path / "run") for part in command]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "exit 2 False", result.stdout + result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_lora_rank_above_the_backbones_width_is_refused_naming_it(labeled: Path, tmp_path: Path) -> None:

@@ -51,6 +51,34 @@ def test_predict_writes_georeferenced_masks_and_polygons(trained, tmp_path: Path
     assert again.exit_code == 0 and "1 skipped" in again.output
 
 
+def test_maps_of_another_run_are_not_kept_as_this_runs(trained, tmp_path: Path) -> None:
+    """A retrained run predicting into a folder of an earlier run's masks must not skip them as its
+    own: it refuses before mapping (exit 2, nothing touched) and --overwrite replaces them."""
+    data, run = trained
+    scene = sorted((data.target_dir / "images").glob("*.tif"))[0]
+    out = tmp_path / "out"
+    args = [str(scene), "-o", str(out), "--tile", "48", "--overlap", "8", "--vector", "none"]
+    assert CliRunner().invoke(app, ["predict", str(run), *args]).exit_code == 0
+    mask = out / f"{scene.stem}.mask.tif"
+    first_id = json.loads((run / "run.json").read_text())["run_id"]
+    with rasterio.open(mask) as dataset:
+        assert dataset.tags()["CEGATE_RUN"] == first_id
+    # The same run again: its own maps are skipped, as before.
+    again = CliRunner().invoke(app, ["predict", str(run), *args])
+    assert again.exit_code == 0 and "1 skipped" in again.output
+    retrained = adapt(AdaptOptions(source=data.source_dir, out=tmp_path / "run2", backbone="tiny", train=TRAIN)).run_dir
+    before = mask.read_bytes()
+    refused = CliRunner().invoke(app, ["predict", str(retrained), *args])
+    assert refused.exit_code == 2, refused.output
+    line = " ".join(refused.output.split())
+    assert "made by another run" in line and "--overwrite" in line and mask.name in line
+    assert mask.read_bytes() == before
+    replaced = CliRunner().invoke(app, ["predict", str(retrained), *args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    with rasterio.open(mask) as dataset:
+        assert dataset.tags()["CEGATE_RUN"] == json.loads((retrained / "run.json").read_text())["run_id"] != first_id
+
+
 def test_one_bad_scene_fails_alone(trained, tmp_path: Path) -> None:
     data, run = trained
     bad = tmp_path / "broken.tif"

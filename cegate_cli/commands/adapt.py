@@ -182,15 +182,17 @@ def adapt_command(
 ) -> None:
     """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
     folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
-    from cegate_cli.infra.distributed import is_main
-    from cegate_cli.pipelines.adapt import adapt
-    from cegate_cli.pipelines.results import adapt_result
-
     feedback = Feedback.from_flags(quiet, verbose)
     adapt_config.check_from_run(ctx)
     config = adapt_config.resolved_config(ctx)  # what RUN/config.yaml records
     values = adapt_config.parameter_values(ctx.command, config)
     options = adapt_config.adapt_options(values, saved_config=config, token=token, offline=offline, overwrite=overwrite, resume=resume)
+    options.check()  # a mistyped value is answered before torch loads (seconds)
+
+    from cegate_cli.infra.distributed import is_main
+    from cegate_cli.pipelines.adapt import adapt
+    from cegate_cli.pipelines.results import adapt_result
+
     feedback.threads(threads)
     reporter = feedback.train_reporter()
     try:

@@ -54,11 +54,13 @@ def register(app: typer.Typer) -> None:
         verbose: VerboseOpt = False,
     ) -> None:
         """Per-class IoU, mIoU, overall accuracy and F1 of a run on a labeled folder, and its confusion matrix."""
+        feedback = Feedback.from_flags(quiet, verbose)
+        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights, offline=offline_flag(offline), token=token)
+        options.check()  # a mistyped value is answered before torch loads (seconds)
+
         from cegate_cli.infra.distributed import is_main
         from cegate_cli.pipelines.inference import evaluate_run
 
-        feedback = Feedback.from_flags(quiet, verbose)
-        options = MapOptions(tile=tile, overlap=overlap, batch_size=batch_size, device=device, weights=weights, offline=offline_flag(offline), token=token)
         feedback.threads(threads)
         with main_progress(feedback) as progress:
             evaluation, loaded = evaluate_run(run, labeled, options=options, progress=progress, keep_masks=keep_masks)

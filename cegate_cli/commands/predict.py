@@ -60,11 +60,6 @@ def register(app: typer.Typer) -> None:
         **switches: Any,
     ) -> None:
         """Map scenes of any size into georeferenced masks (OUT/<stem>.mask.tif) and polygons."""
-        from cegate_cli.infra.distributed import is_main
-        from cegate_cli.pipelines.inference import predict_run
-        from cegate_cli.pipelines.results import batch_result
-        from cegate_cli.run import read_manifest
-
         feedback = Feedback.from_flags(quiet, verbose)
 
         written = tuple(o.name for o in switched_outputs() if switches[o.name])
@@ -77,6 +72,14 @@ def register(app: typer.Typer) -> None:
             simplify_m=simplify,
             merge=vector_merge,  # type: ignore[arg-type]
         )
+        options.check()  # a mistyped value is answered before torch loads (seconds)
+        vectors.check()
+
+        from cegate_cli.infra.distributed import is_main
+        from cegate_cli.pipelines.inference import predict_run
+        from cegate_cli.pipelines.results import batch_result
+        from cegate_cli.run import read_manifest
+
         feedback.threads(threads)
         started = time.perf_counter()
         with main_progress(feedback) as progress:

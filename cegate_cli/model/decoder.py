@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DECODERS = ("unet", "linear", "linear-pixel")
+from cegate_cli.model.decoder_names import DECODERS
 
 CLASS_BIAS = "classifier.bias"
 """Every head's class scores end in the 1x1 conv `classifier`: adding to its bias shifts a class's

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cegate_cli.backbone.galileo_options import GalileoOptions
-from cegate_cli.data.classes import DEFAULT_IGNORE_INDEX
+from cegate_cli.data.classes import DEFAULT_IGNORE_INDEX, MAX_IGNORE_INDEX
+from cegate_cli.errors import InputError
 from cegate_cli.infra.option_fields import option
 from cegate_cli.infra.shared_help import OFFLINE_HELP, REVISION_HELP, TOKEN_HELP
 from cegate_cli.options.train import SelfTrainConfig, TrainConfig
@@ -73,6 +74,41 @@ class AdaptOptions:
         # filled in here, so run.json records the value the run used. `dataclasses.replace`
         # keeps it; give self_training with stats_every=None to derive it for a new length.
         object.__setattr__(self, "self_training", self.self_training.for_steps(self.train.steps))
+
+    def check(self) -> str:
+        """The mode, or a one-line error for a combination or a value that means nothing.
+
+        Runs first in `adapt`, before any folder is scanned, downloaded or written, so a typo in a
+        flag never leaves a half-made run folder behind; torch-free, so the command line answers
+        it before the model stack loads.
+        """
+        self.train.check()
+        self.toolbox.check()
+        for family in self.family_options.values():  # a typo is one even where that family is not used
+            family.check()
+        if self.resume and self.overwrite:
+            raise InputError(
+                f"--resume and --overwrite together: --resume continues the interrupted run in {self.out}, "
+                "--overwrite replaces it with a new one; give one of them"
+            )
+        if self.ignore_index is not None and not 0 <= self.ignore_index <= MAX_IGNORE_INDEX:
+            raise InputError(
+                f"--ignore-index {self.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
+                "predicted masks are one byte per pixel); mark unlabeled pixels with one such value, or declare the masks' nodata value"
+            )
+        if self.from_run is not None:
+            if self.source is not None:
+                raise InputError(
+                    "--from continues an earlier run on the unlabeled target only; give either a labeled SOURCE "
+                    "folder (with --target for source+target self-training) or --from RUN, not both"
+                )
+            if self.target is None:
+                raise InputError("--from RUN needs --target TARGET: the unlabeled folder to continue training on")
+        elif self.source is None:
+            raise InputError("give a labeled SOURCE folder, or --from RUN --target TARGET to continue a run on unlabeled images")
+        if self.target is not None:
+            self.self_training.check()
+        return self.mode
 
     @property
     def family_options(self) -> dict[str, Any]:

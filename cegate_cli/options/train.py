@@ -172,8 +172,8 @@ class TrainConfig:
         """
         from cegate_cli.errors import InputError
         from cegate_cli.infra.capacity import check_pass
-        from cegate_cli.model.decoder import DECODERS
-        from cegate_cli.toolbox.fisher import parse_select_spec
+        from cegate_cli.model.decoder_names import DECODERS
+        from cegate_cli.toolbox.select_spec import parse_select_spec
 
         at_least_one = {
             "--steps": "steps",

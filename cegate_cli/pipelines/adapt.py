@@ -25,7 +25,6 @@ from cegate_cli.backbone.family import normalizes_with_own_statistics
 from cegate_cli.backbone.hub import resolve_backbone
 from cegate_cli.backbone.registry import family_of
 from cegate_cli.data.bands import bands_for_images
-from cegate_cli.data.classes import MAX_IGNORE_INDEX
 from cegate_cli.data.coverage import class_coverage, coverage_warnings
 from cegate_cli.data.crops import Augment, CropSampler
 from cegate_cli.data.folder import ImageContents, ImagePair, check_image_contents, discover_labeled
@@ -76,41 +75,6 @@ class AdaptResult:
     """What the run did that is no problem (an alpha-tagged band read as data): not warnings."""
 
 
-def check_options(options: AdaptOptions) -> str:
-    """The mode, or a one-line error for a combination or a value that means nothing.
-
-    Runs first in `adapt`, before any folder is scanned, downloaded or written, so a typo in a
-    flag never leaves a half-made run folder behind.
-    """
-    options.train.check()
-    options.toolbox.check()
-    for family_options in options.family_options.values():  # a typo is one even where that family is not used
-        family_options.check()
-    if options.resume and options.overwrite:
-        raise InputError(
-            f"--resume and --overwrite together: --resume continues the interrupted run in {options.out}, "
-            "--overwrite replaces it with a new one; give one of them"
-        )
-    if options.ignore_index is not None and not 0 <= options.ignore_index <= MAX_IGNORE_INDEX:
-        raise InputError(
-            f"--ignore-index {options.ignore_index}: must be between 0 and {MAX_IGNORE_INDEX} (class ids are 0-254 and "
-            "predicted masks are one byte per pixel); mark unlabeled pixels with one such value, or declare the masks' nodata value"
-        )
-    if options.from_run is not None:
-        if options.source is not None:
-            raise InputError(
-                "--from continues an earlier run on the unlabeled target only; give either a labeled SOURCE "
-                "folder (with --target for source+target self-training) or --from RUN, not both"
-            )
-        if options.target is None:
-            raise InputError("--from RUN needs --target TARGET: the unlabeled folder to continue training on")
-    elif options.source is None:
-        raise InputError("give a labeled SOURCE folder, or --from RUN --target TARGET to continue a run on unlabeled images")
-    if options.target is not None:
-        options.self_training.check()
-    return options.mode
-
-
 def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> tuple[list[ImagePair], list[ImagePair]]:
     """Hold out whole images (never crops of training images) so validation measures generalisation."""
     if fraction <= 0 or len(pairs) < 2:
@@ -123,7 +87,7 @@ def split_validation(pairs: Sequence[ImagePair], fraction: float, seed: int) -> 
 
 def adapt(options: AdaptOptions, reporter: TrainReporter | None = None, stop_after: int | None = None) -> AdaptResult:
     reporter = (reporter or SilentReporter()) if distributed.is_main() else SilentReporter()  # torchrun: rank 0 reports
-    mode = check_options(options)
+    mode = options.check()
     device = resolve_device(options.train.device)
     distributed.check_on_main(check_run_dir, options.out, overwrite=options.overwrite, resume=options.resume)
     started = time.perf_counter()

@@ -33,7 +33,7 @@ from cegate_cli.errors import Interrupted, MappingInterrupted
 from cegate_cli.infra import distributed
 from cegate_cli.infra.progress import phase
 from cegate_cli.predict import BatchProgress, BatchSummary, PredictOptions, VectorOptions, expand_inputs, predict_many, scene_cost
-from cegate_cli.predict.batch import FileOutcome, check_merge_target, check_out_dir, check_unique_stems, merge_batch
+from cegate_cli.predict.batch import FileOutcome, check_kept_outputs, check_merge_target, check_out_dir, check_unique_stems, merge_batch
 from cegate_cli.predict.map_options import MapOptions
 from cegate_cli.predict.outputs import switched_outputs
 from cegate_cli.predict.tiling import plan_tiles
@@ -76,13 +76,13 @@ def predict_run(
     """Map every input scene; under torchrun this process maps its share and returns the summary of all."""
     options.check()
     vectors.check()
-    if loaded is None:
-        read_manifest(run_dir)  # a wrong run folder is named before the inputs are searched
+    manifest = read_manifest(run_dir) if loaded is None else loaded.manifest  # a wrong run folder is named before the inputs are searched
     check_out_dir(Path(out_dir))
     sources = expand_inputs(inputs)
     check_unique_stems(sources)  # over all scenes: two processes must never write the same file
+    switches = {output.name: output.name in options.outputs for output in switched_outputs()}
+    check_kept_outputs(sources, Path(out_dir), manifest.run_id, overwrite, switches)
     if vectors.merge:
-        switches = {output.name: output.name in options.outputs for output in switched_outputs()}
         check_merge_target(sources, Path(out_dir), vectors, overwrite, switches)
     sizes = scene_cost.survey(sources)  # a scene too large to map is refused before the run loads
     if loaded is None:
@@ -121,6 +121,7 @@ def _map_scenes(
         overwrite=overwrite,
         progress=progress,
         scene_context=scene_conditions(loaded.model.backbone),
+        run_id=manifest.run_id,
     )
     for outcome in summary.outcomes:
         distributed.rank_log("mapped", source=outcome.source, status=outcome.status, outputs=outcome.outputs.all())

@@ -38,6 +38,7 @@ from cegate_cli.predict.outputs import output_markers, raster_output, switched_o
 from cegate_cli.predict.vector_merge import MergeOutcome, check_merge, merge_polygons, merged_path
 from cegate_cli.predict.vector_options import VectorOptions
 from cegate_cli.predict.vectorize import VectorResult, vectorize_mask
+from cegate_cli.predict.writer import made_by_run
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 OUTPUT_MARKERS = output_markers()  # our own outputs (and scratch files), never inputs
@@ -217,9 +218,12 @@ def predict_many(
     overwrite: bool = False,
     progress: BatchProgress | None = None,
     scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
+    run_id: str | None = None,
 ) -> BatchSummary:
     """Predict (and vectorise) every input; failures are collected, not raised. With
     `vectors.merge`, the scenes' polygons are then merged into one layer (`summary.merged`).
+    `run_id` (the run whose model this is) is tagged on every raster written; maps another run
+    left in `out_dir` are refused unless `overwrite` (check_kept_outputs).
 
     `bands` is a fixed tuple of 1-based band indexes or a function giving them per file (e.g.
     `lambda p: match_bands(choice, p)`, whose errors then fail only that file). `scene_context`,
@@ -231,6 +235,7 @@ def predict_many(
     switches = {o.name: bool(getattr(options, o.name)) for o in switched_outputs()}
     check_unique_stems(sources)
     check_out_dir(out_dir)
+    check_kept_outputs(sources, out_dir, run_id, overwrite, switches)
     if vectors.merge:
         check_merge_target(sources, out_dir, vectors, overwrite, switches)
     if Path(out_dir).is_dir():  # temporaries of an earlier run that was killed (kill -9, out of memory)
@@ -239,7 +244,9 @@ def predict_many(
     for index, source in enumerate(sources):
         outputs = output_paths(source, out_dir, vector_format=vectors.fmt, **switches)
         try:
-            outcome = _one_file(model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context)
+            outcome = _one_file(
+                model, source, outputs, index, len(sources), bands, stats, class_table, options, vectors, overwrite, progress, scene_context, run_id
+            )
         except KeyboardInterrupt as exc:
             raise interrupted(summary, sources, index, out_dir, overwrite) from exc
         summary.outcomes.append(outcome)
@@ -247,6 +254,27 @@ def predict_many(
     if vectors.merge:
         summary.merged = merge_batch(summary, out_dir, vectors, class_table, overwrite, progress)
     return summary
+
+
+def check_kept_outputs(sources: Sequence[Path], out_dir: Path, run_id: str | None, overwrite: bool, switches: dict[str, bool]) -> None:
+    """Refuse, before anything is mapped, to keep maps that another run made (their CEGATE_RUN tag
+    names another run_id): a batch skips finished scenes, and a retrained run would otherwise
+    mix its maps with the old run's. Untagged maps (older cegate) are kept as before."""
+    if run_id is None or overwrite or not Path(out_dir).is_dir():
+        return
+    foreign = [
+        (source, path, made)
+        for source in sources
+        for path in output_paths(source, out_dir, vector_format=None, **switches).rasters()
+        if path.exists() and (made := made_by_run(path)) is not None and made != run_id
+    ]
+    if foreign:
+        _, path, made = foreign[0]
+        scenes = len({source for source, _, _ in foreign})
+        raise InputError(
+            f"{path}: made by another run (run_id {made[:12]}), and {scenes} scene(s) in {out_dir} hold that run's maps; "
+            "add --overwrite to replace them with this run's maps, or choose another output folder"
+        )
 
 
 def check_merge_target(sources: Sequence[Path], out_dir: Path, vectors: VectorOptions, overwrite: bool, switches: dict[str, bool]) -> None:
@@ -363,6 +391,7 @@ def _one_file(
     overwrite: bool,
     progress: BatchProgress,
     scene_context: Callable[[Path], AbstractContextManager[object]] | None = None,
+    run_id: str | None = None,
 ) -> FileOutcome:
     need_predict, need_vector, outputs = _work(outputs, overwrite)
     if not need_predict:
@@ -395,6 +424,7 @@ def _one_file(
                     autocast_dtype=options.autocast_dtype,
                     progress=progress.tiles_done,
                     multiple_of=options.multiple_of,
+                    run_id=run_id,
                     **{f"{o.name}_path": getattr(outputs, o.name) for o in switched_outputs()},
                 )
         if need_vector and (scene is None or scene.crs is not None):

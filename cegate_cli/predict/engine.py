@@ -80,6 +80,7 @@ def predict_scene(
     progress: Callable[[int], None] | None = None,
     multiple_of: int = 1,
     probabilities_path: Path | None = None,
+    run_id: str | None = None,
 ) -> SceneResult:
     """Write the class mask of `src` to `dst_mask` (and optionally confidence and class probabilities).
 
@@ -88,7 +89,8 @@ def predict_scene(
     mode for the call and restored afterwards. `progress` is called with the number of tiles
     finished after each batch. `multiple_of` (e.g. the ViT patch size) constrains tile sides.
     `probabilities_path` gets one band per class of `class_table`: the blended softmax
-    probability the class was chosen from, in percent.
+    probability the class was chosen from, in percent. `run_id` is tagged on every raster, so a
+    later batch can tell another run's maps from its own.
     """
     src, dst_mask = Path(src), Path(dst_mask)
     confidence_path = Path(confidence_path) if confidence_path is not None else None
@@ -119,6 +121,7 @@ def predict_scene(
             probabilities_path=probabilities_path,
             probability_ids=probability_ids,
             source=src,
+            run_id=run_id,
         )
         with _bounded_block_cache(dataset, plan), writer:
 

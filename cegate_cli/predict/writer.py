@@ -30,6 +30,8 @@ from rasterio.windows import Window
 
 from cegate_cli import __version__
 from cegate_cli.data.classes import ClassTable
+from cegate_cli.data.raster import open_raster
+from cegate_cli.errors import CegateError
 from cegate_cli.infra.atomic import atomic_path, scratch_path
 from cegate_cli.predict.cog import Resampling, block_size_for, copy_as_cog, stream_profile
 from cegate_cli.predict.legend import write_legend
@@ -75,6 +77,21 @@ def _profile(grid: RasterGrid, block: int, count: int) -> dict[str, Any]:
     if grid.transform != Affine.identity() or grid.crs is not None:
         profile["transform"] = grid.transform
     return profile
+
+
+RUN_TAG = "CEGATE_RUN"
+"""The run_id of the run whose model made a raster: a batch resumed with another run's model must
+not keep these maps as its own."""
+
+
+def made_by_run(path: Path) -> str | None:
+    """The run_id tagged on a raster cegate wrote; None when untagged (older cegate, another tool)
+    or unreadable (the batch then reports why when it reads the file)."""
+    try:
+        with open_raster(path) as dataset:
+            return dataset.tags().get(RUN_TAG)
+    except CegateError:
+        return None
 
 
 def class_tags(class_table: ClassTable) -> dict[str, str]:
@@ -126,10 +143,12 @@ class MaskWriter:
         probabilities_path: Path | None = None,
         probability_ids: tuple[int, ...] = (),
         source: Path | None = None,
+        run_id: str | None = None,
     ):
         self.grid = grid
         self.class_table = class_table
         self.source = source
+        self.run_id = run_id
         self.block = block_size_for(grid.width, grid.height)
         self.probability_ids = tuple(probability_ids) if probabilities_path is not None else ()
         if probabilities_path is not None and not self.probability_ids:
@@ -201,7 +220,10 @@ class MaskWriter:
         return dataset
 
     def _source_tags(self) -> dict[str, str]:
-        return {"CEGATE_SOURCE": self.source.name} if self.source is not None else {}
+        tags = {"CEGATE_SOURCE": self.source.name} if self.source is not None else {}
+        if self.run_id is not None:
+            tags[RUN_TAG] = self.run_id
+        return tags
 
     def write_rows(self, row: int, ids: np.ndarray, confidence: np.ndarray | None = None, probabilities: np.ndarray | None = None) -> None:
         """Write class ids (rows, width) starting at `row`, with the confidence (rows, width) and
