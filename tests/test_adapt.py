@@ -160,6 +160,28 @@ def test_cli_adapt_then_inspect(demo, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
+def test_inspect_of_an_interrupted_run_says_so_and_how_to_finish_it(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped before it completed, a run has no final selection yet: inspect must not read that as
+    'head only', and says how to continue."""
+    from cegate_cli.errors import TrainingInterrupted
+    from cegate_cli.train.supervised import SupervisedTrainer
+
+    step_once = SupervisedTrainer._train_step
+
+    def ctrl_c_at_step_3(self, step):  # type: ignore[no-untyped-def]
+        if step == 3:
+            raise KeyboardInterrupt
+        return step_once(self, step)
+
+    monkeypatch.setattr(SupervisedTrainer, "_train_step", ctrl_c_at_step_3)
+    with pytest.raises(TrainingInterrupted):
+        adapt(_options(demo, tmp_path / "run"))
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "run")], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "not finished (interrupted)" in result.output and "--resume" in result.output
+    assert "head only" not in result.output
+
+
 def test_inspect_backbone_tiny_lists_candidates() -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["inspect", "--backbone", "tiny", "--json"])

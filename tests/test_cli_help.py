@@ -40,3 +40,12 @@ def test_python_dash_m_runs_the_cli_by_either_module_name(module: str) -> None:
     assert done.returncode == 0 and done.stdout.startswith("cegate "), done.stdout + done.stderr
     refused = subprocess.run([sys.executable, "-m", module, "predict", "--device", "gpu"], capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 2 and refused.stderr.strip(), refused.stdout + refused.stderr
+
+
+def test_the_command_list_reads_each_summary_in_one_piece() -> None:
+    """`cegate --help` lists each command with its docstring's first paragraph; a line break inside
+    it shows as a break mid-sentence in the list."""
+    lines = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400"}).output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Commands" in line)
+    rows = [line for line in lines[start + 1 :] if line.startswith("│")]
+    assert [row.split()[1] for row in rows] == list(COMMAND_MODULES), "\n".join(rows)

@@ -77,7 +77,8 @@ def test_resume_finishes_the_new_run_and_then_drops_the_earlier_one(demo, comple
     flags = [*CLI_TRAIN[: CLI_TRAIN.index("--seed")], "--seed", "5", *CLI_TRAIN[CLI_TRAIN.index("--seed") + 2 :]]
     result = CliRunner().invoke(app, ["adapt", str(demo.source_dir), "-o", str(run), *flags, "--resume"])
     assert result.exit_code == 0, result.output
-    assert f"the earlier run stays in {run / ASIDE} until it completes" in result.output
+    assert f"note: this run continues the stopped run; the earlier run stays in {run / ASIDE} until it completes" in result.output
+    assert "warning" not in result.output  # a healthy resume: nothing is wrong
     assert read_manifest(run).status == "complete" and read_manifest(run).training.seed == 5
     assert not (run / ASIDE).exists()
 

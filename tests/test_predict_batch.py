@@ -50,6 +50,16 @@ def test_expand_names_what_matched_nothing(tmp_path, entry):
         expand_inputs([str(tmp_path / "empty")])
 
 
+def test_an_output_folder_among_the_inputs_is_left_out(tmp_path):
+    """`cegate predict RUN scenes/* -o scenes/out`: the shell passes the output folder along."""
+    a, b = _scenes(tmp_path / "scenes", ["a.tif", "b.tif"])
+    (tmp_path / "scenes" / "out").mkdir()
+    (tmp_path / "scenes" / "out" / "a.mask.tif").write_bytes(b"an earlier output")
+    assert expand_inputs([str(a), str(b), str(tmp_path / "scenes" / "out")]) == [a, b]
+    with pytest.raises(DataFileNotFoundError, match="only cegate's own outputs"):
+        expand_inputs([str(tmp_path / "scenes" / "out")])
+
+
 def test_output_names(tmp_path):
     paths = output_paths(tmp_path / "x" / "scene.tif", tmp_path / "out", vector_format="gpkg", confidence=True)
     assert paths.mask == tmp_path / "out" / "scene.mask.tif"

@@ -118,8 +118,14 @@ def test_predict_says_what_each_scene_costs_and_estimates_the_time(run, tmp_path
     )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == f"scene 1/2 {scenes[0].name}: 64 x 64 px, 9 tiles of 32 px to map", result.output
-    assert lines[1] == f"scene 2/2 {scenes[1].name}: 64 x 64 px, 9 tiles of 32 px to map", result.output
+    # One line for the batch before mapping; each scene's own line comes as it starts, not twice.
+    assert lines[0] == f"2 scenes: 8,192 px, 18 tiles of up to 32 px to map; the largest, {scenes[0].name}: 64 x 64 px", result.output
+    assert sum(scenes[1].name in line for line in lines[:2]) == 0, result.output
+    single = CliRunner().invoke(
+        app,
+        ["predict", str(run_dir), str(scenes[0]), "-o", str(tmp_path / "one"), "--tile", "32", "--overlap", "8", "--vector", "none"],
+    )
+    assert single.output.splitlines()[0] == f"{scenes[0].name}: 64 x 64 px, 9 tiles of 32 px to map", single.output
     estimates = [line for line in lines if line.startswith("estimate: about ")]
     assert len(estimates) == 1 and "for the 17 tiles left" in estimates[0] and "measured on the first batch" in estimates[0]
 

@@ -180,8 +180,7 @@ def adapt_command(
     verbose: Annotated[bool, in_panel(VerboseOpt, RUN)] = False,
     **registered: Any,
 ) -> None:
-    """Select toolbox modules by Fisher information and train them on a labeled folder, a labeled
-    folder plus an unlabeled target folder, or (--from) an earlier run on the target alone."""
+    """Select toolbox modules by Fisher information and train them on a labeled folder, with an unlabeled target, or (--from) a run's target alone."""
     feedback = Feedback.from_flags(quiet, verbose)
     adapt_config.check_from_run(ctx)
     config = adapt_config.resolved_config(ctx)  # what RUN/config.yaml records

@@ -87,8 +87,20 @@ def render_backbone(report: dict[str, Any]) -> None:
     stdout.print(f"all candidates together: {total['parameters']:,} parameters ({total['share_of_backbone']:.2%} of the backbone)")
 
 
+def unfinished_line(report: dict[str, Any]) -> str:
+    """What a run that did not complete holds, and how to finish it."""
+    return (
+        f"status     not finished ({report['status']}): its selection, scores and metrics are recorded when it completes; "
+        f"continue it from its last saved step with `cegate adapt --config {report['run']}/config.yaml --resume` "
+        "(or its own command with --resume)"
+    )
+
+
 def render_run(report: dict[str, Any]) -> None:
     stdout.print(escape(f"run        {report['run']}  ({report['status']}, {report['mode']}, cegate {report['cegate_version']})"))
+    unfinished = report["status"] != "complete"
+    if unfinished:
+        stdout.print(escape(unfinished_line(report)))
     info = dict(report["backbone"])
     for line in _backbone_lines(info):
         stdout.print(escape(line))
@@ -149,7 +161,7 @@ def render_run(report: dict[str, Any]) -> None:
             f"vs backbone {params.get('backbone', 0):,}: {params.get('trainable_share', 0):.2%}"
         )
     compute = report.get("compute")
-    if compute and compute.get("depth"):
+    if compute and compute.get("depth") and not (unfinished and not report["history"]):  # no selection recorded yet: no compute to tell
         from cegate_cli.reporting.report import describe_compute, describe_rule  # report.py loads torch: not at CLI start-up
 
         stdout.print(escape(f"rule       {compute['rule']}: {describe_rule(compute['rule'])}"))

@@ -130,18 +130,23 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     -> sorted unique files.
 
     Our own outputs (*.mask.tif, *.confidence.tif) found in folders or globs are left out, so an
-    output folder inside the input folder is harmless. A file named explicitly is always kept.
+    output folder inside the input folder is harmless, and so is a folder of nothing but outputs
+    named among other inputs (what the shell makes of `scenes/*` with `-o scenes/out`). A file
+    named explicitly is always kept.
     """
     if not inputs:
         raise DataFileNotFoundError("no input scenes given; name files, folders or glob patterns")
     found: list[Path] = []
+    outputs_only: list[Path] = []
     for entry in inputs:
         path = Path(entry)
         if path.is_file():
             matches = [path]
         elif path.is_dir():
             matches = sorted(p for p in path.iterdir() if _is_scene(p) and not _is_unlisted_dir(p))
-            if not matches:
+            if not matches and _holds_outputs(path):
+                outputs_only.append(path)
+            elif not matches:
                 raise DataFileNotFoundError(f"{path}: folder holds no .tif/.tiff scenes or STAC item .json files{_images_folder_hint(path)}")
         elif any(char in str(entry) for char in "*?["):
             matches = sorted(Path(p) for p in glob.glob(str(entry), recursive=True) if _is_scene(Path(p)) and not _is_unlisted_dir(Path(p)))
@@ -153,6 +158,11 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         else:
             raise DataFileNotFoundError(f"{entry}: no such file or folder")
         found.extend(matches)
+    if not found and outputs_only:
+        raise DataFileNotFoundError(
+            f"{outputs_only[0]}: folder holds no .tif/.tiff scenes, only cegate's own outputs (*.mask.tif and the like), "
+            "which are never read as scenes; name the folder of the scenes to map"
+        )
     unique: dict[Path, Path] = {}
     for path in found:
         unique.setdefault(Path(os.path.realpath(path)), path)  # Path.resolve() raises on a symlink loop
@@ -164,6 +174,14 @@ def _is_scene(path: Path) -> bool:
     if looks_like_item(path):
         return True
     return name.endswith(RASTER_SUFFIXES) and not any(name.endswith(m + s) for m in OUTPUT_MARKERS for s in RASTER_SUFFIXES)
+
+
+def _holds_outputs(folder: Path) -> bool:
+    """Whether a folder holds cegate's own rasters (it is an -o folder)."""
+    try:
+        return any(p.is_file() and not _is_scene(p) and p.name.lower().endswith(RASTER_SUFFIXES) for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _images_folder_hint(folder: Path) -> str:

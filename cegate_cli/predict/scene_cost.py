@@ -21,8 +21,6 @@ from cegate_cli.errors import CegateError, DataError
 from cegate_cli.infra.capacity import MAX_SCENE_PIXELS, size_words
 from cegate_cli.infra.progress import BatchProgress
 
-LISTED_SCENES = 10
-"""Up to this many scenes get a line each; a larger batch gets one line for all and its largest."""
 ESTIMATE_FROM_SECONDS = 20.0
 """The time estimate is said only for work expected to last at least this long."""
 
@@ -74,10 +72,10 @@ def announce(
         return progress
     tiles = [tiles_of(size) for size in sizes]
     total = sum(tiles)
-    if len(sizes) <= LISTED_SCENES:
-        for index, (size, count) in enumerate(zip(sizes, tiles), start=1):
-            of = f" of {tile} px" if max(size.width, size.height) >= tile else ""
-            say(f"scene {index}/{len(sizes)} {size.source.name}: {_size(size)}, {_tiles(count)}{of} to map")
+    if len(sizes) == 1:  # several scenes get one line: each scene's own line follows as it starts
+        (size,) = sizes
+        of = f" of {tile} px" if max(size.width, size.height) >= tile else ""
+        say(f"{size.source.name}: {_size(size)}, {_tiles(total)}{of} to map")
     else:
         largest = max(sizes, key=lambda s: s.pixels)
         pixels = sum(s.pixels for s in sizes)

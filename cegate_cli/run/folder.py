@@ -53,8 +53,7 @@ def replaced_run_note(out: Path, *, overwrite: bool, resume: bool) -> str | None
         return None
     what = "continues the stopped run" if resume else "replaces the stopped run"
     return (
-        f"warning: this run {what}; the earlier run stays in {held.folder} until it completes "
-        f"(after a Ctrl-C, `cegate restore {out}` puts the earlier run back)"
+        f"note: this run {what}; the earlier run stays in {held.folder} until it completes (after a Ctrl-C, `cegate restore {out}` puts the earlier run back)"
     )
 
 
