@@ -122,8 +122,10 @@ def test_auto_takes_the_targets_statistics_only_when_clearly_surer() -> None:
 
 def test_the_guard_reads_a_vanished_class_and_a_forgotten_source() -> None:
     names = ["water", "land", "road"]
-    fine = guard.judge((0.5, 0.4, 0.1), (0.45, 0.45, 0.1), 0.9, 0.60, 0.58, names)
+    fine = guard.judge((0.5, 0.4, 0.1), (0.45, 0.45, 0.1), 0.9, 0.60, 0.596, names)
     assert fine.kept == "adapted" and not fine.reasons
+    slipped = guard.judge((0.5, 0.4, 0.1), (0.45, 0.45, 0.1), 0.9, 0.60, 0.592, names)  # a fall of 0.008: harm, on the Dubai pair
+    assert slipped.kept == "source" and "0.600 to 0.592" in slipped.reasons[0]
     vanished = guard.judge((0.5, 0.4, 0.1), (0.55, 0.42, 0.03), 0.9, 0.60, 0.60, names)
     assert vanished.kept == "source" and vanished.reasons == ("road fell from 10% to 3% of the target's pixels",)
     rare = guard.judge((0.59, 0.4, 0.01), (0.6, 0.4, 0.0), 0.9, 0.60, 0.60, names)  # too rare to judge
