@@ -1,12 +1,14 @@
 """The prompt kind (deep visual prompt tuning): an exact identity on every family until its gate
 moves, VPT-deep's arithmetic once it has, one attention pass that gives the two-pass output and
-gate gradient on every family (and the fallback for attention it does not know), prompts
+gate gradient on every family (and the fallback for attention it does not know), without
+gradient the same output from a pass over the image's keys alone and log-sum-exps, prompts
 without rotary positions on Eva, gradient to the gate at once and to the prompts once the gate
 is off zero, Fisher scores, its size option, and outside the default toolbox."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -32,6 +34,7 @@ from cegate_cli.model.segmentation import build_model
 from cegate_cli.toolbox import Toolbox, ToolboxConfig, attach_toolbox
 from cegate_cli.toolbox.fisher import empirical_fisher
 from cegate_cli.toolbox.kinds import default_kind_names, kind_spec
+from cegate_cli.toolbox.prompt import layer as prompt_layer
 from cegate_cli.toolbox.prompt.attention import attention_access
 from cegate_cli.toolbox.prompt.layer import VisualPrompt
 
@@ -236,10 +239,13 @@ def gate_derivative(out: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     return torch.autograd.grad(by_gate, cotangent)[0]
 
 
-def test_prompts_that_take_all_of_the_attention_leave_no_trace_of_underflow() -> None:
+@pytest.mark.parametrize("log_sum_exp", [True, False], ids=["log-sum-exp", "marked-pass"])
+def test_prompts_that_take_all_of_the_attention_leave_no_trace_of_underflow(log_sum_exp: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompt logits so far above the image tokens' that x's share of the attention mass
     underflows: attention over x alone then needs its own pass, and the output stays the
-    two-pass one."""
+    two-pass one (without gradient: with the log-sum-exp op and, where it is missing, the marks)."""
+    if not log_sum_exp:
+        monkeypatch.setattr(prompt_layer, "CPU_ATTENTION_WITH_LSE", None)
     vit = small_vit().eval()
     attention = vit.blocks[0].attn
     prompt = VisualPrompt(attention, layer=0, dim=32, tokens=3, num_prefix_tokens=1)
@@ -252,6 +258,116 @@ def test_prompts_that_take_all_of_the_attention_leave_no_trace_of_underflow() ->
         assert lead.max().item() * heads.q.shape[-1] ** -0.5 > 200  # exp underflows at some 100 nats
         one, two = prompt(tokens), prompt.two_pass(tokens, {})
     assert torch.isfinite(one).all() and (one - two).abs().max().item() <= 1e-5 * max(1.0, two.abs().max().item())
+
+
+@pytest.fixture
+def lse_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls of the fused CPU attention with log-sum-exp (this torch has it)."""
+    op = prompt_layer.CPU_ATTENTION_WITH_LSE
+    if op is None:
+        pytest.skip("this torch has no fused CPU attention that returns its log-sum-exp")
+    calls: list[int] = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return op(*args, **kwargs)
+
+    monkeypatch.setattr(prompt_layer, "CPU_ATTENTION_WITH_LSE", counted)
+    return calls
+
+
+def marked_pass(prompt: VisualPrompt, tokens: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """The module's output from the marked pass, as where the log-sum-exp op is missing."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prompt_layer, "CPU_ATTENTION_WITH_LSE", None)
+        return prompt(tokens, **kwargs)
+
+
+def as_double(prompt: VisualPrompt, tokens: torch.Tensor, kwargs: dict) -> tuple[VisualPrompt, torch.Tensor, dict]:
+    double = {name: value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value for name, value in kwargs.items()}
+    return copy.deepcopy(prompt).double(), tokens.double(), double
+
+
+def prompt_share(prompt: VisualPrompt, tokens: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    """The prompts' share of each query's attention mass, per head."""
+    access = attention_access(prompt.base_layer, kwargs)
+    heads = access.heads(prompt.base_layer, tokens, prompt.prompts, kwargs)  # type: ignore[union-attr]
+    scale = heads.q.shape[-1] ** -0.5
+    of_x = torch.logsumexp(heads.q @ heads.k.transpose(-2, -1) * scale, dim=-1)
+    of_prompts = torch.logsumexp(heads.q @ heads.prompt_k.transpose(-2, -1) * scale, dim=-1)
+    return torch.sigmoid(of_prompts - of_x)
+
+
+def check_without_gradient(prompt: VisualPrompt, tokens: torch.Tensor, kwargs: dict, lse_calls: list[int], family: str) -> None:
+    """The log-sum-exp path, taken once per call, against the marked pass and the two passes:
+    in float32 to 1e-6 of the output's size (the two passes on galileo-nano to 1e-5: its logits
+    run into the thousands, and the two passes differ from either one-pass path by their float32
+    rounding), in float64 to 1e-10."""
+    with torch.no_grad():
+        taken = len(lse_calls)
+        new = prompt(tokens, **kwargs)
+        assert len(lse_calls) == taken + 1
+        marked, two = marked_pass(prompt, tokens, kwargs), prompt.two_pass(tokens, kwargs)
+        size = max(1.0, two.abs().max().item())
+        assert (new - marked).abs().max().item() <= 1e-6 * size
+        assert (new - two).abs().max().item() <= (1e-5 if family == "galileo-nano" else 1e-6) * size
+        double, tokens64, kwargs64 = as_double(prompt, tokens, kwargs)
+        new, marked, two = double(tokens64, **kwargs64), marked_pass(double, tokens64, kwargs64), double.two_pass(tokens64, kwargs64)
+        assert new.dtype == torch.float64
+        assert (new - two).abs().max().item() <= 1e-10 * size and (new - marked).abs().max().item() <= 1e-10 * size
+
+
+@pytest.mark.parametrize("family", [*sorted(FAMILIES), "galileo-nano"])
+def test_without_gradient_one_pass_over_the_image_keys_gives_the_same_output(family: str, lse_calls: list[int]) -> None:
+    """Inference on CPU: attention over x alone from the fused kernel at the heads' own width,
+    the prompts weighed in by log-sum-exps; at gate 0 still the attention's own output, exactly."""
+    backbone, toolbox, x, context = with_toolbox(family)
+    for prompt, tokens, kwargs in attention_calls(backbone, toolbox, x, context):
+        with torch.no_grad():
+            assert prompt.gate.item() == 0
+            taken = len(lse_calls)
+            assert torch.equal(prompt(tokens, **kwargs), prompt.base_layer(tokens, **kwargs)) and len(lse_calls) == taken
+            for gate in (0.7, -1.5):
+                prompt.gate.fill_(gate)
+                check_without_gradient(prompt, tokens, kwargs, lse_calls, family)
+
+
+@pytest.mark.parametrize(("family", "loudness"), [("galileo-nano", 10.0), ("vit-class-token", 1000.0)])
+def test_without_gradient_prompts_that_take_most_of_the_attention(family: str, loudness: float, lse_calls: list[int]) -> None:
+    """Prompts made of the block's own tokens, scaled until they take nearly all of the attention
+    mass: the prompts' share near 1 (x's near 0) is still the marked pass's and the two passes'."""
+    backbone, toolbox, x, context = with_toolbox(family)
+    for prompt, tokens, kwargs in attention_calls(backbone, toolbox, x, context):
+        with torch.no_grad():
+            prompt.prompts.copy_(tokens[:1, -prompt.tokens :] * loudness)
+            assert prompt_share(prompt, tokens, kwargs).median().item() > 0.99
+            prompt.gate.fill_(0.7)
+            check_without_gradient(prompt, tokens, kwargs, lse_calls, family)
+
+
+def test_training_keeps_the_marked_pass_and_inference_takes_the_log_sum_exp(lse_calls: list[int]) -> None:
+    """The fused kernel's log-sum-exp has no gradient: with gradient enabled (training, or eval
+    with gradient) the module runs the marked pass; under no_grad and inference_mode the other."""
+    built = build_model(build_tiny_vit(), TINY_BANDS, 3, ToolboxConfig(kinds=("prompt",), prompt_tokens=4), "linear", seed=0)
+    model, toolbox = built.model, built.toolbox
+    with torch.no_grad():
+        for prompt in prompts_of(toolbox):
+            prompt.gate.fill_(0.5)
+    x = images(len(TINY_BANDS))
+    model.train()
+    _loss(model, x).backward()
+    model.eval()
+    with_gradient = model(x)
+    assert lse_calls == [] and with_gradient.requires_grad
+    assert all(prompt.prompts.grad.abs().max().item() > 0 for prompt in prompts_of(toolbox))
+    with torch.no_grad():
+        without = model(x)
+    assert len(lse_calls) == len(prompts_of(toolbox))
+    with torch.inference_mode():
+        inferred = model(x)
+    assert len(lse_calls) == 2 * len(prompts_of(toolbox))
+    size = max(1.0, with_gradient.abs().max().item())
+    assert (without - with_gradient).abs().max().item() <= 1e-5 * size and torch.equal(without, inferred)
 
 
 def test_timm_scale_norm_is_mixed_after_the_norm_as_two_passes_mix() -> None:

@@ -40,6 +40,12 @@ noise. With g = 0 and no gradient asked of it the module returns attention's own
 runs nothing else. attention.py holds what each attention class exposes for this; with a class
 it does not know the module calls the attention as a black box, twice (`two_pass`).
 
+Without gradient, on CPU, the pass runs at the heads' own width instead (the marks pad it to
+width + 2, rounded to 8): torch's fused CPU kernel gives attention over x alone, out_x, and the
+log-sum-exp of x's logits, lse_x; with lse_p that of the prompts' own logits, s_p =
+sigmoid(lse_p - lse_x) and attention over prompts and x = out_x + s_p * (softmax(q k_p^T) v_p -
+out_x). Training keeps the marked pass: that kernel's log-sum-exp carries no gradient.
+
 Rotary position embeddings passed as `rope` (timm Eva) are sized to the patch tokens; the
 prompts get the identity rotation (sin 0, cos 1), so they carry no position.
 """
@@ -104,28 +110,11 @@ class VisualPrompt(ToolboxModule):
         docstring has the algebra); `exact_alone`: attention over x alone from a pass of its own."""
         attention = self.base_layer
         heads = access.heads(attention, x, self.prompts.to(x.dtype), kwargs)
-        q, k, v = heads.q, heads.k, heads.v
-        batch, count, _, width = v.shape
-        prompt_k = heads.prompt_k.to(k.dtype).expand(batch, count, -1, -1)
-        prompt_v = heads.prompt_v.to(v.dtype).expand(batch, count, -1, -1)
-        values = marked_values(v, prompt_k.shape[2])
-        scale = 1.0 / math.sqrt(q.shape[-1])  # scaled_dot_product_attention's own
-        # Queries and keys padded with zeros to the values' width (their products unchanged, the
-        # scale given): fused CPU and CUDA kernels want one width for all three, and without them
-        # attention falls back to a path several times slower.
-        padding = (0, max(0, values.shape[-1] - q.shape[-1]))
-        keys = F.pad(torch.cat((k, prompt_k), dim=2), padding)
-        attended = F.scaled_dot_product_attention(F.pad(q, padding), keys, values, scale=scale)
-        within, mass_x, mass_p = attended[..., :width], attended[..., width : width + 1], attended[..., width + 1 : width + 2]
-        weights = torch.softmax(q @ prompt_k.transpose(-2, -1) * scale, dim=-1)
-        together = within + mass_p * (weights.to(prompt_v.dtype) @ prompt_v)
-        if exact_alone:
-            alone = F.scaled_dot_product_attention(q, k, v)
-        else:
-            lost = mass_x <= _smallest_share(mass_x.dtype)
-            alone = within / torch.where(lost, torch.ones_like(mass_x), mass_x)
-            if bool(lost.any()):
-                alone = torch.where(lost, F.scaled_dot_product_attention(q, k, v), alone)
+        batch, count = heads.v.shape[:2]
+        prompt_k = heads.prompt_k.to(heads.k.dtype).expand(batch, count, -1, -1)
+        prompt_v = heads.prompt_v.to(heads.v.dtype).expand(batch, count, -1, -1)
+        pair = None if torch.is_grad_enabled() else attend_with_lse(heads.q, heads.k, heads.v, prompt_k, prompt_v)
+        alone, together = pair or attend_marked(heads.q, heads.k, heads.v, prompt_k, prompt_v, exact_alone)
         gate = self.gate.to(alone.dtype)
         if access.linear_merge(attention):  # mix per head, merge once
             merged = access.merge(attention, alone + gate * (together - alone))
@@ -144,6 +133,70 @@ class VisualPrompt(ToolboxModule):
 
     def extra_repr(self) -> str:
         return f"tokens={self.tokens}, after {self.num_prefix_tokens} prefix token(s)"
+
+
+def attend_marked(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prompt_k: torch.Tensor, prompt_v: torch.Tensor, exact_alone: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over x alone and over the prompts and x, per head, from one pass with marked
+    values (the module docstring has the algebra); `exact_alone`: the first from a pass of its own."""
+    width = v.shape[-1]
+    values = marked_values(v, prompt_k.shape[2])
+    scale = 1.0 / math.sqrt(q.shape[-1])  # scaled_dot_product_attention's own
+    # Queries and keys padded with zeros to the values' width (their products unchanged, the
+    # scale given): fused CPU and CUDA kernels want one width for all three, and without them
+    # attention falls back to a path several times slower.
+    padding = (0, max(0, values.shape[-1] - q.shape[-1]))
+    keys = F.pad(torch.cat((k, prompt_k), dim=2), padding)
+    attended = F.scaled_dot_product_attention(F.pad(q, padding), keys, values, scale=scale)
+    within, mass_x, mass_p = attended[..., :width], attended[..., width : width + 1], attended[..., width + 1 : width + 2]
+    weights = torch.softmax(q @ prompt_k.transpose(-2, -1) * scale, dim=-1)
+    together = within + mass_p * (weights.to(prompt_v.dtype) @ prompt_v)
+    if exact_alone:
+        alone = F.scaled_dot_product_attention(q, k, v)
+    else:
+        lost = mass_x <= _smallest_share(mass_x.dtype)
+        alone = within / torch.where(lost, torch.ones_like(mass_x), mass_x)
+        if bool(lost.any()):
+            alone = torch.where(lost, F.scaled_dot_product_attention(q, k, v), alone)
+    return alone, together
+
+
+def _cpu_attention_with_lse() -> Any:
+    """torch's fused CPU attention that also returns the log-sum-exp of its logits (a private op),
+    or None where this torch has none or calls it otherwise (tried once, on one token)."""
+    try:
+        op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        one = torch.zeros(1, 1, 1, 8)
+        out, lse = op(one, one, one, 0.0, False, attn_mask=None, scale=1.0)
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    return op if out.shape == one.shape and lse.shape == one.shape[:3] else None
+
+
+CPU_ATTENTION_WITH_LSE = _cpu_attention_with_lse()
+LSE_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+"""The dtypes that op takes."""
+
+
+def attend_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prompt_k: torch.Tensor, prompt_v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`attend_marked`'s two results from one fused pass over x's keys at the heads' own width and
+    the log-sum-exps of x's logits and the prompts'; None where the op is missing or does not take
+    these tensors (not on CPU, another dtype, unequal widths). Its log-sum-exp has no gradient:
+    for inference only."""
+    if CPU_ATTENTION_WITH_LSE is None or {t.device.type for t in (q, k, v)} != {"cpu"}:
+        return None
+    if not (q.dtype == k.dtype == v.dtype and q.dtype in LSE_DTYPES and q.shape[-1] == k.shape[-1] == v.shape[-1]):
+        return None
+    scale = 1.0 / math.sqrt(q.shape[-1])  # scaled_dot_product_attention's own
+    alone, lse_x = CPU_ATTENTION_WITH_LSE(q, k, v, 0.0, False, attn_mask=None, scale=scale)
+    logits = q @ prompt_k.transpose(-2, -1) * scale
+    lse_p = torch.logsumexp(logits.to(lse_x.dtype), dim=-1)  # lse_x: float32 at least
+    share = torch.sigmoid(lse_p - lse_x).unsqueeze(-1).to(alone.dtype)  # the prompts' share of the mass
+    attended_p = torch.softmax(logits, dim=-1).to(prompt_v.dtype) @ prompt_v
+    return alone, torch.lerp(alone, attended_p, share)
 
 
 MARK_ALIGNMENT = 8
