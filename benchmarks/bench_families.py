@@ -18,8 +18,8 @@ steps; the step time is run.json's train seconds over the steps (Fisher scoring 
 are reported apart by the run and not included). Prediction: `predict` over `--scenes` NAIP test
 tiles, pixels per second over the whole call (loading the run included). Prompt tuning: the same
 family with `--modules lora,adapter,earth,prompt` against `lora,adapter,earth`, both with
-`--selection all` (every module active, so each block runs its attention twice with prompts:
-the worst case); both runs are loaded as `predict` loads them (LoRA merged) in one process, and
+`--selection all` (every module active, so every block's attention takes the prompts: the
+worst case); both runs are loaded as `predict` loads them (LoRA merged) in one process, and
 their forward passes on the same batch of `predict`'s default tiles alternate, `--reps` each:
 the ratio of the medians is the prompt kind's predict cost, free of file reading and of load
 that changes between the two.

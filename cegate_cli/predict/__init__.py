@@ -20,7 +20,7 @@ _EXPORTS = {
     "OutputPaths": "cegate_cli.predict.batch",
     "PredictOptions": "cegate_cli.predict.batch",
     "VectorOptions": "cegate_cli.predict.batch",
-    "expand_inputs": "cegate_cli.predict.batch",
+    "expand_inputs": "cegate_cli.predict.inputs",
     "output_paths": "cegate_cli.predict.batch",
     "predict_many": "cegate_cli.predict.batch",
     "SceneResult": "cegate_cli.predict.engine",

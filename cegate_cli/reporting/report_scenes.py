@@ -36,7 +36,7 @@ class ScenePreview:
 
 def choose_scenes(inputs: Sequence[str | Path], limit: int) -> list[tuple[Path, Path | None]]:
     """The first `limit` scenes of `inputs`, each with its label mask where a labeled folder gives one."""
-    from cegate_cli.predict.batch import expand_inputs
+    from cegate_cli.predict.inputs import expand_inputs
 
     chosen: list[tuple[Path, Path | None]] = []
     for entry in inputs:
