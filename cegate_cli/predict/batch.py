@@ -160,8 +160,8 @@ def predict_many(
 ) -> BatchSummary:
     """Predict (and vectorise) every input; failures are collected, not raised. With
     `vectors.merge`, the scenes' polygons are then merged into one layer (`summary.merged`).
-    `run_id` (the run whose model this is) is tagged on every raster written; maps another run
-    left in `out_dir` are refused unless `overwrite` (check_kept_outputs).
+    `run_id` (the run whose model this is) is tagged on every raster written; callers refuse maps
+    another run left in `out_dir` first (check_kept_outputs, before the model loads).
 
     `bands` is a fixed tuple of 1-based band indexes or a function giving them per file (e.g.
     `lambda p: match_bands(choice, p)`, whose errors then fail only that file). `scene_context`,
@@ -173,7 +173,6 @@ def predict_many(
     switches = {o.name: bool(getattr(options, o.name)) for o in switched_outputs()}
     check_unique_stems(sources)
     check_out_dir(out_dir)
-    check_kept_outputs(sources, out_dir, run_id, overwrite, switches)
     if vectors.merge:
         check_merge_target(sources, out_dir, vectors, overwrite, switches)
     if Path(out_dir).is_dir():  # temporaries of an earlier run that was killed (kill -9, out of memory)
