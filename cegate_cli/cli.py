@@ -44,6 +44,32 @@ def show_flags_as_switches(params: list[Any]) -> list[Any]:
     return params
 
 
+def option_value(args: list[str], opts: list[str]) -> str | None:
+    """The last value given on the command line for an option (`--steps 6o` or `--steps=6o`)."""
+    value = None
+    for index, arg in enumerate(args):
+        for opt in opts:
+            if arg == opt and index + 1 < len(args):
+                value = args[index + 1]
+            elif arg.startswith(opt + "="):
+                value = arg[len(opt) + 1 :]
+    return value
+
+
+def name_bad_value(exc: Exception, args: list[str]) -> None:
+    """Put the value the user typed into an invalid-value message. Recent Typer releases check
+    types with pydantic, whose text ("Input should be a valid integer, unable to parse string as
+    an integer") leaves it out; click's own says "'6o' is not a valid integer.", as this does."""
+    param, message = getattr(exc, "param", None), getattr(exc, "message", None)
+    if param is None or not isinstance(message, str) or not message.startswith("Input should be "):
+        return
+    value = option_value(args, list(getattr(param, "opts", [])))
+    if value is None:
+        return
+    expected = message[len("Input should be ") :].split(",")[0].rstrip(".")
+    exc.message = f"{value!r} is not {expected}."
+
+
 class CegateGroup(TyperGroup):
     def get_params(self, ctx: click.Context) -> list[Any]:
         return show_flags_as_switches(super().get_params(ctx))
@@ -55,8 +81,12 @@ class CegateGroup(TyperGroup):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:  # Typer's own copy of click's, in recent releases
+            name_bad_value(exc, args)
+            raise
         except CegateError as exc:
             if os.environ.get("CEGATE_DEBUG"):
                 raise

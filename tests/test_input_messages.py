@@ -152,6 +152,22 @@ def test_a_mistyped_value_is_answered_before_torch_loads(labeled: Path, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--steps", "6o"], "'6o' is not a valid integer"),
+        (["--steps=6o"], "'6o' is not a valid integer"),
+        (["--lr", "1e-3x"], "'1e-3x' is not a valid number"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_in_the_message(labeled: Path, tmp_path: Path, flags: list[str], expected: str) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["adapt", str(labeled), "-o", str(out), *flags])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split()), result.output
+    assert not out.exists()
+
+
 def test_lora_rank_above_the_backbones_width_is_refused_naming_it(labeled: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["adapt", str(labeled), "-o", str(out), "--backbone", "tiny", "--steps", "2", "--lora-rank", "97"])

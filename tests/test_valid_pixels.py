@@ -217,7 +217,7 @@ def test_the_alpha_band_read_as_data_is_said_once(tmp_path: Path) -> None:
     said = [n for n in contents.notes if "alpha" in n]
     assert len(said) == 1
     assert said[0].startswith("7 image(s) (images/t0.tif") and "band 4 is tagged as alpha" in said[0]
-    assert "read as data and not as a nodata mask" in said[0]
+    assert "reads it as data, not as a nodata mask" in said[0]
     assert not [w for w in contents.warnings if "alpha" in w]
     rgb_only = check_image_contents(paths, [(1, 2, 3)] * len(paths), crop=8, root=tmp_path)
     assert not rgb_only.warnings and not rgb_only.notes

@@ -202,10 +202,7 @@ class PixelValidity:
 
 def alpha_as_data_note(band: int) -> str:
     """What cegate did with an alpha-tagged band the run reads as data, in the user's words."""
-    return (
-        f"band {band} is tagged as alpha (transparency) but is one of the bands this run reads, so it is read as data "
-        "and not as a nodata mask (its zeros stay valid); nodata comes from the bands' nodata values and internal masks only"
-    )
+    return f"band {band} is tagged as alpha, but this run reads it as data, not as a nodata mask (its zeros stay valid)"
 
 
 def _representable(nodata: float, dtype: np.dtype) -> bool:
