@@ -73,6 +73,8 @@ def test_charts_have_round_ticks_and_escape_labels() -> None:
     assert nice_ticks(0.0, 1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert nice_ticks(3.0, 97.0) == [0.0, 25.0, 50.0, 75.0, 100.0]
     assert nice_ticks(0.31, 2.2) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    one = nice_ticks(60.0, 60.0)  # a run validated once: its point in the middle, not on an edge
+    assert one[0] < 60.0 < one[-1] and 60.0 - one[0] == one[-1] - 60.0
     svg = line_chart([Series("loss <ce>", [(1, 2.0), (2, float("nan")), (3, 1.0)], "#444")], title="a & b", x_label="step", y_label="loss")
     assert "loss &lt;ce&gt;" in svg and "a &amp; b" in svg and "nan" not in svg.lower()
     assert svg.count("<path") == 1

@@ -80,6 +80,13 @@ def test_without_a_finding_the_adapted_model_is_kept(demo, tmp_path: Path, monke
     manifest = read_manifest(tmp_path / "run")
     assert manifest.adaptation.guard["kept"] == "adapted"
     assert _equal(tmp_path / "run" / "adapter.safetensors", tmp_path / "run" / "adapter_last.safetensors")
+    # The metrics, inspect and the report speak of the saved (adapted) weights: the last step's.
+    metrics = manifest.metrics
+    assert metrics.best_step == 7 and metrics.val_history[-1][0] == 7
+    assert metrics.saved_val_miou == metrics.val_history[-1][1] and not metrics.calibrated
+    assert manifest.adaptation.guard["adapted_val_miou"] == metrics.val_history[-1][1]
+    shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "run")])
+    assert shown.exit_code == 0 and "at step 7" in shown.output, shown.output
     # --target-norm auto: the statistics the source model was surer under, recorded, and what predict reads.
     choice = manifest.adaptation.normalization_choice
     assert set(choice["mean_confidence"]) == {"source", "target"}

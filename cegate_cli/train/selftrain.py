@@ -238,10 +238,23 @@ class SelfTrainer(SupervisedTrainer):
             self.verdict = verdict
             self.reporter.message(f"adaptation: {verdict.sentence()}")
             if verdict.kept == "adapted":
-                outcome = replace(outcome, best_weights=outcome.last_weights, best_selection=list(self.toolbox.active_keys))
+                outcome = self._keep_adapted(outcome)
         if self.self_config.prototypes > 0:
             outcome = self._fit_prototypes(outcome)
         return outcome
+
+    def _keep_adapted(self, outcome: TrainOutcome) -> TrainOutcome:
+        """The adapted (last) weights become the saved ones, and the metrics say so: their step and
+        source validation, and no calibration (that was fitted for the source model they started from)."""
+        last_miou = outcome.val_history[-1][1] if outcome.val_history and outcome.val_history[-1][0] == outcome.step else None
+        return replace(
+            outcome,
+            best_weights=outcome.last_weights,
+            best_selection=list(self.toolbox.active_keys),
+            best_step=outcome.step,
+            best_miou=last_miou,
+            calibration=None,
+        )
 
     @torch.no_grad()
     def _fit_prototypes(self, outcome: TrainOutcome) -> TrainOutcome:
