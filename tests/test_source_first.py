@@ -87,6 +87,9 @@ def test_without_a_finding_the_adapted_model_is_kept(demo, tmp_path: Path, monke
     assert manifest.adaptation.guard["adapted_val_miou"] == metrics.val_history[-1][1]
     shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "run")])
     assert shown.exit_code == 0 and "at step 7" in shown.output, shown.output
+    page = tmp_path / "report.html"
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "run"), "-o", str(page)]).exit_code == 0
+    assert "4 steps of 2 crops of 32 px (then 3 steps adapting to the target)" in page.read_text()
     # --target-norm auto: the statistics the source model was surer under, recorded, and what predict reads.
     choice = manifest.adaptation.normalization_choice
     assert set(choice["mean_confidence"]) == {"source", "target"}

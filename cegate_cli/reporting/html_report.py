@@ -128,7 +128,7 @@ def build_page(run_dir: Path, evaluation: dict[str, Any] | None, scenes: Sequenc
     sections = [
         _summary(report, manifest),
         _legend(classes),
-        _curves(report, manifest.metrics.to_dict() if manifest.metrics is not None else {}, manifest.training.steps, classes),
+        _curves(report, manifest.metrics.to_dict() if manifest.metrics is not None else {}, counted(manifest.training.steps, "step") + _adapting(manifest), classes),
         _selection(report),
     ]
     if evaluation is not None:
@@ -177,7 +177,7 @@ def _summary(report: dict[str, Any], manifest: Any) -> str:
         ("bands", ", ".join(report["bands"]["names"])),
         (
             "training",
-            f"{counted(training.steps, 'step')} of {counted(training.batch_size, 'crop')} of {training.crop} px, lr {training.lr:g}, "
+            f"{counted(training.steps, 'step')} of {counted(training.batch_size, 'crop')} of {training.crop} px{_adapting(manifest)}, lr {training.lr:g}, "
             f"loss {training.loss}, selection {training.selection} ({report['select_count']} modules)",
         ),
         ("images", f"{len(data.get('train_images', []))} for training, {len(data.get('val_images', []))} held out for validation"),
@@ -230,7 +230,13 @@ def _legend(classes: ClassTable) -> str:
     return _section("Classes", f"<ul class='legend'>{items}</ul>", "Colours as in the masks' colour table.")
 
 
-def _curves(report: dict[str, Any], metrics: dict[str, Any], steps: int, classes: ClassTable) -> str:
+def _adapting(manifest: Any) -> str:
+    """A source-first run's adaptation steps, said after its source steps."""
+    adapt_steps = getattr(manifest.adaptation, "adapt_steps", None) if manifest.adaptation is not None else None
+    return f" (then {counted(adapt_steps, 'step')} adapting to the target)" if adapt_steps else ""
+
+
+def _curves(report: dict[str, Any], metrics: dict[str, Any], steps: str, classes: ClassTable) -> str:
     rescored = [event["step"] for event in report["history"] if event["step"] > 0]
     markers = tuple(Marker(step, "rescored") for step in rescored)
     loss = line_chart(
@@ -255,7 +261,7 @@ def _curves(report: dict[str, Any], metrics: dict[str, Any], steps: int, classes
         style=ChartStyle(markers=val_markers),
     )
     charts = [loss, validation, *_pseudo_label_charts(report, classes)]
-    note = f"{counted(steps, 'step')}; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
+    note = f"{steps}; dashed lines: Fisher rescoring" + ("; red: the step whose weights adapter.safetensors holds" if best is not None else "")
     return _section("Training", "<div class='charts'>" + "".join(f"<div>{c}</div>" for c in charts) + "</div>", note)
 
 
