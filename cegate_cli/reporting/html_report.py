@@ -128,7 +128,7 @@ def build_page(run_dir: Path, evaluation: dict[str, Any] | None, scenes: Sequenc
     sections = [
         _summary(report, manifest),
         _legend(classes),
-        _curves(report, manifest.metrics.to_dict() if manifest.metrics is not None else {}, counted(manifest.training.steps, "step") + _adapting(manifest), classes),
+        _curves(report, manifest.metrics.to_dict() if manifest.metrics is not None else {}, _steps(manifest), classes),
         _selection(report),
     ]
     if evaluation is not None:
@@ -228,6 +228,10 @@ def _legend(classes: ClassTable) -> str:
     )
     items += f"<li><span class='swatch checker'></span><b>{classes.ignore_index}</b> no data / unlabeled (transparent)</li>"
     return _section("Classes", f"<ul class='legend'>{items}</ul>", "Colours as in the masks' colour table.")
+
+
+def _steps(manifest: Any) -> str:
+    return counted(manifest.training.steps, "step") + _adapting(manifest)
 
 
 def _adapting(manifest: Any) -> str:
