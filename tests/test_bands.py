@@ -108,3 +108,34 @@ def test_bands_for_images_reports_every_mismatch(tmp_path) -> None:
     assert "b.tif" in str(err.value) and "c.tif" in str(err.value)
     choice, per_image = bands_for_images("nir", [first, _four_band(tmp_path, "d.tif", ("nir", "red", "green", "blue"))])
     assert choice.names == ("nir",) and per_image == ((4,), (1,))
+
+
+def test_name_by_number_names_bands_the_files_leave_unnamed(tmp_path) -> None:
+    plain = write_tif(tmp_path / "plain.tif", np.zeros((4, 8, 8), np.uint16))
+    choice = resolve_bands("red=1, green=2,blue=3,NIR=4", plain)
+    assert choice == BandChoice((1, 2, 3, 4), ("red", "green", "blue", "nir"))
+    assert match_bands(choice, write_tif(tmp_path / "other.tif", np.zeros((4, 8, 8), np.uint16))) == (1, 2, 3, 4)
+    # Files naming their RGB but not their NIR (a common NAIP layout): the NIR is named by number,
+    # and later files of either kind match.
+    partial = _four_band(tmp_path, "partial.tif", ("red", "green", "blue", None))
+    choice = resolve_bands("red,green,blue,nir=4", partial)
+    assert choice == BandChoice((1, 2, 3, 4), ("red", "green", "blue", "nir"))
+    assert match_bands(choice, _four_band(tmp_path, "again.tif", ("red", "green", "blue", None))) == (1, 2, 3, 4)
+    assert match_bands(choice, _four_band(tmp_path, "named.tif", ("nir", "red", "green", "blue"))) == (2, 3, 4, 1)
+
+
+def test_name_by_number_never_renames_a_described_band(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"band 4 is described as 'nir', not 'red'"):
+        resolve_bands("red=4", _four_band(tmp_path))
+
+
+def test_a_missing_name_on_unnamed_files_says_how_to_name_them(tmp_path) -> None:
+    plain = write_tif(tmp_path / "plain.tif", np.zeros((4, 8, 8), np.uint16))
+    with pytest.raises(DataError, match=r"no band red, green.*--bands red=1,green=2,blue=3,nir=4"):
+        resolve_bands("red,green,blue,nir", plain)
+
+
+@pytest.mark.parametrize("spec", ["red=x", "=1", "red=0", "red=1,nir=1", "red=1,red=2"])
+def test_malformed_name_by_number(tmp_path, spec: str) -> None:
+    with pytest.raises(InputError):
+        resolve_bands(spec, write_tif(tmp_path / "plain.tif", np.zeros((4, 8, 8), np.uint16)))

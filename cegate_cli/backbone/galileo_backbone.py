@@ -120,7 +120,7 @@ def plan_groups(bands: Sequence[str]) -> GroupPlan:
         )
         raise InputError(
             f"bands {', '.join(bands)} fill none of Galileo's channel groups; each group needs all of its bands "
-            f"({needs}). Name the bands in the files' descriptions or choose them with --bands"
+            f"({needs}). Name the bands in the files' descriptions, or with --bands (e.g. --bands red=1,green=2,blue=3,nir=4)"
         )
     used = {SPACE_TIME_BANDS[i] for g in groups if g != "NDVI" for i in GROUPS[g]}
     return GroupPlan(tuple(groups), {b: c for b, c in channel_of.items() if b in used}, ndvi)
@@ -269,7 +269,7 @@ def resolve_galileo_inputs(
         if gsd < FINE_PIXELS_M:
             notes.append(
                 f"the images have {gsd:.2g} m pixels; Galileo was pretrained on 10 m Sentinel-1/2 imagery, and on the aerial "
-                "benchmark cegate measured (NAIP, 0.6 m) `--backbone tiny` made better maps in less time: try it too "
+                "benchmark cegate measured (NAIP, 0.6 m) `--backbone tiny` mapped about as well in less time: try it too "
                 "(docs/benchmarks-real.md)"
             )
     else:

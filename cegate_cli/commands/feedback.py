@@ -45,7 +45,7 @@ ThreadsOpt = Annotated[
     Optional[int],
     typer.Option(
         "--threads",
-        help="CPU threads to compute with (default: the cores free now, from the CPU affinity and the 1-minute load; or OMP_NUM_THREADS if set).",
+        help="CPU threads to compute with (default: the cores free now, sampled for 0.3 s, the 1-minute load where that cannot be read; or OMP_NUM_THREADS if set).",
         show_default=False,
     ),
 ]

@@ -69,14 +69,20 @@ class BandChoice:
         return cls(tuple(int(i) for i in data["indexes"]), tuple(str(n) for n in data["names"]))
 
 
-def parse_band_spec(spec: str) -> tuple[int | str, ...]:
-    """ "1,2,3" or "red, green,nir" -> tokens (ints are 1-based indexes, strings canonical names)."""
-    tokens: list[int | str] = []
+def parse_band_spec(spec: str) -> tuple[int | str | tuple[str, int], ...]:
+    """ "1,2,3", "red, green,nir" or "red=1,green=2,blue=3,nir=4" -> tokens: ints are 1-based
+    indexes, strings canonical names, (name, index) pairs name a band the files leave unnamed."""
+    tokens: list[int | str | tuple[str, int]] = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
             raise InputError(f"--bands {spec!r}: empty entry; write e.g. '1,2,3,4' or 'red,green,blue,nir'")
-        if part.isdigit():
+        if "=" in part:
+            name, _, number = (x.strip() for x in part.partition("="))
+            if not name or not number.isdigit() or int(number) < 1:
+                raise InputError(f"--bands {spec!r}: {part!r} is not NAME=NUMBER; write e.g. 'red=1,green=2,blue=3,nir=4'")
+            tokens.append((canonical_band_name(name), int(number)))
+        elif part.isdigit():
             if int(part) < 1:
                 raise InputError(f"--bands {spec!r}: band numbers start at 1, got {part}")
             tokens.append(int(part))
@@ -92,13 +98,28 @@ def resolve_bands(spec: str | None, path: Path) -> BandChoice:
     if spec is None or not spec.strip():
         return BandChoice(tuple(range(1, len(names) + 1)), names)
     indexes: list[int] = []
+    chosen: list[str] = []
     missing: list[str] = []
     for token in parse_band_spec(spec):
-        if isinstance(token, int):
+        if isinstance(token, tuple):
+            name, index = token
+            if index > len(names):
+                missing.append(str(index))
+                continue
+            described = names[index - 1]
+            if not is_generic_band_name(described) and described != name:
+                raise DataError(
+                    f"{path}: band {index} is described as {described!r}, not {name!r}; name it {described!r} "
+                    f"or by number ({index}) in --bands (NAME=NUMBER names bands the files leave unnamed)"
+                )
+            indexes.append(index)
+            chosen.append(name)
+        elif isinstance(token, int):
             if token > len(names):
                 missing.append(str(token))
                 continue
             indexes.append(token)
+            chosen.append(names[token - 1])
         else:
             hits = [i for i, n in enumerate(names, start=1) if n == token]
             if len(hits) > 1:
@@ -107,11 +128,20 @@ def resolve_bands(spec: str | None, path: Path) -> BandChoice:
                 missing.append(token)
                 continue
             indexes.append(hits[0])
+            chosen.append(token)
     if missing:
-        raise DataError(f"{path}: no band {', '.join(missing)}; the file has {_describe(names)}. Name bands by number or by these names with --bands.")
+        unnamed = all(is_generic_band_name(n) for n in names)
+        fix = (
+            "Its bands have no descriptions: choose them by number, or name them by number, e.g. --bands red=1,green=2,blue=3,nir=4."
+            if unnamed
+            else "Name bands by number or by these names with --bands."
+        )
+        raise DataError(f"{path}: no band {', '.join(missing)}; the file has {_describe(names)}. {fix}")
     if len(set(indexes)) != len(indexes):
         raise InputError(f"--bands {spec!r} names the same band twice in {path} {_describe(names)}")
-    return BandChoice(tuple(indexes), tuple(names[i - 1] for i in indexes))
+    if len(set(chosen)) != len(chosen):
+        raise InputError(f"--bands {spec!r} gives the same name to two bands")
+    return BandChoice(tuple(indexes), tuple(chosen))
 
 
 def match_bands(choice: BandChoice, path: Path) -> tuple[int, ...]:
@@ -132,8 +162,8 @@ def match_bands(choice: BandChoice, path: Path) -> tuple[int, ...]:
             hits = [i for i, n in enumerate(names, start=1) if n == wanted]
             if len(hits) == 1:
                 found.append(hits[0])
-            elif not hits and is_generic_band_name(wanted) and index <= count:
-                found.append(index)  # the run had no name for this band either: position is all we know
+            elif not hits and index <= count and (is_generic_band_name(wanted) or is_generic_band_name(names[index - 1])):
+                found.append(index)  # one side has no name for this band: position is all we know
             else:
                 break
         else:

@@ -44,7 +44,11 @@ class AdaptOptions:
     revision: str | None = option(None, help=REVISION_HELP, flag="--revision")
     token: str | None = option(None, help=TOKEN_HELP, flag="--token")
     offline: bool | None = option(None, help=OFFLINE_HELP, flag="--offline")
-    bands: str | None = option(None, help="Bands to use, in order: 1-based indexes (1,2,3) or names (red,green,blue,nir).", flag="--bands")
+    bands: str | None = option(
+        None,
+        help="Bands to use, in order: 1-based indexes (1,2,3), names (red,green,blue,nir), or names given to unnamed bands (red=1,green=2,blue=3,nir=4).",
+        flag="--bands",
+    )
     classes_file: Path | None = option(None, help="classes.yaml (default: SOURCE/classes.yaml if present).", flag="--classes")
     ignore_index: int | None = option(None, help=f"Mask value meaning 'no label' (default {DEFAULT_IGNORE_INDEX}).", flag="--ignore-index")
     align: bool = option(False, help="Warp masks onto their image's grid (nearest) when grids differ.", flag="--align")

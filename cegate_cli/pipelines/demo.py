@@ -1,7 +1,7 @@
 """`cegate demo`: the whole workflow offline, on generated scenes, in a few minutes on a laptop CPU.
 
 It writes a labeled source domain and a shifted target domain of GeoTIFFs, adapts the embedded
-`galileo-nano` backbone (`adapt`'s default) on the labeled source and the unlabeled target together
+`galileo-nano` backbone (`adapt`'s default) to the labeled source and then the unlabeled target
 (what `adapt --target` does), maps the target scenes and scores them against held-out labels, so a
 new user sees every output cegate makes before pointing it at their own data. `source_only` trains
 on the source alone, which shows what the shift costs without adaptation (docs/demo.md has the
