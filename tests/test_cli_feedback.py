@@ -232,6 +232,10 @@ def test_adapt_json_is_the_result_on_stdout(data, tmp_path: Path) -> None:
     assert report["run_dir"] == str(out) and report["status"] == "complete" and report["mode"] == "supervised"
     assert report["selected"] == recorded["selection"]["final"] and len(report["selected"]) == 3
     assert report["metrics"]["best_val_miou"] == recorded["metrics"]["best_val_miou"]
+    # The figure the saved weights score (after calibration where it moved a class), as the text summary says.
+    assert report["metrics"]["calibration"] == recorded["metrics"]["calibration"]
+    after = (recorded["metrics"]["calibration"] or {}).get("val_miou_after") if any((recorded["metrics"]["calibration"] or {}).get("offsets", [])) else None
+    assert report["metrics"]["saved_val_miou"] == (after if after is not None else recorded["metrics"]["best_val_miou"])
     assert report["timing"]["total_seconds"] > 0 and report["timing"]["fisher_seconds"] > 0
     assert Path(report["files"]["weights"]).is_file() and Path(report["files"]["config"]).is_file()
     assert "training: done in" in result.stderr  # the log still goes to stderr

@@ -143,3 +143,17 @@ def test_the_guard_reads_a_vanished_class_and_a_forgotten_source() -> None:
     forgot = guard.judge((0.5, 0.4, 0.1), (0.5, 0.4, 0.1), 0.9, 0.60, 0.50, names)
     assert forgot.kept == "source" and "0.600 to 0.500" in forgot.reasons[0]
     assert guard.GuardVerdict.from_dict(vanished.to_dict()) == replace(vanished, source_shares=(0.5, 0.4, 0.1), adapted_shares=(0.55, 0.42, 0.03))
+
+
+def test_without_validation_the_guard_judges_the_source_phase_end_not_the_adapted_model(demo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No validation in the source phase: the source model is its last step, so keeping it gives
+    exactly the source-only run's weights (not the adapted model compared with itself)."""
+    monkeypatch.setattr(guard, "VANISH_SHARE", 0.0)
+    monkeypatch.setattr(guard, "VANISH_RATIO", 2.0)  # every class "vanishes": the guard must keep the source model
+    plain = replace(SMALL, val_every=0)
+    adapt(AdaptOptions(source=demo.source_dir, out=tmp_path / "source", backbone="tiny", train=plain))
+    adapt(replace(_first(demo, tmp_path / "run"), train=plain))
+    verdict = read_manifest(tmp_path / "run").adaptation.guard
+    assert verdict["kept"] == "source"
+    assert _equal(tmp_path / "run" / "adapter.safetensors", tmp_path / "source" / "adapter.safetensors")
+    assert not _equal(tmp_path / "run" / "adapter.safetensors", tmp_path / "run" / "adapter_last.safetensors")

@@ -227,9 +227,9 @@ def _print_summary(result: Any) -> None:
         if adaptation.pseudo_labels:
             end = adaptation.pseudo_labels[-1]
             stdout.print(
-                f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident "
-                f"(> {adaptation.self_training.confidence}); the run keeps the last step's weights"
+                f"pseudo-labels at step {end['step']}: {end['confident_share']:.1%} of target pixels confident (> {adaptation.self_training.confidence})"
             )
+        stdout.print(f"weights: {adaptation.weights}")
 
 
 with_flags(adapt_command, kind_size_flags(), after="decoder", panel=MODEL)  # each kind's size flags (--lora-rank)

@@ -47,7 +47,11 @@ def adapt_result(result: AdaptResult) -> dict[str, Any]:
         "ever_selected": _modules(manifest.ever_selected),
         "trainable_share": _number(manifest.parameters.trainable_share if manifest.parameters is not None else None),
         "parameters": manifest.parameters.to_dict() if manifest.parameters is not None else {},
-        "metrics": {name: _number(metrics.get(name)) for name in RUN_METRICS},
+        "metrics": {
+            **{name: _number(metrics.get(name)) for name in RUN_METRICS},
+            "saved_val_miou": _number(manifest.metrics.saved_val_miou if manifest.metrics is not None else None),
+            "calibration": metrics.get("calibration"),
+        },
         "pseudo_labels": history[-1] if history else None,
         "timing": manifest.timing.to_dict() if manifest.timing is not None else {},
         "warnings": list(result.warnings),

@@ -164,6 +164,10 @@ class SelfTrainer(SupervisedTrainer):
         teacher that starts as that model and a fresh optimizer."""
         if not self.source_steps or step != self.source_steps:
             return
+        if not self.progress.best_weights:  # no validation in the source phase: its last step is the source model
+            self.progress.best_weights = self.trained_weights()
+            self.progress.best_step = step
+            self.progress.best_selection = list(self.toolbox.active_keys)
         self._load(self.source_model())
         best = list(self.progress.best_selection)
         if best and best != list(self.toolbox.active_keys):  # reselected after the best step: back to its modules
